@@ -9,7 +9,9 @@ Reserved argument names, supplied by the engine and never part of the schema:
 
 * ``tensors``: one float32 tensor per fine-tuned model, same shape, same device.
 * ``base``: the base model's tensor (float32) or ``None`` when the recipe has no base model.
-* ``weights``: the per-model weights from the recipe, or ``None`` when none were given.
+* ``weights``: the per-model weights from the recipe, or ``None`` when none were given. Annotate it
+  without ``None`` (``Sequence[float]``) when the method cannot work without weights: the recipe
+  then refuses to load without them.
 * ``generator``: a CPU ``torch.Generator`` seeded from the ``seed`` parameter and the tensor name;
   a method that declares it must also declare ``seed: int``.
 
@@ -102,6 +104,7 @@ class MergeMethod:
     needs_base: bool
     accepts_base: bool
     uses_weights: bool
+    needs_weights: bool
     needs_generator: bool
     min_models: int = 1
     max_models: int | None = None
@@ -204,6 +207,7 @@ def register(
             needs_base=needs_base,
             accepts_base=accepts_base,
             uses_weights="weights" in parameters,
+            needs_weights="weights" in parameters and not _is_optional(parameters["weights"].annotation),
             needs_generator=needs_generator,
             min_models=min_models,
             max_models=max_models,

@@ -1,0 +1,242 @@
+"""The ``hubmerge`` command line: thin typer commands over the library.
+
+Each command builds or loads a Recipe, calls one library function and renders the result. Errors
+raised on purpose (``HubmergeError``) are printed as one message and exit 1; set
+``HUBMERGE_DEBUG=1`` for the traceback. Heavy imports (torch, transformers, gradio) happen inside
+the commands, so ``hubmerge --help`` and argument errors stay fast.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Optional
+
+import typer
+
+from .errors import HubmergeError, redact
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from .engine import MergePlan
+    from .recipe import Recipe
+
+app = typer.Typer(
+    name="hubmerge",
+    help="Merge fine-tuned models from the Hugging Face Hub without downloading them whole.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+hub_app = typer.Typer(help="The local Hub-compatible server.", no_args_is_help=True)
+app.add_typer(hub_app, name="hub")
+
+# Shared option types (one definition, every command).
+RecipeArg = Annotated[Optional[Path], typer.Argument(help="Recipe YAML (hubmerge or FusionBench style).")]
+PresetOpt = Annotated[Optional[str], typer.Option("--preset", help="A built-in recipe instead of a file.")]
+TokenOpt = Annotated[
+    Optional[str], typer.Option("--token", help="Hub token (default: HF_TOKEN or the login cache).", show_default=False)
+]
+TokenFileOpt = Annotated[Optional[Path], typer.Option("--token-file", help="Read the Hub token from this file.")]
+DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="auto, cpu, cuda or cuda:N (default: the recipe's).")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars; print only the result.")]
+
+
+def _console(quiet: bool = False) -> Console:
+    from rich.console import Console
+
+    return Console(stderr=True, quiet=quiet)
+
+
+def _token(token: str | None, token_file: Path | None) -> str | None:
+    from .hub.auth import resolve_token
+
+    return resolve_token(token, token_file=token_file)
+
+
+def _load(recipe_path: Path | None, preset: str | None) -> Recipe:
+    from .recipe import load_recipe
+
+    if preset is not None:
+        from .presets import load_preset
+
+        if recipe_path is not None:
+            raise typer.BadParameter("give a recipe file or --preset, not both")
+        return load_preset(preset)
+    if recipe_path is None:
+        raise typer.BadParameter("give a recipe file (or --preset NAME)")
+    return load_recipe(recipe_path)
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
+        n /= 1000
+    return f"{n:.2f} TB"
+
+
+def render_plan(merge_plan: MergePlan, console: Console) -> None:
+    """Print the plan as tables: the inputs, then what happens to the tensors, then the costs."""
+    from rich.table import Table
+
+    inputs = Table(title=f"Inputs — {merge_plan.method.pretty_name}", title_justify="left")
+    for column in ("input", "model", "revision", "files", "tensors", "size"):
+        inputs.add_column(column, justify="right" if column in ("files", "tensors", "size") else "left")
+    for m in merge_plan.inputs:
+        revision = (m.revision or "local")[:12]
+        inputs.add_row(m.label, str(m.ref), revision, str(len(m.weights.files)), str(len(m.weights.tensors)),
+                       _human(m.weights.total_bytes))
+    console.print(inputs)
+
+    counts = merge_plan.counts
+    summary = Table(show_header=False, title="Plan", title_justify="left")
+    summary.add_column(style="bold")
+    summary.add_column()
+    params = ", ".join(f"{k}={v}" for k, v in merge_plan.recipe.parameters.items()) or "none"
+    summary.add_row("method", f"{merge_plan.method.name} ({params})")
+    summary.add_row("merged tensors", str(counts["merged"]))
+    summary.add_row("copied tensors", f"{counts['copied']} (integer buffers and the default task's head)")
+    for head in merge_plan.heads:
+        shapes = ", ".join(f"{t.name}{list(t.shape)}" for t in head.tensors[:3])
+        more = f" +{len(head.tensors) - 3}" if len(head.tensors) > 3 else ""
+        summary.add_row(f"head: {head.task}", shapes + more)
+    if merge_plan.skipped:
+        summary.add_row("skipped", f"{counts['skipped']} tensors (e.g. {merge_plan.skipped[0][0]}:{merge_plan.skipped[0][1]})")
+    summary.add_row("default task", str(merge_plan.recipe.resolved_default_task or "-"))
+    summary.add_row("bytes to read", _human(merge_plan.bytes_to_read))
+    summary.add_row("output size", _human(merge_plan.bytes_to_write))
+    summary.add_row("peak memory (buffers)", _human(merge_plan.peak_memory_estimate()))
+    console.print(summary)
+
+
+@app.command()
+def plan(
+    recipe: RecipeArg = None,
+    preset: PresetOpt = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the plan as JSON on stdout.")] = False,
+    token: TokenOpt = None,
+    token_file: TokenFileOpt = None,
+) -> None:
+    """Check from safetensors headers alone whether the models can be merged, and what it will cost."""
+    import json
+
+    from . import engine
+
+    loaded = _load(recipe, preset)
+    merge_plan = engine.plan(loaded, token=_token(token, token_file))
+    try:
+        if json_out:
+            typer.echo(json.dumps(merge_plan.to_dict(), indent=2))
+        else:
+            render_plan(merge_plan, _console())
+    finally:
+        engine.close_plan(merge_plan)
+
+
+@app.command()
+def merge(
+    recipe: RecipeArg = None,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Output directory (created atomically).")] = Path(
+        "merged"
+    ),
+    preset: PresetOpt = None,
+    device: DeviceOpt = None,
+    dtype: Annotated[Optional[str], typer.Option("--dtype", help="float32, float16 or bfloat16.")] = None,
+    max_shard_size: Annotated[str, typer.Option("--max-shard-size", help="e.g. 5GB, 500MB.")] = "5GB",
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")] = False,
+    evaluate: Annotated[bool, typer.Option("--evaluate", help="Evaluate every task that names a dataset.")] = False,
+    quiet: QuietOpt = False,
+    token: TokenOpt = None,
+    token_file: TokenFileOpt = None,
+) -> None:
+    """Merge the models of RECIPE tensor by tensor into OUTPUT."""
+    from dataclasses import replace
+
+    from . import engine
+    from .progress import byte_progress
+
+    loaded = _load(recipe, preset)
+    if dtype is not None or device is not None:
+        loaded = replace(loaded, dtype=dtype or loaded.dtype, device=device or loaded.device)
+    console = _console(quiet)
+    merge_plan = engine.plan(loaded, token=_token(token, token_file))
+    if not quiet:
+        render_plan(merge_plan, console)
+    with byte_progress(console, "merging", disable=quiet) as on_progress:
+        result = engine.execute(
+            merge_plan, output, overwrite=overwrite, max_shard_size=max_shard_size, on_progress=on_progress
+        )
+    console.print(
+        f"[green]merged[/green] {len(merge_plan.inputs)} models into {result.output} "
+        f"({_human(result.bytes_written)}, {result.seconds:.1f} s on {result.device})"
+    )
+    if evaluate:
+        from .evaluation import evaluate_recipe_tasks
+
+        evaluate_recipe_tasks(result.output, loaded, console=console, device=device)
+    print(result.output)
+
+
+@hub_app.command("serve")
+def hub_serve(
+    root: Annotated[Path, typer.Option("--root", help="Directory that stores the repos.")] = Path("localhub"),
+    port: Annotated[int, typer.Option("--port")] = 8080,
+    host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
+    token: Annotated[
+        Optional[list[str]], typer.Option("--token", help="TOKEN:USER pair allowed to write (repeatable).")
+    ] = None,
+) -> None:
+    """Serve a local Hugging Face Hub-compatible server (point HF_ENDPOINT at it)."""
+    from .hub.localhub import serve
+
+    tokens = {}
+    for pair in token or []:
+        secret, sep, user = pair.rpartition(":")
+        if not sep or not secret or not user:
+            raise typer.BadParameter("write --token TOKEN:USER", param_hint="--token")
+        tokens[secret] = user
+    serve(root, host=host, port=port, tokens=tokens or None)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run the app, turn HubmergeError into one readable line and exit code 1."""
+    try:
+        app(args=argv, standalone_mode=False)
+    except HubmergeError as exc:
+        if os.environ.get("HUBMERGE_DEBUG"):
+            raise
+        from rich.markup import escape
+
+        _console().print(f"[bold red]error:[/bold red] {type(exc).__name__}: {escape(str(exc))}", highlight=False)
+        _console().print("[dim](set HUBMERGE_DEBUG=1 for the traceback)[/dim]")
+        return 1
+    except KeyboardInterrupt:
+        _console().print("[yellow]interrupted; outputs were left as they were[/yellow]")
+        return 130
+    except SystemExit as exc:
+        return int(exc.code or 0) if isinstance(exc.code, int) else 1
+    except Exception as exc:  # click usage errors and friends
+        import click
+
+        if isinstance(exc, click.exceptions.Exit):
+            return exc.exit_code
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            return exc.exit_code
+        if isinstance(exc, click.exceptions.Abort):
+            return 1
+        if os.environ.get("HUBMERGE_DEBUG"):
+            raise
+        from rich.markup import escape
+
+        _console().print(f"[bold red]unexpected error:[/bold red] {escape(redact(repr(exc)))}")
+        _console().print("[dim](set HUBMERGE_DEBUG=1 for the traceback; please report it)[/dim]")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

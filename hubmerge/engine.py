@@ -1,0 +1,742 @@
+"""Plan a merge from headers alone, then execute it tensor group by tensor group with bounded memory.
+
+``plan`` opens every input (local directory or Hub repo pinned to a commit), reads only the shard
+index and safetensors headers, and classifies every tensor: *merge* (a backbone tensor, float, same
+shape everywhere), *copy* (integer buffers such as ``num_batches_tracked``, and the default task's
+head), *head* (kept per task under ``heads/<task>/``) or *skip*. Anything that would fail later fails
+here, before a weight byte moves.
+
+``execute`` streams the plan: worker threads prefetch the byte ranges of the next tensor groups from
+every input while the device merges the current group in float32; results are cast to the output
+dtype and appended to pre-laid-out safetensors shards in a temporary directory that replaces the
+output only when everything is written. Linear methods (averages, task arithmetic) are reduced as a
+running sum, so memory does not grow with the number of models.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from .errors import (
+    CancelledError,
+    DtypeMismatchError,
+    MissingTensorError,
+    NonFiniteTensorError,
+    PlanError,
+    RecipeError,
+    ShapeMismatchError,
+    UnsupportedDtypeError,
+)
+from .methods import MergeMethod, get_method
+from .recipe import ModelEntry, ModelRef, Recipe
+from .weights.dtypes import DTYPES, is_float, is_integer
+from .weights.index import INDEX_FILE, ModelWeights, open_weights
+from .weights.sources import LocalSource, WeightSource
+from .weights.writer import OutputTensor, ShardedWriter, atomic_output_dir, check_output, parse_size
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = [
+    "HeadPlan",
+    "InputModel",
+    "MergePlan",
+    "MergeResult",
+    "TensorPlan",
+    "execute",
+    "merge",
+    "open_source",
+    "plan",
+    "resolve_device",
+]
+
+log = logging.getLogger(__name__)
+
+ProgressCallback = Callable[[int, int], None]
+RECIPE_FILE = "hubmerge_recipe.yaml"
+HEADS_DIR = "heads"
+DEFAULT_GROUP_BYTES = 16 * 2**20
+DEFAULT_BUDGET_BYTES = 256 * 2**20
+_OUT_DTYPE_CODES = {"float32": "F32", "float16": "F16", "bfloat16": "BF16"}
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack", ".onnx", ".gguf", ".npz")
+_NOT_COPIED = {"README.md", ".gitattributes", INDEX_FILE, "pytorch_model.bin.index.json", RECIPE_FILE}
+_MAX_COPIED_FILE = 50 * 2**20
+
+
+# ---------------------------------------------------------------------------- plan data
+
+
+@dataclass(frozen=True)
+class InputModel:
+    """One input of the merge, opened and pinned."""
+
+    label: str
+    ref: ModelRef
+    role: Literal["base", "model"]
+    entry: ModelEntry | None
+    weights: ModelWeights = field(repr=False, compare=False)
+
+    @property
+    def revision(self) -> str | None:
+        return self.weights.source.revision
+
+
+@dataclass(frozen=True)
+class TensorPlan:
+    """One output tensor: how it is made and from which inputs (indices into ``MergePlan.inputs``)."""
+
+    name: str
+    action: Literal["merge", "copy"]
+    shape: tuple[int, ...]
+    out_dtype: str
+    readers: tuple[int, ...]
+
+    @property
+    def out_bytes(self) -> int:
+        return math.prod(self.shape) * DTYPES[self.out_dtype].bits // 8
+
+
+@dataclass(frozen=True)
+class HeadPlan:
+    """The tensors a task keeps for itself (its head), copied from that task's model."""
+
+    task: str
+    model: int
+    tensors: tuple[TensorPlan, ...]
+
+
+@dataclass(frozen=True)
+class MergePlan:
+    """Everything ``execute`` needs, decided from headers alone. Printable and serialisable."""
+
+    recipe: Recipe
+    method: MergeMethod = field(repr=False)
+    inputs: tuple[InputModel, ...]
+    tensors: tuple[TensorPlan, ...]
+    heads: tuple[HeadPlan, ...]
+    skipped: tuple[tuple[str, str], ...]  # (model label, tensor name) left out of the output
+    default_input: int  # whose config and non-merged tensors the root gets
+    files_input: int  # whose processor / config files are copied
+    base_input: int | None
+
+    # ------------------------------------------------------------------ sizes
+
+    def _read_bytes(self, tensor: TensorPlan) -> int:
+        return sum(self.inputs[i].weights.tensors[tensor.name].nbytes for i in tensor.readers)
+
+    @property
+    def bytes_to_read(self) -> int:
+        total = sum(self._read_bytes(t) for t in self.tensors)
+        return total + sum(self._read_bytes(t) for h in self.heads for t in h.tensors)
+
+    @property
+    def bytes_to_write(self) -> int:
+        return sum(t.out_bytes for t in self.tensors) + sum(t.out_bytes for h in self.heads for t in h.tensors)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        merged = sum(1 for t in self.tensors if t.action == "merge")
+        return {
+            "merged": merged,
+            "copied": len(self.tensors) - merged,
+            "head": sum(len(h.tensors) for h in self.heads),
+            "skipped": len(self.skipped),
+        }
+
+    def peak_memory_estimate(
+        self, *, group_bytes: int = DEFAULT_GROUP_BYTES, budget_bytes: int = DEFAULT_BUDGET_BYTES
+    ) -> int:
+        """Bytes of tensor buffers alive at once in ``execute`` (the Python/torch runtime comes on top).
+
+        Reads ahead (the budget) + the group being merged as read + its float32 working set: three
+        copies for a running sum (result, anchor, current input), one per input for other methods.
+        """
+        largest_f32 = max((math.prod(t.shape) * 4 for t in self.tensors), default=0)
+        total_f32 = sum(math.prod(t.shape) * 4 for t in self.tensors)
+        group_f32 = min(max(group_bytes * 2, largest_f32), total_f32)
+        working = 3 if self.method.linear is not None else len(self.inputs) + 1
+        read_ahead = min(budget_bytes, self.bytes_to_read)
+        return read_ahead + min(max(group_bytes, largest_f32), self.bytes_to_read) + working * group_f32
+
+    # ------------------------------------------------------------------ rendering
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "method": self.method.name,
+            "parameters": dict(self.recipe.parameters),
+            "inputs": [
+                {
+                    "label": m.label,
+                    "model": str(m.ref),
+                    "role": m.role,
+                    "revision": m.revision,
+                    "files": list(m.weights.files),
+                    "tensors": len(m.weights.tensors),
+                    "bytes": m.weights.total_bytes,
+                }
+                for m in self.inputs
+            ],
+            "counts": self.counts,
+            "heads": {h.task: {t.name: list(t.shape) for t in h.tensors} for h in self.heads},
+            "skipped": [f"{label}:{name}" for label, name in self.skipped],
+            "bytes_to_read": self.bytes_to_read,
+            "bytes_to_write": self.bytes_to_write,
+            "peak_memory_estimate": self.peak_memory_estimate(),
+            "default_task": self.recipe.resolved_default_task,
+        }
+
+
+@dataclass(frozen=True)
+class MergeResult:
+    """What ``execute`` wrote and how long it took."""
+
+    output: Path
+    files: tuple[str, ...]
+    bytes_read: int
+    bytes_written: int
+    seconds: float
+    device: str
+
+
+# ---------------------------------------------------------------------------- sources
+
+
+def open_source(ref: ModelRef, *, token: str | None = None) -> WeightSource:
+    """Open ``ref``: a local directory, or a Hub repo pinned to the commit its revision points to."""
+    if ref.path is not None:
+        return LocalSource(ref.path)
+    from .hub.source import HubSource  # lazy: plain local merges never import the HTTP stack
+
+    assert ref.repo_id is not None
+    return HubSource(ref.repo_id, revision=ref.revision, token=token)
+
+
+def _open_inputs(recipe: Recipe, token: str | None) -> list[tuple[str, ModelRef, Literal["base", "model"], ModelEntry | None, WeightSource]]:
+    wanted: list[tuple[str, ModelRef, Literal["base", "model"], ModelEntry | None]] = []
+    if recipe.base_model is not None:
+        wanted.append(("base", recipe.base_model, "base", None))
+    for i, entry in enumerate(recipe.models):
+        wanted.append((entry.task or f"model{i}", entry.model, "model", entry))
+    with ThreadPoolExecutor(max_workers=min(8, len(wanted))) as pool:
+        futures = [pool.submit(open_source, ref, token=token) for _, ref, _, _ in wanted]
+        sources: list[WeightSource] = []
+        error: BaseException | None = None
+        for future in futures:
+            try:
+                sources.append(future.result())
+            except BaseException as exc:  # keep going so every opened source is closed
+                error = error or exc
+        if error is not None:
+            for source in sources:
+                source.close()
+            raise error
+    return [(label, ref, role, entry, source) for (label, ref, role, entry), source in zip(wanted, sources)]
+
+
+# ---------------------------------------------------------------------------- plan
+
+
+def _in_targets(name: str, prefixes: Sequence[str]) -> bool:
+    if not prefixes:
+        return True
+    for prefix in prefixes:
+        p = prefix.rstrip(".")
+        if name == p or name.startswith(p + "."):
+            return True
+    return False
+
+
+def _layout_order(weights: ModelWeights, names: Sequence[str]) -> list[str]:
+    """``names`` in the order they sit in ``weights``' files: sequential reads, fewest seeks."""
+    position = {file: i for i, file in enumerate(weights.files)}
+    return sorted(names, key=lambda n: (position[weights.tensors[n].file], weights.tensors[n].offset))
+
+
+def _out_dtype(code: str, recipe: Recipe) -> str:
+    if is_float(code) and recipe.dtype is not None:
+        return _OUT_DTYPE_CODES[recipe.dtype]
+    return code
+
+
+def plan(recipe: Recipe, *, token: str | None = None) -> MergePlan:
+    """Read headers only and decide, for every tensor, how the output gets it.
+
+    Args:
+        recipe: a validated recipe.
+        token: Hub token for private inputs (never logged).
+
+    Returns:
+        A ``MergePlan``; its inputs stay open until ``execute`` finishes (or ``close_plan``).
+
+    Raises:
+        PlanError: tensors missing, shapes or dtype kinds that disagree, unknown dtypes, target
+            prefixes that match nothing — every offending tensor is listed in one error.
+        WeightsError: corrupt or missing files. HubError: unreachable or unknown repos.
+
+    Example:
+        >>> merge_plan = plan(load_recipe("recipe.yaml"))
+        >>> merge_plan.bytes_to_read
+    """
+    method = get_method(recipe.method)
+    opened = _open_inputs(recipe, token)
+    try:
+        inputs: list[InputModel] = []
+        for label, ref, role, entry, source in opened:
+            inputs.append(InputModel(label, ref, role, entry, open_weights(source)))
+        return _plan_from_inputs(recipe, method, inputs)
+    except BaseException:
+        for *_, source in opened:
+            source.close()
+        raise
+
+
+def _plan_from_inputs(recipe: Recipe, method: MergeMethod, inputs: list[InputModel]) -> MergePlan:
+    base_index = 0 if recipe.base_model is not None else None
+    model_indices = [i for i, m in enumerate(inputs) if m.role == "model"]
+    default_task = recipe.resolved_default_task
+    default_index = next(
+        (i for i in model_indices if inputs[i].entry and inputs[i].entry.task == default_task), model_indices[0]
+    )
+    files_index = base_index if base_index is not None else model_indices[0]
+    buffer_source = base_index if base_index is not None else model_indices[0]
+    uses_base = method.accepts_base and base_index is not None
+    merge_readers = tuple(([base_index] if uses_base and base_index is not None else []) + model_indices)
+
+    prefixes = recipe.target_modules
+    all_names = {name for m in inputs for name in m.weights.tensors}
+    target = sorted(n for n in all_names if _in_targets(n, prefixes))
+    if prefixes and not target:
+        roots = sorted({n.split(".")[0] for n in all_names})
+        raise PlanError(
+            f"target_modules {list(prefixes)} match no tensor. Tensor names start with: {', '.join(roots[:20])}."
+        )
+
+    missing: dict[str, list[str]] = {}
+    shapes: dict[str, dict[str, tuple[int, ...]]] = {}
+    kinds: dict[str, dict[str, str]] = {}
+    tensors: list[TensorPlan] = []
+    for name in target:
+        infos = {inputs[i].label: inputs[i].weights.tensors.get(name) for i in merge_readers}
+        if buffer_source not in merge_readers:
+            infos[inputs[buffer_source].label] = inputs[buffer_source].weights.tensors.get(name)
+        absent = [label for label, loc in infos.items() if loc is None]
+        if absent:
+            missing[name] = absent
+            continue
+        present = {label: loc.info for label, loc in infos.items() if loc is not None}
+        if len({i.shape for i in present.values()}) > 1:
+            shapes[name] = {label: i.shape for label, i in present.items()}
+        if len({is_float(i.dtype) for i in present.values()}) > 1:
+            kinds[name] = {label: i.dtype for label, i in present.items()}
+        for label, info in present.items():
+            if DTYPES[info.dtype].torch_name is None or DTYPES[info.dtype].kind == "complex":
+                raise UnsupportedDtypeError(name, info.dtype, label)
+    if missing:
+        raise MissingTensorError(missing)
+    if shapes:
+        raise ShapeMismatchError(shapes)
+    if kinds:
+        raise DtypeMismatchError(kinds)
+
+    layout = inputs[default_index].weights
+    in_layout = [n for n in target if n in layout.tensors]
+    ordered = _layout_order(layout, in_layout) + sorted(set(target) - set(in_layout))
+    for name in ordered:
+        info = inputs[buffer_source].weights.tensors[name].info
+        if is_integer(info.dtype):
+            tensors.append(TensorPlan(name, "copy", info.shape, info.dtype, (buffer_source,)))
+        else:
+            first = inputs[model_indices[0]].weights.tensors[name].info
+            tensors.append(TensorPlan(name, "merge", first.shape, _out_dtype(first.dtype, recipe), merge_readers))
+
+    heads: list[HeadPlan] = []
+    skipped: list[tuple[str, str]] = []
+    if prefixes:
+        for i, model in enumerate(inputs):
+            own = [n for n in model.weights.tensors if not _in_targets(n, prefixes)]
+            copies = []
+            for name in _layout_order(model.weights, own):
+                info = model.weights.tensors[name].info
+                if DTYPES[info.dtype].torch_name is None:
+                    raise UnsupportedDtypeError(name, info.dtype, model.label)
+                copies.append(TensorPlan(name, "copy", info.shape, _out_dtype(info.dtype, recipe), (i,)))
+            if i == default_index:
+                tensors.extend(copies)
+            if model.entry is not None and model.entry.task is not None and copies:
+                heads.append(HeadPlan(model.entry.task, i, tuple(copies)))
+            elif i != default_index:
+                skipped.extend((model.label, c.name) for c in copies)
+    return MergePlan(
+        recipe=recipe,
+        method=method,
+        inputs=tuple(inputs),
+        tensors=tuple(tensors),
+        heads=tuple(heads),
+        skipped=tuple(skipped),
+        default_input=default_index,
+        files_input=files_index,
+        base_input=base_index,
+    )
+
+
+def close_plan(merge_plan: MergePlan) -> None:
+    """Close every input's source (files, HTTP sessions)."""
+    for model in merge_plan.inputs:
+        model.weights.source.close()
+
+
+# ---------------------------------------------------------------------------- execute helpers
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` -> the first CUDA device if there is one, else CPU; ``cuda[:N]`` must exist."""
+    import torch
+
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError:
+        raise RecipeError(f"unknown device '{device}'; use auto, cpu or cuda[:N]", field="device") from None
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise RecipeError("CUDA was asked for but this machine has no usable CUDA device", field="device")
+        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
+            raise RecipeError(
+                f"cuda:{resolved.index} does not exist; this machine has {torch.cuda.device_count()} CUDA device(s)",
+                field="device",
+            )
+    return resolved
+
+
+def _torch_out_dtype(code: str) -> torch.dtype:
+    from .weights.dtypes import torch_dtype
+
+    dtype = torch_dtype(code)
+    assert dtype is not None
+    return dtype
+
+
+def _groups(tensors: Sequence[TensorPlan], group_bytes: int) -> list[list[TensorPlan]]:
+    groups: list[list[TensorPlan]] = []
+    current: list[TensorPlan] = []
+    size = 0
+    for tensor in tensors:
+        if current and size + tensor.out_bytes > group_bytes:
+            groups.append(current)
+            current, size = [], 0
+        current.append(tensor)
+        size += tensor.out_bytes
+    if current:
+        groups.append(current)
+    return groups
+
+
+def _seed_for(seed: int, name: str) -> int:
+    digest = hashlib.sha256(f"{seed}:{name}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
+
+
+class _Merger:
+    """Runs the method on one group of tensors at a time, on the device, in float32."""
+
+    def __init__(self, merge_plan: MergePlan, device: torch.device) -> None:
+        import torch
+
+        self.torch = torch
+        self.plan = merge_plan
+        self.device = device
+        self.method = merge_plan.method
+        recipe = merge_plan.recipe
+        self.params = dict(recipe.parameters)
+        entries = [m.entry for m in merge_plan.inputs if m.role == "model"]
+        weights = [e.weight for e in entries if e is not None]
+        self.model_weights: list[float] | None = (
+            [float(w) for w in weights if w is not None] if weights and all(w is not None for w in weights) else None
+        )
+        self.linear = (
+            self.method.linear(len(entries), self.model_weights, self.params) if self.method.linear else None
+        )
+        self.model_indices = [i for i, m in enumerate(merge_plan.inputs) if m.role == "model"]
+
+    def f32(self, tensor: torch.Tensor) -> torch.Tensor:
+        return tensor.to(device=self.device, dtype=self.torch.float32, non_blocking=True)
+
+    def linear_group(self, group: list[TensorPlan], reads: Iterator[tuple[int, dict[str, torch.Tensor]]]) -> dict[str, torch.Tensor]:
+        """Running sum: every input's tensors are folded in and dropped as soon as they arrive."""
+        assert self.linear is not None
+        anchored = self.linear.anchored and self.plan.base_input is not None
+        coefficient = dict(zip(self.model_indices, self.linear.coefficients))
+        out: dict[str, torch.Tensor] = {}
+        anchors: dict[str, torch.Tensor] = {}
+        merged = [t for t in group if t.action == "merge"]
+        for index, tensors in reads:
+            for t in group:
+                if t.action == "copy" and t.readers[0] == index:
+                    out[t.name] = tensors[t.name]
+            if not merged or index not in coefficient and not (anchored and index == self.plan.base_input):
+                continue
+            for t in merged:
+                value = self.f32(tensors[t.name])
+                if anchored and index == self.plan.base_input:
+                    anchors[t.name] = value
+                    out[t.name] = value.clone()
+                elif anchored:
+                    out[t.name].add_(value - anchors[t.name], alpha=coefficient[index])
+                elif t.name in out:
+                    out[t.name].add_(value, alpha=coefficient[index])
+                else:
+                    out[t.name] = value * coefficient[index]
+            del tensors
+        return out
+
+    def gather_group(self, group: list[TensorPlan], reads: Iterator[tuple[int, dict[str, torch.Tensor]]]) -> dict[str, torch.Tensor]:
+        """Collect every input's tensors for the group, then call the method per tensor."""
+        by_input = dict(reads)
+        out: dict[str, torch.Tensor] = {}
+        for t in group:
+            if t.action == "copy":
+                out[t.name] = by_input[t.readers[0]][t.name]
+                continue
+            models = [self.f32(by_input[i][t.name]) for i in self.model_indices]
+            base = self.f32(by_input[self.plan.base_input][t.name]) if self.plan.base_input in t.readers else None
+            kwargs: dict[str, Any] = dict(self.params)
+            if self.method.accepts_base:
+                kwargs["base"] = base
+            if self.method.uses_weights:
+                kwargs["weights"] = self.model_weights
+            if self.method.needs_generator:
+                kwargs["generator"] = self.torch.Generator().manual_seed(_seed_for(int(self.params["seed"]), t.name))
+            out[t.name] = self.method.fn(models, **kwargs)
+        return out
+
+
+def _check_finite(merge_plan: MergePlan, tensor: TensorPlan, value: torch.Tensor) -> None:
+    import torch
+
+    if not value.is_floating_point() or bool(torch.isfinite(value).all()):
+        return
+    from .weights.reader import read_tensors
+
+    culprits = []
+    for i in tensor.readers:
+        model = merge_plan.inputs[i]
+        original = read_tensors(model.weights, [tensor.name])[tensor.name]
+        if original.is_floating_point() and not bool(torch.isfinite(original.float()).all()):
+            culprits.append(model.label)
+    if not culprits:
+        culprits = [f"the merge result ({merge_plan.method.name} overflowed the output dtype)"]
+    raise NonFiniteTensorError(tensor.name, culprits)
+
+
+def _copy_model_files(merge_plan: MergePlan, directory: Path) -> list[str]:
+    """Processor and config files from the base (or first) model; config.json from the default task."""
+    written: list[str] = []
+    source = merge_plan.inputs[merge_plan.files_input].weights.source
+    for name in source.list_files():
+        if name in _NOT_COPIED or name.endswith(_WEIGHT_SUFFIXES) or "/" in name or name.startswith("."):
+            continue
+        if source.file_size(name) > _MAX_COPIED_FILE:
+            log.info("not copying %s (larger than %d bytes)", source.where(name), _MAX_COPIED_FILE)
+            continue
+        (directory / name).write_bytes(source.read_file(name))
+        written.append(name)
+    config = _config_for(merge_plan, merge_plan.default_input)
+    if config is not None:
+        (directory / "config.json").write_text(config)
+        if "config.json" not in written:
+            written.append("config.json")
+    return written
+
+
+def _config_for(merge_plan: MergePlan, index: int) -> str | None:
+    source = merge_plan.inputs[index].weights.source
+    if "config.json" not in source.list_files():
+        return None
+    raw = source.read_file("config.json")
+    dtype = merge_plan.recipe.dtype
+    if dtype is None:
+        return raw.decode("utf-8")
+    try:
+        config = json.loads(raw)
+    except ValueError:
+        raise PlanError(f"{source.where('config.json')} is not valid JSON") from None
+    config["dtype"] = dtype
+    if "torch_dtype" in config:
+        config["torch_dtype"] = dtype
+    return json.dumps(config, indent=2, sort_keys=True) + "\n"
+
+
+# ---------------------------------------------------------------------------- execute
+
+
+def execute(
+    merge_plan: MergePlan,
+    output: str | Path,
+    *,
+    device: str | None = None,
+    overwrite: bool = False,
+    max_shard_size: str | int = "5GB",
+    workers: int | None = None,
+    group_bytes: int = DEFAULT_GROUP_BYTES,
+    budget_bytes: int = DEFAULT_BUDGET_BYTES,
+    on_progress: ProgressCallback | None = None,
+    cancel: threading.Event | None = None,
+) -> MergeResult:
+    """Merge as planned and write the output directory atomically.
+
+    Args:
+        merge_plan: from ``plan``.
+        output: the directory to create (or replace, with ``overwrite``).
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``; defaults to the recipe's.
+        overwrite: replace an existing non-empty output.
+        max_shard_size: e.g. ``"5GB"``; larger outputs are split into shards plus an index.
+        workers: reader threads (default: 2 for local inputs, 8 when any input is on the Hub).
+        group_bytes: output bytes merged per step; ``budget_bytes``: read bytes allowed ahead.
+        on_progress: called with (bytes read so far, bytes to read in total).
+        cancel: set it to stop; the output is then left as it was.
+
+    Returns:
+        ``MergeResult`` with the files written and timings.
+
+    Raises:
+        OutputExistsError: ``output`` exists and ``overwrite`` is false (checked before any read).
+        NonFiniteTensorError: an input holds NaN/Inf in a merged tensor.
+        WeightsError / HubError: reads failed after retries. CancelledError: ``cancel`` was set.
+    """
+    from .weights.reader import read_tensors
+
+    started = time.perf_counter()
+    output = Path(output)
+    check_output(output.absolute(), overwrite=overwrite)
+    torch_device = resolve_device(device or merge_plan.recipe.device)
+    max_shard = parse_size(max_shard_size)
+    remote = any(m.weights.source.revision is not None for m in merge_plan.inputs)
+    workers = workers or (8 if remote else 2)
+    total = merge_plan.bytes_to_read
+    done = 0
+    progress_lock = threading.Lock()
+    merger = _Merger(merge_plan, torch_device)
+
+    def read_job(index: int, names: list[str]) -> Callable[[], tuple[int, dict[str, torch.Tensor]]]:
+        def run() -> tuple[int, dict[str, torch.Tensor]]:
+            nonlocal done
+            if cancel is not None and cancel.is_set():
+                raise CancelledError("the merge")
+            weights = merge_plan.inputs[index].weights
+            tensors = read_tensors(weights, names)
+            with progress_lock:
+                done += sum(weights.tensors[n].nbytes for n in names)
+                if on_progress is not None:
+                    on_progress(done, total)
+            return index, tensors
+
+        return run
+
+    def jobs_for(groups: list[list[TensorPlan]]) -> Iterator[Any]:
+        from .weights.prefetch import Job
+
+        for group in groups:
+            wanted: dict[int, list[str]] = {}
+            for t in group:
+                for i in t.readers:
+                    wanted.setdefault(i, []).append(t.name)
+            for index in sorted(wanted, key=lambda i: (i != merge_plan.base_input, i)):
+                names = wanted[index]
+                nbytes = sum(merge_plan.inputs[index].weights.tensors[n].nbytes for n in names)
+                yield len(wanted), Job(nbytes, read_job(index, names))
+
+    def stream(tensors: Sequence[TensorPlan], writer: ShardedWriter) -> None:
+        from .weights.prefetch import prefetch
+
+        groups = _groups(tensors, group_bytes)
+        job_list = list(jobs_for(groups))
+        results = prefetch((job for _, job in job_list), workers=workers, max_bytes=budget_bytes)
+        position = 0
+        for group in groups:
+            if cancel is not None and cancel.is_set():
+                raise CancelledError("the merge")
+            count = job_list[position][0]
+            position += count
+            reads = (next(results) for _ in range(count))
+            use_linear = merger.linear is not None
+            merged = merger.linear_group(group, reads) if use_linear else merger.gather_group(group, reads)
+            for t in group:
+                value = merged.pop(t.name)
+                if t.action == "merge":
+                    value = value.to(_torch_out_dtype(t.out_dtype))
+                    _check_finite(merge_plan, t, value)
+                elif value.dtype != _torch_out_dtype(t.out_dtype):
+                    value = value.to(_torch_out_dtype(t.out_dtype))
+                writer.write(t.name, value)
+                del value
+        results.close()
+
+    def write_part(directory: Path, tensors: Sequence[TensorPlan]) -> list[str]:
+        directory.mkdir(parents=True, exist_ok=True)
+        writer = ShardedWriter(
+            directory,
+            [OutputTensor(t.name, t.out_dtype, t.shape) for t in tensors],
+            max_shard_size=max_shard,
+            metadata={"merged_by": "hubmerge", "method": merge_plan.method.name},
+        )
+        try:
+            stream(tensors, writer)
+            return writer.close()
+        finally:
+            writer.abort()
+
+    files: list[str] = []
+    try:
+        with atomic_output_dir(output, overwrite=overwrite) as tmp:
+            files += write_part(tmp, merge_plan.tensors)
+            for head in merge_plan.heads:
+                head_dir = tmp / HEADS_DIR / head.task
+                files += [f"{HEADS_DIR}/{head.task}/{f}" for f in write_part(head_dir, head.tensors)]
+                config = _config_for(merge_plan, head.model)
+                if config is not None:
+                    (head_dir / "config.json").write_text(config)
+                    files.append(f"{HEADS_DIR}/{head.task}/config.json")
+            files += _copy_model_files(merge_plan, tmp)
+            pinned = merge_plan.recipe.with_revisions({m.ref: m.revision for m in merge_plan.inputs})
+            (tmp / RECIPE_FILE).write_text(pinned.to_yaml())
+            files.append(RECIPE_FILE)
+    finally:
+        close_plan(merge_plan)
+    return MergeResult(
+        output=output,
+        files=tuple(sorted(set(files))),
+        bytes_read=done,
+        bytes_written=merge_plan.bytes_to_write,
+        seconds=time.perf_counter() - started,
+        device=str(torch_device),
+    )
+
+
+def merge(
+    recipe: Recipe,
+    output: str | Path,
+    *,
+    token: str | None = None,
+    overwrite: bool = False,
+    **options: Any,
+) -> MergeResult:
+    """``plan`` then ``execute``: the whole merge in one call (see both for arguments and errors).
+
+    Example:
+        >>> from hubmerge import load_recipe, merge
+        >>> merge(load_recipe("recipe.yaml"), "out/merged")
+    """
+    check_output(Path(output).absolute(), overwrite=overwrite)
+    return execute(plan(recipe, token=token), output, overwrite=overwrite, **options)
+

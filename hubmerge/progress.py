@@ -1,0 +1,48 @@
+"""Progress on long work: a rich progress bar with bytes/s and ETA, behind a plain callback.
+
+The library only ever calls ``on_progress(done, total)``; the CLI turns that into a bar, the UI into
+``gr.Progress``. ``disable=True`` (``--quiet``) gives a callback that does nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+__all__ = ["byte_progress"]
+
+
+@contextlib.contextmanager
+def byte_progress(console: Console, description: str, *, disable: bool = False) -> Iterator[Callable[[int, int], None]]:
+    """Yield an ``on_progress(done_bytes, total_bytes)`` callback drawing a transfer-style bar."""
+    if disable:
+        yield lambda done, total: None
+        return
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+    ) as bar:
+        task = bar.add_task(description, total=None)
+
+        def update(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield update

@@ -1,0 +1,353 @@
+"""The Recipe: the one configuration object behind the CLI, the UI, the card and reproduction.
+
+A recipe is YAML (see DESIGN.md) or built in code; either way it is validated here, once, with
+messages that name the field and say what to write instead. Strings such as ``"org/name@rev"`` are
+parsed into ``ModelRef`` at this boundary and never re-parsed later.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import RecipeError
+from .methods import get_method
+
+__all__ = ["DatasetRef", "ModelEntry", "ModelRef", "Recipe", "load_recipe"]
+
+_REPO_ID = re.compile(r"^(?:[A-Za-z0-9][\w.\-]{0,95}/)?[A-Za-z0-9][\w.\-]{0,95}$")
+_DTYPES = ("float32", "float16", "bfloat16")
+_DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
+
+
+def _did_you_mean(word: str, options: Sequence[str]) -> str:
+    close = difflib.get_close_matches(word, list(options), n=1)
+    return f" Did you mean '{close[0]}'?" if close else ""
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A model: a Hub repo id with an optional revision, or a local directory."""
+
+    repo_id: str | None = None
+    revision: str | None = None
+    path: Path | None = None
+
+    def __post_init__(self) -> None:
+        if (self.repo_id is None) == (self.path is None):
+            raise RecipeError("a model is either a repo id or a local path")
+
+    @classmethod
+    def parse(cls, text: str, *, base_dir: Path | None = None, field: str = "model") -> ModelRef:
+        """``org/name``, ``org/name@revision``, or a path (``./dir``, ``/abs/dir``, ``~/dir``, an existing dir)."""
+        if not isinstance(text, str) or not text.strip():
+            raise RecipeError(f"expected a repo id like 'org/name[@revision]' or a local path, got {text!r}", field=field)
+        text = text.strip()
+        looks_local = text.startswith((".", "/", "~")) or "\\" in text
+        candidate = Path(text).expanduser()
+        if base_dir is not None and not candidate.is_absolute():
+            candidate = base_dir / candidate
+        if looks_local or candidate.is_dir():  # an existing directory wins, as in from_pretrained
+            return cls(path=candidate)
+        repo_id, _, revision = text.partition("@")
+        if not _REPO_ID.match(repo_id) or ".." in repo_id or "--" in repo_id:
+            raise RecipeError(
+                f"'{text}' is neither an existing directory nor a valid repo id ('org/name[@revision]')",
+                field=field,
+            )
+        if "@" in text and (not revision or re.search(r"\s", revision)):
+            raise RecipeError(f"'{text}': the revision after '@' is empty or has spaces", field=field)
+        return cls(repo_id=repo_id, revision=revision or None)
+
+    @property
+    def is_local(self) -> bool:
+        return self.path is not None
+
+    def pinned(self, sha: str | None) -> ModelRef:
+        """The same model at commit ``sha`` (local directories stay as they are)."""
+        return self if self.path is not None or sha is None else replace(self, revision=sha)
+
+    def __str__(self) -> str:
+        if self.path is not None:
+            return str(self.path)
+        return f"{self.repo_id}@{self.revision}" if self.revision else str(self.repo_id)
+
+
+@dataclass(frozen=True)
+class DatasetRef:
+    """A dataset to evaluate a task on: a Hub dataset id (+ config) or a ``save_to_disk`` directory."""
+
+    path: str
+    name: str | None = None
+    split: str = "test"
+
+    @classmethod
+    def parse(cls, value: Any, *, field: str = "dataset") -> DatasetRef:
+        """``org/name`` or ``org/name:split``; a dataset config needs the mapping ``{path, name, split}``."""
+        if isinstance(value, str) and value.strip():
+            path, _, split = value.strip().partition(":")
+            return cls(path=path, split=split or "test")
+        if isinstance(value, Mapping):
+            unknown = set(value) - {"path", "name", "split"}
+            if unknown or not isinstance(value.get("path"), str):
+                raise RecipeError(
+                    "a dataset is 'org/name[:split]' or a mapping with 'path' and optional 'name', 'split'",
+                    field=field,
+                )
+            return cls(path=value["path"], name=value.get("name"), split=value.get("split") or "test")
+        raise RecipeError(f"expected a dataset id like 'org/name[:split]', got {value!r}", field=field)
+
+    def to_yaml(self) -> str | dict[str, str]:
+        if self.name is None:
+            return self.path if self.split == "test" else f"{self.path}:{self.split}"
+        return {"path": self.path, "name": self.name, "split": self.split}
+
+    def __str__(self) -> str:
+        config = f"/{self.name}" if self.name else ""
+        return f"{self.path}{config}:{self.split}"
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One fine-tuned input: the model, its task (whose head it carries), weight and dataset."""
+
+    model: ModelRef
+    task: str | None = None
+    weight: float | None = None
+    dataset: DatasetRef | None = None
+
+    @property
+    def label(self) -> str:
+        return self.task or str(self.model)
+
+
+_TOP_LEVEL = (
+    "method",
+    "parameters",
+    "base_model",
+    "models",
+    "target_modules",
+    "dtype",
+    "device",
+    "default_task",
+    "name",
+)
+_ENTRY_KEYS = ("model", "task", "weight", "dataset")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A validated merge recipe. Build it with ``Recipe.from_dict`` / ``load_recipe`` or directly."""
+
+    method: str
+    models: tuple[ModelEntry, ...]
+    parameters: Mapping[str, Any] = field(default_factory=dict)
+    base_model: ModelRef | None = None
+    target_modules: tuple[str, ...] = ()
+    dtype: str | None = None
+    device: str = "auto"
+    default_task: str | None = None
+    name: str | None = None
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    # ------------------------------------------------------------------ validation
+
+    def validate(self) -> None:
+        """Check everything that can be checked without reading a model; raise RecipeError."""
+        method = get_method(self.method)
+        object.__setattr__(self, "parameters", method.resolve_params(self.parameters))
+        n = len(self.models)
+        if n == 0:
+            raise RecipeError("list at least one model to merge", field="models")
+        if n < method.min_models:
+            raise RecipeError(f"{method.name} needs at least {method.min_models} models, got {n}", field="models")
+        if method.max_models is not None and n > method.max_models:
+            raise RecipeError(f"{method.name} takes at most {method.max_models} models, got {n}", field="models")
+        if method.needs_base and self.base_model is None:
+            raise RecipeError(f"{method.name} works on task vectors and needs a 'base_model'", field="base_model")
+        weights = [m.weight for m in self.models]
+        if any(w is not None for w in weights):
+            if any(w is None for w in weights):
+                raise RecipeError("give a 'weight' to every model or to none", field="models")
+            if not all(math.isfinite(w) for w in weights if w is not None):
+                raise RecipeError("weights must be finite numbers", field="models")
+        elif method.needs_weights:
+            raise RecipeError(f"{method.name} needs a 'weight' for every model", field="models")
+        tasks = [m.task for m in self.models if m.task is not None]
+        duplicates = sorted({t for t in tasks if tasks.count(t) > 1})
+        if duplicates:
+            raise RecipeError(f"task(s) {', '.join(duplicates)} appear more than once", field="models")
+        if self.default_task is not None and self.default_task not in tasks:
+            raise RecipeError(
+                f"'{self.default_task}' is not one of the recipe's tasks ({', '.join(tasks) or 'none'})"
+                + _did_you_mean(self.default_task, tasks),
+                field="default_task",
+            )
+        if self.dtype is not None and self.dtype not in _DTYPES:
+            raise RecipeError(f"dtype must be one of {', '.join(_DTYPES)} (or omitted to keep the input's)", field="dtype")
+        if not _DEVICE.match(self.device):
+            raise RecipeError("device must be auto, cpu, cuda or cuda:N", field="device")
+        for prefix in self.target_modules:
+            if not isinstance(prefix, str) or not prefix.strip("."):
+                raise RecipeError(f"target module prefixes must be non-empty strings, got {prefix!r}", field="target_modules")
+
+    # ------------------------------------------------------------------ derived facts
+
+    @property
+    def tasks(self) -> list[str]:
+        return [m.task for m in self.models if m.task is not None]
+
+    @property
+    def resolved_default_task(self) -> str | None:
+        return self.default_task or (self.tasks[0] if self.tasks else None)
+
+    def with_revisions(self, shas: Mapping[ModelRef, str | None]) -> Recipe:
+        """A copy with every Hub model pinned to the commit sha it resolved to."""
+        return replace(
+            self,
+            base_model=self.base_model.pinned(shas.get(self.base_model)) if self.base_model else None,
+            models=tuple(replace(m, model=m.model.pinned(shas.get(m.model))) for m in self.models),
+        )
+
+    # ------------------------------------------------------------------ YAML
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, base_dir: Path | None = None, source: str | None = None) -> Recipe:
+        """Build a recipe from parsed YAML; ``base_dir`` resolves relative model paths."""
+        try:
+            return cls._from_dict(data, base_dir=base_dir)
+        except RecipeError as exc:
+            if source and exc.source is None:
+                exc.append_to_message(f"(in {source})")
+            raise
+
+    @classmethod
+    def _from_dict(cls, data: Mapping[str, Any], *, base_dir: Path | None) -> Recipe:
+        if not isinstance(data, Mapping):
+            raise RecipeError("a recipe is a YAML mapping with at least 'method' and 'models'")
+        for key in data:
+            if key not in _TOP_LEVEL:
+                raise RecipeError(
+                    f"unknown key '{key}'." + _did_you_mean(str(key), _TOP_LEVEL)
+                    + f" Allowed keys: {', '.join(_TOP_LEVEL)}."
+                )
+        method = data.get("method")
+        if not isinstance(method, str):
+            raise RecipeError("name a merge method, e.g. 'method: task_arithmetic'", field="method")
+        raw_models = data.get("models")
+        if not isinstance(raw_models, list):
+            raise RecipeError("'models' must be a list of entries like '- model: org/name'", field="models")
+        models = tuple(cls._entry(item, i, base_dir) for i, item in enumerate(raw_models))
+        parameters = data.get("parameters") or {}
+        if not isinstance(parameters, Mapping):
+            raise RecipeError("'parameters' must be a mapping like '{scaling_factor: 0.3}'", field="parameters")
+        base = data.get("base_model")
+        target = data.get("target_modules") or ()
+        if isinstance(target, str):
+            target = (target,)
+        if not isinstance(target, (list, tuple)):
+            raise RecipeError("a list of name prefixes, e.g. [convnext]", field="target_modules")
+        return cls(
+            method=method,
+            models=models,
+            parameters=dict(parameters),
+            base_model=ModelRef.parse(base, base_dir=base_dir, field="base_model") if base is not None else None,
+            target_modules=tuple(str(t) for t in target),
+            dtype=data.get("dtype"),
+            device=str(data.get("device") or "auto"),
+            default_task=data.get("default_task"),
+            name=data.get("name"),
+        )
+
+    @staticmethod
+    def _entry(item: Any, i: int, base_dir: Path | None) -> ModelEntry:
+        where = f"models[{i}]"
+        if isinstance(item, str):
+            item = {"model": item}
+        if not isinstance(item, Mapping) or "model" not in item:
+            raise RecipeError("each entry needs 'model: org/name[@revision]' or a local path", field=where)
+        for key in item:
+            if key not in _ENTRY_KEYS:
+                raise RecipeError(
+                    f"unknown key '{key}'." + _did_you_mean(str(key), _ENTRY_KEYS)
+                    + f" Allowed: {', '.join(_ENTRY_KEYS)}.",
+                    field=where,
+                )
+        task = item.get("task")
+        if task is not None and (not isinstance(task, str) or not task.strip()):
+            raise RecipeError(f"task must be a name, got {task!r}", field=f"{where}.task")
+        weight = item.get("weight")
+        if weight is not None and (isinstance(weight, bool) or not isinstance(weight, (int, float))):
+            raise RecipeError(f"weight must be a number, got {weight!r}", field=f"{where}.weight")
+        dataset = item.get("dataset")
+        return ModelEntry(
+            model=ModelRef.parse(item["model"], base_dir=base_dir, field=f"{where}.model"),
+            task=task,
+            weight=float(weight) if weight is not None else None,
+            dataset=DatasetRef.parse(dataset, field=f"{where}.dataset") if dataset is not None else None,
+        )
+
+    @classmethod
+    def from_yaml(cls, text: str, *, base_dir: Path | None = None, source: str | None = None) -> Recipe:
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            problem = getattr(exc, "problem", None) or str(exc)
+            raise RecipeError(f"the YAML cannot be parsed{where}: {problem}", source=source) from None
+        if data is None:
+            raise RecipeError("the recipe is empty", source=source)
+        return cls.from_dict(data, base_dir=base_dir, source=source)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data, ready for YAML; parameters include the defaults that were filled in."""
+        out: dict[str, Any] = {"method": self.method, "parameters": dict(self.parameters)}
+        if self.name:
+            out["name"] = self.name
+        if self.base_model is not None:
+            out["base_model"] = str(self.base_model)
+        models = []
+        for entry in self.models:
+            item: dict[str, Any] = {"model": str(entry.model)}
+            if entry.task is not None:
+                item["task"] = entry.task
+            if entry.weight is not None:
+                item["weight"] = entry.weight
+            if entry.dataset is not None:
+                item["dataset"] = entry.dataset.to_yaml()
+            models.append(item)
+        out["models"] = models
+        if self.target_modules:
+            out["target_modules"] = list(self.target_modules)
+        if self.dtype:
+            out["dtype"] = self.dtype
+        if self.device != "auto":
+            out["device"] = self.device
+        if self.default_task:
+            out["default_task"] = self.default_task
+        return out
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=False)
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    """Read and validate a recipe file; relative model paths are taken from the file's directory."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise RecipeError(f"recipe file '{path}' does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RecipeError(f"recipe file '{path}' cannot be read: {exc}") from None
+    return Recipe.from_yaml(text, base_dir=path.parent.absolute(), source=str(path))

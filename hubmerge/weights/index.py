@@ -1,0 +1,157 @@
+"""A model's safetensors layout: which file holds which tensor, from the shard index or a single file.
+
+Reads only the index JSON and the headers; validates that the index cannot point outside the model
+(``../``, absolute paths) and that it agrees with the shard headers.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from ..errors import HeaderParseError, ModelFilesNotFoundError, ShardIndexError
+from .header import SafetensorsHeader, TensorInfo, read_header
+from .sources import WeightSource
+
+__all__ = ["INDEX_FILE", "SINGLE_FILE", "ModelWeights", "TensorLocation", "open_weights"]
+
+SINGLE_FILE = "model.safetensors"
+INDEX_FILE = "model.safetensors.index.json"
+
+
+@dataclass(frozen=True)
+class TensorLocation:
+    """One tensor of one model: the file and the absolute byte range that hold it."""
+
+    file: str
+    offset: int
+    info: TensorInfo
+
+    @property
+    def nbytes(self) -> int:
+        return self.info.nbytes
+
+
+@dataclass(frozen=True)
+class ModelWeights:
+    """Every tensor of a model and where it lives, from headers alone."""
+
+    source: WeightSource
+    files: tuple[str, ...]
+    headers: dict[str, SafetensorsHeader]
+    tensors: dict[str, TensorLocation]
+
+    @property
+    def label(self) -> str:
+        return self.source.label
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(h.file_size for h in self.headers.values())
+
+
+def _safe_shard_name(where: str, name: object) -> str:
+    if not isinstance(name, str) or not name:
+        raise ShardIndexError(where, f"shard file name {name!r} is not a string")
+    normalised = posixpath.normpath(name)
+    if (
+        name.startswith(("/", "\\"))
+        or "\\" in name
+        or (len(name) > 1 and name[1] == ":")
+        or normalised.startswith("..")
+        or normalised == "."
+        or "\x00" in name
+    ):
+        raise ShardIndexError(where, f"shard file {name!r} points outside the model directory")
+    if not normalised.endswith(".safetensors"):
+        raise ShardIndexError(where, f"shard file {name!r} is not a .safetensors file")
+    return normalised
+
+
+def _weight_map(source: WeightSource) -> dict[str, str]:
+    where = source.where(INDEX_FILE)
+    try:
+        index = json.loads(source.read_file(INDEX_FILE).decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise ShardIndexError(where, f"not valid JSON ({exc})") from None
+    if not isinstance(index, dict) or not isinstance(index.get("weight_map"), dict):
+        raise ShardIndexError(where, "it has no 'weight_map' object")
+    weight_map = index["weight_map"]
+    if not weight_map:
+        raise ShardIndexError(where, "'weight_map' is empty")
+    return {str(tensor): _safe_shard_name(where, shard) for tensor, shard in weight_map.items()}
+
+
+def _choose_files(source: WeightSource, listing: list[str]) -> tuple[list[str], dict[str, str] | None]:
+    if INDEX_FILE in listing:
+        weight_map = _weight_map(source)
+        shards = sorted(set(weight_map.values()))
+        missing = [s for s in shards if s not in listing]
+        if missing:
+            raise ModelFilesNotFoundError(
+                f"{source.where(INDEX_FILE)} names shard(s) that do not exist: {', '.join(missing)}",
+                model=source.label,
+            )
+        return shards, weight_map
+    if SINGLE_FILE in listing:
+        return [SINGLE_FILE], None
+    top_level = [f for f in listing if f.endswith(".safetensors") and "/" not in f]
+    if len(top_level) == 1:
+        return top_level, None
+    found = ", ".join(top_level) if top_level else "no .safetensors file"
+    raise ModelFilesNotFoundError(
+        f"{source.label}: expected {SINGLE_FILE} or {INDEX_FILE}, found {found}. "
+        "hubmerge reads safetensors weights only; convert .bin checkpoints with `save_pretrained(safe_serialization=True)`.",
+        model=source.label,
+    )
+
+
+def open_weights(source: WeightSource, *, max_workers: int = 8) -> ModelWeights:
+    """Read the layout of the model behind ``source`` from its index and shard headers.
+
+    Args:
+        source: the model's files.
+        max_workers: shard headers read in parallel (this matters over HTTP).
+
+    Returns:
+        ``ModelWeights`` with every tensor's file and byte range.
+
+    Raises:
+        ModelFilesNotFoundError: no safetensors weights, or a shard named by the index is missing.
+        ShardIndexError: the index is corrupt, escapes the directory or disagrees with the shards.
+        HeaderParseError: a shard header is corrupt or truncated.
+    """
+    files, weight_map = _choose_files(source, source.list_files())
+
+    def header(file: str) -> SafetensorsHeader:
+        return read_header(
+            lambda offset, length: source.read_range(file, offset, length),
+            where=source.where(file),
+            file_size=source.file_size(file),
+        )
+
+    with ThreadPoolExecutor(max_workers=max(1, min(max_workers, len(files)))) as pool:
+        headers = dict(zip(files, pool.map(header, files)))
+
+    tensors: dict[str, TensorLocation] = {}
+    for file in files:
+        head = headers[file]
+        for name, info in head.tensors.items():
+            if name in tensors:
+                raise HeaderParseError(
+                    source.where(file), f"tensor {name!r} also appears in {tensors[name].file}"
+                )
+            tensors[name] = TensorLocation(file, head.data_start + info.begin, info)
+
+    if weight_map is not None:
+        where = source.where(INDEX_FILE)
+        for name, file in weight_map.items():
+            location = tensors.get(name)
+            if location is None or location.file != file:
+                raise ShardIndexError(where, f"tensor {name!r} is mapped to {file} but that shard does not hold it")
+        unmapped = sorted(set(tensors) - set(weight_map))
+        if unmapped:
+            raise ShardIndexError(where, f"shards hold tensors the index does not list: {', '.join(unmapped[:10])}")
+    return ModelWeights(source, tuple(files), headers, tensors)

@@ -1,0 +1,129 @@
+"""Where a model's files come from: a small interface read by byte range.
+
+``LocalSource`` reads a directory with positional reads; the Hub source (``hubmerge.hub.source``)
+implements the same methods with HTTP Range requests. Nothing above ``weights/`` knows which one it
+holds: the engine asks for ranges and gets bytes, or typed errors.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from abc import ABC, abstractmethod
+from pathlib import Path
+
+from ..errors import ModelFilesNotFoundError, RangeReadError
+
+__all__ = ["LocalSource", "WeightSource"]
+
+
+class WeightSource(ABC):
+    """A model's files, read by byte range. Thread-safe: readers call it from several threads."""
+
+    #: how the model is named in messages, e.g. ``/data/ft1`` or ``alice/ft1@3f2a…``
+    label: str
+    #: the pinned commit sha for Hub sources; None for local directories
+    revision: str | None = None
+
+    @abstractmethod
+    def list_files(self) -> list[str]:
+        """Every file of the model, as POSIX paths relative to its root."""
+
+    @abstractmethod
+    def file_size(self, path: str) -> int:
+        """Size in bytes of ``path``; ModelFilesNotFoundError when it does not exist."""
+
+    @abstractmethod
+    def read_into(self, path: str, offset: int, out: memoryview) -> None:
+        """Fill ``out`` with the bytes of ``path`` starting at ``offset``, or raise RangeReadError."""
+
+    def read_range(self, path: str, offset: int, length: int) -> bytes:
+        buffer = bytearray(length)
+        self.read_into(path, offset, memoryview(buffer))
+        return bytes(buffer)
+
+    def read_file(self, path: str) -> bytes:
+        """A whole (small) file such as ``config.json`` or the shard index."""
+        return self.read_range(path, 0, self.file_size(path))
+
+    def where(self, path: str) -> str:
+        """How to name ``path`` of this model in an error message."""
+        return f"{self.label}:{path}"
+
+    def close(self) -> None:
+        """Release files or connections. The source may not be used afterwards."""
+
+    def __enter__(self) -> WeightSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class LocalSource(WeightSource):
+    """A model directory on local disk, read with ``os.preadv`` straight into the caller's buffer."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root).expanduser()
+        self.label = str(root)
+        if not self.root.is_dir():
+            raise ModelFilesNotFoundError(
+                f"model directory '{self.label}' does not exist (or is not a directory)", model=self.label
+            )
+        self._fds: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def _path(self, path: str) -> Path:
+        resolved = (self.root / path).resolve()
+        if not resolved.is_relative_to(self.root.resolve()):
+            raise ModelFilesNotFoundError(f"{self.where(path)}: path escapes the model directory", path=path)
+        return resolved
+
+    def list_files(self) -> list[str]:
+        files = []
+        for dirpath, dirnames, filenames in os.walk(self.root):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            for name in sorted(filenames):
+                files.append(Path(dirpath, name).relative_to(self.root).as_posix())
+        return files
+
+    def file_size(self, path: str) -> int:
+        resolved = self._path(path)
+        try:
+            return resolved.stat().st_size
+        except FileNotFoundError:
+            raise ModelFilesNotFoundError(f"{self.where(path)}: file not found", model=self.label, path=path) from None
+
+    def _fd(self, path: str) -> int:
+        with self._lock:
+            fd = self._fds.get(path)
+            if fd is None:
+                resolved = self._path(path)
+                try:
+                    fd = os.open(resolved, os.O_RDONLY)
+                except FileNotFoundError:
+                    raise ModelFilesNotFoundError(
+                        f"{self.where(path)}: file not found", model=self.label, path=path
+                    ) from None
+                self._fds[path] = fd
+            return fd
+
+    def read_into(self, path: str, offset: int, out: memoryview) -> None:
+        fd = self._fd(path)
+        done, length = 0, len(out)
+        while done < length:
+            try:
+                got = os.preadv(fd, [out[done:]], offset + done)
+            except OSError as exc:
+                raise RangeReadError(self.where(path), f"read failed: {exc.strerror}", offset=offset, length=length)
+            if got == 0:
+                raise RangeReadError(
+                    self.where(path), "the file ended early (truncated?)", offset=offset, length=length
+                )
+            done += got
+
+    def close(self) -> None:
+        with self._lock:
+            for fd in self._fds.values():
+                os.close(fd)
+            self._fds.clear()

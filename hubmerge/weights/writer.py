@@ -1,0 +1,252 @@
+"""Write safetensors shards tensor by tensor, plus the shard index; and make output directories atomic.
+
+The plan knows every output tensor's name, dtype and shape before any data exists, so each shard's
+header is written first and the data streamed after it: nothing is held in memory but the tensor
+being written. Files land in a temporary sibling directory that is renamed into place only when
+everything is complete, so a failed or killed run never leaves a partial output.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import secrets
+import shutil
+import struct
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import torch
+
+from ..errors import OutputExistsError, PlanError
+from .dtypes import DTYPES, dtype_code
+from .index import INDEX_FILE, SINGLE_FILE
+
+__all__ = ["OutputTensor", "ShardedWriter", "atomic_output_dir", "parse_size", "shard_layout"]
+
+_TMP_MARK = ".hubmerge-tmp-"
+_OLD_MARK = ".hubmerge-old-"
+
+
+@dataclass(frozen=True)
+class OutputTensor:
+    name: str
+    dtype: str  # safetensors code
+    shape: tuple[int, ...]
+
+    @property
+    def nbytes(self) -> int:
+        return math.prod(self.shape) * DTYPES[self.dtype].bits // 8
+
+
+def parse_size(size: str | int) -> int:
+    """``"5GB"``, ``"500MB"``, ``"2GiB"`` or a byte count -> bytes."""
+    if isinstance(size, int):
+        return size
+    text = size.strip().upper().replace(" ", "")
+    units = {"KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40, "KB": 10**3, "MB": 10**6, "GB": 10**9,
+             "TB": 10**12, "B": 1}
+    for unit, factor in units.items():
+        if text.endswith(unit):
+            number = text[: -len(unit)]
+            break
+    else:
+        number, factor = text, 1
+    try:
+        value = float(number)
+    except ValueError:
+        raise ValueError(f"cannot read size {size!r}; write it like 5GB, 500MB or 2GiB") from None
+    if value <= 0:
+        raise ValueError(f"size {size!r} must be positive")
+    return int(value * factor)
+
+
+def shard_layout(tensors: Sequence[OutputTensor], max_shard_size: int) -> list[list[OutputTensor]]:
+    """Fill shards in order up to ``max_shard_size`` bytes; a larger tensor gets a shard of its own."""
+    shards: list[list[OutputTensor]] = []
+    current: list[OutputTensor] = []
+    size = 0
+    for tensor in tensors:
+        if current and size + tensor.nbytes > max_shard_size:
+            shards.append(current)
+            current, size = [], 0
+        current.append(tensor)
+        size += tensor.nbytes
+    if current or not shards:
+        shards.append(current)
+    return shards
+
+
+def _header_bytes(shard: Sequence[OutputTensor], metadata: dict[str, str]) -> bytes:
+    header: dict[str, object] = {"__metadata__": metadata}
+    offset = 0
+    for tensor in shard:
+        header[tensor.name] = {
+            "dtype": tensor.dtype,
+            "shape": list(tensor.shape),
+            "data_offsets": [offset, offset + tensor.nbytes],
+        }
+        offset += tensor.nbytes
+    raw = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    raw += b" " * (-len(raw) % 8)  # align the data start to 8 bytes, like the reference writer
+    return struct.pack("<Q", len(raw)) + raw
+
+
+class ShardedWriter:
+    """Write ``tensors`` (in this order) into ``directory`` as one file or shards plus an index.
+
+    Call ``write(name, tensor)`` once per tensor in the declared order, then ``close()``.
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        tensors: Sequence[OutputTensor],
+        *,
+        max_shard_size: int,
+        metadata: dict[str, str] | None = None,
+        basename: str = SINGLE_FILE,
+    ) -> None:
+        self.directory = directory
+        self.shards = shard_layout(tensors, max_shard_size)
+        self.metadata = {"format": "pt", **(metadata or {})}
+        stem = basename.removesuffix(".safetensors")
+        count = len(self.shards)
+        self.filenames = (
+            [basename] if count == 1 else [f"{stem}-{i + 1:05d}-of-{count:05d}.safetensors" for i in range(count)]
+        )
+        self.index_name = f"{basename}.index.json" if basename != SINGLE_FILE else INDEX_FILE
+        self._order = [(s, t) for s, shard in enumerate(self.shards) for t in shard]
+        self._position = 0
+        self._shard = -1
+        self._file: BinaryIO | None = None
+
+    def _open_shard(self, number: int) -> BinaryIO:
+        if self._file is not None:
+            self._file.close()
+        self._shard = number
+        handle = open(self.directory / self.filenames[number], "wb")  # noqa: SIM115 - closed in close()
+        handle.write(_header_bytes(self.shards[number], self.metadata))
+        self._file = handle
+        return handle
+
+    def write(self, name: str, tensor: torch.Tensor) -> None:
+        """Append ``tensor`` as ``name``; it must be the next tensor of the plan, with its dtype and shape."""
+        if self._position >= len(self._order):
+            raise PlanError(f"writer: unexpected tensor {name!r}; every planned tensor was already written")
+        shard_no, expected = self._order[self._position]
+        if name != expected.name:
+            raise PlanError(f"writer: expected tensor {expected.name!r} next, got {name!r}")
+        if tuple(tensor.shape) != expected.shape or dtype_code(tensor.dtype) != expected.dtype:
+            raise PlanError(
+                f"writer: tensor {name!r} is {dtype_code(tensor.dtype)}{list(tensor.shape)}, "
+                f"planned {expected.dtype}{list(expected.shape)}"
+            )
+        handle = self._file if shard_no == self._shard else self._open_shard(shard_no)
+        assert handle is not None
+        if expected.nbytes:
+            data = tensor.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy()
+            handle.write(memoryview(data))
+        self._position += 1
+
+    def close(self) -> list[str]:
+        """Finish the last shard and write the index; return the files written."""
+        if self._position != len(self._order):
+            missing = [t.name for _, t in self._order[self._position :]]
+            raise PlanError(f"writer: {len(missing)} planned tensor(s) were never written, first {missing[0]!r}")
+        if self._file is None:  # an empty plan still gets its (empty) file
+            self._open_shard(0)
+        assert self._file is not None
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        self._file = None
+        written = list(self.filenames)
+        if len(self.filenames) > 1:
+            index = {
+                "metadata": {"total_size": sum(t.nbytes for _, t in self._order)},
+                "weight_map": {t.name: self.filenames[s] for s, t in self._order},
+            }
+            (self.directory / self.index_name).write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
+            written.append(self.index_name)
+        return written
+
+    def abort(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _owner_pid(name: str, mark: str) -> int | None:
+    try:
+        return int(name.split(mark, 1)[1].split("-", 1)[0])
+    except (IndexError, ValueError):
+        return None
+
+
+def clean_stale(target: Path) -> None:
+    """Remove what killed runs left beside ``target``; bring back an output a killed run had moved aside."""
+    parent, prefix = target.parent, f".{target.name}"
+    if not parent.is_dir():
+        return
+    for entry in parent.iterdir():
+        if not entry.name.startswith(prefix):
+            continue
+        for mark in (_TMP_MARK, _OLD_MARK):
+            if entry.name.startswith(prefix + mark):
+                pid = _owner_pid(entry.name, mark)
+                if pid is not None and not _pid_alive(pid):
+                    if mark == _OLD_MARK and not target.exists():
+                        entry.rename(target)  # killed between the two renames: keep the old output
+                    else:
+                        shutil.rmtree(entry, ignore_errors=True)
+
+
+def _is_nonempty(path: Path) -> bool:
+    return path.exists() and (not path.is_dir() or any(path.iterdir()))
+
+
+def check_output(target: Path, *, overwrite: bool) -> None:
+    """Refuse an existing non-empty output unless ``overwrite``; called before any work starts."""
+    if _is_nonempty(target) and not overwrite:
+        raise OutputExistsError(str(target))
+
+
+@contextlib.contextmanager
+def atomic_output_dir(target: Path, *, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary directory that becomes ``target`` only if the block completes.
+
+    On error the temporary directory is removed and ``target`` is left exactly as it was.
+    """
+    target = target.absolute()
+    clean_stale(target)
+    check_output(target, overwrite=overwrite)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tag = f"{os.getpid()}-{secrets.token_hex(4)}"
+    tmp = target.parent / f".{target.name}{_TMP_MARK}{tag}"
+    tmp.mkdir()
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = target.parent / f".{target.name}{_OLD_MARK}{tag}"
+    if target.exists():
+        target.rename(old)
+    tmp.rename(target)
+    if old.exists():
+        shutil.rmtree(old) if old.is_dir() else old.unlink()

@@ -1,0 +1,411 @@
+"""The streaming engine against full-load reference merges, on tiny ConvNeXt and ResNet families."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from hubmerge import engine
+from hubmerge.errors import (
+    CancelledError,
+    HeaderParseError,
+    MissingTensorError,
+    NonFiniteTensorError,
+    OutputExistsError,
+    PlanError,
+    RangeReadError,
+    RecipeError,
+    ShapeMismatchError,
+    ShardIndexError,
+)
+from hubmerge.methods import get_method
+from hubmerge.recipe import load_recipe
+from hubmerge.weights.sources import LocalSource
+
+from ._models import make_family, state_dict, write_recipe
+
+
+@pytest.fixture(scope="module")
+def convnext(tmp_path_factory):
+    return make_family(tmp_path_factory.mktemp("convnext"), "convnext")
+
+
+@pytest.fixture(scope="module")
+def resnet(tmp_path_factory):
+    return make_family(tmp_path_factory.mktemp("resnet"), "resnet")
+
+
+def reference_merge(family, method: str, parameters: dict) -> dict[str, torch.Tensor]:
+    """Load every model whole, then call the method on each backbone tensor (what FusionBench does)."""
+    spec = get_method(method)
+    params = spec.resolve_params(parameters)
+    base = state_dict(family.base)
+    models = [state_dict(p) for p in family.models.values()]
+    out = {}
+    for name, value in base.items():
+        if not name.startswith(family.backbone):
+            continue
+        if not value.is_floating_point():
+            out[name] = value
+            continue
+        kwargs = dict(params)
+        if spec.accepts_base:
+            kwargs["base"] = value.float()
+        if spec.uses_weights:
+            kwargs["weights"] = None
+        if spec.needs_generator:
+            kwargs["generator"] = torch.Generator().manual_seed(engine._seed_for(params["seed"], name))
+        out[name] = spec.fn([m[name].float() for m in models], **kwargs)
+    return out
+
+
+def run_merge(tmp_path, family, method, parameters=None, **options):
+    recipe = load_recipe(write_recipe(tmp_path / f"{method}.yaml", family, method, parameters=parameters))
+    out = tmp_path / f"out-{method}"
+    engine.merge(recipe, out, **options)
+    return out
+
+
+ALL_METHODS = [
+    ("simple_average", {}),
+    ("task_arithmetic", {"scaling_factor": 0.3}),
+    ("ties", {"density": 0.2}),
+    ("ties", {"density": 0.5, "disjoint_merge": "mean"}),
+    ("dare", {"drop_rate": 0.5, "seed": 3}),
+    ("dare", {"drop_rate": 0.3, "combine": "ties"}),
+    ("breadcrumbs", {}),
+    ("model_stock", {}),
+]
+
+
+@pytest.mark.parametrize("method, parameters", ALL_METHODS, ids=lambda v: str(v))
+def test_every_method_equals_the_full_load_reference(tmp_path, convnext, method, parameters):
+    out = run_merge(tmp_path, convnext, method, parameters)
+    merged = load_file(out / "model.safetensors")
+    expected = reference_merge(convnext, method, parameters)
+    for name, value in expected.items():
+        torch.testing.assert_close(merged[name], value.to(merged[name].dtype), rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_simple_average_and_task_arithmetic_match_direct_torch(tmp_path, convnext):
+    base = state_dict(convnext.base)
+    models = [state_dict(p) for p in convnext.models.values()]
+    average = load_file(run_merge(tmp_path, convnext, "simple_average") / "model.safetensors")
+    arithmetic = load_file(run_merge(tmp_path, convnext, "task_arithmetic", {"scaling_factor": 0.7}) / "model.safetensors")
+    name = "convnext.encoder.stages.2.layers.0.pwconv1.weight"
+    stacked = torch.stack([m[name] for m in models])
+    torch.testing.assert_close(average[name], stacked.mean(0))
+    torch.testing.assert_close(arithmetic[name], base[name] + 0.7 * (stacked - base[name]).sum(0))
+
+
+def test_slerp_on_two_models(tmp_path, convnext):
+    two = type(convnext)(convnext.base, dict(list(convnext.models.items())[:2]), convnext.backbone)
+    out = run_merge(tmp_path, two, "slerp", {"t": 0.25})
+    merged = load_file(out / "model.safetensors")
+    a, b = (state_dict(p) for p in two.models.values())
+    name = "convnext.embeddings.patch_embeddings.weight"
+    torch.testing.assert_close(merged[name], get_method("slerp").fn([a[name], b[name]], t=0.25))
+
+
+def test_output_is_a_transformers_model_with_per_task_heads(tmp_path, convnext):
+    from transformers import AutoModelForImageClassification
+
+    out = run_merge(tmp_path, convnext, "simple_average")
+    model = AutoModelForImageClassification.from_pretrained(out)
+    first_task, first_path = next(iter(convnext.models.items()))
+    assert model.config.num_labels == json.loads((first_path / "config.json").read_text())["num_labels"]
+    assert model(torch.zeros(1, 3, 32, 32)).logits.shape == (1, model.config.num_labels)
+    for task, path in convnext.models.items():
+        head = load_file(out / "heads" / task / "model.safetensors")
+        source = state_dict(path)
+        assert set(head) == {"classifier.weight", "classifier.bias"}
+        assert torch.equal(head["classifier.weight"], source["classifier.weight"])
+        assert json.loads((out / "heads" / task / "config.json").read_text())["id2label"] == json.loads(
+            (path / "config.json").read_text()
+        )["id2label"]
+    merged = load_file(out / "model.safetensors")
+    assert torch.equal(merged["classifier.weight"], state_dict(first_path)["classifier.weight"])
+    assert (out / "preprocessor_config.json").exists()
+    recipe = load_recipe(out / "hubmerge_recipe.yaml")
+    assert recipe.method == "simple_average" and recipe.tasks == list(convnext.models)
+
+
+def test_integer_buffers_are_copied_never_averaged(tmp_path, resnet):
+    out = run_merge(tmp_path, resnet, "simple_average")
+    merged = load_file(out / "model.safetensors")
+    base = state_dict(resnet.base)
+    ints = [n for n, v in base.items() if not v.is_floating_point()]
+    assert ints, "the ResNet family must have num_batches_tracked buffers"
+    for name in ints:
+        assert merged[name].dtype == torch.int64
+        assert torch.equal(merged[name], base[name])  # models hold 7, 14, 21: an average would give 14
+    running = "resnet.embedder.embedder.normalization.running_var"
+    torch.testing.assert_close(merged[running], torch.stack([state_dict(p)[running] for p in resnet.models.values()]).mean(0))
+
+
+def test_sharding_of_inputs_does_not_change_the_output(tmp_path, convnext):
+    resharded = tmp_path / "resharded"
+    for task, path in convnext.models.items():
+        target = resharded / task
+        target.mkdir(parents=True)
+        tensors = state_dict(path)
+        names = sorted(tensors)
+        thirds = [names[i::3] for i in range(3)]  # interleaved: every shard holds every stage
+        weight_map = {}
+        for i, part in enumerate(thirds):
+            file = f"model-{i + 1:05d}-of-00003.safetensors"
+            save_file({n: tensors[n] for n in part}, target / file)
+            weight_map.update({n: file for n in part})
+        (target / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+        shutil.copy(path / "config.json", target / "config.json")
+    family = type(convnext)(convnext.base, {t: resharded / t for t in convnext.models}, convnext.backbone)
+    one = load_file(run_merge(tmp_path / "a", convnext, "ties") / "model.safetensors")
+    three = load_file(run_merge(tmp_path / "b", family, "ties") / "model.safetensors")
+    assert one.keys() == three.keys()
+    assert all(torch.equal(one[k], three[k]) for k in one)
+
+
+def test_output_shards_and_dtype(tmp_path, convnext):
+    from transformers import AutoModelForImageClassification
+
+    recipe = load_recipe(
+        write_recipe(tmp_path / "r.yaml", convnext, "task_arithmetic", extra={"dtype": "bfloat16"})
+    )
+    out = tmp_path / "out"
+    engine.merge(recipe, out, max_shard_size="300KB")
+    index = json.loads((out / "model.safetensors.index.json").read_text())
+    shards = sorted(set(index["weight_map"].values()))
+    assert len(shards) > 1
+    tensors = {}
+    for shard in shards:
+        tensors.update(load_file(out / shard))
+    assert {v.dtype for v in tensors.values()} == {torch.bfloat16}
+    assert json.loads((out / "config.json").read_text())["dtype"] == "bfloat16"
+    model = AutoModelForImageClassification.from_pretrained(out)
+    assert next(model.parameters()).dtype == torch.bfloat16
+
+
+def test_plan_reports_counts_and_sizes(convnext, tmp_path):
+    recipe = load_recipe(write_recipe(tmp_path / "r.yaml", convnext, "ties"))
+    merge_plan = engine.plan(recipe)
+    try:
+        counts = merge_plan.counts
+        backbone = [n for n in state_dict(convnext.base) if n.startswith("convnext")]
+        assert counts["merged"] == len(backbone)
+        assert counts["head"] == 2 * len(convnext.models)
+        assert counts["skipped"] == 2  # the base model's own head
+        read = merge_plan.bytes_to_read
+        model_bytes = sum(v.numel() * v.element_size() for v in state_dict(convnext.base).values() if True)
+        assert read < 4.2 * model_bytes  # base + 3 models, no header bytes counted twice
+        data = merge_plan.to_dict()
+        assert data["method"] == "ties" and len(data["inputs"]) == 4
+        assert json.dumps(data)
+    finally:
+        engine.close_plan(merge_plan)
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def broken_copy(tmp_path, family, task="beta"):
+    """A copy of the family where ``task``'s model directory can be damaged freely."""
+    target = tmp_path / "broken"
+    shutil.copytree(family.models[task], target)
+    models = dict(family.models)
+    models[task] = target
+    return type(family)(family.base, models, family.backbone), target
+
+
+def expect_plan_error(tmp_path, family, error, match, method="simple_average"):
+    recipe = load_recipe(write_recipe(tmp_path / "r.yaml", family, method))
+    out = tmp_path / "out"
+    with pytest.raises(error, match=match):
+        engine.merge(recipe, out)
+    assert not out.exists()
+    return out
+
+
+def test_truncated_input(tmp_path, convnext):
+    family, target = broken_copy(tmp_path, convnext)
+    blob = (target / "model.safetensors").read_bytes()
+    (target / "model.safetensors").write_bytes(blob[: len(blob) // 2])
+    expect_plan_error(tmp_path, family, HeaderParseError, "broken")
+
+
+def test_header_length_past_end_of_file(tmp_path, convnext):
+    family, target = broken_copy(tmp_path, convnext)
+    blob = bytearray((target / "model.safetensors").read_bytes())
+    blob[:8] = (len(blob) * 2).to_bytes(8, "little")
+    (target / "model.safetensors").write_bytes(bytes(blob))
+    expect_plan_error(tmp_path, family, HeaderParseError, "past the end")
+
+
+def rewrite_header(path, change):
+    blob = (path).read_bytes()
+    n = int.from_bytes(blob[:8], "little")
+    header = json.loads(blob[8 : 8 + n])
+    change(header)
+    raw = json.dumps(header).encode()
+    raw += b" " * (n - len(raw)) if len(raw) <= n else b""
+    path.write_bytes(len(raw).to_bytes(8, "little") + raw + blob[8 + n :])
+
+
+def test_overlapping_offsets(tmp_path, convnext):
+    family, target = broken_copy(tmp_path, convnext)
+
+    def overlap(header):
+        names = [k for k in header if k != "__metadata__"]
+        a, b = sorted(names, key=lambda k: header[k]["data_offsets"][0])[:2]
+        header[b]["data_offsets"] = [header[b]["data_offsets"][0] - 4, header[b]["data_offsets"][1] - 4]
+
+    rewrite_header(target / "model.safetensors", overlap)
+    expect_plan_error(tmp_path, family, HeaderParseError, "overlaps")
+
+
+def test_unknown_dtype(tmp_path, convnext):
+    family, target = broken_copy(tmp_path, convnext)
+    rewrite_header(target / "model.safetensors", lambda h: h["classifier.bias"].update(dtype="F33"))
+    expect_plan_error(tmp_path, family, HeaderParseError, "unknown dtype 'F33'")
+
+
+def test_tensor_missing_in_one_model(tmp_path, convnext):
+    family, target = broken_copy(tmp_path, convnext)
+    tensors = state_dict(target)
+    del tensors["convnext.encoder.stages.1.layers.0.dwconv.bias"]
+    save_file(tensors, target / "model.safetensors")
+    expect_plan_error(tmp_path, family, MissingTensorError, "stages.1.layers.0.dwconv.bias: missing in beta")
+
+
+def test_shape_mismatch_lists_every_offending_tensor(tmp_path, convnext):
+    family, target = broken_copy(tmp_path, convnext)
+    tensors = state_dict(target)
+    bad = ["convnext.encoder.stages.0.layers.0.dwconv.bias", "convnext.layernorm.weight"]
+    for name in bad:
+        tensors[name] = torch.zeros(tensors[name].numel() + 1)
+    save_file(tensors, target / "model.safetensors")
+    recipe = load_recipe(write_recipe(tmp_path / "r.yaml", family, "simple_average"))
+    with pytest.raises(ShapeMismatchError) as info:
+        engine.plan(recipe)
+    assert set(info.value.tensors) == set(bad)
+    for name in bad:
+        assert name in str(info.value)
+
+
+def test_heads_of_different_sizes_need_target_modules(tmp_path, convnext):
+    recipe = load_recipe(write_recipe(tmp_path / "r.yaml", convnext, "simple_average", target=False))
+    with pytest.raises(ShapeMismatchError, match="target_modules"):
+        engine.plan(recipe)
+
+
+def test_target_prefix_that_matches_nothing(tmp_path, convnext):
+    recipe = load_recipe(write_recipe(tmp_path / "r.yaml", convnext, "simple_average", extra={"target_modules": ["vit"]}))
+    with pytest.raises(PlanError, match="convnext"):
+        engine.plan(recipe)
+
+
+def test_path_traversal_in_weight_map(tmp_path, convnext):
+    family, target = broken_copy(tmp_path, convnext)
+    names = list(state_dict(target))
+    (target / "model.safetensors.index.json").write_text(
+        json.dumps({"weight_map": {n: "../../etc/model.safetensors" for n in names}})
+    )
+    expect_plan_error(tmp_path, family, ShardIndexError, "outside the model directory")
+
+
+@pytest.mark.parametrize("bad_value", [float("nan"), float("inf")])
+def test_nan_or_inf_in_an_input_is_reported_and_nothing_written(tmp_path, convnext, bad_value):
+    family, target = broken_copy(tmp_path, convnext)
+    tensors = state_dict(target)
+    name = "convnext.encoder.stages.3.layers.0.pwconv2.weight"
+    tensors[name][0, 0] = bad_value
+    save_file(tensors, target / "model.safetensors")
+    recipe = load_recipe(write_recipe(tmp_path / "r.yaml", family, "task_arithmetic"))
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep").write_text("previous output")
+    with pytest.raises(NonFiniteTensorError) as info:
+        engine.merge(recipe, out, overwrite=True)
+    assert info.value.tensor == name and info.value.models == ("beta",)
+    assert [p.name for p in out.iterdir()] == ["keep"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["broken", "out", "r.yaml"]
+
+
+def test_failure_midway_leaves_the_output_untouched(tmp_path, convnext, monkeypatch):
+    recipe = load_recipe(write_recipe(tmp_path / "r.yaml", convnext, "ties"))
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep").write_text("previous output")
+    calls = {"n": 0}
+    original = LocalSource.read_into
+
+    def flaky(self, path, offset, buffer):
+        calls["n"] += 1
+        if calls["n"] == 6:
+            raise RangeReadError(self.where(path), "disk fell off", offset=offset, length=len(buffer))
+        return original(self, path, offset, buffer)
+
+    monkeypatch.setattr(LocalSource, "read_into", flaky)
+    with pytest.raises(RangeReadError, match="disk fell off"):
+        engine.merge(recipe, out, overwrite=True, group_bytes=64 * 1024)
+    assert [p.name for p in out.iterdir()] == ["keep"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "r.yaml"]
+
+
+def test_existing_output_is_refused_before_anything_is_read(tmp_path, convnext, monkeypatch):
+    recipe = load_recipe(write_recipe(tmp_path / "r.yaml", convnext, "simple_average"))
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep").write_text("x")
+    monkeypatch.setattr(engine, "plan", lambda *a, **k: pytest.fail("planned before checking the output"))
+    with pytest.raises(OutputExistsError, match="--overwrite"):
+        engine.merge(recipe, out)
+
+
+def test_cancel_stops_and_writes_nothing(tmp_path, convnext):
+    recipe = load_recipe(write_recipe(tmp_path / "r.yaml", convnext, "simple_average"))
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(CancelledError):
+        engine.execute(engine.plan(recipe), tmp_path / "out", cancel=cancel)
+    assert not (tmp_path / "out").exists()
+
+
+def test_progress_reaches_the_total(tmp_path, convnext):
+    recipe = load_recipe(write_recipe(tmp_path / "r.yaml", convnext, "simple_average"))
+    seen = []
+    merge_plan = engine.plan(recipe)
+    total = merge_plan.bytes_to_read
+    engine.execute(merge_plan, tmp_path / "out", on_progress=lambda done, total: seen.append((done, total)),
+                   group_bytes=32 * 1024)
+    assert len(seen) > 5 and seen[-1] == (total, total)
+    assert all(a <= b for (a, _), (b, _) in zip(seen, seen[1:]))
+
+
+def test_small_budgets_give_identical_results(tmp_path, convnext):
+    recipe = load_recipe(write_recipe(tmp_path / "r.yaml", convnext, "task_arithmetic"))
+    engine.merge(recipe, tmp_path / "a")
+    engine.merge(recipe, tmp_path / "b", group_bytes=1, budget_bytes=1, workers=1)
+    a, b = load_file(tmp_path / "a" / "model.safetensors"), load_file(tmp_path / "b" / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_unknown_device(tmp_path, convnext):
+    with pytest.raises(RecipeError, match="device"):
+        engine.resolve_device("cuda:99" if torch.cuda.is_available() else "cuda")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("method", ["simple_average", "ties", "dare"])
+def test_gpu_merge_equals_cpu_merge(tmp_path, convnext, method):
+    recipe = load_recipe(write_recipe(tmp_path / "r.yaml", convnext, method))
+    engine.merge(recipe, tmp_path / "cpu", device="cpu")
+    engine.merge(recipe, tmp_path / "gpu", device="cuda")
+    a, b = load_file(tmp_path / "cpu" / "model.safetensors"), load_file(tmp_path / "gpu" / "model.safetensors")
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)

@@ -1,0 +1,123 @@
+"""Recipe parsing and validation: every message names the field and says what to write."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from hubmerge.errors import MethodParameterError, RecipeError, UnknownMethodError
+from hubmerge.recipe import DatasetRef, ModelRef, Recipe, load_recipe
+
+GOOD = """
+method: task_arithmetic
+parameters: {scaling_factor: 0.5}
+base_model: facebook/convnext-base-224
+models:
+  - model: tanganke/convnext-base-224_eurosat_sgd_batch-size-64_lr-0.01_steps-4000@main
+    task: eurosat
+    dataset: tanganke/eurosat
+  - model: org/mnist-model
+    task: mnist
+    dataset: {path: ylecun/mnist, split: validation}
+target_modules: [convnext]
+dtype: bfloat16
+default_task: mnist
+"""
+
+
+def test_good_recipe_round_trips():
+    recipe = Recipe.from_yaml(GOOD)
+    assert recipe.method == "task_arithmetic"
+    assert recipe.parameters["scaling_factor"] == 0.5
+    assert recipe.base_model == ModelRef(repo_id="facebook/convnext-base-224")
+    first = recipe.models[0]
+    assert first.model.repo_id.endswith("steps-4000") and first.model.revision == "main"
+    assert first.dataset == DatasetRef("tanganke/eurosat", None, "test")
+    assert recipe.models[1].dataset.split == "validation"
+    assert recipe.tasks == ["eurosat", "mnist"] and recipe.resolved_default_task == "mnist"
+    again = Recipe.from_yaml(recipe.to_yaml())
+    assert again == recipe
+
+
+def test_defaults_are_filled_in():
+    recipe = Recipe.from_yaml("method: ties\nbase_model: a/b\nmodels: [c/d, e/f]")
+    assert recipe.parameters["density"] == 0.2 and recipe.parameters["scaling_factor"] == 0.3
+    assert recipe.resolved_default_task is None and recipe.device == "auto"
+
+
+def test_local_paths_resolve_against_the_recipe_file(tmp_path):
+    (tmp_path / "models" / "ft").mkdir(parents=True)
+    (tmp_path / "r.yaml").write_text("method: simple_average\nmodels:\n  - model: ./models/ft\n")
+    recipe = load_recipe(tmp_path / "r.yaml")
+    assert recipe.models[0].model.path == tmp_path / "models" / "ft"
+
+
+def test_pinning_revisions():
+    recipe = Recipe.from_yaml(GOOD)
+    sha = "a" * 40
+    pinned = recipe.with_revisions({m.model: sha for m in recipe.models} | {recipe.base_model: sha})
+    assert all(m.model.revision == sha for m in pinned.models)
+    assert str(pinned.base_model) == f"facebook/convnext-base-224@{sha}"
+
+
+@pytest.mark.parametrize(
+    "text, error, message",
+    [
+        ("method: [unclosed", RecipeError, "line 1"),
+        ("", RecipeError, "empty"),
+        ("- a\n- b", RecipeError, "mapping"),
+        ("method: simple_average\nmodel: [a/b]", RecipeError, "Did you mean 'models'"),
+        ("method: avg\nmodels: [a/b]", UnknownMethodError, "simple_average"),
+        ("method: ties\nbase_model: a/b\nmodels: [a/c]\nparameters: {density: 2}", MethodParameterError, "density"),
+        ("method: ties\nbase_model: a/b\nmodels: [a/c]\nparameters: {densty: 0.1}", MethodParameterError, "densty"),
+        ("method: ties\nbase_model: a/b\nmodels: [a/c]\nparameters: {density: high}", MethodParameterError, "number"),
+        ("method: task_arithmetic\nmodels: [a/c]", RecipeError, "base_model"),
+        ("method: simple_average\nmodels: []", RecipeError, "at least one"),
+        ("method: simple_average\nmodels: a/b", RecipeError, "list"),
+        ("method: simple_average\nmodels: [{task: x}]", RecipeError, "models\\[0\\]"),
+        ("method: simple_average\nmodels: [{model: a/b, tsk: x}]", RecipeError, "Did you mean 'task'"),
+        ("method: simple_average\nmodels: ['not a repo!']", RecipeError, "valid repo id"),
+        ("method: simple_average\nmodels: ['a/b@']", RecipeError, "revision"),
+        ("method: simple_average\nmodels: [{model: a/b, task: x}, {model: a/c, task: x}]", RecipeError, "more than once"),
+        ("method: simple_average\nmodels: [{model: a/b, task: x}]\ndefault_task: y", RecipeError, "default_task"),
+        ("method: simple_average\nmodels: [{model: a/b, weight: 1}, {model: a/c}]", RecipeError, "every model"),
+        ("method: simple_average\nmodels: [{model: a/b, weight: heavy}]", RecipeError, "weight must be a number"),
+        ("method: weighted_average\nmodels: [a/b, a/c]", RecipeError, "weight"),
+        ("method: simple_average\nmodels: [a/b]\ndtype: float8", RecipeError, "dtype"),
+        ("method: simple_average\nmodels: [a/b]\ndevice: tpu", RecipeError, "device"),
+        ("method: slerp\nmodels: [a/b, a/c, a/d]", RecipeError, "at most 2"),
+        ("method: simple_average\nmodels: [a/b]\ntarget_modules: 3", RecipeError, "prefixes"),
+    ],
+)
+def test_bad_recipes_say_what_to_fix(text, error, message):
+    with pytest.raises(error, match=message):
+        Recipe.from_yaml(text, source="r.yaml")
+
+
+def test_errors_name_the_file(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("method: simple_average\nmodels: []\n")
+    with pytest.raises(RecipeError, match="bad.yaml"):
+        load_recipe(path)
+    with pytest.raises(RecipeError, match="does not exist"):
+        load_recipe(tmp_path / "missing.yaml")
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("org/name", ModelRef(repo_id="org/name")),
+        ("org/name@v1.0", ModelRef(repo_id="org/name", revision="v1.0")),
+        ("gpt2", ModelRef(repo_id="gpt2")),
+        ("./local", ModelRef(path=Path("local"))),
+        ("/abs/dir", ModelRef(path=Path("/abs/dir"))),
+    ],
+)
+def test_model_refs(text, expected):
+    assert ModelRef.parse(text) == expected
+
+
+def test_model_ref_str_round_trips():
+    for text in ("org/name", "org/name@" + "b" * 40):
+        assert str(ModelRef.parse(text)) == text

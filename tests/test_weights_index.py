@@ -1,0 +1,146 @@
+"""Model layouts: single file, shard index, unsafe shard names, and a local source's byte reads."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from hubmerge.errors import HeaderParseError, ModelFilesNotFoundError, RangeReadError, ShardIndexError
+from hubmerge.weights import LocalSource, open_weights
+from hubmerge.weights.reader import plan_spans, read_tensors
+
+
+def tensors(n=4):
+    return {f"layer{i}.weight": torch.full((3, 2), float(i)) for i in range(n)} | {"step": torch.tensor(5)}
+
+
+def sharded(root, groups):
+    """Save ``groups`` (list of dicts) as shards with an index, like save_pretrained."""
+    root.mkdir(parents=True, exist_ok=True)
+    weight_map = {}
+    for i, group in enumerate(groups):
+        name = f"model-{i + 1:05d}-of-{len(groups):05d}.safetensors"
+        save_file(group, root / name)
+        weight_map.update({k: name for k in group})
+    (root / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    return root
+
+
+def test_single_file_layout(tmp_path):
+    save_file(tensors(), tmp_path / "model.safetensors")
+    weights = open_weights(LocalSource(tmp_path))
+    assert weights.files == ("model.safetensors",)
+    assert set(weights.tensors) == set(tensors())
+    read = read_tensors(weights, list(weights.tensors))
+    for name, value in tensors().items():
+        assert torch.equal(read[name], value)
+
+
+def test_sharded_layout_reads_the_same_tensors(tmp_path):
+    t = tensors(6)
+    items = list(t.items())
+    sharded(tmp_path, [dict(items[:2]), dict(items[2:5]), dict(items[5:])])
+    weights = open_weights(LocalSource(tmp_path))
+    assert len(weights.files) == 3
+    read = read_tensors(weights, sorted(t))
+    assert all(torch.equal(read[k], v) for k, v in t.items())
+
+
+def test_any_single_safetensors_file_is_used(tmp_path):
+    save_file(tensors(), tmp_path / "resnet18.safetensors")
+    assert open_weights(LocalSource(tmp_path)).files == ("resnet18.safetensors",)
+
+
+def test_no_weights_is_a_clear_error(tmp_path):
+    (tmp_path / "pytorch_model.bin").write_bytes(b"x")
+    with pytest.raises(ModelFilesNotFoundError, match="safetensors"):
+        open_weights(LocalSource(tmp_path))
+
+
+def test_missing_directory(tmp_path):
+    with pytest.raises(ModelFilesNotFoundError, match="does not exist"):
+        LocalSource(tmp_path / "nope")
+
+
+@pytest.mark.parametrize(
+    "shard",
+    ["../outside.safetensors", "/etc/passwd.safetensors", "sub/../../x.safetensors", "C:\\x.safetensors",
+     "..\\x.safetensors", "model.bin"],
+)
+def test_index_cannot_point_outside_the_model(tmp_path, shard):
+    (tmp_path / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"a": shard}}))
+    with pytest.raises(ShardIndexError):
+        open_weights(LocalSource(tmp_path))
+
+
+@pytest.mark.parametrize("content", ["{", "[]", '{"weight_map": []}', '{"weight_map": {}}', "\xff"])
+def test_corrupt_index(tmp_path, content):
+    (tmp_path / "model.safetensors.index.json").write_bytes(content.encode("utf-8", "surrogateescape") if content != "\xff" else b"\xff")
+    with pytest.raises(ShardIndexError):
+        open_weights(LocalSource(tmp_path))
+
+
+def test_index_naming_a_missing_shard(tmp_path):
+    (tmp_path / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"a": "gone.safetensors"}}))
+    with pytest.raises(ModelFilesNotFoundError, match="gone.safetensors"):
+        open_weights(LocalSource(tmp_path))
+
+
+def test_index_that_disagrees_with_the_shards(tmp_path):
+    sharded(tmp_path, [{"a": torch.zeros(2)}, {"b": torch.zeros(2)}])
+    index = json.loads((tmp_path / "model.safetensors.index.json").read_text())
+    index["weight_map"]["a"] = index["weight_map"]["b"]
+    (tmp_path / "model.safetensors.index.json").write_text(json.dumps(index))
+    with pytest.raises(ShardIndexError, match="does not hold it"):
+        open_weights(LocalSource(tmp_path))
+
+
+def test_tensor_in_two_shards(tmp_path):
+    sharded(tmp_path, [{"a": torch.zeros(2), "b": torch.zeros(1)}, {"a": torch.zeros(2)}])
+    with pytest.raises(HeaderParseError, match="also appears"):
+        open_weights(LocalSource(tmp_path))
+
+
+def test_truncated_file_is_caught_by_the_header(tmp_path):
+    save_file(tensors(), tmp_path / "model.safetensors")
+    blob = (tmp_path / "model.safetensors").read_bytes()
+    (tmp_path / "model.safetensors").write_bytes(blob[:-7])
+    with pytest.raises(HeaderParseError, match="needs"):
+        open_weights(LocalSource(tmp_path))
+
+
+def test_file_truncated_after_planning_is_a_range_error(tmp_path):
+    save_file(tensors(), tmp_path / "model.safetensors")
+    weights = open_weights(LocalSource(tmp_path))
+    blob = (tmp_path / "model.safetensors").read_bytes()
+    (tmp_path / "model.safetensors").write_bytes(blob[:-30])
+    with pytest.raises(RangeReadError, match="ended early"):
+        read_tensors(weights, list(weights.tensors))
+
+
+def test_spans_coalesce_neighbours_and_respect_the_limit(tmp_path):
+    t = tensors(8)
+    save_file(t, tmp_path / "model.safetensors")
+    weights = open_weights(LocalSource(tmp_path))
+    names = sorted(t)
+    assert len(plan_spans(weights, names)) == 1
+    assert len(plan_spans(weights, names, max_span=24)) == len(names)  # each tensor is 24 bytes (8 for step)
+    every_other = names[::2]
+    spans = plan_spans(weights, every_other)
+    assert sum(len(s.members) for s in spans) == len(every_other)
+
+
+def test_local_source_refuses_paths_outside(tmp_path):
+    (tmp_path / "m").mkdir()
+    with pytest.raises(ModelFilesNotFoundError, match="escapes"):
+        LocalSource(tmp_path / "m").file_size("../x")
+
+
+def test_unaligned_tensors_are_read_correctly(tmp_path):
+    t = {"a_flag": torch.tensor([True, False, True]), "b_values": torch.arange(4, dtype=torch.float32)}
+    save_file(t, tmp_path / "model.safetensors")
+    read = read_tensors(open_weights(LocalSource(tmp_path)), list(t))
+    assert torch.equal(read["a_flag"], t["a_flag"]) and torch.equal(read["b_values"], t["b_values"])

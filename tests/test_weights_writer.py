@@ -1,0 +1,140 @@
+"""The streaming shard writer and atomic output directories."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from hubmerge.errors import OutputExistsError, PlanError
+from hubmerge.weights import LocalSource, ShardedWriter, atomic_output_dir, open_weights
+from hubmerge.weights.writer import OutputTensor, clean_stale, parse_size, shard_layout
+
+
+def sample():
+    return {
+        "a": torch.randn(4, 5),
+        "b": torch.arange(3, dtype=torch.int64),
+        "c": torch.randn(7).to(torch.bfloat16),
+        "d": torch.tensor(True),
+        "e": torch.zeros(0, 2),
+    }
+
+
+def specs(tensors):
+    from hubmerge.weights.dtypes import dtype_code
+
+    return [OutputTensor(k, dtype_code(v.dtype), tuple(v.shape)) for k, v in tensors.items()]
+
+
+def write_all(directory, tensors, max_shard_size):
+    writer = ShardedWriter(directory, specs(tensors), max_shard_size=max_shard_size)
+    for name, value in tensors.items():
+        writer.write(name, value)
+    return writer.close()
+
+
+def test_single_file_round_trips_through_safetensors(tmp_path):
+    t = sample()
+    assert write_all(tmp_path, t, 10**9) == ["model.safetensors"]
+    loaded = load_file(tmp_path / "model.safetensors")
+    assert all(torch.equal(loaded[k], v) for k, v in t.items())
+    header = open_weights(LocalSource(tmp_path)).headers["model.safetensors"]
+    assert header.metadata == {"format": "pt"}
+    assert header.data_start % 8 == 0
+
+
+def test_shards_and_index(tmp_path):
+    t = {f"t{i}": torch.full((10,), float(i)) for i in range(5)}  # 40 bytes each
+    files = write_all(tmp_path, t, 100)
+    assert files[-1] == "model.safetensors.index.json"
+    index = json.loads((tmp_path / "model.safetensors.index.json").read_text())
+    assert index["metadata"]["total_size"] == 200
+    assert sorted(set(index["weight_map"].values())) == files[:-1] == [f"model-0000{i}-of-00003.safetensors" for i in (1, 2, 3)]
+    weights = open_weights(LocalSource(tmp_path))
+    assert set(weights.tensors) == set(t)
+
+
+def test_shard_layout_gives_big_tensors_their_own_shard():
+    tensors = [OutputTensor("s", "F32", (2,)), OutputTensor("big", "F32", (100,)), OutputTensor("t", "F32", (2,))]
+    assert [[t.name for t in s] for s in shard_layout(tensors, 50)] == [["s"], ["big"], ["t"]]
+
+
+def test_writer_enforces_the_plan(tmp_path):
+    writer = ShardedWriter(tmp_path, [OutputTensor("a", "F32", (2,)), OutputTensor("b", "F32", (2,))], max_shard_size=100)
+    with pytest.raises(PlanError, match="expected tensor 'a'"):
+        writer.write("b", torch.zeros(2))
+    with pytest.raises(PlanError, match="planned F32"):
+        writer.write("a", torch.zeros(3))
+    with pytest.raises(PlanError, match="planned F32"):
+        writer.write("a", torch.zeros(2, dtype=torch.float16))
+    writer.write("a", torch.zeros(2))
+    with pytest.raises(PlanError, match="never written"):
+        writer.close()
+    writer.abort()
+
+
+@pytest.mark.parametrize("text, value", [("5GB", 5 * 10**9), ("500MB", 5 * 10**8), ("2GiB", 2 * 2**30), ("123", 123), (7, 7)])
+def test_parse_size(text, value):
+    assert parse_size(text) == value
+
+
+@pytest.mark.parametrize("text", ["lots", "-1GB", "0"])
+def test_parse_size_rejects(text):
+    with pytest.raises(ValueError):
+        parse_size(text)
+
+
+def test_atomic_dir_appears_only_when_complete(tmp_path):
+    target = tmp_path / "out"
+    with atomic_output_dir(target) as tmp:
+        (tmp / "f").write_text("x")
+        assert not target.exists()
+    assert (target / "f").read_text() == "x"
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+def test_failure_leaves_existing_output_untouched(tmp_path):
+    target = tmp_path / "out"
+    target.mkdir()
+    (target / "old").write_text("keep me")
+    with pytest.raises(RuntimeError):
+        with atomic_output_dir(target, overwrite=True) as tmp:
+            (tmp / "new").write_text("partial")
+            raise RuntimeError("midway")
+    assert [p.name for p in target.iterdir()] == ["old"]
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+def test_existing_output_needs_overwrite(tmp_path):
+    target = tmp_path / "out"
+    target.mkdir()
+    (target / "old").write_text("keep me")
+    with pytest.raises(OutputExistsError, match="--overwrite"):
+        with atomic_output_dir(target):
+            pass
+    with atomic_output_dir(target, overwrite=True) as tmp:
+        (tmp / "new").write_text("fresh")
+    assert [p.name for p in target.iterdir()] == ["new"]
+
+
+def test_empty_existing_directory_is_fine(tmp_path):
+    (tmp_path / "out").mkdir()
+    with atomic_output_dir(tmp_path / "out") as tmp:
+        (tmp / "f").write_text("x")
+    assert (tmp_path / "out" / "f").exists()
+
+
+def test_leftovers_of_killed_runs_are_cleaned(tmp_path):
+    dead_pid = 2**22 + 12345  # above pid_max on Linux: never alive
+    stale = tmp_path / f".out.hubmerge-tmp-{dead_pid}-abcd"
+    stale.mkdir()
+    (stale / "partial").write_text("x")
+    moved_aside = tmp_path / f".out.hubmerge-old-{dead_pid}-abcd"
+    moved_aside.mkdir()
+    (moved_aside / "previous").write_text("the old output")
+    clean_stale(tmp_path / "out")
+    assert not stale.exists()
+    assert (tmp_path / "out" / "previous").read_text() == "the old output"
