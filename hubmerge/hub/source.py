@@ -1,0 +1,156 @@
+"""A Hub repo as a weight source: pinned to one commit, read by HTTP Range requests.
+
+The revision (branch, tag or sha) is resolved once, at open, to a commit sha; every later read goes
+to ``/resolve/<sha>/<file>``, so a push to the repo during a merge cannot mix two versions. File
+sizes come from the same repo-info call. The first bytes of each file (read to parse its header)
+are kept and reused, so the header read costs no extra tensor bytes.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from ..errors import (
+    AuthenticationError,
+    HubError,
+    ModelFilesNotFoundError,
+    RangeReadError,
+    RepoNotFoundError,
+)
+from ..weights.http import RetryPolicy, read_range_into
+from ..weights.sources import WeightSource
+
+__all__ = ["HubSource", "hub_errors"]
+
+_PREFIX_LIMIT = 256 * 1024
+
+
+@contextmanager
+def hub_errors(repo_id: str, *, revision: str | None = None, path: str | None = None) -> Iterator[None]:
+    """Turn huggingface_hub / HTTP errors raised inside the block into hubmerge's typed errors."""
+    import httpx2
+    from huggingface_hub import errors as hf
+
+    try:
+        yield
+    except hf.GatedRepoError:
+        raise AuthenticationError(
+            f"repository '{repo_id}' is gated: accept its conditions on the Hub and pass a token of that account"
+        ) from None
+    except hf.RepositoryNotFoundError:
+        raise RepoNotFoundError(repo_id, hint="Check the name, or pass a token (--token / HF_TOKEN) for a private repo.") from None
+    except hf.RevisionNotFoundError:
+        raise RepoNotFoundError(repo_id, revision=revision, hint="The revision (branch, tag or commit) does not exist.") from None
+    except hf.EntryNotFoundError:
+        raise ModelFilesNotFoundError(f"{repo_id}: file '{path}' was not found", model=repo_id, path=path) from None
+    except hf.OfflineModeIsEnabled:
+        raise HubError(
+            f"cannot reach the Hub for '{repo_id}': HF_HUB_OFFLINE is set. Unset it, or use local model paths."
+        ) from None
+    except hf.HfHubHTTPError as exc:
+        status = exc.response.status_code if exc.response is not None else None
+        if status in (401, 403):
+            raise AuthenticationError(
+                f"the Hub refused access to '{repo_id}' (HTTP {status}): the token is missing, invalid or lacks rights"
+            ) from None
+        raise HubError(f"the Hub answered HTTP {status} for '{repo_id}': {exc.server_message or 'no details'}") from None
+    except httpx2.TransportError as exc:
+        raise HubError(f"cannot reach the Hub for '{repo_id}': {type(exc).__name__}: {exc}") from None
+
+
+class HubSource(WeightSource):
+    """``repo_id`` at ``revision`` (default branch if None), pinned to the commit it points to now."""
+
+    def __init__(
+        self,
+        repo_id: str,
+        *,
+        revision: str | None = None,
+        token: str | None = None,
+        endpoint: str | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        from huggingface_hub import HfApi
+
+        self.repo_id = repo_id
+        self._token = token
+        self._retry = retry
+        self._api = HfApi(endpoint=endpoint, token=token, library_name="hubmerge")
+        self._endpoint = self._api.endpoint
+        with hub_errors(repo_id, revision=revision):
+            info = self._api.model_info(repo_id, revision=revision, files_metadata=True)
+        if info.sha is None:
+            raise HubError(f"the Hub did not say which commit '{repo_id}@{revision}' points to")
+        self.revision = info.sha
+        self.requested_revision = revision
+        self.label = f"{repo_id}@{info.sha[:12]}"
+        self._sizes: dict[str, int | None] = {s.rfilename: s.size for s in info.siblings or []}
+        self._prefixes: dict[str, bytes] = {}
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ WeightSource
+
+    def list_files(self) -> list[str]:
+        return sorted(self._sizes)
+
+    def file_size(self, path: str) -> int:
+        if path not in self._sizes:
+            raise ModelFilesNotFoundError(f"{self.where(path)}: no such file in the repo", model=self.repo_id, path=path)
+        size = self._sizes[path]
+        if size is None:
+            from huggingface_hub import get_hf_file_metadata
+
+            with hub_errors(self.repo_id, revision=self.revision, path=path):
+                metadata = get_hf_file_metadata(self.url(path), token=self._token)
+            size = metadata.size
+            if size is None:
+                raise HubError(f"{self.where(path)}: the Hub did not report the file size")
+            self._sizes[path] = size
+        return size
+
+    def read_into(self, path: str, offset: int, out: memoryview) -> None:
+        length = len(out)
+        if length == 0:
+            return
+        size = self.file_size(path)
+        if offset < 0 or offset + length > size:
+            raise RangeReadError(self.where(path), f"bytes past the end of the {size}-byte file", offset=offset, length=length)
+        with self._lock:
+            prefix = self._prefixes.get(path, b"")
+        served = 0
+        if offset < len(prefix):
+            served = min(length, len(prefix) - offset)
+            out[:served] = prefix[offset : offset + served]
+        if served < length:
+            self._fetch(path, offset + served, out[served:])
+            if offset == 0 and length <= _PREFIX_LIMIT:
+                with self._lock:
+                    self._prefixes[path] = bytes(out)
+
+    def close(self) -> None:
+        with self._lock:
+            self._prefixes.clear()
+
+    # ------------------------------------------------------------------ HTTP
+
+    def url(self, path: str) -> str:
+        from huggingface_hub import hf_hub_url
+
+        return hf_hub_url(self.repo_id, path, revision=self.revision, endpoint=self._endpoint)
+
+    def _fetch(self, path: str, offset: int, out: memoryview) -> None:
+        from huggingface_hub.utils import build_hf_headers, hf_raise_for_status
+
+        headers = build_hf_headers(token=self._token, library_name="hubmerge")
+        with hub_errors(self.repo_id, revision=self.revision, path=path):
+            read_range_into(
+                self.url(path),
+                offset,
+                out,
+                where=self.where(path),
+                headers=headers,
+                policy=self._retry,
+                raise_for_status=hf_raise_for_status,  # type: ignore[arg-type]
+            )

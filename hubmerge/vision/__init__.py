@@ -1,0 +1,1 @@
+"""Vision model families, the class-name registry and per-task heads."""
