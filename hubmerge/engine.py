@@ -524,8 +524,10 @@ class _Merger:
 def _check_finite(merge_plan: MergePlan, tensor: TensorPlan, value: torch.Tensor) -> None:
     import torch
 
-    if not value.is_floating_point() or bool(torch.isfinite(value).all()):
-        return
+    if not value.is_floating_point() or math.isfinite(float(value.sum(dtype=torch.float64))):
+        return  # a NaN/Inf anywhere makes the sum non-finite; one pass, no temporary mask
+    if bool(torch.isfinite(value).all()):
+        return  # finite values whose sum overflowed
     from .weights.reader import read_tensors
 
     culprits = []
@@ -614,7 +616,7 @@ def execute(
         NonFiniteTensorError: an input holds NaN/Inf in a merged tensor.
         WeightsError / HubError: reads failed after retries. CancelledError: ``cancel`` was set.
     """
-    from .weights.reader import read_tensors
+    from .weights.reader import Span, plan_spans, read_span, release_spans
 
     started = time.perf_counter()
     output = Path(output)
@@ -628,18 +630,21 @@ def execute(
     progress_lock = threading.Lock()
     merger = _Merger(merge_plan, torch_device)
 
-    def read_job(index: int, names: list[str]) -> Callable[[], tuple[int, dict[str, torch.Tensor]]]:
-        def run() -> tuple[int, dict[str, torch.Tensor]]:
+    def read_job(index: int, names: list[str]) -> Callable[[], tuple[int, dict[str, torch.Tensor], list[Span]]]:
+        def run() -> tuple[int, dict[str, torch.Tensor], list[Span]]:
             nonlocal done
             if cancel is not None and cancel.is_set():
                 raise CancelledError("the merge")
             weights = merge_plan.inputs[index].weights
-            tensors = read_tensors(weights, names)
+            spans = plan_spans(weights, names)
+            tensors: dict[str, torch.Tensor] = {}
+            for span in spans:
+                tensors.update(read_span(weights, span))
             with progress_lock:
                 done += sum(weights.tensors[n].nbytes for n in names)
                 if on_progress is not None:
                     on_progress(done, total)
-            return index, tensors
+            return index, tensors, spans
 
         return run
 
@@ -668,9 +673,16 @@ def execute(
                 raise CancelledError("the merge")
             count = job_list[position][0]
             position += count
-            reads = (next(results) for _ in range(count))
+            consumed: list[tuple[int, list[Span]]] = []
+
+            def reads(count: int = count) -> Iterator[tuple[int, dict[str, torch.Tensor]]]:
+                for _ in range(count):
+                    index, tensors, spans = next(results)
+                    consumed.append((index, spans))
+                    yield index, tensors
+
             use_linear = merger.linear is not None
-            merged = merger.linear_group(group, reads) if use_linear else merger.gather_group(group, reads)
+            merged = merger.linear_group(group, reads()) if use_linear else merger.gather_group(group, reads())
             for t in group:
                 value = merged.pop(t.name)
                 if t.action == "merge":
@@ -680,6 +692,8 @@ def execute(
                     value = value.to(_torch_out_dtype(t.out_dtype))
                 writer.write(t.name, value)
                 del value
+            for index, spans in consumed:
+                release_spans(merge_plan.inputs[index].weights, spans)
         results.close()
 
     def write_part(directory: Path, tensors: Sequence[TensorPlan]) -> list[str]:

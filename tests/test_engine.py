@@ -65,6 +65,7 @@ def reference_merge(family, method: str, parameters: dict) -> dict[str, torch.Te
 
 
 def run_merge(tmp_path, family, method, parameters=None, **options):
+    tmp_path.mkdir(parents=True, exist_ok=True)
     recipe = load_recipe(write_recipe(tmp_path / f"{method}.yaml", family, method, parameters=parameters))
     out = tmp_path / f"out-{method}"
     engine.merge(recipe, out, **options)
@@ -118,7 +119,7 @@ def test_output_is_a_transformers_model_with_per_task_heads(tmp_path, convnext):
     out = run_merge(tmp_path, convnext, "simple_average")
     model = AutoModelForImageClassification.from_pretrained(out)
     first_task, first_path = next(iter(convnext.models.items()))
-    assert model.config.num_labels == json.loads((first_path / "config.json").read_text())["num_labels"]
+    assert model.config.num_labels == len(json.loads((first_path / "config.json").read_text())["id2label"])
     assert model(torch.zeros(1, 3, 32, 32)).logits.shape == (1, model.config.num_labels)
     for task, path in convnext.models.items():
         head = load_file(out / "heads" / task / "model.safetensors")

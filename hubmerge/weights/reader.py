@@ -2,7 +2,8 @@
 
 Why coalesce: a ConvNeXt checkpoint holds hundreds of small tensors (norms, biases) next to each
 other; one read per neighbourhood instead of one per tensor saves syscalls locally and round trips
-over HTTP. Each read goes straight into a fresh torch buffer: one copy from page cache or socket.
+over HTTP. A source that can map its files gives tensors that are views of the page cache (no
+copy); otherwise each read goes straight into a fresh torch buffer: one copy from the socket.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from ..errors import UnsupportedDtypeError
 from .dtypes import torch_dtype
 from .index import ModelWeights, TensorLocation
 
-__all__ = ["Span", "plan_spans", "read_span", "read_tensors"]
+__all__ = ["Span", "plan_spans", "read_span", "read_tensors", "release_spans"]
 
 DEFAULT_MAX_SPAN = 32 * 1024 * 1024
 
@@ -64,12 +65,25 @@ def _as_tensor(buffer: torch.Tensor, start: int, loc: TensorLocation, where: str
 
 
 def read_span(weights: ModelWeights, span: Span) -> dict[str, torch.Tensor]:
-    """Read ``span`` with one ranged read; return a tensor per member (views of one buffer)."""
-    buffer = torch.empty(span.length, dtype=torch.uint8)
-    if span.length:
-        weights.source.read_into(span.file, span.offset, memoryview(buffer.numpy()).cast("B"))
+    """Read ``span`` with one ranged read (or map it); return a tensor per member (views of one buffer).
+
+    Tensors from a mapped span must not be written to in place; callers copy before mutating.
+    """
+    mapped = weights.source.view(span.file, span.offset, span.length)
+    if mapped is not None:
+        buffer = torch.frombuffer(mapped, dtype=torch.uint8)
+    else:
+        buffer = torch.empty(span.length, dtype=torch.uint8)
+        if span.length:
+            weights.source.read_into(span.file, span.offset, memoryview(buffer.numpy()).cast("B"))
     where = weights.source.where(span.file)
     return {name: _as_tensor(buffer, loc.offset - span.offset, loc, where) for name, loc in span.members}
+
+
+def release_spans(weights: ModelWeights, spans: Sequence[Span]) -> None:
+    """Tell the source these spans are consumed (mapped pages can go)."""
+    for span in spans:
+        weights.source.release(span.file, span.offset, span.length)
 
 
 def read_tensors(

@@ -1,12 +1,14 @@
 """Where a model's files come from: a small interface read by byte range.
 
-``LocalSource`` reads a directory with positional reads; the Hub source (``hubmerge.hub.source``)
-implements the same methods with HTTP Range requests. Nothing above ``weights/`` knows which one it
-holds: the engine asks for ranges and gets bytes, or typed errors.
+``LocalSource`` maps a directory's files into memory and hands out zero-copy views of the ranges
+asked for (no read copies, no private memory: the bytes stay in the page cache); the Hub source
+(``hubmerge.hub.source``) implements the same methods with HTTP Range requests. Nothing above
+``weights/`` knows which one it holds: the engine asks for ranges and gets bytes, or typed errors.
 """
 
 from __future__ import annotations
 
+import mmap
 import os
 import threading
 from abc import ABC, abstractmethod
@@ -37,6 +39,13 @@ class WeightSource(ABC):
     def read_into(self, path: str, offset: int, out: memoryview) -> None:
         """Fill ``out`` with the bytes of ``path`` starting at ``offset``, or raise RangeReadError."""
 
+    def view(self, path: str, offset: int, length: int) -> memoryview | None:
+        """A zero-copy, writable-but-private view of the range, or None when the source cannot map it."""
+        return None
+
+    def release(self, path: str, offset: int, length: int) -> None:
+        """Hint that a range returned by ``view`` is no longer needed (its pages may be dropped)."""
+
     def read_range(self, path: str, offset: int, length: int) -> bytes:
         buffer = bytearray(length)
         self.read_into(path, offset, memoryview(buffer))
@@ -61,7 +70,12 @@ class WeightSource(ABC):
 
 
 class LocalSource(WeightSource):
-    """A model directory on local disk, read with ``os.preadv`` straight into the caller's buffer."""
+    """A model directory on local disk: memory-mapped views for tensors, ``os.preadv`` for the rest.
+
+    Maps are private copy-on-write (``ACCESS_COPY``): torch can wrap them without warnings, and a
+    stray write could never reach the file. ``release`` drops the mapped pages of a finished range
+    (they stay in the page cache), so resident memory does not grow with the model size.
+    """
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root).expanduser()
@@ -71,6 +85,7 @@ class LocalSource(WeightSource):
                 f"model directory '{self.label}' does not exist (or is not a directory)", model=self.label
             )
         self._fds: dict[str, int] = {}
+        self._maps: dict[str, mmap.mmap] = {}
         self._lock = threading.Lock()
 
     def _path(self, path: str) -> Path:
@@ -122,8 +137,47 @@ class LocalSource(WeightSource):
                 )
             done += got
 
+    def _map(self, path: str) -> mmap.mmap:
+        with self._lock:
+            mapped = self._maps.get(path)
+        if mapped is None:
+            fd = self._fd(path)
+            with self._lock:
+                mapped = self._maps.get(path)
+                if mapped is None:
+                    mapped = self._maps[path] = mmap.mmap(fd, 0, access=mmap.ACCESS_COPY)
+        return mapped
+
+    def view(self, path: str, offset: int, length: int) -> memoryview | None:
+        if length == 0:
+            return None
+        # A file that shrank since planning would crash a mapped read (SIGBUS): check first.
+        size = os.fstat(self._fd(path)).st_size
+        if offset + length > size:
+            raise RangeReadError(self.where(path), "the file ended early (truncated?)", offset=offset, length=length)
+        mapped = self._map(path)
+        if offset + length > len(mapped):
+            raise RangeReadError(self.where(path), "the file changed while reading", offset=offset, length=length)
+        return memoryview(mapped)[offset : offset + length]
+
+    def release(self, path: str, offset: int, length: int) -> None:
+        with self._lock:
+            mapped = self._maps.get(path)
+        if mapped is None:
+            return
+        start = -(-offset // mmap.PAGESIZE) * mmap.PAGESIZE  # whole pages inside the range only
+        end = (offset + length) // mmap.PAGESIZE * mmap.PAGESIZE
+        if end > start:
+            mapped.madvise(mmap.MADV_DONTNEED, start, end - start)
+
     def close(self) -> None:
         with self._lock:
+            for mapped in self._maps.values():
+                try:
+                    mapped.close()
+                except BufferError:
+                    pass  # tensors still view it; the map goes when they do
+            self._maps.clear()
             for fd in self._fds.values():
                 os.close(fd)
             self._fds.clear()

@@ -161,8 +161,8 @@ class ShardedWriter:
         if self._file is None:  # an empty plan still gets its (empty) file
             self._open_shard(0)
         assert self._file is not None
-        self._file.flush()
-        os.fsync(self._file.fileno())
+        # No fsync: the atomic rename already protects against crashes and kills; durability
+        # against power loss is the filesystem's job and would cost seconds per GB here.
         self._file.close()
         self._file = None
         written = list(self.filenames)

@@ -1,0 +1,39 @@
+"""Spherical linear interpolation between two models (Shoemake 1985), as popularised for model merging."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from ._registry import register
+
+__all__ = ["slerp"]
+
+# Above this |cos|, the two tensors are (anti)parallel and slerp degenerates: interpolate linearly.
+COLINEAR = 1.0 - 1e-6
+
+
+@register(
+    "slerp",
+    pretty_name="SLERP",
+    paper="https://dl.acm.org/doi/10.1145/325165.325242",
+    min_models=2,
+    max_models=2,
+    bounds={"t": (0.0, 1.0)},
+    help={"t": "0 gives the first model, 1 the second; in between follows the arc between them"},
+)
+def slerp(tensors: Sequence[torch.Tensor], *, t: float = 0.5) -> torch.Tensor:
+    """Interpolate along the great circle between the two flattened tensors (their directions), with
+    the coefficients applied to the tensors themselves; linear when they are colinear or zero."""
+    a, b = tensors
+    a_flat, b_flat = a.reshape(-1), b.reshape(-1)
+    a_norm, b_norm = a_flat.norm(), b_flat.norm()
+    if bool(a_norm == 0) or bool(b_norm == 0):
+        return torch.lerp(a, b, t)
+    cos = torch.dot(a_flat / a_norm, b_flat / b_norm).clamp(-1.0, 1.0)
+    if bool(cos.abs() > COLINEAR):
+        return torch.lerp(a, b, t)
+    omega = torch.arccos(cos)
+    sin_omega = torch.sin(omega)
+    return (torch.sin((1 - t) * omega) / sin_omega) * a + (torch.sin(t * omega) / sin_omega) * b
