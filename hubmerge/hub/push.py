@@ -1,0 +1,166 @@
+"""Publish a finished output directory to a Hub repo in exactly one commit.
+
+Everything is decided before anything is sent: the target is checked first (an existing non-empty
+repo is refused unless ``overwrite``), then the complete list of operations is built (every file of
+the folder, plus deletions of files the repo holds that the new output does not), then one
+``create_commit`` carries all of it, pinned to the parent commit that was checked. The commit
+applies whole or not at all; a repo that this push created is deleted again if the commit fails,
+so a failed push leaves the Hub as it was.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import HubError, PushError
+from .source import hub_errors
+
+__all__ = ["PushResult", "TargetState", "check_target", "push_folder"]
+
+log = logging.getLogger(__name__)
+
+# Files a new repo may already hold without counting as "not empty".
+_SCAFFOLDING = {".gitattributes"}
+
+
+@dataclass(frozen=True)
+class TargetState:
+    """What the target repo holds before the push."""
+
+    repo_id: str
+    exists: bool
+    sha: str | None
+    files: tuple[str, ...]
+    branch_missing: bool = False
+
+    @property
+    def empty(self) -> bool:
+        return not [f for f in self.files if f not in _SCAFFOLDING]
+
+
+@dataclass(frozen=True)
+class PushResult:
+    repo_id: str
+    url: str
+    commit_sha: str
+    commit_url: str
+    pull_request_url: str | None
+    files: tuple[str, ...]
+
+
+def _api(token: str, endpoint: str | None):  # type: ignore[no-untyped-def]
+    from huggingface_hub import HfApi
+
+    return HfApi(endpoint=endpoint, token=token, library_name="hubmerge")
+
+
+def check_target(
+    repo_id: str, *, token: str, branch: str | None = None, overwrite: bool = False, endpoint: str | None = None
+) -> TargetState:
+    """Look at the target before any work: refuse a non-empty repo unless ``overwrite``.
+
+    Raises:
+        PushError: the repo holds files and ``overwrite`` is false.
+        AuthenticationError / HubError: the Hub refused or could not be reached.
+    """
+    from huggingface_hub import errors as hf
+
+    api = _api(token, endpoint)
+    with hub_errors(repo_id, revision=branch):
+        try:
+            info = api.model_info(repo_id, revision=branch)
+        except hf.RepositoryNotFoundError:
+            return TargetState(repo_id, False, None, ())
+        except hf.RevisionNotFoundError:
+            main = api.model_info(repo_id)  # the branch will be created from the default branch
+            return TargetState(repo_id, True, main.sha, (), branch_missing=True)
+    files = tuple(sorted(s.rfilename for s in info.siblings or []))
+    state = TargetState(repo_id, True, info.sha, files)
+    if not state.empty and not overwrite:
+        where = f"branch '{branch}' of " if branch else ""
+        raise PushError(
+            repo_id,
+            f"{where}the repository already holds {len(files)} file(s) (e.g. {files[0]}); "
+            "pass --overwrite to replace its content in one commit, or choose another --repo-id",
+        )
+    return state
+
+
+def push_folder(
+    folder: Path,
+    repo_id: str,
+    *,
+    token: str,
+    target: TargetState,
+    private: bool = False,
+    branch: str | None = None,
+    create_pr: bool = False,
+    commit_message: str = "Upload merged model with hubmerge",
+    commit_description: str = "",
+    endpoint: str | None = None,
+) -> PushResult:
+    """Upload every file under ``folder`` to ``repo_id`` in one commit (see the module docstring).
+
+    Args:
+        folder: the complete output (model, heads, recipe, results, card).
+        repo_id: ``namespace/name``.
+        token: a token with write access (never logged).
+        target: ``check_target``'s answer; the commit is pinned to its sha.
+        private: create the repo private (only when it does not exist yet).
+        branch: commit to this branch (created from the default branch if missing).
+        create_pr: open a pull request instead of committing to the branch.
+
+    Returns:
+        ``PushResult`` with the commit sha and URLs.
+
+    Raises:
+        PushError: the commit was refused; the repo is unchanged (and removed if this push made it).
+    """
+    from huggingface_hub import CommitOperationAdd, CommitOperationDelete
+    from huggingface_hub import errors as hf
+
+    api = _api(token, endpoint)
+    files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+    operations: list[CommitOperationAdd | CommitOperationDelete] = [
+        CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(folder / name)) for name in files
+    ]
+    stale = [f for f in target.files if f not in files and f not in _SCAFFOLDING]
+    operations += [CommitOperationDelete(path_in_repo=name) for name in stale]
+
+    created = branched = False
+    try:
+        with hub_errors(repo_id, revision=branch):
+            if not target.exists:
+                api.create_repo(repo_id, private=private, exist_ok=False)
+                created = True
+            if branch and target.branch_missing:
+                api.create_branch(repo_id, branch=branch, revision=target.sha, exist_ok=True)
+                branched = True
+            info = api.create_commit(
+                repo_id,
+                operations,
+                commit_message=commit_message,
+                commit_description=commit_description,
+                revision=branch,
+                create_pr=create_pr,
+                parent_commit=target.sha if not create_pr else None,
+            )
+    except (HubError, hf.HfHubHTTPError, OSError, ValueError) as exc:
+        try:  # undo what this push made; the original failure is what gets reported
+            if created:
+                api.delete_repo(repo_id, missing_ok=True)
+            elif branched and branch:
+                api.delete_branch(repo_id, branch=branch)
+        except Exception:
+            log.warning("could not undo the repo/branch made by the failed push to %s", repo_id)
+        raise PushError(repo_id, str(exc)) from None
+    return PushResult(
+        repo_id=repo_id,
+        url=str(info.repo_url),
+        commit_sha=info.oid,
+        commit_url=info.commit_url,
+        pull_request_url=info.pr_url,
+        files=tuple(files),
+    )

@@ -1,0 +1,414 @@
+"""The local Hub against the real, unmodified huggingface_hub client (and raw HTTP for edge cases)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+import torch
+from huggingface_hub import (
+    CommitOperationAdd,
+    CommitOperationDelete,
+    HfApi,
+    HfFileSystem,
+    ModelCard,
+    get_safetensors_metadata,
+    hf_hub_download,
+    snapshot_download,
+)
+from huggingface_hub import errors as hf
+from safetensors.torch import save_file
+
+from hubmerge.hub.localhub import LocalHub
+
+
+def unique(prefix: str = "m") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def alice(local_hub) -> HfApi:
+    return HfApi(endpoint=local_hub.endpoint, token=local_hub.alice_token)
+
+
+@pytest.fixture
+def bob(local_hub) -> HfApi:
+    return HfApi(endpoint=local_hub.endpoint, token=local_hub.bob_token)
+
+
+@pytest.fixture
+def anonymous(local_hub) -> HfApi:
+    return HfApi(endpoint=local_hub.endpoint, token=False)
+
+
+def model_repo(api: HfApi, tmp_path: Path, *, sharded: bool = False, private: bool = False) -> str:
+    repo_id = f"alice/{unique()}"
+    api.create_repo(repo_id, private=private)
+    folder = tmp_path / repo_id.split("/")[1]
+    folder.mkdir()
+    tensors = {"a.weight": torch.arange(12.0).reshape(3, 4), "b.bias": torch.ones(5), "c.step": torch.tensor(3)}
+    if sharded:
+        save_file({"a.weight": tensors["a.weight"]}, folder / "model-00001-of-00002.safetensors")
+        save_file({k: tensors[k] for k in ("b.bias", "c.step")}, folder / "model-00002-of-00002.safetensors")
+        weight_map = {"a.weight": "model-00001-of-00002.safetensors", "b.bias": "model-00002-of-00002.safetensors",
+                      "c.step": "model-00002-of-00002.safetensors"}
+        (folder / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    else:
+        save_file(tensors, folder / "model.safetensors")
+    (folder / "config.json").write_text(json.dumps({"model_type": "test"}))
+    api.upload_folder(folder_path=folder, repo_id=repo_id)
+    return repo_id
+
+
+# ----------------------------------------------------------------------------- repos
+
+
+def test_create_repo_kinds_and_exist_ok(alice):
+    name = unique()
+    url = alice.create_repo(f"alice/{name}")
+    assert url.repo_id == f"alice/{name}"
+    assert alice.create_repo(f"alice/{name}", exist_ok=True).repo_id == f"alice/{name}"
+    with pytest.raises(hf.HfHubHTTPError):
+        alice.create_repo(f"alice/{name}")
+    assert alice.create_repo(f"alice/{name}", repo_type="dataset").repo_type == "dataset"
+    assert alice.create_repo(f"alice/{name}", repo_type="space", space_sdk="gradio").repo_type == "space"
+    assert alice.repo_exists(f"alice/{name}", repo_type="space")
+    assert not alice.repo_exists(f"alice/{unique()}")
+
+
+def test_delete_repo(alice):
+    repo_id = f"alice/{unique()}"
+    alice.create_repo(repo_id)
+    alice.delete_repo(repo_id)
+    assert not alice.repo_exists(repo_id)
+    alice.delete_repo(repo_id, missing_ok=True)
+    with pytest.raises(hf.RepositoryNotFoundError):
+        alice.delete_repo(repo_id)
+
+
+def test_repo_info_siblings_and_listing(alice, tmp_path):
+    repo_id = model_repo(alice, tmp_path)
+    info = alice.model_info(repo_id, files_metadata=True)
+    assert len(info.sha) == 40
+    sizes = {s.rfilename: s.size for s in info.siblings}
+    assert set(sizes) == {".gitattributes", "config.json", "model.safetensors"}
+    assert sizes["model.safetensors"] == (tmp_path / repo_id.split("/")[1] / "model.safetensors").stat().st_size
+    lfs = next(s for s in info.siblings if s.rfilename == "model.safetensors").lfs
+    assert lfs is not None and len(lfs.sha256) == 64
+    assert sorted(alice.list_repo_files(repo_id)) == sorted(sizes)
+    paths = alice.get_paths_info(repo_id, ["config.json", "missing.txt", "model.safetensors"])
+    assert [p.path for p in paths] == ["config.json", "model.safetensors"]
+
+
+def test_tree_paging_and_folders(alice, monkeypatch):
+    import hubmerge.hub.localhub.app as app_module
+
+    monkeypatch.setattr(app_module, "_PAGE", 2)
+    repo_id = f"alice/{unique()}"
+    alice.create_repo(repo_id)
+    alice.create_commit(repo_id, [CommitOperationAdd(f"d/f{i}.txt", b"x%d" % i) for i in range(5)] +
+                        [CommitOperationAdd("top.txt", b"t")], commit_message="many")
+    files = alice.list_repo_files(repo_id)
+    assert sorted(files) == sorted([".gitattributes", "top.txt"] + [f"d/f{i}.txt" for i in range(5)])
+    shallow = list(alice.list_repo_tree(repo_id))
+    assert {e.path for e in shallow} == {".gitattributes", "top.txt", "d"}
+    inside = list(alice.list_repo_tree(repo_id, path_in_repo="d"))
+    assert len(inside) == 5
+
+
+# ----------------------------------------------------------------------------- downloads
+
+
+def test_hf_hub_download_and_cache(alice, local_hub, tmp_path):
+    repo_id = model_repo(alice, tmp_path)
+    before = dict(local_hub.stats.requests)
+    path = hf_hub_download(repo_id, "config.json", token=local_hub.alice_token)
+    assert json.loads(Path(path).read_text()) == {"model_type": "test"}
+    again = hf_hub_download(repo_id, "config.json", token=local_hub.alice_token)
+    assert again == path
+    assert local_hub.stats.requests["resolve"] - before.get("resolve", 0) == 3  # HEAD+GET, then HEAD only
+    with pytest.raises(hf.EntryNotFoundError):
+        hf_hub_download(repo_id, "nope.json")
+
+
+def test_snapshot_download_by_branch_and_by_sha(alice, tmp_path):
+    repo_id = model_repo(alice, tmp_path)
+    sha = alice.model_info(repo_id).sha
+    by_branch = snapshot_download(repo_id, cache_dir=tmp_path / "c1")
+    by_sha = snapshot_download(repo_id, revision=sha, cache_dir=tmp_path / "c2")
+    assert sorted(os.listdir(by_branch)) == sorted(os.listdir(by_sha)) == [".gitattributes", "config.json", "model.safetensors"]
+    assert sha in by_sha
+
+
+@pytest.mark.parametrize("sharded", [False, True])
+def test_get_safetensors_metadata(alice, tmp_path, sharded):
+    repo_id = model_repo(alice, tmp_path, sharded=sharded)
+    metadata = get_safetensors_metadata(repo_id)
+    assert metadata.sharded is sharded
+    assert set(metadata.weight_map) == {"a.weight", "b.bias", "c.step"}
+    assert metadata.parameter_count == {"F32": 17, "I64": 1}
+
+
+def test_hffilesystem_range_read(alice, tmp_path):
+    repo_id = model_repo(alice, tmp_path)
+    blob = (tmp_path / repo_id.split("/")[1] / "model.safetensors").read_bytes()
+    fs = HfFileSystem(endpoint=alice.endpoint, token=False)
+    with fs.open(f"{repo_id}/model.safetensors", "rb", block_size=16) as handle:
+        handle.seek(30)
+        assert handle.read(20) == blob[30:50]
+        handle.seek(len(blob) - 7)
+        assert handle.read(7) == blob[-7:]
+
+
+def test_range_requests_with_raw_http(alice, local_hub, tmp_path):
+    repo_id = model_repo(alice, tmp_path)
+    blob = (tmp_path / repo_id.split("/")[1] / "model.safetensors").read_bytes()
+    url = f"{local_hub.endpoint}/{repo_id}/resolve/main/model.safetensors"
+    size = len(blob)
+    cases = {"bytes=10-19": (10, 19), "bytes=100-": (100, size - 1), "bytes=-8": (size - 8, size - 1),
+             f"bytes=5-{size + 100}": (5, size - 1)}
+    for header, (start, end) in cases.items():
+        response = httpx.get(url, headers={"Range": header})
+        assert response.status_code == 206, header
+        assert response.content == blob[start : end + 1]
+        assert response.headers["Content-Range"] == f"bytes {start}-{end}/{size}"
+    response = httpx.get(url, headers={"Range": f"bytes={size}-"})
+    assert response.status_code == 416 and response.headers["Content-Range"] == f"bytes */{size}"
+    full = httpx.get(url)
+    assert full.status_code == 200 and full.content == blob
+    head = httpx.head(url)
+    assert head.headers["X-Repo-Commit"] == alice.model_info(repo_id).sha
+    assert head.headers["Content-Length"] == str(size) and head.headers["ETag"]
+    missing = httpx.head(f"{local_hub.endpoint}/{repo_id}/resolve/main/nope")
+    assert missing.status_code == 404 and missing.headers["X-Error-Code"] == "EntryNotFound"
+
+
+def test_big_files_stream_from_disk(tmp_path):
+    """A 2 GB (sparse) file is served by range without being loaded into memory."""
+    from hubmerge.hub.localhub.storage import Operation, Store
+
+    root = tmp_path / "hub"
+    store = Store(root)
+    store.create_repo("model", "alice/big", private=False)
+    fake_sha = "f" * 64
+    with open(store.blob_path(fake_sha), "wb") as handle:
+        handle.truncate(2 * 2**30)
+        handle.seek(2 * 2**30 - 4)
+        handle.write(b"tail")
+    store.apply_commit("model", "alice/big", "main", [Operation("add", "big.bin", fake_sha)], message="big")
+
+    def rss() -> int:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        return 0
+
+    with LocalHub(root) as hub:
+        url = f"{hub.endpoint}/alice/big/resolve/main/big.bin"
+        before = rss()
+        response = httpx.get(url, headers={"Range": f"bytes={2 * 2**30 - 10}-"})
+        assert response.status_code == 206 and response.content.endswith(b"tail")
+        with httpx.stream("GET", url, headers={"Range": "bytes=0-"}) as stream:
+            total = sum(len(chunk) for chunk in stream.iter_raw())
+        assert total == 2 * 2**30
+        assert rss() - before < 200 * 2**20
+
+
+# ----------------------------------------------------------------------------- commits
+
+
+def test_create_commit_regular_with_xet_enabled(alice):
+    import huggingface_hub.constants as constants
+
+    assert not constants.HF_HUB_DISABLE_XET  # the default: hf-xet installed and enabled
+    repo_id = f"alice/{unique()}"
+    alice.create_repo(repo_id)
+    big = os.urandom(3 * 2**20)
+    info = alice.create_commit(repo_id, [CommitOperationAdd("w.safetensors", big), CommitOperationAdd("a.txt", b"a")],
+                               commit_message="add")
+    assert info.oid == alice.model_info(repo_id).sha
+    assert Path(hf_hub_download(repo_id, "w.safetensors")).read_bytes() == big
+
+
+LFS_SCRIPT = """
+import os, sys
+os.environ["HF_HUB_DISABLE_XET"] = "1"
+from huggingface_hub import HfApi, CommitOperationAdd, hf_hub_download
+api = HfApi(endpoint=sys.argv[1], token=sys.argv[2])
+api.create_repo("alice/lfs-repo", exist_ok=True)
+data = os.urandom(2 * 2**20)
+api.create_commit("alice/lfs-repo", [CommitOperationAdd("weights.bin", data), CommitOperationAdd("small.txt", b"s")],
+                  commit_message="lfs")
+path = hf_hub_download("alice/lfs-repo", "weights.bin", token=sys.argv[2], cache_dir=sys.argv[3])
+assert open(path, "rb").read() == data
+print("LFS-OK")
+"""
+
+
+def test_create_commit_lfs_with_xet_disabled(tmp_path, local_hub):
+    with LocalHub(tmp_path / "hub", tokens={local_hub.alice_token: "alice"}, lfs_threshold=1024) as hub:
+        env = {**os.environ, "HF_ENDPOINT": hub.endpoint, "HF_HOME": str(tmp_path / "home")}
+        result = subprocess.run([sys.executable, "-c", LFS_SCRIPT, hub.endpoint, local_hub.alice_token, str(tmp_path / "c")],
+                                env=env, capture_output=True, text=True, timeout=120)
+        assert "LFS-OK" in result.stdout, result.stderr[-3000:]
+        assert hub.stats.requests.get("lfs_batch") == 1 and hub.stats.requests.get("lfs_upload") == 1
+
+
+def test_deletes_and_stale_parent(alice, tmp_path):
+    repo_id = model_repo(alice, tmp_path)
+    old = alice.model_info(repo_id).sha
+    alice.create_commit(repo_id, [CommitOperationAdd("x/1.txt", b"1"), CommitOperationAdd("x/2.txt", b"2")],
+                        commit_message="add")
+    alice.create_commit(repo_id, [CommitOperationDelete("config.json"), CommitOperationDelete("x/")],
+                        commit_message="delete")
+    assert sorted(alice.list_repo_files(repo_id)) == [".gitattributes", "model.safetensors"]
+    with pytest.raises(hf.HfHubHTTPError) as info:
+        alice.create_commit(repo_id, [CommitOperationAdd("y.txt", b"y")], commit_message="late", parent_commit=old)
+    assert info.value.response.status_code in (409, 412)
+    assert "y.txt" not in alice.list_repo_files(repo_id)
+
+
+def test_a_commit_that_fails_midway_changes_nothing(alice, local_hub, tmp_path):
+    repo_id = model_repo(alice, tmp_path)
+    before = alice.model_info(repo_id)
+    lines = [
+        {"key": "header", "value": {"summary": "half", "description": ""}},
+        {"key": "file", "value": {"content": "aGVsbG8=", "path": "new.txt", "encoding": "base64"}},
+        {"key": "deletedFile", "value": {"path": "config.json"}},
+        {"key": "lfsFile", "value": {"path": "w.bin", "algo": "sha256", "oid": "0" * 64, "size": 3}},
+    ]
+    response = httpx.post(f"{local_hub.endpoint}/api/models/{repo_id}/commit/main",
+                          content="\n".join(json.dumps(line) for line in lines),
+                          headers={"authorization": f"Bearer {local_hub.alice_token}", "content-type": "application/x-ndjson"})
+    assert 400 <= response.status_code < 500
+    after = alice.model_info(repo_id)
+    assert after.sha == before.sha
+    assert sorted(s.rfilename for s in after.siblings) == sorted(s.rfilename for s in before.siblings)
+
+
+def test_concurrent_commits_all_land(alice):
+    repo_id = f"alice/{unique()}"
+    alice.create_repo(repo_id)
+    errors: list[BaseException] = []
+
+    def commit(i: int) -> None:
+        try:
+            alice.create_commit(repo_id, [CommitOperationAdd(f"f{i}.txt", b"%d" % i)], commit_message=f"c{i}")
+        except BaseException as exc:  # noqa: BLE001 - collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=commit, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert sorted(alice.list_repo_files(repo_id)) == sorted([".gitattributes"] + [f"f{i}.txt" for i in range(8)])
+    assert len(alice.list_repo_commits(repo_id)) == 9
+
+
+# ----------------------------------------------------------------------------- branches, PRs, auth
+
+
+def test_branches(alice, tmp_path):
+    repo_id = model_repo(alice, tmp_path)
+    alice.create_branch(repo_id, branch="feat/x")
+    with pytest.raises(hf.HfHubHTTPError):
+        alice.create_branch(repo_id, branch="feat/x")
+    alice.create_branch(repo_id, branch="feat/x", exist_ok=True)
+    alice.upload_file(path_or_fileobj=b"dev", path_in_repo="dev.txt", repo_id=repo_id, revision="feat/x")
+    refs = alice.list_repo_refs(repo_id)
+    heads = {b.name: b.target_commit for b in refs.branches}
+    assert set(heads) == {"main", "feat/x"} and heads["main"] != heads["feat/x"]
+    assert "dev.txt" not in alice.list_repo_files(repo_id)
+    assert Path(hf_hub_download(repo_id, "dev.txt", revision="feat/x")).read_bytes() == b"dev"
+    assert Path(hf_hub_download(repo_id, "dev.txt", revision=heads["feat/x"])).read_bytes() == b"dev"
+    with pytest.raises(hf.RevisionNotFoundError):
+        hf_hub_download(repo_id, "dev.txt", revision="nope")
+    alice.delete_branch(repo_id, branch="feat/x")
+    assert [b.name for b in alice.list_repo_refs(repo_id).branches] == ["main"]
+
+
+def test_create_pr(alice, tmp_path):
+    repo_id = model_repo(alice, tmp_path)
+    info = alice.create_commit(repo_id, [CommitOperationAdd("pr.txt", b"p")], commit_message="pr", create_pr=True)
+    assert info.pr_url.endswith("/discussions/1") and info.pr_revision == "refs/pr/1"
+    assert "pr.txt" not in alice.list_repo_files(repo_id)
+    assert "pr.txt" in alice.list_repo_files(repo_id, revision="refs/pr/1")
+
+
+def test_private_repos(alice, bob, anonymous, tmp_path):
+    repo_id = model_repo(alice, tmp_path, private=True)
+    assert alice.model_info(repo_id).private
+    for other in (bob, anonymous):
+        with pytest.raises(hf.RepositoryNotFoundError):
+            other.model_info(repo_id)
+        assert not other.repo_exists(repo_id)
+    with pytest.raises(hf.RepositoryNotFoundError):
+        hf_hub_download(repo_id, "config.json", token=False, cache_dir=tmp_path / "c")
+
+
+def test_write_permissions_and_bad_tokens(alice, bob, local_hub):
+    repo_id = f"alice/{unique()}"
+    alice.create_repo(repo_id)
+    with pytest.raises(hf.HfHubHTTPError) as denied:
+        bob.create_commit(repo_id, [CommitOperationAdd("x", b"x")], commit_message="nope")
+    assert denied.value.response.status_code == 403
+    alice.create_repo(f"demo-org/{unique()}")  # alice belongs to demo-org
+    bad = HfApi(endpoint=local_hub.endpoint, token="hf_definitelyNotAValidToken123456")
+    with pytest.raises(hf.HfHubHTTPError) as who:
+        bad.whoami()
+    assert who.value.response.status_code == 401
+    with pytest.raises(hf.HfHubHTTPError) as write:
+        bad.create_commit(repo_id, [CommitOperationAdd("x", b"x")], commit_message="nope")
+    assert write.value.response.status_code == 401
+    assert local_hub.alice_token not in str(write.value)
+
+
+def test_model_card_round_trip(alice, local_hub):
+    repo_id = f"alice/{unique()}"
+    alice.create_repo(repo_id)
+    card = ModelCard("---\nlicense: mit\ntags: [hubmerge]\n---\n# Hello\n")
+    card.push_to_hub(repo_id, token=local_hub.alice_token)
+    loaded = ModelCard.load(repo_id, token=local_hub.alice_token)
+    assert loaded.data.license == "mit" and "# Hello" in loaded.text
+
+
+# ----------------------------------------------------------------------------- persistence, stats, faults
+
+
+def test_restart_keeps_everything(tmp_path, local_hub):
+    root = tmp_path / "hub"
+    tokens = {local_hub.alice_token: "alice"}
+    with LocalHub(root, tokens=tokens) as first:
+        api = HfApi(endpoint=first.endpoint, token=local_hub.alice_token)
+        api.create_repo("alice/persist")
+        sha = api.create_commit("alice/persist", [CommitOperationAdd("k.txt", b"kept")], commit_message="k").oid
+    with LocalHub(root) as second:  # tokens come back from root/tokens.json
+        api = HfApi(endpoint=second.endpoint, token=local_hub.alice_token)
+        assert api.model_info("alice/persist").sha == sha
+        assert httpx.get(f"{second.endpoint}/alice/persist/resolve/main/k.txt").content == b"kept"
+        api.create_commit("alice/persist", [CommitOperationAdd("k2.txt", b"x")], commit_message="still writable")
+
+
+def test_byte_counter_and_cut_connection(alice, local_hub, hub_faults, tmp_path):
+    repo_id = model_repo(alice, tmp_path)
+    url = f"{local_hub.endpoint}/{repo_id}/resolve/main/model.safetensors"
+    local_hub.stats.reset()
+    httpx.get(url, headers={"Range": "bytes=0-99"})
+    assert local_hub.stats.bytes_sent == 100
+    assert local_hub.stats.bytes_by_path[f"{repo_id}/model.safetensors"] == 100
+    hub_faults.cut_after, hub_faults.cut_times = 10, 1
+    with pytest.raises(httpx.RemoteProtocolError):
+        httpx.get(url, headers={"Range": "bytes=0-99"})
+    assert httpx.get(url, headers={"Range": "bytes=0-99"}).status_code == 206  # only one cut was asked for
+    hub_faults.status, hub_faults.status_times = 429, 1
+    assert httpx.get(url).status_code == 429
+    assert httpx.get(url).status_code == 200
