@@ -211,24 +211,26 @@ class MergeResult:
 # ---------------------------------------------------------------------------- sources
 
 
-def open_source(ref: ModelRef, *, token: str | None = None) -> WeightSource:
+def open_source(ref: ModelRef, *, token: str | None = None, endpoint: str | None = None) -> WeightSource:
     """Open ``ref``: a local directory, or a Hub repo pinned to the commit its revision points to."""
     if ref.path is not None:
         return LocalSource(ref.path)
     from .hub.source import HubSource  # lazy: plain local merges never import the HTTP stack
 
     assert ref.repo_id is not None
-    return HubSource(ref.repo_id, revision=ref.revision, token=token)
+    return HubSource(ref.repo_id, revision=ref.revision, token=token, endpoint=endpoint)
 
 
-def _open_inputs(recipe: Recipe, token: str | None) -> list[tuple[str, ModelRef, Literal["base", "model"], ModelEntry | None, WeightSource]]:
+def _open_inputs(
+    recipe: Recipe, token: str | None, endpoint: str | None
+) -> list[tuple[str, ModelRef, Literal["base", "model"], ModelEntry | None, WeightSource]]:
     wanted: list[tuple[str, ModelRef, Literal["base", "model"], ModelEntry | None]] = []
     if recipe.base_model is not None:
         wanted.append(("base", recipe.base_model, "base", None))
     for i, entry in enumerate(recipe.models):
         wanted.append((entry.task or f"model{i}", entry.model, "model", entry))
     with ThreadPoolExecutor(max_workers=min(8, len(wanted))) as pool:
-        futures = [pool.submit(open_source, ref, token=token) for _, ref, _, _ in wanted]
+        futures = [pool.submit(open_source, ref, token=token, endpoint=endpoint) for _, ref, _, _ in wanted]
         sources: list[WeightSource] = []
         error: BaseException | None = None
         for future in futures:
@@ -268,12 +270,13 @@ def _out_dtype(code: str, recipe: Recipe) -> str:
     return code
 
 
-def plan(recipe: Recipe, *, token: str | None = None) -> MergePlan:
+def plan(recipe: Recipe, *, token: str | None = None, endpoint: str | None = None) -> MergePlan:
     """Read headers only and decide, for every tensor, how the output gets it.
 
     Args:
         recipe: a validated recipe.
         token: Hub token for private inputs (never logged).
+        endpoint: the Hub to read repos from (default: ``HF_ENDPOINT`` or huggingface.co).
 
     Returns:
         A ``MergePlan``; its inputs stay open until ``execute`` finishes (or ``close_plan``).
@@ -288,7 +291,7 @@ def plan(recipe: Recipe, *, token: str | None = None) -> MergePlan:
         >>> merge_plan.bytes_to_read
     """
     method = get_method(recipe.method)
-    opened = _open_inputs(recipe, token)
+    opened = _open_inputs(recipe, token, endpoint)
     try:
         inputs: list[InputModel] = []
         for label, ref, role, entry, source in opened:

@@ -24,7 +24,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from .storage import FileEntry, NotFound, Operation, RepoRecord, Store, StoreError, lfs_pointer
+from .storage import FileEntry, NotFound, Operation, RepoRecord, Store, StoreError, is_lfs, lfs_pointer
 
 __all__ = ["FaultPolicy", "HubStats", "create_app"]
 
@@ -420,7 +420,8 @@ class _Hub:
         files = json.loads(body or b"{}").get("files", [])
         answer = []
         for item in files:
-            lfs = self.lfs_threshold is not None and int(item.get("size", 0)) >= self.lfs_threshold
+            size = int(item.get("size", 0))
+            lfs = self.lfs_threshold is not None and (size >= self.lfs_threshold or is_lfs(item["path"], size))
             answer.append({"path": item["path"], "uploadMode": "lfs" if lfs else "regular", "shouldIgnore": False, "oid": None})
         return JSONResponse({"files": answer})
 
@@ -589,7 +590,8 @@ def create_app(
         tokens: token -> user name; only these may write (and read their private repos).
         orgs: user -> organisations they may write to.
         lfs_threshold: answer ``uploadMode: "lfs"`` to preupload for files of at least this many
-            bytes (clients then need ``HF_HUB_DISABLE_XET=1``: see hub-protocol §6); None = always regular.
+            bytes and for weight/data formats (.safetensors, .parquet, ...), as the Hub does; clients
+            then need ``HF_HUB_DISABLE_XET=1`` (see hub-protocol §6). None: always "regular".
 
     The app exposes ``app.state.hub.stats`` (bytes sent, requests) and ``app.state.hub.faults``.
     """

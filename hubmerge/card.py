@@ -1,0 +1,263 @@
+"""The model card: facts gathered from a merged output, then rendered from ``templates/model_card.md``.
+
+Gathering (``collect_card``) reads the output directory — the pinned recipe, the heads, the
+evaluation reports — and, for the license, the inputs' own cards; rendering (``render_card``) is a
+pure function of that data with no network. ``ModelCardData`` carries the metadata the Hub reads:
+every input as ``base_model``, ``base_model_relation: merge``, datasets, the license when the inputs
+agree on one, and a ``model-index`` with each task's accuracy.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from .engine import HEADS_DIR, RECIPE_FILE
+from .errors import RecipeError
+from .recipe import ModelRef, Recipe, load_recipe
+
+if TYPE_CHECKING:
+    from huggingface_hub import ModelCard
+
+__all__ = ["CARD_FILE", "CardFacts", "TaskFacts", "collect_card", "render_card", "write_card"]
+
+log = logging.getLogger(__name__)
+
+CARD_FILE = "README.md"
+EVAL_FILE = "eval_results.json"
+COMPARISON_FILE = "eval_comparison.json"
+TEMPLATE = Path(__file__).parent / "templates" / "model_card.md"
+
+
+@dataclass(frozen=True)
+class TaskFacts:
+    name: str
+    num_labels: int
+    head: str  # how the head was obtained, e.g. "fine-tuned (kept)" or "re-initialized: ..."
+    reinitialized: bool
+    dataset: str | None
+
+
+@dataclass(frozen=True)
+class CardFacts:
+    """Everything the card says, gathered before rendering."""
+
+    recipe: Recipe
+    tasks: tuple[TaskFacts, ...]
+    default_task: str | None
+    model_type: str | None
+    results: dict[str, dict[str, float]] | None = None
+    comparison: dict[str, Any] | None = None
+    licenses: dict[str, str | None] = field(default_factory=dict)
+    repo_id: str | None = None
+    hub_url: str = "https://huggingface.co"
+
+
+# ---------------------------------------------------------------------------- gathering
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except ValueError as exc:
+        raise RecipeError(f"{path} is not valid JSON ({exc})") from None
+
+
+def _head_facts(output: Path, recipe: Recipe) -> list[TaskFacts]:
+    datasets = {e.task: str(e.dataset) for e in recipe.models if e.task and e.dataset}
+    facts = []
+    for task in recipe.tasks:
+        config = _read_json(output / HEADS_DIR / task / "config.json") or {}
+        report = config.get("hubmerge_head") or {}
+        reinitialized = bool(report.get("reinitialized"))
+        how = f"re-initialized ({report.get('reason', 'head did not fit the task')})" if reinitialized else "fine-tuned (kept)"
+        labels = config.get("id2label") or {}
+        facts.append(TaskFacts(task, len(labels), how, reinitialized, datasets.get(task)))
+    return facts
+
+
+def _input_license(ref: ModelRef, token: str | None) -> str | None:
+    """The ``license`` of an input's own card, or None when it has no card or none is declared."""
+    from huggingface_hub import ModelCard
+
+    try:
+        if ref.path is not None:
+            readme = ref.path / CARD_FILE
+            card = ModelCard.load(readme) if readme.exists() else None
+        else:
+            card = ModelCard.load(str(ref.repo_id), token=token, revision=ref.revision)  # type: ignore[call-arg]
+    except Exception as exc:  # a missing or unreadable card only means "unknown license"
+        log.info("no card for %s (%s)", ref, type(exc).__name__)
+        return None
+    license_ = card.data.get("license") if card is not None else None
+    return str(license_) if license_ else None
+
+
+def collect_card(
+    output: str | Path, *, repo_id: str | None = None, token: str | None = None, endpoint: str | None = None
+) -> CardFacts:
+    """Gather the card's facts from a merged output directory.
+
+    Args:
+        output: a directory written by ``hubmerge merge`` (it holds ``hubmerge_recipe.yaml``).
+        repo_id: where it is (or will be) published; used in the code samples.
+        token: to read the inputs' cards (licenses) from private repos.
+        endpoint: the Hub the links point to (default: the one huggingface_hub talks to).
+
+    Raises:
+        RecipeError: the directory has no hubmerge recipe.
+    """
+    output = Path(output)
+    if not (output / RECIPE_FILE).exists():
+        raise RecipeError(f"'{output}' holds no {RECIPE_FILE}; is it an output of `hubmerge merge`?")
+    recipe = load_recipe(output / RECIPE_FILE)
+    config = _read_json(output / "config.json") or {}
+    refs = ([recipe.base_model] if recipe.base_model else []) + [e.model for e in recipe.models]
+    return CardFacts(
+        recipe=recipe,
+        tasks=tuple(_head_facts(output, recipe)),
+        default_task=recipe.resolved_default_task,
+        model_type=config.get("model_type") or config.get("hubmerge_family"),
+        results=_read_json(output / EVAL_FILE),
+        comparison=_read_json(output / COMPARISON_FILE),
+        licenses={str(ref): _input_license(ref, token) for ref in refs},
+        repo_id=repo_id,
+        hub_url=(endpoint or _default_endpoint()).rstrip("/"),
+    )
+
+
+def _default_endpoint() -> str:
+    from huggingface_hub import constants
+
+    return constants.ENDPOINT
+
+
+# ---------------------------------------------------------------------------- rendering
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{100 * value:.1f}"
+
+
+def _results_table(facts: CardFacts) -> str:
+    rows: list[tuple[str, dict[str, dict[str, float]]]] = []
+    if facts.comparison:
+        rows.append(("**merged**", facts.comparison["merged"]))
+        if "base" in facts.comparison:
+            rows.append(("base + task heads", facts.comparison["base"]))
+        rows.append(("individual fine-tunes", facts.comparison.get("individual", {})))
+        rows += [(f"{name} backbone + task heads", r) for name, r in facts.comparison.get("finetuned", {}).items()]
+    elif facts.results:
+        rows.append(("**merged**", facts.results))
+    if not rows:
+        return ""
+    tasks = [t for t in rows[0][1] if t != "average"]
+    lines = ["| model | " + " | ".join(tasks) + " | average |", "|---" * (len(tasks) + 2) + "|"]
+    for name, report in rows:
+        cells = [_pct(report.get(t, {}).get("accuracy")) for t in [*tasks, "average"]]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _link(ref: ModelRef, hub_url: str) -> str:
+    if ref.path is not None:
+        return f"`{ref.path.name}` (local)"
+    return f"[{ref.repo_id}]({hub_url}/{ref.repo_id})"
+
+
+def render_card(facts: CardFacts) -> ModelCard:
+    """Render the card (metadata + body) from gathered facts; no network."""
+    from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+    from .methods import get_method
+
+    recipe = facts.recipe
+    method = get_method(recipe.method)
+    refs = ([("base", recipe.base_model, None)] if recipe.base_model else []) + [
+        ("fine-tune", e.model, e.task) for e in recipe.models
+    ]
+    hub_inputs = [ref.repo_id for _, ref, _ in refs if ref.repo_id]
+    datasets = sorted({e.dataset.path for e in recipe.models if e.dataset and not e.dataset.path.startswith((".", "/"))})
+    licenses = set(facts.licenses.values())
+    license_ = licenses.pop() if len(licenses) == 1 and None not in licenses else None
+    name = facts.repo_id.split("/")[-1] if facts.repo_id else (recipe.name or "merged-model")
+    eval_results = []
+    for task in facts.tasks:
+        value = (facts.results or {}).get(task.name, {}).get("accuracy")
+        entry = next(e for e in recipe.models if e.task == task.name)
+        if value is None:
+            continue
+        dataset = entry.dataset
+        eval_results.append(EvalResult(
+            task_type="image-classification", task_name="Image Classification",
+            dataset_type=dataset.path if dataset else task.name, dataset_name=task.name,
+            dataset_config=dataset.name if dataset else None, dataset_split=dataset.split if dataset else None,
+            metric_type="accuracy", metric_name="Accuracy", metric_value=round(float(value), 6),
+        ))
+    card_data = ModelCardData(
+        base_model=hub_inputs or None,
+        library_name="pytorch" if facts.model_type == "torchvision-resnet" else "transformers",
+        pipeline_tag="image-classification",
+        tags=["hubmerge", "merge", recipe.method, *([facts.model_type] if facts.model_type else [])],
+        datasets=datasets or None,
+        license=license_,
+        model_name=name,
+        eval_results=eval_results or None,
+        base_model_relation="merge",
+    )
+    limitations = [
+        f"The head of **{t.name}** was {t.head}: it was not trained with this backbone, so its accuracy is "
+        "not meaningful until it is fine-tuned." for t in facts.tasks if t.reinitialized
+    ]
+    missing = [t.name for t in facts.tasks if not (facts.results or {}).get(t.name)]
+    if missing and facts.tasks:
+        limitations.append(f"No evaluation was run for: {', '.join(missing)} (the recipe names no dataset for them).")
+    if len(set(facts.licenses.values())) > 1:
+        spelled = ", ".join(f"{k}: {v or 'none declared'}" for k, v in facts.licenses.items())
+        limitations.append(f"The inputs declare different licenses ({spelled}); check them before you use this model.")
+    if any(ref.path is not None for _, ref, _ in refs):
+        limitations.append("Some inputs were local directories; the recipe cannot fetch them elsewhere.")
+    limitations.append(
+        "Merging trades some per-task accuracy for one shared backbone; compare the merged row with the "
+        "individual fine-tunes above for the tasks you care about."
+    )
+    template_vars = dict(
+        title=name,
+        repo_id=facts.repo_id,
+        method=recipe.method,
+        method_name=method.pretty_name,
+        method_paper=method.paper,
+        parameters=dict(recipe.parameters),
+        family=facts.model_type,
+        backbone=list(recipe.target_modules),
+        target_modules=list(recipe.target_modules),
+        default_task=facts.default_task,
+        tasks=[asdict(t) for t in facts.tasks],
+        inputs=[{"role": role, "link": _link(ref, facts.hub_url), "task": task, "revision": ref.revision} for role, ref, task in refs],
+        results_table=_results_table(facts),
+        comparison=facts.comparison is not None,
+        recipe_yaml=yaml.safe_dump(recipe.to_dict(), sort_keys=False),
+        limitations=limitations,
+    )
+    return ModelCard.from_template(card_data, template_path=str(TEMPLATE), **template_vars)
+
+
+def write_card(
+    output: str | Path, *, repo_id: str | None = None, token: str | None = None, endpoint: str | None = None
+) -> Path:
+    """Gather, render and write ``<output>/README.md``; returns its path. ``hubmerge card`` calls this."""
+    output = Path(output)
+    card = render_card(collect_card(output, repo_id=repo_id, token=token, endpoint=endpoint))
+    path = output / CARD_FILE
+    tmp = output / f".{CARD_FILE}.tmp"
+    tmp.write_text(str(card), encoding="utf-8")
+    tmp.replace(path)
+    return path

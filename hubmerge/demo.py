@@ -1,0 +1,158 @@
+"""The main job on the embedded default: a local Hub, tiny trained models, the whole pipeline.
+
+``hubmerge demo`` starts the local Hub in-process, publishes the digits fixtures (a "pretrained"
+tiny ConvNeXt and four fine-tunes with different label sets) under realistic repo ids, then does
+what a user does with real models: plan from headers, stream the merge over HTTP Range requests,
+evaluate every task against the inputs, write the card and push everything in one commit. It works
+offline and finishes in well under two minutes once the fixtures are cached.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from .publish import PublishResult
+    from .recipe import Recipe
+
+__all__ = ["DemoHub", "demo_recipe", "run_demo", "seed_demo_hub", "start_demo_hub"]
+
+NAMESPACE = "hubmerge-demo"
+MERGED_REPO = f"{NAMESPACE}/convnext-tiny-digits-merged"
+
+
+@dataclass(frozen=True)
+class DemoHub:
+    """A running local Hub with the demo's models on it."""
+
+    hub: object  # LocalHub
+    endpoint: str
+    token: str
+    base_repo: str
+    task_repos: dict[str, str]
+    datasets: dict[str, str]  # task -> dataset repo id
+
+
+def _point_client_at(endpoint: str, home: Path) -> None:
+    """huggingface_hub reads HF_ENDPOINT and HF_HOME once, at import: set them before it loads."""
+    import sys
+
+    if "huggingface_hub" in sys.modules:
+        from huggingface_hub import constants
+
+        if constants.ENDPOINT.rstrip("/") != endpoint:
+            raise RuntimeError(
+                "huggingface_hub was imported before the demo could point it at its local Hub; "
+                "run the demo in a fresh process (`hubmerge demo`)"
+            )
+    os.environ["HF_ENDPOINT"] = endpoint
+    os.environ.setdefault("HF_HOME", str(home))
+    os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+    os.environ["HF_HUB_DISABLE_XET"] = "1"  # the local Hub speaks LFS, not Xet
+    for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        os.environ.pop(name, None)
+
+
+def start_demo_hub(root: Path) -> tuple[object, str]:
+    """Start a local Hub on a free port with a fresh demo token; returns (server, token)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    endpoint = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    _point_client_at(endpoint, root / "hf_home")
+    from .hub.localhub import LocalHub
+
+    token = f"hf_demo{secrets.token_hex(16)}"
+    server = LocalHub(root / "hub", tokens={token: NAMESPACE}, sock=sock, lfs_threshold=10 * 2**20).start()
+    return server, token
+
+
+def seed_demo_hub(server: object, token: str, *, cache_dir: Path | None = None, console: Console | None = None) -> DemoHub:
+    """Publish the fixtures as the demo namespace's repos: base and fine-tunes, and each task's dataset."""
+    import datasets
+    from huggingface_hub import HfApi
+    from huggingface_hub.utils import disable_progress_bars
+
+    from .fixtures import build_fixtures
+
+    if console is not None:
+        console.print("[bold]1/4[/bold] preparing tiny trained models (cached after the first run)...")
+    fixtures = build_fixtures(cache_dir)
+    endpoint = server.endpoint  # type: ignore[attr-defined]
+    api = HfApi(endpoint=endpoint, token=token)
+    disable_progress_bars()
+    datasets.disable_progress_bars()
+
+    def publish(path: Path, name: str) -> str:
+        repo_id = f"{NAMESPACE}/{name}"
+        api.create_repo(repo_id, exist_ok=True)
+        api.upload_folder(folder_path=path, repo_id=repo_id, commit_message=f"Upload {name}")
+        return repo_id
+
+    def publish_dataset(path: Path, name: str) -> str:
+        repo_id = f"{NAMESPACE}/{name}"
+        datasets.load_from_disk(str(path)).push_to_hub(repo_id, token=token, commit_message=f"Upload {name}")
+        return repo_id
+
+    base = publish(fixtures.base, "convnext-tiny-digits")
+    slug = {task: task.replace("_", "-") for task in fixtures.models}
+    tasks = {task: publish(path, f"convnext-tiny-{slug[task]}") for task, path in fixtures.models.items()}
+    data = {task: publish_dataset(fixtures.datasets[task], slug[task]) for task in fixtures.models}
+    return DemoHub(server, endpoint, token, base, tasks, data)
+
+
+def demo_recipe(demo: DemoHub, *, method: str = "task_arithmetic") -> Recipe:
+    """The demo's recipe: the Hub repos, each task with its test set."""
+    from .recipe import Recipe
+
+    return Recipe.from_dict(
+        {
+            "name": "convnext-tiny-digits-merged",
+            "method": method,
+            "parameters": {"scaling_factor": 0.3} if method == "task_arithmetic" else {},
+            "base_model": demo.base_repo,
+            "models": [
+                {"model": repo, "task": task, "dataset": demo.datasets[task]}
+                for task, repo in demo.task_repos.items()
+            ],
+            "target_modules": ["convnext"],
+        }
+    )
+
+
+def run_demo(
+    *, workdir: Path | None = None, console: Console | None = None, cache_dir: Path | None = None
+) -> tuple[DemoHub, PublishResult]:
+    """Run the whole demo; returns the hub (still running) and what was pushed."""
+    from . import engine
+    from .cli import render_plan
+    from .progress import byte_progress
+    from .publish import publish
+
+    root = Path(workdir or tempfile.mkdtemp(prefix="hubmerge-demo-"))
+    server, token = start_demo_hub(root)
+    demo = seed_demo_hub(server, token, cache_dir=cache_dir, console=console)
+    recipe = demo_recipe(demo)
+    if console is not None:
+        console.print(f"[bold]2/4[/bold] local Hub at {demo.endpoint} with {len(demo.task_repos) + 1} models; planning from headers...")
+        merge_plan = engine.plan(recipe, token=token)
+        render_plan(merge_plan, console)
+        engine.close_plan(merge_plan)
+        console.print("[bold]3/4[/bold] streaming merge over HTTP Range requests, then evaluation against the inputs...")
+    with byte_progress(console, "merging", disable=console is None) as on_progress:  # type: ignore[arg-type]
+        result = publish(
+            recipe, MERGED_REPO, token=token, overwrite=True, on_progress=on_progress, console=console,
+            work_dir=root,
+        )
+    if console is not None:
+        console.print(f"[bold]4/4[/bold] pushed model, heads, recipe, results and card in one commit "
+                      f"({result.push.commit_sha[:12]}): {result.push.url}")
+    return demo, result
+

@@ -1,0 +1,170 @@
+"""The whole job: plan -> merge -> evaluate -> card -> push, behind ``hubmerge push``, the demo and the app.
+
+``build`` makes a complete output directory (merged model, heads, recipe, evaluation reports, card).
+``publish`` checks the target repo first, builds in a temporary directory, and pushes everything in
+one commit; a failure at any step leaves the Hub as it was and the temporary files are removed.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from . import engine
+from .card import COMPARISON_FILE, EVAL_FILE, write_card
+from .hub.auth import require_token
+from .hub.push import PushResult, check_target, push_folder
+from .methods import get_method
+from .recipe import Recipe
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from .evaluation import CompareReport, EvalReport
+
+__all__ = ["BuildResult", "PublishResult", "build", "publish"]
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    """A finished output directory and what went into it."""
+
+    output: Path
+    merge: engine.MergeResult
+    report: EvalReport | None
+    comparison: CompareReport | None
+    card: Path
+
+
+@dataclass(frozen=True)
+class PublishResult:
+    build: BuildResult
+    push: PushResult
+
+
+def _has_datasets(recipe: Recipe) -> bool:
+    return any(entry.dataset is not None for entry in recipe.models)
+
+
+def build(
+    recipe: Recipe,
+    output: str | Path,
+    *,
+    token: str | None = None,
+    endpoint: str | None = None,
+    device: str | None = None,
+    overwrite: bool = False,
+    evaluate: bool = True,
+    compare_inputs: bool = True,
+    max_samples: int | None = None,
+    max_shard_size: str | int = "5GB",
+    repo_id: str | None = None,
+    on_progress: engine.ProgressCallback | None = None,
+    cancel: threading.Event | None = None,
+    console: Console | None = None,
+) -> BuildResult:
+    """Merge ``recipe`` into ``output``, evaluate the tasks that name a dataset, and write the card.
+
+    Args:
+        recipe: the validated recipe.
+        output: the directory to create (atomically; ``overwrite`` to replace one).
+        token: Hub token for private inputs and datasets. ``endpoint``: the Hub to read from.
+        device: ``auto``, ``cpu``, ``cuda[:N]`` (default: the recipe's).
+        evaluate: evaluate tasks with datasets; ``compare_inputs``: also the base and each
+            fine-tune with every task's head, for the card's merged-vs-inputs table.
+        max_samples: evaluate at most this many examples per task.
+        repo_id: where the output will be published (named in the card's code samples).
+        on_progress: ``(bytes read, total)`` during the merge. ``cancel``: set to stop the merge.
+        console: where progress and tables are drawn (None: nothing is drawn).
+
+    Returns:
+        ``BuildResult``.
+
+    Raises:
+        Everything ``engine.plan``/``engine.execute`` and the evaluation raise; the output is then
+        left as it was (the merge) or without reports (a failed evaluation).
+    """
+    output = Path(output)
+    engine.check_output(output.absolute(), overwrite=overwrite)
+    merge_plan = engine.plan(recipe, token=token, endpoint=endpoint)
+    merged = engine.execute(merge_plan, output, device=device, overwrite=overwrite, max_shard_size=max_shard_size,
+                            on_progress=on_progress, cancel=cancel)
+    report: EvalReport | None = None
+    comparison: CompareReport | None = None
+    if evaluate and _has_datasets(recipe):
+        from . import evaluation
+
+        datasets = {e.task: e.dataset for e in recipe.models if e.task is not None and e.dataset is not None}
+        options = dict(device=device or recipe.device, max_samples=max_samples, token=token, console=console)
+        if compare_inputs:
+            comparison = evaluation.compare_inputs(output, datasets, **options)  # type: ignore[arg-type]
+            report = comparison.merged
+            evaluation.save_report(comparison, output / COMPARISON_FILE)
+        else:
+            report = evaluation.evaluate_model(output, datasets, **options)  # type: ignore[arg-type]
+        evaluation.save_report(report, output / EVAL_FILE)
+        if console is not None:
+            evaluation.render_report(comparison or report, console)
+    card = write_card(output, repo_id=repo_id, token=token, endpoint=endpoint)
+    return BuildResult(output, merged, report, comparison, card)
+
+
+def publish(
+    recipe: Recipe,
+    repo_id: str,
+    *,
+    token: str | None = None,
+    token_file: str | Path | None = None,
+    endpoint: str | None = None,
+    private: bool = False,
+    branch: str | None = None,
+    create_pr: bool = False,
+    overwrite: bool = False,
+    device: str | None = None,
+    evaluate: bool = True,
+    compare_inputs: bool = True,
+    max_samples: int | None = None,
+    work_dir: str | Path | None = None,
+    on_progress: engine.ProgressCallback | None = None,
+    cancel: threading.Event | None = None,
+    console: Console | None = None,
+) -> PublishResult:
+    """Build the output and push it to ``repo_id`` in one commit.
+
+    The token comes from ``token``, ``token_file``, HF_TOKEN or the login cache, and is never
+    printed. The target is checked before any work: an existing non-empty repo is refused unless
+    ``overwrite`` (or ``create_pr``, which leaves the branch alone).
+
+    Args:
+        recipe, device, evaluate, compare_inputs, max_samples, on_progress, cancel, console: see ``build``.
+        repo_id: ``namespace/name`` to publish to.
+        private: create the repo private. ``branch``: commit there. ``create_pr``: open a PR instead.
+        endpoint: the Hub to read inputs from and push to (default ``HF_ENDPOINT``/huggingface.co).
+        work_dir: where the temporary output is built (default: the system temp dir).
+
+    Returns:
+        ``PublishResult`` with the build and the commit.
+
+    Raises:
+        AuthenticationError: no token. PushError: the repo exists (without ``overwrite``) or the
+        commit failed; the repo is then unchanged. Plus everything ``build`` raises.
+    """
+    secret = require_token(token, token_file=token_file, action="push")
+    target = check_target(repo_id, token=secret, branch=branch, overwrite=overwrite or create_pr, endpoint=endpoint)
+    with tempfile.TemporaryDirectory(prefix="hubmerge-push-", dir=work_dir) as tmp:
+        built = build(
+            recipe, Path(tmp) / "output", token=secret, endpoint=endpoint, device=device, evaluate=evaluate,
+            compare_inputs=compare_inputs, max_samples=max_samples, repo_id=repo_id, on_progress=on_progress,
+            cancel=cancel, console=console,
+        )
+        method = get_method(recipe.method).pretty_name
+        pushed = push_folder(
+            built.output, repo_id, token=secret, target=target, private=private, branch=branch, create_pr=create_pr,
+            commit_message=f"hubmerge: {method} of {len(recipe.models)} models",
+            commit_description="Merged model, per-task heads, recipe, evaluation and card, made with hubmerge.",
+            endpoint=endpoint,
+        )
+    return PublishResult(built, pushed)
