@@ -180,6 +180,133 @@ def merge(
     print(result.output)
 
 
+@app.command()
+def evaluate(
+    model: Annotated[
+        str,
+        typer.Argument(help="A merged output (directory, or repo id with optional @revision) or a model."),
+    ],
+    task: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--task",
+            "-t",
+            help="NAME=DATASET[:SPLIT] or NAME=DATASET:CONFIG:SPLIT (repeatable); DATASET is a save_to_disk "
+            "directory or a Hub dataset id. Default: the datasets named in MODEL's hubmerge_recipe.yaml.",
+        ),
+    ] = None,
+    compare_inputs: Annotated[
+        bool,
+        typer.Option(
+            "--compare-inputs",
+            help="Also evaluate the base backbone and every fine-tuned backbone with each task's head "
+            "(inputs pinned in MODEL's recipe), in one table.",
+        ),
+    ] = False,
+    max_samples: Annotated[
+        Optional[int],
+        typer.Option("--max-samples", min=1, help="Evaluate a fixed random subset (seed 0) of each split."),
+    ] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per forward pass.")] = 64,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
+    match_labels: Annotated[
+        str,
+        typer.Option("--match-labels", help="name: match classes to id2label by name; position: by index."),
+    ] = "name",
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the JSON report here.")] = None,
+    quiet: QuietOpt = False,
+    token: TokenOpt = None,
+    token_file: TokenFileOpt = None,
+) -> None:
+    """Evaluate MODEL on each task with that task's head (accuracy, loss), optionally next to its inputs."""
+    from rich.console import Console
+
+    from . import evaluation
+
+    tasks = dict(evaluation.parse_task(spec) for spec in task) if task else None
+    console = _console(quiet)
+    options = dict(
+        batch_size=batch_size,
+        max_samples=max_samples,
+        device=device,
+        match_labels=match_labels,
+        token=_token(token, token_file),
+        console=console,
+    )
+    run = evaluation.compare_inputs if compare_inputs else evaluation.evaluate_model
+    report = run(model, tasks, **options)  # type: ignore[arg-type]
+    # The table is the result (stdout); piped into a file it is not cut to 80 columns.
+    evaluation.render_report(report, Console(width=None if sys.stdout.isatty() else 200))
+    if json_out is not None:
+        evaluation.save_report(report, json_out)
+        console.print(f"[green]report[/green] written to {json_out}")
+
+
+@app.command()
+def push(
+    recipe: RecipeArg = None,
+    repo_id: Annotated[str, typer.Option("--repo-id", help="namespace/name to publish to.")] = ...,  # type: ignore[assignment]
+    preset: PresetOpt = None,
+    endpoint: Annotated[Optional[str], typer.Option("--endpoint", help="Hub URL (default: HF_ENDPOINT or huggingface.co).")] = None,
+    private: Annotated[bool, typer.Option("--private", help="Create the repo private.")] = False,
+    branch: Annotated[Optional[str], typer.Option("--branch", help="Commit to this branch.")] = None,
+    create_pr: Annotated[bool, typer.Option("--create-pr", help="Open a pull request instead of committing.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace the content of a non-empty repo.")] = False,
+    evaluate: Annotated[bool, typer.Option("--evaluate/--no-evaluate", help="Evaluate tasks that name a dataset.")] = True,
+    max_samples: Annotated[Optional[int], typer.Option("--max-samples", min=1, help="Evaluate at most N examples per task.")] = None,
+    device: DeviceOpt = None,
+    quiet: QuietOpt = False,
+    token: TokenOpt = None,
+    token_file: TokenFileOpt = None,
+) -> None:
+    """Merge, evaluate, write the card and publish everything to REPO_ID in one commit."""
+    from . import publish as publishing
+    from .progress import byte_progress
+
+    loaded = _load(recipe, preset)
+    console = _console(quiet)
+    with byte_progress(console, "merging", disable=quiet) as on_progress:
+        result = publishing.publish(
+            loaded, repo_id, token=token, token_file=token_file, endpoint=endpoint, private=private, branch=branch,
+            create_pr=create_pr, overwrite=overwrite, device=device, evaluate=evaluate, max_samples=max_samples,
+            on_progress=on_progress, console=None if quiet else console,
+        )
+    where = result.push.pull_request_url or result.push.url
+    console.print(f"[green]pushed[/green] {len(result.push.files)} files in commit {result.push.commit_sha[:12]}")
+    print(where)
+
+
+@app.command()
+def card(
+    output: Annotated[Path, typer.Argument(help="A merged output directory.")],
+    repo_id: Annotated[Optional[str], typer.Option("--repo-id", help="Name the repo in the code samples.")] = None,
+    token: TokenOpt = None,
+    token_file: TokenFileOpt = None,
+) -> None:
+    """(Re)generate OUTPUT/README.md, the model card, from the output's recipe, heads and results."""
+    from .card import write_card
+
+    print(write_card(output, repo_id=repo_id, token=_token(token, token_file)))
+
+
+@app.command()
+def demo(
+    ui: Annotated[bool, typer.Option("--ui", help="Then open the web app on the demo's local Hub.")] = False,
+    workdir: Annotated[Optional[Path], typer.Option("--workdir", help="Keep the demo's Hub and files here.")] = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Run the whole pipeline offline: local Hub, tiny trained models, merge over HTTP, evaluation, card, push."""
+    from .demo import run_demo
+
+    console = _console(quiet)
+    hub, result = run_demo(workdir=workdir, console=console)
+    print(result.push.url)
+    if ui:
+        from .ui import launch_app
+
+        launch_app(endpoint=hub.endpoint, token=hub.token)
+
+
 @hub_app.command("serve")
 def hub_serve(
     root: Annotated[Path, typer.Option("--root", help="Directory that stores the repos.")] = Path("localhub"),
