@@ -61,6 +61,10 @@ class Hub:
         return self.server.faults  # type: ignore[attr-defined]
 
 
+def pytest_sessionfinish(session, exitstatus):  # noqa: ARG001 - pytest hook signature
+    _SOCKET.close()  # reserved at import; LocalHub closes it too when it was used
+
+
 @pytest.fixture(scope="session")
 def local_hub():
     """One local Hub for the whole session (alice may also write to the org 'demo-org')."""

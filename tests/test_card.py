@@ -1,0 +1,123 @@
+"""The model card: metadata the Hub reads, a body people read, code samples that work."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+import torch
+from huggingface_hub import HfApi, ModelCard, hf_hub_download
+from huggingface_hub.repocard_data import model_index_to_eval_results
+
+from hubmerge import engine
+from hubmerge.card import collect_card, render_card, write_card
+from hubmerge.cli import main
+from hubmerge.errors import RecipeError
+from hubmerge.recipe import load_recipe
+
+from ._models import make_family, write_recipe
+
+
+@pytest.fixture(scope="module")
+def family(tmp_path_factory):
+    return make_family(tmp_path_factory.mktemp("family"), "convnext")
+
+
+def merged(tmp_path, family, *, licenses=("mit", "mit", "mit", "mit"), results=True):
+    for path, license_ in zip([family.base, *family.models.values()], licenses):
+        (path / "README.md").write_text(f"---\nlicense: {license_}\n---\n# model\n" if license_ else "# no card data\n")
+    recipe = load_recipe(write_recipe(tmp_path / "r.yaml", family, "ties", extra={
+        "models": [{"model": str(p), "task": t, "dataset": f"org/{t}-data"} for t, p in family.models.items()]
+    }))
+    out = tmp_path / "out"
+    engine.merge(recipe, out)
+    if results:
+        report = {t: {"accuracy": 0.5 + i / 10, "loss": 1.0} for i, t in enumerate(family.models)}
+        report["average"] = {"accuracy": 0.6, "loss": 1.0}
+        (out / "eval_results.json").write_text(json.dumps(report))
+        comparison = {"merged": report, "base": {t: {"accuracy": 0.2, "loss": 2.0} for t in family.models},
+                      "individual": {t: {"accuracy": 0.9, "loss": 0.1} for t in family.models}, "finetuned": {}}
+        (out / "eval_comparison.json").write_text(json.dumps(comparison))
+    return out
+
+
+def test_metadata(tmp_path, family):
+    out = merged(tmp_path, family)
+    card = ModelCard.load(write_card(out, repo_id="alice/merged"))
+    data = card.data.to_dict()
+    assert data["base_model_relation"] == "merge"
+    assert "base_model" not in data  # local inputs are not Hub repos
+    assert data["pipeline_tag"] == "image-classification" and data["library_name"] == "transformers"
+    assert {"hubmerge", "merge", "ties"} <= set(data["tags"])
+    assert data["license"] == "mit"
+    assert sorted(data["datasets"]) == sorted(f"org/{t}-data" for t in family.models)
+    model_name, results = model_index_to_eval_results(data["model-index"])
+    assert model_name == "merged"
+    accuracy = {r.dataset_name: r.metric_value for r in results}
+    assert accuracy == {t: pytest.approx(0.5 + i / 10) for i, t in enumerate(family.models)}
+    assert all(r.task_type == "image-classification" and r.metric_type == "accuracy" for r in results)
+
+
+def test_body(tmp_path, family):
+    out = merged(tmp_path, family)
+    text = str(render_card(collect_card(out, repo_id="alice/merged")))
+    assert "TIES-Merging" in text and "density=0.2" in text and "arxiv.org/abs/2306.01708" in text
+    assert "| **merged** |" in text and "| base + task heads |" in text and "| individual fine-tunes |" in text
+    for task in family.models:
+        assert f"heads/<task>/" in text and task in text
+    assert "hubmerge merge hubmerge_recipe.yaml" in text and "method: ties" in text
+    assert 'load_merged("alice/merged"' in text
+
+
+def test_license_only_when_the_inputs_agree(tmp_path, family):
+    out = merged(tmp_path, family, licenses=("mit", "apache-2.0", None, "mit"))
+    card = render_card(collect_card(out))
+    assert card.data.to_dict().get("license") is None
+    assert "different licenses" in card.text
+
+
+def test_missing_results_are_said(tmp_path, family):
+    out = merged(tmp_path, family, results=False)
+    card = render_card(collect_card(out))
+    assert "No evaluation was run" in card.text
+    assert "model-index" not in card.data.to_dict()
+
+
+def test_not_a_hubmerge_output(tmp_path):
+    with pytest.raises(RecipeError, match="hubmerge_recipe.yaml"):
+        collect_card(tmp_path)
+
+
+def test_card_command_regenerates(tmp_path, family, capsys):
+    out = merged(tmp_path, family)
+    assert main(["card", str(out), "--repo-id", "alice/x"]) == 0
+    assert (out / "README.md").read_text().startswith("---\n")
+    assert str(out / "README.md") in capsys.readouterr().out
+
+
+def test_card_round_trips_through_the_hub_and_its_samples_work(tmp_path, family, local_hub):
+    out = merged(tmp_path, family)
+    repo_id = f"alice/card-{uuid.uuid4().hex[:6]}"
+    write_card(out, repo_id=repo_id)
+    api = HfApi(endpoint=local_hub.endpoint, token=local_hub.alice_token)
+    api.create_repo(repo_id)
+    api.upload_folder(folder_path=out, repo_id=repo_id)
+    card = ModelCard.load(repo_id, token=local_hub.alice_token)
+    assert card.data.base_model_relation == "merge"
+    assert f"{local_hub.endpoint}" not in card.data.to_yaml()  # metadata names repos, not URLs
+
+    # The "plain transformers" sample from the card, run as written.
+    from safetensors.torch import load_file
+    from transformers import AutoConfig, AutoModelForImageClassification
+    from transformers.utils import logging
+
+    logging.set_verbosity_error()
+    task = list(family.models)[-1]
+    config = AutoConfig.from_pretrained(repo_id, subfolder=f"heads/{task}")
+    model = AutoModelForImageClassification.from_pretrained(repo_id, config=config, ignore_mismatched_sizes=True)
+    model.load_state_dict(load_file(hf_hub_download(repo_id, f"heads/{task}/model.safetensors")), strict=False)
+    head = load_file(family.models[task] / "model.safetensors")["classifier.weight"]
+    assert torch.equal(model.classifier.weight, head)
+    labels = json.loads((family.models[task] / "config.json").read_text())["id2label"]
+    assert {str(k): v for k, v in model.config.id2label.items()} == labels

@@ -1,0 +1,166 @@
+"""`hubmerge push`: plan, merge, evaluate, card, then one commit — or nothing — on the local Hub."""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from pathlib import Path
+
+import pytest
+from huggingface_hub import HfApi
+
+from hubmerge import engine
+from hubmerge.cli import main
+from hubmerge.errors import AuthenticationError, HeaderParseError, PushError
+from hubmerge.hub.push import check_target, push_folder
+from hubmerge.publish import publish
+from hubmerge.recipe import Recipe
+
+from ._models import make_family
+
+
+@pytest.fixture(scope="module")
+def family(tmp_path_factory):
+    return make_family(tmp_path_factory.mktemp("family"), "convnext")
+
+
+@pytest.fixture(scope="module")
+def hub_models(family, local_hub):
+    """The family as alice's Hub repos."""
+    api = HfApi(endpoint=local_hub.endpoint, token=local_hub.alice_token)
+    tag = uuid.uuid4().hex[:6]
+    repos = {}
+    for path in [family.base, *family.models.values()]:
+        repo_id = f"alice/pub-{path.name}-{tag}"
+        api.create_repo(repo_id)
+        api.upload_folder(folder_path=path, repo_id=repo_id)
+        repos[path.name] = repo_id
+    return repos
+
+
+def recipe_for(repos, *, models=None) -> Recipe:
+    models = models or {t: repos[t] for t in ("alpha", "beta", "gamma")}
+    return Recipe.from_dict({
+        "method": "task_arithmetic",
+        "base_model": repos["base"],
+        "models": [{"model": repo, "task": task} for task, repo in models.items()],
+        "target_modules": ["convnext"],
+    })
+
+
+def fresh_repo() -> str:
+    return f"alice/merged-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def api(local_hub):
+    return HfApi(endpoint=local_hub.endpoint, token=local_hub.alice_token)
+
+
+def test_publish_pushes_everything_in_one_commit(api, hub_models, local_hub):
+    repo_id = fresh_repo()
+    result = publish(recipe_for(hub_models), repo_id, token=local_hub.alice_token, evaluate=False)
+    files = set(api.list_repo_files(repo_id))
+    assert {"model.safetensors", "config.json", "README.md", "hubmerge_recipe.yaml", "preprocessor_config.json",
+            "heads/alpha/model.safetensors", "heads/gamma/config.json"} <= files
+    commits = api.list_repo_commits(repo_id)
+    assert len(commits) == 2 and commits[0].commit_id == result.push.commit_sha  # initial + ours
+    recipe_text = (local_hub_file(api, repo_id, "hubmerge_recipe.yaml"))
+    for repo in hub_models.values():
+        assert f"{repo}@{api.model_info(repo).sha}" in recipe_text
+
+
+def local_hub_file(api: HfApi, repo_id: str, name: str) -> str:
+    from huggingface_hub import hf_hub_download
+
+    return Path(hf_hub_download(repo_id, name, token=api.token)).read_text()
+
+
+def test_existing_repo_is_refused_before_any_work(api, hub_models, local_hub, monkeypatch):
+    repo_id = fresh_repo()
+    api.create_repo(repo_id)
+    api.upload_file(path_or_fileobj=b"keep", path_in_repo="keep.txt", repo_id=repo_id)
+    monkeypatch.setattr(engine, "plan", lambda *a, **k: pytest.fail("merged before checking the target"))
+    with pytest.raises(PushError, match="--overwrite"):
+        publish(recipe_for(hub_models), repo_id, token=local_hub.alice_token, evaluate=False)
+
+
+def test_overwrite_replaces_the_content_in_one_commit(api, hub_models, local_hub):
+    repo_id = fresh_repo()
+    api.create_repo(repo_id)
+    api.upload_file(path_or_fileobj=b"stale", path_in_repo="stale.txt", repo_id=repo_id)
+    before = len(api.list_repo_commits(repo_id))
+    publish(recipe_for(hub_models), repo_id, token=local_hub.alice_token, evaluate=False, overwrite=True)
+    assert "stale.txt" not in api.list_repo_files(repo_id)
+    assert len(api.list_repo_commits(repo_id)) == before + 1
+
+
+def test_no_token_says_how_to_give_one(hub_models, monkeypatch):
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setattr("huggingface_hub.get_token", lambda: None)
+    with pytest.raises(AuthenticationError, match="--token"):
+        publish(recipe_for(hub_models), fresh_repo(), evaluate=False)
+
+
+def test_a_corrupt_input_pushes_nothing(api, hub_models, family, local_hub, tmp_path):
+    broken = tmp_path / "broken"
+    shutil.copytree(family.models["beta"], broken)
+    blob = (broken / "model.safetensors").read_bytes()
+    (broken / "model.safetensors").write_bytes(blob[: len(blob) // 2])
+    repo = f"alice/broken-{uuid.uuid4().hex[:6]}"
+    api.create_repo(repo)
+    api.upload_folder(folder_path=broken, repo_id=repo)
+    target = fresh_repo()
+    models = {"alpha": hub_models["alpha"], "beta": repo}
+    with pytest.raises(HeaderParseError, match=repo):
+        publish(recipe_for(hub_models, models=models), target, token=local_hub.alice_token, evaluate=False)
+    assert not api.repo_exists(target)
+
+
+def test_a_refused_commit_leaves_no_repo_behind(api, hub_models, local_hub, hub_faults):
+    target = fresh_repo()
+    hub_faults.path_pattern = r"/commit/"
+    hub_faults.status, hub_faults.status_times = 422, 1
+    with pytest.raises(PushError, match="left as it was"):
+        publish(recipe_for(hub_models), target, token=local_hub.alice_token, evaluate=False)
+    assert not api.repo_exists(target)
+
+
+def test_a_refused_commit_leaves_an_existing_repo_unchanged(api, hub_models, local_hub, hub_faults, tmp_path):
+    target = fresh_repo()
+    api.create_repo(target)
+    sha = api.model_info(target).sha
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "a.txt").write_text("a")
+    state = check_target(target, token=local_hub.alice_token)
+    hub_faults.path_pattern = r"/commit/"
+    hub_faults.status, hub_faults.status_times = 409, 1
+    with pytest.raises(PushError):
+        push_folder(tmp_path / "out", target, token=local_hub.alice_token, target=state)
+    assert api.model_info(target).sha == sha and api.repo_exists(target)
+
+
+def test_branch_and_pull_request(api, hub_models, local_hub):
+    repo_id = fresh_repo()
+    first = publish(recipe_for(hub_models), repo_id, token=local_hub.alice_token, evaluate=False)
+    on_branch = publish(recipe_for(hub_models), repo_id, token=local_hub.alice_token, evaluate=False,
+                        branch="experiment", overwrite=True)
+    heads = {b.name: b.target_commit for b in api.list_repo_refs(repo_id).branches}
+    assert heads["main"] == first.push.commit_sha and heads["experiment"] == on_branch.push.commit_sha
+    pr = publish(recipe_for(hub_models), repo_id, token=local_hub.alice_token, evaluate=False, create_pr=True)
+    assert pr.push.pull_request_url and pr.push.pull_request_url.endswith("/discussions/1")
+    assert {b.name: b.target_commit for b in api.list_repo_refs(repo_id).branches}["main"] == first.push.commit_sha
+
+
+def test_push_cli_never_prints_the_token(hub_models, local_hub, tmp_path, capsys):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(recipe_for(hub_models).to_yaml())
+    repo_id = fresh_repo()
+    code = main(["push", str(recipe), "--repo-id", repo_id, "--token", local_hub.alice_token, "--no-evaluate", "--quiet"])
+    out = capsys.readouterr()
+    assert code == 0
+    assert repo_id in out.out
+    assert local_hub.alice_token not in out.out + out.err
+    code = main(["push", str(recipe), "--repo-id", repo_id, "--token", local_hub.alice_token, "--no-evaluate"])
+    out = capsys.readouterr()
+    assert code == 1 and "PushError" in out.err and local_hub.alice_token not in out.out + out.err
