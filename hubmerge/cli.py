@@ -329,37 +329,26 @@ def hub_serve(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: run the app, turn HubmergeError into one readable line and exit code 1."""
+    """Entry point: run the app, turn HubmergeError into one readable line and exit code 1.
+
+    Usage errors are click's (exit 2); anything unexpected is one line too, unless HUBMERGE_DEBUG.
+    """
+    from rich.markup import escape
+
     try:
-        app(args=argv, standalone_mode=False)
+        app(args=argv, standalone_mode=True)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except HubmergeError as exc:
         if os.environ.get("HUBMERGE_DEBUG"):
             raise
-        from rich.markup import escape
-
         _console().print(f"[bold red]error:[/bold red] {type(exc).__name__}: {escape(str(exc))}", highlight=False)
         _console().print("[dim](set HUBMERGE_DEBUG=1 for the traceback)[/dim]")
         return 1
-    except KeyboardInterrupt:
-        _console().print("[yellow]interrupted; outputs were left as they were[/yellow]")
-        return 130
-    except SystemExit as exc:
-        return int(exc.code or 0) if isinstance(exc.code, int) else 1
-    except Exception as exc:  # click usage errors and friends
-        import click
-
-        if isinstance(exc, click.exceptions.Exit):
-            return exc.exit_code
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            return exc.exit_code
-        if isinstance(exc, click.exceptions.Abort):
-            return 1
+    except Exception as exc:
         if os.environ.get("HUBMERGE_DEBUG"):
             raise
-        from rich.markup import escape
-
-        _console().print(f"[bold red]unexpected error:[/bold red] {escape(redact(repr(exc)))}")
+        _console().print(f"[bold red]unexpected error:[/bold red] {escape(redact(repr(exc)))}", highlight=False)
         _console().print("[dim](set HUBMERGE_DEBUG=1 for the traceback; please report it)[/dim]")
         return 1
     return 0

@@ -347,7 +347,8 @@ def _plan_from_inputs(recipe: Recipe, method: MergeMethod, inputs: list[InputMod
     if missing:
         raise MissingTensorError(missing)
     if shapes:
-        raise ShapeMismatchError(shapes)
+        roots = {name.split(".")[0] for name in target} - {name.split(".")[0] for name in shapes}
+        raise ShapeMismatchError(shapes, suggestion=sorted(roots))
     if kinds:
         raise DtypeMismatchError(kinds)
 

@@ -187,8 +187,9 @@ class MissingTensorError(PlanError):
 
 
 class ShapeMismatchError(PlanError):
-    def __init__(self, mismatches: dict[str, dict[str, tuple[int, ...]]]) -> None:
-        """``mismatches`` maps tensor name -> {model: shape} for every tensor whose shapes disagree."""
+    def __init__(self, mismatches: dict[str, dict[str, tuple[int, ...]]], *, suggestion: Sequence[str] = ()) -> None:
+        """``mismatches`` maps tensor name -> {model: shape} for every tensor whose shapes disagree;
+        ``suggestion`` the ``target_modules`` that would leave them out."""
         lines = []
         for name, shapes in sorted(mismatches.items()):
             detail = ", ".join(f"{model}={list(shape)}" for model, shape in shapes.items())
@@ -198,7 +199,8 @@ class ShapeMismatchError(PlanError):
             f"{len(mismatches)} tensor(s) to merge have different shapes across models:\n"
             + "\n".join(shown)
             + "\nOnly tensors of equal shape can be merged. Keep heads out of the merge with "
-            "`target_modules` (e.g. [convnext]) so that each task keeps its own."
+            + (f"`target_modules: [{', '.join(suggestion)}]`" if suggestion else "`target_modules` (e.g. [convnext])")
+            + " so that each task keeps its own."
         )
         self.mismatches = mismatches
         self.tensors = tuple(sorted(mismatches))

@@ -1,0 +1,83 @@
+"""The command line: thin commands, one readable line per typed error, exit codes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from hubmerge.cli import main
+
+from ._models import make_family, write_recipe
+
+
+@pytest.fixture(scope="module")
+def family(tmp_path_factory):
+    return make_family(tmp_path_factory.mktemp("family"), "resnet")
+
+
+def test_plan_prints_tables_and_json(tmp_path, family, capsys):
+    recipe = write_recipe(tmp_path / "r.yaml", family, "ties")
+    assert main(["plan", str(recipe)]) == 0
+    err = capsys.readouterr().err
+    assert "Inputs" in err and "merged tensors" in err and "peak memory" in err and "head: alpha" in err
+    assert main(["plan", str(recipe), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["method"] == "ties" and data["counts"]["merged"] > 0 and len(data["inputs"]) == 4
+
+
+def test_merge_writes_the_output_and_prints_its_path(tmp_path, family, capsys):
+    recipe = write_recipe(tmp_path / "r.yaml", family, "simple_average")
+    out = tmp_path / "out"
+    assert main(["merge", str(recipe), "-o", str(out), "--quiet", "--dtype", "float16", "--device", "cpu"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.strip() == str(out)  # the result on stdout, nothing else when quiet
+    assert captured.err == ""
+    tensors = load_file(out / "model.safetensors")
+    assert tensors["resnet.embedder.embedder.convolution.weight"].dtype == torch.float16
+
+
+def test_typed_errors_are_one_line_and_exit_1(tmp_path, family, capsys):
+    recipe = write_recipe(tmp_path / "r.yaml", family, "simple_average")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "x").write_text("x")
+    assert main(["merge", str(recipe), "-o", str(out), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "OutputExistsError" in err and "--overwrite" in err and "Traceback" not in err
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("method: simple_average\nmodels: [\n")
+    assert main(["plan", str(bad)]) == 1
+    assert "RecipeError" in capsys.readouterr().err
+
+
+def test_usage_errors_exit_2(capsys):
+    assert main(["merge"]) == 2
+    assert main(["no-such-command"]) == 2
+
+
+def test_shape_mismatch_message_keeps_its_brackets(tmp_path, family, capsys):
+    recipe = write_recipe(tmp_path / "r.yaml", family, "simple_average", target=False)
+    assert main(["plan", str(recipe)]) == 1
+    err = capsys.readouterr().err
+    assert "ShapeMismatchError" in err and "classifier.1.weight" in err
+    assert "target_modules: [resnet]" in err.replace("\n", "")  # rich markup did not eat the brackets
+
+
+def test_debug_shows_the_traceback(tmp_path, monkeypatch):
+    monkeypatch.setenv("HUBMERGE_DEBUG", "1")
+    with pytest.raises(Exception, match="does not exist"):
+        main(["plan", str(tmp_path / "missing.yaml")])
+
+
+def test_console_script_starts_fast_and_lazily():
+    code = "import sys, hubmerge.cli; print('torch' in sys.modules, 'transformers' in sys.modules, 'gradio' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False False False"
+    help_text = subprocess.run([sys.executable, "-m", "hubmerge.cli", "--help"], capture_output=True, text=True, check=True)
+    for command in ("plan", "merge", "evaluate", "push", "card", "demo", "hub"):
+        assert command in help_text.stdout
