@@ -668,7 +668,9 @@ def execute(
     def stream(tensors: Sequence[TensorPlan], writer: ShardedWriter) -> None:
         from .weights.prefetch import prefetch
 
-        groups = _groups(tensors, group_bytes)
+        # A running sum holds one group; other methods hold it once per input: keep their total the same.
+        per_group = group_bytes if merger.linear is not None else max(group_bytes // len(merge_plan.inputs), 2**20)
+        groups = _groups(tensors, per_group)
         job_list = list(jobs_for(groups))
         results = prefetch((job for _, job in job_list), workers=workers, max_bytes=budget_bytes)
         position = 0

@@ -268,3 +268,17 @@ def test_register_refuses_malformed_methods():
         register("bad3", pretty_name="x")(no_seed)
     with pytest.raises(ValueError, match="twice"):
         register("ties", pretty_name="x")(lambda tensors: tensors[0])
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_radix_selection_equals_kthvalue(seed):
+    from hubmerge.methods.task_vectors import _kth_largest
+
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(10_000, generator=g).abs()
+    x[:50] = x[50]  # ties
+    x[60] = 0.0
+    for k in (1, 2, 50, 1234, 9_999, 10_000):
+        assert torch.equal(_kth_largest(x, k), x.kthvalue(x.numel() - k + 1).values)
+    tiny = torch.tensor([0.0, 1e-40, 3.0, float("inf")])  # zero, a subnormal, inf
+    assert [float(_kth_largest(tiny, k)) for k in (1, 2, 3, 4)] == [float("inf"), 3.0, float(tiny[1]), 0.0]
