@@ -44,6 +44,9 @@ from .weights.index import INDEX_FILE, ModelWeights, open_weights
 from .weights.sources import LocalSource, WeightSource
 from .weights.writer import OutputTensor, ShardedWriter, atomic_output_dir, check_output, parse_size
 
+from .vision.families import TORCHVISION_FAMILY, Family, detect_family, torchvision_architecture
+from .vision.heads import HeadDecision, decide_head, head_seed, id2label_config
+
 if TYPE_CHECKING:
     import torch
 
@@ -85,6 +88,7 @@ class InputModel:
     role: Literal["base", "model"]
     entry: ModelEntry | None
     weights: ModelWeights = field(repr=False, compare=False)
+    config: dict[str, Any] | None = field(default=None, repr=False, compare=False)
 
     @property
     def revision(self) -> str | None:
@@ -93,13 +97,20 @@ class InputModel:
 
 @dataclass(frozen=True)
 class TensorPlan:
-    """One output tensor: how it is made and from which inputs (indices into ``MergePlan.inputs``)."""
+    """One output tensor: how it is made and from which inputs (indices into ``MergePlan.inputs``).
+
+    ``merge``: the method over the readers; ``copy``: one reader's tensor (``rows`` reorders its
+    first dimension); ``init``: a freshly initialised head tensor (seeded by ``init_seed``).
+    """
 
     name: str
-    action: Literal["merge", "copy"]
+    action: Literal["merge", "copy", "init"]
     shape: tuple[int, ...]
     out_dtype: str
     readers: tuple[int, ...]
+    rows: tuple[int, ...] | None = None
+    init_seed: int | None = None
+    init_fan_in: int | None = None
 
     @property
     def out_bytes(self) -> int:
@@ -113,6 +124,7 @@ class HeadPlan:
     task: str
     model: int
     tensors: tuple[TensorPlan, ...]
+    decision: HeadDecision | None = None
 
 
 @dataclass(frozen=True)
@@ -128,6 +140,7 @@ class MergePlan:
     default_input: int  # whose config and non-merged tensors the root gets
     files_input: int  # whose processor / config files are copied
     base_input: int | None
+    family: Family | None = None
 
     # ------------------------------------------------------------------ sizes
 
@@ -193,7 +206,16 @@ class MergePlan:
             "bytes_to_write": self.bytes_to_write,
             "peak_memory_estimate": self.peak_memory_estimate(),
             "default_task": self.recipe.resolved_default_task,
+            "family": self.family.name if self.family else None,
+            "target_modules": list(self.target_modules),
+            "head_decisions": {h.task: h.decision.report() | {"classes": len(h.decision.labels)}
+                               for h in self.heads if h.decision is not None},
         }
+
+    @property
+    def target_modules(self) -> tuple[str, ...]:
+        """The merged prefixes: the recipe's, or the detected family's backbone."""
+        return self.recipe.target_modules or (self.family.backbone if self.family else ())
 
 
 @dataclass(frozen=True)
@@ -295,12 +317,77 @@ def plan(recipe: Recipe, *, token: str | None = None, endpoint: str | None = Non
     try:
         inputs: list[InputModel] = []
         for label, ref, role, entry, source in opened:
-            inputs.append(InputModel(label, ref, role, entry, open_weights(source)))
+            inputs.append(InputModel(label, ref, role, entry, open_weights(source), _read_config(source)))
         return _plan_from_inputs(recipe, method, inputs)
     except BaseException:
         for *_, source in opened:
             source.close()
         raise
+
+
+def _read_config(source: WeightSource) -> dict[str, Any] | None:
+    if "config.json" not in source.list_files():
+        return None
+    try:
+        config = json.loads(source.read_file("config.json"))
+    except ValueError as exc:
+        raise PlanError(f"{source.where('config.json')} is not valid JSON ({exc})") from None
+    if not isinstance(config, dict):
+        raise PlanError(f"{source.where('config.json')} is not a JSON object")
+    return config
+
+
+def _detect_family(recipe: Recipe, inputs: Sequence[InputModel]) -> Family | None:
+    """The inputs' common family; None when unknown and the recipe says what to merge (generic use)."""
+    from .errors import UnsupportedArchitectureError
+
+    found: dict[str, str] = {}
+    family: Family | None = None
+    for model in inputs:
+        try:
+            family = detect_family(model.config, model.weights.tensors, where=model.label)
+        except UnsupportedArchitectureError:
+            if recipe.target_modules or not recipe.tasks:
+                return None  # any safetensors model merges, with explicit prefixes or without tasks
+            raise
+        found[model.label] = family.name
+    if len(set(found.values())) > 1:
+        raise PlanError(
+            "the inputs are of different model families: " + ", ".join(f"{k}={v}" for k, v in found.items())
+        )
+    return family
+
+
+def _head_tensors(
+    inputs: Sequence[InputModel], index: int, names: Sequence[str], family: Family | None,
+    decision: HeadDecision | None, recipe: Recipe,
+) -> list[TensorPlan]:
+    """The tensors a task keeps, as the head decision says: copied, reordered or re-initialised."""
+    model = inputs[index]
+    out = []
+    if decision is not None and decision.reinitialized and family is not None:
+        fan_in = next((m.weights.tensors[family.head_weight].info.shape[1] for m in inputs
+                       if family.head_weight in m.weights.tensors), None)
+        if fan_in is None:
+            raise PlanError(f"no input has a '{family.head_weight}' tensor to size a new head for {decision.task}")
+        dtype = next(m.weights.tensors[family.head_weight].info.dtype for m in inputs
+                     if family.head_weight in m.weights.tensors)
+        classes = len(decision.labels)
+        seed = head_seed(decision.task)
+        names = [n for n in names if not family.is_head(n)]
+        out += [
+            TensorPlan(family.head_weight, "init", (classes, fan_in), _out_dtype(dtype, recipe), (), init_seed=seed,
+                       init_fan_in=fan_in),
+            TensorPlan(family.head_bias, "init", (classes,), _out_dtype(dtype, recipe), (), init_seed=seed + 1,
+                       init_fan_in=fan_in),
+        ]
+    for name in _layout_order(model.weights, names):
+        info = model.weights.tensors[name].info
+        if DTYPES[info.dtype].torch_name is None:
+            raise UnsupportedDtypeError(name, info.dtype, model.label)
+        rows = decision.rows if decision is not None and family is not None and family.is_head(name) else None
+        out.append(TensorPlan(name, "copy", info.shape, _out_dtype(info.dtype, recipe), (index,), rows=rows))
+    return out
 
 
 def _plan_from_inputs(recipe: Recipe, method: MergeMethod, inputs: list[InputModel]) -> MergePlan:
@@ -315,7 +402,8 @@ def _plan_from_inputs(recipe: Recipe, method: MergeMethod, inputs: list[InputMod
     uses_base = method.accepts_base and base_index is not None
     merge_readers = tuple(([base_index] if uses_base and base_index is not None else []) + model_indices)
 
-    prefixes = recipe.target_modules
+    family = _detect_family(recipe, inputs)
+    prefixes = recipe.target_modules or (family.backbone if family else ())
     all_names = {name for m in inputs for name in m.weights.tensors}
     target = sorted(n for n in all_names if _in_targets(n, prefixes))
     if prefixes and not target:
@@ -368,16 +456,19 @@ def _plan_from_inputs(recipe: Recipe, method: MergeMethod, inputs: list[InputMod
     if prefixes:
         for i, model in enumerate(inputs):
             own = [n for n in model.weights.tensors if not _in_targets(n, prefixes)]
-            copies = []
-            for name in _layout_order(model.weights, own):
-                info = model.weights.tensors[name].info
-                if DTYPES[info.dtype].torch_name is None:
-                    raise UnsupportedDtypeError(name, info.dtype, model.label)
-                copies.append(TensorPlan(name, "copy", info.shape, _out_dtype(info.dtype, recipe), (i,)))
+            task = model.entry.task if model.entry is not None else None
+            decision = None
+            if family is not None and task is not None:
+                weight = model.weights.tensors.get(family.head_weight)
+                decision = decide_head(
+                    task, head_rows=weight.info.shape[0] if weight is not None else 0, config=model.config,
+                    dataset=model.entry.dataset if model.entry is not None else None,
+                )
+            copies = _head_tensors(inputs, i, own, family, decision, recipe)
             if i == default_index:
                 tensors.extend(copies)
-            if model.entry is not None and model.entry.task is not None and copies:
-                heads.append(HeadPlan(model.entry.task, i, tuple(copies)))
+            if task is not None and copies:
+                heads.append(HeadPlan(task, i, tuple(copies), decision))
             elif i != default_index:
                 skipped.extend((model.label, c.name) for c in copies)
     return MergePlan(
@@ -390,6 +481,7 @@ def _plan_from_inputs(recipe: Recipe, method: MergeMethod, inputs: list[InputMod
         default_input=default_index,
         files_input=files_index,
         base_input=base_index,
+        family=family,
     )
 
 
@@ -509,6 +601,8 @@ class _Merger:
         by_input = dict(reads)
         out: dict[str, torch.Tensor] = {}
         for t in group:
+            if t.action == "init":
+                continue
             if t.action == "copy":
                 out[t.name] = by_input[t.readers[0]][t.name]
                 continue
@@ -566,21 +660,38 @@ def _copy_model_files(merge_plan: MergePlan, directory: Path) -> list[str]:
 
 
 def _config_for(merge_plan: MergePlan, index: int) -> str | None:
-    source = merge_plan.inputs[index].weights.source
-    if "config.json" not in source.list_files():
+    """The config an output part gets: the input's, with its task's labels and the output dtype."""
+    model = merge_plan.inputs[index]
+    config = dict(model.config) if model.config is not None else None
+    family = merge_plan.family
+    if config is None and family is not None and family.name == TORCHVISION_FAMILY:
+        head = model.weights.tensors.get(family.head_weight)
+        config = {
+            "hubmerge_family": TORCHVISION_FAMILY,
+            "architecture": torchvision_architecture(model.weights.tensors),
+            "num_classes": head.info.shape[0] if head is not None else None,
+        }
+    if config is None:
         return None
-    raw = source.read_file("config.json")
-    dtype = merge_plan.recipe.dtype
-    if dtype is None:
-        return raw.decode("utf-8")
-    try:
-        config = json.loads(raw)
-    except ValueError:
-        raise PlanError(f"{source.where('config.json')} is not valid JSON") from None
-    config["dtype"] = dtype
-    if "torch_dtype" in config:
-        config["torch_dtype"] = dtype
+    decision = next((h.decision for h in merge_plan.heads if h.model == index and h.decision is not None), None)
+    if decision is not None:
+        config = id2label_config(config, decision)
+    if merge_plan.recipe.dtype is not None:
+        config["dtype"] = merge_plan.recipe.dtype
+        if "torch_dtype" in config:
+            config["torch_dtype"] = merge_plan.recipe.dtype
     return json.dumps(config, indent=2, sort_keys=True) + "\n"
+
+
+def _init_tensor(tensor: TensorPlan) -> torch.Tensor:
+    """A new head tensor, initialised like ``nn.Linear`` (uniform in ±1/sqrt(fan_in)), seeded per task."""
+    import torch
+
+    assert tensor.init_seed is not None and tensor.init_fan_in is not None
+    bound = 1.0 / math.sqrt(tensor.init_fan_in)
+    generator = torch.Generator().manual_seed(tensor.init_seed)
+    value = torch.rand(tensor.shape, generator=generator, dtype=torch.float32) * (2 * bound) - bound
+    return value.to(_torch_out_dtype(tensor.out_dtype))
 
 
 # ---------------------------------------------------------------------------- execute
@@ -620,6 +731,7 @@ def execute(
         NonFiniteTensorError: an input holds NaN/Inf in a merged tensor.
         WeightsError / HubError: reads failed after retries. CancelledError: ``cancel`` was set.
     """
+    from .weights.prefetch import Job, prefetch
     from .weights.reader import Span, plan_spans, read_span, release_spans
 
     started = time.perf_counter()
@@ -652,33 +764,27 @@ def execute(
 
         return run
 
-    def jobs_for(groups: list[list[TensorPlan]]) -> Iterator[Any]:
-        from .weights.prefetch import Job
-
-        for group in groups:
-            wanted: dict[int, list[str]] = {}
-            for t in group:
-                for i in t.readers:
-                    wanted.setdefault(i, []).append(t.name)
-            for index in sorted(wanted, key=lambda i: (i != merge_plan.base_input, i)):
-                names = wanted[index]
-                nbytes = sum(merge_plan.inputs[index].weights.tensors[n].nbytes for n in names)
-                yield len(wanted), Job(nbytes, read_job(index, names))
+    def jobs_for(group: list[TensorPlan]) -> list[Job[tuple[int, dict[str, torch.Tensor], list[Span]]]]:
+        """One read per input the group needs, the base first (a running sum starts from it)."""
+        wanted: dict[int, list[str]] = {}
+        for t in group:
+            for i in t.readers:
+                wanted.setdefault(i, []).append(t.name)
+        return [
+            Job(sum(merge_plan.inputs[i].weights.tensors[n].nbytes for n in wanted[i]), read_job(i, wanted[i]))
+            for i in sorted(wanted, key=lambda i: (i != merge_plan.base_input, i))
+        ]
 
     def stream(tensors: Sequence[TensorPlan], writer: ShardedWriter) -> None:
-        from .weights.prefetch import prefetch
-
         # A running sum holds one group; other methods hold it once per input: keep their total the same.
         per_group = group_bytes if merger.linear is not None else max(group_bytes // len(merge_plan.inputs), 2**20)
         groups = _groups(tensors, per_group)
-        job_list = list(jobs_for(groups))
-        results = prefetch((job for _, job in job_list), workers=workers, max_bytes=budget_bytes)
-        position = 0
-        for group in groups:
+        group_jobs = [jobs_for(group) for group in groups]
+        results = prefetch((job for jobs in group_jobs for job in jobs), workers=workers, max_bytes=budget_bytes)
+        for group, jobs in zip(groups, group_jobs):
             if cancel is not None and cancel.is_set():
                 raise CancelledError("the merge")
-            count = job_list[position][0]
-            position += count
+            count = len(jobs)
             consumed: list[tuple[int, list[Span]]] = []
 
             def reads(count: int = count) -> Iterator[tuple[int, dict[str, torch.Tensor]]]:
@@ -690,7 +796,9 @@ def execute(
             use_linear = merger.linear is not None
             merged = merger.linear_group(group, reads()) if use_linear else merger.gather_group(group, reads())
             for t in group:
-                value = merged.pop(t.name)
+                value = _init_tensor(t) if t.action == "init" else merged.pop(t.name)
+                if t.rows is not None:
+                    value = value.index_select(0, merger.torch.tensor(t.rows))
                 if t.action == "merge":
                     value = value.to(_torch_out_dtype(t.out_dtype))
                     _check_finite(merge_plan, t, value)

@@ -61,7 +61,7 @@ def test_usage_errors_exit_2(capsys):
 
 
 def test_shape_mismatch_message_keeps_its_brackets(tmp_path, family, capsys):
-    recipe = write_recipe(tmp_path / "r.yaml", family, "simple_average", target=False)
+    recipe = write_recipe(tmp_path / "r.yaml", family, "simple_average", extra={"target_modules": ["resnet", "classifier"]})
     assert main(["plan", str(recipe)]) == 1
     err = capsys.readouterr().err
     assert "ShapeMismatchError" in err and "classifier.1.weight" in err

@@ -297,9 +297,18 @@ def test_shape_mismatch_lists_every_offending_tensor(tmp_path, convnext):
         assert name in str(info.value)
 
 
-def test_heads_of_different_sizes_need_target_modules(tmp_path, convnext):
+def test_the_family_decides_what_is_merged_when_the_recipe_does_not(tmp_path, convnext):
     recipe = load_recipe(write_recipe(tmp_path / "r.yaml", convnext, "simple_average", target=False))
-    with pytest.raises(ShapeMismatchError, match="target_modules"):
+    merge_plan = engine.plan(recipe)
+    engine.close_plan(merge_plan)
+    assert merge_plan.family.name == "convnext" and merge_plan.target_modules == ("convnext",)
+    assert merge_plan.counts["head"] == 2 * len(convnext.models)
+
+
+def test_heads_of_different_sizes_cannot_be_merged(tmp_path, convnext):
+    recipe = load_recipe(write_recipe(tmp_path / "r.yaml", convnext, "simple_average",
+                                      extra={"target_modules": ["convnext", "classifier"]}))
+    with pytest.raises(ShapeMismatchError, match=r"target_modules: \[convnext\]"):
         engine.plan(recipe)
 
 

@@ -1,0 +1,74 @@
+"""Write torchvision ResNets as hubmerge-readable model directories (safetensors + a small config).
+
+hubmerge reads safetensors only; a torchvision model directory is ``model.safetensors`` holding the
+state dict under torchvision's names (int64 ``num_batches_tracked`` buffers included) and a
+``config.json`` saying ``{"hubmerge_family": "torchvision-resnet", "architecture": "resnet50",
+"num_classes": N, "id2label": {...}}``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Literal
+
+from ..errors import HubError, UnsupportedArchitectureError
+from .families import TORCHVISION_FAMILY
+
+__all__ = ["TORCHVISION_ARCHITECTURES", "export_torchvision_resnet"]
+
+TORCHVISION_ARCHITECTURES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
+
+
+def export_torchvision_resnet(
+    architecture: str,
+    out_dir: str | Path,
+    *,
+    weights: Literal["DEFAULT"] | None = None,
+    num_classes: int | None = None,
+    id2label: Mapping[int, str] | None = None,
+) -> Path:
+    """Create a torchvision ResNet model directory hubmerge can merge.
+
+    Args:
+        architecture: resnet18, resnet34, resnet50, resnet101 or resnet152.
+        out_dir: the directory to write.
+        weights: ``"DEFAULT"`` for torchvision's ImageNet weights (downloaded by torchvision, so it
+            needs internet), or None for a random initialisation.
+        num_classes: the head size; with ImageNet weights and another size, the head is replaced by
+            a new one of that size (as FusionBench's pool does for a dataset).
+        id2label: labels for the head (default ``LABEL_i``).
+
+    Raises:
+        UnsupportedArchitectureError: an architecture other than the five ResNets.
+        HubError: the ImageNet weights could not be downloaded.
+    """
+    import torch
+    import torchvision
+    from safetensors.torch import save_file
+
+    if architecture not in TORCHVISION_ARCHITECTURES:
+        raise UnsupportedArchitectureError(f"torchvision '{architecture}'", TORCHVISION_ARCHITECTURES)
+    builder = getattr(torchvision.models, architecture)
+    try:
+        model = builder(weights=weights)
+    except (OSError, RuntimeError) as exc:  # URLError is an OSError
+        raise HubError(f"could not download torchvision's {architecture} weights ({exc}); use weights=None offline") from None
+    if num_classes is not None and num_classes != model.fc.out_features:
+        model.fc = torch.nn.Linear(model.fc.in_features, num_classes)
+    classes = model.fc.out_features
+    labels = {int(k): str(v) for k, v in (id2label or {i: f"LABEL_{i}" for i in range(classes)}).items()}
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, out / "model.safetensors", metadata={"format": "pt"})
+    config = {
+        "hubmerge_family": TORCHVISION_FAMILY,
+        "architecture": architecture,
+        "num_classes": classes,
+        "id2label": {str(k): v for k, v in labels.items()},
+        "label2id": {v: k for k, v in labels.items()},
+        "weights": weights,
+    }
+    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    return out
