@@ -42,6 +42,9 @@ TokenOpt = Annotated[
 TokenFileOpt = Annotated[Optional[Path], typer.Option("--token-file", help="Read the Hub token from this file.")]
 DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="auto, cpu, cuda or cuda:N (default: the recipe's).")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars; print only the result.")]
+EndpointOpt = Annotated[
+    Optional[str], typer.Option("--endpoint", help="Hub URL (default: HF_ENDPOINT or huggingface.co).")
+]
 
 
 def _console(quiet: bool = False) -> Console:
@@ -117,6 +120,7 @@ def plan(
     recipe: RecipeArg = None,
     preset: PresetOpt = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the plan as JSON on stdout.")] = False,
+    endpoint: EndpointOpt = None,
     token: TokenOpt = None,
     token_file: TokenFileOpt = None,
 ) -> None:
@@ -126,7 +130,7 @@ def plan(
     from . import engine
 
     loaded = _load(recipe, preset)
-    merge_plan = engine.plan(loaded, token=_token(token, token_file))
+    merge_plan = engine.plan(loaded, token=_token(token, token_file), endpoint=endpoint)
     try:
         if json_out:
             typer.echo(json.dumps(merge_plan.to_dict(), indent=2))
@@ -149,6 +153,7 @@ def merge(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")] = False,
     evaluate: Annotated[bool, typer.Option("--evaluate", help="Evaluate every task that names a dataset.")] = False,
     quiet: QuietOpt = False,
+    endpoint: EndpointOpt = None,
     token: TokenOpt = None,
     token_file: TokenFileOpt = None,
 ) -> None:
@@ -162,7 +167,7 @@ def merge(
     if dtype is not None or device is not None:
         loaded = replace(loaded, dtype=dtype or loaded.dtype, device=device or loaded.device)
     console = _console(quiet)
-    merge_plan = engine.plan(loaded, token=_token(token, token_file))
+    merge_plan = engine.plan(loaded, token=_token(token, token_file), endpoint=endpoint)
     if not quiet:
         render_plan(merge_plan, console)
     with byte_progress(console, "merging", disable=quiet) as on_progress:
@@ -247,7 +252,7 @@ def push(
     recipe: RecipeArg = None,
     repo_id: Annotated[str, typer.Option("--repo-id", help="namespace/name to publish to.")] = ...,  # type: ignore[assignment]
     preset: PresetOpt = None,
-    endpoint: Annotated[Optional[str], typer.Option("--endpoint", help="Hub URL (default: HF_ENDPOINT or huggingface.co).")] = None,
+    endpoint: EndpointOpt = None,
     private: Annotated[bool, typer.Option("--private", help="Create the repo private.")] = False,
     branch: Annotated[Optional[str], typer.Option("--branch", help="Commit to this branch.")] = None,
     create_pr: Annotated[bool, typer.Option("--create-pr", help="Open a pull request instead of committing.")] = False,

@@ -307,6 +307,10 @@ class Recipe:
             raise RecipeError(f"the YAML cannot be parsed{where}: {problem}", source=source) from None
         if data is None:
             raise RecipeError("the recipe is empty", source=source)
+        from .fusionbench import from_fusionbench, is_fusionbench
+
+        if is_fusionbench(data):
+            return from_fusionbench(data, base_dir=base_dir, source=source)
         return cls.from_dict(data, base_dir=base_dir, source=source)
 
     def to_dict(self) -> dict[str, Any]:
