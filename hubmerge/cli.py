@@ -83,6 +83,7 @@ def _human(n: float) -> str:
 
 def render_plan(merge_plan: MergePlan, console: Console) -> None:
     """Print the plan as tables: the inputs, then what happens to the tensors, then the costs."""
+    from rich.markup import escape
     from rich.table import Table
 
     inputs = Table(title=f"Inputs — {merge_plan.method.pretty_name}", title_justify="left")
@@ -100,12 +101,20 @@ def render_plan(merge_plan: MergePlan, console: Console) -> None:
     summary.add_column()
     params = ", ".join(f"{k}={v}" for k, v in merge_plan.recipe.parameters.items()) or "none"
     summary.add_row("method", f"{merge_plan.method.name} ({params})")
-    summary.add_row("merged tensors", str(counts["merged"]))
+    family = merge_plan.family.name if merge_plan.family else "unknown (generic safetensors merge)"
+    summary.add_row("family", family)
+    summary.add_row("merged tensors", f"{counts['merged']} under {', '.join(merge_plan.target_modules) or 'every prefix'}")
     summary.add_row("copied tensors", f"{counts['copied']} (integer buffers and the default task's head)")
     for head in merge_plan.heads:
-        shapes = ", ".join(f"{t.name}{list(t.shape)}" for t in head.tensors[:3])
-        more = f" +{len(head.tensors) - 3}" if len(head.tensors) > 3 else ""
-        summary.add_row(f"head: {head.task}", shapes + more)
+        decision = head.decision
+        if decision is None:
+            shapes = ", ".join(f"{t.name}{list(t.shape)}" for t in head.tensors[:3])
+            summary.add_row(f"head: {head.task}", shapes + (f" +{len(head.tensors) - 3}" if len(head.tensors) > 3 else ""))
+            continue
+        what = f"[yellow]re-initialized[/yellow]: {escape(decision.reason)}" if decision.reinitialized else "kept (fine-tuned)"
+        if decision.rows is not None:
+            what += ", rows reordered to the dataset's labels"
+        summary.add_row(f"head: {head.task}", f"{len(decision.labels)} classes from the {decision.label_source}; {what}")
     if merge_plan.skipped:
         summary.add_row("skipped", f"{counts['skipped']} tensors (e.g. {merge_plan.skipped[0][0]}:{merge_plan.skipped[0][1]})")
     summary.add_row("default task", str(merge_plan.recipe.resolved_default_task or "-"))
