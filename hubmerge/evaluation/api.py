@@ -1,0 +1,421 @@
+"""The public entry points of :mod:`hubmerge.evaluation`: what to evaluate, on which data, and how."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..errors import HubError, RecipeError, UnknownTaskError
+from .data import LabelMatch, load_task_data
+from .loop import (
+    DEFAULT_BATCH_SIZE,
+    Job,
+    Processor,
+    check_max_samples,
+    location,
+    make_settings,
+    progress_bars,
+    run_jobs,
+    run_pass,
+)
+from .report import (
+    AVERAGE,
+    EVAL_RESULTS_FILE,
+    CompareReport,
+    EvalReport,
+    TaskResult,
+    render_report,
+    save_report,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    import torch
+    from rich.console import Console
+
+    from ..recipe import DatasetRef, ModelRef, Recipe
+
+__all__ = [
+    "compare_inputs",
+    "evaluate_classifier",
+    "evaluate_model",
+    "evaluate_recipe_tasks",
+    "parse_task",
+]
+
+
+def parse_task(text: str) -> tuple[str, DatasetRef]:
+    """Parse a ``--task`` value: ``NAME=DATASET[:SPLIT]``, ``NAME=DATASET:CONFIG:SPLIT`` or ``NAME``.
+
+    ``DATASET`` is a local ``save_to_disk`` directory or a Hub dataset id; the split defaults to
+    ``test``. A bare ``NAME`` of a known task (``hubmerge.vision.classnames``) takes that task's
+    usual dataset (``svhn`` -> ``ufldl-stanford/svhn``, config ``cropped_digits``, split ``test``).
+
+    Raises:
+        RecipeError: the text is malformed, or a bare name has no known dataset.
+
+    Example:
+        >>> parse_task("svhn=ufldl-stanford/svhn:cropped_digits:test")
+        ('svhn', DatasetRef(path='ufldl-stanford/svhn', name='cropped_digits', split='test'))
+    """
+    from ..recipe import DatasetRef
+    from ..vision.classnames import canonical_task, dataset_for
+
+    name, sep, dataset = text.partition("=")
+    name = name.strip()
+    if not name or (sep and not dataset.strip()):
+        raise RecipeError(f"write --task NAME=DATASET[:SPLIT], got {text!r}", field="task")
+    if name == AVERAGE:
+        raise RecipeError(f"'{AVERAGE}' is reserved for the report's mean; rename the task", field="task")
+    if not sep:
+        try:
+            spec = dataset_for(canonical_task(name))
+        except UnknownTaskError:
+            spec = None
+        if spec is None:
+            raise RecipeError(
+                f"task '{name}' has no known dataset; write --task {name}=DATASET[:SPLIT]", field="task"
+            )
+        return name, DatasetRef(spec.repo_id, spec.config, spec.split)
+    parts = dataset.strip().split(":")
+    if len(parts) > 3 or not all(parts):
+        raise RecipeError(
+            f"write --task NAME=DATASET[:SPLIT] or NAME=DATASET:CONFIG:SPLIT, got {text!r}", field="task"
+        )
+    if len(parts) == 3:
+        return name, DatasetRef(parts[0], parts[1], parts[2])
+    return name, DatasetRef.parse(dataset.strip(), field="task")
+
+
+def _as_refs(tasks: Mapping[str, DatasetRef | str]) -> dict[str, DatasetRef]:
+    from ..recipe import DatasetRef
+
+    refs: dict[str, DatasetRef] = {}
+    for name, value in tasks.items():
+        if name == AVERAGE:
+            raise RecipeError(f"'{AVERAGE}' is reserved for the report's mean; rename the task", field="task")
+        refs[name] = value if isinstance(value, DatasetRef) else parse_task(f"{name}={value}")[1]
+    return refs
+
+
+def _model_ref(model: str | Path, revision: str | None) -> ModelRef:
+    from ..recipe import ModelRef
+
+    ref = ModelRef.parse(str(model), field="model")
+    if revision is None or ref.path is not None:
+        return ref
+    return ModelRef(repo_id=ref.repo_id, revision=revision)
+
+
+def evaluate_classifier(
+    model: torch.nn.Module,
+    dataset: DatasetRef | str,
+    *,
+    processor: Processor,
+    task: str = "task",
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    max_samples: int | None = None,
+    device: str = "auto",
+    num_workers: int | None = None,
+    match_labels: LabelMatch = "name",
+    autocast: bool = True,
+    token: str | None = None,
+) -> TaskResult:
+    """Evaluate one in-memory classifier on one dataset split.
+
+    Args:
+        model: a classifier whose output has ``.logits`` (transformers) or is the logits tensor
+            (torchvision). Its labels are read with ``hubmerge.vision.loading.model_labels``. It is
+            put in eval mode and moved to ``device``.
+        dataset: a ``DatasetRef`` or ``"DATASET[:SPLIT]"`` (a ``save_to_disk`` directory or a Hub id).
+        processor: images -> pixel tensor, e.g. ``hubmerge.vision.processors.load_processor(repo)``.
+        task: the task name, for messages and the progress bar.
+        batch_size: images per forward pass.
+        max_samples: evaluate a fixed random subset of this many examples (seed 0, the same on
+            every call and for every model) instead of the whole split.
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+        num_workers: DataLoader workers; default ``min(4, cpu count)``, or 0 for small splits.
+        match_labels: ``"name"`` matches the dataset's class names onto the model's ``id2label``
+            (remapping a different order); ``"position"`` trusts that label i is output i.
+        autocast: use bf16 autocast on CUDA (ignored on CPU).
+        token: Hub token for private datasets.
+
+    Returns:
+        The :class:`TaskResult`.
+
+    Raises:
+        DatasetError: the dataset, split or its image / label columns cannot be found.
+        HeadMismatchError: the head and the dataset's labels disagree in size or names.
+        RecipeError: a bad argument (device, batch size, max_samples).
+
+    Example:
+        >>> result = evaluate_classifier(model, "./data/eurosat:test", processor=load_processor(repo))
+        >>> result.accuracy
+    """
+    from ..recipe import DatasetRef
+
+    check_max_samples(max_samples)
+    ref = dataset if isinstance(dataset, DatasetRef) else DatasetRef.parse(dataset)
+    settings = make_settings(device, batch_size, num_workers, match_labels, autocast, None)
+    data = load_task_data(task, ref, max_samples=max_samples, token=token)
+    return run_pass(data, [(task, model)], processor, settings)[task]
+
+
+def _read_recipe(ref: ModelRef, *, token: str | None) -> Recipe | None:
+    """The recipe stored with a merged output, or None when it has none."""
+    from ..engine import RECIPE_FILE
+    from ..recipe import Recipe
+
+    if ref.path is not None:
+        path = ref.path / RECIPE_FILE
+        if not path.is_file():
+            return None
+        return Recipe.from_yaml(path.read_text(encoding="utf-8"), base_dir=ref.path, source=str(path))
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
+
+    from ..hub.source import hub_errors
+
+    repo_id = str(ref.repo_id)
+    with hub_errors(repo_id, revision=ref.revision, path=RECIPE_FILE):
+        try:
+            local = hf_hub_download(repo_id, RECIPE_FILE, revision=ref.revision, token=token)
+        except LocalEntryNotFoundError:
+            raise HubError(
+                f"cannot read {RECIPE_FILE} of '{ref}': the Hub cannot be reached (or HF_HUB_OFFLINE is "
+                "set) and the file is not in the local cache"
+            ) from None
+        except EntryNotFoundError:
+            return None
+    return Recipe.from_yaml(Path(local).read_text(encoding="utf-8"), source=f"{ref}/{RECIPE_FILE}")
+
+
+def _recipe_datasets(recipe: Recipe) -> dict[str, DatasetRef]:
+    return {e.task: e.dataset for e in recipe.models if e.task is not None and e.dataset is not None}
+
+
+def _tasks_for(
+    ref: ModelRef, tasks: Mapping[str, DatasetRef | str] | None, known: Sequence[str], token: str | None
+) -> dict[str, DatasetRef]:
+    if tasks is None:
+        recipe = _read_recipe(ref, token=token)
+        refs = _recipe_datasets(recipe) if recipe is not None else {}
+        if not refs:
+            names = f" with NAME one of {', '.join(known)}" if known else ""
+            raise RecipeError(
+                f"'{ref}' names no evaluation datasets (its hubmerge_recipe.yaml has no 'dataset' entries). "
+                f"Give them: --task NAME=DATASET[:SPLIT]{names}",
+                field="task",
+            )
+        return refs
+    refs = _as_refs(tasks)
+    if not refs:
+        raise RecipeError("name at least one task to evaluate: --task NAME=DATASET[:SPLIT]", field="task")
+    if known:
+        for name in refs:
+            if name not in known:
+                raise UnknownTaskError(name, known, hint=f"These are the tasks whose heads '{ref}' holds.")
+    return refs
+
+
+def evaluate_model(
+    model: str | Path,
+    tasks: Mapping[str, DatasetRef | str] | None = None,
+    *,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    max_samples: int | None = None,
+    device: str = "auto",
+    num_workers: int | None = None,
+    match_labels: LabelMatch = "name",
+    autocast: bool = True,
+    revision: str | None = None,
+    token: str | None = None,
+    console: Console | None = None,
+) -> EvalReport:
+    """Evaluate a merged model (or a plain classifier) on each task, with that task's head.
+
+    Args:
+        model: a merged output (directory or Hub repo id, ``org/name[@revision]``) or a plain
+            image classifier (then every task is evaluated with its one head).
+        tasks: task -> dataset (``DatasetRef`` or ``"DATASET[:SPLIT]"``); default: the datasets
+            named in the model's ``hubmerge_recipe.yaml``.
+        batch_size, max_samples, device, num_workers, match_labels, autocast: see
+            :func:`evaluate_classifier`.
+        revision: the model's revision when ``model`` is a repo id.
+        token: Hub token for private models and datasets.
+        console: draw progress bars on it (none when None or quiet).
+
+    Returns:
+        An :class:`EvalReport`; ``report.to_dict()`` is FusionBench's shape.
+
+    Raises:
+        UnknownTaskError: a task is not among the merged output's tasks (they are listed).
+        RecipeError: no task given and the recipe names no dataset; a bad argument.
+        DatasetError, HeadMismatchError: see :func:`evaluate_classifier`.
+
+    Example:
+        >>> evaluate_model("out/merged", {"mnist": "ylecun/mnist"}, max_samples=1000).average
+    """
+    from ..vision.loading import load_classifier, load_merged, model_tasks
+
+    check_max_samples(max_samples)
+    ref = _model_ref(model, revision)
+    where = location(ref)
+    known = list(model_tasks(where, revision=ref.revision, token=token))
+    refs = _tasks_for(ref, tasks, known, token)
+
+    def loader(task: str) -> Callable[[], torch.nn.Module]:
+        if known:
+            return lambda: load_merged(where, task, revision=ref.revision, token=token)
+        return lambda: load_classifier(where, revision=ref.revision, token=token)
+
+    jobs = [Job("model", task, loader(task), ref) for task in refs]
+    with progress_bars(console) as progress:
+        settings = make_settings(device, batch_size, num_workers, match_labels, autocast, progress)
+        results = run_jobs(jobs, refs, settings=settings, max_samples=max_samples, token=token)
+    return EvalReport(str(ref), {task: results["model"][task] for task in refs}, str(settings.device))
+
+
+def compare_inputs(
+    output: str | Path,
+    tasks: Mapping[str, DatasetRef | str] | None = None,
+    *,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    max_samples: int | None = None,
+    device: str = "auto",
+    num_workers: int | None = None,
+    match_labels: LabelMatch = "name",
+    autocast: bool = True,
+    revision: str | None = None,
+    token: str | None = None,
+    console: Console | None = None,
+) -> CompareReport:
+    """Evaluate a merged output next to the models it was merged from.
+
+    The inputs are the ones pinned in ``<output>/hubmerge_recipe.yaml``. Every row is evaluated on
+    every task with that task's head: the merged model; the base backbone (when the recipe has a
+    base); and each fine-tuned backbone (for the task it was trained on, this is the usual
+    "individual" number). Rows that share a processor share each pass over the data.
+
+    Args:
+        output: a merged output (directory or Hub repo id ``org/name[@revision]``).
+        tasks: task -> dataset; default: the datasets named in the recipe.
+        Others: see :func:`evaluate_model`.
+
+    Returns:
+        A :class:`CompareReport`.
+
+    Raises:
+        RecipeError: the output has no recipe (it was not written by ``hubmerge merge``), or no
+            dataset is named.
+        UnknownTaskError: a task is not among the recipe's tasks.
+        DatasetError, HeadMismatchError: see :func:`evaluate_classifier`; HubError: an input is gone.
+
+    Example:
+        >>> compare = compare_inputs("out/merged", max_samples=500)
+        >>> compare.merged.average["accuracy"] - compare.individual.average["accuracy"]
+    """
+    from ..vision.loading import load_classifier, load_merged
+
+    check_max_samples(max_samples)
+    ref = _model_ref(output, revision)
+    where = location(ref)
+    recipe = _read_recipe(ref, token=token)
+    if recipe is None:
+        raise RecipeError(
+            f"'{ref}' has no hubmerge_recipe.yaml, so its inputs are unknown; --compare-inputs works on "
+            "outputs of `hubmerge merge`"
+        )
+    task_models = {e.task: e.model for e in recipe.models if e.task is not None}
+    refs = _tasks_for(ref, tasks, list(task_models), token)
+
+    def classifier(backbone: ModelRef, head: ModelRef) -> Callable[[], torch.nn.Module]:
+        if backbone == head:
+            return lambda: load_classifier(location(backbone), revision=backbone.revision, token=token)
+        return lambda: load_classifier(
+            location(backbone), head_from=_head_location(head), revision=backbone.revision, token=token
+        )
+
+    def merged(task: str) -> Callable[[], torch.nn.Module]:
+        return lambda: load_merged(where, task, revision=ref.revision, token=token)
+
+    jobs = [Job("merged", task, merged(task), ref) for task in refs]
+    base = recipe.base_model
+    if base is not None:
+        jobs += [Job("base", task, classifier(base, task_models[task]), base) for task in refs]
+    labels = [entry.label for entry in recipe.models]
+    for label, entry in zip(labels, recipe.models):
+        jobs += [
+            Job(f"ft:{label}", task, classifier(entry.model, task_models[task]), entry.model) for task in refs
+        ]
+    with progress_bars(console) as progress:
+        settings = make_settings(device, batch_size, num_workers, match_labels, autocast, progress)
+        results = run_jobs(jobs, refs, settings=settings, max_samples=max_samples, token=token)
+    dev = str(settings.device)
+
+    def report(row: str, name: str) -> EvalReport:
+        return EvalReport(name, {task: results[row][task] for task in refs}, dev)
+
+    return CompareReport(
+        merged=report("merged", str(ref)),
+        base=report("base", f"{base} + task heads") if base is not None else None,
+        finetuned={label: report(f"ft:{label}", f"{label} backbone + task heads") for label in labels},
+        tasks=tuple(refs),
+    )
+
+
+def _head_location(ref: ModelRef) -> str:
+    """``head_from`` for ``load_classifier``: a directory, or ``repo@revision`` for a pinned Hub model."""
+    return str(ref)
+
+
+def evaluate_recipe_tasks(
+    output: str | Path,
+    recipe: Recipe,
+    *,
+    console: Console | None = None,
+    device: str | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    max_samples: int | None = None,
+    token: str | None = None,
+) -> EvalReport:
+    """After a merge: evaluate every task whose recipe entry names a dataset, and save the report.
+
+    The report is written atomically to ``<output>/eval_results.json`` (FusionBench shape) and
+    drawn as a table on ``console``. Tasks without a dataset are skipped; with none at all,
+    nothing is written and the report is empty.
+
+    Args:
+        output: the merged output directory.
+        recipe: the recipe it was merged from.
+        console: where the progress and the table go (nothing is drawn when None).
+        device: ``auto``, ``cpu``, ``cuda[:N]``; default: the recipe's device.
+        batch_size, max_samples, token: see :func:`evaluate_model`.
+
+    Returns:
+        The :class:`EvalReport` (empty when no task names a dataset).
+
+    Raises:
+        See :func:`evaluate_model`.
+    """
+    refs = _recipe_datasets(recipe)
+    if not refs:
+        if console is not None:
+            console.print("[yellow]no task names a dataset in the recipe; nothing to evaluate[/yellow]")
+        return EvalReport(str(output))
+    report = evaluate_model(
+        Path(output),
+        refs,
+        batch_size=batch_size,
+        max_samples=max_samples,
+        device=device or recipe.device,
+        token=token,
+        console=console,
+    )
+    path = save_report(report, Path(output) / EVAL_RESULTS_FILE)
+    if console is not None:
+        render_report(report, console)
+        console.print(f"[green]evaluation report[/green] written to {path}")
+    return report

@@ -1,0 +1,316 @@
+"""Evaluation data: load a task's split, find its image and label columns, map its labels onto a head.
+
+Internal to :mod:`hubmerge.evaluation`. Everything here fails with a typed error that names
+the dataset or task at fault and says what to do:
+
+- a dataset is a local ``save_to_disk`` directory (``datasets.load_from_disk``), another local
+  directory of data files, or a Hub dataset id (``datasets.load_dataset``, which honours
+  ``HF_ENDPOINT`` and the offline variables) -> :class:`~hubmerge.errors.DatasetError`;
+- the image column is the first ``Image()`` feature (else a column named image / img /
+  pixel_values), the label column the first ``ClassLabel`` (else label / labels / fine_label);
+- a dataset's class names are matched onto the head's ``id2label`` by name (case, spaces, ``_`` and
+  ``-`` ignored), so a dataset whose class order differs from the head's is remapped, not misread
+  -> :class:`~hubmerge.errors.HeadMismatchError` when they cannot be matched.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from ..errors import DatasetError, HeadMismatchError, UnknownTaskError
+
+if TYPE_CHECKING:
+    import datasets
+    import numpy as np
+
+    from ..recipe import DatasetRef
+
+__all__ = ["LabelMatch", "TaskData", "label_targets", "load_task_data", "resolve_dataset_path"]
+
+log = logging.getLogger(__name__)
+
+LabelMatch = Literal["name", "position"]
+
+_IMAGE_FALLBACKS = ("image", "img", "pixel_values")
+_LABEL_FALLBACKS = ("label", "labels", "fine_label")
+_SAVE_TO_DISK_MARKERS = ("dataset_dict.json", "state.json")
+_SEPARATORS = re.compile(r"[\s_\-]+")
+_GENERIC_LABEL = re.compile(r"^label_?\d+$", re.IGNORECASE)
+_SUBSET_SEED = 0
+
+
+@dataclass(frozen=True)
+class TaskData:
+    """One task's evaluation split, ready to iterate.
+
+    Attributes:
+        task: the task it is evaluated for.
+        ref: where it came from.
+        dataset: the split, reduced to its image and label columns (and to ``max_samples`` rows).
+        image_column: the column holding the images.
+        label_column: the column holding integer labels.
+        class_names: the label column's ``ClassLabel`` names, or None for plain integer labels.
+        total: the size of the split before ``max_samples``.
+    """
+
+    task: str
+    ref: DatasetRef
+    dataset: datasets.Dataset
+    image_column: str
+    label_column: str
+    class_names: tuple[str, ...] | None
+    total: int
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def labels(self) -> np.ndarray:
+        """Every label of the (reduced) split, as an int64 array."""
+        import numpy as np
+
+        return np.asarray(self.dataset.with_format("numpy")[self.label_column], dtype=np.int64)
+
+
+# ---------------------------------------------------------------------------- loading
+
+
+def _looks_local(path: str) -> bool:
+    return path.startswith((".", "/", "~")) or "\\" in path or Path(path).expanduser().exists()
+
+
+def resolve_dataset_path(path: str) -> Path | None:
+    """The local directory ``path`` names, or None when it is not local (a Hub dataset id)."""
+    candidate = Path(path).expanduser()
+    if candidate.is_dir():
+        return candidate
+    if _looks_local(path):
+        return candidate
+    return None
+
+
+def _registry_hint(*names: str | None) -> str:
+    """'Did you mean the registry dataset X?' for the first name that is a known task."""
+    from ..vision.classnames import canonical_task, dataset_for
+
+    for name in names:
+        if not name:
+            continue
+        try:
+            task = canonical_task(name.rsplit("/", 1)[-1])
+        except UnknownTaskError:
+            continue
+        spec = dataset_for(task)
+        if spec is None:
+            continue
+        config = f" (config '{spec.config}')" if spec.config else ""
+        return (
+            f" '{task}' is usually evaluated on the Hub dataset '{spec.repo_id}'{config}, split "
+            f"'{spec.split}': write --task {task}={spec.repo_id}"
+            + (f":{spec.config}" if spec.config else "")
+            + f":{spec.split}."
+        )
+    return ""
+
+
+def _load_split(ref: DatasetRef, *, task: str, token: str | None) -> datasets.Dataset:
+    import datasets as hf_datasets
+
+    where = str(ref)
+    local = resolve_dataset_path(ref.path)
+    if local is not None and not local.is_dir():
+        raise DatasetError(
+            where,
+            f"'{ref.path}' is not a directory. Give a directory written by Dataset.save_to_disk, "
+            "a directory of data files, or a Hub dataset id like 'org/name'."
+            + _registry_hint(ref.path, task),
+        )
+    try:
+        if local is not None and any((local / marker).is_file() for marker in _SAVE_TO_DISK_MARKERS):
+            data: Any = hf_datasets.load_from_disk(str(local))
+        else:
+            path = str(local) if local else ref.path
+            data = hf_datasets.load_dataset(path, ref.name, split=ref.split, token=token)
+    except ConnectionError as exc:
+        raise DatasetError(
+            where,
+            f"is not a local directory and could not be loaded from the Hub ({exc}). Check the id and "
+            "your connection (HF_ENDPOINT, HF_HUB_OFFLINE / HF_DATASETS_OFFLINE are honoured; offline, "
+            "only datasets already in the cache load)." + _registry_hint(ref.path, task),
+        ) from None
+    except FileNotFoundError as exc:  # DatasetNotFoundError, DataFilesNotFoundError, missing files
+        raise DatasetError(
+            where,
+            f"was not found ({exc}). Give a save_to_disk directory or a Hub dataset id."
+            + _registry_hint(ref.path, task),
+        ) from None
+    except (ValueError, OSError, hf_datasets.exceptions.DatasetsError) as exc:  # bad split / config names
+        raise DatasetError(where, f"cannot be loaded: {exc}") from None
+    if isinstance(data, hf_datasets.DatasetDict):
+        if ref.split not in data:
+            raise DatasetError(where, f"has no split '{ref.split}'. Its splits: {', '.join(data) or 'none'}.")
+        data = data[ref.split]
+    if not isinstance(data, hf_datasets.Dataset):
+        raise DatasetError(
+            where, f"loaded as {type(data).__name__}, not a Dataset; streaming is not supported"
+        )
+    return data
+
+
+def _find_columns(data: datasets.Dataset, where: str) -> tuple[str, str, tuple[str, ...] | None]:
+    import datasets as hf_datasets
+
+    features = data.features
+    found = ", ".join(f"{name} ({type(feature).__name__})" for name, feature in features.items()) or "none"
+    image = next((name for name, f in features.items() if isinstance(f, hf_datasets.Image)), None)
+    if image is None:
+        image = next((name for name in _IMAGE_FALLBACKS if name in features), None)
+    if image is None:
+        raise DatasetError(
+            where,
+            f"has no image column: no Image() feature and none named {', '.join(_IMAGE_FALLBACKS)}. "
+            f"Its columns: {found}.",
+        )
+    label = next((name for name, f in features.items() if isinstance(f, hf_datasets.ClassLabel)), None)
+    if label is None:
+        label = next((name for name in _LABEL_FALLBACKS if name in features), None)
+    if label is None:
+        raise DatasetError(
+            where,
+            f"has no label column: no ClassLabel feature and none named {', '.join(_LABEL_FALLBACKS)}. "
+            f"Its columns: {found}.",
+        )
+    feature = features[label]
+    if isinstance(feature, hf_datasets.ClassLabel):
+        return image, label, tuple(feature.names)
+    if not (isinstance(feature, hf_datasets.Value) and feature.dtype.startswith(("int", "uint"))):
+        raise DatasetError(
+            where,
+            f"label column '{label}' holds {feature!r}; evaluation needs integer class labels "
+            "(a ClassLabel or an int column).",
+        )
+    return image, label, None
+
+
+def load_task_data(
+    task: str,
+    ref: DatasetRef,
+    *,
+    max_samples: int | None = None,
+    token: str | None = None,
+) -> TaskData:
+    """Load ``ref``'s split for ``task``, find its columns and take at most ``max_samples`` rows.
+
+    ``max_samples`` takes a seeded random subset (seed 0, kept in dataset order), the same on every
+    call: a prefix would be biased on datasets that are sorted by class.
+
+    Raises:
+        DatasetError: the dataset, split or columns cannot be found, labels are negative
+            (an unlabelled split), or the split is empty.
+    """
+    import numpy as np
+
+    where = str(ref)
+    data = _load_split(ref, task=task, token=token)
+    image, label, names = _find_columns(data, where)
+    data = data.select_columns([image, label])
+    total = len(data)
+    if total == 0:
+        raise DatasetError(where, f"split '{ref.split}' is empty")
+    if max_samples is not None and max_samples < total:
+        chosen = np.sort(np.random.default_rng(_SUBSET_SEED).choice(total, size=max_samples, replace=False))
+        data = data.select(chosen.tolist())
+    task_data = TaskData(task, ref, data, image, label, names, total)
+    labels = task_data.labels()
+    if labels.min() < 0:
+        raise DatasetError(
+            where,
+            f"split '{ref.split}' has examples without a label ({label} = {labels.min()}); "
+            "evaluate on a labelled split (e.g. :validation).",
+        )
+    return task_data
+
+
+# ---------------------------------------------------------------------------- labels
+
+
+def _normalise(name: str) -> str:
+    return _SEPARATORS.sub(" ", str(name).strip().lower()).strip()
+
+
+def _is_generic(id2label: Mapping[int, str]) -> bool:
+    """True for transformers' placeholder labels (LABEL_0, ...), which carry no class names."""
+    return all(_GENERIC_LABEL.match(str(label)) for label in id2label.values())
+
+
+def label_targets(
+    task: str,
+    data: TaskData,
+    id2label: Mapping[int, str],
+    head_size: int,
+    *,
+    match: LabelMatch = "name",
+) -> np.ndarray | None:
+    """How the dataset's labels index the head: None when they already do, else a lookup array.
+
+    ``result[dataset_label]`` is the head output that means the same class.
+
+    Args:
+        task: the task, for messages.
+        data: the task's data (its class names and labels).
+        id2label: the head's labels (index -> name).
+        head_size: the number of head outputs.
+        match: ``"name"`` matches class names (case, spaces, ``_``, ``-`` ignored) and remaps when
+            the orders differ; ``"position"`` trusts that label i is output i.
+
+    Raises:
+        HeadMismatchError: the names cannot be matched (differing names are listed), the sizes
+            disagree, or an integer label is out of the head's range.
+    """
+    import numpy as np
+
+    names = data.class_names
+    model_names = [str(id2label.get(i, "")) for i in range(head_size)]
+    where = f"dataset {data.ref}"
+    if names is None or match == "position" or _is_generic(id2label):
+        needed = int(data.labels().max()) + 1 if names is None else len(names)
+        if head_size < needed:
+            raise HeadMismatchError(
+                task,
+                f"the head has {head_size} outputs but {where} has "
+                + (f"labels up to {needed - 1}" if names is None else f"{needed} classes")
+                + ". Evaluate each task with the head made for it.",
+            )
+        return None
+    if [_normalise(n) for n in names] == [_normalise(n) for n in model_names]:
+        return None
+    by_name: dict[str, int] = {}
+    for index, label in enumerate(model_names):
+        by_name.setdefault(_normalise(label), index)
+    missing = [name for name in names if _normalise(name) not in by_name]
+    if not missing and len(by_name) == head_size:
+        log.info("task %s: %s orders its classes unlike the head; remapping by name", task, where)
+        return np.asarray([by_name[_normalise(name)] for name in names], dtype=np.int64)
+    if head_size != len(names):
+        raise HeadMismatchError(
+            task,
+            f"the head has {head_size} outputs but {where} has {len(names)} classes, and their names do "
+            f"not match (e.g. dataset {_few(missing or names)} vs head {_few(model_names)}). "
+            "Evaluate each task with the head made for it, or check the dataset's split and config.",
+        )
+    extra = [name for name in model_names if _normalise(name) not in {_normalise(n) for n in names}]
+    raise HeadMismatchError(
+        task,
+        f"the head's id2label and {where} name their {head_size} classes differently: dataset "
+        f"{_few(missing)} vs head {_few(extra)}. If both are in the same order, pass "
+        "match_labels='position' (CLI: --match-labels position).",
+    )
+
+
+def _few(names: Sequence[str], limit: int = 5) -> str:
+    shown = ", ".join(repr(n) for n in list(names)[:limit])
+    return f"[{shown}{', ...' if len(names) > limit else ''}]"

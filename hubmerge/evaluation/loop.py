@@ -1,0 +1,382 @@
+"""The evaluation loop: DataLoader passes that feed every batch to one or several models.
+
+Internal to :mod:`hubmerge.evaluation`. A *job* is one report row on one task (how to load the model
+with that task's head, and whose processor it uses). Jobs of a task that share a processor share a
+pass over the data: each batch is decoded and preprocessed once (in the DataLoader's workers) and
+given to every model of the pass, as many models as fit in a parameter budget. Accuracy and loss
+accumulate in hubmerge's ``evaluate`` metrics (:mod:`hubmerge.metrics`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ..errors import HeadMismatchError, RecipeError
+from .data import LabelMatch, TaskData, label_targets, load_task_data
+from .report import TaskResult
+
+if TYPE_CHECKING:
+    import torch
+    from PIL.Image import Image as PILImage
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from ..recipe import DatasetRef, ModelRef
+
+__all__ = [
+    "DEFAULT_BATCH_SIZE",
+    "Job",
+    "Processor",
+    "Settings",
+    "check_max_samples",
+    "location",
+    "make_settings",
+    "progress_bars",
+    "run_jobs",
+    "run_pass",
+]
+
+DEFAULT_BATCH_SIZE = 64
+#: What ``hubmerge.vision.processors.load_processor`` returns: images -> pixel tensor.
+Processor = Callable[[list["PILImage"]], "torch.Tensor"]
+
+# A pass over a task's data stops taking more models once those it has hold this many parameter
+# bytes: 2 GiB is six ConvNeXt-base models in float32 (a few more as the last one may overshoot).
+_PASS_PARAMETER_BYTES = 2 * 2**30
+# Below this many batches, DataLoader workers cost more to start than they save (measured on the
+# fixtures, 2 cores: 449 images take 0.12 s without workers and 0.29 s with 2, most of it forking).
+_MIN_BATCHES_FOR_WORKERS = 8
+
+
+# ---------------------------------------------------------------------------- settings
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How a run evaluates: device, batching, label matching, autocast, progress bars."""
+
+    device: torch.device
+    batch_size: int
+    num_workers: int | None
+    match_labels: LabelMatch
+    autocast: bool
+    progress: Progress | None
+
+
+def make_settings(
+    device: str,
+    batch_size: int,
+    num_workers: int | None,
+    match_labels: LabelMatch,
+    autocast: bool,
+    progress: Progress | None,
+) -> Settings:
+    """Validate the arguments shared by every public entry point.
+
+    Raises:
+        RecipeError: a bad device, batch size, worker count or label matching mode.
+    """
+    from ..engine import resolve_device
+
+    if batch_size < 1:
+        raise RecipeError(f"batch size must be at least 1, got {batch_size}", field="batch_size")
+    if num_workers is not None and num_workers < 0:
+        raise RecipeError(f"num_workers must be 0 or more, got {num_workers}", field="num_workers")
+    if match_labels not in ("name", "position"):
+        raise RecipeError(f"match_labels is 'name' or 'position', got {match_labels!r}", field="match_labels")
+    return Settings(resolve_device(device), batch_size, num_workers, match_labels, autocast, progress)
+
+
+def check_max_samples(max_samples: int | None) -> None:
+    if max_samples is not None and max_samples < 1:
+        raise RecipeError(f"max samples must be at least 1, got {max_samples}", field="max_samples")
+
+
+@contextlib.contextmanager
+def progress_bars(console: Console | None) -> Iterator[Progress | None]:
+    """A rich progress display on ``console`` (None when there is no console or it is quiet)."""
+    if console is None or console.quiet:
+        yield None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(
+        TextColumn("[bold]evaluating[/bold] {task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+    ) as progress:
+        yield progress
+
+
+@contextlib.contextmanager
+def _no_loading_bars() -> Iterator[None]:
+    """transformers draws a bar per model load; ours already shows what is going on."""
+    from transformers.utils import logging as hf_logging
+
+    enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            hf_logging.enable_progress_bar()
+
+
+# ---------------------------------------------------------------------------- models and processors
+
+
+def location(ref: ModelRef) -> str:
+    """What the loaders take: a directory, or a repo id (its revision is passed on its own)."""
+    return str(ref.path) if ref.path is not None else str(ref.repo_id)
+
+
+def _logits(output: Any) -> torch.Tensor:
+    logits = getattr(output, "logits", None)
+    return logits if logits is not None else output
+
+
+def _labels_of(model: torch.nn.Module) -> dict[int, str]:
+    from ..vision.loading import model_labels
+
+    return {int(k): str(v) for k, v in model_labels(model).items()}
+
+
+def _parameter_bytes(model: torch.nn.Module) -> int:
+    return sum(p.numel() * p.element_size() for p in model.parameters())
+
+
+def _probe_images() -> list[PILImage]:
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(1234)
+    sizes = ((53, 37), (29, 71))  # odd sizes and both orientations: resizes and crops show
+    return [Image.fromarray(rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8)) for h, w in sizes]
+
+
+def _processor_key(processor: Processor) -> str:
+    """A fingerprint of what ``processor`` does, from its output on two fixed images.
+
+    Jobs whose processors agree on it share one pass over the data (one decode per image), even
+    when they come from different repos (fine-tunes usually carry their base's processor).
+    """
+    pixels = processor(_probe_images())
+    digest = hashlib.sha256(str(tuple(pixels.shape)).encode())
+    digest.update(pixels.detach().float().contiguous().cpu().numpy().tobytes())
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class Job:
+    """One report row on one task: how to load its model, and whose processor it uses."""
+
+    row: str
+    task: str
+    load: Callable[[], torch.nn.Module]
+    processor: ModelRef
+
+
+# ---------------------------------------------------------------------------- batches
+
+
+class _Collate:
+    """Batch of dataset rows -> (pixel values, labels); runs in the DataLoader's workers."""
+
+    def __init__(self, processor: Processor, image_column: str, label_column: str) -> None:
+        self.processor = processor
+        self.image_column = image_column
+        self.label_column = label_column
+
+    def __call__(self, rows: Sequence[Mapping[str, Any]]) -> tuple[torch.Tensor, torch.Tensor]:
+        import torch
+
+        images = [_to_rgb(row[self.image_column]) for row in rows]
+        labels = torch.tensor([int(row[self.label_column]) for row in rows], dtype=torch.long)
+        return self.processor(images), labels
+
+
+def _to_rgb(value: Any) -> PILImage:
+    """A PIL image, or an array (HWC or CHW, uint8 or floats in [0, 1]), as an RGB PIL image."""
+    import numpy as np
+    from PIL import Image
+
+    if isinstance(value, Image.Image):
+        return value if value.mode == "RGB" else value.convert("RGB")
+    array = np.asarray(value)
+    if array.ndim == 3 and array.shape[0] in (1, 3) and array.shape[-1] not in (1, 3):
+        array = array.transpose(1, 2, 0)  # CHW -> HWC
+    if array.dtype != np.uint8:
+        array = np.clip(array * (255 if array.max() <= 1.0 else 1), 0, 255).astype(np.uint8)
+    return Image.fromarray(array.squeeze()).convert("RGB")
+
+
+def _workers(settings: Settings, samples: int) -> int:
+    if settings.num_workers is not None:
+        return settings.num_workers
+    if samples < _MIN_BATCHES_FOR_WORKERS * settings.batch_size:
+        return 0
+    return min(4, os.cpu_count() or 1)
+
+
+# ---------------------------------------------------------------------------- passes
+
+
+@dataclass
+class _Running:
+    """One model's state during a pass."""
+
+    row: str
+    model: torch.nn.Module
+    lookup: torch.Tensor | None
+    head_size: int
+    dtype: torch.dtype
+    accuracy: Any
+    loss: Any
+
+
+def _prepare(data: TaskData, row: str, model: torch.nn.Module, settings: Settings) -> _Running:
+    import torch
+
+    from ..metrics import load_metric
+
+    labels = _labels_of(model)
+    head_size = len(labels)
+    lookup = label_targets(data.task, data, labels, head_size, match=settings.match_labels)
+    floats = [p.dtype for p in model.parameters() if p.is_floating_point()]
+    model.eval().to(settings.device)
+    return _Running(
+        row=row,
+        model=model,
+        lookup=torch.from_numpy(lookup) if lookup is not None else None,
+        head_size=head_size,
+        dtype=floats[0] if floats else torch.float32,
+        accuracy=load_metric("accuracy"),
+        loss=load_metric("cross_entropy"),
+    )
+
+
+def run_pass(
+    data: TaskData, models: Sequence[tuple[str, torch.nn.Module]], processor: Processor, settings: Settings
+) -> dict[str, TaskResult]:
+    """Evaluate ``models`` (rows of one task that share ``processor``) in one pass over ``data``.
+
+    Returns:
+        row -> result.
+
+    Raises:
+        HeadMismatchError: a head disagrees with the dataset's labels, or a model's logits with
+            its own ``id2label``.
+    """
+    import torch
+
+    started = time.perf_counter()
+    running = [_prepare(data, row, model, settings) for row, model in models]
+    cuda = settings.device.type == "cuda"
+    loader = torch.utils.data.DataLoader(
+        data.dataset,
+        batch_size=settings.batch_size,
+        shuffle=False,
+        num_workers=_workers(settings, len(data)),
+        collate_fn=_Collate(processor, data.image_column, data.label_column),
+        pin_memory=cuda,
+    )
+    progress = settings.progress
+    bar = None
+    if progress is not None:
+        rows = ", ".join(r.row for r in running)
+        bar = progress.add_task(f"{data.task} [dim]({rows})[/dim]", total=len(data))
+    use_autocast = cuda and settings.autocast
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if use_autocast else contextlib.nullcontext()
+    with torch.inference_mode(), autocast:
+        for pixels, labels in loader:
+            pixels = pixels.to(settings.device, non_blocking=True)
+            for r in running:
+                logits = _logits(r.model(pixels.to(r.dtype))).float()
+                if logits.shape[-1] != r.head_size:
+                    raise HeadMismatchError(
+                        data.task,
+                        f"{r.row}: the model gives {logits.shape[-1]} logits but its id2label has "
+                        f"{r.head_size} labels; its config does not describe its head",
+                    )
+                targets = (r.lookup[labels] if r.lookup is not None else labels).numpy()
+                logits_cpu = logits.cpu()
+                r.accuracy.add_batch(predictions=logits_cpu.argmax(dim=-1).numpy(), references=targets)
+                r.loss.add_batch(predictions=logits_cpu.numpy(), references=targets)
+            if bar is not None and progress is not None:
+                progress.advance(bar, len(labels))
+    if bar is not None and progress is not None:
+        progress.remove_task(bar)
+    seconds = time.perf_counter() - started
+    return {
+        r.row: TaskResult(
+            accuracy=float(r.accuracy.compute()["accuracy"]),
+            loss=float(r.loss.compute()["cross_entropy"]),
+            num_samples=len(data),
+            dataset=str(data.ref),
+            seconds=seconds,
+        )
+        for r in running
+    }
+
+
+def run_jobs(
+    jobs: Sequence[Job],
+    datasets: Mapping[str, DatasetRef],
+    *,
+    settings: Settings,
+    max_samples: int | None,
+    token: str | None,
+) -> dict[str, dict[str, TaskResult]]:
+    """row -> task -> result for every job: one data load per task, one pass per processor group.
+
+    Raises:
+        DatasetError, HeadMismatchError: see :func:`~hubmerge.evaluation.evaluate_classifier`.
+    """
+    import torch
+
+    from ..vision.processors import load_processor
+
+    processors: dict[ModelRef, tuple[Processor, str]] = {}
+
+    def processor_for(ref: ModelRef) -> tuple[Processor, str]:
+        if ref not in processors:
+            processor = load_processor(location(ref), stage="test", revision=ref.revision, token=token)
+            processors[ref] = (processor, _processor_key(processor))
+        return processors[ref]
+
+    results: dict[str, dict[str, TaskResult]] = {}
+    for task, ref in datasets.items():
+        task_jobs = [job for job in jobs if job.task == task]
+        if not task_jobs:
+            continue
+        data = load_task_data(task, ref, max_samples=max_samples, token=token)
+        groups: dict[str, list[Job]] = {}
+        for job in task_jobs:
+            groups.setdefault(processor_for(job.processor)[1], []).append(job)
+        for group in groups.values():
+            processor = processor_for(group[0].processor)[0]
+            pending = list(group)
+            while pending:
+                loaded: list[tuple[str, torch.nn.Module]] = []
+                budget = 0
+                while pending and (not loaded or budget < _PASS_PARAMETER_BYTES):
+                    job = pending.pop(0)
+                    with _no_loading_bars():
+                        model = job.load()
+                    budget += _parameter_bytes(model)
+                    loaded.append((job.row, model))
+                for row, result in run_pass(data, loaded, processor, settings).items():
+                    results.setdefault(row, {})[task] = result
+                del loaded
+                if settings.device.type == "cuda":
+                    torch.cuda.empty_cache()
+    return results

@@ -1,0 +1,241 @@
+"""Evaluation reports: per-task results, FusionBench-shaped JSON, atomic saving and rich tables."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+__all__ = [
+    "AVERAGE",
+    "EVAL_RESULTS_FILE",
+    "CompareReport",
+    "EvalReport",
+    "TaskResult",
+    "render_report",
+    "save_report",
+]
+
+#: The report a merged output holds (FusionBench shape).
+EVAL_RESULTS_FILE = "eval_results.json"
+#: The key of the mean over tasks in a report (so no task may be called that).
+AVERAGE = "average"
+
+
+@dataclass(frozen=True)
+class TaskResult:
+    """One model on one task.
+
+    Attributes:
+        accuracy: top-1 accuracy in [0, 1] (hubmerge's ``accuracy`` metric).
+        loss: mean cross-entropy of the logits, in nats (``cross_entropy`` metric).
+        num_samples: examples evaluated.
+        dataset: the dataset and split, e.g. ``tanganke/eurosat:test``.
+        seconds: wall time of the pass that evaluated it (shared by the models of one pass).
+    """
+
+    accuracy: float
+    loss: float
+    num_samples: int = 0
+    dataset: str = ""
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, float]:
+        return {"accuracy": self.accuracy, "loss": self.loss}
+
+
+def _average(results: Mapping[str, TaskResult]) -> dict[str, float]:
+    if not results:
+        return {"accuracy": math.nan, "loss": math.nan}
+    n = len(results)
+    return {
+        "accuracy": sum(r.accuracy for r in results.values()) / n,
+        "loss": sum(r.loss for r in results.values()) / n,
+    }
+
+
+@dataclass(frozen=True)
+class EvalReport:
+    """Per-task results of one model (each task with its own head).
+
+    Attributes:
+        model: what was evaluated (a path, a repo id, or a description such as ``base + task heads``).
+        results: task -> result, in evaluation order.
+        device: where it ran.
+    """
+
+    model: str
+    results: Mapping[str, TaskResult] = field(default_factory=dict)
+    device: str = ""
+
+    @property
+    def average(self) -> dict[str, float]:
+        """Unweighted mean accuracy and loss over the tasks (NaN without tasks)."""
+        return _average(self.results)
+
+    def to_dict(self) -> dict[str, dict[str, float]]:
+        """FusionBench's report shape: ``{task: {accuracy, loss}, ..., "average": {accuracy, loss}}``."""
+        out = {task: result.to_dict() for task, result in self.results.items()}
+        if self.results:
+            out[AVERAGE] = self.average
+        return out
+
+    def to_json(self, *, indent: int = 2) -> str:
+        """:meth:`to_dict` as JSON text."""
+        return json.dumps(self.to_dict(), indent=indent) + "\n"
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, model: str = "") -> EvalReport:
+        """Read a FusionBench-shaped report back (e.g. an ``eval_results.json``).
+
+        Raises:
+            ValueError: an entry is not ``{accuracy, loss}`` with numbers.
+        """
+        results = {}
+        for task, entry in data.items():
+            if task == AVERAGE:
+                continue
+            try:
+                results[task] = TaskResult(accuracy=float(entry["accuracy"]), loss=float(entry["loss"]))
+            except (TypeError, KeyError, ValueError):
+                raise ValueError(
+                    f"report entry {task!r} must be {{'accuracy': x, 'loss': y}}, got {entry!r}"
+                ) from None
+        return cls(model=model, results=results)
+
+
+@dataclass(frozen=True)
+class CompareReport:
+    """The merged model next to its inputs, each evaluated on every task with that task's head.
+
+    Attributes:
+        merged: the merged model.
+        base: the base model's backbone with each task's head (None when the recipe has no base).
+        finetuned: input label (its task) -> that fine-tune's backbone with each task's head.
+        tasks: the tasks, in order.
+    """
+
+    merged: EvalReport
+    base: EvalReport | None
+    finetuned: Mapping[str, EvalReport]
+    tasks: tuple[str, ...]
+
+    @property
+    def individual(self) -> EvalReport:
+        """Each task evaluated by its own fine-tune (the diagonal of ``finetuned``)."""
+        results = {
+            task: self.finetuned[task].results[task]
+            for task in self.tasks
+            if task in self.finetuned and task in self.finetuned[task].results
+        }
+        return EvalReport("individual fine-tunes", results, self.merged.device)
+
+    def rows(self) -> dict[str, EvalReport]:
+        """Every row of the comparison table, in display order."""
+        rows = {"merged": self.merged}
+        if self.base is not None:
+            rows["base + task heads"] = self.base
+        rows["individual (own fine-tune)"] = self.individual
+        rows.update({f"fine-tune {label}": report for label, report in self.finetuned.items()})
+        return rows
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"merged": FB, "base": FB, "finetuned": {input: FB}, "individual": FB}``.
+
+        FB is FusionBench's shape (:meth:`EvalReport.to_dict`); ``base`` is absent without a base.
+        """
+        out: dict[str, Any] = {"merged": self.merged.to_dict()}
+        if self.base is not None:
+            out["base"] = self.base.to_dict()
+        out["finetuned"] = {label: report.to_dict() for label, report in self.finetuned.items()}
+        out["individual"] = self.individual.to_dict()
+        return out
+
+    def to_json(self, *, indent: int = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent) + "\n"
+
+
+def save_report(report: EvalReport | CompareReport, path: str | Path) -> Path:
+    """Write ``report.to_json()`` to ``path`` atomically (a temporary file renamed into place).
+
+    Returns:
+        The path written.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(report.to_json(), encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+# ---------------------------------------------------------------------------- rendering
+
+
+def _pct(value: float) -> str:
+    return "-" if math.isnan(value) else f"{100 * value:.2f}"
+
+
+def render_report(report: EvalReport | CompareReport, console: Console) -> None:
+    """Draw a report as a rich table.
+
+    An :class:`EvalReport` gives one row per task (dataset, samples, accuracy %, loss) and the
+    average; a :class:`CompareReport` one row per model (merged, base + task heads, individual
+    fine-tunes, each fine-tune's backbone) and one accuracy column per task plus the average, the
+    best of each column in bold.
+    """
+    from rich.table import Table
+
+    if isinstance(report, EvalReport):
+        table = Table(title=f"Evaluation — {report.model}", title_justify="left")
+        for column, justify in (("task", "left"), ("dataset", "left"), ("samples", "right"),
+                                ("accuracy %", "right"), ("loss", "right")):
+            table.add_column(column, justify=justify)  # type: ignore[arg-type]
+        for task, result in report.results.items():
+            table.add_row(
+                task, result.dataset, str(result.num_samples), _pct(result.accuracy), f"{result.loss:.4f}"
+            )
+        if report.results:
+            average = report.average
+            table.add_section()
+            table.add_row(
+                f"[bold]{AVERAGE}[/bold]", "", "", f"[bold]{_pct(average['accuracy'])}[/bold]",
+                f"[bold]{average['loss']:.4f}[/bold]",
+            )
+        console.print(table)
+        return
+    rows = report.rows()
+    columns = [*report.tasks, AVERAGE]
+    values = {
+        name: [
+            *(r.results[t].accuracy if t in r.results else math.nan for t in report.tasks),
+            r.average["accuracy"],
+        ]
+        for name, r in rows.items()
+    }
+    best = [
+        max((v[i] for v in values.values() if not math.isnan(v[i])), default=math.nan)
+        for i in range(len(columns))
+    ]
+    table = Table(
+        title=f"Accuracy (%) — {report.merged.model} vs its inputs",
+        title_justify="left",
+        caption="each task with its own head; losses are in the JSON report",
+    )
+    table.add_column("model", justify="left", no_wrap=True)
+    for column in columns:
+        table.add_column(column, justify="right", no_wrap=True)
+    for index, (name, accuracies) in enumerate(values.items()):
+        cells = [f"[bold]{_pct(v)}[/bold]" if v == best[i] else _pct(v) for i, v in enumerate(accuracies)]
+        table.add_row(f"[bold]{name}[/bold]" if name == "merged" else name, *cells, end_section=index == 0)
+    console.print(table)

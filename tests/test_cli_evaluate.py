@@ -1,0 +1,175 @@
+"""`hubmerge evaluate` and `hubmerge merge --evaluate` end to end, on the tiny trained fixtures.
+
+The quality test merges with the real engine through the CLI, then reads the ordering of merged vs
+inputs from `hubmerge evaluate --compare-inputs --json`; ``pytest -s`` prints the measured numbers.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from hubmerge.cli import main
+from hubmerge.evaluation import EVAL_RESULTS_FILE
+from hubmerge.fixtures import FAMILIES, FixtureSet, build_fixtures
+
+from ._eval_helpers import OFFLINE_ENV
+
+# Asserted margins in accuracy points (mean over the four tasks, each with its own head), set a bit
+# below what this pipeline measured on the fixtures as built here (printed with -s); they are the
+# same numbers as the direct-torch quality test in test_fixtures.py:
+#   convnext: avg-base +0.079, avg-best single +0.087, TA0.3-TA1.0 +0.339
+#   resnet:   avg-base +0.365, avg-best single +0.253, TA0.3-TA1.0 +0.614
+MARGINS = {
+    #           (avg - base, avg - best single fine-tune, TA 0.3 - TA 1.0)
+    "convnext": (0.05, 0.05, 0.25),
+    "resnet": (0.25, 0.18, 0.45),
+}
+
+
+@pytest.fixture(scope="module")
+def offline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    from transformers.utils import logging as hf_logging
+
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in OFFLINE_ENV.items():
+            patch.setenv(name, value)
+        patch.setenv("HF_HOME", str(tmp_path_factory.mktemp("hf_home")))
+        yield
+    if bars:
+        hf_logging.enable_progress_bar()
+
+
+def _fixtures(family: str) -> FixtureSet:
+    return build_fixtures(family=family)  # type: ignore[arg-type]
+
+
+def _write_recipe(path: Path, fx: FixtureSet, method: str, parameters: dict | None = None) -> Path:
+    recipe = {
+        "method": method,
+        "parameters": parameters or {},
+        "base_model": str(fx.base),
+        "models": [{"model": str(fx.models[t]), "task": t, "dataset": str(fx.datasets[t])} for t in fx.tasks],
+        "target_modules": [fx.backbone],
+    }
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    return path
+
+
+def _merge(tmp: Path, fx: FixtureSet, method: str, parameters: dict | None = None, *extra: str) -> Path:
+    name = method + "".join(f"-{v}" for v in (parameters or {}).values())
+    recipe = _write_recipe(tmp / f"{name}.yaml", fx, method, parameters)
+    out = tmp / name
+    assert main(["merge", str(recipe), "-o", str(out), "--device", "cpu", "--quiet", *extra]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def convnext_average(offline: None, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _merge(tmp_path_factory.mktemp("cli"), _fixtures("convnext"), "simple_average")
+
+
+def _mean(report: dict) -> float:
+    return float(report["average"]["accuracy"])
+
+
+def _evaluate(model: Path, *args: str) -> int:
+    """``hubmerge evaluate MODEL ARGS --device cpu``; the exit code."""
+    return main(["evaluate", str(model), *args, "--device", "cpu"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", FAMILIES)
+def test_merging_beats_its_inputs_end_to_end(
+    family: str, offline: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`hubmerge merge` then `hubmerge evaluate --compare-inputs`: the simple average (own heads)
+    beats the base backbone and the best single fine-tuned backbone; task arithmetic 0.3 beats 1.0."""
+    fx = _fixtures(family)
+    average = _merge(tmp_path, fx, "simple_average")
+    report_path = tmp_path / "compare.json"
+    assert _evaluate(average, "--compare-inputs", "--quiet", "--json", str(report_path)) == 0
+    table = capsys.readouterr().out
+    assert "merged" in table and "base + task heads" in table
+    compare = json.loads(report_path.read_text())
+
+    ta = {}
+    for scaling in (0.3, 1.0):
+        out = _merge(tmp_path, fx, "task_arithmetic", {"scaling_factor": scaling})
+        path = tmp_path / f"ta-{scaling}.json"
+        assert _evaluate(out, "--quiet", "--json", str(path)) == 0
+        ta[scaling] = _mean(json.loads(path.read_text()))
+
+    merged, base = _mean(compare["merged"]), _mean(compare["base"])
+    singles = {label: _mean(row) for label, row in compare["finetuned"].items()}
+    best_single = max(singles.values())
+    over_base, over_single, ta_gap = MARGINS[family]
+    print(
+        f"\n[{family}] mean accuracy: simple_average {merged:.3f}, base {base:.3f}, individual "
+        f"{_mean(compare['individual']):.3f}, singles "
+        + ", ".join(f"{k}={v:.3f}" for k, v in singles.items())
+        + f", TA0.3 {ta[0.3]:.3f}, TA1.0 {ta[1.0]:.3f}\n"
+        f"  margins: avg-base {merged - base:+.3f} (assert >= {over_base}), avg-best_single "
+        f"{merged - best_single:+.3f} (assert >= {over_single}), TA0.3-TA1.0 {ta[0.3] - ta[1.0]:+.3f} "
+        f"(assert >= {ta_gap})"
+    )
+    assert _mean(compare["individual"]) > 0.95
+    assert merged >= base + over_base
+    assert merged >= best_single + over_single
+    assert ta[0.3] >= ta[1.0] + ta_gap
+
+
+def test_merge_evaluate_writes_report(offline: None, tmp_path: Path) -> None:
+    fx = _fixtures("convnext")
+    out = _merge(tmp_path, fx, "simple_average", None, "--evaluate")
+    report = json.loads((out / EVAL_RESULTS_FILE).read_text())
+    assert set(report) == {*fx.tasks, "average"}
+    assert all(set(entry) == {"accuracy", "loss"} for entry in report.values())
+
+
+def test_evaluate_with_tasks(
+    convnext_average: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fx = _fixtures("convnext")
+    path = tmp_path / "r.json"
+    code = _evaluate(
+        convnext_average,
+        "--task", f"digits_low={fx.datasets['digits_low']}:test",
+        "-t", f"digits_parity={fx.datasets['digits_parity']}",
+        "--max-samples", "40", "--batch-size", "16", "--json", str(path),
+    )
+    assert code == 0
+    captured = capsys.readouterr()
+    assert "digits_low" in captured.out and "average" in captured.out
+    report = json.loads(path.read_text())
+    assert list(report) == ["digits_low", "digits_parity", "average"]
+    # Without --task: the datasets of the stored recipe.
+    assert _evaluate(convnext_average, "--quiet", "--json", str(path)) == 0
+    assert set(json.loads(path.read_text())) == {*fx.tasks, "average"}
+
+
+def test_evaluate_unknown_task(convnext_average: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    fx = _fixtures("convnext")
+    assert _evaluate(convnext_average, "--task", f"cars={fx.datasets['digits_low']}") == 1
+    err = capsys.readouterr().err
+    assert "UnknownTaskError" in err and "'cars'" in err and "digits_rotated" in err
+
+
+def test_evaluate_bad_inputs(
+    convnext_average: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fx = _fixtures("convnext")
+    assert _evaluate(convnext_average, "--task", f"digits_low={tmp_path / 'missing'}") == 1
+    assert "DatasetError" in capsys.readouterr().err
+    assert _evaluate(convnext_average, "--task", f"digits_parity={fx.datasets['digits_low']}") == 1
+    err = capsys.readouterr().err
+    assert "HeadMismatchError" in err and "2 outputs" in err
+    assert _evaluate(convnext_average, "--task", "digits_low=") == 1
+    assert "RecipeError" in capsys.readouterr().err
+    assert _evaluate(convnext_average, "--max-samples", "0") != 0  # a usage error

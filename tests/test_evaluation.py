@@ -1,0 +1,427 @@
+"""hubmerge.evaluation on the tiny trained fixtures: numbers against plain torch, bad inputs, reports."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from hubmerge.errors import DatasetError, HeadMismatchError, RecipeError, UnknownTaskError
+from hubmerge.evaluation import (
+    EVAL_RESULTS_FILE,
+    CompareReport,
+    EvalReport,
+    TaskResult,
+    compare_inputs,
+    evaluate_classifier,
+    evaluate_model,
+    evaluate_recipe_tasks,
+    parse_task,
+    render_report,
+    save_report,
+)
+from hubmerge.fixtures import FixtureSet, build_fixtures
+from hubmerge.recipe import DatasetRef, Recipe
+
+from ._eval_helpers import OFFLINE_ENV, AutoProcessor, direct_scores, variant
+
+
+@pytest.fixture(scope="module")
+def fx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FixtureSet]:
+    from transformers.utils import logging as hf_logging
+
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in OFFLINE_ENV.items():
+            patch.setenv(name, value)
+        patch.setenv("HF_HOME", str(tmp_path_factory.mktemp("hf_home")))
+        yield build_fixtures(family="convnext")
+    if bars:
+        hf_logging.enable_progress_bar()
+
+
+def _model(fx: FixtureSet, task: str):  # type: ignore[no-untyped-def]
+    from transformers import AutoModelForImageClassification
+
+    return AutoModelForImageClassification.from_pretrained(str(fx.models.get(task, fx.base)))
+
+
+def _evaluate(fx: FixtureSet, task: str, dataset: Path | str, **kwargs: Any) -> TaskResult:
+    """``task``'s fine-tune (the base for other names) on ``dataset``, on the CPU unless told."""
+    processor = AutoProcessor(fx.models.get(task, fx.base))
+    kwargs.setdefault("device", "cpu")
+    return evaluate_classifier(_model(fx, task), str(dataset), processor=processor, task=task, **kwargs)
+
+
+# ---------------------------------------------------------------- numbers
+
+
+@pytest.mark.parametrize("task", ["digits_low", "digits_parity", "digits_rotated"])
+def test_matches_direct_torch(fx: FixtureSet, task: str) -> None:
+    result = _evaluate(fx, task, fx.datasets[task], batch_size=50)
+    accuracy, loss = direct_scores(fx.models[task], fx.datasets[task])
+    assert result.accuracy == pytest.approx(accuracy, abs=1e-12)
+    assert result.accuracy == pytest.approx(fx.accuracy[task], abs=1e-12)
+    assert result.loss == pytest.approx(loss, rel=1e-5)
+    assert result.num_samples == len(__import__("datasets").load_from_disk(str(fx.datasets[task]))["test"])
+    assert result.dataset == f"{fx.datasets[task]}:test"
+
+
+def test_workers_give_the_same_numbers(fx: FixtureSet) -> None:
+    task = "digits_low"
+    alone = _evaluate(fx, task, fx.datasets[task], num_workers=0, batch_size=32)
+    workers = _evaluate(fx, task, fx.datasets[task], num_workers=2, batch_size=32)
+    assert (workers.accuracy, workers.loss) == pytest.approx((alone.accuracy, alone.loss), rel=1e-6)
+
+
+def test_head_with_more_classes_is_remapped_by_name(fx: FixtureSet) -> None:
+    """The base's 10-way head ('0'..'9') on digits_high ('5'..'9'): dataset label i is head output i+5."""
+    result = _evaluate(fx, "digits", fx.datasets["digits_high"])
+    accuracy, loss = direct_scores(fx.base, fx.datasets["digits_high"], target_offset=5)
+    assert result.accuracy == pytest.approx(accuracy, abs=1e-12) and result.accuracy > 0.9
+    assert result.loss == pytest.approx(loss, rel=1e-5)
+
+
+def test_permuted_class_order_gives_the_same_scores(fx: FixtureSet, tmp_path: Path) -> None:
+    task = "digits_low"
+    names = ["4", "3", "2", "1", "0"]  # the head's names, reversed
+    permuted = variant(fx.datasets[task], tmp_path / "permuted", names=names, relabel=lambda v: 4 - v)
+    original = _evaluate(fx, task, fx.datasets[task])
+    remapped = _evaluate(fx, task, permuted)
+    assert (remapped.accuracy, remapped.loss) == pytest.approx((original.accuracy, original.loss), rel=1e-9)
+    # Read by position, the same data is mostly wrong: the remap is what makes it right.
+    by_position = _evaluate(fx, task, permuted, match_labels="position")
+    assert by_position.accuracy < 0.5
+
+
+def test_names_match_ignoring_case_spaces_and_underscores(fx: FixtureSet, tmp_path: Path) -> None:
+    import datasets
+
+    parity = datasets.load_from_disk(str(fx.datasets["digits_parity"]))["test"]
+    assert parity.features["label"].names == ["even", "odd"]
+    spelled = variant(fx.datasets["digits_parity"], tmp_path / "spelled", names=[" ODD_", "Even"],
+                      relabel=lambda v: 1 - v)
+    original = _evaluate(fx, "digits_parity", fx.datasets["digits_parity"])
+    assert _evaluate(fx, "digits_parity", spelled).accuracy == pytest.approx(original.accuracy, abs=1e-12)
+
+
+def test_image_folder_directory(fx: FixtureSet, tmp_path: Path) -> None:
+    """A directory of image files (no save_to_disk) loads through datasets' imagefolder builder."""
+    import datasets
+
+    part = datasets.load_from_disk(str(fx.datasets["digits_low"]))["test"].select(range(40))
+    for index, row in enumerate(part):
+        folder = tmp_path / "images" / "test" / str(row["label"])
+        folder.mkdir(parents=True, exist_ok=True)
+        row["image"].save(folder / f"{index}.png")
+    result = _evaluate(fx, "digits_low", tmp_path / "images")
+    part.save_to_disk(str(tmp_path / "same"))
+    expected = _evaluate(fx, "digits_low", tmp_path / "same")
+    assert result.num_samples == 40 and result.accuracy == pytest.approx(expected.accuracy, abs=1e-12)
+
+
+def test_array_images_and_single_split_dataset(fx: FixtureSet, tmp_path: Path) -> None:
+    """Images stored as uint8 arrays in a column named 'img'; a Dataset saved without splits."""
+    import datasets
+
+    part = datasets.load_from_disk(str(fx.datasets["digits_low"]))["test"]
+    arrays = datasets.Dataset.from_dict(
+        {"img": [np.asarray(image) for image in part["image"]], "label": part["label"]},
+        features=datasets.Features(
+            {"img": datasets.Array3D((32, 32, 3), "uint8"), "label": part.features["label"]}
+        ),
+    )
+    arrays.save_to_disk(str(tmp_path / "arrays"))
+    result = _evaluate(fx, "digits_low", tmp_path / "arrays")
+    assert result.accuracy == pytest.approx(fx.accuracy["digits_low"], abs=1e-12)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_with_and_without_autocast(fx: FixtureSet) -> None:
+    task = "digits_rotated"
+    cpu = _evaluate(fx, task, fx.datasets[task])
+    fp32 = _evaluate(fx, task, fx.datasets[task], device="cuda", autocast=False)
+    assert fp32.accuracy == pytest.approx(cpu.accuracy, abs=1 / 449 + 1e-9)
+    assert fp32.loss == pytest.approx(cpu.loss, rel=1e-3)
+    bf16 = _evaluate(fx, task, fx.datasets[task], device="cuda")
+    assert bf16.accuracy == pytest.approx(cpu.accuracy, abs=0.02)
+    assert bf16.loss == pytest.approx(cpu.loss, rel=0.05)
+
+
+# ---------------------------------------------------------------- bad input
+
+
+def test_id2label_disagrees_with_dataset_names(fx: FixtureSet, tmp_path: Path) -> None:
+    words = ["zero", "one", "two", "three", "four"]
+    renamed = variant(fx.datasets["digits_low"], tmp_path / "words", names=words)
+    with pytest.raises(HeadMismatchError) as caught:
+        _evaluate(fx, "digits_low", renamed)
+    message = str(caught.value)
+    assert "task 'digits_low'" in message and "'zero'" in message and "'0'" in message
+    assert "match_labels='position'" in message
+    # The way out the message names: same order, different spellings.
+    by_position = _evaluate(fx, "digits_low", renamed, match_labels="position")
+    assert by_position.accuracy == pytest.approx(fx.accuracy["digits_low"], abs=1e-12)
+
+
+def test_head_size_disagrees_with_dataset(fx: FixtureSet) -> None:
+    with pytest.raises(HeadMismatchError, match=r"the head has 2 outputs but .* has 5 classes") as caught:
+        _evaluate(fx, "digits_parity", fx.datasets["digits_low"])
+    assert "'even'" in str(caught.value) and "'0'" in str(caught.value)
+
+
+def test_integer_labels_without_names(fx: FixtureSet, tmp_path: Path) -> None:
+    low = fx.datasets["digits_low"]
+    plain = variant(low, tmp_path / "plain", plain_int_labels=True, rename={"label": "labels"})
+    result = _evaluate(fx, "digits_low", plain)
+    assert result.accuracy == pytest.approx(fx.accuracy["digits_low"], abs=1e-12)
+    shifted = variant(low, tmp_path / "shifted", plain_int_labels=True, relabel=lambda v: v + 3)
+    with pytest.raises(HeadMismatchError, match="the head has 5 outputs but .* has labels up to 7"):
+        _evaluate(fx, "digits_low", shifted)
+
+
+def test_dataset_without_label_column(fx: FixtureSet, tmp_path: Path) -> None:
+    unlabeled = variant(fx.datasets["digits_low"], tmp_path / "nolabel", drop=["label"])
+    with pytest.raises(DatasetError, match=r"has no label column.*Its columns: image \(Image\)"):
+        _evaluate(fx, "digits_low", unlabeled)
+
+
+def test_dataset_without_image_column(fx: FixtureSet, tmp_path: Path) -> None:
+    no_images = variant(fx.datasets["digits_low"], tmp_path / "noimage", drop=["image"])
+    with pytest.raises(DatasetError, match=r"has no image column.*Its columns: label \(ClassLabel\)"):
+        _evaluate(fx, "digits_low", no_images)
+
+
+def test_string_labels_are_refused(fx: FixtureSet, tmp_path: Path) -> None:
+    import datasets
+
+    part = datasets.load_from_disk(str(fx.datasets["digits_low"]))["test"].select(range(4))
+    strings = datasets.Dataset.from_dict({"image": part["image"], "label": ["a", "b", "c", "d"]},
+                                         features=datasets.Features({"image": datasets.Image(),
+                                                                     "label": datasets.Value("string")}))
+    strings.save_to_disk(str(tmp_path / "strings"))
+    with pytest.raises(DatasetError, match="integer class labels"):
+        _evaluate(fx, "digits_low", tmp_path / "strings")
+
+
+def test_unlabelled_split(fx: FixtureSet, tmp_path: Path) -> None:
+    unlabelled = variant(fx.datasets["digits_low"], tmp_path / "minus", relabel=lambda v: -1)
+    with pytest.raises(DatasetError, match="without a label"):
+        _evaluate(fx, "digits_low", unlabelled)
+
+
+def test_missing_split(fx: FixtureSet) -> None:
+    with pytest.raises(DatasetError, match="has no split 'validation'. Its splits: train, test"):
+        _evaluate(fx, "digits_low", f"{fx.datasets['digits_low']}:validation")
+
+
+def test_missing_local_directory(fx: FixtureSet, tmp_path: Path) -> None:
+    with pytest.raises(DatasetError, match="is not a directory"):
+        _evaluate(fx, "digits_low", str(tmp_path / "nowhere"))
+
+
+def test_hub_dataset_offline(fx: FixtureSet) -> None:
+    with pytest.raises(DatasetError) as caught:
+        _evaluate(fx, "digits_low", "someone/no-such-dataset")
+    assert "could not be loaded from the Hub" in str(caught.value) and "HF_HUB_OFFLINE" in str(caught.value)
+    with pytest.raises(DatasetError, match=r"usually evaluated on the Hub dataset 'ylecun/mnist'"):
+        _evaluate(fx, "mnist", "mnist")
+
+
+def test_bad_arguments(fx: FixtureSet) -> None:
+    with pytest.raises(RecipeError, match="batch size"):
+        _evaluate(fx, "digits_low", fx.datasets["digits_low"], batch_size=0)
+    with pytest.raises(RecipeError, match="max samples"):
+        _evaluate(fx, "digits_low", fx.datasets["digits_low"], max_samples=0)
+    with pytest.raises(RecipeError, match="match_labels"):
+        _evaluate(fx, "digits_low", fx.datasets["digits_low"], match_labels="order")
+
+
+# ---------------------------------------------------------------- max samples
+
+
+def test_max_samples_is_a_fixed_subset(fx: FixtureSet) -> None:
+    task = "digits_rotated"
+    first = _evaluate(fx, task, fx.datasets[task], max_samples=100)
+    again = _evaluate(fx, task, fx.datasets[task], max_samples=100, batch_size=7)
+    assert first.num_samples == again.num_samples == 100
+    assert (again.accuracy, again.loss) == pytest.approx((first.accuracy, first.loss), rel=1e-6)
+    whole = _evaluate(fx, task, fx.datasets[task])
+    assert _evaluate(fx, task, fx.datasets[task], max_samples=10_000).num_samples == whole.num_samples == 449
+
+
+def test_max_samples_subset_is_spread_over_the_split(fx: FixtureSet) -> None:
+    from hubmerge.evaluation.data import load_task_data
+
+    data = load_task_data("digits_rotated", DatasetRef(str(fx.datasets["digits_rotated"])), max_samples=50)
+    assert len(data) == 50 and data.total == 449
+    assert len(set(data.labels().tolist())) >= 8, "a random subset, not a prefix of a sorted split"
+
+
+# ---------------------------------------------------------------- task specs
+
+
+def test_parse_task() -> None:
+    assert parse_task("eurosat=tanganke/eurosat") == ("eurosat", DatasetRef("tanganke/eurosat"))
+    assert parse_task("low=./data/low:train") == ("low", DatasetRef("./data/low", split="train"))
+    assert parse_task("svhn=ufldl-stanford/svhn:cropped_digits:test") == (
+        "svhn", DatasetRef("ufldl-stanford/svhn", "cropped_digits", "test")
+    )
+    assert parse_task("svhn") == ("svhn", DatasetRef("ufldl-stanford/svhn", "cropped_digits", "test"))
+    for bad in ("=x", "a=", "a=b:c:d:e", "a=b::c", "average=x"):
+        with pytest.raises(RecipeError):
+            parse_task(bad)
+    with pytest.raises(RecipeError, match="no known dataset"):
+        parse_task("my_own_task")
+
+
+# ---------------------------------------------------------------- reports
+
+
+def _report(model: str, scores: dict[str, tuple[float, float]]) -> EvalReport:
+    results = {t: TaskResult(a, loss, 10, f"{t}:test") for t, (a, loss) in scores.items()}
+    return EvalReport(model, results, "cpu")
+
+
+def test_report_is_fusionbench_shaped(tmp_path: Path) -> None:
+    report = _report("m", {"a": (0.5, 1.0), "b": (1.0, 0.0)})
+    assert report.to_dict() == {
+        "a": {"accuracy": 0.5, "loss": 1.0},
+        "b": {"accuracy": 1.0, "loss": 0.0},
+        "average": {"accuracy": 0.75, "loss": 0.5},
+    }
+    path = save_report(report, tmp_path / "sub" / EVAL_RESULTS_FILE)
+    assert json.loads(path.read_text()) == report.to_dict()
+    assert [p.name for p in path.parent.iterdir()] == [EVAL_RESULTS_FILE], "no temporary file left"
+    back = EvalReport.from_dict(json.loads(path.read_text()))
+    assert back.to_dict() == report.to_dict()
+    with pytest.raises(ValueError, match="'a'"):
+        EvalReport.from_dict({"a": {"accuracy": 1}})
+    assert EvalReport("empty").to_dict() == {}
+
+
+def test_compare_report_shape_and_table() -> None:
+    compare = CompareReport(
+        merged=_report("out", {"a": (0.9, 0.3), "b": (0.8, 0.5)}),
+        base=_report("base", {"a": (0.5, 1.5), "b": (0.4, 1.6)}),
+        finetuned={"a": _report("ft a", {"a": (0.95, 0.1), "b": (0.3, 2.0)}),
+                   "b": _report("ft b", {"a": (0.2, 2.5), "b": (0.97, 0.1)})},
+        tasks=("a", "b"),
+    )
+    data = compare.to_dict()
+    assert list(data) == ["merged", "base", "finetuned", "individual"]
+    assert data["individual"] == {"a": {"accuracy": 0.95, "loss": 0.1}, "b": {"accuracy": 0.97, "loss": 0.1},
+                                  "average": {"accuracy": pytest.approx(0.96), "loss": pytest.approx(0.1)}}
+    assert data["finetuned"]["b"]["average"]["accuracy"] == pytest.approx(0.585)
+    assert list(compare.rows()) == ["merged", "base + task heads", "individual (own fine-tune)",
+                                    "fine-tune a", "fine-tune b"]
+    text = _render(compare)
+    for needle in ("merged", "base + task heads", "individual", "fine-tune b", "85.00", "96.00"):
+        assert needle in text
+
+
+def _render(report: EvalReport | CompareReport) -> str:
+    from rich.console import Console
+
+    out = io.StringIO()
+    render_report(report, Console(file=out, width=160, color_system=None))
+    return out.getvalue()
+
+
+def test_render_single_report() -> None:
+    text = _render(_report("m", {"a": (0.5, 1.0), "b": (1.0, 0.0)}))
+    assert "a:test" in text and "50.00" in text and "average" in text and "75.00" in text
+
+
+# ---------------------------------------------------------------- merged outputs (engine + loading)
+
+
+def _recipe(fx: FixtureSet, method: str, parameters: dict | None = None, *, datasets: bool = True) -> Recipe:
+    models = []
+    for task in fx.tasks:
+        entry = {"model": str(fx.models[task]), "task": task}
+        if datasets:
+            entry["dataset"] = str(fx.datasets[task])
+        models.append(entry)
+    return Recipe.from_dict({
+        "method": method, "parameters": parameters or {}, "base_model": str(fx.base),
+        "models": models, "target_modules": [fx.backbone],
+    })
+
+
+@pytest.fixture(scope="module")
+def merged(fx: FixtureSet, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from hubmerge.engine import merge
+
+    out = tmp_path_factory.mktemp("merged") / "average"
+    merge(_recipe(fx, "simple_average"), out, device="cpu")
+    return out
+
+
+def test_evaluate_merged_output(fx: FixtureSet, merged: Path) -> None:
+    report = evaluate_model(merged, device="cpu")  # datasets from the stored recipe
+    assert list(report.results) == list(fx.tasks)
+    data = report.to_dict()
+    assert set(data) == {*fx.tasks, "average"} and all(set(v) == {"accuracy", "loss"} for v in data.values())
+    assert 0.5 < data["average"]["accuracy"] <= 1.0
+    low = {"digits_low": str(fx.datasets["digits_low"])}
+    only = evaluate_model(merged, low, device="cpu", max_samples=64)
+    assert list(only.results) == ["digits_low"] and only.results["digits_low"].num_samples == 64
+
+
+def test_evaluate_merged_unknown_task(fx: FixtureSet, merged: Path) -> None:
+    with pytest.raises(UnknownTaskError) as caught:
+        evaluate_model(merged, {"digits_odd": str(fx.datasets["digits_low"])}, device="cpu")
+    message = str(caught.value)
+    assert "'digits_odd'" in message and all(task in message for task in fx.tasks)
+
+
+def test_evaluate_merged_head_mismatch(fx: FixtureSet, merged: Path) -> None:
+    with pytest.raises(HeadMismatchError, match="2 outputs"):
+        evaluate_model(merged, {"digits_parity": str(fx.datasets["digits_low"])}, device="cpu")
+
+
+def test_recipe_without_datasets(fx: FixtureSet, tmp_path: Path) -> None:
+    from hubmerge.engine import merge
+
+    out = tmp_path / "nodata"
+    recipe = _recipe(fx, "simple_average", datasets=False)
+    merge(recipe, out, device="cpu")
+    with pytest.raises(RecipeError, match="--task NAME=DATASET"):
+        evaluate_model(out, device="cpu")
+    assert evaluate_recipe_tasks(out, recipe, device="cpu").results == {}
+    assert not (out / EVAL_RESULTS_FILE).exists()
+
+
+def test_evaluate_recipe_tasks_writes_report(fx: FixtureSet, merged: Path) -> None:
+    from rich.console import Console
+
+    recipe = _recipe(fx, "simple_average")
+    out = io.StringIO()
+    report = evaluate_recipe_tasks(merged, recipe, console=Console(file=out, width=160), device="cpu")
+    written = json.loads((merged / EVAL_RESULTS_FILE).read_text())
+    assert written == json.loads(report.to_json())
+    assert "eval_results.json" in out.getvalue()
+
+
+def test_compare_inputs(fx: FixtureSet, merged: Path) -> None:
+    compare = compare_inputs(merged, device="cpu")
+    assert compare.tasks == fx.tasks and compare.base is not None
+    assert list(compare.finetuned) == list(fx.tasks)
+    for task in fx.tasks:  # the diagonal is each fine-tune as it was published
+        assert compare.individual.results[task].accuracy == pytest.approx(fx.accuracy[task], abs=1e-12)
+    merged_alone = evaluate_model(merged, device="cpu")
+    for task, scores in merged_alone.to_dict().items():
+        assert compare.merged.to_dict()[task] == pytest.approx(scores, rel=1e-6)
+    data = json.loads(compare.to_json())
+    assert set(data) == {"merged", "base", "finetuned", "individual"}
+    assert set(data["finetuned"]) == set(fx.tasks)
+    for row in [data["merged"], data["base"], *data["finetuned"].values()]:
+        assert set(row) == {*fx.tasks, "average"}
