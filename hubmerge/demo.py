@@ -29,16 +29,27 @@ NAMESPACE = "hubmerge-demo"
 MERGED_REPO = f"{NAMESPACE}/convnext-tiny-digits-merged"
 
 
+FAMILIES = ("convnext", "resnet")
+
+
 @dataclass(frozen=True)
 class DemoHub:
-    """A running local Hub with the demo's models on it."""
+    """A running local Hub with the demo's models on it: for each family a base and its fine-tunes."""
 
     hub: object  # LocalHub
     endpoint: str
     token: str
-    base_repo: str
-    task_repos: dict[str, str]
+    bases: dict[str, str]  # family -> base repo id
+    fine_tunes: dict[str, dict[str, str]]  # family -> task -> repo id
     datasets: dict[str, str]  # task -> dataset repo id
+
+    @property
+    def base_repo(self) -> str:
+        return self.bases["convnext"]
+
+    @property
+    def task_repos(self) -> dict[str, str]:
+        return self.fine_tunes["convnext"]
 
 
 def _point_client_at(endpoint: str, home: Path) -> None:
@@ -56,6 +67,7 @@ def _point_client_at(endpoint: str, home: Path) -> None:
     os.environ["HF_ENDPOINT"] = endpoint
     os.environ.setdefault("HF_HOME", str(home))
     os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"  # the demo draws its own progress
     os.environ["HF_HUB_DISABLE_XET"] = "1"  # the local Hub speaks LFS, not Xet
     for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
         os.environ.pop(name, None)
@@ -84,7 +96,7 @@ def seed_demo_hub(server: object, token: str, *, cache_dir: Path | None = None, 
 
     if console is not None:
         console.print("[bold]1/4[/bold] preparing tiny trained models (cached after the first run)...")
-    fixtures = build_fixtures(cache_dir)
+    built = {family: build_fixtures(cache_dir, family=family) for family in FAMILIES}  # type: ignore[arg-type]
     endpoint = server.endpoint  # type: ignore[attr-defined]
     api = HfApi(endpoint=endpoint, token=token)
     disable_progress_bars()
@@ -101,28 +113,31 @@ def seed_demo_hub(server: object, token: str, *, cache_dir: Path | None = None, 
         datasets.load_from_disk(str(path)).push_to_hub(repo_id, token=token, commit_message=f"Upload {name}")
         return repo_id
 
-    base = publish(fixtures.base, "convnext-tiny-digits")
-    slug = {task: task.replace("_", "-") for task in fixtures.models}
-    tasks = {task: publish(path, f"convnext-tiny-{slug[task]}") for task, path in fixtures.models.items()}
-    data = {task: publish_dataset(fixtures.datasets[task], slug[task]) for task in fixtures.models}
-    return DemoHub(server, endpoint, token, base, tasks, data)
+    bases, fine_tunes = {}, {}
+    for family, fixtures in built.items():
+        bases[family] = publish(fixtures.base, f"{family}-tiny-digits")
+        fine_tunes[family] = {
+            task: publish(path, f"{family}-tiny-{task.replace('_', '-')}") for task, path in fixtures.models.items()
+        }
+    first = built[FAMILIES[0]]
+    data = {task: publish_dataset(first.datasets[task], task.replace("_", "-")) for task in first.models}
+    return DemoHub(server, endpoint, token, bases, fine_tunes, data)
 
 
-def demo_recipe(demo: DemoHub, *, method: str = "task_arithmetic") -> Recipe:
-    """The demo's recipe: the Hub repos, each task with its test set."""
+def demo_recipe(demo: DemoHub, *, method: str = "task_arithmetic", family: str = "convnext") -> Recipe:
+    """The demo's recipe for one family: its Hub repos, each task with its test set."""
     from .recipe import Recipe
 
     return Recipe.from_dict(
         {
-            "name": "convnext-tiny-digits-merged",
+            "name": f"{family}-tiny-digits-merged",
             "method": method,
             "parameters": {"scaling_factor": 0.3} if method == "task_arithmetic" else {},
-            "base_model": demo.base_repo,
+            "base_model": demo.bases[family],
             "models": [
                 {"model": repo, "task": task, "dataset": demo.datasets[task]}
-                for task, repo in demo.task_repos.items()
+                for task, repo in demo.fine_tunes[family].items()
             ],
-            "target_modules": ["convnext"],
         }
     )
 
@@ -152,7 +167,7 @@ def run_demo(
             work_dir=root,
         )
     if console is not None:
-        console.print(f"[bold]4/4[/bold] pushed model, heads, recipe, results and card in one commit "
-                      f"({result.push.commit_sha[:12]}): {result.push.url}")
+        console.print(f"[bold]4/4[/bold] pushed model, heads, recipe, results and card to {MERGED_REPO} "
+                      f"in one commit ({result.push.commit_sha[:12]})")
     return demo, result
 

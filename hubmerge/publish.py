@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import tempfile
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -101,6 +101,8 @@ def build(
         options = dict(device=device or recipe.device, max_samples=max_samples, token=token, console=console)
         if compare_inputs:
             comparison = evaluation.compare_inputs(output, datasets, **options)  # type: ignore[arg-type]
+            if repo_id is not None:  # name the merged row by where it goes, not by a temporary path
+                comparison = replace(comparison, merged=replace(comparison.merged, model=repo_id))
             report = comparison.merged
             evaluation.save_report(comparison, output / COMPARISON_FILE)
         else:
