@@ -21,6 +21,7 @@ import yaml
 from .engine import HEADS_DIR, RECIPE_FILE
 from .errors import RecipeError
 from .recipe import ModelRef, Recipe, load_recipe
+from .vision.processors import describe_processor
 
 if TYPE_CHECKING:
     from huggingface_hub import ModelCard
@@ -57,6 +58,8 @@ class CardFacts:
     licenses: dict[str, str | None] = field(default_factory=dict)
     repo_id: str | None = None
     hub_url: str = "https://huggingface.co"
+    processor: str = ""
+    backbone: tuple[str, ...] = ()
 
 
 # ---------------------------------------------------------------------------- gathering
@@ -131,7 +134,19 @@ def collect_card(
         licenses={str(ref): _input_license(ref, token) for ref in refs},
         repo_id=repo_id,
         hub_url=(endpoint or _default_endpoint()).rstrip("/"),
+        processor=describe_processor(output),
+        backbone=recipe.target_modules or _family_backbone(config),
     )
+
+
+def _family_backbone(config: dict[str, Any]) -> tuple[str, ...]:
+    from .errors import UnsupportedArchitectureError
+    from .vision.families import detect_family
+
+    try:
+        return detect_family(config, []).backbone
+    except UnsupportedArchitectureError:
+        return ()
 
 
 def _default_endpoint() -> str:
@@ -202,9 +217,10 @@ def render_card(facts: CardFacts) -> ModelCard:
             dataset_config=dataset.name if dataset else None, dataset_split=dataset.split if dataset else None,
             metric_type="accuracy", metric_name="Accuracy", metric_value=round(float(value), 6),
         ))
+    library = "pytorch" if facts.model_type == "torchvision-resnet" else "transformers"
     card_data = ModelCardData(
         base_model=hub_inputs or None,
-        library_name="pytorch" if facts.model_type == "torchvision-resnet" else "transformers",
+        library_name=library,
         pipeline_tag="image-classification",
         tags=["hubmerge", "merge", recipe.method, *([facts.model_type] if facts.model_type else [])],
         datasets=datasets or None,
@@ -237,9 +253,11 @@ def render_card(facts: CardFacts) -> ModelCard:
         method_paper=method.paper,
         parameters=dict(recipe.parameters),
         family=facts.model_type,
-        backbone=list(recipe.target_modules),
-        target_modules=list(recipe.target_modules),
+        backbone=list(facts.backbone),
+        target_modules=list(facts.backbone),
         default_task=facts.default_task,
+        processor=facts.processor,
+        library=library,
         tasks=[asdict(t) for t in facts.tasks],
         inputs=[{"role": role, "link": _link(ref, facts.hub_url), "task": task, "revision": ref.revision} for role, ref, task in refs],
         results_table=_results_table(facts),

@@ -255,6 +255,7 @@ print("LFS-OK")
 def test_create_commit_lfs_with_xet_disabled(tmp_path, local_hub):
     with LocalHub(tmp_path / "hub", tokens={local_hub.alice_token: "alice"}, lfs_threshold=1024) as hub:
         env = {**os.environ, "HF_ENDPOINT": hub.endpoint, "HF_HOME": str(tmp_path / "home")}
+        env.pop("HF_HUB_OFFLINE", None)  # other tests' fixtures may have set it for this session
         result = subprocess.run([sys.executable, "-c", LFS_SCRIPT, hub.endpoint, local_hub.alice_token, str(tmp_path / "c")],
                                 env=env, capture_output=True, text=True, timeout=120)
         assert "LFS-OK" in result.stdout, result.stderr[-3000:]
