@@ -235,6 +235,44 @@ def test_hub_dataset_offline(fx: FixtureSet) -> None:
         _evaluate(fx, "mnist", "mnist")
 
 
+def _online(monkeypatch: pytest.MonkeyPatch, online: bool) -> None:
+    import datasets
+    from huggingface_hub import constants
+
+    for module, name in ((datasets.config, "HF_HUB_OFFLINE"), (datasets.config, "HF_DATASETS_OFFLINE"),
+                         (constants, "HF_HUB_OFFLINE")):
+        monkeypatch.setattr(module, name, not online)
+
+
+def test_hub_dataset_through_hf_endpoint(
+    fx: FixtureSet, local_hub: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A private dataset repo on the session's local Hub (HF_ENDPOINT), read with the token; then
+    offline from the cache; a repo that does not exist is a DatasetError."""
+    import datasets
+    from huggingface_hub import HfApi
+
+    api = HfApi(endpoint=local_hub.endpoint, token=local_hub.alice_token)
+    repo = "alice/eval-digits-low"
+    api.create_repo(repo, repo_type="dataset", private=True, exist_ok=True)
+    data = datasets.load_from_disk(str(fx.datasets["digits_low"]))
+    (tmp_path / "up" / "data").mkdir(parents=True)
+    for split in ("train", "test"):
+        data[split].to_parquet(str(tmp_path / "up" / "data" / f"{split}-00000-of-00001.parquet"))
+    api.upload_folder(folder_path=str(tmp_path / "up"), repo_id=repo, repo_type="dataset")
+
+    _online(monkeypatch, True)
+    result = _evaluate(fx, "digits_low", f"{repo}:test", token=local_hub.alice_token)
+    assert result.accuracy == pytest.approx(fx.accuracy["digits_low"], abs=1e-12)
+    assert result.dataset == f"{repo}:test"
+    with pytest.raises(DatasetError, match="was not found"):
+        _evaluate(fx, "digits_low", "alice/no-such-dataset", token=local_hub.alice_token)
+
+    _online(monkeypatch, False)
+    cached = _evaluate(fx, "digits_low", f"{repo}:test")
+    assert cached.accuracy == result.accuracy
+
+
 def test_bad_arguments(fx: FixtureSet) -> None:
     with pytest.raises(RecipeError, match="batch size"):
         _evaluate(fx, "digits_low", fx.datasets["digits_low"], batch_size=0)
@@ -374,6 +412,14 @@ def test_evaluate_merged_output(fx: FixtureSet, merged: Path) -> None:
     low = {"digits_low": str(fx.datasets["digits_low"])}
     only = evaluate_model(merged, low, device="cpu", max_samples=64)
     assert list(only.results) == ["digits_low"] and only.results["digits_low"].num_samples == 64
+
+
+def test_evaluate_plain_classifier(fx: FixtureSet) -> None:
+    """A model directory that is not a merged output: every task uses its one head."""
+    report = evaluate_model(fx.models["digits_low"], {"low": str(fx.datasets["digits_low"])}, device="cpu")
+    assert report.results["low"].accuracy == pytest.approx(fx.accuracy["digits_low"], abs=1e-12)
+    with pytest.raises(RecipeError, match="names no evaluation datasets"):
+        evaluate_model(fx.models["digits_low"], device="cpu")
 
 
 def test_evaluate_merged_unknown_task(fx: FixtureSet, merged: Path) -> None:

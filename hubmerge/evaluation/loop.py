@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -41,6 +42,8 @@ __all__ = [
     "run_jobs",
     "run_pass",
 ]
+
+log = logging.getLogger(__name__)
 
 DEFAULT_BATCH_SIZE = 64
 #: What ``hubmerge.vision.processors.load_processor`` returns: images -> pixel tensor.
@@ -219,12 +222,31 @@ def _to_rgb(value: Any) -> PILImage:
     return Image.fromarray(array.squeeze()).convert("RGB")
 
 
-def _workers(settings: Settings, samples: int) -> int:
+def _workers(settings: Settings, samples: int, collate: _Collate) -> int:
     if settings.num_workers is not None:
-        return settings.num_workers
-    if samples < _MIN_BATCHES_FOR_WORKERS * settings.batch_size:
+        wanted = settings.num_workers
+    elif samples < _MIN_BATCHES_FOR_WORKERS * settings.batch_size:
         return 0
-    return min(4, os.cpu_count() or 1)
+    else:
+        wanted = min(4, os.cpu_count() or 1)
+    if wanted and not _reaches_workers(collate):
+        log.info("the processor cannot be sent to spawned DataLoader workers; preprocessing in this process")
+        return 0
+    return wanted
+
+
+def _reaches_workers(collate: _Collate) -> bool:
+    """Forked workers inherit the processor; spawned ones (macOS, Windows) need it picklable."""
+    import multiprocessing
+    import pickle
+
+    if multiprocessing.get_start_method() == "fork":
+        return True
+    try:
+        pickle.dumps(collate)
+    except Exception:  # closures, lambdas, local classes: any pickling failure means "not across processes"
+        return False
+    return True
 
 
 # ---------------------------------------------------------------------------- passes
@@ -281,12 +303,13 @@ def run_pass(
     started = time.perf_counter()
     running = [_prepare(data, row, model, settings) for row, model in models]
     cuda = settings.device.type == "cuda"
+    collate = _Collate(processor, data.image_column, data.label_column)
     loader = torch.utils.data.DataLoader(
         data.dataset,
         batch_size=settings.batch_size,
         shuffle=False,
-        num_workers=_workers(settings, len(data)),
-        collate_fn=_Collate(processor, data.image_column, data.label_column),
+        num_workers=_workers(settings, len(data), collate),
+        collate_fn=collate,
         pin_memory=cuda,
     )
     progress = settings.progress

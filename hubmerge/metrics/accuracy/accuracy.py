@@ -64,7 +64,7 @@ class Accuracy(evaluate.Metric):
         if predictions.size == 0:
             raise ValueError("accuracy needs at least one prediction")
         correct = (predictions == references).astype(np.float64)
-        weights = np.ones_like(correct) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+        weights = np.ones_like(correct) if sample_weight is None else np.asarray(sample_weight, np.float64)
         if weights.shape != correct.shape:
             raise ValueError(f"sample_weight has {weights.size} values for {correct.size} predictions")
         total = float((correct * weights).sum())
