@@ -176,7 +176,8 @@ def merge(
     if dtype is not None or device is not None:
         loaded = replace(loaded, dtype=dtype or loaded.dtype, device=device or loaded.device)
     console = _console(quiet)
-    merge_plan = engine.plan(loaded, token=_token(token, token_file), endpoint=endpoint)
+    secret = _token(token, token_file)
+    merge_plan = engine.plan(loaded, token=secret, endpoint=endpoint)
     if not quiet:
         render_plan(merge_plan, console)
     with byte_progress(console, "merging", disable=quiet) as on_progress:
@@ -190,7 +191,7 @@ def merge(
     if evaluate:
         from .evaluation import evaluate_recipe_tasks
 
-        evaluate_recipe_tasks(result.output, loaded, console=console, device=device)
+        evaluate_recipe_tasks(result.output, loaded, console=console, device=device, token=secret)
     print(result.output)
 
 

@@ -88,6 +88,12 @@ class DatasetRef:
     name: str | None = None
     split: str = "test"
 
+    def resolved(self, base_dir: Path | None) -> DatasetRef:
+        """The same dataset with a relative local path (``./data``) taken from ``base_dir``."""
+        if base_dir is None or not self.path.startswith((".", "~")):
+            return self
+        return replace(self, path=str((base_dir / Path(self.path).expanduser()).resolve()))
+
     @classmethod
     def parse(cls, value: Any, *, field: str = "dataset") -> DatasetRef:
         """``org/name`` or ``org/name:split``; a dataset config needs the mapping ``{path, name, split}``."""
@@ -293,7 +299,7 @@ class Recipe:
             model=ModelRef.parse(item["model"], base_dir=base_dir, field=f"{where}.model"),
             task=task,
             weight=float(weight) if weight is not None else None,
-            dataset=DatasetRef.parse(dataset, field=f"{where}.dataset") if dataset is not None else None,
+            dataset=DatasetRef.parse(dataset, field=f"{where}.dataset").resolved(base_dir) if dataset is not None else None,
         )
 
     @classmethod

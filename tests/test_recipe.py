@@ -121,3 +121,12 @@ def test_model_refs(text, expected):
 def test_model_ref_str_round_trips():
     for text in ("org/name", "org/name@" + "b" * 40):
         assert str(ModelRef.parse(text)) == text
+
+
+def test_local_dataset_paths_resolve_against_the_recipe_file(tmp_path):
+    (tmp_path / "m").mkdir()
+    (tmp_path / "r.yaml").write_text("method: simple_average\nmodels:\n  - {model: ./m, task: t, dataset: ./data/t:validation}\n")
+    dataset = load_recipe(tmp_path / "r.yaml").models[0].dataset
+    assert dataset.path == str(tmp_path / "data" / "t") and dataset.split == "validation"
+    hub = Recipe.from_yaml("method: simple_average\nmodels:\n  - {model: a/b, task: t, dataset: org/data}\n", base_dir=tmp_path)
+    assert hub.models[0].dataset.path == "org/data"
