@@ -150,6 +150,8 @@ def parse_header(prefix: bytes, *, where: str, file_size: int) -> SafetensorsHea
         parsed = json.loads(raw.decode("utf-8"), object_pairs_hook=_reject_duplicates)
     except (UnicodeDecodeError, ValueError) as exc:
         raise HeaderParseError(where, f"the header is not valid JSON ({exc})") from None
+    except RecursionError:  # deeply nested arrays/objects: json.loads recurses per level
+        raise HeaderParseError(where, "the header JSON is nested too deeply") from None
     if not isinstance(parsed, dict):
         raise HeaderParseError(where, "the header is not a JSON object")
 

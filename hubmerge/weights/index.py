@@ -76,6 +76,8 @@ def _weight_map(source: WeightSource) -> dict[str, str]:
         index = json.loads(source.read_file(INDEX_FILE).decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
         raise ShardIndexError(where, f"not valid JSON ({exc})") from None
+    except RecursionError:  # deeply nested arrays/objects: json.loads recurses per level
+        raise ShardIndexError(where, "the JSON is nested too deeply") from None
     if not isinstance(index, dict) or not isinstance(index.get("weight_map"), dict):
         raise ShardIndexError(where, "it has no 'weight_map' object")
     weight_map = index["weight_map"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import stat
 import threading
 from abc import ABC, abstractmethod
 from pathlib import Path
@@ -105,9 +106,18 @@ class LocalSource(WeightSource):
     def file_size(self, path: str) -> int:
         resolved = self._path(path)
         try:
-            return resolved.stat().st_size
+            status = resolved.stat()
         except FileNotFoundError:
             raise ModelFilesNotFoundError(f"{self.where(path)}: file not found", model=self.label, path=path) from None
+        self._check_regular(path, status.st_mode)
+        return status.st_size
+
+    def _check_regular(self, path: str, mode: int) -> None:
+        # A FIFO would block the open forever, a directory or device has no meaningful size.
+        if not stat.S_ISREG(mode):
+            raise ModelFilesNotFoundError(
+                f"{self.where(path)}: not a regular file (a directory, pipe or device)", model=self.label, path=path
+            )
 
     def _fd(self, path: str) -> int:
         with self._lock:
@@ -115,11 +125,16 @@ class LocalSource(WeightSource):
             if fd is None:
                 resolved = self._path(path)
                 try:
-                    fd = os.open(resolved, os.O_RDONLY)
+                    fd = os.open(resolved, os.O_RDONLY | os.O_NONBLOCK)  # never blocks, even on a FIFO
                 except FileNotFoundError:
                     raise ModelFilesNotFoundError(
                         f"{self.where(path)}: file not found", model=self.label, path=path
                     ) from None
+                try:
+                    self._check_regular(path, os.fstat(fd).st_mode)
+                except ModelFilesNotFoundError:
+                    os.close(fd)
+                    raise
                 self._fds[path] = fd
             return fd
 
