@@ -73,7 +73,8 @@ class FaultPolicy:
     * ``cut_after``: cut each of the next ``cut_times`` matching /resolve GET bodies after that many bytes
       (the TCP connection really drops: the client sees a truncated response).
     * ``status``: answer the next ``status_times`` matching requests with this status (e.g. 429, 503).
-    * ``delay``: sleep this long before answering matching requests.
+    * ``delay``: sleep this long before answering matching requests (only the next ``delay_times`` of
+      them when that is set; every one when it is None).
     ``path_pattern`` (a regex searched in the raw path) selects the requests.
     """
 
@@ -84,6 +85,7 @@ class FaultPolicy:
     status_times: int = 0
     retry_after: str | None = None
     delay: float = 0.0
+    delay_times: int | None = None
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def matches(self, path: str) -> bool:
@@ -103,10 +105,18 @@ class FaultPolicy:
                 return self.cut_after
         return None
 
+    def take_delay(self, path: str) -> float:
+        with self.lock:
+            if not self.delay or not self.matches(path) or self.delay_times == 0:
+                return 0.0
+            if self.delay_times is not None:
+                self.delay_times -= 1
+            return self.delay
+
     def clear(self) -> None:
         with self.lock:
             self.cut_after, self.cut_times, self.status, self.status_times = None, 0, None, 0
-            self.retry_after, self.delay = None, 0.0
+            self.retry_after, self.delay, self.delay_times = None, 0.0, None
 
 
 class _Cut(Exception):
@@ -209,8 +219,9 @@ class _Hub:
             match = pattern.fullmatch(path)
             if match:
                 self.stats.count(handler.__name__)
-                if self.faults.delay and self.faults.matches(path):
-                    time.sleep(self.faults.delay)
+                delay = self.faults.take_delay(path)
+                if delay:
+                    time.sleep(delay)
                 status = self.faults.take_status(path)
                 if status is not None:
                     headers = {"Retry-After": self.faults.retry_after} if self.faults.retry_after else None
