@@ -7,6 +7,8 @@ one commit; a failure at any step leaves the Hub as it was and the temporary fil
 
 from __future__ import annotations
 
+import os
+import shutil
 import tempfile
 import threading
 from dataclasses import dataclass, replace
@@ -27,6 +29,9 @@ if TYPE_CHECKING:
 
 __all__ = ["BuildResult", "PublishResult", "build", "publish"]
 
+# Build directories are named after their process, so that a run can tell which ones a killed run left.
+_WORK_PREFIX = "hubmerge-push-"
+
 
 @dataclass(frozen=True)
 class BuildResult:
@@ -43,6 +48,18 @@ class BuildResult:
 class PublishResult:
     build: BuildResult
     push: PushResult
+
+
+def _clean_stale_work_dirs(parent: Path) -> None:
+    """Remove the build directories that killed pushes left in ``parent`` (their process is gone)."""
+    from .weights.writer import _pid_alive
+
+    if not parent.is_dir():
+        return
+    for entry in parent.glob(f"{_WORK_PREFIX}*"):
+        pid = entry.name[len(_WORK_PREFIX) :].split("-", 1)[0]
+        if pid.isdigit() and entry.is_dir() and not entry.is_symlink() and not _pid_alive(int(pid)):
+            shutil.rmtree(entry, ignore_errors=True)
 
 
 def _has_datasets(recipe: Recipe) -> bool:
@@ -156,7 +173,8 @@ def publish(
     """
     secret = require_token(token, token_file=token_file, action="push")
     target = check_target(repo_id, token=secret, branch=branch, overwrite=overwrite or create_pr, endpoint=endpoint)
-    with tempfile.TemporaryDirectory(prefix="hubmerge-push-", dir=work_dir) as tmp:
+    _clean_stale_work_dirs(Path(work_dir) if work_dir is not None else Path(tempfile.gettempdir()))
+    with tempfile.TemporaryDirectory(prefix=f"{_WORK_PREFIX}{os.getpid()}-", dir=work_dir) as tmp:
         built = build(
             recipe, Path(tmp) / "output", token=secret, endpoint=endpoint, device=device, evaluate=evaluate,
             compare_inputs=compare_inputs, max_samples=max_samples, repo_id=repo_id, on_progress=on_progress,
