@@ -6,6 +6,12 @@ shape everywhere), *copy* (integer buffers such as ``num_batches_tracked``, and 
 head), *head* (kept per task under ``heads/<task>/``) or *skip*. Anything that would fail later fails
 here, before a weight byte moves.
 
+What is merged is the recipe's ``target_modules``; without them, the inputs' model family
+(``hubmerge.vision.families``, from ``config.json`` or tensor names) gives its backbone prefixes, and
+every task's head is decided from its labels (``hubmerge.vision.heads``: kept, reordered or
+re-initialised). Inputs of no known family, with no ``target_modules``, are merged whole (any
+safetensors model merges; tensors that differ in shape are then a ``ShapeMismatchError``).
+
 ``execute`` streams the plan: worker threads prefetch the byte ranges of the next tensor groups from
 every input while the device merges the current group in float32; results are cast to the output
 dtype and appended to pre-laid-out safetensors shards in a temporary directory that replaces the
@@ -35,17 +41,26 @@ from .errors import (
     PlanError,
     RecipeError,
     ShapeMismatchError,
+    UnsupportedArchitectureError,
     UnsupportedDtypeError,
 )
 from .methods import MergeMethod, get_method
 from .recipe import ModelEntry, ModelRef, Recipe
+from .vision.families import TORCHVISION_FAMILY, Family, detect_family, torchvision_architecture
+from .vision.heads import (
+    HEADS_INDEX,
+    HeadDecision,
+    TaskHead,
+    check_task_name,
+    decide_head,
+    head_seed,
+    heads_index,
+    id2label_config,
+)
 from .weights.dtypes import DTYPES, is_float, is_integer
 from .weights.index import INDEX_FILE, ModelWeights, open_weights
 from .weights.sources import LocalSource, WeightSource
 from .weights.writer import OutputTensor, ShardedWriter, atomic_output_dir, check_output, parse_size
-
-from .vision.families import TORCHVISION_FAMILY, Family, detect_family, torchvision_architecture
-from .vision.heads import HeadDecision, decide_head, head_seed, id2label_config
 
 if TYPE_CHECKING:
     import torch
@@ -72,7 +87,7 @@ DEFAULT_GROUP_BYTES = 16 * 2**20
 DEFAULT_BUDGET_BYTES = 256 * 2**20
 _OUT_DTYPE_CODES = {"float32": "F32", "float16": "F16", "bfloat16": "BF16"}
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack", ".onnx", ".gguf", ".npz")
-_NOT_COPIED = {"README.md", ".gitattributes", INDEX_FILE, "pytorch_model.bin.index.json", RECIPE_FILE}
+_NOT_COPIED = {"README.md", ".gitattributes", INDEX_FILE, "pytorch_model.bin.index.json", RECIPE_FILE, HEADS_INDEX}
 _MAX_COPIED_FILE = 50 * 2**20
 
 
@@ -119,12 +134,30 @@ class TensorPlan:
 
 @dataclass(frozen=True)
 class HeadPlan:
-    """The tensors a task keeps for itself (its head), copied from that task's model."""
+    """The tensors a task keeps for itself (its head), from that task's model, and what was decided.
+
+    ``decision`` (None for inputs of no known family) says which labels the head gets, from where,
+    and whether it is kept, reordered or re-initialised (see ``hubmerge.vision.heads``).
+    """
 
     task: str
     model: int
     tensors: tuple[TensorPlan, ...]
     decision: HeadDecision | None = None
+
+    @property
+    def labels(self) -> dict[int, str]:
+        """The task's id2label in the output ({} when no family decided it)."""
+        return dict(self.decision.labels) if self.decision is not None else {}
+
+    @property
+    def reinitialized(self) -> bool:
+        return self.decision is not None and self.decision.reinitialized
+
+    @property
+    def reason(self) -> str:
+        """Why the head was re-initialised ("" when kept)."""
+        return self.decision.reason if self.decision is not None else ""
 
 
 @dataclass(frozen=True)
@@ -337,24 +370,28 @@ def _read_config(source: WeightSource) -> dict[str, Any] | None:
     return config
 
 
-def _detect_family(recipe: Recipe, inputs: Sequence[InputModel]) -> Family | None:
-    """The inputs' common family; None when unknown and the recipe says what to merge (generic use)."""
-    from .errors import UnsupportedArchitectureError
+def _detect_family(inputs: Sequence[InputModel]) -> Family | None:
+    """The inputs' common family, or None when none of them is of a known family (a generic merge).
 
-    found: dict[str, str] = {}
-    family: Family | None = None
+    Raises:
+        PlanError: the inputs are of different families, or only some are of a known one.
+    """
+    found: dict[str, Family | None] = {}
     for model in inputs:
         try:
-            family = detect_family(model.config, model.weights.tensors, where=model.label)
+            found[model.label] = detect_family(model.config, model.weights.tensors, where=model.label)
         except UnsupportedArchitectureError:
-            if recipe.target_modules or not recipe.tasks:
-                return None  # any safetensors model merges, with explicit prefixes or without tasks
-            raise
-        found[model.label] = family.name
-    if len(set(found.values())) > 1:
+            found[model.label] = None
+    names = {family.name if family else None for family in found.values()}
+    if len(names) > 1:
         raise PlanError(
-            "the inputs are of different model families: " + ", ".join(f"{k}={v}" for k, v in found.items())
+            "the inputs are of different model families: "
+            + ", ".join(f"{label}={family.name if family else 'unknown'}" for label, family in found.items())
+            + ". Merge fine-tunes of one base model."
         )
+    family = next(iter(found.values()))
+    if family is None:
+        log.info("the inputs are of no known model family: merging the recipe's target_modules, or everything")
     return family
 
 
@@ -402,7 +439,7 @@ def _plan_from_inputs(recipe: Recipe, method: MergeMethod, inputs: list[InputMod
     uses_base = method.accepts_base and base_index is not None
     merge_readers = tuple(([base_index] if uses_base and base_index is not None else []) + model_indices)
 
-    family = _detect_family(recipe, inputs)
+    family = _detect_family(inputs)
     prefixes = recipe.target_modules or (family.backbone if family else ())
     all_names = {name for m in inputs for name in m.weights.tensors}
     target = sorted(n for n in all_names if _in_targets(n, prefixes))
@@ -458,6 +495,8 @@ def _plan_from_inputs(recipe: Recipe, method: MergeMethod, inputs: list[InputMod
             own = [n for n in model.weights.tensors if not _in_targets(n, prefixes)]
             task = model.entry.task if model.entry is not None else None
             decision = None
+            if task is not None:
+                check_task_name(task)  # it names the folder heads/<task>/
             if family is not None and task is not None:
                 weight = model.weights.tensors.get(family.head_weight)
                 decision = decide_head(
@@ -683,6 +722,32 @@ def _config_for(merge_plan: MergePlan, index: int) -> str | None:
     return json.dumps(config, indent=2, sort_keys=True) + "\n"
 
 
+def _heads_index(merge_plan: MergePlan, directory: Path, files: Sequence[str]) -> str:
+    """``hubmerge_heads.json``: the tasks, their heads and decisions, the family and the processor."""
+    from .vision.processors import processor_info
+
+    preprocessor = directory / "preprocessor_config.json"
+    tasks = [
+        TaskHead(
+            task=head.task,
+            model=str(merge_plan.inputs[head.model].ref.pinned(merge_plan.inputs[head.model].revision)),
+            tensors=tuple(t.name for t in head.tensors),
+            files=tuple(f for f in files if f.startswith(f"{HEADS_DIR}/{head.task}/")),
+            decision=head.decision,
+        )
+        for head in merge_plan.heads
+    ]
+    index = heads_index(
+        tasks,
+        family=merge_plan.family,
+        target_modules=merge_plan.target_modules,
+        default_task=merge_plan.recipe.resolved_default_task,
+        processor=processor_info(merge_plan.family,
+                                 json.loads(preprocessor.read_text()) if preprocessor.is_file() else None),
+    )
+    return json.dumps(index, indent=2) + "\n"
+
+
 def _init_tensor(tensor: TensorPlan) -> torch.Tensor:
     """A new head tensor, initialised like ``nn.Linear`` (uniform in ±1/sqrt(fan_in)), seeded per task."""
     import torch
@@ -836,6 +901,9 @@ def execute(
                     (head_dir / "config.json").write_text(config)
                     files.append(f"{HEADS_DIR}/{head.task}/config.json")
             files += _copy_model_files(merge_plan, tmp)
+            if merge_plan.heads:
+                (tmp / HEADS_INDEX).write_text(_heads_index(merge_plan, tmp, files))
+                files.append(HEADS_INDEX)
             pinned = merge_plan.recipe.with_revisions({m.ref: m.revision for m in merge_plan.inputs})
             (tmp / RECIPE_FILE).write_text(pinned.to_yaml())
             files.append(RECIPE_FILE)

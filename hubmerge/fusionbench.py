@@ -1,20 +1,49 @@
 """Read FusionBench-style configs (method / modelpool / taskpool) as hubmerge Recipes.
 
-A FusionBench run is configured by three Hydra groups; hubmerge accepts a YAML file holding them
-together (as ``fusion_bench`` composes them) and converts it once, here, into the one Recipe
-object. Only what hubmerge can do exactly is accepted; anything else is a RecipeError that says so.
+A FusionBench run is configured by three Hydra groups; hubmerge accepts one YAML file holding them
+together (as ``fusion_bench --cfg job`` prints the composed config, or written by hand) and converts
+it once, here, into the one Recipe object. ``Recipe.from_yaml`` (so ``hubmerge plan`` / ``merge``)
+calls this when the YAML has a ``modelpool`` mapping or a ``method`` mapping. Only what hubmerge
+can do exactly is accepted; anything else is a RecipeError that says what and why.
 
-* ``method``: ``_target_`` (or ``name``) SimpleAverageAlgorithm / simple_average,
-  WeightedAverageAlgorithm / weighted_average (``weights``, ``normalize``), TaskArithmeticAlgorithm
-  / task_arithmetic (``scaling_factor``), TiesMergingAlgorithm / ties_merging (``scaling_factor``,
-  ``threshold`` = percent of each task vector kept, ``merge_func`` sum or mean, empty
-  ``remove_keys``). FusionBench's TIES trims across the whole flattened model; hubmerge trims each
-  tensor (as mergekit does), which keeps the same fraction per tensor rather than overall.
-* ``modelpool.models``: ``_pretrained_`` is the base model, as a string or a mapping with
-  ``config_path`` / ``pretrained_model_name_or_path`` / ``path``; every other key is a task.
+* ``method``: a mapping with ``_target_`` (``fusion_bench.method.<Class>``) or ``name``, or just the
+  name (``method: ties_merging``, FusionBench's defaults then apply):
+
+  =========================================  ====================  ===================================
+  FusionBench                                hubmerge              parameters
+  =========================================  ====================  ===================================
+  SimpleAverageAlgorithm / simple_average    simple_average        none
+  WeightedAverageAlgorithm / weighted_average  weighted_average    ``weights`` (one per task, in
+                                                                   modelpool order) -> each model's
+                                                                   ``weight``; ``normalize``
+  TaskArithmeticAlgorithm / task_arithmetic  task_arithmetic       ``scaling_factor``
+  TiesMergingAlgorithm / ties_merging        ties                  ``scaling_factor``; ``threshold``
+                                                                   -> ``density``; ``merge_func``
+                                                                   sum / mean -> ``disjoint_merge``;
+                                                                   ``remove_keys`` must be empty
+  =========================================  ====================  ===================================
+
+  TIES ``threshold`` is, in FusionBench (``ties_merging_utils.topk_values_mask``), the share of each
+  task vector's entries that is *kept*, by magnitude: a value above 1 is a percentage (the default
+  20 keeps the top 20 %), a value in (0, 1] a fraction. It becomes ``density = threshold / 100``
+  (or the fraction as is); values outside [0, 100] are refused. FusionBench trims each task vector
+  over the whole flattened model; hubmerge trims tensor by tensor (as mergekit does), which keeps
+  the same share of every tensor rather than of the model as a whole. ``merge_func: max`` has no
+  hubmerge equivalent and is refused. ``show_pbar`` and ``inplace`` change nothing in the result
+  and are ignored.
+* ``modelpool.models``: ``_pretrained_`` is the base model (``base_model``), as a repo id / path or a
+  mapping with ``config_path``, ``pretrained_model_name_or_path`` or ``path`` (``pretrained: false``,
+  a randomly initialised base, is refused); every other key is a task, its value the model the same
+  way. An entry's ``dataset_name`` must be a known task (the registry's names) and gives the task's
+  dataset when the taskpool names none. A ``ConvNextForImageClassificationPool`` gets
+  ``target_modules: [convnext]`` (FusionBench's ``_fusion_bench_target_modules``); other pools are
+  left to family detection. torchvision pools (``type: torchvision``, ``model_name: resnet50``) are
+  refused: their models are built by torchvision, not read from files; export them with
+  ``hubmerge.vision.export.export_torchvision_resnet`` and list the directories.
 * ``taskpool.test_datasets``: per task, ``{_target_: datasets.load_dataset, path | _args_: [path,
-  config], split}``; a taskpool that only names the tasks (Hydra ``defaults``) gets the canonical
-  datasets of the class-name registry.
+  config], name, split}``; a taskpool that only names its datasets (Hydra ``defaults`` of
+  ``/dataset/image_classification/test@test_datasets``) gets each name's dataset from the registry
+  (unknown names are an ``UnknownTaskError`` listing the known ones).
 """
 
 from __future__ import annotations
@@ -28,18 +57,23 @@ from .recipe import Recipe
 
 __all__ = ["from_fusionbench", "is_fusionbench"]
 
-_METHODS = {
-    "simpleaveragealgorithm": "simple_average",
-    "simple_average": "simple_average",
-    "weightedaveragealgorithm": "weighted_average",
-    "weighted_average": "weighted_average",
-    "taskarithmeticalgorithm": "task_arithmetic",
-    "task_arithmetic": "task_arithmetic",
-    "tiesmergingalgorithm": "ties",
-    "ties_merging": "ties",
+# FusionBench class name or config name (lower case) -> (hubmerge method, FusionBench parameters accepted)
+_METHODS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "simpleaveragealgorithm": ("simple_average", ()),
+    "simple_average": ("simple_average", ()),
+    "weightedaveragealgorithm": ("weighted_average", ("weights", "normalize")),
+    "weighted_average": ("weighted_average", ("weights", "normalize")),
+    "taskarithmeticalgorithm": ("task_arithmetic", ("scaling_factor",)),
+    "task_arithmetic": ("task_arithmetic", ("scaling_factor",)),
+    "tiesmergingalgorithm": ("ties", ("scaling_factor", "threshold", "remove_keys", "merge_func")),
+    "ties_merging": ("ties", ("scaling_factor", "threshold", "remove_keys", "merge_func")),
 }
+_SUPPORTED = "SimpleAverageAlgorithm, WeightedAverageAlgorithm, TaskArithmeticAlgorithm, TiesMergingAlgorithm"
+_HYDRA_KEYS = ("_target_", "name", "_recursive_", "_partial_")
+_NO_EFFECT = ("show_pbar", "inplace")
 _POOL_TARGETS = {"convnextforimageclassificationpool": ["convnext"]}
-_IGNORED = {"_target_", "name", "_recursive_", "weights"}
+_MODEL_KEYS = ("pretrained_model_name_or_path", "config_path", "path")
+_TIES_THRESHOLD = 20  # FusionBench's config/method/ties_merging.yaml
 
 
 def is_fusionbench(data: Any) -> bool:
@@ -49,42 +83,96 @@ def is_fusionbench(data: Any) -> bool:
     )
 
 
-def _method(config: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+def _density(threshold: Any) -> float:
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 <= threshold <= 100:
+        raise RecipeError(
+            f"TIES 'threshold' is the share of each task vector kept: a percentage in (1, 100] or a "
+            f"fraction in [0, 1], got {threshold!r}",
+            field="method.threshold",
+        )
+    return float(threshold) / 100 if threshold > 1 else float(threshold)
+
+
+def _method(config: Mapping[str, Any] | str) -> tuple[str, dict[str, Any]]:
+    if isinstance(config, str):
+        config = {"name": config}
     target = str(config.get("_target_") or config.get("name") or "")
-    key = target.rsplit(".", 1)[-1].lower()
+    key = target.rsplit(".", 1)[-1].rsplit("/", 1)[-1].lower()
     if key not in _METHODS:
         raise RecipeError(
-            f"FusionBench method {target!r} has no hubmerge equivalent; supported: SimpleAverageAlgorithm, "
-            "WeightedAverageAlgorithm, TaskArithmeticAlgorithm, TiesMergingAlgorithm",
-            field="method",
+            f"FusionBench method {target!r} has no hubmerge equivalent; supported: {_SUPPORTED}", field="method"
         )
-    method = _METHODS[key]
-    params = {k: v for k, v in config.items() if k not in _IGNORED}
+    method, accepted = _METHODS[key]
+    params: dict[str, Any] = {}
+    for name, value in config.items():
+        if name in _HYDRA_KEYS or name in _NO_EFFECT or (name == "weights" and name in accepted):
+            continue  # weights become each model's recipe weight
+        if name not in accepted:
+            raise RecipeError(
+                f"FusionBench parameter '{name}' of {target} is not supported; accepted: "
+                f"{', '.join(accepted) or 'none'}",
+                field=f"method.{name}",
+            )
+        params[name] = value
     if method == "ties":
         if params.pop("remove_keys", None):
-            raise RecipeError("remove_keys is not supported; use target_modules to choose what is merged", field="method")
-        threshold = params.pop("threshold", 20)
-        params["density"] = float(threshold) / 100 if float(threshold) > 1 else float(threshold)
+            raise RecipeError(
+                "remove_keys is not supported: name the merged tensors with `target_modules` instead",
+                field="method.remove_keys",
+            )
+        params["density"] = _density(params.pop("threshold", _TIES_THRESHOLD))
         merge_func = params.pop("merge_func", "sum")
         if merge_func not in ("sum", "mean"):
-            raise RecipeError(f"merge_func {merge_func!r} is not supported (sum or mean)", field="method")
+            raise RecipeError(
+                f"merge_func {merge_func!r} has no hubmerge equivalent (sum or mean)", field="method.merge_func"
+            )
         params["disjoint_merge"] = merge_func
     return method, params
 
 
 def _model_id(value: Any, task: str) -> str:
-    if isinstance(value, str):
+    if isinstance(value, str) and value.strip():
         return value
     if isinstance(value, Mapping):
-        for key in ("pretrained_model_name_or_path", "config_path", "path"):
+        if value.get("pretrained") is False:
+            raise RecipeError(
+                "'pretrained: false' asks for a randomly initialised model, which cannot be merged from files",
+                field=f"modelpool.models.{task}",
+            )
+        if "model_name" in value and not any(isinstance(value.get(k), str) for k in _MODEL_KEYS):
+            raise RecipeError(
+                f"torchvision model '{value['model_name']}' is built by torchvision, not read from files: export "
+                "it with hubmerge.vision.export.export_torchvision_resnet and list its directory instead",
+                field=f"modelpool.models.{task}",
+            )
+        for key in _MODEL_KEYS:
             if isinstance(value.get(key), str):
-                return value[key]
-    raise RecipeError(f"cannot tell which model {task!r} is: {value!r}", field=f"modelpool.models.{task}")
+                return str(value[key])
+    raise RecipeError(
+        f"cannot tell which model {task!r} is: give a repo id, a path, or a mapping with "
+        f"{' / '.join(_MODEL_KEYS)}; got {value!r}",
+        field=f"modelpool.models.{task}",
+    )
+
+
+def _registry_dataset(name: str) -> dict[str, Any] | None:
+    """The registry's dataset for a FusionBench dataset name; UnknownTaskError lists the known names."""
+    from .vision.classnames import canonical_task, dataset_for
+
+    spec = dataset_for(canonical_task(name))
+    if spec is None:
+        return None
+    return {"path": spec.repo_id, "split": spec.split, **({"name": spec.config} if spec.config else {})}
 
 
 def _dataset(config: Any, task: str) -> dict[str, Any] | None:
-    if not isinstance(config, Mapping):
+    if config is None:
         return None
+    if not isinstance(config, Mapping):
+        raise RecipeError(
+            f"expected a mapping like {{path: org/name, split: test}}, got {config!r}",
+            field=f"taskpool.test_datasets.{task}",
+        )
     args = list(config.get("_args_") or [])
     path = config.get("path") or (args[0] if args else None)
     name = config.get("name") or (args[1] if len(args) > 1 else None)
@@ -97,8 +185,6 @@ def _dataset(config: Any, task: str) -> dict[str, Any] | None:
 
 
 def _taskpool_datasets(taskpool: Any, tasks: list[str]) -> dict[str, dict[str, Any]]:
-    from .vision.classnames import dataset_for
-
     if not isinstance(taskpool, Mapping):
         return {}
     explicit = taskpool.get("test_datasets")
@@ -110,41 +196,81 @@ def _taskpool_datasets(taskpool: Any, tasks: list[str]) -> dict[str, dict[str, A
             for key, value in entry.items():
                 if "test_datasets" in str(key) and isinstance(value, list):
                     named += [str(v) for v in value]
-    out = {}
-    for task in tasks:
-        if task in named and (spec := dataset_for(task)) is not None:
-            out[task] = {"path": spec.repo_id, "split": spec.split, **({"name": spec.config} if spec.config else {})}
-    return out
+    found = {name: _registry_dataset(name) for name in named}  # unknown names fail here, listing the known
+    return {task: spec for task in tasks if (spec := found.get(task)) is not None}
 
 
-def from_fusionbench(data: Mapping[str, Any], *, base_dir: Path | None = None, source: str | None = None) -> Recipe:
-    """Convert a FusionBench config to a Recipe (see the module docstring for what is accepted)."""
+def from_fusionbench(
+    data: Mapping[str, Any], *, base_dir: Path | None = None, source: str | None = None
+) -> Recipe:
+    """Convert a FusionBench config to a Recipe (what is accepted is in the module docstring).
+
+    Args:
+        data: the parsed YAML (``method``, ``modelpool``, optional ``taskpool``; other keys, such as
+            FusionBench's ``fabric`` or ``merged_model_save_path``, are ignored).
+        base_dir: where relative model paths are taken from.
+        source: the file, for messages.
+
+    Returns:
+        The validated Recipe.
+
+    Raises:
+        RecipeError: what FusionBench would do differently or cannot be said in a recipe (named).
+        UnknownTaskError: a ``dataset_name`` or taskpool dataset name that is not known.
+
+    Example:
+        >>> recipe = from_fusionbench(yaml.safe_load(open("fusion_bench_config.yaml")))
+    """
+    try:
+        return _convert(data, base_dir=base_dir)
+    except RecipeError as exc:
+        if source and exc.source is None:
+            exc.append_to_message(f"(in FusionBench config {source})")
+        raise
+
+
+def _convert(data: Mapping[str, Any], *, base_dir: Path | None) -> Recipe:
     method_config = data.get("method")
-    if not isinstance(method_config, Mapping):
-        raise RecipeError("a FusionBench config needs a 'method' mapping", source=source)
+    if not isinstance(method_config, (Mapping, str)):
+        raise RecipeError(
+            "a FusionBench config needs a 'method' (a mapping with _target_ or name)", field="method"
+        )
     method, parameters = _method(method_config)
     pool = data.get("modelpool")
-    models_config = pool.get("models") if isinstance(pool, Mapping) else None
+    if not isinstance(pool, Mapping):
+        raise RecipeError("a FusionBench config needs a 'modelpool' mapping with 'models'", field="modelpool")
+    if str(pool.get("type") or "") == "torchvision":
+        raise RecipeError(
+            "torchvision model pools build their models with torchvision: export them with "
+            "hubmerge.vision.export.export_torchvision_resnet and list the directories",
+            field="modelpool.type",
+        )
+    models_config = pool.get("models")
     if not isinstance(models_config, Mapping) or not models_config:
-        raise RecipeError("a FusionBench config needs 'modelpool.models'", field="modelpool", source=source)
+        raise RecipeError("a FusionBench config needs 'modelpool.models' ({_pretrained_: ..., task: repo})",
+                          field="modelpool.models")
     base = models_config.get("_pretrained_")
     tasks = [str(t) for t in models_config if t != "_pretrained_"]
     datasets = _taskpool_datasets(data.get("taskpool"), tasks)
-    weights = method_config.get("weights")
+    weights = method_config.get("weights") if isinstance(method_config, Mapping) else None
     if weights is not None and (not isinstance(weights, list) or len(weights) != len(tasks)):
-        raise RecipeError(f"'weights' must list one number per task ({len(tasks)})", field="method.weights", source=source)
+        raise RecipeError(f"'weights' must list one number per task ({len(tasks)}: {', '.join(tasks)})",
+                          field="method.weights")
     models = []
     for i, task in enumerate(tasks):
-        entry: dict[str, Any] = {"model": _model_id(models_config[task], task), "task": task}
+        value = models_config[task]
+        entry: dict[str, Any] = {"model": _model_id(value, task), "task": task}
         if weights is not None:
             entry["weight"] = weights[i]
-        if task in datasets:
-            entry["dataset"] = datasets[task]
+        dataset_name = value.get("dataset_name") if isinstance(value, Mapping) else None
+        named = _registry_dataset(str(dataset_name)) if dataset_name else None
+        if task in datasets or named is not None:
+            entry["dataset"] = datasets.get(task) or named
         models.append(entry)
-    target = str(pool.get("_target_") or "").rsplit(".", 1)[-1].lower()  # type: ignore[union-attr]
     recipe: dict[str, Any] = {"method": method, "parameters": parameters, "models": models}
     if base is not None:
         recipe["base_model"] = _model_id(base, "_pretrained_")
+    target = str(pool.get("_target_") or "").rsplit(".", 1)[-1].lower()
     if target in _POOL_TARGETS:
         recipe["target_modules"] = _POOL_TARGETS[target]
-    return Recipe.from_dict(recipe, base_dir=base_dir, source=source)
+    return Recipe.from_dict(recipe, base_dir=base_dir)

@@ -312,6 +312,185 @@ def test_heads_of_different_sizes_cannot_be_merged(tmp_path, convnext):
         engine.plan(recipe)
 
 
+def test_inputs_of_no_known_family_are_merged_whole(tmp_path):
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        save_file({"encoder.w": torch.full((2,), float(name == "b")), "head.w": torch.ones(2)},
+                  tmp_path / name / "model.safetensors")
+        (tmp_path / name / "config.json").write_text('{"model_type": "mystery"}')
+    recipe = load_recipe(write_recipe(tmp_path / "r.yaml", _Paths(tmp_path), "simple_average", target=False, base=False))
+    merge_plan = engine.plan(recipe)
+    assert merge_plan.family is None and merge_plan.target_modules == () and merge_plan.heads == ()
+    engine.execute(merge_plan, tmp_path / "out")
+    assert torch.equal(load_file(tmp_path / "out" / "model.safetensors")["encoder.w"], torch.full((2,), 0.5))
+
+
+def test_inputs_of_different_families_are_refused(tmp_path, convnext, resnet):
+    recipe = load_recipe(write_recipe(tmp_path / "r.yaml", convnext, "simple_average", target=False, base=False,
+                                      extra={"models": [{"model": str(convnext.base), "task": "a"},
+                                                        {"model": str(resnet.base), "task": "b"}]}))
+    with pytest.raises(PlanError, match="different model families: a=convnext, b=resnet"):
+        engine.plan(recipe)
+
+
+def test_a_task_name_that_cannot_name_its_head_folder_is_refused(tmp_path, convnext):
+    recipe = load_recipe(write_recipe(tmp_path / "r.yaml", convnext, "simple_average", extra={
+        "models": [{"model": str(convnext.models["alpha"]), "task": "../alpha"},
+                   {"model": str(convnext.models["beta"]), "task": "beta"}]}))
+    with pytest.raises(RecipeError, match="'../alpha' cannot name the folder heads/<task>/"):
+        engine.plan(recipe)
+
+
+class _Paths:
+    """A minimal stand-in for ``_models.Family``: two model directories ``a`` and ``b``."""
+
+    def __init__(self, root):
+        self.base, self.backbone = root / "a", "encoder"
+        self.models = {"a": root / "a", "b": root / "b"}
+
+
+# ---------------------------------------------------------------- per-task heads on trained fixtures
+
+
+@pytest.fixture(scope="module")
+def trained():
+    from hubmerge.fixtures import build_fixtures
+
+    return build_fixtures(family="convnext")
+
+
+def test_heads_that_fit_are_kept_bit_for_bit_with_their_dataset_labels(tmp_path, trained):
+    recipe = load_recipe(write_recipe(tmp_path / "r.yaml", trained, "task_arithmetic", target=False, extra={
+        "models": [{"model": str(p), "task": t, "dataset": str(trained.datasets[t])} for t, p in trained.models.items()],
+        "default_task": trained.tasks[2]}))
+    merge_plan = engine.plan(recipe)
+    assert merge_plan.target_modules == ("convnext",) and [h.task for h in merge_plan.heads] == list(trained.tasks)
+    assert not any(h.reinitialized for h in merge_plan.heads)
+    assert all(h.decision.label_source == "dataset" and h.decision.rows is None for h in merge_plan.heads)
+    out = tmp_path / "out"
+    engine.execute(merge_plan, out)
+    index = json.loads((out / "hubmerge_heads.json").read_text())
+    assert list(index["tasks"]) == list(trained.tasks) and index["default_task"] == trained.tasks[2]
+    assert index["family"] == "convnext" and index["target_modules"] == ["convnext"]
+    for task, path in trained.models.items():
+        head = load_file(out / "heads" / task / "model.safetensors")
+        original = state_dict(path)
+        assert set(head) == {"classifier.weight", "classifier.bias"} == set(index["tasks"][task]["head_tensors"])
+        for name, value in head.items():
+            assert torch.equal(value, original[name]), name
+        config = json.loads((out / "heads" / task / "config.json").read_text())
+        names = datasets_names(trained.datasets[task])
+        assert config["id2label"] == {str(i): n for i, n in enumerate(names)}
+        assert config["label2id"] == {n: i for i, n in enumerate(names)}
+        assert config["hubmerge_head"] == {"reinitialized": False, "reason": "", "label_source": "dataset", "reordered": False}
+        assert index["tasks"][task]["num_classes"] == len(names)
+    root = json.loads((out / "config.json").read_text())
+    assert root == json.loads((out / "heads" / trained.tasks[2] / "config.json").read_text())
+    assert torch.equal(load_file(out / "model.safetensors")["classifier.weight"],
+                       state_dict(trained.models[trained.tasks[2]])["classifier.weight"])
+
+
+def datasets_names(path):
+    import datasets
+
+    return datasets.load_from_disk(str(path))["test"].features["label"].names
+
+
+def test_registry_labels_land_in_the_configs(tmp_path, convnext):
+    from hubmerge.vision.classnames import class_names
+
+    # a known task whose 10-output head has placeholder labels gets the registry's names; an unknown
+    # task (beta, labelled class_0..class_4) keeps the model's own
+    model = tmp_path / "eurosat"
+    shutil.copytree(convnext.models["alpha"], model)
+    (model / "config.json").write_text(json.dumps(
+        {**json.loads((model / "config.json").read_text()), "id2label": {str(i): f"LABEL_{i}" for i in range(10)}}))
+    tensors = state_dict(model)
+    tensors["classifier.weight"] = torch.cat([tensors["classifier.weight"]] * 4)[:10]
+    tensors["classifier.bias"] = torch.cat([tensors["classifier.bias"]] * 4)[:10]
+    save_file(tensors, model / "model.safetensors")
+    recipe = load_recipe(write_recipe(tmp_path / "r.yaml", convnext, "simple_average", extra={
+        "models": [{"model": str(model), "task": "eurosat"}, {"model": str(convnext.models["beta"]), "task": "beta"}]}))
+    merge_plan = engine.plan(recipe)
+    decisions = {h.task: h.decision for h in merge_plan.heads}
+    assert decisions["eurosat"].label_source == "registry" and decisions["beta"].label_source == "config"
+    engine.execute(merge_plan, tmp_path / "out")
+    config = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert list(config["id2label"].values()) == list(class_names("eurosat"))
+
+
+def test_wrong_size_heads_are_reinitialised_deterministically_and_reported(tmp_path, trained):
+    import datasets
+
+    three = tmp_path / "three"  # the base model (10-class head) used for a 3-class task
+    small = datasets.load_from_disk(str(trained.datasets["digits_low"]))
+    small = small.filter(lambda row: row["label"] < 3).cast_column("label", datasets.ClassLabel(names=["0", "1", "2"]))
+    small.save_to_disk(str(three))
+    recipe = load_recipe(write_recipe(tmp_path / "r.yaml", trained, "simple_average", extra={"models": [
+        {"model": str(trained.models["digits_parity"]), "task": "digits_parity"},
+        {"model": str(trained.base), "task": "first_three", "dataset": str(three)}]}))
+    merge_plan = engine.plan(recipe)
+    head = {h.task: h for h in merge_plan.heads}["first_three"]
+    assert head.reinitialized and "10 outputs" in head.reason and head.labels == {0: "0", 1: "1", 2: "2"}
+    assert merge_plan.to_dict()["head_decisions"]["first_three"]["reinitialized"] is True
+    assert {t.name: t.action for t in head.tensors} == {"classifier.weight": "init", "classifier.bias": "init"}
+    engine.execute(merge_plan, tmp_path / "out")
+    engine.merge(recipe, tmp_path / "again")
+    new = load_file(tmp_path / "out" / "heads" / "first_three" / "model.safetensors")
+    assert torch.equal(new["classifier.weight"], load_file(tmp_path / "again" / "heads" / "first_three" / "model.safetensors")["classifier.weight"])
+    base_head = state_dict(trained.base)["classifier.weight"]
+    assert new["classifier.weight"].shape == (3, base_head.shape[1]) and new["classifier.weight"].dtype == base_head.dtype
+    assert new["classifier.weight"].abs().max() <= 1 / base_head.shape[1] ** 0.5 and new["classifier.weight"].std() > 0
+    config = json.loads((tmp_path / "out" / "heads" / "first_three" / "config.json").read_text())
+    assert config["hubmerge_head"]["reinitialized"] and "3 classes" in config["hubmerge_head"]["reason"]
+    index = json.loads((tmp_path / "out" / "hubmerge_heads.json").read_text())
+    assert index["tasks"]["first_three"]["reinitialized"] and not index["tasks"]["digits_parity"]["reinitialized"]
+    from hubmerge.card import collect_card, render_card  # the card flags it (its contract with this output)
+
+    card = render_card(collect_card(tmp_path / "out"))
+    assert "first_three" in card.text and "re-initialized" in card.text
+
+
+def test_reordered_dataset_labels_permute_the_head_rows(tmp_path, trained):
+    import datasets
+
+    from hubmerge.fixtures import accuracy
+    from hubmerge.vision.loading import load_merged, model_labels
+
+    swapped = tmp_path / "parity_swapped"  # digits_parity's data with its two classes in the other order
+    data = datasets.load_from_disk(str(trained.datasets["digits_parity"]))
+    features = data["test"].features.copy()
+    features["label"] = datasets.ClassLabel(names=["odd", "even"])
+    data.map(lambda row: {"label": 1 - row["label"]}).cast(features).save_to_disk(str(swapped))
+    recipe = load_recipe(write_recipe(tmp_path / "r.yaml", trained, "simple_average", extra={"models": [
+        {"model": str(trained.models["digits_parity"]), "task": "digits_parity", "dataset": str(swapped)},
+        {"model": str(trained.models["digits_low"]), "task": "digits_low"}]}))
+    merge_plan = engine.plan(recipe)
+    assert merge_plan.heads[0].decision.rows == (1, 0)
+    engine.execute(merge_plan, tmp_path / "out")
+    head = load_file(tmp_path / "out" / "heads" / "digits_parity" / "model.safetensors")
+    original = state_dict(trained.models["digits_parity"])
+    assert torch.equal(head["classifier.weight"], original["classifier.weight"][[1, 0]])
+    assert torch.equal(head["classifier.bias"], original["classifier.bias"][[1, 0]])
+    model = load_merged(tmp_path / "out", "digits_parity")
+    assert model_labels(model) == {0: "odd", 1: "even"} and accuracy(model, swapped) > 0.8
+
+
+def test_labels_that_disagree_with_the_dataset_stop_the_plan(tmp_path, trained):
+    import datasets
+
+    from hubmerge.errors import HeadMismatchError
+
+    other = tmp_path / "other"  # two classes, like digits_parity, but other ones
+    data = datasets.load_from_disk(str(trained.datasets["digits_parity"]))
+    data.cast_column("label", datasets.ClassLabel(names=["small", "large"])).save_to_disk(str(other))
+    recipe = load_recipe(write_recipe(tmp_path / "r.yaml", trained, "simple_average", extra={"models": [
+        {"model": str(trained.models["digits_parity"]), "task": "digits_parity", "dataset": str(other)},
+        {"model": str(trained.models["digits_low"]), "task": "digits_low"}]}))
+    with pytest.raises(HeadMismatchError, match=r"task 'digits_parity': .*'even', 'odd' are not among"):
+        engine.plan(recipe)
+
+
 def test_target_prefix_that_matches_nothing(tmp_path, convnext):
     recipe = load_recipe(write_recipe(tmp_path / "r.yaml", convnext, "simple_average", extra={"target_modules": ["vit"]}))
     with pytest.raises(PlanError, match="convnext"):

@@ -38,7 +38,7 @@ MARGINS = {
 }
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def _offline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     from transformers.utils import logging as hf_logging
 
@@ -53,12 +53,12 @@ def _offline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
         hf_logging.enable_progress_bar()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def convnext_fixtures(_offline: None) -> FixtureSet:
     return build_fixtures(family="convnext")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def resnet_fixtures(_offline: None) -> FixtureSet:
     return build_fixtures(family="resnet")
 

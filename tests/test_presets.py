@@ -1,4 +1,4 @@
-"""Built-in presets and FusionBench-style configs, down to planning the real 8-task ConvNeXt set."""
+"""Built-in presets (hubmerge.presets), down to planning the real 8-task ConvNeXt set from headers."""
 
 from __future__ import annotations
 
@@ -9,41 +9,22 @@ import pytest
 import yaml
 
 from hubmerge.cli import main
-from hubmerge.errors import RecipeError, UnknownPresetError
+from hubmerge.errors import UnknownPresetError
 from hubmerge.presets import known_presets, load_preset
 from hubmerge.recipe import Recipe
 
-FB_TIES = """
-method:
-  _target_: fusion_bench.method.TiesMergingAlgorithm
-  scaling_factor: 0.3
-  threshold: 20
-  remove_keys: []
-  merge_func: sum
-modelpool:
-  _target_: fusion_bench.modelpool.ConvNextForImageClassificationPool
-  _recursive_: False
-  models:
-    _pretrained_: facebook/convnext-base-224
-    eurosat: tanganke/convnext-base-224_eurosat_sgd_batch-size-64_lr-0.01_steps-4000
-    svhn: tanganke/convnext-base-224_svhn_sgd_batch-size-64_lr-0.01_steps-4000
-taskpool:
-  test_datasets:
-    eurosat: {_target_: datasets.load_dataset, path: tanganke/eurosat, split: test}
-    svhn:
-      _target_: datasets.load_dataset
-      _args_: [ufldl-stanford/svhn, cropped_digits]
-      split: test
-"""
+from ._fixture_helpers import offline_env
+
+TASKS = ["sun397", "stanford-cars", "resisc45", "eurosat", "svhn", "gtsrb", "mnist", "dtd"]
 
 
 def test_the_8_task_preset():
     assert "convnext-base-224-8tasks" in known_presets()
     recipe = load_preset("convnext-base-224-8tasks")
-    assert recipe.tasks == ["sun397", "stanford-cars", "resisc45", "eurosat", "svhn", "gtsrb", "mnist", "dtd"]
+    assert recipe.tasks == TASKS and recipe.method == "simple_average" and recipe.resolved_default_task == "sun397"
     assert str(recipe.base_model) == "facebook/convnext-base-224" and recipe.target_modules == ("convnext",)
     repos = [str(m.model) for m in recipe.models]
-    assert repos[0] == "tanganke/convnext-base-224_sun397_sgd_batch-size-64_lr-0.01_steps-4000"
+    assert repos == [f"tanganke/convnext-base-224_{t}_sgd_batch-size-64_lr-0.01_steps-4000" for t in TASKS]
     datasets = {m.task: m.dataset for m in recipe.models}
     assert (datasets["svhn"].path, datasets["svhn"].name, datasets["svhn"].split) == ("ufldl-stanford/svhn", "cropped_digits", "test")
     assert datasets["stanford-cars"].path == "tanganke/stanford_cars" and datasets["mnist"].path == "ylecun/mnist"
@@ -52,59 +33,6 @@ def test_the_8_task_preset():
 def test_unknown_preset_lists_the_known():
     with pytest.raises(UnknownPresetError, match="convnext-base-224-8tasks"):
         load_preset("convnext-large")
-
-
-def test_fusionbench_ties_config():
-    recipe = Recipe.from_yaml(FB_TIES)
-    assert recipe.method == "ties"
-    assert recipe.parameters == {"density": 0.2, "scaling_factor": 0.3, "disjoint_merge": "sum"}
-    assert str(recipe.base_model) == "facebook/convnext-base-224" and recipe.tasks == ["eurosat", "svhn"]
-    assert recipe.target_modules == ("convnext",)
-    svhn = recipe.models[1].dataset
-    assert (svhn.path, svhn.name, svhn.split) == ("ufldl-stanford/svhn", "cropped_digits", "test")
-
-
-@pytest.mark.parametrize(
-    "method, expected",
-    [
-        ("{_target_: fusion_bench.method.SimpleAverageAlgorithm}", ("simple_average", {})),
-        ("{_target_: fusion_bench.method.TaskArithmeticAlgorithm, scaling_factor: 0.5}", ("task_arithmetic", {"scaling_factor": 0.5})),
-        ("{name: ties_merging, threshold: 0.1, merge_func: mean}", ("ties", {"density": 0.1, "disjoint_merge": "mean", "scaling_factor": 0.3})),
-    ],
-)
-def test_fusionbench_methods(method, expected):
-    text = f"method: {method}\nmodelpool:\n  models:\n    _pretrained_: {{config_path: a/base, pretrained: true}}\n    t1: a/one\n    t2: a/two\n"
-    recipe = Recipe.from_yaml(text)
-    assert (recipe.method, dict(recipe.parameters)) == expected
-    assert str(recipe.base_model) == "a/base"
-
-
-def test_fusionbench_weighted_average_and_named_taskpool():
-    text = """
-method: {_target_: fusion_bench.method.WeightedAverageAlgorithm, normalize: true, weights: [0.25, 0.75]}
-modelpool: {models: {eurosat: a/e, mnist: a/m}}
-taskpool:
-  defaults:
-    - /dataset/image_classification/test@test_datasets: [eurosat, mnist]
-"""
-    recipe = Recipe.from_yaml(text)
-    assert recipe.method == "weighted_average" and [m.weight for m in recipe.models] == [0.25, 0.75]
-    assert recipe.models[0].dataset.path == "tanganke/eurosat" and recipe.models[1].dataset.path == "ylecun/mnist"
-
-
-@pytest.mark.parametrize(
-    "text, message",
-    [
-        ("method: {_target_: fusion_bench.method.AdaMerging}\nmodelpool: {models: {a: b/c}}", "no hubmerge equivalent"),
-        ("method: {name: ties_merging, merge_func: max}\nmodelpool: {models: {_pretrained_: x/y, a: b/c}}", "merge_func"),
-        ("method: {name: ties_merging, remove_keys: [x]}\nmodelpool: {models: {_pretrained_: x/y, a: b/c}}", "remove_keys"),
-        ("method: {name: simple_average}\nmodelpool: {models: {}}", "modelpool.models"),
-        ("method: {name: weighted_average, weights: [1]}\nmodelpool: {models: {a: b/c, d: e/f}}", "one number per task"),
-    ],
-)
-def test_fusionbench_configs_we_cannot_do_exactly_are_refused(text, message):
-    with pytest.raises(RecipeError, match=message):
-        Recipe.from_yaml(text)
 
 
 # ----------------------------------------------------------------------------- planning the real set
@@ -187,6 +115,18 @@ def test_plan_cli_with_the_preset_offline(hub_offline, capsys):
     assert main(["plan", "--preset", "convnext-base-224-8tasks"]) == 1
     err = capsys.readouterr().err
     assert "HF_HUB_OFFLINE" in err and "facebook/convnext-base-224" in err
+
+
+def test_plan_cli_with_the_preset_under_hf_hub_offline(tmp_path):
+    import subprocess
+    import sys
+
+    code = "from hubmerge.cli import main; raise SystemExit(main(['plan', '--preset', 'convnext-base-224-8tasks']))"
+    done = subprocess.run([sys.executable, "-c", code], env=offline_env(tmp_path / "hf"), capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 1
+    assert "HubError" in done.stderr and "'facebook/convnext-base-224'" in done.stderr and "HF_HUB_OFFLINE" in done.stderr
+    assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) <= 3
 
 
 def test_a_yaml_dump_of_the_preset_is_a_valid_recipe(tmp_path):

@@ -1,24 +1,30 @@
 """Load standard models out of merged outputs and inputs: any task's head on the merged backbone.
 
-A merged output holds the backbone once and every task's head under ``heads/<task>/``.
-``load_merged`` puts a task's head (and labels) on the backbone and returns a plain transformers
-model (or a torchvision ResNet for that family): nothing custom travels with it. ``load_classifier``
-does the same for input models, optionally with another model's head (the base backbone with a task
-head, say). Loading is strict: a missing or unexpected tensor is an error that names them.
+A merged output holds the backbone once and every task's head under ``heads/<task>/``, listed in
+``hubmerge_heads.json`` (see ``hubmerge.vision.heads``). ``load_merged`` puts a task's head (and
+labels) on the backbone and returns a plain transformers model (or a torchvision ResNet for that
+family): nothing custom travels with it. ``load_classifier`` does the same for input models,
+optionally with another model's head (the base backbone with a task head, say). Loading is strict:
+a missing, unexpected or mis-shaped tensor is an error that names them.
+
+Hub repos are read with ``huggingface_hub``: the revision is pinned to one commit first, then only
+the files needed are downloaded (the root config and weights, and the one task's head folder).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import weakref
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import HeadMismatchError, ModelFilesNotFoundError, UnknownTaskError
+from ..errors import ModelFilesNotFoundError, UnknownTaskError, UnsupportedArchitectureError, WeightsError
 from ..recipe import ModelRef
-from .families import TORCHVISION_FAMILY, Family, detect_family
+from .families import TORCHVISION_FAMILY, Family, detect_family, torchvision_architecture
 
 if TYPE_CHECKING:
     import torch
@@ -26,10 +32,34 @@ if TYPE_CHECKING:
 __all__ = ["load_classifier", "load_merged", "model_labels", "model_tasks", "resolve_model_dir"]
 
 HEADS_DIR = "heads"
-_TORCHVISION_LABELS: weakref.WeakKeyDictionary[Any, dict[int, str]] = weakref.WeakKeyDictionary()
+INDEX_FILE = "hubmerge_heads.json"
 RECIPE_FILE = "hubmerge_recipe.yaml"
-_WEIGHT_PATTERNS = ["config.json", "*.safetensors", "model.safetensors.index.json", "preprocessor_config.json",
-                    RECIPE_FILE]
+_MODEL_FILES = ("config.json", "model*.safetensors", "model.safetensors.index.json", "preprocessor_config.json",
+                INDEX_FILE)
+_SHA = re.compile(r"^[0-9a-f]{40}$")
+_TORCHVISION_LABELS: weakref.WeakKeyDictionary[Any, dict[int, str]] = weakref.WeakKeyDictionary()
+
+
+# ---------------------------------------------------------------------------- files
+
+
+@contextmanager
+def _hub(repo_id: str, revision: str | None, path: str | None = None) -> Iterator[None]:
+    from ..hub.source import hub_errors
+
+    with hub_errors(repo_id, revision=revision, path=path):
+        yield
+
+
+def _pinned(ref: ModelRef, revision: str | None, token: str | None) -> str | None:
+    """The commit sha ``ref`` (at ``revision``) points to now, so every file comes from one commit."""
+    from huggingface_hub import HfApi, constants
+
+    wanted = revision or ref.revision
+    if (wanted is not None and _SHA.match(wanted)) or constants.HF_HUB_OFFLINE:
+        return wanted  # a sha already, or offline: the cache resolves the name
+    with _hub(str(ref.repo_id), wanted):
+        return HfApi(token=token).model_info(str(ref.repo_id), revision=wanted).sha or wanted
 
 
 def resolve_model_dir(
@@ -37,12 +67,25 @@ def resolve_model_dir(
     *,
     revision: str | None = None,
     token: str | None = None,
-    subfolders: tuple[str, ...] = (),
+    subfolders: Sequence[str] = (),
+    files: Sequence[str] | None = None,
 ) -> Path:
     """A local directory holding the model: the path itself, or a Hub snapshot (``org/name[@rev]``).
 
-    Only the files a classifier needs are downloaded (config, weights, processor; and the named
-    ``subfolders`` of a merged output, e.g. one task's head).
+    Args:
+        path_or_repo: a directory, or a repo id with an optional ``@revision``.
+        revision: overrides the ``@revision`` of the repo id.
+        token: for private repos.
+        subfolders: folders of a merged output to download as well (e.g. ``heads/mnist``).
+        files: the file patterns to download (default: the root config, weights, processor and
+            ``hubmerge_heads.json``; patterns are matched against whole repo paths).
+
+    Returns:
+        The directory (for a repo: its snapshot at one commit in the Hugging Face cache).
+
+    Raises:
+        ModelFilesNotFoundError: a local path that is not a directory.
+        RepoNotFoundError / HubError / AuthenticationError: for Hub repos.
     """
     ref = ModelRef.parse(str(path_or_repo))
     if ref.path is not None:
@@ -51,49 +94,65 @@ def resolve_model_dir(
         return ref.path
     from huggingface_hub import snapshot_download
 
-    from ..hub.source import hub_errors
+    sha = _pinned(ref, revision, token)
+    patterns = list(files if files is not None else _MODEL_FILES)
+    patterns += [f"{folder.rstrip('/')}/*" for folder in subfolders]
+    with _hub(str(ref.repo_id), sha):
+        return Path(snapshot_download(str(ref.repo_id), revision=sha, token=token, allow_patterns=patterns))
 
-    patterns = list(_WEIGHT_PATTERNS) + [f"{folder.rstrip('/')}/*" for folder in subfolders]
-    with hub_errors(str(ref.repo_id), revision=revision or ref.revision):
-        return Path(snapshot_download(str(ref.repo_id), revision=revision or ref.revision, token=token,
-                                      allow_patterns=patterns))
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise WeightsError(f"'{path}' is not valid JSON ({exc})") from None
+    return data if isinstance(data, dict) else None
 
 
-def _read_config(directory: Path) -> dict[str, Any] | None:
-    path = directory / "config.json"
-    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+def _weight_files(directory: Path) -> list[Path]:
+    index = _read_json(directory / "model.safetensors.index.json")
+    if index is not None and isinstance(index.get("weight_map"), dict):
+        return [directory / name for name in sorted(set(index["weight_map"].values()))]
+    if (directory / "model.safetensors").is_file():
+        return [directory / "model.safetensors"]
+    return sorted(directory.glob("*.safetensors"))
 
 
 def _state_dict(directory: Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
-    files = sorted(directory.glob("*.safetensors"))
+    files = _weight_files(directory)
     if not files:
         raise ModelFilesNotFoundError(f"'{directory}' holds no .safetensors weights", path=str(directory))
     tensors: dict[str, torch.Tensor] = {}
     for file in files:
+        if not file.is_file():
+            raise ModelFilesNotFoundError(f"'{file}' is listed in the shard index but missing", path=str(file))
         tensors.update(load_file(file))
     return tensors
 
 
-def _family(directory: Path, config: Mapping[str, Any] | None, names: Any) -> Family:
-    return detect_family(config, names, where=str(directory))
+# ---------------------------------------------------------------------------- building
 
 
-def _build(family: Family, config: Mapping[str, Any]) -> torch.nn.Module:
+def _build(family: Family, config: Mapping[str, Any], where: str) -> torch.nn.Module:
     """An empty model of ``family`` shaped by ``config``, on the meta device (no time spent initialising)."""
     import torch
 
     with torch.device("meta"):
-        if family.name == TORCHVISION_FAMILY:
+        if family.library == "torchvision":
             import torchvision
 
-            architecture = config.get("architecture")
-            builder = getattr(torchvision.models, str(architecture), None)
+            architecture = str(config.get("architecture"))
+            builder = getattr(torchvision.models, architecture, None) if architecture.startswith("resnet") else None
             if builder is None:
-                raise ModelFilesNotFoundError(f"config names an unknown torchvision architecture {architecture!r}")
+                raise UnsupportedArchitectureError(f"{where} (torchvision architecture {architecture!r})",
+                                                   ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"])
             classes = len(config["id2label"]) if config.get("id2label") else int(config["num_classes"])
-            return builder(weights=None, num_classes=classes)
+            model: torch.nn.Module = builder(weights=None, num_classes=classes)
+            return model
         from transformers import AutoConfig, AutoModelForImageClassification
 
         values = dict(config)
@@ -103,90 +162,122 @@ def _build(family: Family, config: Mapping[str, Any]) -> torch.nn.Module:
 
 def _load_strict(model: torch.nn.Module, state: Mapping[str, torch.Tensor], where: str) -> torch.nn.Module:
     """Fill a meta-device model with ``state``; every tensor must be named, none may be left over."""
-    expected = set(model.state_dict())
-    missing = sorted(expected - set(state))
-    unexpected = sorted(set(state) - expected)
-    shapes = sorted(k for k in expected & set(state) if tuple(model.state_dict()[k].shape) != tuple(state[k].shape))
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    shapes = sorted(f"{k} {list(state[k].shape)} (model {list(expected[k].shape)})"
+                    for k in set(expected) & set(state) if tuple(expected[k].shape) != tuple(state[k].shape))
     if missing or unexpected or shapes:
-        raise HeadMismatchError(
-            where,
-            f"the weights do not fit the model: missing {missing[:8] or 'none'}, unexpected {unexpected[:8] or 'none'}, "
-            f"wrong shape {shapes[:8] or 'none'}",
+        raise WeightsError(
+            f"{where}: the weights do not fit the model its config describes: "
+            f"missing {missing[:8] or 'none'}{' ...' if len(missing) > 8 else ''}; "
+            f"unexpected {unexpected[:8] or 'none'}{' ...' if len(unexpected) > 8 else ''}; "
+            f"wrong shape {shapes[:8] or 'none'}. Is it a complete model of this family?"
         )
     model.load_state_dict(dict(state), strict=True, assign=True)
+    left = [name for name, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+    if left:  # a non-persistent buffer the checkpoint cannot fill
+        raise WeightsError(f"{where}: the model has tensors no checkpoint holds: {left[:8]}")
     return model.eval()
 
 
 def _compose(backbone_dir: Path, head_dir: Path | None, *, where: str) -> torch.nn.Module:
     """The model in ``backbone_dir``, with the head tensors and labels of ``head_dir`` when given."""
     state = _state_dict(backbone_dir)
-    config = _read_config(backbone_dir)
-    family = _family(backbone_dir, config, state)
+    config = _read_json(backbone_dir / "config.json")
+    family = detect_family(config, state, where=str(backbone_dir))
     if head_dir is not None:
-        head_config = _read_config(head_dir)
+        head_config = _read_json(head_dir / "config.json")
         head_state = _state_dict(head_dir)
         if family.head_weight not in head_state:
-            raise HeadMismatchError(where, f"'{head_dir}' holds no '{family.head_weight}' to use as a head")
+            raise WeightsError(f"{where}: '{head_dir}' holds no '{family.head_weight}' to use as a {family.name} head")
         state = {k: v for k, v in state.items() if not family.is_head(k)}
         state.update({k: v for k, v in head_state.items() if family.is_head(k)})
         config = dict(config or {})
         for key in ("id2label", "label2id", "num_classes"):
+            config.pop(key, None)
             if head_config and key in head_config:
                 config[key] = head_config[key]
-        if not head_config or "id2label" not in head_config:
+        if "id2label" not in config:
             rows = head_state[family.head_weight].shape[0]
             config["id2label"] = {str(i): f"LABEL_{i}" for i in range(rows)}
             config["label2id"] = {f"LABEL_{i}": i for i in range(rows)}
     if config is None and family.name == TORCHVISION_FAMILY:
-        from .families import torchvision_architecture
-
         config = {"architecture": torchvision_architecture(state), "num_classes": state[family.head_weight].shape[0]}
     if config is None:
         raise ModelFilesNotFoundError(f"'{backbone_dir}' has no config.json", path=str(backbone_dir))
-    config = dict(config)
-    config.pop("hubmerge_head", None)
-    config.pop("hubmerge_family", None)
-    model = _load_strict(_build(family, config), state, where)
-    if family.name == TORCHVISION_FAMILY:  # torchvision models carry no labels: remember them here
+    config = {k: v for k, v in config.items() if not k.startswith("hubmerge_")}
+    model = _load_strict(_build(family, config, where), state, where)
+    if family.library == "torchvision":  # torchvision models carry no labels: remember them here
         _TORCHVISION_LABELS[model] = {int(k): str(v) for k, v in (config.get("id2label") or {}).items()}
     return model
 
 
-def model_tasks(path_or_repo: str | os.PathLike[str], *, revision: str | None = None, token: str | None = None) -> list[str]:
-    """The tasks a merged output carries (``heads/<task>/``), in recipe order; [] for a plain model."""
+# ---------------------------------------------------------------------------- merged outputs
+
+
+def _local_index(directory: Path, listed: Sequence[str] | None = None) -> tuple[list[str], str | None]:
+    """The tasks and default task of an output: ``hubmerge_heads.json``, else its head folders and recipe.
+
+    ``listed``: the head folders when they are not on disk (a Hub output that predates the index).
+    """
+    index = _read_json(directory / INDEX_FILE)
+    if index is not None and isinstance(index.get("tasks"), dict):
+        return list(index["tasks"]), index.get("default_task")
+    heads = directory / HEADS_DIR
+    if listed is None:
+        listed = [p.name for p in heads.iterdir() if (p / "config.json").is_file()] if heads.is_dir() else []
+    found, default = sorted(listed), None
+    if found and (directory / RECIPE_FILE).is_file():
+        from ..recipe import load_recipe
+
+        recipe = load_recipe(directory / RECIPE_FILE)
+        found = [t for t in recipe.tasks if t in found] + [t for t in found if t not in recipe.tasks]
+        default = recipe.resolved_default_task
+    return found, default
+
+
+def _output_index(
+    path_or_repo: str | os.PathLike[str], revision: str | None, token: str | None
+) -> tuple[ModelRef, str | None, list[str], str | None]:
+    """(ref, pinned revision, tasks, default task) of a merged output, reading only ``hubmerge_heads.json``."""
     ref = ModelRef.parse(str(path_or_repo))
     if ref.path is not None:
-        heads = ref.path / HEADS_DIR
-        found = sorted(p.name for p in heads.iterdir() if (p / "config.json").exists()) if heads.is_dir() else []
-        recipe_file = ref.path / RECIPE_FILE
-    else:
-        from huggingface_hub import HfApi
+        if not ref.path.is_dir():
+            raise ModelFilesNotFoundError(f"'{ref.path}' is not a model directory", model=str(ref.path))
+        return (ref, None, *_local_index(ref.path))
+    from huggingface_hub import HfApi, constants
 
-        from ..hub.source import hub_errors
-
-        with hub_errors(str(ref.repo_id), revision=revision or ref.revision):
-            files = HfApi(token=token).list_repo_files(str(ref.repo_id), revision=revision or ref.revision)
-        found = sorted({f.split("/")[1] for f in files if f.startswith(f"{HEADS_DIR}/") and f.endswith("/config.json")})
-        recipe_file = None
-        if RECIPE_FILE in files:
-            recipe_file = resolve_model_dir(path_or_repo, revision=revision, token=token) / RECIPE_FILE
-    if recipe_file is not None and recipe_file.exists():
-        from ..recipe import load_recipe
-
-        order = load_recipe(recipe_file).tasks
-        found = [t for t in order if t in found] + [t for t in found if t not in order]
-    return found
+    sha = _pinned(ref, revision, token)
+    directory = resolve_model_dir(str(ref.repo_id), revision=sha, token=token, files=(INDEX_FILE, RECIPE_FILE))
+    if (directory / INDEX_FILE).is_file() or constants.HF_HUB_OFFLINE:
+        return (ref, sha, *_local_index(directory))
+    with _hub(str(ref.repo_id), sha):  # no index: a plain model, or an output written before it existed
+        files = HfApi(token=token).list_repo_files(str(ref.repo_id), revision=sha)
+    listed = {f.split("/")[1] for f in files if f.startswith(f"{HEADS_DIR}/") and f.endswith("/config.json")}
+    return (ref, sha, *_local_index(directory, sorted(listed)))
 
 
-def _default_task(directory: Path, tasks: list[str]) -> str:
-    recipe_file = directory / RECIPE_FILE
-    if recipe_file.exists():
-        from ..recipe import load_recipe
+def model_tasks(
+    path_or_repo: str | os.PathLike[str], *, revision: str | None = None, token: str | None = None
+) -> list[str]:
+    """The tasks a merged output carries (its heads), in recipe order; [] for a plain model.
 
-        default = load_recipe(recipe_file).resolved_default_task
-        if default:
-            return default
-    return tasks[0]
+    Args:
+        path_or_repo: a merged output directory or Hub repo ``org/name[@revision]``.
+        revision, token: for Hub repos (only ``hubmerge_heads.json`` is downloaded).
+
+    Returns:
+        The task names.
+
+    Raises:
+        ModelFilesNotFoundError: a local path that is not a directory. HubError / RepoNotFoundError.
+
+    Example:
+        >>> model_tasks("out/merged")
+        ['sun397', 'stanford-cars', ...]
+    """
+    return _output_index(path_or_repo, revision, token)[2]
 
 
 def load_merged(
@@ -200,33 +291,39 @@ def load_merged(
 
     Args:
         path_or_repo: an output directory of ``hubmerge merge``, or a Hub repo ``org/name[@revision]``.
-        task: which head; default: the output's default task.
-        revision, token: for Hub repos.
+        task: which head; default: the output's default task (the one the root carries).
+        revision, token: for Hub repos; only the root files and ``heads/<task>/`` are downloaded.
 
     Returns:
         A transformers ``*ForImageClassification`` (``.logits``, ``config.id2label``) in eval mode,
-        or a torchvision ResNet for that family.
+        or a ``torchvision.models.ResNet`` for that family (labels: ``model_labels``).
 
     Raises:
-        UnknownTaskError: ``task`` is not one of the output's tasks (they are listed).
-        HeadMismatchError: the head's tensors do not fit the model (names missing/unexpected).
+        UnknownTaskError: ``task`` is not one of the output's tasks (they are listed), or the
+            directory is not a merged output.
+        WeightsError: the tensors do not fit the model (missing / unexpected / mis-shaped named).
+        ModelFilesNotFoundError, HubError, RepoNotFoundError: files or repos that are not there.
 
     Example:
         >>> model = load_merged("out/merged", task="mnist")
+        >>> model(pixel_values).logits.argmax(-1)
     """
-    tasks = model_tasks(path_or_repo, revision=revision, token=token)
+    ref, sha, tasks, default = _output_index(path_or_repo, revision, token)
     if not tasks:
-        raise UnknownTaskError(str(task), [], hint=f"'{path_or_repo}' holds no heads/<task>/: is it a hubmerge output?")
-    directory = resolve_model_dir(path_or_repo, revision=revision, token=token,
-                                  subfolders=tuple(f"{HEADS_DIR}/{t}" for t in ([task] if task in tasks else [])))
-    chosen = task or _default_task(directory, tasks)
+        raise UnknownTaskError(
+            str(task), [],
+            hint=f"'{path_or_repo}' holds no heads/<task>/: is it a hubmerge output? "
+            "Load a plain model with load_classifier.",
+        )
+    chosen = task if task is not None else (default if default in tasks else tasks[0])
     if chosen not in tasks:
-        raise UnknownTaskError(chosen, tasks, hint=f"(the tasks of {path_or_repo})")
-    head_dir = directory / HEADS_DIR / chosen
-    if not head_dir.is_dir():
-        directory = resolve_model_dir(path_or_repo, revision=revision, token=token, subfolders=(f"{HEADS_DIR}/{chosen}",))
-        head_dir = directory / HEADS_DIR / chosen
-    return _compose(directory, head_dir, where=chosen)
+        raise UnknownTaskError(chosen, tasks, hint=f"These are the tasks of '{path_or_repo}'.")
+    head_folder = f"{HEADS_DIR}/{chosen}"
+    if ref.path is not None:
+        directory = ref.path
+    else:
+        directory = resolve_model_dir(str(ref.repo_id), revision=sha, token=token, subfolders=(head_folder,))
+    return _compose(directory, directory / head_folder, where=f"task '{chosen}' of {path_or_repo}")
 
 
 def load_classifier(
@@ -240,19 +337,36 @@ def load_classifier(
 
     Args:
         model: the backbone's model (a fine-tune, or the base), ``path`` or ``org/name[@revision]``.
-        head_from: take the head tensors and labels from this model instead (same family).
-        revision, token: for Hub repos (``revision`` applies to ``model``).
+        head_from: take the head tensors and labels from this model instead (same family), e.g. a
+            task's fine-tune, or a merged output's ``heads/<task>`` folder.
+        revision: for ``model`` when it is a repo (``head_from`` takes ``@revision`` in its id).
+        token: for Hub repos.
+
+    Returns:
+        The model in eval mode, as ``load_merged`` returns them.
+
+    Raises:
+        UnsupportedArchitectureError: not one of the supported families.
+        WeightsError: tensors that do not fit (named), or ``head_from`` without a head.
 
     Example:
         >>> base_with_mnist_head = load_classifier("facebook/convnext-base-224", head_from="org/convnext-mnist")
     """
     backbone = resolve_model_dir(model, revision=revision, token=token)
     head = resolve_model_dir(head_from, token=token) if head_from is not None else None
-    return _compose(backbone, head, where=str(head_from or model))
+    return _compose(backbone, head, where=str(model) + (f" with the head of {head_from}" if head_from else ""))
 
 
 def model_labels(model: torch.nn.Module) -> dict[int, str]:
-    """id2label of a loaded classifier (its transformers config; for torchvision, the output's labels)."""
+    """id2label of a classifier from ``load_merged``/``load_classifier``, for either backend.
+
+    transformers models: their ``config.id2label``; torchvision models: the labels of the output or
+    model they were loaded from (``LABEL_i`` for a model loaded some other way).
+
+    Example:
+        >>> model_labels(load_merged("out/merged", "eurosat"))[1]
+        'forest'
+    """
     if model in _TORCHVISION_LABELS and _TORCHVISION_LABELS[model]:
         return dict(_TORCHVISION_LABELS[model])
     config = getattr(model, "config", None)

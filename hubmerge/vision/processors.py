@@ -1,36 +1,64 @@
 """Image processors by stage: what turns PIL images into the batch a model expects.
 
-transformers families carry their image processor (``preprocessor_config.json``, the base model's
-in a merged output), used as is at every stage (it does not augment). torchvision ResNets use the ImageNet recipe: train = RandomResizedCrop(224) +
-RandomHorizontalFlip + ToTensor + Normalize; val/test = Resize(256) + CenterCrop(224) + ToTensor +
-Normalize, with ImageNet's mean and std. ``describe_processor`` says which one a model uses.
+* transformers families (ConvNeXt, ResNet) carry their image processor: the model's
+  ``preprocessor_config.json`` (in a merged output, the base model's, copied by the merge), loaded
+  with ``AutoImageProcessor`` and used as is at every stage (it resizes and normalises; it does not
+  augment, so train = val = test).
+* torchvision ResNets use the ImageNet recipe: train = RandomResizedCrop(224) + RandomHorizontalFlip
+  + ToTensor + Normalize; val/test = Resize(256) + CenterCrop(224) + ToTensor + Normalize, with
+  ImageNet's mean and std.
+
+A merged output says which one it carries in ``hubmerge_heads.json`` (``"processor"``, written from
+``processor_info``); ``describe_processor`` puts it in words for plans and cards.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Literal
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
 
-from .families import TORCHVISION_FAMILY
+from .families import TORCHVISION_FAMILY, Family
 from .loading import resolve_model_dir
 
 if TYPE_CHECKING:
     import torch
     from PIL.Image import Image
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "describe_processor", "load_processor", "torchvision_transforms"]
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "Stage",
+    "describe_processor",
+    "load_processor",
+    "processor_info",
+    "torchvision_transforms",
+]
 
 Stage = Literal["train", "val", "test"]
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+_STAGES = ("train", "val", "test")
+_TORCHVISION_STAGES = {
+    "train": "RandomResizedCrop(224)+RandomHorizontalFlip+ToTensor+Normalize(ImageNet mean/std)",
+    "val": "Resize(256)+CenterCrop(224)+ToTensor+Normalize(ImageNet mean/std)",
+    "test": "Resize(256)+CenterCrop(224)+ToTensor+Normalize(ImageNet mean/std)",
+}
+_PROCESSOR_FILES = ("config.json", "preprocessor_config.json", "hubmerge_heads.json")
 
 
 def torchvision_transforms(stage: Stage) -> Callable[[Image], torch.Tensor]:
-    """The torchvision ImageNet transforms for one image at ``stage``."""
+    """The torchvision ImageNet transforms for one RGB image at ``stage``.
+
+    Raises:
+        ValueError: ``stage`` is not train, val or test.
+    """
     from torchvision import transforms
 
+    if stage not in _STAGES:
+        raise ValueError(f"stage must be one of {', '.join(_STAGES)}, got {stage!r}")
     normalize = transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)
     if stage == "train":
         steps = [transforms.RandomResizedCrop(224), transforms.RandomHorizontalFlip()]
@@ -39,11 +67,48 @@ def torchvision_transforms(stage: Stage) -> Callable[[Image], torch.Tensor]:
     return transforms.Compose([*steps, transforms.ToTensor(), normalize])
 
 
-def _is_torchvision(directory: os.PathLike[str] | str) -> bool:
-    from pathlib import Path
+def processor_info(family: Family | None, preprocessor_config: Mapping[str, Any] | None) -> dict[str, Any]:
+    """What a model of ``family`` is preprocessed with, as plain data (``hubmerge_heads.json``'s ``processor``).
 
-    config = Path(directory) / "config.json"
-    return config.exists() and json.loads(config.read_text()).get("hubmerge_family") == TORCHVISION_FAMILY
+    Args:
+        family: the model's family (None: decided by whether a ``preprocessor_config.json`` exists).
+        preprocessor_config: the model's ``preprocessor_config.json``, if it has one.
+
+    Returns:
+        ``{"kind": "torchvision-imagenet", "stages": {...}}``, ``{"kind": "image_processor", "type",
+        "file": "preprocessor_config.json", "stages": "same for train/val/test"}`` or ``{"kind": "none"}``.
+    """
+    if family is not None and family.processor == "torchvision-imagenet":
+        return {"kind": "torchvision-imagenet", "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
+                "stages": dict(_TORCHVISION_STAGES)}
+    if preprocessor_config is None:
+        return {"kind": "none"}
+    return {
+        "kind": "image_processor",
+        "type": str(preprocessor_config.get("image_processor_type", "image processor")),
+        "file": "preprocessor_config.json",
+        "stages": "same for train/val/test (no augmentation)",
+    }
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    data = json.loads(path.read_text(encoding="utf-8"))
+    return data if isinstance(data, dict) else None
+
+
+def _info(directory: Path) -> dict[str, Any]:
+    index = _read_json(directory / "hubmerge_heads.json")
+    if index is not None and isinstance(index.get("processor"), dict):
+        return dict(index["processor"])
+    config = _read_json(directory / "config.json") or {}
+    family = None
+    if config.get("hubmerge_family") == TORCHVISION_FAMILY:
+        from .families import family_by_name
+
+        family = family_by_name(TORCHVISION_FAMILY)
+    return processor_info(family, _read_json(directory / "preprocessor_config.json"))
 
 
 def load_processor(
@@ -53,38 +118,65 @@ def load_processor(
     revision: str | None = None,
     token: str | None = None,
 ) -> Callable[[Sequence[Image]], torch.Tensor]:
-    """A batched processor: a list of PIL images (any mode) -> a float tensor [B, 3, H, W].
+    """A batched processor for a model: a list of PIL images (any mode) -> a float tensor [B, 3, H, W].
 
     Args:
-        path_or_repo: a model or merged output (directory or ``org/name[@revision]``).
-        stage: ``train`` (augmenting), ``val`` or ``test``.
+        path_or_repo: a model or merged output (directory or ``org/name[@revision]``); only its
+            config and processor files are downloaded.
+        stage: ``train`` (augmenting, for torchvision), ``val`` or ``test``.
+        revision, token: for Hub repos.
+
+    Returns:
+        A function of a list of images; each image is converted to RGB first.
+
+    Raises:
+        ModelFilesNotFoundError: a transformers model without ``preprocessor_config.json``.
+        ValueError: an unknown ``stage``. HubError / RepoNotFoundError: for Hub repos.
+
+    Example:
+        >>> pixels = load_processor("out/merged", stage="test")([image_a, image_b])
     """
-    directory = resolve_model_dir(path_or_repo, revision=revision, token=token)
-    if _is_torchvision(directory):
+    if stage not in _STAGES:
+        raise ValueError(f"stage must be one of {', '.join(_STAGES)}, got {stage!r}")
+    directory = resolve_model_dir(path_or_repo, revision=revision, token=token, files=_PROCESSOR_FILES)
+    info = _info(directory)
+    if info["kind"] == "torchvision-imagenet":
         import torch
 
         one = torchvision_transforms(stage)
         return lambda images: torch.stack([one(image.convert("RGB")) for image in images])
+    if info["kind"] == "none":
+        from ..errors import ModelFilesNotFoundError
+
+        raise ModelFilesNotFoundError(
+            f"'{path_or_repo}' has no preprocessor_config.json: save the model's image processor with it "
+            "(processor.save_pretrained)", path=str(directory))
     from transformers import AutoImageProcessor
 
     processor = AutoImageProcessor.from_pretrained(str(directory))  # the same for every stage: no augmentation
 
     def process(images: Sequence[Image]) -> torch.Tensor:
-        return processor(images=[image.convert("RGB") for image in images], return_tensors="pt")["pixel_values"]
+        pixels: torch.Tensor = processor(images=[image.convert("RGB") for image in images], return_tensors="pt")[
+            "pixel_values"]
+        return pixels
 
     return process
 
 
-def describe_processor(path_or_repo: str | os.PathLike[str], *, revision: str | None = None, token: str | None = None) -> str:
-    """Which processor a model uses, in words (the plan and the card print it)."""
-    directory = resolve_model_dir(path_or_repo, revision=revision, token=token)
-    if _is_torchvision(directory):
+def describe_processor(
+    path_or_repo: str | os.PathLike[str], *, revision: str | None = None, token: str | None = None
+) -> str:
+    """Which processor a model or merged output uses, in words (plans and cards print it).
+
+    Example:
+        >>> describe_processor("out/merged")
+        'ConvNextImageProcessor from preprocessor_config.json (the same for train/val/test)'
+    """
+    directory = resolve_model_dir(path_or_repo, revision=revision, token=token, files=_PROCESSOR_FILES)
+    info = _info(directory)
+    if info["kind"] == "torchvision-imagenet":
         return ("torchvision ImageNet transforms: train RandomResizedCrop(224)+RandomHorizontalFlip, "
                 "val/test Resize(256)+CenterCrop(224); ToTensor+Normalize(ImageNet mean/std)")
-    from pathlib import Path
-
-    config_path = Path(directory) / "preprocessor_config.json"
-    if not config_path.exists():
+    if info["kind"] == "none":
         return "none (no preprocessor_config.json)"
-    kind = json.loads(config_path.read_text()).get("image_processor_type", "image processor")
-    return f"{kind} from preprocessor_config.json (the base model's)"
+    return f"{info['type']} from preprocessor_config.json (the same for train/val/test)"

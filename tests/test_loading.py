@@ -1,0 +1,145 @@
+"""Loading merged outputs and input models as standard classifiers (hubmerge.vision.loading)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import uuid
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from hubmerge import engine
+from hubmerge.errors import UnknownTaskError, WeightsError
+from hubmerge.fixtures import accuracy, build_fixtures
+from hubmerge.recipe import Recipe
+from hubmerge.vision.export import export_torchvision_resnet
+from hubmerge.vision.loading import load_classifier, load_merged, model_labels, model_tasks
+
+from ._fixture_helpers import TaskEvaluator, backbone_of, load_tensors, simple_average
+
+
+@pytest.fixture(scope="module")
+def fixtures():
+    return build_fixtures(family="convnext")
+
+
+@pytest.fixture(scope="module")
+def merged(fixtures, tmp_path_factory):
+    out = tmp_path_factory.mktemp("merged") / "out"
+    recipe = Recipe.from_dict({
+        "method": "simple_average", "base_model": str(fixtures.base), "default_task": fixtures.tasks[1],
+        "models": [{"model": str(p), "task": t, "dataset": str(fixtures.datasets[t])} for t, p in fixtures.models.items()],
+    })
+    engine.merge(recipe, out)
+    return out
+
+
+def test_each_task_is_the_merged_backbone_with_its_fine_tuned_head(fixtures, merged):
+    evaluator = TaskEvaluator.load(fixtures)
+    backbones = [backbone_of(load_tensors(fixtures.models[t]), fixtures.backbone) for t in fixtures.tasks]
+    by_hand = evaluator.evaluate(simple_average(backbones))
+    assert model_tasks(merged) == list(fixtures.tasks)
+    for task in fixtures.tasks:
+        model = load_merged(merged, task)
+        own = json.loads((fixtures.models[task] / "config.json").read_text())["id2label"]
+        assert model_labels(model) == {int(k): v for k, v in own.items()}
+        assert accuracy(model, fixtures.datasets[task]) == by_hand[task]
+
+
+def test_the_root_loads_with_plain_transformers_as_the_default_task(fixtures, merged):
+    from transformers import AutoModelForImageClassification
+
+    plain = AutoModelForImageClassification.from_pretrained(merged).eval()
+    ours = load_merged(merged)
+    default = fixtures.tasks[1]
+    assert json.loads((merged / "hubmerge_heads.json").read_text())["default_task"] == default
+    assert plain.config.id2label == ours.config.id2label == load_merged(merged, default).config.id2label
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(plain(x).logits, ours(x).logits, rtol=0, atol=0)
+
+
+def test_unknown_task_lists_the_outputs_tasks(fixtures, merged):
+    with pytest.raises(UnknownTaskError) as info:
+        load_merged(merged, "cifar10")
+    assert all(task in str(info.value) for task in fixtures.tasks) and info.value.known == tuple(fixtures.tasks)
+    with pytest.raises(UnknownTaskError, match="heads"):
+        load_merged(fixtures.models["digits_low"], "x")  # a plain model, not a merged output
+    assert model_tasks(fixtures.models["digits_low"]) == []
+
+
+def test_loading_is_strict_and_names_what_does_not_fit(merged, tmp_path):
+    broken = tmp_path / "broken"
+    shutil.copytree(merged, broken)
+    tensors = load_file(broken / "model.safetensors")
+    gone = next(name for name in tensors if name.startswith("convnext.encoder"))
+    del tensors[gone]
+    tensors["convnext.extra"] = torch.zeros(1)
+    save_file(tensors, broken / "model.safetensors")
+    with pytest.raises(WeightsError) as info:
+        load_merged(broken)
+    assert gone in str(info.value) and "convnext.extra" in str(info.value)
+
+
+def test_load_classifier_with_another_models_head(fixtures):
+    base_parity = load_classifier(fixtures.base, head_from=fixtures.models["digits_parity"])
+    assert model_labels(base_parity) == {0: "even", 1: "odd"}
+    own = load_classifier(fixtures.models["digits_parity"])
+    assert accuracy(own, fixtures.datasets["digits_parity"]) > accuracy(base_parity, fixtures.datasets["digits_parity"])
+    crossed = load_classifier(fixtures.models["digits_low"], head_from=fixtures.models["digits_parity"])
+    head = load_file(fixtures.models["digits_parity"] / "model.safetensors")["classifier.weight"]
+    assert torch.equal(crossed.classifier.weight, head) and crossed.classifier.out_features == 2
+
+
+def test_loading_from_the_hub_downloads_one_head(merged, local_hub, tmp_path, monkeypatch):
+    from huggingface_hub import HfApi, constants
+
+    repo_id = f"alice/merged-{uuid.uuid4().hex[:6]}"
+    api = HfApi(endpoint=local_hub.endpoint, token=local_hub.alice_token)
+    api.create_repo(repo_id)
+    api.upload_folder(folder_path=merged, repo_id=repo_id)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "cache"))
+    assert model_tasks(repo_id) == model_tasks(merged)
+    sha = api.model_info(repo_id).sha
+    remote = load_merged(f"{repo_id}@{sha}", "digits_rotated")
+    local = load_merged(merged, "digits_rotated")
+    for (name, a), (_, b) in zip(remote.state_dict().items(), local.state_dict().items()):
+        assert torch.equal(a, b), name
+    snapshot = next((tmp_path / "cache").glob(f"models--alice--{repo_id.split('/')[1]}/snapshots/{sha}"))
+    assert sorted(p.name for p in (snapshot / "heads").iterdir()) == ["digits_rotated"]
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # what was downloaded loads again from the cache
+    again = load_merged(f"{repo_id}@{sha}", "digits_rotated")
+    assert torch.equal(again.classifier.weight, remote.classifier.weight)
+
+
+def test_torchvision_resnet18_merge_copies_int_buffers_and_loads_back(tmp_path):
+    torch.manual_seed(0)
+    paths = [export_torchvision_resnet("resnet18", tmp_path / f"m{i}", num_classes=3 + i,
+                                       id2label={j: f"c{j}" for j in range(3 + i)}) for i in range(2)]
+    tensors = load_file(paths[1] / "model.safetensors")
+    tensors["bn1.num_batches_tracked"] = torch.tensor(99)
+    save_file(tensors, paths[1] / "model.safetensors")
+    recipe = Recipe.from_dict({"method": "simple_average",
+                               "models": [{"model": str(p), "task": f"t{i}"} for i, p in enumerate(paths)]})
+    merge_plan = engine.plan(recipe)
+    assert merge_plan.family.name == "torchvision-resnet"
+    actions = {t.name: t.action for t in merge_plan.tensors}
+    assert actions["layer1.0.conv1.weight"] == "merge" and actions["bn1.num_batches_tracked"] == "copy"
+    engine.execute(merge_plan, tmp_path / "out")
+    out = load_file(tmp_path / "out" / "model.safetensors")
+    first, second = (load_file(p / "model.safetensors") for p in paths)
+    assert out["bn1.num_batches_tracked"].dtype == torch.int64
+    assert torch.equal(out["bn1.num_batches_tracked"], first["bn1.num_batches_tracked"])
+    torch.testing.assert_close(out["layer1.0.conv1.weight"], (first["layer1.0.conv1.weight"] + second["layer1.0.conv1.weight"]) / 2)
+    import torchvision
+
+    model = load_merged(tmp_path / "out", "t1")
+    assert isinstance(model, torchvision.models.ResNet) and model.fc.out_features == 4
+    assert torch.equal(model.fc.weight, second["fc.weight"]) and torch.equal(model.layer1[0].conv1.weight, out["layer1.0.conv1.weight"])
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, 64, 64)).shape == (1, 4)
+    assert model_labels(model) == {j: f"c{j}" for j in range(4)}
+    assert model_labels(load_merged(tmp_path / "out")) == {j: f"c{j}" for j in range(3)}
+    assert model_labels(load_classifier(paths[0])) == {j: f"c{j}" for j in range(3)}

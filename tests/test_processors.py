@@ -1,0 +1,79 @@
+"""Image processors by stage, and what an output says it carries (hubmerge.vision.processors)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from PIL import Image
+
+from hubmerge import engine
+from hubmerge.errors import ModelFilesNotFoundError
+from hubmerge.fixtures import build_fixtures
+from hubmerge.recipe import Recipe
+from hubmerge.vision.export import export_torchvision_resnet
+from hubmerge.vision.families import family_by_name
+from hubmerge.vision.processors import (
+    IMAGENET_MEAN,
+    describe_processor,
+    load_processor,
+    processor_info,
+    torchvision_transforms,
+)
+
+
+def images():
+    return [Image.new("L", (40, 30), 128), Image.new("RGBA", (300, 280)), Image.new("RGB", (8, 8))]
+
+
+def test_transformers_models_use_their_image_processor_at_every_stage(tmp_path):
+    from transformers import AutoImageProcessor
+
+    fixtures = build_fixtures(family="convnext")
+    out = tmp_path / "out"
+    engine.merge(Recipe.from_dict({"method": "simple_average", "base_model": str(fixtures.base),
+                                   "models": [{"model": str(p), "task": t} for t, p in fixtures.models.items()]}), out)
+    expected = AutoImageProcessor.from_pretrained(fixtures.base)([i.convert("RGB") for i in images()],
+                                                                 return_tensors="pt")["pixel_values"]
+    for stage in ("train", "val", "test"):
+        torch.testing.assert_close(load_processor(out, stage=stage)(images()), expected)
+    info = json.loads((out / "hubmerge_heads.json").read_text())["processor"]
+    assert info["kind"] == "image_processor" and info["type"] == "ConvNextImageProcessor"
+    assert "ConvNextImageProcessor" in describe_processor(out) and "train/val/test" in describe_processor(out)
+
+
+def test_torchvision_stages(tmp_path):
+    model = export_torchvision_resnet("resnet18", tmp_path / "tv", num_classes=2)
+    batch = load_processor(model, stage="test")(images())
+    assert batch.shape == (3, 3, 224, 224) and batch.dtype == torch.float32
+    assert load_processor(model, stage="train")(images()).shape == (3, 3, 224, 224)
+    names = [type(t).__name__ for t in torchvision_transforms("train").transforms]
+    assert names == ["RandomResizedCrop", "RandomHorizontalFlip", "ToTensor", "Normalize"]
+    val = torchvision_transforms("val").transforms
+    assert [type(t).__name__ for t in val] == ["Resize", "CenterCrop", "ToTensor", "Normalize"]
+    assert val[0].size == 256 and val[1].size == (224, 224) and tuple(val[3].mean) == IMAGENET_MEAN
+    grey = Image.new("L", (256, 256), 0)  # black: each channel is -mean/std after normalising
+    pixel = load_processor(model)([grey])[0, :, 100, 100]
+    torch.testing.assert_close(pixel, -torch.tensor(IMAGENET_MEAN) / torch.tensor([0.229, 0.224, 0.225]))
+    assert "Resize(256)" in describe_processor(model) and "RandomResizedCrop(224)" in describe_processor(model)
+
+
+def test_a_torchvision_output_says_which_transforms_it_uses(tmp_path):
+    paths = [export_torchvision_resnet("resnet18", tmp_path / f"m{i}", num_classes=2) for i in range(2)]
+    engine.merge(Recipe.from_dict({"method": "simple_average",
+                                   "models": [{"model": str(p), "task": f"t{i}"} for i, p in enumerate(paths)]}),
+                 tmp_path / "out")
+    info = json.loads((tmp_path / "out" / "hubmerge_heads.json").read_text())["processor"]
+    assert info["kind"] == "torchvision-imagenet" and info["stages"]["train"].startswith("RandomResizedCrop(224)")
+    assert load_processor(tmp_path / "out", stage="val")(images()).shape == (3, 3, 224, 224)
+
+
+def test_processor_info_and_errors(tmp_path):
+    assert processor_info(family_by_name("torchvision-resnet"), None)["stages"]["test"].startswith("Resize(256)")
+    assert processor_info(family_by_name("convnext"), None) == {"kind": "none"}
+    (tmp_path / "config.json").write_text('{"model_type": "convnext"}')
+    with pytest.raises(ModelFilesNotFoundError, match="preprocessor_config.json"):
+        load_processor(tmp_path)
+    with pytest.raises(ValueError, match="stage"):
+        load_processor(tmp_path, stage="eval")  # type: ignore[arg-type]
