@@ -32,6 +32,8 @@ app = typer.Typer(
 )
 hub_app = typer.Typer(help="The local Hub-compatible server.", no_args_is_help=True)
 app.add_typer(hub_app, name="hub")
+space_app = typer.Typer(help="The web app as a Hugging Face Space.", no_args_is_help=True)
+app.add_typer(space_app, name="space")
 
 # Shared option types (one definition, every command).
 RecipeArg = Annotated[Optional[Path], typer.Argument(help="Recipe YAML (hubmerge or FusionBench style).")]
@@ -73,54 +75,26 @@ def _load(recipe_path: Path | None, preset: str | None) -> Recipe:
     return load_recipe(recipe_path)
 
 
-def _human(n: float) -> str:
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
-        n /= 1000
-    return f"{n:.2f} TB"
-
-
 def render_plan(merge_plan: MergePlan, console: Console) -> None:
     """Print the plan as tables: the inputs, then what happens to the tensors, then the costs."""
     from rich.markup import escape
     from rich.table import Table
 
+    from .plan_summary import INPUT_COLUMNS, input_rows, summary_rows
+
     inputs = Table(title=f"Inputs — {merge_plan.method.pretty_name}", title_justify="left")
-    for column in ("input", "model", "revision", "files", "tensors", "size"):
+    for column in INPUT_COLUMNS:
         inputs.add_column(column, justify="right" if column in ("files", "tensors", "size") else "left")
-    for m in merge_plan.inputs:
-        revision = (m.revision or "local")[:12]
-        inputs.add_row(m.label, str(m.ref), revision, str(len(m.weights.files)), str(len(m.weights.tensors)),
-                       _human(m.weights.total_bytes))
+    for row in input_rows(merge_plan):
+        inputs.add_row(*map(escape, row))
     console.print(inputs)
 
-    counts = merge_plan.counts
     summary = Table(show_header=False, title="Plan", title_justify="left")
     summary.add_column(style="bold")
     summary.add_column()
-    params = ", ".join(f"{k}={v}" for k, v in merge_plan.recipe.parameters.items()) or "none"
-    summary.add_row("method", f"{merge_plan.method.name} ({params})")
-    family = merge_plan.family.name if merge_plan.family else "unknown (generic safetensors merge)"
-    summary.add_row("family", family)
-    summary.add_row("merged tensors", f"{counts['merged']} under {', '.join(merge_plan.target_modules) or 'every prefix'}")
-    summary.add_row("copied tensors", f"{counts['copied']} (integer buffers and the default task's head)")
-    for head in merge_plan.heads:
-        decision = head.decision
-        if decision is None:
-            shapes = ", ".join(f"{t.name}{list(t.shape)}" for t in head.tensors[:3])
-            summary.add_row(f"head: {head.task}", shapes + (f" +{len(head.tensors) - 3}" if len(head.tensors) > 3 else ""))
-            continue
-        what = f"[yellow]re-initialized[/yellow]: {escape(decision.reason)}" if decision.reinitialized else "kept (fine-tuned)"
-        if decision.rows is not None:
-            what += ", rows reordered to the dataset's labels"
-        summary.add_row(f"head: {head.task}", f"{len(decision.labels)} classes from the {decision.label_source}; {what}")
-    if merge_plan.skipped:
-        summary.add_row("skipped", f"{counts['skipped']} tensors (e.g. {merge_plan.skipped[0][0]}:{merge_plan.skipped[0][1]})")
-    summary.add_row("default task", str(merge_plan.recipe.resolved_default_task or "-"))
-    summary.add_row("bytes to read", _human(merge_plan.bytes_to_read))
-    summary.add_row("output size", _human(merge_plan.bytes_to_write))
-    summary.add_row("peak memory (buffers)", _human(merge_plan.peak_memory_estimate()))
+    for what, value in summary_rows(merge_plan):
+        value = escape(value)
+        summary.add_row(what, f"[yellow]{value}[/yellow]" if value.startswith("re-initialized") else value)
     console.print(summary)
 
 
@@ -170,6 +144,7 @@ def merge(
     from dataclasses import replace
 
     from . import engine
+    from .plan_summary import human_bytes
     from .progress import byte_progress
 
     loaded = _load(recipe, preset)
@@ -186,7 +161,7 @@ def merge(
         )
     console.print(
         f"[green]merged[/green] {len(merge_plan.inputs)} models into {result.output} "
-        f"({_human(result.bytes_written)}, {result.seconds:.1f} s on {result.device})"
+        f"({human_bytes(result.bytes_written)}, {result.seconds:.1f} s on {result.device})"
     )
     if evaluate:
         from .evaluation import evaluate_recipe_tasks
@@ -317,9 +292,47 @@ def demo(
     hub, result = run_demo(workdir=workdir, console=console)
     print(result.push.url)
     if ui:
+        from .demo import demo_presets
         from .ui import launch_app
 
-        launch_app(endpoint=hub.endpoint, token=hub.token)
+        console.print("opening the web app on the demo's local Hub (Ctrl+C to stop)...")
+        launch_app(endpoint=hub.endpoint, token=hub.token, presets=demo_presets(hub))
+
+
+@app.command("app")
+def web_app(
+    host: Annotated[str, typer.Option("--host", help="Interface to listen on (0.0.0.0 for every one).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port")] = 7860,
+    max_samples: Annotated[
+        Optional[int], typer.Option("--max-samples", min=1, help="Evaluate at most N examples per task.")
+    ] = None,
+    endpoint: EndpointOpt = None,
+    token: TokenOpt = None,
+    token_file: TokenFileOpt = None,
+) -> None:
+    """Serve the web app: plan, merge with progress, results, card, try, push (also the Space's app)."""
+    from .ui import launch_app
+
+    launch_app(endpoint=endpoint, token=_token(token, token_file), host=host, port=port, max_samples=max_samples)
+
+
+@space_app.command("deploy")
+def space_deploy(
+    repo_id: Annotated[str, typer.Option("--repo-id", help="namespace/name of the Space.")] = ...,  # type: ignore[assignment]
+    private: Annotated[bool, typer.Option("--private", help="Create the Space private.")] = False,
+    hardware: Annotated[Optional[str], typer.Option("--hardware", help="e.g. t4-small (when created).")] = None,
+    endpoint: EndpointOpt = None,
+    token: TokenOpt = None,
+    token_file: TokenFileOpt = None,
+) -> None:
+    """Upload the web app (app.py, the package, requirements, README) to a Space in one commit."""
+    from .hub.auth import require_token
+    from .hub.space import deploy_space
+
+    secret = require_token(token, token_file=token_file, action="deploy a Space")
+    deployed = deploy_space(repo_id, token=secret, endpoint=endpoint, private=private, hardware=hardware)
+    _console().print(f"[green]deployed[/green] {len(deployed.files)} files in commit {deployed.commit_sha[:12]}")
+    print(deployed.url)
 
 
 @hub_app.command("serve")

@@ -13,7 +13,9 @@ import os
 import secrets
 import socket
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,7 +25,7 @@ if TYPE_CHECKING:
     from .publish import PublishResult
     from .recipe import Recipe
 
-__all__ = ["DemoHub", "demo_recipe", "run_demo", "seed_demo_hub", "start_demo_hub"]
+__all__ = ["DemoHub", "demo_presets", "demo_recipe", "run_demo", "seed_demo_hub", "start_demo_hub"]
 
 NAMESPACE = "hubmerge-demo"
 MERGED_REPO = f"{NAMESPACE}/convnext-tiny-digits-merged"
@@ -86,8 +88,15 @@ def start_demo_hub(root: Path) -> tuple[object, str]:
     return server, token
 
 
-def seed_demo_hub(server: object, token: str, *, cache_dir: Path | None = None, console: Console | None = None) -> DemoHub:
-    """Publish the fixtures as the demo namespace's repos: base and fine-tunes, and each task's dataset."""
+def seed_demo_hub(
+    server: object,
+    token: str,
+    *,
+    namespace: str = NAMESPACE,
+    cache_dir: Path | None = None,
+    console: Console | None = None,
+) -> DemoHub:
+    """Publish the fixtures under ``namespace`` (``token`` may write there): bases, fine-tunes, datasets."""
     import datasets
     from huggingface_hub import HfApi
     from huggingface_hub.utils import disable_progress_bars
@@ -103,13 +112,13 @@ def seed_demo_hub(server: object, token: str, *, cache_dir: Path | None = None, 
     datasets.disable_progress_bars()
 
     def publish(path: Path, name: str) -> str:
-        repo_id = f"{NAMESPACE}/{name}"
+        repo_id = f"{namespace}/{name}"
         api.create_repo(repo_id, exist_ok=True)
         api.upload_folder(folder_path=path, repo_id=repo_id, commit_message=f"Upload {name}")
         return repo_id
 
     def publish_dataset(path: Path, name: str) -> str:
-        repo_id = f"{NAMESPACE}/{name}"
+        repo_id = f"{namespace}/{name}"
         datasets.load_from_disk(str(path)).push_to_hub(repo_id, token=token, commit_message=f"Upload {name}")
         return repo_id
 
@@ -140,6 +149,11 @@ def demo_recipe(demo: DemoHub, *, method: str = "task_arithmetic", family: str =
             ],
         }
     )
+
+
+def demo_presets(demo: DemoHub) -> dict[str, Callable[[], Recipe]]:
+    """The app's presets for the demo: one recipe per family, on the demo's local Hub."""
+    return {f"demo: {family} digits (local Hub)": partial(demo_recipe, demo, family=family) for family in demo.bases}
 
 
 def run_demo(

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from . import engine
 from .card import COMPARISON_FILE, EVAL_FILE, write_card
+from .errors import CancelledError
 from .hub.auth import require_token
 from .hub.push import PushResult, check_target, push_folder
 from .methods import get_method
@@ -111,6 +112,8 @@ def build(
                             on_progress=on_progress, cancel=cancel)
     report: EvalReport | None = None
     comparison: CompareReport | None = None
+    if cancel is not None and cancel.is_set():
+        raise CancelledError("the merge (before its evaluation)")
     if evaluate and _has_datasets(recipe):
         from . import evaluation
 

@@ -96,8 +96,11 @@ class DatasetRef:
 
     @classmethod
     def parse(cls, value: Any, *, field: str = "dataset") -> DatasetRef:
-        """``org/name`` or ``org/name:split``; a dataset config needs the mapping ``{path, name, split}``."""
+        """``org/name``, ``org/name:split``, ``org/name:config:split`` or a mapping ``{path, name, split}``."""
         if isinstance(value, str) and value.strip():
+            parts = value.strip().split(":")
+            if len(parts) == 3 and all(parts):
+                return cls(path=parts[0], name=parts[1], split=parts[2])
             path, _, split = value.strip().partition(":")
             return cls(path=path, split=split or "test")
         if isinstance(value, Mapping):
@@ -118,6 +121,11 @@ class DatasetRef:
     def __str__(self) -> str:
         config = f"/{self.name}" if self.name else ""
         return f"{self.path}{config}:{self.split}"
+
+    @property
+    def spec(self) -> str:
+        """The one-line form ``parse`` reads back: ``path[:config]:split``."""
+        return f"{self.path}:{self.name}:{self.split}" if self.name else f"{self.path}:{self.split}"
 
 
 @dataclass(frozen=True)

@@ -50,7 +50,15 @@ Example:
 from __future__ import annotations
 
 from .api import compare_inputs, evaluate_classifier, evaluate_model, evaluate_recipe_tasks, parse_task
-from .report import EVAL_RESULTS_FILE, CompareReport, EvalReport, TaskResult, render_report, save_report
+from .report import (
+    EVAL_RESULTS_FILE,
+    CompareReport,
+    EvalReport,
+    TaskResult,
+    accuracy_matrix,
+    render_report,
+    save_report,
+)
 
 __all__ = [
     "EVAL_RESULTS_FILE",

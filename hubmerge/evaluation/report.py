@@ -186,6 +186,22 @@ def _pct(value: float) -> str:
     return "-" if math.isnan(value) else f"{100 * value:.2f}"
 
 
+def accuracy_matrix(report: CompareReport) -> tuple[list[str], dict[str, list[float]]]:
+    """The comparison as numbers: columns (tasks, then the average) and one row per model (NaN: missing).
+
+    Rows are in ``CompareReport.rows`` order (merged first); the CLI table and the web app draw it.
+    """
+    columns = [*report.tasks, AVERAGE]
+    values = {
+        name: [
+            *(r.results[t].accuracy if t in r.results else math.nan for t in report.tasks),
+            r.average["accuracy"],
+        ]
+        for name, r in report.rows().items()
+    }
+    return columns, values
+
+
 def render_report(report: EvalReport | CompareReport, console: Console) -> None:
     """Draw a report as a rich table.
 
@@ -214,15 +230,7 @@ def render_report(report: EvalReport | CompareReport, console: Console) -> None:
             )
         console.print(table)
         return
-    rows = report.rows()
-    columns = [*report.tasks, AVERAGE]
-    values = {
-        name: [
-            *(r.results[t].accuracy if t in r.results else math.nan for t in report.tasks),
-            r.average["accuracy"],
-        ]
-        for name, r in rows.items()
-    }
+    columns, values = accuracy_matrix(report)
     best = [
         max((v[i] for v in values.values() if not math.isnan(v[i])), default=math.nan)
         for i in range(len(columns))

@@ -17,7 +17,7 @@ from pathlib import Path
 from ..errors import HubError, PushError
 from .source import hub_errors
 
-__all__ = ["PushResult", "TargetState", "check_target", "push_folder"]
+__all__ = ["PushResult", "TargetState", "check_repo_id", "check_target", "push_folder"]
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,23 @@ def _api(token: str, endpoint: str | None):  # type: ignore[no-untyped-def]
     return HfApi(endpoint=endpoint, token=token, library_name="hubmerge")
 
 
+def check_repo_id(repo_id: str) -> None:
+    """Refuse anything but ``namespace/name`` with the Hub's allowed characters, before any work.
+
+    Raises:
+        PushError: naming what is wrong with the id.
+    """
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as exc:
+        raise PushError(repo_id, f"'{repo_id}' is not a valid repo id: {str(exc).rstrip('.')}") from None
+    if repo_id.count("/") != 1:
+        raise PushError(repo_id, f"'{repo_id}' is not a valid repo id: write it as namespace/name, e.g. you/merged-model")
+
+
 def check_target(
     repo_id: str, *, token: str, branch: str | None = None, overwrite: bool = False, endpoint: str | None = None
 ) -> TargetState:
@@ -67,6 +84,7 @@ def check_target(
     """
     from huggingface_hub import errors as hf
 
+    check_repo_id(repo_id)
     api = _api(token, endpoint)
     with hub_errors(repo_id, revision=branch):
         try:

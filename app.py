@@ -1,0 +1,1 @@
+hubmerge/templates/space_app.py

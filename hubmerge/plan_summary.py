@@ -1,0 +1,70 @@
+"""A merge plan in words: the rows that the CLI draws with rich and the web app shows as tables.
+
+One place decides what a plan says about itself, so the terminal and the browser never disagree.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .engine import MergePlan
+
+__all__ = ["INPUT_COLUMNS", "human_bytes", "input_rows", "summary_rows"]
+
+INPUT_COLUMNS = ("input", "model", "revision", "files", "tensors", "size")
+
+
+def human_bytes(n: float) -> str:
+    """``1234567`` -> ``'1.23 MB'`` (decimal units, as the Hub shows sizes)."""
+    for unit in ("B", "kB", "MB", "GB"):
+        if abs(n) < 1000:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
+        n /= 1000
+    return f"{n:.2f} TB"
+
+
+def input_rows(merge_plan: MergePlan) -> list[tuple[str, ...]]:
+    """One row per input model, in ``INPUT_COLUMNS`` order."""
+    return [
+        (m.label, str(m.ref), (m.revision or "local")[:12], str(len(m.weights.files)), str(len(m.weights.tensors)),
+         human_bytes(m.weights.total_bytes))
+        for m in merge_plan.inputs
+    ]
+
+
+def summary_rows(merge_plan: MergePlan) -> list[tuple[str, str]]:
+    """``(what, value)`` pairs: method, family, what is merged, copied and kept per task, and the costs.
+
+    A re-initialised head's value starts with ``re-initialized`` so front ends can flag it.
+    """
+    counts = merge_plan.counts
+    params = ", ".join(f"{k}={v}" for k, v in merge_plan.recipe.parameters.items()) or "none"
+    family = merge_plan.family.name if merge_plan.family else "unknown (generic safetensors merge)"
+    rows = [
+        ("method", f"{merge_plan.method.name} ({params})"),
+        ("family", family),
+        ("merged tensors", f"{counts['merged']} under {', '.join(merge_plan.target_modules) or 'every prefix'}"),
+        ("copied tensors", f"{counts['copied']} (integer buffers and the default task's head)"),
+    ]
+    for head in merge_plan.heads:
+        decision = head.decision
+        if decision is None:
+            shapes = ", ".join(f"{t.name}{list(t.shape)}" for t in head.tensors[:3])
+            more = f" +{len(head.tensors) - 3}" if len(head.tensors) > 3 else ""
+            rows.append((f"head: {head.task}", shapes + more))
+            continue
+        fate = f"re-initialized: {decision.reason}" if decision.reinitialized else "kept (fine-tuned)"
+        if decision.rows is not None:
+            fate += ", rows reordered to the dataset's labels"
+        rows.append((f"head: {head.task}", f"{fate}; {len(decision.labels)} classes from the {decision.label_source}"))
+    if merge_plan.skipped:
+        label, name = merge_plan.skipped[0]
+        rows.append(("skipped", f"{counts['skipped']} tensors (e.g. {label}:{name})"))
+    rows += [
+        ("default task", str(merge_plan.recipe.resolved_default_task or "-")),
+        ("bytes to read", human_bytes(merge_plan.bytes_to_read)),
+        ("output size", human_bytes(merge_plan.bytes_to_write)),
+        ("peak memory (buffers)", human_bytes(merge_plan.peak_memory_estimate())),
+    ]
+    return rows

@@ -1,0 +1,436 @@
+"""The Gradio app: pick models, plan, merge with live progress, read the results and card, try, push.
+
+``build_app`` returns a ``gr.Blocks`` for the local app (``hubmerge app``, ``python app.py``), the
+demo (``hubmerge demo --ui``) and the Hugging Face Space. The handlers live in ``AppHandlers``; they
+turn form values into a Recipe (``forms``), call the same library functions as the CLI and return
+plain data (``views``). Every failure reaches the page as ``gr.Error`` with the typed message, with
+the token redacted; tokens are never rendered. Long work runs in the queue, one job at a time.
+"""
+
+import logging
+import os
+import shutil
+import tempfile
+import threading
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import gradio as gr
+
+from ..errors import AuthenticationError, CancelledError, HubmergeError, RecipeError, redact
+from ..methods import get_method, list_methods
+from ..recipe import Recipe
+from .forms import DEVICES, DTYPES, MODEL_COLUMNS, ParamField, form_values, param_fields, recipe_from_form
+from .views import card_body, plan_headline, plan_tables, results_chart, results_table
+
+__all__ = ["AppHandlers", "build_app", "launch_app", "on_spaces"]
+
+log = logging.getLogger(__name__)
+
+TITLE = "hubmerge"
+HEAVY = "hubmerge-heavy"  # merges and pushes share one queue slot: CPU/GPU and memory are the limit
+
+
+def on_spaces() -> bool:
+    """True inside a Hugging Face Space (the Hub sets SPACE_ID): sign-in is OAuth, not a token field."""
+    return bool(os.environ.get("SPACE_ID"))
+
+
+def _builtin_presets() -> dict[str, Callable[[], Recipe]]:
+    from ..presets import known_presets, load_preset
+
+    return {name: (lambda name=name: load_preset(name)) for name in known_presets()}
+
+
+@contextmanager
+def _user_errors(action: str, *secrets: str | None) -> Iterator[None]:
+    """Turn any failure into a gr.Error the page shows: the typed message, never a trace or a token."""
+    try:
+        yield
+    except gr.Error:
+        raise
+    except HubmergeError as exc:
+        raise gr.Error(redact(f"{type(exc).__name__}: {exc}", *secrets), title=f"{action} failed",
+                       print_exception=False) from None
+    except Exception as exc:
+        log.error("%s failed: %s", action, redact(repr(exc), *secrets))
+        raise gr.Error(redact(f"unexpected error: {type(exc).__name__}: {exc}", *secrets),
+                       title=f"{action} failed", print_exception=False) from None
+
+
+@dataclass
+class AppHandlers:
+    """What the app does, independent of its layout (tests call these directly too).
+
+    Attributes:
+        endpoint: the Hub inputs are read from and pushed to (None: HF_ENDPOINT / huggingface.co).
+        default_token: used when the user gives none (the demo's; on a Space, none). Never shown.
+        presets: name -> recipe factory, shown in the preset menu.
+        work_dir: where each session's merged output lives until the next merge.
+        max_samples: evaluate at most this many examples per task (None: the whole split).
+    """
+
+    endpoint: str | None = None
+    default_token: str | None = None
+    presets: Mapping[str, Callable[[], Recipe]] = field(default_factory=dict)
+    work_dir: Path = field(default_factory=lambda: Path(tempfile.gettempdir()) / "hubmerge-app")
+    max_samples: int | None = None
+    fields: dict[str, list[ParamField]] = field(default_factory=param_fields)
+    _cancels: dict[str, threading.Event] = field(default_factory=dict, repr=False)
+    _models: "OrderedDict[tuple[str, str], tuple[Any, Any]]" = field(default_factory=OrderedDict, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    # ---------------------------------------------------------------- form
+
+    @property
+    def flat_fields(self) -> list[ParamField]:
+        return [f for fields in self.fields.values() for f in fields]
+
+    def token_for(self, typed: str | None, oauth: Optional[gr.OAuthToken]) -> str | None:
+        """The signed-in user's token, else the typed one, else the app's default."""
+        if oauth is not None and oauth.token:
+            return oauth.token
+        return (typed or "").strip() or self.default_token
+
+    def recipe(self, base_model: str, models: Any, method: str, parameters: Mapping[str, Any] | None, dtype: str,
+               device: str) -> Recipe:
+        rows = models.values.tolist() if hasattr(models, "values") else list(models or [])
+        if isinstance(models, Mapping):  # the API's {"headers": [...], "data": [[...]]}
+            rows = list(models.get("data") or [])
+        return recipe_from_form(base_model=base_model, models=rows, method=method, parameters=parameters or {},
+                                dtype=dtype, device=device)
+
+    def load_preset(self, name: str) -> tuple[Any, ...]:
+        """Field values for a preset: base, models, method, the method's parameters, dtype, device."""
+        if name not in self.presets:
+            raise gr.Error(f"unknown preset '{name}'; choose one of: {', '.join(self.presets)}")
+        with _user_errors("Loading the preset"):
+            values = form_values(self.presets[name]())
+        params = [values.parameters.get(f.spec_name, f.default) if f.method == values.method else gr.update()
+                  for f in self.flat_fields]
+        return (values.base_model, values.models, values.method, values.parameters, values.dtype, values.device,
+                *params)
+
+    def load_recipe_file(self, path: str | None) -> tuple[Any, ...]:
+        """Field values from an uploaded recipe YAML (hubmerge or FusionBench style)."""
+        from ..recipe import load_recipe
+
+        if not path:
+            raise gr.Error("no file was uploaded")
+        with _user_errors("Loading the recipe"):
+            values = form_values(load_recipe(path))
+        params = [values.parameters.get(f.spec_name, f.default) if f.method == values.method else gr.update()
+                  for f in self.flat_fields]
+        return (values.base_model, values.models, values.method, values.parameters, values.dtype, values.device,
+                *params)
+
+    def show_method(self, method: str) -> tuple[Any, ...]:
+        """Show the chosen method's parameter group and its description; hide the others."""
+        spec = get_method(method)
+        about = f"**{spec.pretty_name}**" + (f": {spec.description}" if spec.description else "")
+        if spec.paper:
+            about += f" ({spec.paper})"
+        return (about, *(gr.update(visible=name == method) for name in self.fields))
+
+    def collect_parameters(self, method: str, *values: Any) -> dict[str, Any]:
+        """The chosen method's parameter values from every parameter field (others are ignored)."""
+        return {f.spec_name: v for f, v in zip(self.flat_fields, values) if f.method == method}
+
+    # ---------------------------------------------------------------- plan / merge
+
+    def plan(self, base_model: str, models: Any, method: str, parameters: dict[str, Any] | None, dtype: str,
+             device: str, token: str | None = None, oauth_token: Optional[gr.OAuthToken] = None,
+             ) -> tuple[str, Any, Any]:
+        """Headers only: the compatibility table, the plan and the memory estimate."""
+        from .. import engine
+
+        secret = self.token_for(token, oauth_token)
+        with _user_errors("Plan", secret):
+            recipe = self.recipe(base_model, models, method, parameters, dtype, device)
+            merge_plan = engine.plan(recipe, token=secret, endpoint=self.endpoint)
+            try:
+                inputs, summary = plan_tables(merge_plan)
+                return plan_headline(merge_plan), inputs, summary
+            finally:
+                engine.close_plan(merge_plan)
+
+    def _session_dir(self, session: str) -> Path:
+        return self.work_dir / (session or "default")
+
+    def merge(self, base_model: str, models: Any, method: str, parameters: dict[str, Any] | None, dtype: str,
+              device: str, token: str | None = None, request: gr.Request = None,  # type: ignore[assignment]
+              oauth_token: Optional[gr.OAuthToken] = None, progress: gr.Progress = gr.Progress(),
+              ) -> tuple[Any, ...]:
+        """Merge, evaluate against the inputs, write the card; returns what the results tab shows."""
+        from ..publish import build
+
+        secret = self.token_for(token, oauth_token)
+        session = getattr(request, "session_hash", None) or "default"
+        cancel = self._cancels[session] = threading.Event()
+        folder = self._session_dir(session)
+        shutil.rmtree(folder, ignore_errors=True)  # one output per session: the previous one goes
+        output = folder / f"merged-{uuid.uuid4().hex[:8]}"
+        progress(0, desc="Planning from headers")
+
+        def on_progress(done: int, total: int) -> None:
+            progress((done, total), desc="Merging", unit="bytes")
+
+        try:
+            with _user_errors("Merge", secret):
+                recipe = self.recipe(base_model, models, method, parameters, dtype, device)
+                evaluate = any(entry.dataset is not None for entry in recipe.models)
+                built = build(recipe, output, token=secret, endpoint=self.endpoint, evaluate=evaluate,
+                              max_samples=self.max_samples, on_progress=on_progress, cancel=cancel)
+        except gr.Error:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        finally:
+            self._cancels.pop(session, None)
+        return self._results(built.output, built.comparison or built.report, built.merge.seconds)
+
+    def _results(self, output: Path, report: Any, seconds: float) -> tuple[Any, ...]:
+        from ..vision.loading import model_tasks
+
+        tasks = model_tasks(output)
+        status = f"Merged in {seconds:.1f} s into a model with {len(tasks)} task head(s)."
+        if report is None:
+            status += " No task names a dataset, so nothing was evaluated."
+            table = chart = None
+        else:
+            table, chart = results_table(report), results_chart(report)
+        return (
+            status, table, chart, card_body(output / "README.md"), str(output / "hubmerge_recipe.yaml"),
+            str(output), gr.update(choices=tasks, value=tasks[0] if tasks else None),
+        )
+
+    def cancel(self, request: gr.Request = None) -> str:  # type: ignore[assignment]
+        """Stop this session's merge: the engine stops at the next tensor group and writes nothing."""
+        event = self._cancels.get(getattr(request, "session_hash", None) or "default")
+        if event is None:
+            return "Nothing to cancel."
+        event.set()
+        return "Cancelled: nothing was written."
+
+    # ---------------------------------------------------------------- push / try
+
+    def push(self, output: str | None, repo_id: str, private: bool, overwrite: bool, token: str | None = None,
+             oauth_token: Optional[gr.OAuthToken] = None, progress: gr.Progress = gr.Progress()) -> str:
+        """Publish the session's merged output in one commit; returns a link to the repo."""
+        from ..card import write_card
+        from ..hub.auth import require_token
+        from ..hub.push import check_target, push_folder
+
+        secret = self.token_for(token, oauth_token)
+        with _user_errors("Push", secret):
+            repo_id = (repo_id or "").strip()
+            if not output or not Path(output).is_dir():
+                raise RecipeError("merge first: there is no merged model in this session to push")
+            if not secret:
+                raise AuthenticationError(
+                    "no token: sign in with Hugging Face" if on_spaces() else
+                    "no token: paste a token with write access in the token field")
+            secret = require_token(secret, action="push")
+            progress(0, desc="Checking the target repo")
+            target = check_target(repo_id, token=secret, overwrite=overwrite, endpoint=self.endpoint)
+            write_card(output, repo_id=repo_id, token=secret, endpoint=self.endpoint)  # code samples name the repo
+            progress(0.5, desc="Uploading in one commit")
+            pushed = push_folder(Path(output), repo_id, token=secret, target=target, private=private,
+                                 endpoint=self.endpoint, commit_message="hubmerge: merged model from the web app")
+        return f"Pushed {len(pushed.files)} files in one commit ({pushed.commit_sha[:12]}): [{repo_id}]({pushed.url})"
+
+    def try_it(self, output: str | None, task: str | None, image: Any) -> dict[str, float]:
+        """The top-5 labels of the merged model with ``task``'s head for one image."""
+        import torch
+
+        from ..vision.loading import load_merged, model_labels
+        from ..vision.processors import load_processor
+
+        with _user_errors("Try it"):
+            if not output or not Path(output).is_dir():
+                raise RecipeError("merge first: there is no merged model in this session")
+            if image is None:
+                raise RecipeError("upload an image first")
+            if not task:
+                raise RecipeError("pick a task")
+            key = (output, task)
+            with self._lock:
+                if key not in self._models:
+                    self._models[key] = (load_merged(output, task), load_processor(output))
+                    while len(self._models) > 2:
+                        self._models.popitem(last=False)
+                model, processor = self._models[key]
+            with torch.inference_mode():
+                out = model(processor([image]))
+            logits = out.logits if hasattr(out, "logits") else out
+            probs = logits.softmax(-1)[0]
+            labels = model_labels(model)
+            top = probs.topk(min(5, probs.numel()))
+            return {labels.get(int(i), str(int(i))): float(p) for p, i in zip(top.values, top.indices)}
+
+
+def _param_component(f: ParamField) -> gr.components.Component:
+    common = dict(label=f.label, info=f.info or None, value=f.default)
+    if f.kind == "checkbox":
+        return gr.Checkbox(**common)
+    if f.kind == "choice":
+        return gr.Dropdown(choices=list(f.choices or ()), **common)
+    if f.kind == "integer":
+        return gr.Number(precision=0, **common)
+    if f.kind == "number" and f.minimum is not None and f.maximum is not None:
+        return gr.Slider(minimum=f.minimum, maximum=f.maximum, step=0.01, **common)
+    if f.kind == "number":
+        return gr.Number(minimum=f.minimum, maximum=f.maximum, **common)
+    return gr.Textbox(**common)
+
+
+def build_app(
+    *,
+    endpoint: str | None = None,
+    token: str | None = None,
+    presets: Mapping[str, Callable[[], Recipe]] | None = None,
+    default_preset: str | None = None,
+    work_dir: str | Path | None = None,
+    max_samples: int | None = None,
+) -> gr.Blocks:
+    """The app as a ``gr.Blocks`` (queue configured); ``launch_app`` serves it.
+
+    Args:
+        endpoint: the Hub to read from and push to (default: HF_ENDPOINT or huggingface.co).
+        token: the app's own token, used when the user gives none (never shown).
+        presets: extra presets (name -> recipe factory) before the built-in ones, e.g. the demo's.
+        default_preset: the preset selected when the page opens.
+        work_dir: where merged outputs live (default: a temp directory).
+        max_samples: evaluate at most this many examples per task.
+    """
+    handlers = AppHandlers(endpoint=endpoint, default_token=token, presets={**(presets or {}), **_builtin_presets()},
+                           max_samples=max_samples)
+    if work_dir is not None:
+        handlers.work_dir = Path(work_dir)
+    spaces = on_spaces()
+    methods = [m.name for m in list_methods()]
+    chosen = default_preset or next(iter(handlers.presets))
+    start = form_values(handlers.presets[chosen]())
+
+    with gr.Blocks(title=TITLE, analytics_enabled=False) as app:
+        gr.Markdown(
+            "# hubmerge\nMerge fine-tuned image classifiers from the Hub without downloading them whole: "
+            "plan from headers, stream the merge, keep every task's head, evaluate, publish."
+        )
+        output_state = gr.State(None)
+        params_state = gr.JSON(value=start.parameters, visible=False)
+        with gr.Tab("Merge"):
+            with gr.Row():
+                preset = gr.Dropdown(list(handlers.presets), value=chosen, label="Preset", scale=3,
+                                     elem_id="preset")
+                upload = gr.UploadButton("Load recipe YAML", file_types=[".yaml", ".yml"], scale=1)
+            base = gr.Textbox(start.base_model, label="Base model (repo id[@revision] or path)", elem_id="base")
+            models = gr.Dataframe(
+                start.models, headers=list(MODEL_COLUMNS), datatype=["str", "str", "str", "str"],
+                label="Models: repo id[@revision], task name, evaluation dataset[:split], weight (weighted_average)",
+                interactive=True, elem_id="models",
+            )
+            with gr.Row():
+                method = gr.Dropdown(methods, value=start.method, label="Method", elem_id="method")
+                dtype = gr.Dropdown(list(DTYPES), value=start.dtype, label="Output dtype")
+                device = gr.Dropdown(list(DEVICES), value=start.device, label="Device", allow_custom_value=True,
+                                     info="auto, cpu, cuda or cuda:N")
+            about = gr.Markdown(handlers.show_method(start.method)[0])
+            groups, param_inputs = [], []
+            for name, fields in handlers.fields.items():
+                with gr.Group(visible=name == start.method) as group:
+                    if not fields:
+                        gr.Markdown(f"{name} has no parameters.")
+                    for f in fields:
+                        component = _param_component(f)
+                        if f.method == start.method:
+                            component.value = start.parameters.get(f.spec_name, f.default)
+                        param_inputs.append(component)
+                groups.append(group)
+            if spaces:
+                gr.LoginButton()
+                token_box = gr.Textbox(visible=False)
+            else:
+                token_box = gr.Textbox(label="Hub token (for private models and pushing; never shown or stored)",
+                                       type="password", elem_id="token")
+            with gr.Row():
+                plan_button = gr.Button("Plan", elem_id="plan")
+                merge_button = gr.Button("Merge", variant="primary", elem_id="merge")
+                cancel_button = gr.Button("Cancel", variant="stop", elem_id="cancel")
+            plan_headline_md = gr.Markdown(elem_id="plan-headline")
+            plan_inputs = gr.Dataframe(label="Compatibility (headers only)", interactive=False, elem_id="plan-inputs")
+            plan_summary = gr.Dataframe(label="Plan", interactive=False, elem_id="plan-summary")
+
+        with gr.Tab("Results"):
+            status = gr.Markdown(elem_id="status")
+            results = gr.Dataframe(label="Accuracy (%) per task: merged vs its inputs", interactive=False,
+                                   elem_id="results")
+            chart = gr.BarPlot(x="bar", y="accuracy", color="model", sort=None, x_title="task · model",
+                               y_title="accuracy (%)", label="Merged vs base vs each task's fine-tune",
+                               x_label_angle=-30, elem_id="chart")
+            recipe_file = gr.File(label="Recipe to reproduce (hubmerge merge RECIPE)", elem_id="recipe")
+            card = gr.Markdown(label="Model card", elem_id="card")
+
+        with gr.Tab("Try it"):
+            with gr.Row():
+                image = gr.Image(type="pil", label="Image")
+                with gr.Column():
+                    task = gr.Dropdown([], label="Task", elem_id="task")
+                    try_button = gr.Button("Classify", elem_id="classify")
+                    top5 = gr.Label(num_top_classes=5, label="Top-5 labels", elem_id="top5")
+
+        with gr.Tab("Push"):
+            with gr.Row():
+                repo_id = gr.Textbox(label="Repo id (namespace/name)", placeholder="you/merged-model", elem_id="repo-id")
+                private = gr.Checkbox(label="Private")
+                overwrite = gr.Checkbox(label="Overwrite a non-empty repo")
+            push_button = gr.Button("Push", variant="primary", elem_id="push")
+            pushed = gr.Markdown(elem_id="pushed")
+
+        form = [base, models, method, params_state, dtype, device]
+        preset.change(handlers.load_preset, preset, [base, models, method, params_state, dtype, device, *param_inputs],
+                      api_visibility="private")
+        upload.upload(handlers.load_recipe_file, upload,
+                      [base, models, method, params_state, dtype, device, *param_inputs], api_visibility="private")
+        method.change(handlers.show_method, method, [about, *groups], api_visibility="private")
+        collect = dict(fn=handlers.collect_parameters, inputs=[method, *param_inputs], outputs=params_state,
+                       api_visibility="private", show_progress="hidden")
+        plan_button.click(**collect).then(handlers.plan, [*form, token_box],
+                                          [plan_headline_md, plan_inputs, plan_summary], api_name="plan")
+        merging = merge_button.click(**collect).then(
+            handlers.merge, [*form, token_box],
+            [status, results, chart, card, recipe_file, output_state, task],
+            api_name="merge", concurrency_limit=1, concurrency_id=HEAVY,
+        )
+        cancel_button.click(handlers.cancel, None, status, cancels=[merging], api_name="cancel", queue=False)
+        push_button.click(handlers.push, [output_state, repo_id, private, overwrite, token_box], pushed,
+                          api_name="push", concurrency_limit=1, concurrency_id=HEAVY)
+        try_button.click(handlers.try_it, [output_state, task, image], top5, api_name="try_it")
+    app.queue(default_concurrency_limit=2, max_size=32)
+    app.hubmerge_handlers = handlers  # type: ignore[attr-defined]
+    return app
+
+
+def launch_app(
+    *,
+    endpoint: str | None = None,
+    token: str | None = None,
+    host: str | None = None,
+    port: int | None = None,
+    presets: Mapping[str, Callable[[], Recipe]] | None = None,
+    default_preset: str | None = None,
+    max_samples: int | None = None,
+    block: bool = True,
+) -> gr.Blocks:
+    """Build and serve the app (blocking unless ``block=False``); see ``build_app``."""
+    app = build_app(endpoint=endpoint, token=token, presets=presets, default_preset=default_preset,
+                    max_samples=max_samples)
+    handlers: AppHandlers = app.hubmerge_handlers  # type: ignore[attr-defined]
+    handlers.work_dir.mkdir(parents=True, exist_ok=True)
+    app.launch(server_name=host, server_port=port, prevent_thread_lock=not block, show_error=True,
+               allowed_paths=[str(handlers.work_dir)], footer_links=["api"])
+    return app

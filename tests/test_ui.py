@@ -1,0 +1,231 @@
+"""The web app: the form <-> recipe conversion, what the views show, and the app driven by gradio_client
+against the local Hub (plan, merge, try, push), plus the Space's files and `hubmerge space deploy`."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from huggingface_hub import HfApi, ModelCard
+
+from hubmerge.errors import MethodParameterError, PushError, RecipeError
+from hubmerge.evaluation import CompareReport, EvalReport, TaskResult
+from hubmerge.methods import _registry, get_method
+from hubmerge.presets import load_preset
+from hubmerge.ui.forms import AS_INPUTS, form_values, param_fields, recipe_from_form
+from hubmerge.ui.views import card_body, results_chart, results_table
+
+from ._ui_helpers import HubModels, publish_fixtures, running_app
+
+# ---------------------------------------------------------------- the form
+
+
+def test_preset_round_trips_through_the_form():
+    recipe = load_preset("convnext-base-224-8tasks")
+    values = form_values(recipe)
+    assert len(values.models) == 8 and values.models[0][0].startswith("tanganke/convnext-base-224_")
+    back = recipe_from_form(base_model=values.base_model, models=values.models, method=values.method,
+                            parameters=values.parameters, dtype=values.dtype, device=values.device)
+    assert back.models == recipe.models and back.base_model == recipe.base_model
+    assert back.parameters == get_method(recipe.method).resolve_params(recipe.parameters)
+
+
+def test_form_ignores_blank_rows_and_reads_cells():
+    recipe = recipe_from_form(
+        base_model=" org/base@main ",
+        models=[["org/a", "cars", "tanganke/stanford_cars:test", "1"], ["", "", "", float("nan")],
+                ["org/b", "", "ufldl-stanford/svhn:cropped_digits:test", "2"]],
+        method="dare", parameters={"seed": 3.0, "drop_rate": 0.25, "combine": "ties"}, dtype=AS_INPUTS, device="cpu",
+    )
+    assert [str(e.model) for e in recipe.models] == ["org/a", "org/b"]
+    assert recipe.models[0].task == "cars" and str(recipe.models[0].dataset) == "tanganke/stanford_cars:test"
+    assert recipe.models[1].dataset.name == "cropped_digits" and recipe.models[1].dataset.split == "test"
+    assert recipe.models[1].weight == 2.0 and recipe.dtype is None and str(recipe.base_model) == "org/base@main"
+    assert recipe.parameters["seed"] == 3 and isinstance(recipe.parameters["seed"], int)
+
+
+@pytest.mark.parametrize(
+    ("models", "parameters", "error", "words"),
+    [
+        ([], {}, RecipeError, "add at least one model"),
+        ([["", "task", "", ""]], {}, RecipeError, "row 1: give a model"),
+        ([["org/a", "", "", "heavy"]], {}, RecipeError, "weight must be a number"),
+        ([["org/a", "", "", ""], ["org/b", "", "", ""]], {"scaling_factor": -1.0}, MethodParameterError, ">= 0"),
+    ],
+)
+def test_bad_form_values_are_typed_errors(models, parameters, error, words):
+    with pytest.raises(error, match=words):
+        recipe_from_form(base_model="org/base", models=models, method="task_arithmetic", parameters=parameters)
+
+
+def test_a_new_method_gets_form_fields_without_ui_code():
+    @_registry.register("test_only_scaled_mean", pretty_name="Scaled mean (test)", bounds={"gain": (0.0, 2.0)})
+    def scaled_mean(tensors, *, gain: float = 1.0, flip: bool = False, mode: str = "a"):
+        return torch.stack(list(tensors)).mean(0) * gain * (-1 if flip else 1)
+
+    try:
+        fields = {f.spec_name: f for f in param_fields()["test_only_scaled_mean"]}
+        assert fields["gain"].kind == "number" and (fields["gain"].minimum, fields["gain"].maximum) == (0.0, 2.0)
+        assert fields["flip"].kind == "checkbox" and fields["mode"].kind == "text"
+        from hubmerge.ui import build_app
+
+        app = build_app()  # the method appears in the menu, with its fields
+        dropdowns = [b for b in app.blocks.values() if getattr(b, "label", None) == "Method"]
+        assert any("test_only_scaled_mean" in [c[0] for c in d.choices] for d in dropdowns)
+        assert any(getattr(b, "label", None) == "gain" for b in app.blocks.values())
+    finally:
+        del _registry._REGISTRY["test_only_scaled_mean"]
+
+
+# ---------------------------------------------------------------- views
+
+
+def _result(task: str, accuracy: float) -> TaskResult:
+    return TaskResult(accuracy=accuracy, loss=1.0 - accuracy, num_samples=10, dataset=f"data/{task}:test")
+
+
+def _report(name: str, scores: dict[str, float]) -> EvalReport:
+    return EvalReport(name, {t: _result(t, a) for t, a in scores.items()}, "cpu")
+
+
+def test_results_table_and_chart_match_the_report():
+    tasks = ("low", "high")
+    comparison = CompareReport(
+        merged=_report("merged", {"low": 0.9, "high": 0.8}),
+        base=_report("base", {"low": 0.5, "high": 0.4}),
+        finetuned={"low": _report("ft-low", {"low": 0.95, "high": 0.2}),
+                   "high": _report("ft-high", {"low": 0.3, "high": 0.97})},
+        tasks=tasks,
+    )
+    table = results_table(comparison)
+    assert list(table.columns) == ["model", "low", "high", "average"]
+    merged = table.iloc[0]
+    assert merged["model"] == "merged" and merged["low"] == 90.0 and math.isclose(merged["average"], 85.0)
+    individual = table[table["model"] == "individual (own fine-tune)"].iloc[0]
+    assert (individual["low"], individual["high"]) == (95.0, 97.0)
+    chart = results_chart(comparison)
+    assert set(chart["model"]) == {"merged", "base + task heads", "individual (own fine-tune)"}
+    assert len(chart) == 3 * 3  # 3 models x (2 tasks + average)
+    assert chart[(chart["task"] == "high") & (chart["model"] == "base + task heads")]["accuracy"].item() == 40.0
+
+
+def test_card_body_drops_the_front_matter(tmp_path):
+    card = tmp_path / "README.md"
+    card.write_text("---\nlicense: mit\ntags: [a]\n---\n\n# Title\n\nBody\n")
+    assert card_body(card) == "# Title\n\nBody\n"
+
+
+# ---------------------------------------------------------------- the app over HTTP
+
+
+@pytest.fixture(scope="module")
+def hub_models(local_hub) -> HubModels:
+    return publish_fixtures(local_hub.endpoint, local_hub.alice_token)
+
+
+@pytest.fixture(scope="module")
+def app_url(local_hub, hub_models, tmp_path_factory):
+    os.environ.pop("HF_HUB_OFFLINE", None)  # leaked by session fixtures of other modules
+    with running_app(local_hub.endpoint, hub_models, tmp_path_factory.mktemp("app")) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def client(app_url):
+    from gradio_client import Client
+
+    return Client(app_url, verbose=False)
+
+
+def _form(hub_models: HubModels, method: str = "task_arithmetic", parameters: dict | None = None) -> list:
+    values = form_values(hub_models.recipe(method))
+    table = {"headers": ["model", "task", "dataset", "weight"], "data": values.models}
+    return [values.base_model, table, values.method, parameters or values.parameters, values.dtype, values.device]
+
+
+@pytest.mark.slow
+def test_client_plans_merges_tries_and_pushes(client, hub_models, local_hub, tmp_path):
+    headline, inputs, summary = client.predict(*_form(hub_models), "", api_name="/plan")
+    assert headline.startswith("**Compatible:** 5 models")
+    assert [row[0] for row in inputs["data"]][:1] == ["base"] and len(inputs["data"]) == 5
+    assert any(row[0] == "head: digits_parity" and "kept (fine-tuned)" in row[1] for row in summary["data"])
+
+    status, table, chart, card, recipe_file, tasks = client.predict(*_form(hub_models), "", api_name="/merge")
+    assert status.startswith("Merged in") and "4 task head(s)" in status
+    rows = {row[0]: row[1:] for row in table["data"]}
+    assert rows["merged"][-1] > rows["base + task heads"][-1]  # average accuracy: merging helped
+    assert {"merged", "base + task heads", "individual (own fine-tune)"} <= {r[2] for r in chart["data"]}
+    assert "hubmerge" in card and "digits_parity" in card
+    recipe = yaml.safe_load(Path(recipe_file).read_text())
+    assert recipe["method"] == "task_arithmetic" and all("@" in m["model"] for m in recipe["models"])
+
+    hits = 0
+    for index in range(5):
+        image, truth = _digit_image("digits_high", index)
+        top5 = client.predict("digits_high", image, api_name="/try_it")
+        assert len(top5["confidences"]) == 5 and truth in {c["label"] for c in top5["confidences"]}
+        hits += top5["label"] == truth
+    assert hits >= 4  # the merged backbone with the digits_high head reads these digits
+
+    repo_id = "alice/ui-merged"
+    message = client.predict(repo_id, False, False, local_hub.alice_token, api_name="/push")
+    assert repo_id in message and "one commit" in message
+    api = HfApi(endpoint=local_hub.endpoint, token=local_hub.alice_token)
+    files = set(api.list_repo_files(repo_id))
+    assert {"README.md", "model.safetensors", "hubmerge_recipe.yaml", "eval_results.json",
+            "heads/digits_low/model.safetensors"} <= files
+    assert len(api.list_repo_commits(repo_id)) == 2  # created, then everything in one commit
+    pushed_card = ModelCard.load(api.hf_hub_download(repo_id, "README.md", cache_dir=tmp_path))
+    assert pushed_card.data.base_model_relation == "merge" and repo_id in pushed_card.text
+    assert local_hub.alice_token not in message + card + status
+
+
+def _digit_image(task: str, index: int) -> tuple[str, str]:
+    """A test image of ``task`` saved as PNG (gradio_client uploads files) and its true class name."""
+    import datasets
+    from gradio_client import handle_file
+
+    from hubmerge.fixtures import build_fixtures
+
+    test = datasets.load_from_disk(str(build_fixtures(family="convnext").datasets[task]))["test"]
+    row = test[index]
+    path = Path(os.environ["HF_HOME"]) / f"{task}-{index}.png"
+    row["image"].save(path)
+    return handle_file(str(path)), test.features["label"].names[row["label"]]
+
+
+def test_bad_repo_id_and_missing_merge_are_readable_errors(client, app_url, local_hub):
+    from gradio_client import Client
+    from gradio_client.exceptions import AppError
+
+    with pytest.raises(AppError, match="merge first"):  # a new session has merged nothing
+        Client(app_url, verbose=False).predict("alice/x", False, False, local_hub.alice_token, api_name="/push")
+    with pytest.raises(AppError, match="not a valid repo id"):
+        client.predict("not a repo id", False, False, local_hub.alice_token, api_name="/push")
+    with pytest.raises(AppError, match="no_such_method is not in the list of choices"):
+        client.predict("org/base", {"headers": ["model", "task", "dataset", "weight"], "data": [["org/a", "", "", ""]]},
+                       "no_such_method", {}, AS_INPUTS, "cpu", "", api_name="/plan")
+
+
+def test_plan_errors_name_the_problem_and_never_the_token(client, local_hub):
+    from gradio_client.exceptions import AppError
+
+    with pytest.raises(AppError) as caught:
+        client.predict("demo-org/does-not-exist", {"headers": ["model", "task", "dataset", "weight"],
+                                                     "data": [["demo-org/nope", "t", "", ""]]},
+                       "simple_average", {}, AS_INPUTS, "cpu", local_hub.alice_token, api_name="/plan")
+    assert "does-not-exist" in str(caught.value) or "nope" in str(caught.value)
+    assert local_hub.alice_token not in str(caught.value)
+
+
+def test_push_refuses_bad_repo_ids_before_any_work():
+    from hubmerge.hub.push import check_repo_id
+
+    for bad in ("no-namespace", "a/b/c", "bad id/x", "org/-x-"):
+        with pytest.raises(PushError, match="not a valid repo id"):
+            check_repo_id(bad)
+    check_repo_id("alice/merged-model")
