@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# The peers (FusionBench, mergekit) live in their own venv, never the project's.
+PEERS := .venv-peers
+PEERS_STAMP := $(PEERS)/.installed
 
 .PHONY: demo test bench bench-peers install clean
 
@@ -24,8 +27,15 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/bench_merge.py
 
-bench-peers: $(STAMP)
+$(PEERS_STAMP):
+	$(PYTHON) -m venv $(PEERS)
+	$(PEERS)/bin/python -m pip install --upgrade pip
+	$(PEERS)/bin/python -m pip install 'fusion-bench==0.2.33' 'mergekit==0.1.5'
+	touch $(PEERS_STAMP)
+
+# The project venv runs the harness; the peer rows run with $(PEERS)/bin/python.
+bench-peers: $(STAMP) $(PEERS_STAMP)
 	$(PY) benchmarks/bench_peers.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache build *.egg-info
+	rm -rf $(VENV) $(PEERS) .pytest_cache build *.egg-info

@@ -120,3 +120,125 @@ def write_recipe(inputs: Inputs, method: str, path: Path, *, parameters: dict | 
     }
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
+
+
+def headless(inputs: Inputs) -> dict[str, Path]:
+    """Copies (made once, next to the inputs) of each fine-tune without its ``classifier.*`` head.
+
+    ``mergekit-pytorch`` merges every tensor of its inputs and fails on heads of different shapes;
+    it is given these single-file backbones instead. Returns task -> the copy's safetensors file.
+    """
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    out: dict[str, Path] = {}
+    for task, source in inputs.models.items():
+        target = inputs.root / "headless" / task
+        out[task] = target / "model.safetensors"
+        if (target / ".done").exists():
+            continue
+        target.mkdir(parents=True, exist_ok=True)
+        with safe_open(str(source / "model.safetensors"), framework="pt") as handle:
+            tensors = {k: handle.get_tensor(k) for k in handle.keys() if not k.startswith("classifier.")}
+        save_file(tensors, out[task], metadata={"format": "pt"})
+        (target / ".done").touch()
+    return out
+
+
+HUB_TOKEN = "hf_bench_local_token"
+HUB_USER = "bench"
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class HubInputs:
+    """``hubmerge hub serve`` in a subprocess over ``<cache>/localhub``, holding the inputs (uploaded once).
+
+        with HubInputs(inputs, python) as hub:
+            write_recipe(inputs, method, path, endpoint_repos=hub.repos)
+            ... hubmerge merge path --endpoint hub.endpoint --token hub.token
+
+    The upload goes through huggingface_hub's ``HfApi.upload_folder`` (with ``HF_HUB_DISABLE_XET=1``:
+    the local Hub speaks plain LFS) in a child process of ``python``; a restart on the same root
+    keeps the repos, so later runs only check that they are there.
+    """
+
+    def __init__(self, inputs: Inputs, python: str, root: Path | None = None) -> None:
+        self.inputs = inputs
+        self.python = python
+        self.root = root or inputs.root / "localhub"
+        self.port = _free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.token = HUB_TOKEN
+        self.repos = {p.name: f"{HUB_USER}/{p.name}" for p in [inputs.base, *inputs.models.values()]}
+        self.process = None
+        self.log = None
+
+    def env(self) -> dict[str, str]:
+        return {"HF_ENDPOINT": self.endpoint, "HF_HUB_DISABLE_XET": "1", "HF_TOKEN": self.token,
+                "HF_HUB_DISABLE_TELEMETRY": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
+
+    def __enter__(self) -> "HubInputs":
+        import socket
+        import subprocess
+        import time
+
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.log = open(self.root.parent / "localhub.log", "ab")
+        self.process = subprocess.Popen(
+            [self.python, "-m", "hubmerge.cli", "hub", "serve", "--root", str(self.root), "--port", str(self.port),
+             "--token", f"{self.token}:{HUB_USER}"],
+            stdout=self.log, stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                break
+            except OSError:
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    self.__exit__(None, None, None)
+                    raise RuntimeError(f"hubmerge hub serve did not start; see {self.log.name}")
+                time.sleep(0.2)
+        self.upload()
+        return self
+
+    def upload(self) -> None:
+        import json
+        import subprocess
+
+        folders = {self.repos[p.name]: str(p) for p in [self.inputs.base, *self.inputs.models.values()]}
+        script = (
+            "import json, sys\n"
+            "from huggingface_hub import HfApi\n"
+            "api = HfApi(endpoint=sys.argv[1], token=sys.argv[2])\n"
+            "for repo, folder in json.loads(sys.argv[3]).items():\n"
+            "    if api.repo_exists(repo) and api.file_exists(repo, 'model.safetensors'):\n"
+            "        continue\n"
+            "    print('uploading', folder, 'to', repo, flush=True)\n"
+            "    api.create_repo(repo, exist_ok=True)\n"
+            "    api.upload_folder(repo_id=repo, folder_path=folder, ignore_patterns=['.done'])\n"
+        )
+        subprocess.run([self.python, "-c", script, self.endpoint, self.token, json.dumps(folders)], check=True,
+                       env={**os.environ, **self.env()})
+
+    def files(self) -> list[Path]:
+        """The stored blobs the server reads (to warm the page cache like the local files)."""
+        return [f for f in self.root.rglob("*") if f.is_file() and f.stat().st_size > 2**20]
+
+    def __exit__(self, *exc: object) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except Exception:
+                self.process.kill()
+                self.process.wait()
+        if self.log is not None:
+            self.log.close()

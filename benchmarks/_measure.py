@@ -7,6 +7,7 @@ tensors, not the shared library pages or page cache) is sampled from /proc every
 from __future__ import annotations
 
 import os
+import re
 import statistics
 import subprocess
 import threading
@@ -36,6 +37,17 @@ class Row:
 
     def median(self, attr: str) -> float:
         return statistics.median(getattr(r, attr) for r in self.runs)
+
+    @property
+    def error(self) -> str:
+        """The failing run's last exception line (or last output line), for a status column."""
+        failed = next((r for r in self.runs if r.returncode != 0), None)
+        if failed is None:
+            return ""
+        lines = [line.strip() for line in failed.output.splitlines() if line.strip()]
+        exception = [line for line in lines if re.match(r"^[\w.]*(Error|Exception|Interrupt)\b.*:", line)]
+        text = (exception or lines or [f"exit {failed.returncode}"])[-1]
+        return text if len(text) <= 110 else text[:107] + "..."
 
     def span(self, attr: str) -> tuple[float, float]:
         values = [getattr(r, attr) for r in self.runs]
@@ -78,10 +90,12 @@ def run_once(cmd: Sequence[str], *, env: dict[str, str] | None = None, cwd: str 
 
 
 def measure(name: str, cmd: Sequence[str], *, repeat: int = 3, env: dict[str, str] | None = None,
-            cwd: str | None = None, note: str = "") -> Row:
+            cwd: str | None = None, note: str = "", expect_failure: bool = False) -> Row:
+    """Run ``cmd`` ``repeat`` times; failures print their output unless ``expect_failure``."""
+    print(f"  {name} (x{repeat})...", flush=True)
     runs = [run_once(cmd, env=env, cwd=cwd) for _ in range(repeat)]
     for run in runs:
-        if run.returncode != 0:
+        if run.returncode != 0 and not expect_failure:
             print(f"[{name}] exited {run.returncode}:\n{run.output[-2000:]}")
     return Row(name, runs, note)
 
@@ -90,20 +104,32 @@ def gb(n: float) -> str:
     return f"{n / 1e9:.2f}"
 
 
-def markdown(rows: list[Row], *, floor: str) -> str:
-    """A markdown table: median (min-max) wall, ratio to the floor row, peak RSS and private memory."""
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def markdown(rows: list[Row], *, floor: str, status: bool = False) -> str:
+    """A markdown table: median (min-max) wall, ratio to the floor row, peak RSS and private memory.
+
+    With ``status``, a status column says ``ok`` or ``failed: <the exception>``, and failed rows keep
+    their numbers (the time and memory it took to fail); without it they read ``failed``.
+    """
     reference = next(r for r in rows if r.name == floor).median("wall")
-    lines = [
-        "| row | wall s, median (min-max) | x floor | peak RSS GB | peak private GB | note |",
-        "|---|---|---|---|---|---|",
-    ]
+    header = "| row | wall s, median (min-max) | x floor | peak RSS GB, median (min-max) | peak private GB, median (min-max) |"
+    lines = [header + (" status |" if status else "") + " note |", "|---|---|---|---|---|" + ("---|" if status else "") + "---|"]
     for row in rows:
-        if not row.ok:
-            lines.append(f"| {row.name} | failed | - | - | - | {row.note} |")
+        if not row.ok and not status:
+            lines.append(f"| {row.name} | failed | - | - | - | {_cell(row.note)} |")
             continue
+        cells = [row.name]
         lo, hi = row.span("wall")
-        lines.append(
-            f"| {row.name} | {row.median('wall'):.2f} ({lo:.2f}-{hi:.2f}) | {row.median('wall') / reference:.2f} "
-            f"| {gb(row.median('peak_rss'))} | {gb(row.median('peak_anon'))} | {row.note} |"
-        )
+        cells.append(f"{row.median('wall'):.2f} ({lo:.2f}-{hi:.2f})")
+        cells.append(f"{row.median('wall') / reference:.2f}")
+        for attr in ("peak_rss", "peak_anon"):
+            lo, hi = row.span(attr)
+            cells.append(f"{gb(row.median(attr))} ({gb(lo)}-{gb(hi)})")
+        if status:
+            cells.append("ok" if row.ok else f"failed: {row.error}")
+        cells.append(row.note)
+        lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
     return "\n".join(lines)
