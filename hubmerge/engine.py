@@ -365,6 +365,8 @@ def _read_config(source: WeightSource) -> dict[str, Any] | None:
         config = json.loads(source.read_file("config.json"))
     except ValueError as exc:
         raise PlanError(f"{source.where('config.json')} is not valid JSON ({exc})") from None
+    except RecursionError:  # deeply nested arrays/objects: json.loads recurses per level
+        raise PlanError(f"{source.where('config.json')} nests too deeply to be a model config") from None
     if not isinstance(config, dict):
         raise PlanError(f"{source.where('config.json')} is not a JSON object")
     return config

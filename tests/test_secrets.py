@@ -241,5 +241,42 @@ def test_hub_serve_with_a_token_never_shows_it(tmp_path):
     assert leaking_files(root, skip=("tokens.json",)) == []
 
 
-# test_app_never_shows_token (the Gradio app, hubmerge/ui and app.py) is written by the engineer
-# building the app; it belongs in this module, next to the CLI checks above.
+@pytest.mark.slow
+def test_app_never_shows_token(sentinel_hub, tmp_path, caplog):
+    """The web app with the sentinel as its own token and as the user's: pages, answers, errors, logs, pushes."""
+    import httpx
+    from gradio_client import Client
+    from gradio_client.exceptions import AppError
+
+    from hubmerge.ui.forms import form_values
+
+    from ._ui_helpers import publish_fixtures, running_app
+
+    os.environ.pop("HF_HUB_OFFLINE", None)
+    models = publish_fixtures(sentinel_hub.endpoint, sentinel_hub.alice_token)
+    values = form_values(models.recipe("simple_average"))
+    form = [values.base_model, {"headers": ["model", "task", "dataset", "weight"], "data": values.models},
+            values.method, values.parameters, values.dtype, values.device]
+    seen: list[str] = []
+    caplog.set_level(logging.DEBUG)
+    with running_app(sentinel_hub.endpoint, models, tmp_path / "app", token=SENTINEL) as url:
+        seen += [httpx.get(url).text, httpx.get(url + "config").text]
+        client = Client(url, verbose=False)
+        seen += map(str, client.predict(*form, "", api_name="/plan"))
+        seen += map(str, client.predict(*form, SENTINEL, api_name="/merge"))
+        seen.append(client.predict("alice/app-secret-push", False, False, SENTINEL, api_name="/push"))
+        for repo_id, token in (("not a repo", SENTINEL), ("alice/app-secret-push", BAD_SENTINEL),
+                               ("alice/app-secret-push", SENTINEL)):  # bad id, bad token, existing repo
+            with pytest.raises(AppError) as caught:
+                client.predict(repo_id, False, False, token, api_name="/push")
+            seen.append(str(caught.value))
+        with pytest.raises(AppError) as caught:
+            client.predict("alice/nope", {"headers": ["model", "task", "dataset", "weight"],
+                                          "data": [["alice/missing-model", "t", "", ""]]},
+                           "simple_average", {}, "as inputs", "cpu", BAD_SENTINEL, api_name="/plan")
+        seen.append(str(caught.value))
+    assert all(not leaks(text) for text in seen), [text[:200] for text in seen if leaks(text)]
+    assert not leaks("\n".join(record.getMessage() for record in caplog.records))
+    pushed = Path(snapshot_download("alice/app-secret-push", token=sentinel_hub.alice_token,
+                                    cache_dir=tmp_path / "pushed", endpoint=sentinel_hub.endpoint))
+    assert leaking_files(pushed) == [] and leaking_files(tmp_path / "app") == []

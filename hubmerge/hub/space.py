@@ -27,8 +27,8 @@ GRADIO_VERSION = "6.31.0"  # the Space's sdk_version; pyproject pins the same
 TITLE = "hubmerge"
 _PACKAGE = Path(__file__).resolve().parent.parent
 _PACKAGE_SUFFIXES = {".py", ".yaml", ".md", ".typed"}
-# Provided by the Space's Gradio SDK image, or only needed for tests and the fixtures' training.
-_NOT_ON_SPACES = {"gradio", "scikit-learn"}
+# Only needed for the fixtures' training (tests and the demo), not by the app.
+_NOT_ON_SPACES = {"scikit-learn"}
 
 @dataclass(frozen=True)
 class SpaceDeployment:
@@ -39,7 +39,7 @@ class SpaceDeployment:
 
 
 def _requirements() -> str:
-    """The package's runtime dependencies, as pip lines (gradio comes with the SDK)."""
+    """The package's runtime dependencies as pip lines; gradio[oauth] at the SDK's version, for sign-in."""
     lines = []
     for requirement in metadata.requires("hubmerge") or []:
         if ";" in requirement:  # extras (test, bench) and markers

@@ -202,7 +202,8 @@ class AppHandlers:
             status += " No task names a dataset, so nothing was evaluated."
             table = chart = None
         else:
-            table, chart = results_table(report), results_chart(report)
+            table, bars = results_table(report), results_chart(report)
+            chart = gr.BarPlot(value=bars, sort=list(bars["bar"]))  # grouped per task, in task order
         return (
             status, table, chart, card_body(output / "README.md"), str(output / "hubmerge_recipe.yaml"),
             str(output), gr.update(choices=tasks, value=tasks[0] if tasks else None),

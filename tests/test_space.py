@@ -1,0 +1,113 @@
+"""The Hugging Face Space: its files match what `hubmerge space deploy` uploads, the deploy is one
+commit to a space repo on the local Hub, and the uploaded Space builds its app on its own."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import tomllib
+from pathlib import Path
+
+import gradio
+import httpx
+import pytest
+from huggingface_hub import HfApi, SpaceCard, snapshot_download
+
+from hubmerge.cli import main
+from hubmerge.hub.space import GRADIO_VERSION, package_files, space_files
+
+from ._ui_helpers import free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_committed_space_files_are_the_generated_ones():
+    generated = space_files()
+    assert (ROOT / "spaces" / "README.md").read_text() == generated["README.md"]
+    assert (ROOT / "spaces" / "requirements.txt").read_text() == generated["requirements.txt"]
+    assert (ROOT / "app.py").read_text() == generated["app.py"]
+
+
+def test_space_front_matter_pins_gradio_and_asks_for_write_repos():
+    card = SpaceCard(space_files()["README.md"])
+    data = card.data.to_dict()
+    assert data["sdk"] == "gradio" and data["app_file"] == "app.py"
+    assert data["sdk_version"] == GRADIO_VERSION == gradio.__version__
+    pins = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert f"gradio[oauth]=={GRADIO_VERSION}" in pins
+    assert data["hf_oauth"] is True and data["hf_oauth_scopes"] == ["write-repos"]
+    assert {"title", "emoji", "colorFrom", "colorTo", "license"} <= set(data)
+    assert 0 < len(data["short_description"]) <= 60
+    requirements = space_files()["requirements.txt"].split()
+    assert any(r.startswith("torch") for r in requirements) and f"gradio[oauth]=={GRADIO_VERSION}" in requirements
+
+
+def test_deploy_uploads_a_working_space_in_one_commit(local_hub, tmp_path, capsys):
+    os.environ.pop("HF_HUB_OFFLINE", None)
+    repo_id = "alice/hubmerge-space"
+    code = main(["space", "deploy", "--repo-id", repo_id, "--endpoint", local_hub.endpoint,
+                 "--token", local_hub.alice_token])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert out.strip().endswith(repo_id) and local_hub.alice_token not in out + err
+    api = HfApi(endpoint=local_hub.endpoint, token=local_hub.alice_token)
+    files = set(api.list_repo_files(repo_id, repo_type="space"))
+    assert {"app.py", "README.md", "requirements.txt", "hubmerge/ui/app.py", "hubmerge/hub/localhub/app.py",
+            "hubmerge/templates/model_card.md", "hubmerge/presets/convnext-base-224-8tasks.yaml"} <= files
+    assert set(package_files()) <= files
+    assert len(api.list_repo_commits(repo_id, repo_type="space")) == 2  # created, then one commit
+
+    space = Path(snapshot_download(repo_id, repo_type="space", cache_dir=tmp_path / "cache",
+                                   endpoint=local_hub.endpoint, token=local_hub.alice_token))
+    script = ("import hubmerge, app; from hubmerge.ui import build_app; blocks = build_app().blocks.values(); "
+              "assert any(type(b).__name__ == 'LoginButton' for b in blocks); "
+              "assert not any(getattr(b, 'type', None) == 'password' for b in blocks); "
+              "print('SPACE-OK', hubmerge.__file__)")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False",
+           # what a Space with hf_oauth sets (the values are placeholders)
+           "SYSTEM": "spaces", "SPACE_ID": repo_id, "SPACE_HOST": "alice-hubmerge-space.hf.space",
+           "OAUTH_CLIENT_ID": "client", "OAUTH_CLIENT_SECRET": "secret", "OAUTH_SCOPES": "openid profile write-repos",
+           "OPENID_PROVIDER_URL": local_hub.endpoint}
+    done = subprocess.run([sys.executable, "-c", script], cwd=space, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert "SPACE-OK" in done.stdout, done.stderr[-3000:]
+    assert done.stdout.split("SPACE-OK", 1)[1].strip().startswith(str(space))  # the uploaded package, not ours
+
+
+def test_deploy_without_a_token_is_refused(local_hub, capsys, monkeypatch):
+    monkeypatch.setenv("HF_HOME", str(Path(os.environ["HF_HOME"]) / "nobody"))
+    code = main(["space", "deploy", "--repo-id", "alice/no-token-space", "--endpoint", local_hub.endpoint])
+    assert code == 1 and "AuthenticationError" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_hubmerge_app_serves_the_page(local_hub):
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "hubmerge.cli", "app", "--port", str(port), "--endpoint", local_hub.endpoint],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            try:
+                page = httpx.get(f"http://127.0.0.1:{port}/", timeout=5)
+                if page.status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert process.poll() is None, process.stdout.read() if process.stdout else ""
+            time.sleep(1)
+        else:
+            pytest.fail("hubmerge app did not answer within 180 s")
+        assert "hubmerge" in page.text
+        config = httpx.get(f"http://127.0.0.1:{port}/config", timeout=5).json()
+        assert any(d.get("api_name") == "merge" for d in config["dependencies"])
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        if process.stdout:
+            process.stdout.close()

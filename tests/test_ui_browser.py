@@ -1,0 +1,90 @@
+"""The web app in a real browser: headless Debian Chromium driven by Playwright clicks through plan,
+merge and push, checks the table, chart and card appear, and that a bad repo id reads as an error.
+
+Screenshots go to test-artifacts/ (kept by CI). Skipped where /usr/bin/chromium is missing
+(`.ci/run` installs it with apt-get).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+from huggingface_hub import HfApi
+
+from ._ui_helpers import PRESET, publish_fixtures, running_app
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.slow,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian chromium at /usr/bin/chromium (.ci/run installs it)"),
+]
+
+
+@pytest.fixture(scope="module")
+def page(local_hub, tmp_path_factory):
+    from playwright.sync_api import sync_playwright
+
+    os.environ.pop("HF_HUB_OFFLINE", None)
+    models = publish_fixtures(local_hub.endpoint, local_hub.alice_token)
+    ARTIFACTS.mkdir(exist_ok=True)
+    with running_app(local_hub.endpoint, models, tmp_path_factory.mktemp("browser-app")) as url, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS, headless=True)
+        page = browser.new_page(viewport={"width": 1400, "height": 1800})
+        page.set_default_timeout(60_000)
+        page.goto(url)
+        yield page
+        browser.close()
+
+
+def _field(page, elem_id: str):  # type: ignore[no-untyped-def]
+    return page.locator(f"#{elem_id} textarea, #{elem_id} input").first
+
+
+def test_plan_merge_and_push_in_the_browser(page, local_hub):
+    from playwright.sync_api import expect
+
+    expect(page.get_by_role("combobox", name="Preset")).to_have_value(PRESET)
+    _field(page, "token").fill(local_hub.alice_token)
+
+    page.locator("#plan").click()
+    expect(page.locator("#plan-headline")).to_contain_text("Compatible: 5 models")
+    expect(page.locator("#plan-inputs")).to_contain_text("demo-org/ui-convnext-base")
+    expect(page.locator("#plan-summary")).to_contain_text("kept (fine-tuned)")
+    page.screenshot(path=str(ARTIFACTS / "ui-plan.png"), full_page=True)
+
+    page.locator("#merge").click()
+    page.get_by_role("tab", name="Results").click()
+    expect(page.locator("#status")).to_contain_text("Merged in", timeout=240_000)
+    expect(page.locator("#results")).to_contain_text("individual (own fine-tune)")
+    expect(page.locator("#chart canvas, #chart svg").first).to_be_visible()
+    expect(page.locator("#card")).to_contain_text("digits_parity")
+    page.screenshot(path=str(ARTIFACTS / "ui-results.png"), full_page=True)
+
+    page.get_by_role("tab", name="Push").click()
+    _field(page, "repo-id").fill("alice/ui-browser-merged")
+    page.locator("#push").click()
+    expect(page.locator("#pushed")).to_contain_text("Pushed", timeout=120_000)
+    expect(page.locator("#pushed a")).to_have_attribute("href", re.compile(r"/alice/ui-browser-merged$"))
+    page.screenshot(path=str(ARTIFACTS / "ui-pushed.png"), full_page=True)
+    files = HfApi(endpoint=local_hub.endpoint, token=local_hub.alice_token).list_repo_files("alice/ui-browser-merged")
+    assert "model.safetensors" in files and "heads/digits_rotated/config.json" in files
+    assert local_hub.alice_token not in page.content()
+
+
+def test_a_bad_repo_id_reads_as_an_error_in_the_page(page):
+    from playwright.sync_api import expect
+
+    page.get_by_role("tab", name="Push").click()
+    _field(page, "repo-id").fill("not a repo id")
+    page.locator("#push").click()
+    expect(page.get_by_text("is not a valid repo id").first).to_be_visible()
+    page.screenshot(path=str(ARTIFACTS / "ui-error.png"), full_page=True)
+    assert "Traceback" not in page.content()
