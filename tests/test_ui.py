@@ -229,3 +229,25 @@ def test_push_refuses_bad_repo_ids_before_any_work():
         with pytest.raises(PushError, match="not a valid repo id"):
             check_repo_id(bad)
     check_repo_id("alice/merged-model")
+
+
+def test_cancel_stops_the_merge_and_leaves_nothing(hub_models, local_hub, tmp_path):
+    import gradio as gr
+
+    from hubmerge.ui import AppHandlers
+
+    os.environ.pop("HF_HUB_OFFLINE", None)
+    handlers = AppHandlers(endpoint=local_hub.endpoint, work_dir=tmp_path / "work")
+    assert handlers.cancel(None) == "Nothing to cancel."
+    calls = []
+
+    def progress(value, desc=None, total=None, unit="steps"):  # the user presses Cancel as the merge starts
+        calls.append(desc)
+        handlers.cancel(None)
+
+    values = form_values(hub_models.recipe())
+    with pytest.raises(gr.Error, match="CancelledError"):
+        handlers.merge(values.base_model, values.models, values.method, values.parameters, values.dtype,
+                       values.device, progress=progress)
+    assert calls and not any((tmp_path / "work").rglob("*.safetensors"))
+    assert handlers._cancels == {}
