@@ -207,8 +207,9 @@ def main() -> None:
         report = [
             f"# hubmerge vs FusionBench and mergekit ({started:%Y-%m-%d %H:%M %Z})",
             "",
-            f"Machine: {machine()}; load average at start {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}"
-            + (" (shared machine: other jobs were running)" if load[0] > 1.0 else ""),
+            f"Machine: {machine()}; load average (1/5/15 min) at start {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}, "
+            f"after the main table {'{:.2f} / {:.2f} / {:.2f}'.format(*os.getloadavg())}"
+            + (" (shared machine: other jobs were running)" if max(load[0], os.getloadavg()[1]) > 1.0 else ""),
             f"Command: `{command}`",
             f"Inputs: 1 base + 8 fine-tunes, convnext-base-224 shape, fp32, {inputs.bytes / 1e9:.2f} GB, page cache warm; "
             f"device {args.device}; {args.repeat} run(s) per row, each in its own process.",
@@ -264,38 +265,41 @@ def main() -> None:
 
 
 def targets(rows: list[Row], checks: list[tuple[str, dict, str]], scaling: list[Row]) -> str:
+    """Each target judged on the medians; the ratio of the fastest runs is shown next to it (noisy machines)."""
     by = {r.name: r for r in rows if r.ok}
-    lines = ["| target | measured | met |", "|---|---|---|"]
+    lines = ["| target | measured (medians) | fastest runs | met (medians) |", "|---|---|---|---|"]
 
-    def add(target: str, measured: str, met: bool | None) -> None:
-        lines.append(f"| {target} | {measured} | {'-' if met is None else ('yes' if met else 'NO')} |")
+    def add(target: str, measured: str, best: str, met: bool | None) -> None:
+        lines.append(f"| {target} | {measured} | {best} | {'-' if met is None else ('yes' if met else 'NO')} |")
+
+    def ratio(a: str, b: str) -> tuple[float, float]:
+        return by[a].median("wall") / by[b].median("wall"), by[a].span("wall")[0] / by[b].span("wall")[0]
 
     hm = by.get(HM_LOCAL)
-    wall = lambda name: by[name].median("wall") if name in by else None  # noqa: E731
+    if hm and READ_FLOOR in by:
+        med, best = ratio(HM_LOCAL, READ_FLOOR)
+        add("simple_average, local files <= 1.15x the read floor",
+            f"{med:.2f}x ({hm.median('wall'):.2f} s vs {by[READ_FLOOR].median('wall'):.2f} s)", f"{best:.2f}x",
+            med <= 1.15)
     if hm:
-        t = hm.median("wall")
-        ratio = t / wall(READ_FLOOR)
-        add("simple_average, local files <= 1.15x the read floor", f"{ratio:.2f}x ({t:.2f} s vs {wall(READ_FLOOR):.2f} s)",
-            ratio <= 1.15)
         for name, goal in ((FUSIONBENCH, 3.5), (MK_PYTORCH, 2.5)):
-            if wall(name):
-                speedup = wall(name) / t
-                add(f"simple_average >= {goal}x faster than {name.split(' (')[0]}", f"{speedup:.2f}x", speedup >= goal)
-        private = hm.median("peak_anon")
-        add("simple_average peak private memory <= 0.6 GB", f"{gb(private)} GB (max of runs {gb(hm.span('peak_anon')[1])})",
-            hm.span("peak_anon")[1] <= 0.6e9)
-        if wall(HM_HUB):
+            if name in by:
+                med, best = ratio(name, HM_LOCAL)
+                add(f"simple_average >= {goal}x faster than {name.split(' (')[0]}", f"{med:.2f}x", f"{best:.2f}x",
+                    med >= goal)
+        add("simple_average peak private memory <= 0.6 GB", f"{gb(hm.median('peak_anon'))} GB",
+            f"max of runs {gb(hm.span('peak_anon')[1])} GB", hm.span("peak_anon")[1] <= 0.6e9)
+        if HM_HUB in by:
             same = next((c["allclose"] for what, c, _ in checks if what.startswith("simple_average, local Hub")), None)
-            ratio = wall(HM_HUB) / t
+            med, best = ratio(HM_HUB, HM_LOCAL)
             add("simple_average from the local Hub <= 1.3x local files, same output",
-                f"{ratio:.2f}x ({wall(HM_HUB):.2f} s), output {'identical' if same else 'DIFFERENT'}",
-                ratio <= 1.3 and bool(same))
-    if scaling:
-        merges = [r for r in scaling if r.name.startswith("hubmerge") and r.ok]
-        if merges:
-            private = [r.median("peak_anon") for r in merges]
-            add("scaling: peak private memory flat from the fewest to the most models",
-                " / ".join(f"{gb(p)}" for p in private) + " GB", max(private) <= 1.25 * min(private))
+                f"{med:.2f}x ({by[HM_HUB].median('wall'):.2f} s), output {'identical' if same else 'DIFFERENT'}",
+                f"{best:.2f}x", med <= 1.3 and bool(same))
+    merges = [r for r in scaling if r.name.startswith("hubmerge") and r.ok]
+    if merges:
+        private = [r.median("peak_anon") for r in merges]
+        add("scaling: peak private memory flat from the fewest to the most models",
+            " / ".join(f"{gb(p)}" for p in private) + " GB", "-", max(private) <= 1.25 * min(private))
     return "\n".join(lines)
 
 
