@@ -100,6 +100,35 @@ def measure(name: str, cmd: Sequence[str], *, repeat: int = 3, env: dict[str, st
     return Row(name, runs, note)
 
 
+@dataclass(frozen=True)
+class Spec:
+    """One row to measure with ``measure_interleaved``."""
+
+    name: str
+    cmd: Sequence[str]
+    env: dict[str, str] | None = None
+    cwd: str | None = None
+    note: str = ""
+    expect_failure: bool = False
+
+
+def measure_interleaved(specs: Sequence[Spec], *, repeat: int = 3) -> list[Row]:
+    """Measure every row ``repeat`` times, round-robin: run 1 of each row, then run 2 of each, ...
+
+    On a shared machine a burst of someone else's load then hits one run of several rows rather than
+    every run of one row, so the medians stay comparable.
+    """
+    runs: dict[str, list[Run]] = {spec.name: [] for spec in specs}
+    for i in range(repeat):
+        for spec in specs:
+            print(f"  [{i + 1}/{repeat}] {spec.name}...", flush=True)
+            run = run_once(spec.cmd, env=spec.env, cwd=spec.cwd)
+            if run.returncode != 0 and not spec.expect_failure:
+                print(f"[{spec.name}] exited {run.returncode}:\n{run.output[-2000:]}")
+            runs[spec.name].append(run)
+    return [Row(spec.name, runs[spec.name], spec.note) for spec in specs]
+
+
 def gb(n: float) -> str:
     return f"{n / 1e9:.2f}"
 

@@ -2,8 +2,10 @@
 
 Inputs: 1 base + 8 fine-tunes of the real facebook/convnext-base-224 shape (heads 397, 196, 45, 10,
 10, 43, 10, 47), fp32, generated once into $HUBMERGE_BENCH_CACHE (~/.cache/hubmerge/bench), page
-cache warm. Every row runs in its own process `--repeat` times; the tables show median and min-max
-of wall time, peak RSS and peak private memory (RssAnon, sampled every 10 ms).
+cache warm. Every row runs in its own process `--repeat` times, the rows of a table round-robin (run 1
+of every row, then run 2, ...: a burst of someone else's load hits several rows, not all runs of one);
+the tables show median and min-max of wall time, peak RSS and peak private memory (RssAnon, sampled
+every 10 ms).
 
 Rows: the floors (import torch; + read every input byte once; + load every tensor with a copy),
 hubmerge simple_average / task_arithmetic / ties from local files and from a local Hub over HTTP
@@ -33,7 +35,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 from _inputs import DEFAULT_CACHE, HubInputs, Inputs, generate, headless, task_name, write_recipe  # noqa: E402
-from _measure import Row, gb, markdown, measure  # noqa: E402
+from _measure import Row, Spec, gb, markdown, measure, measure_interleaved  # noqa: E402
 from bench_merge import machine  # noqa: E402
 
 HERE = Path(__file__).parent
@@ -60,10 +62,10 @@ def rows_cmd(mode: str, *args: object) -> list[str]:
     return [PY, str(HERE / "_rows.py"), mode, *map(str, args)]
 
 
-def hubmerge_row(name: str, recipe: Path, out: Path, repeat: int, device: str, *, extra: list[str] | None = None,
-                 env: dict[str, str] | None = None, note: str = "") -> Row:
+def hubmerge_spec(name: str, recipe: Path, out: Path, device: str, *, extra: list[str] | None = None,
+                  env: dict[str, str] | None = None, note: str = "") -> Spec:
     cmd = [*HUBMERGE, "merge", str(recipe), "-o", str(out), "--overwrite", "--quiet", "--device", device, *(extra or [])]
-    return measure(name, cmd, repeat=repeat, env=env, note=note)
+    return Spec(name, cmd, env=env, note=note)
 
 
 def mergekit_config(path: Path, models: list[Path]) -> Path:
@@ -125,6 +127,18 @@ def ensure_inputs(counts: list[int], cache: Path) -> tuple[Inputs, list[int], li
     return generate(wanted, cache), counts, notes
 
 
+def revision() -> str:
+    """The hubmerge commit measured, and whether its package had uncommitted changes."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                              check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "hubmerge"], cwd=ROOT, capture_output=True,
+                               text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (not a git checkout)"
+    return head + (" + uncommitted changes under hubmerge/" if dirty else "")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeat", type=int, default=3)
@@ -143,6 +157,7 @@ def main() -> None:
 
     started = datetime.datetime.now().astimezone()
     load = os.getloadavg()
+    measured = revision()
     command = " ".join([os.path.relpath(PY, ROOT) if PY.startswith(str(ROOT)) else PY,
                         os.path.relpath(__file__, ROOT), *sys.argv[1:]])
     counts = [int(c) for c in args.scaling.split(",") if c]
@@ -152,57 +167,59 @@ def main() -> None:
     files = [str(f) for f in inputs.files()]
     stripped = headless(inputs) if not args.skip_peers else {}
     work = Path(tempfile.mkdtemp(prefix="hubmerge-bench-peers-"))
-    out = {}
+    out: dict[str, Path] = {}
+    hub = None if args.skip_hub else HubInputs(inputs, PY)
     try:
-        warm = files + [str(f) for f in stripped.values()]
+        if hub is not None:
+            hub.__enter__()  # up for the whole main table (idle between its rows), uploads once
+        warm = files + [str(f) for f in stripped.values()] + ([str(f) for f in hub.files()] if hub else [])
         measure("warm-up", rows_cmd("read-floor", *warm), repeat=1)  # page cache warm
-        rows = [
-            measure("import torch", rows_cmd("import-torch"), repeat=args.repeat),
-            measure(READ_FLOOR, rows_cmd("read-floor", *files), repeat=args.repeat),
-            measure("load floor (import torch + load every tensor, copied)", rows_cmd("load-floor", *files),
-                    repeat=args.repeat),
+        specs = [
+            Spec("import torch", rows_cmd("import-torch")),
+            Spec(READ_FLOOR, rows_cmd("read-floor", *files)),
+            Spec("load floor (import torch + load every tensor, copied)", rows_cmd("load-floor", *files)),
         ]
         for method, parameters in METHODS:
             recipe = write_recipe(inputs, method, work / f"{method}.yaml", parameters=parameters)
             out[method] = work / f"hubmerge-{method}"
-            rows.append(hubmerge_row(f"hubmerge {method}, local files", recipe, out[method], args.repeat, args.device))
-
-        if not args.skip_hub:
-            with HubInputs(inputs, PY) as hub:
-                measure("warm-up (hub blobs)", rows_cmd("read-floor", *hub.files()), repeat=1)
-                env = {**hub.env(), "HF_HOME": str(work / "hf-home")}
-                for method, parameters in METHODS:
-                    recipe = write_recipe(inputs, method, work / f"hub-{method}.yaml", parameters=parameters,
-                                          endpoint_repos=hub.repos)
-                    out[f"hub-{method}"] = work / f"hubmerge-hub-{method}"
-                    rows.append(hubmerge_row(
-                        f"hubmerge {method}, local Hub (HTTP)", recipe, out[f"hub-{method}"], args.repeat, args.device,
-                        extra=["--endpoint", hub.endpoint, "--token", hub.token], env=env,
-                        note="server in its own process (not counted), same 2 cores" if os.cpu_count() == 2
-                        else "server in its own process (not counted)"))
+            specs.append(hubmerge_spec(f"hubmerge {method}, local files", recipe, out[method], args.device))
+        if hub is not None:
+            env = {**hub.env(), "HF_HOME": str(work / "hf-home")}
+            for method, parameters in METHODS:
+                recipe = write_recipe(inputs, method, work / f"hub-{method}.yaml", parameters=parameters,
+                                      endpoint_repos=hub.repos)
+                out[f"hub-{method}"] = work / f"hubmerge-hub-{method}"
+                specs.append(hubmerge_spec(
+                    f"hubmerge {method}, local Hub (HTTP)", recipe, out[f"hub-{method}"], args.device,
+                    extra=["--endpoint", hub.endpoint, "--token", hub.token], env=env,
+                    note="server in its own process (not counted), on the same cores"))
 
         if not args.skip_peers:
             peers = str(args.peers_python)
             out["fusionbench"] = work / "fusionbench"
             (work / "fusionbench-run").mkdir()
-            rows.append(measure(
+            specs.append(Spec(
                 FUSIONBENCH,
                 [peers, str(HERE / "_peers.py"), "fusionbench", str(work / "fusionbench-run"), str(out["fusionbench"]),
                  str(inputs.base), *(f"{t}={p}" for t, p in inputs.models.items())],
-                env={"BENCH_FABRIC_ACCELERATOR": "cpu" if args.device == "cpu" else "gpu"}, repeat=args.repeat,
+                env={"BENCH_FABRIC_ACCELERATOR": "cpu" if args.device == "cpu" else "gpu"},
                 note="fusion-bench 0.2.33; typing.override from typing_extensions; "
                      "_pretrained_ as {config_path, pretrained: true}"))
             bin_dir = Path(peers).parent
             device = [] if args.device == "cpu" else ["--device", args.device]
             out["mergekit"] = work / "mergekit-pytorch"
             config = mergekit_config(work / "mergekit-pytorch.yaml", list(stripped.values()))
-            rows.append(measure(MK_PYTORCH, [str(bin_dir / "mergekit-pytorch"), str(config), str(out["mergekit"]),
-                                             "--quiet", *device],
-                                repeat=args.repeat, note="mergekit 0.1.5; classifier.* removed (heads differ in shape)"))
+            specs.append(Spec(MK_PYTORCH, [str(bin_dir / "mergekit-pytorch"), str(config), str(out["mergekit"]),
+                                           "--quiet", *device],
+                              note="mergekit 0.1.5; classifier.* removed (heads differ in shape)"))
             config = mergekit_config(work / "mergekit-yaml.yaml", list(inputs.models.values()))
-            rows.append(measure(MK_YAML, [str(bin_dir / "mergekit-yaml"), str(config), str(work / "mergekit-yaml"),
-                                          "--quiet", *device],
-                                repeat=args.repeat, expect_failure=True, note="mergekit 0.1.5, the full model dirs"))
+            specs.append(Spec(MK_YAML, [str(bin_dir / "mergekit-yaml"), str(config), str(work / "mergekit-yaml"),
+                                        "--quiet", *device],
+                              expect_failure=True, note="mergekit 0.1.5, the full model dirs"))
+        rows = measure_interleaved(specs, repeat=args.repeat)
+        if hub is not None:
+            hub.__exit__(None, None, None)
+            hub = None
 
         report = [
             f"# hubmerge vs FusionBench and mergekit ({started:%Y-%m-%d %H:%M %Z})",
@@ -210,9 +227,9 @@ def main() -> None:
             f"Machine: {machine()}; load average (1/5/15 min) at start {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}, "
             f"after the main table {'{:.2f} / {:.2f} / {:.2f}'.format(*os.getloadavg())}"
             + (" (shared machine: other jobs were running)" if max(load[0], os.getloadavg()[1]) > 1.0 else ""),
-            f"Command: `{command}`",
+            f"Command: `{command}` (hubmerge {measured})",
             f"Inputs: 1 base + 8 fine-tunes, convnext-base-224 shape, fp32, {inputs.bytes / 1e9:.2f} GB, page cache warm; "
-            f"device {args.device}; {args.repeat} run(s) per row, each in its own process.",
+            f"device {args.device}; {args.repeat} run(s) per row, each in its own process, rows round-robin.",
             *(f"Note: {n}" for n in notes),
             "",
             "## 1 base + 8 models",
@@ -238,16 +255,17 @@ def main() -> None:
             report += ["", "## Same result", "", equality_table(checks)]
 
         if counts:
-            scaling = []
+            part_files = {n: [str(f) for f in subset(every, n).files()] for n in counts}
+            measure("warm-up, scaling inputs", rows_cmd("read-floor", *part_files[max(counts)]), repeat=1)
+            specs = []
             for n in counts:
                 part = subset(every, n)
-                part_files = [str(f) for f in part.files()]
-                measure(f"warm-up, {n} models", rows_cmd("read-floor", *part_files), repeat=1)
                 recipe = write_recipe(part, "simple_average", work / f"scale{n}.yaml")
-                scaling.append(hubmerge_row(f"hubmerge simple_average, {n} models", recipe, work / "scale-out",
-                                            args.repeat, args.device, note=f"{part.bytes / 1e9:.2f} GB of inputs"))
-                scaling.append(measure(f"read floor, {n} models", rows_cmd("read-floor", *part_files),
-                                       repeat=args.repeat, note=f"{part.bytes / 1e9:.2f} GB of inputs"))
+                note = f"{part.bytes / 1e9:.2f} GB of inputs"
+                specs.append(hubmerge_spec(f"hubmerge simple_average, {n} models", recipe, work / "scale-out",
+                                           args.device, note=note))
+                specs.append(Spec(f"read floor, {n} models", rows_cmd("read-floor", *part_files[n]), note=note))
+            scaling = measure_interleaved(specs, repeat=args.repeat)
             report += ["", "## Scaling: wall grows with the input bytes, private memory stays flat", "",
                        markdown(scaling, floor=f"read floor, {counts[-1]} models")]
             report += ["", "hubmerge / read floor at each size: " + ", ".join(
@@ -261,6 +279,8 @@ def main() -> None:
         args.output.write_text(text)
         print(f"written to {os.path.relpath(args.output, Path.cwd())}")
     finally:
+        if hub is not None:
+            hub.__exit__(None, None, None)
         shutil.rmtree(work, ignore_errors=True)
 
 
