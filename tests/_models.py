@@ -90,6 +90,23 @@ def make_family(root: Path, kind: str = "convnext", *, heads: dict[str, int] | N
     return Family(base, models, backbone)
 
 
+def upload_family(family: Family, endpoint: str, token: str, *, prefix: str, private: bool = False) -> dict[str, str]:
+    """The family as the token owner's (alice's) Hub repos, uniquely named; returns {model dir name: repo id}."""
+    import uuid
+
+    from huggingface_hub import HfApi
+
+    api = HfApi(endpoint=endpoint, token=token)
+    tag = uuid.uuid4().hex[:6]
+    repos = {}
+    for path in [family.base, *family.models.values()]:
+        repo_id = f"alice/{prefix}{path.name}-{tag}"
+        api.create_repo(repo_id, private=private)
+        api.upload_folder(folder_path=path, repo_id=repo_id)
+        repos[path.name] = repo_id
+    return repos
+
+
 def write_recipe(path: Path, family: Family, method: str, *, parameters: dict | None = None,
                  target: bool = True, base: bool = True, extra: dict | None = None) -> Path:
     import yaml

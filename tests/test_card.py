@@ -65,7 +65,7 @@ def test_body(tmp_path, family):
     assert "TIES-Merging" in text and "density=0.2" in text and "arxiv.org/abs/2306.01708" in text
     assert "| **merged** |" in text and "| base + task heads |" in text and "| individual fine-tunes |" in text
     for task in family.models:
-        assert f"heads/<task>/" in text and task in text
+        assert "heads/<task>/" in text and task in text
     assert "hubmerge merge hubmerge_recipe.yaml" in text and "method: ties" in text
     assert 'load_merged("alice/merged"' in text
 

@@ -23,7 +23,7 @@ from hubmerge.recipe import Recipe
 from hubmerge.weights import http as ranged
 from hubmerge.weights.http import RetryPolicy
 
-from ._models import make_family
+from ._models import make_family, upload_family
 
 SEED = 1234
 READ_TIMEOUT = 0.5
@@ -39,14 +39,7 @@ def fast_retries(monkeypatch):
 @pytest.fixture(scope="module")
 def hub_repos(tmp_path_factory, local_hub):
     family = make_family(tmp_path_factory.mktemp("netfam"), "resnet")
-    api = HfApi(endpoint=local_hub.endpoint, token=local_hub.alice_token)
-    tag = uuid.uuid4().hex[:6]
-    repos = {}
-    for path in [family.base, *family.models.values()]:
-        repo_id = f"alice/net-{path.name}-{tag}"
-        api.create_repo(repo_id)
-        api.upload_folder(folder_path=path, repo_id=repo_id)
-        repos[path.name] = repo_id
+    repos = upload_family(family, local_hub.endpoint, local_hub.alice_token, prefix="net-")
     return repos
 
 

@@ -26,7 +26,7 @@ from hubmerge import engine
 from hubmerge.cli import main
 from hubmerge.recipe import Recipe
 
-from ._models import make_family
+from ._models import make_family, upload_family
 
 SEED = 777
 counts = {"kills": 0}
@@ -35,14 +35,7 @@ counts = {"kills": 0}
 @pytest.fixture(scope="module")
 def hub_repos(tmp_path_factory, local_hub):
     family = make_family(tmp_path_factory.mktemp("procfam"), "resnet")
-    api = HfApi(endpoint=local_hub.endpoint, token=local_hub.alice_token)
-    tag = uuid.uuid4().hex[:6]
-    repos = {}
-    for path in [family.base, *family.models.values()]:
-        repo_id = f"alice/proc-{path.name}-{tag}"
-        api.create_repo(repo_id)
-        api.upload_folder(folder_path=path, repo_id=repo_id)
-        repos[path.name] = repo_id
+    repos = upload_family(family, local_hub.endpoint, local_hub.alice_token, prefix="proc-")
     return repos
 
 

@@ -331,7 +331,7 @@ def generate_cases(shards: list[Shard], index: bytes, outside: Path, rng: random
         f"/etc/../{SHARDS[0]}", f"sub/../../{SHARDS[0]}", f"..\\{SHARDS[0]}", f"C:{SHARDS[0]}", f"C:\\x\\{SHARDS[0]}",
         f"\\\\server\\share\\{SHARDS[0]}", f"{SHARDS[0]}\x00.txt", f"./../{SHARDS[0]}", "..", ".", "", "/",
         "config.json", "../other/config.json", f"{SHARDS[0]}.bak", "file:///etc/passwd", f"~/{SHARDS[0]}",
-        f"{SHARDS[0]}/", f"missing-00004-of-00003.safetensors", f"sub/{SHARDS[0]}",
+        f"{SHARDS[0]}/", "missing-00004-of-00003.safetensors", f"sub/{SHARDS[0]}",
     ]
     for target in escapes:
         for _ in range(2):

@@ -17,7 +17,7 @@ from hubmerge.recipe import load_recipe
 from hubmerge.weights import http as ranged
 from hubmerge.weights.http import RetryPolicy, read_range_into
 
-from ._models import make_family, write_recipe
+from ._models import make_family, write_recipe, upload_family
 
 
 @pytest.fixture(autouse=True)
@@ -33,14 +33,7 @@ def family(tmp_path_factory):
 @pytest.fixture(scope="module")
 def hub_family(family, local_hub):
     """The family uploaded to the local Hub as alice's repos; returns {local path name: repo id}."""
-    api = HfApi(endpoint=local_hub.endpoint, token=local_hub.alice_token)
-    tag = uuid.uuid4().hex[:6]
-    repos = {}
-    for path in [family.base, *family.models.values()]:
-        repo_id = f"alice/{path.name}-{tag}"
-        api.create_repo(repo_id)
-        api.upload_folder(folder_path=path, repo_id=repo_id)
-        repos[path.name] = repo_id
+    repos = upload_family(family, local_hub.endpoint, local_hub.alice_token, prefix="")
     return repos
 
 

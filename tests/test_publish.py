@@ -16,7 +16,7 @@ from hubmerge.hub.push import check_target, push_folder
 from hubmerge.publish import publish
 from hubmerge.recipe import Recipe
 
-from ._models import make_family
+from ._models import make_family, upload_family
 
 
 @pytest.fixture(scope="module")
@@ -27,14 +27,7 @@ def family(tmp_path_factory):
 @pytest.fixture(scope="module")
 def hub_models(family, local_hub):
     """The family as alice's Hub repos."""
-    api = HfApi(endpoint=local_hub.endpoint, token=local_hub.alice_token)
-    tag = uuid.uuid4().hex[:6]
-    repos = {}
-    for path in [family.base, *family.models.values()]:
-        repo_id = f"alice/pub-{path.name}-{tag}"
-        api.create_repo(repo_id)
-        api.upload_folder(folder_path=path, repo_id=repo_id)
-        repos[path.name] = repo_id
+    repos = upload_family(family, local_hub.endpoint, local_hub.alice_token, prefix="pub-")
     return repos
 
 

@@ -29,7 +29,7 @@ from hubmerge.errors import HubmergeError
 from hubmerge.evaluation import EVAL_RESULTS_FILE
 from hubmerge.recipe import Recipe
 
-from ._models import make_family
+from ._models import make_family, upload_family
 
 SENTINEL = "hf_SENTINELsecret1234567890abcdefXYZ"  # registered on the local Hub as alice's
 BAD_SENTINEL = "hf_SENTINELinvalid0987654321zyxwvuQ"  # unknown to the Hub
@@ -66,14 +66,7 @@ def setup(sentinel_hub, tmp_path_factory):
 
     root = tmp_path_factory.mktemp("secrets")
     family = make_family(root / "family", "resnet")
-    api = HfApi(endpoint=sentinel_hub.endpoint, token=sentinel_hub.alice_token)
-    tag = uuid.uuid4().hex[:6]
-    repos = {}
-    for path in [family.base, *family.models.values()]:
-        repo_id = f"alice/secret-{path.name}-{tag}"
-        api.create_repo(repo_id, private=True)
-        api.upload_folder(folder_path=path, repo_id=repo_id)
-        repos[path.name] = repo_id
+    repos = upload_family(family, sentinel_hub.endpoint, sentinel_hub.alice_token, prefix="secret-", private=True)
     rng = np.random.default_rng(0)
     features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=["class_0", "class_1", "class_2"])})
     images = [rng.integers(0, 255, (32, 32, 3), dtype=np.uint8) for _ in range(12)]

@@ -158,7 +158,9 @@ def test_client_plans_merges_tries_and_pushes(client, hub_models, local_hub, tmp
     assert status.startswith("Merged in") and "4 task head(s)" in status
     rows = {row[0]: row[1:] for row in table["data"]}
     assert rows["merged"][-1] > rows["base + task heads"][-1]  # average accuracy: merging helped
-    assert {"merged", "base + task heads", "individual (own fine-tune)"} <= {r[2] for r in chart["data"]}
+    bars = chart["value"]["data"]  # an update: the plot's value and its bar order
+    assert {"merged", "base + task heads", "individual (own fine-tune)"} <= {r[2] for r in bars}
+    assert chart["sort"] == [r[0] for r in bars] and chart["sort"][0].startswith("digits_low")
     assert "hubmerge" in card and "digits_parity" in card
     recipe = yaml.safe_load(Path(recipe_file).read_text())
     assert recipe["method"] == "task_arithmetic" and all("@" in m["model"] for m in recipe["models"])

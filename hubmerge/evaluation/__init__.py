@@ -65,6 +65,7 @@ __all__ = [
     "CompareReport",
     "EvalReport",
     "TaskResult",
+    "accuracy_matrix",
     "compare_inputs",
     "evaluate_classifier",
     "evaluate_model",

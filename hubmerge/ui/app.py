@@ -22,7 +22,7 @@ from typing import Any, Optional
 
 import gradio as gr
 
-from ..errors import AuthenticationError, CancelledError, HubmergeError, RecipeError, redact
+from ..errors import AuthenticationError, HubmergeError, RecipeError, redact
 from ..methods import get_method, list_methods
 from ..recipe import Recipe
 from .forms import DEVICES, DTYPES, MODEL_COLUMNS, ParamField, form_values, param_fields, recipe_from_form
