@@ -110,11 +110,7 @@ class AppHandlers:
         if name not in self.presets:
             raise gr.Error(f"unknown preset '{name}'; choose one of: {', '.join(self.presets)}")
         with _user_errors("Loading the preset"):
-            values = form_values(self.presets[name]())
-        params = [values.parameters.get(f.spec_name, f.default) if f.method == values.method else gr.update()
-                  for f in self.flat_fields]
-        return (values.base_model, values.models, values.method, values.parameters, values.dtype, values.device,
-                *params)
+            return self._fill(self.presets[name]())
 
     def load_recipe_file(self, path: str | None) -> tuple[Any, ...]:
         """Field values from an uploaded recipe YAML (hubmerge or FusionBench style)."""
@@ -123,7 +119,11 @@ class AppHandlers:
         if not path:
             raise gr.Error("no file was uploaded")
         with _user_errors("Loading the recipe"):
-            values = form_values(load_recipe(path))
+            return self._fill(load_recipe(path))
+
+    def _fill(self, recipe: Recipe) -> tuple[Any, ...]:
+        """The form's fields for ``recipe``; the other methods' parameter fields keep their values."""
+        values = form_values(recipe)
         params = [values.parameters.get(f.spec_name, f.default) if f.method == values.method else gr.update()
                   for f in self.flat_fields]
         return (values.base_model, values.models, values.method, values.parameters, values.dtype, values.device,
@@ -224,11 +224,12 @@ class AppHandlers:
         """Publish the session's merged output in one commit; returns a link to the repo."""
         from ..card import write_card
         from ..hub.auth import require_token
-        from ..hub.push import check_target, push_folder
+        from ..hub.push import check_repo_id, check_target, push_folder
 
         secret = self.token_for(token, oauth_token)
         with _user_errors("Push", secret):
             repo_id = (repo_id or "").strip()
+            check_repo_id(repo_id)
             if not output or not Path(output).is_dir():
                 raise RecipeError("merge first: there is no merged model in this session to push")
             if not secret:
