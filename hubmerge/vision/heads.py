@@ -296,7 +296,7 @@ def decide_head(
     if own is None or len(own) != len(labels) or [_normalise(n) for n in own] == [_normalise(n) for n in labels]:
         return HeadDecision(task, dict(enumerate(labels)), source)
     if source != "dataset":  # the model knows its labels better than a registry's spelling of them
-        log.warning("task %s: the model's labels (%s, ...) are not the registry's (%s, ...); keeping the model's",
+        log.info("task %s: the model's labels (%s, ...) are not the registry's (%s, ...); keeping the model's",
                     task, ", ".join(own[:3]), ", ".join(labels[:3]))
         return HeadDecision(task, dict(enumerate(own)), "config")
     _unique(labels, task, f"the dataset {dataset}'s labels")
