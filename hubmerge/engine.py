@@ -910,7 +910,10 @@ def execute(
             (tmp / RECIPE_FILE).write_text(pinned.to_yaml())
             files.append(RECIPE_FILE)
     finally:
+        from .weights.buffers import SHARED_POOL
+
         close_plan(merge_plan)
+        SHARED_POOL.clear()  # a long-lived process (the app) keeps no read buffers between merges
     return MergeResult(
         output=output,
         files=tuple(sorted(set(files))),

@@ -3,7 +3,7 @@
 Why coalesce: a ConvNeXt checkpoint holds hundreds of small tensors (norms, biases) next to each
 other; one read per neighbourhood instead of one per tensor saves syscalls locally and round trips
 over HTTP. A source that can map its files gives tensors that are views of the page cache (no
-copy); otherwise each read goes straight into a fresh torch buffer: one copy from the socket.
+copy); otherwise each read goes straight into a pooled buffer (``buffers``): one copy from the socket.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import UnsupportedDtypeError
+from .buffers import SHARED_POOL
 from .dtypes import torch_dtype
 from .index import ModelWeights, TensorLocation
 
@@ -73,7 +74,7 @@ def read_span(weights: ModelWeights, span: Span) -> dict[str, torch.Tensor]:
     if mapped is not None:
         buffer = torch.frombuffer(mapped, dtype=torch.uint8)
     else:
-        buffer = torch.empty(span.length, dtype=torch.uint8)
+        buffer = SHARED_POOL.take(span.length)
         if span.length:
             weights.source.read_into(span.file, span.offset, memoryview(buffer.numpy()).cast("B"))
     where = weights.source.where(span.file)
