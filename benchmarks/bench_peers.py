@@ -226,7 +226,8 @@ def main() -> None:
             "",
             f"Machine: {machine()}; load average (1/5/15 min) at start {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}, "
             f"after the main table {'{:.2f} / {:.2f} / {:.2f}'.format(*os.getloadavg())}"
-            + (" (shared machine: other jobs were running)" if max(load[0], os.getloadavg()[1]) > 1.0 else ""),
+            + (" (the machine was busy before the run started: other jobs may have run)" if load[0] > 1.0
+               else " (the load after it is the benchmark's own)"),
             f"Command: `{command}` (hubmerge {measured})",
             f"Inputs: 1 base + 8 fine-tunes, convnext-base-224 shape, fp32, {inputs.bytes / 1e9:.2f} GB, page cache warm; "
             f"device {args.device}; {args.repeat} run(s) per row, each in its own process, rows round-robin.",
