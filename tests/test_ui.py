@@ -253,3 +253,17 @@ def test_cancel_stops_the_merge_and_leaves_nothing(hub_models, local_hub, tmp_pa
                        values.device, progress=progress)
     assert calls and not any((tmp_path / "work").rglob("*.safetensors"))
     assert handlers._cancels == {}
+
+
+def test_the_models_table_arrives_in_any_of_its_shapes():
+    import pandas as pd
+
+    from hubmerge.ui import AppHandlers
+
+    rows = [["org/a", "x", "", ""], ["org/b", "y", "", ""]]
+    expected = [str(e.model) for e in AppHandlers().recipe("org/base", rows, "simple_average", {}, AS_INPUTS,
+                                                           "cpu").models]
+    for table in (pd.DataFrame(rows, columns=["model", "task", "dataset", "weight"]),
+                  {"headers": ["model", "task", "dataset", "weight"], "data": rows}):
+        recipe = AppHandlers().recipe("org/base", table, "simple_average", {}, AS_INPUTS, "cpu")
+        assert [str(e.model) for e in recipe.models] == expected == ["org/a", "org/b"]

@@ -99,9 +99,12 @@ class AppHandlers:
 
     def recipe(self, base_model: str, models: Any, method: str, parameters: Mapping[str, Any] | None, dtype: str,
                device: str) -> Recipe:
-        rows = models.values.tolist() if hasattr(models, "values") else list(models or [])
-        if isinstance(models, Mapping):  # the API's {"headers": [...], "data": [[...]]}
+        if isinstance(models, Mapping):  # {"headers": [...], "data": [[...]]}, as the API describes the table
             rows = list(models.get("data") or [])
+        elif hasattr(models, "to_numpy"):  # the table as Gradio hands it over: a pandas DataFrame
+            rows = models.to_numpy().tolist()
+        else:
+            rows = list(models or [])
         return recipe_from_form(base_model=base_model, models=rows, method=method, parameters=parameters or {},
                                 dtype=dtype, device=device)
 
