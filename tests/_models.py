@@ -90,6 +90,11 @@ def make_family(root: Path, kind: str = "convnext", *, heads: dict[str, int] | N
     return Family(base, models, backbone)
 
 
+def snapshot(directory: Path) -> dict[str, bytes]:
+    """Every file under ``directory`` by its relative path: two merges are identical when these are equal."""
+    return {p.relative_to(directory).as_posix(): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
 def upload_family(family: Family, endpoint: str, token: str, *, prefix: str, private: bool = False) -> dict[str, str]:
     """The family as the token owner's (alice's) Hub repos, uniquely named; returns {model dir name: repo id}."""
     import uuid

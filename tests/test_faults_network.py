@@ -23,7 +23,7 @@ from hubmerge.recipe import Recipe
 from hubmerge.weights import http as ranged
 from hubmerge.weights.http import RetryPolicy
 
-from ._models import make_family, upload_family
+from ._models import make_family, snapshot, upload_family
 
 SEED = 1234
 READ_TIMEOUT = 0.5
@@ -50,10 +50,6 @@ def recipe_for(repos: dict[str, str], method: str = "task_arithmetic") -> Recipe
         "models": [{"model": repos[t], "task": t} for t in ("alpha", "beta", "gamma")],
         "target_modules": ["resnet"],
     })
-
-
-def snapshot(directory: Path) -> dict[str, bytes]:
-    return {p.relative_to(directory).as_posix(): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
 
 
 @pytest.fixture(scope="module")

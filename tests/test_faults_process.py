@@ -26,7 +26,7 @@ from hubmerge import engine
 from hubmerge.cli import main
 from hubmerge.recipe import Recipe
 
-from ._models import make_family, upload_family
+from ._models import make_family, snapshot, upload_family
 
 SEED = 777
 counts = {"kills": 0}
@@ -51,10 +51,6 @@ def recipe_file(hub_repos, tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("proc") / "recipe.yaml"
     path.write_text(recipe.to_yaml())
     return path
-
-
-def snapshot(directory: Path) -> dict[str, bytes]:
-    return {p.relative_to(directory).as_posix(): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
 
 
 @pytest.fixture(scope="module")

@@ -40,7 +40,7 @@ from hubmerge import engine
 from hubmerge.errors import HubmergeError
 from hubmerge.recipe import load_recipe
 
-from ._models import save_model
+from ._models import save_model, snapshot
 
 SEED = 20240611
 CASE_WALL_LIMIT = 10  # seconds; a case is a plan of three tiny models, plus at most one tiny merge
@@ -381,10 +381,6 @@ class CaseTimeout(Exception):
 
 def _alarm(signum, frame):  # noqa: ARG001 - signal handler signature
     raise CaseTimeout(f"case ran longer than {CASE_WALL_LIMIT} s")
-
-
-def snapshot(directory: Path) -> dict[str, bytes]:
-    return {p.relative_to(directory).as_posix(): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
 
 
 def apply(victim: Path, changes: dict[str, Change]) -> None:
