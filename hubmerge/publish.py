@@ -53,13 +53,13 @@ class PublishResult:
 
 def _clean_stale_work_dirs(parent: Path) -> None:
     """Remove the build directories that killed pushes left in ``parent`` (their process is gone)."""
-    from .weights.writer import _pid_alive
+    from .weights.writer import pid_alive
 
     if not parent.is_dir():
         return
     for entry in parent.glob(f"{_WORK_PREFIX}*"):
         pid = entry.name[len(_WORK_PREFIX) :].split("-", 1)[0]
-        if pid.isdigit() and entry.is_dir() and not entry.is_symlink() and not _pid_alive(int(pid)):
+        if pid.isdigit() and entry.is_dir() and not entry.is_symlink() and not pid_alive(int(pid)):
             shutil.rmtree(entry, ignore_errors=True)
 
 

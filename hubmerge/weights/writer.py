@@ -26,7 +26,7 @@ from ..errors import OutputExistsError, PlanError
 from .dtypes import DTYPES, dtype_code
 from .index import INDEX_FILE, SINGLE_FILE
 
-__all__ = ["OutputTensor", "ShardedWriter", "atomic_output_dir", "parse_size", "shard_layout"]
+__all__ = ["OutputTensor", "ShardedWriter", "atomic_output_dir", "parse_size", "pid_alive", "shard_layout"]
 
 _TMP_MARK = ".hubmerge-tmp-"
 _OLD_MARK = ".hubmerge-old-"
@@ -181,7 +181,8 @@ class ShardedWriter:
             self._file = None
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` still runs (its leftovers must not be cleaned up yet)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -209,7 +210,7 @@ def clean_stale(target: Path) -> None:
         for mark in (_TMP_MARK, _OLD_MARK):
             if entry.name.startswith(prefix + mark):
                 pid = _owner_pid(entry.name, mark)
-                if pid is not None and not _pid_alive(pid):
+                if pid is not None and not pid_alive(pid):
                     if mark == _OLD_MARK and not target.exists():
                         entry.rename(target)  # killed between the two renames: keep the old output
                     else:
