@@ -40,6 +40,10 @@ class Inputs:
     def bytes(self) -> int:
         return sum(f.stat().st_size for f in self.files())
 
+    def first(self, n: int) -> "Inputs":
+        """The base and the first ``n`` fine-tunes (scaling rows)."""
+        return Inputs(self.root, self.base, dict(list(self.models.items())[:n]))
+
 
 def task_name(i: int) -> str:
     """The i-th fine-tune: the 8 FusionBench tasks, then copies with a suffix for scaling runs."""

@@ -83,7 +83,7 @@ def main() -> None:
         if counts:
             scaling = []
             for n in counts:
-                subset = type(inputs)(inputs.root, inputs.base, dict(list(inputs.models.items())[:n]))
+                subset = inputs.first(n)
                 recipe = write_recipe(subset, "simple_average", work / f"scale{n}.yaml")
                 scaling.append(hubmerge_row(f"hubmerge simple_average, {n} models", recipe, work / "out", 1, args.device))
                 floor_files = [str(f) for f in subset.files()]

@@ -54,10 +54,6 @@ MK_PYTORCH = "mergekit-pytorch linear (head-less copies)"
 MK_YAML = "mergekit-yaml linear"
 
 
-def subset(inputs: Inputs, n: int) -> Inputs:
-    return Inputs(inputs.root, inputs.base, dict(list(inputs.models.items())[:n]))
-
-
 def rows_cmd(mode: str, *args: object) -> list[str]:
     return [PY, str(HERE / "_rows.py"), mode, *map(str, args)]
 
@@ -163,7 +159,7 @@ def main() -> None:
     counts = [int(c) for c in args.scaling.split(",") if c]
     print(f"generating inputs in {args.cache} (once)...", flush=True)
     every, counts, notes = ensure_inputs(counts, args.cache)
-    inputs = subset(every, 8)
+    inputs = every.first(8)
     files = [str(f) for f in inputs.files()]
     stripped = headless(inputs) if not args.skip_peers else {}
     work = Path(tempfile.mkdtemp(prefix="hubmerge-bench-peers-"))
@@ -256,11 +252,11 @@ def main() -> None:
             report += ["", "## Same result", "", equality_table(checks)]
 
         if counts:
-            part_files = {n: [str(f) for f in subset(every, n).files()] for n in counts}
+            part_files = {n: [str(f) for f in every.first(n).files()] for n in counts}
             measure("warm-up, scaling inputs", rows_cmd("read-floor", *part_files[max(counts)]), repeat=1)
             specs = []
             for n in counts:
-                part = subset(every, n)
+                part = every.first(n)
                 recipe = write_recipe(part, "simple_average", work / f"scale{n}.yaml")
                 note = f"{part.bytes / 1e9:.2f} GB of inputs"
                 specs.append(hubmerge_spec(f"hubmerge simple_average, {n} models", recipe, work / "scale-out",
