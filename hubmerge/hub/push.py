@@ -50,7 +50,8 @@ class PushResult:
     files: tuple[str, ...]
 
 
-def _api(token: str, endpoint: str | None):  # type: ignore[no-untyped-def]
+def hub_api(token: str, endpoint: str | None):  # type: ignore[no-untyped-def]
+    """The client every write uses: this token, this Hub, requests tagged as hubmerge's."""
     from huggingface_hub import HfApi
 
     return HfApi(endpoint=endpoint, token=token, library_name="hubmerge")
@@ -85,7 +86,7 @@ def check_target(
     from huggingface_hub import errors as hf
 
     check_repo_id(repo_id)
-    api = _api(token, endpoint)
+    api = hub_api(token, endpoint)
     with hub_errors(repo_id, revision=branch):
         try:
             info = api.model_info(repo_id, revision=branch)
@@ -139,7 +140,7 @@ def push_folder(
     from huggingface_hub import CommitOperationAdd, CommitOperationDelete
     from huggingface_hub import errors as hf
 
-    api = _api(token, endpoint)
+    api = hub_api(token, endpoint)
     files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
     operations: list[CommitOperationAdd | CommitOperationDelete] = [
         CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(folder / name)) for name in files

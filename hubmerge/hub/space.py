@@ -16,7 +16,7 @@ from importlib import metadata
 from pathlib import Path
 
 from ..errors import HubmergeError, PushError
-from .push import check_repo_id
+from .push import check_repo_id, hub_api
 from .source import hub_errors
 
 __all__ = ["GRADIO_VERSION", "SpaceDeployment", "deploy_space", "package_files", "space_files"]
@@ -92,11 +92,11 @@ def deploy_space(
         PushError: the commit was refused; a Space this call created is removed again.
         AuthenticationError / HubError: the Hub refused or could not be reached.
     """
-    from huggingface_hub import CommitOperationAdd, HfApi
+    from huggingface_hub import CommitOperationAdd
     from huggingface_hub import errors as hf
 
     check_repo_id(repo_id)
-    api = HfApi(endpoint=endpoint, token=token, library_name="hubmerge")
+    api = hub_api(token, endpoint)
     operations = [CommitOperationAdd(name, text.encode()) for name, text in space_files().items()]
     operations += [CommitOperationAdd(name, str(path)) for name, path in package_files().items()]
     created = False
