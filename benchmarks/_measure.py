@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,18 @@ class Row:
     def span(self, attr: str) -> tuple[float, float]:
         values = [getattr(r, attr) for r in self.runs]
         return min(values), max(values)
+
+
+def precompile(package: Path) -> None:
+    """Write ``package``'s bytecode once, as a regular (non-editable) ``pip install`` does.
+
+    The editable install leaves it to the first import, which never writes it where
+    PYTHONDONTWRITEBYTECODE is set (as on the CI machines): every hubmerge row would then pay for
+    compiling every module it imports, which no installed tool does. The peers are pip-installed.
+    """
+    import compileall
+
+    compileall.compile_dir(str(package), quiet=1)
 
 
 def _sample_anon(pid: int, stop: threading.Event, peak: list[int]) -> None:

@@ -21,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 from _inputs import DEFAULT_CACHE, generate, write_recipe  # noqa: E402
-from _measure import Row, markdown, measure  # noqa: E402
+from _measure import Row, markdown, measure, precompile  # noqa: E402
 
 HERE = Path(__file__).parent
 PY = sys.executable
@@ -54,6 +54,7 @@ def main() -> None:
     parser.add_argument("--scaling", default="2,4,8", help="model counts for the scaling table ('' to skip)")
     args = parser.parse_args()
 
+    precompile(HERE.parent / "hubmerge")
     print(f"generating inputs in {args.cache} (once)...", flush=True)
     inputs = generate(8, args.cache)
     files = [str(f) for f in inputs.files()]

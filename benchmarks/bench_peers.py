@@ -35,7 +35,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 from _inputs import DEFAULT_CACHE, HubInputs, Inputs, generate, headless, task_name, write_recipe  # noqa: E402
-from _measure import Row, Spec, gb, markdown, measure, measure_interleaved  # noqa: E402
+from _measure import Row, Spec, gb, markdown, measure, measure_interleaved, precompile  # noqa: E402
 from bench_merge import machine  # noqa: E402
 
 HERE = Path(__file__).parent
@@ -157,6 +157,7 @@ def main() -> None:
     command = " ".join([os.path.relpath(PY, ROOT) if PY.startswith(str(ROOT)) else PY,
                         os.path.relpath(__file__, ROOT), *sys.argv[1:]])
     counts = [int(c) for c in args.scaling.split(",") if c]
+    precompile(ROOT / "hubmerge")
     print(f"generating inputs in {args.cache} (once)...", flush=True)
     every, counts, notes = ensure_inputs(counts, args.cache)
     inputs = every.first(8)

@@ -13,14 +13,16 @@ re-initialised). Inputs of no known family, with no ``target_modules``, are merg
 safetensors model merges; tensors that differ in shape are then a ``ShapeMismatchError``).
 
 ``execute`` streams the plan: worker threads prefetch the byte ranges of the next tensor groups from
-every input while the device merges the current group in float32; results are cast to the output
-dtype and appended to pre-laid-out safetensors shards in a temporary directory that replaces the
-output only when everything is written. Linear methods (averages, task arithmetic) are reduced as a
-running sum, so memory does not grow with the number of models.
+every input while the device merges the current group in float32; a background thread, a group
+behind, casts the results to the output dtype, checks them for NaN/Inf and appends them to
+pre-laid-out safetensors shards in a temporary directory that replaces the output only when
+everything is written. Linear methods (averages, task arithmetic) are reduced as a running sum into
+reused buffers, so memory does not grow with the number of models.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -57,6 +59,7 @@ from .vision.heads import (
     heads_index,
     id2label_config,
 )
+from .weights.buffers import SHARED_POOL
 from .weights.dtypes import DTYPES, is_float, is_integer
 from .weights.index import INDEX_FILE, ModelWeights, open_weights
 from .weights.sources import LocalSource, WeightSource
@@ -609,13 +612,21 @@ class _Merger:
     def f32(self, tensor: torch.Tensor) -> torch.Tensor:
         return tensor.to(device=self.device, dtype=self.torch.float32, non_blocking=True)
 
+    def buffer(self, shape: tuple[int, ...]) -> torch.Tensor:
+        """An uninitialised float32 tensor; on the CPU from the reused pool, as fresh memory costs page faults."""
+        if self.device.type != "cpu":
+            return self.torch.empty(shape, dtype=self.torch.float32, device=self.device)
+        return SHARED_POOL.take(math.prod(shape) * 4).view(self.torch.float32).reshape(shape)
+
     def linear_group(self, group: list[TensorPlan], reads: Iterator[tuple[int, dict[str, torch.Tensor]]]) -> dict[str, torch.Tensor]:
         """Running sum: every input's tensors are folded in and dropped as soon as they arrive."""
         assert self.linear is not None
+        torch = self.torch
         anchored = self.linear.anchored and self.plan.base_input is not None
         coefficient = dict(zip(self.model_indices, self.linear.coefficients))
         out: dict[str, torch.Tensor] = {}
         anchors: dict[str, torch.Tensor] = {}
+        scratch: dict[str, torch.Tensor] = {}  # one task vector at a time, reused across inputs
         merged = [t for t in group if t.action == "merge"]
         for index, tensors in reads:
             for t in group:
@@ -627,13 +638,16 @@ class _Merger:
                 value = self.f32(tensors[t.name])
                 if anchored and index == self.plan.base_input:
                     anchors[t.name] = value
-                    out[t.name] = value.clone()
+                    out[t.name] = self.buffer(t.shape).copy_(value)
                 elif anchored:
-                    out[t.name].add_(value - anchors[t.name], alpha=coefficient[index])
+                    if t.name not in scratch:
+                        scratch[t.name] = self.buffer(t.shape)
+                    torch.sub(value, anchors[t.name], out=scratch[t.name])
+                    out[t.name].add_(scratch[t.name], alpha=coefficient[index])
                 elif t.name in out:
                     out[t.name].add_(value, alpha=coefficient[index])
                 else:
-                    out[t.name] = value * coefficient[index]
+                    out[t.name] = torch.mul(value, coefficient[index], out=self.buffer(t.shape))
             del tensors
         return out
 
@@ -663,10 +677,10 @@ class _Merger:
 def _check_finite(merge_plan: MergePlan, tensor: TensorPlan, value: torch.Tensor) -> None:
     import torch
 
-    if not value.is_floating_point() or math.isfinite(float(value.sum(dtype=torch.float64))):
+    if not value.is_floating_point() or math.isfinite(float(value.sum(dtype=torch.float32))):
         return  # a NaN/Inf anywhere makes the sum non-finite; one pass, no temporary mask
     if bool(torch.isfinite(value).all()):
-        return  # finite values whose sum overflowed
+        return  # finite values whose float32 sum overflowed
     from .weights.reader import read_tensors
 
     culprits = []
@@ -798,6 +812,7 @@ def execute(
         NonFiniteTensorError: an input holds NaN/Inf in a merged tensor.
         WeightsError / HubError: reads failed after retries. CancelledError: ``cancel`` was set.
     """
+    from .weights.behind import Behind
     from .weights.prefetch import Job, prefetch
     from .weights.reader import Span, plan_spans, read_span, release_spans
 
@@ -842,39 +857,45 @@ def execute(
             for i in sorted(wanted, key=lambda i: (i != merge_plan.base_input, i))
         ]
 
+    def finish(group: list[TensorPlan], merged: dict[str, torch.Tensor], consumed: list[tuple[int, list[Span]]],
+               writer: ShardedWriter) -> None:
+        """Cast, check and write one merged group, then let its input pages go (runs behind the merge)."""
+        for t in group:
+            value = _init_tensor(t) if t.action == "init" else merged.pop(t.name)
+            if t.rows is not None:
+                value = value.index_select(0, merger.torch.tensor(t.rows))
+            if value.dtype != _torch_out_dtype(t.out_dtype):
+                value = value.to(_torch_out_dtype(t.out_dtype))
+            if t.action == "merge":
+                _check_finite(merge_plan, t, value)
+            writer.write(t.name, value)
+            del value
+        for index, spans in consumed:
+            release_spans(merge_plan.inputs[index].weights, spans)
+
     def stream(tensors: Sequence[TensorPlan], writer: ShardedWriter) -> None:
         # A running sum holds one group; other methods hold it once per input: keep their total the same.
         per_group = group_bytes if merger.linear is not None else max(group_bytes // len(merge_plan.inputs), 2**20)
         groups = _groups(tensors, per_group)
         group_jobs = [jobs_for(group) for group in groups]
         results = prefetch((job for jobs in group_jobs for job in jobs), workers=workers, max_bytes=budget_bytes)
-        for group, jobs in zip(groups, group_jobs):
-            if cancel is not None and cancel.is_set():
-                raise CancelledError("the merge")
-            count = len(jobs)
-            consumed: list[tuple[int, list[Span]]] = []
+        with Behind() as behind:
+            for group, jobs in zip(groups, group_jobs):
+                if cancel is not None and cancel.is_set():
+                    raise CancelledError("the merge")
+                count = len(jobs)
+                consumed: list[tuple[int, list[Span]]] = []
 
-            def reads(count: int = count) -> Iterator[tuple[int, dict[str, torch.Tensor]]]:
-                for _ in range(count):
-                    index, tensors, spans = next(results)
-                    consumed.append((index, spans))
-                    yield index, tensors
+                def reads(count: int = count) -> Iterator[tuple[int, dict[str, torch.Tensor]]]:
+                    for _ in range(count):
+                        index, tensors, spans = next(results)
+                        consumed.append((index, spans))
+                        yield index, tensors
 
-            use_linear = merger.linear is not None
-            merged = merger.linear_group(group, reads()) if use_linear else merger.gather_group(group, reads())
-            for t in group:
-                value = _init_tensor(t) if t.action == "init" else merged.pop(t.name)
-                if t.rows is not None:
-                    value = value.index_select(0, merger.torch.tensor(t.rows))
-                if t.action == "merge":
-                    value = value.to(_torch_out_dtype(t.out_dtype))
-                    _check_finite(merge_plan, t, value)
-                elif value.dtype != _torch_out_dtype(t.out_dtype):
-                    value = value.to(_torch_out_dtype(t.out_dtype))
-                writer.write(t.name, value)
-                del value
-            for index, spans in consumed:
-                release_spans(merge_plan.inputs[index].weights, spans)
+                use_linear = merger.linear is not None
+                merged = merger.linear_group(group, reads()) if use_linear else merger.gather_group(group, reads())
+                behind.submit(functools.partial(finish, group, merged, consumed, writer))
+                del merged
         results.close()
 
     def write_part(directory: Path, tensors: Sequence[TensorPlan]) -> list[str]:
@@ -910,8 +931,6 @@ def execute(
             (tmp / RECIPE_FILE).write_text(pinned.to_yaml())
             files.append(RECIPE_FILE)
     finally:
-        from .weights.buffers import SHARED_POOL
-
         close_plan(merge_plan)
         SHARED_POOL.clear()  # a long-lived process (the app) keeps no read buffers between merges
     return MergeResult(

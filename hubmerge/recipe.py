@@ -221,6 +221,12 @@ class Recipe:
         return [m.task for m in self.models if m.task is not None]
 
     @property
+    def on_hub(self) -> bool:
+        """Whether any model (or the base) is a Hub repo rather than a local directory."""
+        refs = [m.model for m in self.models] + ([self.base_model] if self.base_model else [])
+        return any(not ref.is_local for ref in refs)
+
+    @property
     def resolved_default_task(self) -> str | None:
         return self.default_task or (self.tasks[0] if self.tasks else None)
 

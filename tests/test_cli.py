@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -81,3 +82,33 @@ def test_console_script_starts_fast_and_lazily():
     help_text = subprocess.run([sys.executable, "-m", "hubmerge.cli", "--help"], capture_output=True, text=True, check=True)
     for command in ("plan", "merge", "evaluate", "push", "card", "demo", "hub"):
         assert command in help_text.stdout
+
+
+def test_executable_flushes_output_runs_atexit_and_keeps_exit_codes(tmp_path, family):
+    """``run`` skips the interpreter's teardown (os._exit), so check what a normal exit would give."""
+    recipe = write_recipe(tmp_path / "r.yaml", family, "simple_average")
+    out, marker = tmp_path / "out", tmp_path / "atexit-ran"
+    code = (
+        "import atexit, pathlib, sys; from hubmerge.cli import run; "
+        f"atexit.register(pathlib.Path({str(marker)!r}).touch); "
+        "sys.argv = ['hubmerge', *sys.argv[1:]]; run()"
+    )
+    merge = [sys.executable, "-c", code, "merge", str(recipe), "-o", str(out), "--quiet", "--device", "cpu"]
+    buffered = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # a pipe: block-buffered stdout
+    done = subprocess.run(merge, capture_output=True, text=True, env=buffered)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == str(out)  # buffered stdout reached the pipe
+    assert marker.exists() and (out / "model.safetensors").is_file()
+    again = subprocess.run(merge, capture_output=True, text=True)
+    assert again.returncode == 1 and "OutputExistsError" in again.stderr
+
+
+def test_local_merge_never_imports_the_hub_client(tmp_path, family):
+    recipe = write_recipe(tmp_path / "r.yaml", family, "simple_average")
+    code = (
+        "import sys; from hubmerge.cli import main; "
+        f"assert main(['merge', {str(recipe)!r}, '-o', {str(tmp_path / 'out')!r}, '--quiet']) == 0; "
+        "print('huggingface_hub' in sys.modules, file=sys.stderr)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stderr.strip().splitlines()[-1] == "False"

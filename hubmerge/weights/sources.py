@@ -8,6 +8,7 @@ asked for (no read copies, no private memory: the bytes stay in the page cache);
 
 from __future__ import annotations
 
+import ctypes
 import mmap
 import os
 import stat
@@ -70,6 +71,15 @@ class WeightSource(ABC):
         self.close()
 
 
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+
+
+def _drop_pages(address: int, length: int) -> None:
+    """``madvise(MADV_DONTNEED)`` without holding the GIL (unlike ``mmap.madvise``): the merge runs on meanwhile."""
+    _libc.madvise(address, length, mmap.MADV_DONTNEED)
+
+
 class LocalSource(WeightSource):
     """A model directory on local disk: memory-mapped views for tensors, ``os.preadv`` for the rest.
 
@@ -86,7 +96,7 @@ class LocalSource(WeightSource):
                 f"model directory '{self.label}' does not exist (or is not a directory)", model=self.label
             )
         self._fds: dict[str, int] = {}
-        self._maps: dict[str, mmap.mmap] = {}
+        self._maps: dict[str, tuple[mmap.mmap, int]] = {}
         self._lock = threading.Lock()
 
     def _path(self, path: str) -> Path:
@@ -152,16 +162,20 @@ class LocalSource(WeightSource):
                 )
             done += got
 
-    def _map(self, path: str) -> mmap.mmap:
+    def _map(self, path: str) -> tuple[mmap.mmap, int]:
+        """The file's map and its address."""
         with self._lock:
-            mapped = self._maps.get(path)
-        if mapped is None:
+            found = self._maps.get(path)
+        if found is None:
             fd = self._fd(path)
             with self._lock:
-                mapped = self._maps.get(path)
-                if mapped is None:
-                    mapped = self._maps[path] = mmap.mmap(fd, 0, access=mmap.ACCESS_COPY)
-        return mapped
+                found = self._maps.get(path)
+                if found is None:
+                    mapped = mmap.mmap(fd, 0, access=mmap.ACCESS_COPY)
+                    anchor = ctypes.c_char.from_buffer(mapped)  # a buffer export: let it go before close()
+                    found = self._maps[path] = (mapped, ctypes.addressof(anchor))
+                    del anchor
+        return found
 
     def view(self, path: str, offset: int, length: int) -> memoryview | None:
         if length == 0:
@@ -170,24 +184,22 @@ class LocalSource(WeightSource):
         size = os.fstat(self._fd(path)).st_size
         if offset + length > size:
             raise RangeReadError(self.where(path), "the file ended early (truncated?)", offset=offset, length=length)
-        mapped = self._map(path)
+        mapped, _ = self._map(path)
         if offset + length > len(mapped):
             raise RangeReadError(self.where(path), "the file changed while reading", offset=offset, length=length)
         return memoryview(mapped)[offset : offset + length]
 
     def release(self, path: str, offset: int, length: int) -> None:
-        with self._lock:
-            mapped = self._maps.get(path)
-        if mapped is None:
-            return
         start = -(-offset // mmap.PAGESIZE) * mmap.PAGESIZE  # whole pages inside the range only
         end = (offset + length) // mmap.PAGESIZE * mmap.PAGESIZE
-        if end > start:
-            mapped.madvise(mmap.MADV_DONTNEED, start, end - start)
+        with self._lock:  # held throughout: close() must not unmap (and the address be reused) meanwhile
+            found = self._maps.get(path)
+            if found is not None and end > start:
+                _drop_pages(found[1] + start, end - start)
 
     def close(self) -> None:
         with self._lock:
-            for mapped in self._maps.values():
+            for mapped, _ in self._maps.values():
                 try:
                     mapped.close()
                 except BufferError:

@@ -1,0 +1,39 @@
+"""LocalSource: mapped views, and releasing their pages so resident memory stays flat."""
+
+from __future__ import annotations
+
+import os
+import re
+
+import numpy as np
+import pytest
+import torch
+
+from hubmerge.weights.sources import LocalSource
+
+
+def rss_file_kb() -> int:
+    with open("/proc/self/status") as handle:
+        status = handle.read()
+    return int(re.search(r"^RssFile:\s+(\d+) kB", status, re.M).group(1))
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads /proc")
+def test_release_drops_the_mapped_pages_and_the_bytes_stay_readable(tmp_path):
+    size = 64 * 2**20
+    data = np.random.default_rng(0).integers(0, 255, size, dtype=np.uint8)
+    (tmp_path / "w.bin").write_bytes(data.tobytes())
+    source = LocalSource(tmp_path)
+    try:
+        view = source.view("w.bin", 0, size)
+        assert view is not None
+        before = rss_file_kb()
+        checksum = int(torch.frombuffer(view, dtype=torch.uint8).sum())  # faults every page in
+        assert rss_file_kb() - before > 48 * 1024
+        source.release("w.bin", 0, size)
+        assert rss_file_kb() - before < 8 * 1024
+        assert int(torch.frombuffer(view, dtype=torch.uint8).sum()) == checksum == int(data.sum(dtype=np.int64))
+        del view
+    finally:
+        source.close()
+    source.release("w.bin", 0, size)  # after close: nothing mapped, nothing to do
