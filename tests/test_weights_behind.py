@@ -44,19 +44,17 @@ def test_first_error_skips_later_steps_and_is_raised():
     def fail() -> None:
         raise ValueError("step 1 failed")
 
-    with pytest.raises(ValueError, match="step 1 failed"):
-        with Behind(max_pending=8) as behind:
-            behind.submit(lambda: ran.append(0))
-            behind.submit(fail)
-            for i in range(2, 6):
-                behind.submit(lambda i=i: ran.append(i))
+    with pytest.raises(ValueError, match="step 1 failed"), Behind(max_pending=8) as behind:
+        behind.submit(lambda: ran.append(0))
+        behind.submit(fail)
+        for i in range(2, 6):
+            behind.submit(lambda i=i: ran.append(i))
     assert ran == [0]
 
 
 def test_leaving_on_an_error_of_the_block_waits_for_the_running_step_and_keeps_that_error():
     finished = threading.Event()
-    with pytest.raises(KeyError):
-        with Behind() as behind:
-            behind.submit(lambda: (time.sleep(0.1), finished.set()))
-            raise KeyError("the merge failed")
+    with pytest.raises(KeyError), Behind() as behind:
+        behind.submit(lambda: (time.sleep(0.1), finished.set()))
+        raise KeyError("the merge failed")
     assert finished.is_set()  # nothing writes into a directory being removed

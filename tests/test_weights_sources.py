@@ -15,7 +15,7 @@ from hubmerge.weights.sources import LocalSource
 def rss_file_kb() -> int:
     with open("/proc/self/status") as handle:
         status = handle.read()
-    return int(re.search(r"^RssFile:\s+(\d+) kB", status, re.M).group(1))
+    return int(re.search(r"^RssFile:\s+(\d+) kB", status, re.MULTILINE).group(1))
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads /proc")

@@ -19,7 +19,7 @@ from ..errors import (
     RangeReadError,
     RepoNotFoundError,
 )
-from ..weights.http import RetryPolicy, read_range_into
+from ..weights.http import DirectConnections, RetryPolicy, read_range_into
 from ..weights.sources import WeightSource
 
 __all__ = ["HubSource", "hub_errors"]
@@ -89,6 +89,7 @@ class HubSource(WeightSource):
         self._sizes: dict[str, int | None] = {s.rfilename: s.size for s in info.siblings or []}
         self._prefixes: dict[str, bytes] = {}
         self._lock = threading.Lock()
+        self._direct = DirectConnections()
 
     # ------------------------------------------------------------------ WeightSource
 
@@ -132,6 +133,7 @@ class HubSource(WeightSource):
     def close(self) -> None:
         with self._lock:
             self._prefixes.clear()
+        self._direct.close()
 
     # ------------------------------------------------------------------ HTTP
 
@@ -141,9 +143,12 @@ class HubSource(WeightSource):
         return hf_hub_url(self.repo_id, path, revision=self.revision, endpoint=self._endpoint)
 
     def _fetch(self, path: str, offset: int, out: memoryview) -> None:
+        from huggingface_hub import constants
         from huggingface_hub.utils import build_hf_headers, hf_raise_for_status
 
         headers = build_hf_headers(token=self._token, library_name="hubmerge")
+        # Offline mode is the session's to enforce (it raises the error huggingface_hub users know).
+        direct = None if constants.is_offline_mode() else self._direct
         with hub_errors(self.repo_id, revision=self.revision, path=path):
             read_range_into(
                 self.url(path),
@@ -153,4 +158,5 @@ class HubSource(WeightSource):
                 headers=headers,
                 policy=self._retry,
                 raise_for_status=hf_raise_for_status,  # type: ignore[arg-type]
+                direct=direct,
             )

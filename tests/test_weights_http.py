@@ -1,0 +1,167 @@
+"""The direct ranged reader (http.client, readinto) against a scripted server: the checks, redirects,
+connection reuse, and the hand-over to huggingface_hub's session."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from hubmerge.errors import RangeReadError
+from hubmerge.weights import http as ranged
+from hubmerge.weights.http import DirectConnections, RetryPolicy, read_range_into
+
+DATA = bytes(range(256)) * 64  # 16 KiB
+FAST = RetryPolicy(max_retries=3, base_wait=0, max_wait=0, timeout=5)
+
+
+class Server:
+    """A threaded HTTP/1.1 server whose answers ``handle(request_handler)`` scripts; it logs what it saw."""
+
+    def __init__(self, handle: Callable[[BaseHTTPRequestHandler], None]) -> None:
+        self.seen: list[dict[str, str]] = []
+        self.connections: set[int] = set()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                outer.seen.append({"path": self.path, **{k.lower(): v for k, v in self.headers.items()}})
+                outer.connections.add(self.client_address[1])
+                handle(self)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def ranged_answer(handler: BaseHTTPRequestHandler, *, body_extra: bytes = b"", content_range: str | None = None) -> None:
+    start, end = map(int, handler.headers["Range"].removeprefix("bytes=").split("-"))
+    body = DATA[start : end + 1] + body_extra
+    handler.send_response(206)
+    handler.send_header("Content-Range", content_range or f"bytes {start}-{end}/{len(DATA)}")
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    handler.wfile.write(body)
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[[Callable[[BaseHTTPRequestHandler], None]], Server]]:
+    servers: list[Server] = []
+
+    def start(handle: Callable[[BaseHTTPRequestHandler], None]) -> Server:
+        servers.append(Server(handle))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.close()
+
+
+@pytest.fixture
+def direct() -> Iterator[DirectConnections]:
+    connections = DirectConnections()
+    yield connections
+    connections.close()
+
+
+def read(url: str, offset: int, length: int, direct: DirectConnections, **kwargs: object) -> bytes:
+    out = bytearray(length)
+    read_range_into(url, offset, memoryview(out), where="r@s:f", policy=FAST, direct=direct, **kwargs)
+    return bytes(out)
+
+
+def test_ranges_arrive_whole_over_one_kept_alive_connection(serve, direct):
+    server = serve(ranged_answer)
+    for offset, length in ((0, 300), (100, 300), (5000, 300), (16_000, 384)):
+        assert read(f"{server.url}/f", offset, length, direct) == DATA[offset : offset + length]
+    assert len(server.connections) == 1
+    assert all(s["range"].startswith("bytes=") and s["accept-encoding"] == "identity" for s in server.seen)
+
+
+@pytest.mark.parametrize(
+    ("answer", "message"),
+    [
+        (lambda h: (h.send_response(200), h.send_header("Content-Length", "3"), h.end_headers(), h.wfile.write(b"abc")),
+         "ignored the Range header"),
+        (lambda h: ranged_answer(h, content_range="bytes 0-9/16384"), "Content-Range"),
+        (lambda h: ranged_answer(h, body_extra=b"!!"), "more bytes"),
+    ],
+    ids=["200", "wrong-content-range", "too-many-bytes"],
+)
+def test_wrong_answers_are_refused_not_retried(serve, direct, answer, message):
+    server = serve(answer)
+    with pytest.raises(RangeReadError, match=message):
+        read(f"{server.url}/f", 10, 5, direct)
+    assert len(server.seen) == 1
+
+
+def test_short_answers_resume_from_the_last_byte(serve, direct):
+    def handle(h: BaseHTTPRequestHandler) -> None:  # at most 7 bytes, then the connection closes
+        start, end = map(int, h.headers["Range"].removeprefix("bytes=").split("-"))
+        h.send_response(206)
+        h.send_header("Content-Range", f"bytes {start}-{end}/{len(DATA)}")
+        h.send_header("Content-Length", str(end - start + 1))
+        h.end_headers()
+        h.wfile.write(DATA[start : min(end + 1, start + 7)])
+        h.close_connection = True
+
+    server = serve(handle)
+    assert read(f"{server.url}/f", 50, 30, direct) == DATA[50:80]
+    assert [s["range"] for s in server.seen[:2]] == ["bytes=50-79", "bytes=57-79"]
+
+
+def test_redirects_keep_the_token_on_their_origin_only(serve, direct):
+    cdn = serve(ranged_answer)
+
+    def hub(h: BaseHTTPRequestHandler) -> None:
+        h.send_response(302)
+        h.send_header("Location", "/same-origin" if h.path == "/f" else f"{cdn.url}/blob")
+        h.send_header("Content-Length", "0")
+        h.end_headers()
+
+    server = serve(hub)
+    assert read(f"{server.url}/f", 0, 64, direct, headers={"authorization": "Bearer hf_secret"}) == DATA[:64]
+    assert [s["path"] for s in server.seen] == ["/f", "/same-origin"]
+    assert all(s["authorization"] == "Bearer hf_secret" for s in server.seen)
+    assert "authorization" not in cdn.seen[0]
+
+
+def test_error_answers_go_to_the_session_for_its_typed_errors(serve, direct, monkeypatch):
+    server = serve(lambda h: (h.send_response(404), h.send_header("Content-Length", "0"), h.end_headers()))
+    used: list[str] = []
+
+    def session_fetch(url, start, out, headers, where, policy, raise_for_status):
+        used.append(url)
+        raise_for_status(None)
+
+    class Typed(Exception):
+        pass
+
+    def raise_typed(response: object) -> None:
+        raise Typed("404 as huggingface_hub says it")
+
+    monkeypatch.setattr(ranged, "_session_fetch_into", session_fetch)
+    with pytest.raises(Typed):
+        read(f"{server.url}/f", 0, 8, direct, raise_for_status=raise_typed)
+    assert used == [f"{server.url}/f"] and len(server.seen) == 1
+
+
+def test_a_configured_proxy_leaves_the_reads_to_the_session(monkeypatch):
+    monkeypatch.setenv("https_proxy", "http://proxy.example:3128")
+    monkeypatch.setenv("no_proxy", "internal.example")
+    assert not DirectConnections.usable("https://huggingface.co/x/resolve/main/model.safetensors")
+    assert DirectConnections.usable("https://internal.example/x")
+    assert DirectConnections.usable("http://127.0.0.1:1/x")  # no http_proxy set
+    assert not DirectConnections.usable("ftp://host/x")
