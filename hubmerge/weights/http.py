@@ -74,7 +74,7 @@ class _UseSession(Exception):
 
 
 def _check_range(status: int, content_range: str | None, start: int, end: int, where: str) -> None:
-    """Refuse any answer but ``206`` with exactly the asked ``Content-Range`` (retryable statuses raise _Retryable)."""
+    """Refuse a ``200`` (Range ignored) and a ``206`` whose ``Content-Range`` is not the one asked for."""
     if status == 200:
         raise RangeReadError(
             where, "the server ignored the Range header and sent the whole file", offset=start, length=end - start + 1
