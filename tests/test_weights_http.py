@@ -165,3 +165,56 @@ def test_a_configured_proxy_leaves_the_reads_to_the_session(monkeypatch):
     assert DirectConnections.usable("https://internal.example/x")
     assert DirectConnections.usable("http://127.0.0.1:1/x")  # no http_proxy set
     assert not DirectConnections.usable("ftp://host/x")
+
+
+def self_signed(directory) -> tuple[str, str]:
+    """A certificate for 127.0.0.1 and its key, as PEM files."""
+    import datetime
+    import ipaddress
+
+    x509 = pytest.importorskip("cryptography.x509")
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = directory / "cert.pem", directory / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return str(cert_file), str(key_file)
+
+
+def test_https_goes_direct_when_the_certificate_verifies_and_to_the_session_when_not(tmp_path, serve, monkeypatch):
+    import ssl
+
+    cert_file, key_file = self_signed(tmp_path)
+    server = serve(ranged_answer)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert_file, key_file)
+    server.httpd.socket = context.wrap_socket(server.httpd.socket, server_side=True)
+    url = server.url.replace("http://", "https://") + "/f"
+    handed_over: list[str] = []
+    monkeypatch.setattr(ranged, "_session_fetch_into", lambda url, *args: handed_over.append(url) or 0)
+
+    monkeypatch.setenv("SSL_CERT_FILE", cert_file)  # trusted, as the session would trust it
+    trusting = DirectConnections()
+    assert read(url, 100, 200, trusting) == DATA[100:300] and handed_over == []
+    trusting.close()
+
+    monkeypatch.delenv("SSL_CERT_FILE")
+    untrusting = DirectConnections()
+    with pytest.raises(RangeReadError):  # the stub session returns no bytes: retried, then given up
+        read(url, 0, 8, untrusting)
+    assert handed_over and all(u == url for u in handed_over)
+    untrusting.close()

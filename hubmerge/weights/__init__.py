@@ -1,4 +1,4 @@
-"""Safetensors IO in layers: header -> index -> source (local / HTTP) -> reader + prefetch -> writer.
+"""Safetensors IO in layers: header -> index -> source (local / HTTP) -> reader + prefetch -> writer (+ behind).
 
 Nothing above this package sees bytes, offsets or HTTP.
 """
