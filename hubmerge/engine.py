@@ -251,7 +251,7 @@ class MergePlan:
     @property
     def target_modules(self) -> tuple[str, ...]:
         """The merged prefixes: the recipe's, or the detected family's backbone."""
-        return self.recipe.target_modules or (self.family.backbone if self.family else ())
+        return _merged_prefixes(self.recipe, self.family)
 
 
 @dataclass(frozen=True)
@@ -304,6 +304,11 @@ def _open_inputs(
 
 
 # ---------------------------------------------------------------------------- plan
+
+
+def _merged_prefixes(recipe: Recipe, family: Family | None) -> tuple[str, ...]:
+    """The recipe's ``target_modules``, else the family's backbone, else () (everything)."""
+    return recipe.target_modules or (family.backbone if family else ())
 
 
 def _in_targets(name: str, prefixes: Sequence[str]) -> bool:
@@ -445,7 +450,7 @@ def _plan_from_inputs(recipe: Recipe, method: MergeMethod, inputs: list[InputMod
     merge_readers = tuple(([base_index] if uses_base and base_index is not None else []) + model_indices)
 
     family = _detect_family(inputs)
-    prefixes = recipe.target_modules or (family.backbone if family else ())
+    prefixes = _merged_prefixes(recipe, family)
     all_names = {name for m in inputs for name in m.weights.tensors}
     target = sorted(n for n in all_names if _in_targets(n, prefixes))
     if prefixes and not target:
@@ -879,6 +884,7 @@ def execute(
         groups = _groups(tensors, per_group)
         group_jobs = [jobs_for(group) for group in groups]
         results = prefetch((job for jobs in group_jobs for job in jobs), workers=workers, max_bytes=budget_bytes)
+        use_linear = merger.linear is not None
         with Behind() as behind:
             for group, jobs in zip(groups, group_jobs):
                 if cancel is not None and cancel.is_set():
@@ -892,7 +898,6 @@ def execute(
                         consumed.append((index, spans))
                         yield index, tensors
 
-                use_linear = merger.linear is not None
                 merged = merger.linear_group(group, reads()) if use_linear else merger.gather_group(group, reads())
                 behind.submit(functools.partial(finish, group, merged, consumed, writer))
                 del merged

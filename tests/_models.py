@@ -79,6 +79,11 @@ class Family:
     backbone: str
 
 
+# Heads of 6000 classes make each fine-tune ~0.5 MB, past the 256 KB a Hub source keeps from its header
+# read (hubmerge.hub.source): its tensors are then read by ranged HTTP requests, where faults can hit.
+STREAMED_HEADS = {"alpha": 6000, "beta": 6000, "gamma": 6000}
+
+
 def make_family(root: Path, kind: str = "convnext", *, heads: dict[str, int] | None = None) -> Family:
     heads = heads or {"alpha": 3, "beta": 5, "gamma": 4}
     backbone = "convnext" if kind == "convnext" else "resnet"

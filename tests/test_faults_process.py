@@ -26,7 +26,7 @@ from hubmerge import engine
 from hubmerge.cli import main
 from hubmerge.recipe import Recipe
 
-from ._models import make_family, snapshot, upload_family
+from ._models import STREAMED_HEADS, make_family, snapshot, upload_family
 
 SEED = 777
 counts = {"kills": 0}
@@ -34,9 +34,8 @@ counts = {"kills": 0}
 
 @pytest.fixture(scope="module")
 def hub_repos(tmp_path_factory, local_hub):
-    # Heads of 6000 classes make each fine-tune ~0.5 MB: past the 256 KB the header read caches, so
-    # its tensors stream over (slowed) HTTP after the temporary output exists, where the kills land.
-    family = make_family(tmp_path_factory.mktemp("procfam"), "resnet", heads={"alpha": 6000, "beta": 6000, "gamma": 6000})
+    # The tensors stream over (slowed) HTTP after the temporary output exists, where the kills land.
+    family = make_family(tmp_path_factory.mktemp("procfam"), "resnet", heads=STREAMED_HEADS)
     repos = upload_family(family, local_hub.endpoint, local_hub.alice_token, prefix="proc-")
     return repos
 

@@ -89,6 +89,11 @@ def _check_range(status: int, content_range: str | None, start: int, end: int, w
         )
 
 
+def _range_headers(headers: Mapping[str, str], start: int, end: int) -> dict[str, str]:
+    """``headers`` plus the Range asked for, uncompressed (byte offsets must be the file's)."""
+    return {**headers, "Range": f"bytes={start}-{end}", "Accept-Encoding": "identity"}
+
+
 def _too_many(where: str, start: int) -> RangeReadError:
     return RangeReadError(where, "the server sent more bytes than asked for", offset=start)
 
@@ -153,7 +158,7 @@ class DirectConnections:
         path cannot follow, TLS that does not verify), RangeReadError, or OSError/HTTPException
         (transport failures, retried by the caller).
         """
-        request_headers = {**headers, "Range": f"bytes={start}-{start + len(out) - 1}", "Accept-Encoding": "identity"}
+        request_headers = _range_headers(headers, start, start + len(out) - 1)
         origin = urlsplit(url)[:2]
         for _ in range(_MAX_REDIRECTS + 1):
             parts = urlsplit(url)
@@ -232,9 +237,8 @@ def _session_fetch_into(
     from huggingface_hub.utils import get_session
 
     end = start + len(out) - 1
-    request_headers = {**headers, "Range": f"bytes={start}-{end}", "Accept-Encoding": "identity"}
     with get_session().stream(
-        "GET", url, headers=request_headers, timeout=httpx2.Timeout(policy.timeout, connect=10.0)
+        "GET", url, headers=_range_headers(headers, start, end), timeout=httpx2.Timeout(policy.timeout, connect=10.0)
     ) as response:
         status = response.status_code
         if status in _RETRY_STATUS:
