@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from hubmerge.cli import main
+from hubmerge.cli import GC_THRESHOLD, main
 
 from ._models import make_family, write_recipe
 
@@ -89,8 +89,8 @@ def test_executable_flushes_output_runs_atexit_and_keeps_exit_codes(tmp_path, fa
     recipe = write_recipe(tmp_path / "r.yaml", family, "simple_average")
     out, marker = tmp_path / "out", tmp_path / "atexit-ran"
     code = (
-        "import atexit, pathlib, sys; from hubmerge.cli import run; "
-        f"atexit.register(pathlib.Path({str(marker)!r}).touch); "
+        "import atexit, gc, pathlib, sys; from hubmerge.cli import run; "
+        f"atexit.register(lambda: pathlib.Path({str(marker)!r}).write_text(repr(gc.get_threshold()))); "
         "sys.argv = ['hubmerge', *sys.argv[1:]]; run()"
     )
     merge = [sys.executable, "-c", code, "merge", str(recipe), "-o", str(out), "--quiet", "--device", "cpu"]
@@ -98,7 +98,8 @@ def test_executable_flushes_output_runs_atexit_and_keeps_exit_codes(tmp_path, fa
     done = subprocess.run(merge, capture_output=True, text=True, env=buffered, check=False)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == str(out)  # buffered stdout reached the pipe
-    assert marker.exists() and (out / "model.safetensors").is_file()
+    assert marker.read_text() == repr(GC_THRESHOLD)  # the command ran at the executable's collector pace
+    assert (out / "model.safetensors").is_file()
     again = subprocess.run(merge, capture_output=True, text=True, check=False)
     assert again.returncode == 1 and "OutputExistsError" in again.stderr
 
