@@ -869,8 +869,9 @@ def execute(
             value = _init_tensor(t) if t.action == "init" else merged.pop(t.name)
             if t.rows is not None:
                 value = value.index_select(0, merger.torch.tensor(t.rows))
-            if value.dtype != _torch_out_dtype(t.out_dtype):
-                value = value.to(_torch_out_dtype(t.out_dtype))
+            out_dtype = _torch_out_dtype(t.out_dtype)
+            if value.dtype != out_dtype:
+                value = value.to(out_dtype)
             if t.action == "merge":
                 _check_finite(merge_plan, t, value)
             writer.write(t.name, value)

@@ -41,8 +41,7 @@ def fast_retries(monkeypatch):
 def hub_repos(tmp_path_factory, local_hub):
     # The faults hit the ranged tensor reads as well as the header reads.
     family = make_family(tmp_path_factory.mktemp("netfam"), "resnet", heads=STREAMED_HEADS)
-    repos = upload_family(family, local_hub.endpoint, local_hub.alice_token, prefix="net-")
-    return repos
+    return upload_family(family, local_hub.endpoint, local_hub.alice_token, prefix="net-")
 
 
 def recipe_for(repos: dict[str, str], method: str = "task_arithmetic") -> Recipe:

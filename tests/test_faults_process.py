@@ -36,8 +36,7 @@ counts = {"kills": 0}
 def hub_repos(tmp_path_factory, local_hub):
     # The tensors stream over (slowed) HTTP after the temporary output exists, where the kills land.
     family = make_family(tmp_path_factory.mktemp("procfam"), "resnet", heads=STREAMED_HEADS)
-    repos = upload_family(family, local_hub.endpoint, local_hub.alice_token, prefix="proc-")
-    return repos
+    return upload_family(family, local_hub.endpoint, local_hub.alice_token, prefix="proc-")
 
 
 @pytest.fixture(scope="module")

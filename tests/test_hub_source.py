@@ -17,7 +17,7 @@ from hubmerge.recipe import load_recipe
 from hubmerge.weights import http as ranged
 from hubmerge.weights.http import RetryPolicy, read_range_into
 
-from ._models import make_family, write_recipe, upload_family
+from ._models import make_family, upload_family, write_recipe
 
 
 @pytest.fixture(autouse=True)
@@ -33,8 +33,7 @@ def family(tmp_path_factory):
 @pytest.fixture(scope="module")
 def hub_family(family, local_hub):
     """The family uploaded to the local Hub as alice's repos; returns {local path name: repo id}."""
-    repos = upload_family(family, local_hub.endpoint, local_hub.alice_token, prefix="")
-    return repos
+    return upload_family(family, local_hub.endpoint, local_hub.alice_token, prefix="")
 
 
 def hub_recipe(tmp_path, family, repos, method="ties"):

@@ -27,8 +27,7 @@ def family(tmp_path_factory):
 @pytest.fixture(scope="module")
 def hub_models(family, local_hub):
     """The family as alice's Hub repos."""
-    repos = upload_family(family, local_hub.endpoint, local_hub.alice_token, prefix="pub-")
-    return repos
+    return upload_family(family, local_hub.endpoint, local_hub.alice_token, prefix="pub-")
 
 
 def recipe_for(repos, *, models=None) -> Recipe:

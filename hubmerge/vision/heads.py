@@ -297,7 +297,7 @@ def decide_head(
         return HeadDecision(task, dict(enumerate(labels)), source)
     if source != "dataset":  # the model knows its labels better than a registry's spelling of them
         log.info("task %s: the model's labels (%s, ...) are not the registry's (%s, ...); keeping the model's",
-                    task, ", ".join(own[:3]), ", ".join(labels[:3]))
+                 task, ", ".join(own[:3]), ", ".join(labels[:3]))
         return HeadDecision(task, dict(enumerate(own)), "config")
     _unique(labels, task, f"the dataset {dataset}'s labels")
     _unique(own, task, "the model's id2label")
