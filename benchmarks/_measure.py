@@ -102,17 +102,6 @@ def run_once(cmd: Sequence[str], *, env: dict[str, str] | None = None, cwd: str 
     return Run(wall, usage.ru_maxrss * 1024, peak[0], process.returncode, b"".join(output_chunks).decode(errors="replace"))
 
 
-def measure(name: str, cmd: Sequence[str], *, repeat: int = 3, env: dict[str, str] | None = None,
-            cwd: str | None = None, note: str = "", expect_failure: bool = False) -> Row:
-    """Run ``cmd`` ``repeat`` times; failures print their output unless ``expect_failure``."""
-    print(f"  {name} (x{repeat})...", flush=True)
-    runs = [run_once(cmd, env=env, cwd=cwd) for _ in range(repeat)]
-    for run in runs:
-        if run.returncode != 0 and not expect_failure:
-            print(f"[{name}] exited {run.returncode}:\n{run.output[-2000:]}")
-    return Row(name, runs, note)
-
-
 @dataclass(frozen=True)
 class Spec:
     """One row to measure with ``measure_interleaved``."""
@@ -140,6 +129,12 @@ def measure_interleaved(specs: Sequence[Spec], *, repeat: int = 3) -> list[Row]:
                 print(f"[{spec.name}] exited {run.returncode}:\n{run.output[-2000:]}")
             runs[spec.name].append(run)
     return [Row(spec.name, runs[spec.name], spec.note) for spec in specs]
+
+
+def measure(name: str, cmd: Sequence[str], *, repeat: int = 3, env: dict[str, str] | None = None,
+            cwd: str | None = None, note: str = "", expect_failure: bool = False) -> Row:
+    """Run ``cmd`` ``repeat`` times; failures print their output unless ``expect_failure``."""
+    return measure_interleaved([Spec(name, cmd, env, cwd, note, expect_failure)], repeat=repeat)[0]
 
 
 def gb(n: float) -> str:

@@ -41,9 +41,13 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, {mem:.0f} GiB RAM, Python {platform.python_version()}"
 
 
+def hubmerge_cmd(recipe: Path, out: Path, device: str, *extra: str) -> list[str]:
+    """``hubmerge merge`` as every benchmark row runs it (replacing ``out``, no progress bars)."""
+    return [*HUBMERGE, "merge", str(recipe), "-o", str(out), "--overwrite", "--quiet", "--device", device, *extra]
+
+
 def hubmerge_row(name: str, recipe: Path, out: Path, repeat: int, device: str) -> Row:
-    return measure(name, [*HUBMERGE, "merge", str(recipe), "-o", str(out), "--overwrite", "--quiet", "--device", device],
-                   repeat=repeat)
+    return measure(name, hubmerge_cmd(recipe, out, device), repeat=repeat)
 
 
 def main() -> None:

@@ -22,6 +22,7 @@ targets. Everything printed is also written to benchmarks/results/peers.md.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import filecmp
 import json
@@ -36,12 +37,11 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from _inputs import DEFAULT_CACHE, HubInputs, Inputs, generate, headless, task_name, write_recipe  # noqa: E402
 from _measure import Row, Spec, gb, markdown, measure, measure_interleaved, precompile  # noqa: E402
-from bench_merge import machine  # noqa: E402
+from bench_merge import hubmerge_cmd, machine  # noqa: E402
 
 HERE = Path(__file__).parent
 ROOT = HERE.parent
 PY = sys.executable
-HUBMERGE = [PY, "-m", "hubmerge.cli"]
 PEERS_PY = ROOT / ".venv-peers" / "bin" / "python"
 METHODS = (("simple_average", {}), ("task_arithmetic", {"scaling_factor": 0.3}), ("ties", {"density": 0.2}))
 MODEL_BYTES = 352_000_000  # one generated fine-tune on disk
@@ -60,8 +60,7 @@ def rows_cmd(mode: str, *args: object) -> list[str]:
 
 def hubmerge_spec(name: str, recipe: Path, out: Path, device: str, *, extra: list[str] | None = None,
                   env: dict[str, str] | None = None, note: str = "") -> Spec:
-    cmd = [*HUBMERGE, "merge", str(recipe), "-o", str(out), "--overwrite", "--quiet", "--device", device, *(extra or [])]
-    return Spec(name, cmd, env=env, note=note)
+    return Spec(name, hubmerge_cmd(recipe, out, device, *(extra or [])), env=env, note=note)
 
 
 def mergekit_config(path: Path, models: list[Path]) -> Path:
@@ -165,10 +164,9 @@ def main() -> None:
     stripped = headless(inputs) if not args.skip_peers else {}
     work = Path(tempfile.mkdtemp(prefix="hubmerge-bench-peers-"))
     out: dict[str, Path] = {}
-    hub = None if args.skip_hub else HubInputs(inputs, PY)
+    hub_up = contextlib.ExitStack()  # the local Hub: up for the whole main table (idle between its rows)
     try:
-        if hub is not None:
-            hub.__enter__()  # up for the whole main table (idle between its rows), uploads once
+        hub = None if args.skip_hub else hub_up.enter_context(HubInputs(inputs, PY))  # uploads once
         warm = files + [str(f) for f in stripped.values()] + ([str(f) for f in hub.files()] if hub else [])
         measure("warm-up", rows_cmd("read-floor", *warm), repeat=1)  # page cache warm
         specs = [
@@ -214,9 +212,7 @@ def main() -> None:
                                         "--quiet", *device],
                               expect_failure=True, note="mergekit 0.1.5, the full model dirs"))
         rows = measure_interleaved(specs, repeat=args.repeat)
-        if hub is not None:
-            hub.__exit__(None, None, None)
-            hub = None
+        hub_up.close()
 
         report = [
             f"# hubmerge vs FusionBench and mergekit ({started:%Y-%m-%d %H:%M %Z})",
@@ -277,8 +273,7 @@ def main() -> None:
         args.output.write_text(text)
         print(f"written to {os.path.relpath(args.output, Path.cwd())}")
     finally:
-        if hub is not None:
-            hub.__exit__(None, None, None)
+        hub_up.close()
         shutil.rmtree(work, ignore_errors=True)
 
 
