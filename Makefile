@@ -9,10 +9,11 @@ PEERS_STAMP := $(PEERS)/.installed
 
 .PHONY: demo test bench bench-peers install clean
 
+# --no-cache-dir: torch's wheels are several GB; a second copy in pip's cache can fill a small disk.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --upgrade pip
-	$(PY) -m pip install -e '.[test,bench]'
+	$(PY) -m pip install --no-cache-dir --upgrade pip
+	$(PY) -m pip install --no-cache-dir -e '.[test,bench]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -29,8 +30,8 @@ bench: $(STAMP)
 
 $(PEERS_STAMP):
 	$(PYTHON) -m venv $(PEERS)
-	$(PEERS)/bin/python -m pip install --upgrade pip
-	$(PEERS)/bin/python -m pip install 'fusion-bench==0.2.33' 'mergekit==0.1.5'
+	$(PEERS)/bin/python -m pip install --no-cache-dir --upgrade pip
+	$(PEERS)/bin/python -m pip install --no-cache-dir 'fusion-bench==0.2.33' 'mergekit==0.1.5'
 	touch $(PEERS_STAMP)
 
 # The project venv runs the harness; the peer rows run with $(PEERS)/bin/python.
