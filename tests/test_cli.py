@@ -113,3 +113,16 @@ def test_local_merge_never_imports_the_hub_client(tmp_path, family):
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stderr.strip().splitlines()[-1] == "False"
+
+
+def test_planning_never_imports_torch(tmp_path, family):
+    """``hubmerge plan`` reads headers and checks the recipe against the method's schema: no torch (1-2 s)."""
+    recipe = write_recipe(tmp_path / "r.yaml", family, "ties")
+    code = (
+        "import sys; from hubmerge.cli import main; "
+        f"assert main(['plan', {str(recipe)!r}, '--json']) == 0; "
+        "print('torch' in sys.modules, file=sys.stderr)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stderr.strip().splitlines()[-1] == "False"
+    assert json.loads(done.stdout)["method"] == "ties"

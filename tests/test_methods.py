@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from typing import Literal, Optional
 
 import pytest
 import torch
@@ -268,6 +270,31 @@ def test_register_refuses_malformed_methods():
         register("bad3", pretty_name="x")(no_seed)
     with pytest.raises(ValueError, match="twice"):
         register("ties", pretty_name="x")(lambda tensors: tensors[0])
+
+
+def test_register_reads_string_annotations(monkeypatch):
+    """Methods written with ``from __future__ import annotations``, as this module and all of hubmerge's
+    are: the schema is evaluated from the keyword parameters' annotations, ``base``/``weights`` are
+    read as text (evaluating ``torch.Tensor`` would import torch; see test_planning_never_imports_torch)."""
+    from hubmerge.methods import _registry
+
+    monkeypatch.setattr(_registry, "_REGISTRY", dict(_registry._REGISTRY))  # leave no test method behind
+
+    def needs_all(tensors: Sequence[torch.Tensor], *, base: torch.Tensor, weights: Sequence[float],
+                  mode: Literal["a", "b"] = "a", gain: float = 1.0) -> torch.Tensor:
+        return tensors[0]
+
+    def optional_base(tensors: Sequence[torch.Tensor], *, base: Optional[torch.Tensor] = None,  # noqa: UP045
+                      weights: Sequence[float] | None = None) -> torch.Tensor:
+        return tensors[0]
+
+    _registry.register("test_only_needs_all", pretty_name="x")(needs_all)
+    _registry.register("test_only_optional", pretty_name="x")(optional_base)
+    method = get_method("test_only_needs_all")
+    assert [(p.name, p.type, p.choices) for p in method.params] == [("mode", str, ("a", "b")), ("gain", float, None)]
+    assert method.accepts_base and method.needs_base and method.needs_weights
+    method = get_method("test_only_optional")
+    assert method.accepts_base and not method.needs_base and method.uses_weights and not method.needs_weights
 
 
 @pytest.mark.parametrize("seed", range(5))

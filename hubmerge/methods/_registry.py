@@ -15,6 +15,9 @@ Reserved argument names, supplied by the engine and never part of the schema:
 * ``generator``: a CPU ``torch.Generator`` seeded from the ``seed`` parameter and the tensor name;
   a method that declares it must also declare ``seed: int``.
 
+Annotations are read without evaluating the tensor ones (the methods' modules import torch only
+inside their functions), so loading a recipe or planning a merge never imports torch.
+
 A method whose result is ``anchor + sum_i c_i * (t_i - anchor)`` (``anchor`` = base or 0) also
 gives a ``linear`` rule. The engine then merges it as a running sum, so memory stays flat however
 many models are merged.
@@ -23,6 +26,7 @@ many models are merged.
 from __future__ import annotations
 
 import inspect
+import re
 import typing
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -138,8 +142,6 @@ _REGISTRY: dict[str, MergeMethod] = {}
 
 
 def _param_type(annotation: Any, fn_name: str, name: str) -> tuple[type, tuple[str, ...] | None]:
-    if isinstance(annotation, str):
-        raise TypeError(f"{fn_name}: annotation of '{name}' must be evaluated (no string annotations)")
     if typing.get_origin(annotation) is Literal:
         choices = typing.get_args(annotation)
         if not all(isinstance(c, str) for c in choices):
@@ -151,7 +153,19 @@ def _param_type(annotation: Any, fn_name: str, name: str) -> tuple[type, tuple[s
 
 
 def _is_optional(annotation: Any) -> bool:
+    """Whether ``annotation`` admits None. A string one (``from __future__ import annotations``) is read,
+    not evaluated: it names torch types."""
+    if isinstance(annotation, str):
+        members = re.split(r"[\s|\[\],]+", annotation)
+        return annotation.startswith(("Optional[", "typing.Optional[")) or "None" in members
     return type(None) in typing.get_args(annotation)
+
+
+def _evaluated(annotation: Any, fn: Callable[..., Any]) -> Any:
+    """A schema parameter's annotation as an object (``float``, ``Literal[...]``), from the method's own module."""
+    if isinstance(annotation, str):
+        return eval(annotation, fn.__globals__)  # the method's own source, as inspect's eval_str does
+    return annotation
 
 
 def register(
@@ -173,7 +187,7 @@ def register(
     def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
         if name in _REGISTRY:
             raise ValueError(f"merge method '{name}' is registered twice")
-        signature = inspect.signature(fn, eval_str=True)
+        signature = inspect.signature(fn)
         parameters = signature.parameters
         if "tensors" not in parameters:
             raise TypeError(f"{fn.__name__}: a merge method takes 'tensors' as its first argument")
@@ -190,7 +204,7 @@ def register(
                 raise TypeError(f"{fn.__name__}: method parameter '{pname}' has no type annotation")
             if p.default is inspect.Parameter.empty:
                 raise TypeError(f"{fn.__name__}: method parameter '{pname}' needs a default")
-            ptype, choices = _param_type(p.annotation, fn.__name__, pname)
+            ptype, choices = _param_type(_evaluated(p.annotation, fn), fn.__name__, pname)
             low, high = bounds.pop(pname, (None, None))
             specs.append(
                 ParamSpec(pname, ptype, p.default, help.get(pname, ""), choices, low, high)

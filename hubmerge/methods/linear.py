@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from ..errors import MethodParameterError
 from ._registry import LinearForm, register
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["simple_average", "weighted_average"]
 
@@ -38,6 +39,8 @@ def _weighted(n: int, weights: Sequence[float] | None, params: Mapping[str, Any]
 @register("simple_average", pretty_name="Simple average", paper=_SOUPS, linear=_uniform)
 def simple_average(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
     """The element-wise mean of the fine-tuned tensors ("uniform soup")."""
+    import torch
+
     return torch.stack(list(tensors)).mean(dim=0)
 
 
@@ -52,6 +55,8 @@ def weighted_average(
     tensors: Sequence[torch.Tensor], *, weights: Sequence[float], normalize: bool = True
 ) -> torch.Tensor:
     """Sum of ``weight_i * tensor_i`` using each model's recipe ``weight`` (normalised to sum 1 by default)."""
+    import torch
+
     if len(weights) != len(tensors):
         raise MethodParameterError("weighted_average", "weights", f"{len(weights)} weights for {len(tensors)} models")
     coefficients = torch.tensor(_normalised(weights, normalize), dtype=tensors[0].dtype, device=tensors[0].device)

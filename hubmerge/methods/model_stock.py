@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-
-import torch
+from typing import TYPE_CHECKING
 
 from ._registry import register
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["model_stock"]
 
@@ -24,6 +26,8 @@ def model_stock(tensors: Sequence[torch.Tensor], *, base: torch.Tensor) -> torch
     task vector count as orthogonal (cos 0), and ``t`` is clamped to [0, 1]: task vectors pointing
     apart give the base rather than an extrapolation.
     """
+    import torch
+
     n = len(tensors)
     deltas = torch.stack([t - base for t in tensors]).reshape(n, -1)
     norms = deltas.norm(dim=1)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-
-import torch
+from typing import TYPE_CHECKING
 
 from ._registry import register
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["slerp"]
 
@@ -26,6 +28,8 @@ COLINEAR = 1.0 - 1e-6
 def slerp(tensors: Sequence[torch.Tensor], *, t: float = 0.5) -> torch.Tensor:
     """Interpolate along the great circle between the two flattened tensors (their directions), with
     the coefficients applied to the tensors themselves; linear when they are colinear or zero."""
+    import torch
+
     a, b = tensors
     a_flat, b_flat = a.reshape(-1), b.reshape(-1)
     a_norm, b_norm = a_flat.norm(), b_flat.norm()

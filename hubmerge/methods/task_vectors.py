@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
-
-import torch
+from typing import TYPE_CHECKING, Any, Literal
 
 from ._registry import LinearForm, register
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["breadcrumbs", "dare", "task_arithmetic", "ties"]
 
@@ -30,6 +31,8 @@ def _kth_largest(magnitude: torch.Tensor, k: int) -> torch.Tensor:
     k-th value, a histogram of that bucket's low 16 bits finds the value. Linear, and several times
     faster than ``kthvalue``'s selection; other dtypes use ``kthvalue``.
     """
+    import torch
+
     if magnitude.dtype != torch.float32:
         return magnitude.kthvalue(magnitude.numel() - k + 1).values
     bits = magnitude.view(torch.int32)
@@ -45,6 +48,8 @@ def _kth_largest(magnitude: torch.Tensor, k: int) -> torch.Tensor:
 
 def _top_k_mask(magnitude: torch.Tensor, k: int) -> torch.Tensor:
     """Exactly the ``k`` largest entries of a 1-D tensor; entries tying with the k-th go to lower indices."""
+    import torch
+
     m = magnitude.numel()
     if k >= m:
         return torch.ones_like(magnitude, dtype=torch.bool)
@@ -75,6 +80,8 @@ def _sparsify_row(
     generator: torch.Generator | None,
 ) -> None:
     """Zero out entries of one model's flattened task vector, in place."""
+    import torch
+
     if how == "none":
         return
     m = row.shape[0]
@@ -94,6 +101,8 @@ def _sparsify_row(
 
 def _combine(deltas: torch.Tensor, how: Combine, *, disjoint_merge: Literal["sum", "mean"]) -> torch.Tensor:
     """Sum the task vectors (rows), or TIES: elect a sign per entry, then merge the agreeing entries."""
+    import torch
+
     if how == "sum":
         return deltas.sum(dim=0)
     elected = torch.sign(deltas.sum(dim=0))  # the sign with the larger total mass
@@ -127,6 +136,8 @@ def merge_task_vectors(
     Task vectors are built one model at a time into one [n, m] buffer and sparsified in place, so
     the peak is that buffer plus one task vector's temporaries; the inputs are never written.
     """
+    import torch
+
     flat_base = base.reshape(-1)
     deltas = torch.empty((len(tensors), flat_base.numel()), dtype=base.dtype, device=base.device)
     for i, tensor in enumerate(tensors):

@@ -13,9 +13,12 @@ import mmap
 import threading
 import weakref
 from collections import defaultdict
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["BufferPool", "SHARED_POOL"]
 
@@ -41,6 +44,8 @@ class BufferPool:
 
     def take(self, nbytes: int) -> torch.Tensor:
         """A uint8 tensor of exactly ``nbytes`` (contents undefined)."""
+        import torch
+
         if nbytes < _MIN_POOLED:
             return torch.empty(nbytes, dtype=torch.uint8)
         size = _size_class(nbytes)

@@ -18,13 +18,14 @@ import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
-
-import torch
+from typing import TYPE_CHECKING, BinaryIO
 
 from ..errors import OutputExistsError, PlanError
 from .dtypes import DTYPES, dtype_code
 from .index import INDEX_FILE, SINGLE_FILE
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["OutputTensor", "ShardedWriter", "atomic_output_dir", "parse_size", "pid_alive", "shard_layout"]
 
@@ -149,6 +150,8 @@ class ShardedWriter:
         handle = self._file if shard_no == self._shard else self._open_shard(shard_no)
         assert handle is not None
         if expected.nbytes:
+            import torch
+
             data = tensor.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy()
             handle.write(memoryview(data))
         self._position += 1
