@@ -46,10 +46,6 @@ class DemoHub:
     datasets: dict[str, str]  # task -> dataset repo id
 
     @property
-    def base_repo(self) -> str:
-        return self.bases["convnext"]
-
-    @property
     def task_repos(self) -> dict[str, str]:
         return self.fine_tunes["convnext"]
 

@@ -84,7 +84,6 @@ class HubSource(WeightSource):
         if info.sha is None:
             raise HubError(f"the Hub did not say which commit '{repo_id}@{revision}' points to")
         self.revision = info.sha
-        self.requested_revision = revision
         self.label = f"{repo_id}@{info.sha[:12]}"
         self._sizes: dict[str, int | None] = {s.rfilename: s.size for s in info.siblings or []}
         self._prefixes: dict[str, bytes] = {}

@@ -70,10 +70,6 @@ class Family:
     library: Literal["transformers", "torchvision"]
     processor: Literal["image_processor", "torchvision-imagenet"]
 
-    @property
-    def head_prefix(self) -> str:
-        return self.head_weight.rsplit(".", 1)[0] + "."
-
     def is_head(self, tensor: str) -> bool:
         """True for the classification layer's weight and bias."""
         return tensor in (self.head_weight, self.head_bias)

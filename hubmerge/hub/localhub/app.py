@@ -244,10 +244,6 @@ class _Hub:
             return self.tokens.get(header[7:].strip())
         return None
 
-    def _has_bad_token(self, request: Request) -> bool:
-        header = request.headers.get("authorization", "")
-        return header.lower().startswith("bearer ") and self.user(request) is None
-
     def _may_write(self, user: str | None, namespace: str) -> bool:
         return user is not None and (namespace == user or namespace in self.orgs.get(user, []))
 
