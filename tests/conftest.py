@@ -9,6 +9,7 @@ token can leak in. Tests that need "no Hub at all" use the ``hub_offline`` fixtu
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import tempfile
 from dataclasses import dataclass
@@ -63,6 +64,8 @@ class Hub:
 
 def pytest_sessionfinish(session, exitstatus):  # noqa: ARG001 - pytest hook signature
     _SOCKET.close()  # reserved at import; LocalHub closes it too when it was used
+    if exitstatus in (0, 5):  # a failed run keeps the Hub's storage and HF_HOME to look at
+        shutil.rmtree(_SESSION_DIR, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
