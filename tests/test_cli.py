@@ -104,25 +104,27 @@ def test_executable_flushes_output_runs_atexit_and_keeps_exit_codes(tmp_path, fa
     assert again.returncode == 1 and "OutputExistsError" in again.stderr
 
 
-def test_local_merge_never_imports_the_hub_client(tmp_path, family):
-    recipe = write_recipe(tmp_path / "r.yaml", family, "simple_average")
+def _main_in_fresh_interpreter(module: str, *args: str) -> tuple[str, bool]:
+    """``main(args)`` in a new interpreter (exit code 0 asserted): its stdout, and whether ``module`` was imported."""
     code = (
         "import sys; from hubmerge.cli import main; "
-        f"assert main(['merge', {str(recipe)!r}, '-o', {str(tmp_path / 'out')!r}, '--quiet']) == 0; "
-        "print('huggingface_hub' in sys.modules, file=sys.stderr)"
+        f"assert main({list(args)!r}) == 0; "
+        f"print({module!r} in sys.modules, file=sys.stderr)"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert done.stderr.strip().splitlines()[-1] == "False"
+    return done.stdout, {"True": True, "False": False}[done.stderr.strip().splitlines()[-1]]
+
+
+def test_local_merge_never_imports_the_hub_client(tmp_path, family):
+    recipe = write_recipe(tmp_path / "r.yaml", family, "simple_average")
+    merge = ("merge", str(recipe), "-o", str(tmp_path / "out"), "--quiet")
+    _, imported = _main_in_fresh_interpreter("huggingface_hub", *merge)
+    assert not imported
 
 
 def test_planning_never_imports_torch(tmp_path, family):
     """``hubmerge plan`` reads headers and checks the recipe against the method's schema: no torch (1-2 s)."""
     recipe = write_recipe(tmp_path / "r.yaml", family, "ties")
-    code = (
-        "import sys; from hubmerge.cli import main; "
-        f"assert main(['plan', {str(recipe)!r}, '--json']) == 0; "
-        "print('torch' in sys.modules, file=sys.stderr)"
-    )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert done.stderr.strip().splitlines()[-1] == "False"
-    assert json.loads(done.stdout)["method"] == "ties"
+    out, imported = _main_in_fresh_interpreter("torch", "plan", str(recipe), "--json")
+    assert not imported
+    assert json.loads(out)["method"] == "ties"
