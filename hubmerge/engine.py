@@ -59,7 +59,6 @@ from .vision.heads import (
     heads_index,
     id2label_config,
 )
-from .weights.buffers import SHARED_POOL
 from .weights.dtypes import DTYPES, is_float, is_integer
 from .weights.index import INDEX_FILE, ModelWeights, open_weights
 from .weights.sources import LocalSource, WeightSource
@@ -598,7 +597,10 @@ class _Merger:
     def __init__(self, merge_plan: MergePlan, device: torch.device) -> None:
         import torch
 
+        from .weights.buffers import SHARED_POOL  # numpy: not needed to plan
+
         self.torch = torch
+        self.pool = SHARED_POOL
         self.plan = merge_plan
         self.device = device
         self.method = merge_plan.method
@@ -621,7 +623,7 @@ class _Merger:
         """An uninitialised float32 tensor; on the CPU from the reused pool, as fresh memory costs page faults."""
         if self.device.type != "cpu":
             return self.torch.empty(shape, dtype=self.torch.float32, device=self.device)
-        return SHARED_POOL.take(math.prod(shape) * 4).view(self.torch.float32).reshape(shape)
+        return self.pool.take(math.prod(shape) * 4).view(self.torch.float32).reshape(shape)
 
     def linear_group(self, group: list[TensorPlan], reads: Iterator[tuple[int, dict[str, torch.Tensor]]]) -> dict[str, torch.Tensor]:
         """Running sum: every input's tensors are folded in and dropped as soon as they arrive."""
@@ -818,6 +820,7 @@ def execute(
         WeightsError / HubError: reads failed after retries. CancelledError: ``cancel`` was set.
     """
     from .weights.behind import Behind
+    from .weights.buffers import SHARED_POOL
     from .weights.prefetch import Job, prefetch
     from .weights.reader import Span, plan_spans, read_span, release_spans
 

@@ -104,27 +104,29 @@ def test_executable_flushes_output_runs_atexit_and_keeps_exit_codes(tmp_path, fa
     assert again.returncode == 1 and "OutputExistsError" in again.stderr
 
 
-def _main_in_fresh_interpreter(module: str, *args: str) -> tuple[str, bool]:
-    """``main(args)`` in a new interpreter (exit code 0 asserted): its stdout, and whether ``module`` was imported."""
+def _main_in_fresh_interpreter(modules: tuple[str, ...], *args: str) -> tuple[str, list[str]]:
+    """``main(args)`` in a new interpreter (exit code 0 asserted): its stdout, and which of ``modules`` it imported."""
     code = (
         "import sys; from hubmerge.cli import main; "
         f"assert main({list(args)!r}) == 0; "
-        f"print({module!r} in sys.modules, file=sys.stderr)"
+        f"print(','.join(m for m in {modules!r} if m in sys.modules), file=sys.stderr)"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    return done.stdout, {"True": True, "False": False}[done.stderr.strip().splitlines()[-1]]
+    last = done.stderr.splitlines()[-1] if done.stderr.strip() else ""
+    return done.stdout, [m for m in last.split(",") if m]
 
 
 def test_local_merge_never_imports_the_hub_client(tmp_path, family):
     recipe = write_recipe(tmp_path / "r.yaml", family, "simple_average")
     merge = ("merge", str(recipe), "-o", str(tmp_path / "out"), "--quiet")
-    _, imported = _main_in_fresh_interpreter("huggingface_hub", *merge)
-    assert not imported
+    _, imported = _main_in_fresh_interpreter(("huggingface_hub",), *merge)
+    assert imported == []
 
 
 def test_planning_never_imports_torch(tmp_path, family):
-    """``hubmerge plan`` reads headers and checks the recipe against the method's schema: no torch (1-2 s)."""
+    """``hubmerge plan`` reads headers and checks the recipe against the method's schema: no torch (1-2 s),
+    nor numpy (the merge's buffer pool, 0.1 s)."""
     recipe = write_recipe(tmp_path / "r.yaml", family, "ties")
-    out, imported = _main_in_fresh_interpreter("torch", "plan", str(recipe), "--json")
-    assert not imported
+    out, imported = _main_in_fresh_interpreter(("torch", "numpy"), "plan", str(recipe), "--json")
+    assert imported == []
     assert json.loads(out)["method"] == "ties"
