@@ -83,13 +83,15 @@ def render_plan(merge_plan: MergePlan, console: Console) -> None:
     from rich.table import Table
 
     from .plan_summary import INPUT_COLUMNS, input_rows, summary_rows
+    from .tables import print_table
 
     inputs = Table(title=f"Inputs — {merge_plan.method.pretty_name}", title_justify="left")
     for column in INPUT_COLUMNS:
-        inputs.add_column(column, justify="right" if column in ("files", "tensors", "size") else "left")
+        numeric = column in ("files", "tensors", "size")
+        inputs.add_column(column, justify="right" if numeric else "left", overflow="fold", no_wrap=numeric)
     for row in input_rows(merge_plan):
         inputs.add_row(*map(escape, row))
-    console.print(inputs)
+    print_table(console, inputs)
 
     summary = Table(show_header=False, title="Plan", title_justify="left")
     summary.add_column(style="bold")
@@ -97,7 +99,7 @@ def render_plan(merge_plan: MergePlan, console: Console) -> None:
     for what, value in summary_rows(merge_plan):
         value = escape(value)
         summary.add_row(what, f"[yellow]{value}[/yellow]" if value.startswith("re-initialized") else value)
-    console.print(summary)
+    print_table(console, summary)
 
 
 @app.command()
@@ -165,7 +167,8 @@ def merge(
         )
     console.print(
         f"[green]merged[/green] {len(merge_plan.inputs)} models into {result.output} "
-        f"({human_bytes(result.bytes_written)}, {result.seconds:.1f} s on {result.device})"
+        f"({human_bytes(result.bytes_written)}, {result.seconds:.1f} s on {result.device})",
+        soft_wrap=True,
     )
     if evaluate:
         from .evaluation import evaluate_recipe_tasks
@@ -233,7 +236,7 @@ def evaluate(
     evaluation.render_report(report, Console(width=None if sys.stdout.isatty() else 200))
     if json_out is not None:
         evaluation.save_report(report, json_out)
-        console.print(f"[green]report[/green] written to {json_out}")
+        console.print(f"[green]report[/green] written to {json_out}", soft_wrap=True)
 
 
 @app.command()
@@ -266,7 +269,8 @@ def push(
             on_progress=on_progress, console=None if quiet else console,
         )
     where = result.push.pull_request_url or result.push.url
-    console.print(f"[green]pushed[/green] {len(result.push.files)} files in commit {result.push.commit_sha[:12]}")
+    console.print(f"[green]pushed[/green] {len(result.push.files)} files in commit {result.push.commit_sha[:12]}",
+                  soft_wrap=True)
     print(where)
 
 

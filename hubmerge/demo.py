@@ -71,6 +71,11 @@ def _point_client_at(endpoint: str, home: Path) -> None:
         os.environ.pop(name, None)
 
 
+def _step(console: Console, number: int, text: str) -> None:
+    """Say which of the demo's four steps runs; on one line, even in a log (no wrap at 80 columns)."""
+    console.print(f"[bold]{number}/4[/bold] {text}", soft_wrap=True)
+
+
 def start_demo_hub(root: Path) -> tuple[object, str]:
     """Start a local Hub on a free port with a fresh demo token; returns (server, token)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -100,7 +105,7 @@ def seed_demo_hub(
     from .fixtures import build_fixtures
 
     if console is not None:
-        console.print("[bold]1/4[/bold] preparing tiny trained models (cached after the first run)...")
+        _step(console, 1, "preparing tiny trained models (cached after the first run)...")
     built = {family: build_fixtures(cache_dir, family=family) for family in FAMILIES}  # type: ignore[arg-type]
     endpoint = server.endpoint  # type: ignore[attr-defined]
     api = HfApi(endpoint=endpoint, token=token)
@@ -115,7 +120,13 @@ def seed_demo_hub(
 
     def publish_dataset(path: Path, name: str) -> str:
         repo_id = f"{namespace}/{name}"
-        datasets.load_from_disk(str(path)).push_to_hub(repo_id, token=token, commit_message=f"Upload {name}")
+        # push_to_hub warns "Setting num_proc from 1 back to 1" for every one-shard split; say nothing.
+        verbosity = datasets.logging.get_verbosity()
+        datasets.logging.set_verbosity_error()
+        try:
+            datasets.load_from_disk(str(path)).push_to_hub(repo_id, token=token, commit_message=f"Upload {name}")
+        finally:
+            datasets.logging.set_verbosity(verbosity)
         return repo_id
 
     bases, fine_tunes = {}, {}
@@ -166,18 +177,18 @@ def run_demo(
     demo = seed_demo_hub(server, token, cache_dir=cache_dir, console=console)
     recipe = demo_recipe(demo)
     if console is not None:
-        console.print(f"[bold]2/4[/bold] local Hub at {demo.endpoint} with {len(demo.task_repos) + 1} models; planning from headers...")
+        _step(console, 2, f"local Hub at {demo.endpoint} with {len(demo.task_repos) + 1} models; planning from headers...")
         merge_plan = engine.plan(recipe, token=token)
         render_plan(merge_plan, console)
         engine.close_plan(merge_plan)
-        console.print("[bold]3/4[/bold] streaming merge over HTTP Range requests, then evaluation against the inputs...")
+        _step(console, 3, "streaming merge over HTTP Range requests, then evaluation against the inputs...")
     with byte_progress(console, "merging", disable=console is None) as on_progress:  # type: ignore[arg-type]
         result = publish(
             recipe, MERGED_REPO, token=token, overwrite=True, on_progress=on_progress, console=console,
             work_dir=root,
         )
     if console is not None:
-        console.print(f"[bold]4/4[/bold] pushed model, heads, recipe, results and card to {MERGED_REPO} "
-                      f"in one commit ({result.push.commit_sha[:12]})")
+        _step(console, 4, f"pushed model, heads, recipe, results and card to {MERGED_REPO} "
+                          f"in one commit ({result.push.commit_sha[:12]})")
     return demo, result
 

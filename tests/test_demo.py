@@ -43,3 +43,8 @@ def test_the_demo_runs_end_to_end(tmp_path):
         assert results["average"]["accuracy"] > comparison["base"]["average"]["accuracy"]
         best_single = max(r["average"]["accuracy"] for r in comparison["finetuned"].values())
         assert results["average"]["accuracy"] > best_single
+    # stderr is a pipe here, as in a CI log: every number is whole, and libraries add no noise.
+    rows = [[cell.strip() for cell in line.split("│")[1:-1]] for line in result.stderr.splitlines()]
+    merged_row = next(row for row in rows if row[:1] == ["merged"])
+    assert merged_row[-1] == f"{100 * results['average']['accuracy']:.2f}"
+    assert "…" not in result.stderr and "num_proc" not in result.stderr

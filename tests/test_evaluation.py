@@ -373,6 +373,34 @@ def _render(report: EvalReport | CompareReport) -> str:
     return out.getvalue()
 
 
+def test_narrow_consoles_never_cut_a_number() -> None:
+    """A pipe (80 columns, no terminal) gets the table at natural width; a terminal folds names."""
+    from rich.console import Console
+
+    tasks = ("sun397", "stanford-cars", "resisc45", "eurosat", "svhn", "gtsrb", "mnist", "dtd")
+    scores = {t: (0.5 + i / 100, 1.0) for i, t in enumerate(tasks)}
+    compare = CompareReport(
+        merged=_report("org/a-rather-long-merged-model-name", scores), base=_report("base", scores),
+        finetuned={t: _report(f"ft {t}", scores) for t in tasks}, tasks=tasks,
+    )
+    numbers = [f"{100 * a:.2f}" for a, _ in scores.values()] + ["53.50"]
+    pipe = io.StringIO()
+    render_report(compare, Console(file=pipe, width=80, color_system=None))
+    assert "…" not in pipe.getvalue()
+    assert all(n in pipe.getvalue() for n in numbers)
+    assert "fine-tune stanford-cars" in pipe.getvalue() and "individual (own fine-tune)" in pipe.getvalue()
+
+    terminal = io.StringIO()
+    four = tasks[:4]
+    render_report(CompareReport(
+        merged=_report("m", {t: scores[t] for t in four}), base=_report("b", {t: scores[t] for t in four}),
+        finetuned={t: _report(t, {u: scores[u] for u in four}) for t in four}, tasks=four,
+    ), Console(file=terminal, width=60, force_terminal=True, color_system=None))
+    lines = terminal.getvalue().splitlines()
+    assert max(map(len, lines)) <= 60 and "…" not in terminal.getvalue()
+    assert all(any(n in line for line in lines) for n in numbers[:4])
+
+
 def test_render_single_report() -> None:
     text = _render(_report("m", {"a": (0.5, 1.0), "b": (1.0, 0.0)}))
     assert "a:test" in text and "50.00" in text and "average" in text and "75.00" in text

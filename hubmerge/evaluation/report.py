@@ -212,11 +212,14 @@ def render_report(report: EvalReport | CompareReport, console: Console) -> None:
     """
     from rich.table import Table
 
+    from ..tables import print_table
+
     if isinstance(report, EvalReport):
         table = Table(title=f"Evaluation — {report.model}", title_justify="left")
         for column, justify in (("task", "left"), ("dataset", "left"), ("samples", "right"),
                                 ("accuracy %", "right"), ("loss", "right")):
-            table.add_column(column, justify=justify)  # type: ignore[arg-type]
+            numeric = justify == "right"
+            table.add_column(column, justify=justify, overflow="fold", no_wrap=numeric)  # type: ignore[arg-type]
         for task, result in report.results.items():
             table.add_row(
                 task, result.dataset, str(result.num_samples), _pct(result.accuracy), f"{result.loss:.4f}"
@@ -228,7 +231,7 @@ def render_report(report: EvalReport | CompareReport, console: Console) -> None:
                 f"[bold]{AVERAGE}[/bold]", "", "", f"[bold]{_pct(average['accuracy'])}[/bold]",
                 f"[bold]{average['loss']:.4f}[/bold]",
             )
-        console.print(table)
+        print_table(console, table)
         return
     columns, values = accuracy_matrix(report)
     best = [
@@ -240,10 +243,11 @@ def render_report(report: EvalReport | CompareReport, console: Console) -> None:
         title_justify="left",
         caption="each task with its own head; losses are in the JSON report",
     )
-    table.add_column("model", justify="left", no_wrap=True)
+    # A narrow terminal folds the names; a number always keeps its width.
+    table.add_column("model", justify="left", overflow="fold")
     for column in columns:
-        table.add_column(column, justify="right", no_wrap=True)
+        table.add_column(column, justify="right", overflow="fold", min_width=len("100.00"))
     for index, (name, accuracies) in enumerate(values.items()):
         cells = [f"[bold]{_pct(v)}[/bold]" if v == best[i] else _pct(v) for i, v in enumerate(accuracies)]
         table.add_row(f"[bold]{name}[/bold]" if name == "merged" else name, *cells, end_section=index == 0)
-    console.print(table)
+    print_table(console, table)
