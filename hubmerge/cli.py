@@ -232,8 +232,7 @@ def evaluate(
     )
     run = evaluation.compare_inputs if compare_inputs else evaluation.evaluate_model
     report = run(model, tasks, **options)  # type: ignore[arg-type]
-    # The table is the result (stdout); piped into a file it is not cut to 80 columns.
-    evaluation.render_report(report, Console(width=None if sys.stdout.isatty() else 200))
+    evaluation.render_report(report, Console())  # the table is the result: stdout
     if json_out is not None:
         evaluation.save_report(report, json_out)
         console.print(f"[green]report[/green] written to {json_out}", soft_wrap=True)

@@ -147,6 +147,7 @@ def test_evaluate_with_tasks(
     assert code == 0
     captured = capsys.readouterr()
     assert "digits_low" in captured.out and "average" in captured.out
+    assert f"{fx.datasets['digits_low']}:test" in captured.out, "a piped table keeps every path whole"
     report = json.loads(path.read_text())
     assert list(report) == ["digits_low", "digits_parity", "average"]
     # Without --task: the datasets of the stored recipe.
