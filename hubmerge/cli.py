@@ -292,18 +292,34 @@ def demo(
     workdir: Annotated[Optional[Path], typer.Option("--workdir", help="Keep the demo's Hub and files here.")] = None,
     quiet: QuietOpt = False,
 ) -> None:
-    """Run the whole pipeline offline: local Hub, tiny trained models, merge over HTTP, evaluation, card, push."""
+    """Run the whole pipeline offline: local Hub, tiny trained models, merge over HTTP, evaluation, card, push.
+
+    Without --workdir the Hub lives in a temporary folder that goes when the demo ends, so runs
+    leave nothing behind; with it, the pushed repos stay there for `hubmerge hub serve`.
+    """
+    import tempfile
+    from contextlib import ExitStack
+
     from .demo import run_demo
 
     console = _console(quiet)
-    hub, result = run_demo(workdir=workdir, console=console)
-    print(result.push.url)
-    if ui:
-        from .demo import demo_presets
-        from .ui import launch_app
+    with ExitStack() as cleanup:
+        root = workdir or Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="hubmerge-demo-")))
+        hub, result = run_demo(root, console=console)
+        cleanup.callback(hub.hub.stop)  # type: ignore[attr-defined]  # before its folder goes
+        print(result.push.url)
+        if ui:
+            from .demo import demo_presets
+            from .ui import launch_app
 
-        console.print("opening the web app on the demo's local Hub (Ctrl+C to stop)...")
-        launch_app(endpoint=hub.endpoint, token=hub.token, presets=demo_presets(hub))
+            console.print("opening the web app on the demo's local Hub (Ctrl+C to stop)...")
+            launch_app(endpoint=hub.endpoint, token=hub.token, presets=demo_presets(hub))
+    if workdir is None:
+        console.print("[dim]the demo's local Hub has stopped and its temporary folder is gone; "
+                      "keep them with --workdir DIR[/dim]", soft_wrap=True)
+    else:
+        console.print(f"the demo's Hub is kept in {workdir / 'hub'}; serve it again with "
+                      f"`hubmerge hub serve --root {workdir / 'hub'}`", soft_wrap=True, highlight=False)
 
 
 @app.command("app")

@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import secrets
 import socket
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -164,16 +163,15 @@ def demo_presets(demo: DemoHub) -> dict[str, Callable[[], Recipe]]:
 
 
 def run_demo(
-    *, workdir: Path | None = None, console: Console | None = None, cache_dir: Path | None = None
+    workdir: Path, *, console: Console | None = None, cache_dir: Path | None = None
 ) -> tuple[DemoHub, PublishResult]:
-    """Run the whole demo; returns the hub (still running) and what was pushed."""
+    """Run the whole demo with its Hub and files in ``workdir``; returns the hub (still running) and the push."""
     from . import engine
     from .cli import render_plan
     from .progress import byte_progress
     from .publish import publish
 
-    root = Path(workdir or tempfile.mkdtemp(prefix="hubmerge-demo-"))
-    server, token = start_demo_hub(root)
+    server, token = start_demo_hub(workdir)
     demo = seed_demo_hub(server, token, cache_dir=cache_dir, console=console)
     recipe = demo_recipe(demo)
     if console is not None:
@@ -185,7 +183,7 @@ def run_demo(
     with byte_progress(console, "merging", disable=console is None) as on_progress:  # type: ignore[arg-type]
         result = publish(
             recipe, MERGED_REPO, token=token, overwrite=True, on_progress=on_progress, console=console,
-            work_dir=root,
+            work_dir=workdir,
         )
     if console is not None:
         _step(console, 4, f"pushed model, heads, recipe, results and card to {MERGED_REPO} "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -48,3 +49,16 @@ def test_the_demo_runs_end_to_end(tmp_path):
     merged_row = next(row for row in rows if row[:1] == ["merged"])
     assert merged_row[-1] == f"{100 * results['average']['accuracy']:.2f}"
     assert "…" not in result.stderr and "num_proc" not in result.stderr
+    assert f"hubmerge hub serve --root {workdir / 'hub'}" in result.stderr  # how to see it again
+
+
+@pytest.mark.slow
+def test_the_demo_leaves_nothing_behind_without_a_workdir(tmp_path):
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    result = subprocess.run(
+        [sys.executable, "-m", "hubmerge.cli", "demo"], capture_output=True, text=True, timeout=600, env=env
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert result.stdout.strip().endswith("/hubmerge-demo/convnext-tiny-digits-merged")
+    assert "temporary folder is gone" in result.stderr
+    assert not list(tmp_path.glob("hubmerge-demo-*"))  # its Hub, HF_HOME and work files went with it
