@@ -6,11 +6,13 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 import yaml
 from huggingface_hub import HfApi, ModelCard
+from PIL import Image
 
 from hubmerge.errors import MethodParameterError, PushError, RecipeError
 from hubmerge.evaluation import CompareReport, EvalReport, TaskResult
@@ -253,6 +255,33 @@ def test_cancel_stops_the_merge_and_leaves_nothing(hub_models, local_hub, tmp_pa
                        values.device, progress=progress)
     assert calls and not any((tmp_path / "work").rglob("*.safetensors"))
     assert handlers._cancels == {}
+
+
+@pytest.mark.slow
+def test_closing_the_page_stops_its_merge_and_deletes_its_output(hub_models, local_hub, tmp_path):
+    import gradio as gr
+
+    from hubmerge.ui import AppHandlers
+
+    os.environ.pop("HF_HUB_OFFLINE", None)
+    handlers = AppHandlers(endpoint=local_hub.endpoint, work_dir=tmp_path / "work", max_samples=16)
+    values = form_values(hub_models.recipe())
+    form = (values.base_model, values.models, values.method, values.parameters, values.dtype, values.device)
+    done, kept = SimpleNamespace(session_hash="done"), SimpleNamespace(session_hash="kept")
+
+    for request in (done, kept):
+        output = handlers.merge(*form, request=request, progress=lambda *a, **k: None)[5]
+        image, _ = _digit_image("digits_low", 0)
+        handlers.try_it(output, "digits_low", Image.open(image["path"]))  # caches the loaded model
+    assert len(handlers._models) == 2
+    handlers.end_session(done)
+    assert not (tmp_path / "work" / "done").exists() and (tmp_path / "work" / "kept").is_dir()
+    assert [Path(key[0]).parent.name for key in handlers._models] == ["kept"]
+
+    running = SimpleNamespace(session_hash="running")  # the page closes while its merge runs
+    with pytest.raises(gr.Error, match="CancelledError"):
+        handlers.merge(*form, request=running, progress=lambda *a, **k: handlers.end_session(running))
+    assert not (tmp_path / "work" / "running").exists() and handlers._cancels == {}
 
 
 def test_the_models_table_arrives_in_any_of_its_shapes():

@@ -1,5 +1,6 @@
 """The web app in a real browser: headless Debian Chromium driven by Playwright clicks through plan,
-merge and push, checks the table, chart and card appear, and that a bad repo id reads as an error.
+merge and push, checks the table, chart and card appear, that a bad repo id reads as an error, and
+that closing a page deletes its merged output.
 
 Screenshots go to test-artifacts/ (kept by CI). Skipped where /usr/bin/chromium is missing
 (`.ci/run` installs it with apt-get).
@@ -9,7 +10,10 @@ from __future__ import annotations
 
 import os
 import re
+import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from huggingface_hub import HfApi
@@ -28,20 +32,36 @@ pytestmark = [
 ]
 
 
+@dataclass(frozen=True)
+class BrowserApp:
+    url: str
+    work_dir: Path  # where the app keeps each session's merged output
+    browser: Any
+
+    def open_page(self):  # type: ignore[no-untyped-def]
+        page = self.browser.new_page(viewport={"width": 1400, "height": 1800})
+        page.set_default_timeout(60_000)
+        page.goto(self.url)
+        return page
+
+
 @pytest.fixture(scope="module")
-def page(local_hub, tmp_path_factory):
+def browser_app(local_hub, tmp_path_factory):
     from playwright.sync_api import sync_playwright
 
     os.environ.pop("HF_HUB_OFFLINE", None)
     models = publish_fixtures(local_hub.endpoint, local_hub.alice_token)
     ARTIFACTS.mkdir(exist_ok=True)
-    with running_app(local_hub.endpoint, models, tmp_path_factory.mktemp("browser-app")) as url, sync_playwright() as p:
+    work_dir = tmp_path_factory.mktemp("browser-app")
+    with running_app(local_hub.endpoint, models, work_dir) as url, sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS, headless=True)
-        page = browser.new_page(viewport={"width": 1400, "height": 1800})
-        page.set_default_timeout(60_000)
-        page.goto(url)
-        yield page
+        yield BrowserApp(url, work_dir, browser)
         browser.close()
+
+
+@pytest.fixture(scope="module")
+def page(browser_app):
+    return browser_app.open_page()
 
 
 def _field(page, elem_id: str):  # type: ignore[no-untyped-def]
@@ -88,3 +108,21 @@ def test_a_bad_repo_id_reads_as_an_error_in_the_page(page):
     expect(page.get_by_text("is not a valid repo id").first).to_be_visible()
     page.screenshot(path=str(ARTIFACTS / "ui-error.png"), full_page=True)
     assert "Traceback" not in page.content()
+
+
+def test_closing_the_page_deletes_its_merged_output(browser_app):
+    from playwright.sync_api import expect
+
+    page = browser_app.open_page()
+    before = set(browser_app.work_dir.iterdir())
+    page.locator("#merge").click()
+    page.get_by_role("tab", name="Results").click()
+    expect(page.locator("#status")).to_contain_text("Merged in", timeout=240_000)
+    (session,) = set(browser_app.work_dir.iterdir()) - before
+    assert any(session.rglob("model.safetensors"))
+    page.close()  # the app hears the page go and deletes the session's output
+    deadline = time.monotonic() + 30
+    while session.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not session.exists()
+    assert set(browser_app.work_dir.iterdir()) == before  # the other page's output stays

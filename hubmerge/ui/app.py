@@ -71,7 +71,7 @@ class AppHandlers:
         endpoint: the Hub inputs are read from and pushed to (None: HF_ENDPOINT / huggingface.co).
         default_token: used when the user gives none (the demo's; on a Space, none). Never shown.
         presets: name -> recipe factory, shown in the preset menu.
-        work_dir: where each session's merged output lives until the next merge.
+        work_dir: where each session's merged output lives until its next merge or until its page closes.
         max_samples: evaluate at most this many examples per task (None: the whole split).
     """
 
@@ -195,6 +195,18 @@ class AppHandlers:
         finally:
             self._cancels.pop(session, None)
         return self._results(built.output, built.comparison or built.report, built.merge.seconds)
+
+    def end_session(self, request: gr.Request = None) -> None:  # type: ignore[assignment]
+        """The page was closed: stop its merge and delete its output, so a Space's disk holds live sessions only."""
+        session = getattr(request, "session_hash", None) or "default"
+        event = self._cancels.get(session)
+        if event is not None:
+            event.set()  # the merge stops at its next tensor group and removes what it wrote
+        folder = self._session_dir(session)
+        with self._lock:
+            for key in [key for key in self._models if Path(key[0]).parent == folder]:
+                del self._models[key]
+        shutil.rmtree(folder, ignore_errors=True)
 
     def _results(self, output: Path, report: Any, seconds: float) -> tuple[Any, ...]:
         from ..vision.loading import model_tasks
@@ -415,6 +427,7 @@ def build_app(
         push_button.click(handlers.push, [output_state, repo_id, private, overwrite, token_box], pushed,
                           api_name="push", concurrency_limit=1, concurrency_id=HEAVY)
         try_button.click(handlers.try_it, [output_state, task, image], top5, api_name="try_it")
+        app.unload(handlers.end_session)
     app.queue(default_concurrency_limit=2, max_size=32)
     app.hubmerge_handlers = handlers  # type: ignore[attr-defined]
     return app
