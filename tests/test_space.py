@@ -4,6 +4,7 @@ commit to a space repo on the local Hub, and the uploaded Space builds its app o
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -83,9 +84,9 @@ def test_deploy_without_a_token_is_refused(local_hub, capsys, monkeypatch):
 
 
 @pytest.mark.slow
-def test_hubmerge_app_serves_the_page(local_hub):
+def test_hubmerge_app_serves_the_page_and_leaves_nothing_behind(local_hub, tmp_path):
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
+    env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"} | {"TMPDIR": str(tmp_path)}
     process = subprocess.Popen(
         [sys.executable, "-m", "hubmerge.cli", "app", "--port", str(port), "--endpoint", local_hub.endpoint],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -106,8 +107,13 @@ def test_hubmerge_app_serves_the_page(local_hub):
         assert "hubmerge" in page.text
         config = httpx.get(f"http://127.0.0.1:{port}/config", timeout=5).json()
         assert any(d.get("api_name") == "merge" for d in config["dependencies"])
+        assert len(list(tmp_path.glob("hubmerge-app-*"))) == 1  # this run's own folder for merged outputs
+        process.send_signal(signal.SIGINT)  # Ctrl+C
+        assert process.wait(timeout=60) == 0
+        assert not list(tmp_path.glob("hubmerge-app-*"))
     finally:
-        process.terminate()
-        process.wait(timeout=30)
+        if process.poll() is None:
+            process.terminate()
+            process.wait(timeout=30)
         if process.stdout:
             process.stdout.close()

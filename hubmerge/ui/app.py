@@ -321,7 +321,7 @@ def build_app(
         token: the app's own token, used when the user gives none (never shown).
         presets: extra presets (name -> recipe factory) before the built-in ones, e.g. the demo's.
         default_preset: the preset selected when the page opens.
-        work_dir: where merged outputs live (default: a temp directory).
+        work_dir: where merged outputs live (default: hubmerge-app in the temp directory).
         max_samples: evaluate at most this many examples per task.
     """
     handlers = AppHandlers(endpoint=endpoint, default_token=token, presets={**(presets or {}), **_builtin_presets()},
@@ -429,7 +429,6 @@ def build_app(
         try_button.click(handlers.try_it, [output_state, task, image], top5, api_name="try_it")
         app.unload(handlers.end_session)
     app.queue(default_concurrency_limit=2, max_size=32)
-    app.hubmerge_handlers = handlers  # type: ignore[attr-defined]
     return app
 
 
@@ -442,13 +441,14 @@ def launch_app(
     presets: Mapping[str, Callable[[], Recipe]] | None = None,
     default_preset: str | None = None,
     max_samples: int | None = None,
-    block: bool = True,
-) -> gr.Blocks:
-    """Build and serve the app (blocking unless ``block=False``); see ``build_app``."""
-    app = build_app(endpoint=endpoint, token=token, presets=presets, default_preset=default_preset,
-                    max_samples=max_samples)
-    handlers: AppHandlers = app.hubmerge_handlers  # type: ignore[attr-defined]
-    handlers.work_dir.mkdir(parents=True, exist_ok=True)
-    app.launch(server_name=host, server_port=port, prevent_thread_lock=not block, show_error=True,
-               allowed_paths=[str(handlers.work_dir)], footer_links=["api"])
-    return app
+) -> None:
+    """Build and serve the app until Ctrl+C (see ``build_app``); the merged outputs go with it.
+
+    Each run keeps its outputs in a folder of its own, so a stopped app leaves nothing in the temp
+    directory and two apps on one machine never share one.
+    """
+    with tempfile.TemporaryDirectory(prefix="hubmerge-app-") as work_dir:
+        app = build_app(endpoint=endpoint, token=token, presets=presets, default_preset=default_preset,
+                        work_dir=work_dir, max_samples=max_samples)
+        app.launch(server_name=host, server_port=port, show_error=True, allowed_paths=[work_dir],
+                   footer_links=["api"])
