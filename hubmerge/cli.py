@@ -46,6 +46,11 @@ TokenOpt = Annotated[
 TokenFileOpt = Annotated[Optional[Path], typer.Option("--token-file", help="Read the Hub token from this file.")]
 DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="auto, cpu, cuda or cuda:N (default: the recipe's).")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars; print only the result.")]
+DtypeOpt = Annotated[Optional[str], typer.Option("--dtype", help="float32, float16 or bfloat16 (default: the recipe's).")]
+MaxShardSizeOpt = Annotated[str, typer.Option("--max-shard-size", help="e.g. 5GB, 500MB.")]
+MaxSamplesOpt = Annotated[
+    Optional[int], typer.Option("--max-samples", min=1, help="Evaluate a fixed random subset (seed 0) of each split.")
+]
 EndpointOpt = Annotated[
     Optional[str], typer.Option("--endpoint", help="Hub URL (default: HF_ENDPOINT or huggingface.co).")
 ]
@@ -75,6 +80,15 @@ def _load(recipe_path: Path | None, preset: str | None) -> Recipe:
     if recipe_path is None:
         raise typer.BadParameter("give a recipe file (or --preset NAME)")
     return load_recipe(recipe_path)
+
+
+def _with_overrides(recipe: Recipe, *, dtype: str | None, device: str | None) -> Recipe:
+    """The recipe with the command line's --dtype and --device in place of its own, validated again."""
+    from dataclasses import replace
+
+    if dtype is None and device is None:
+        return recipe
+    return replace(recipe, dtype=dtype or recipe.dtype, device=device or recipe.device)
 
 
 def render_plan(merge_plan: MergePlan, console: Console) -> None:
@@ -135,25 +149,22 @@ def merge(
     ),
     preset: PresetOpt = None,
     device: DeviceOpt = None,
-    dtype: Annotated[Optional[str], typer.Option("--dtype", help="float32, float16 or bfloat16.")] = None,
-    max_shard_size: Annotated[str, typer.Option("--max-shard-size", help="e.g. 5GB, 500MB.")] = "5GB",
+    dtype: DtypeOpt = None,
+    max_shard_size: MaxShardSizeOpt = "5GB",
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")] = False,
     evaluate: Annotated[bool, typer.Option("--evaluate", help="Evaluate every task that names a dataset.")] = False,
+    max_samples: MaxSamplesOpt = None,
     quiet: QuietOpt = False,
     endpoint: EndpointOpt = None,
     token: TokenOpt = None,
     token_file: TokenFileOpt = None,
 ) -> None:
     """Merge the models of RECIPE tensor by tensor into OUTPUT."""
-    from dataclasses import replace
-
     from . import engine
     from .plan_summary import human_bytes
     from .progress import byte_progress
 
-    loaded = _load(recipe, preset)
-    if dtype is not None or device is not None:
-        loaded = replace(loaded, dtype=dtype or loaded.dtype, device=device or loaded.device)
+    loaded = _with_overrides(_load(recipe, preset), dtype=dtype, device=device)
     console = _console(quiet)
     # Local models and no evaluation: no token to look for (and huggingface_hub is never imported).
     needs_token = loaded.on_hub or evaluate or token is not None or token_file is not None
@@ -173,7 +184,8 @@ def merge(
     if evaluate:
         from .evaluation import evaluate_recipe_tasks
 
-        evaluate_recipe_tasks(result.output, loaded, console=console, device=device, token=secret)
+        evaluate_recipe_tasks(result.output, loaded, console=console, device=device, max_samples=max_samples,
+                              token=secret)
     print(result.output)
 
 
@@ -200,10 +212,7 @@ def evaluate(
             "(inputs pinned in MODEL's recipe), in one table.",
         ),
     ] = False,
-    max_samples: Annotated[
-        Optional[int],
-        typer.Option("--max-samples", min=1, help="Evaluate a fixed random subset (seed 0) of each split."),
-    ] = None,
+    max_samples: MaxSamplesOpt = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per forward pass.")] = 64,
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
     match_labels: Annotated[
@@ -249,8 +258,10 @@ def push(
     create_pr: Annotated[bool, typer.Option("--create-pr", help="Open a pull request instead of committing.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace the content of a non-empty repo.")] = False,
     evaluate: Annotated[bool, typer.Option("--evaluate/--no-evaluate", help="Evaluate tasks that name a dataset.")] = True,
-    max_samples: Annotated[Optional[int], typer.Option("--max-samples", min=1, help="Evaluate at most N examples per task.")] = None,
+    max_samples: MaxSamplesOpt = None,
     device: DeviceOpt = None,
+    dtype: DtypeOpt = None,
+    max_shard_size: MaxShardSizeOpt = "5GB",
     quiet: QuietOpt = False,
     token: TokenOpt = None,
     token_file: TokenFileOpt = None,
@@ -259,13 +270,13 @@ def push(
     from . import publish as publishing
     from .progress import byte_progress
 
-    loaded = _load(recipe, preset)
+    loaded = _with_overrides(_load(recipe, preset), dtype=dtype, device=device)
     console = _console(quiet)
     with byte_progress(console, "merging", disable=quiet) as on_progress:
         result = publishing.publish(
             loaded, repo_id, token=token, token_file=token_file, endpoint=endpoint, private=private, branch=branch,
-            create_pr=create_pr, overwrite=overwrite, device=device, evaluate=evaluate, max_samples=max_samples,
-            on_progress=on_progress, console=None if quiet else console,
+            create_pr=create_pr, overwrite=overwrite, evaluate=evaluate, max_samples=max_samples,
+            max_shard_size=max_shard_size, on_progress=on_progress, console=None if quiet else console,
         )
     where = result.push.pull_request_url or result.push.url
     console.print(f"[green]pushed[/green] {len(result.push.files)} files in commit {result.push.commit_sha[:12]}",

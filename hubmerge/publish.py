@@ -94,6 +94,7 @@ def build(
         evaluate: evaluate tasks with datasets; ``compare_inputs``: also the base and each
             fine-tune with every task's head, for the card's merged-vs-inputs table.
         max_samples: evaluate at most this many examples per task.
+        max_shard_size: split the merged weights into shards of at most this size (``"5GB"``, bytes).
         repo_id: where the output will be published (named in the card's code samples).
         on_progress: ``(bytes read, total)`` during the merge. ``cancel``: set to stop the merge.
         console: where progress and tables are drawn (None: nothing is drawn).
@@ -149,6 +150,7 @@ def publish(
     evaluate: bool = True,
     compare_inputs: bool = True,
     max_samples: int | None = None,
+    max_shard_size: str | int = "5GB",
     work_dir: str | Path | None = None,
     on_progress: engine.ProgressCallback | None = None,
     cancel: threading.Event | None = None,
@@ -161,7 +163,8 @@ def publish(
     ``overwrite`` (or ``create_pr``, which leaves the branch alone).
 
     Args:
-        recipe, device, evaluate, compare_inputs, max_samples, on_progress, cancel, console: see ``build``.
+        recipe, device, evaluate, compare_inputs, max_samples, max_shard_size, on_progress, cancel, console:
+            see ``build``.
         repo_id: ``namespace/name`` to publish to.
         private: create the repo private. ``branch``: commit there. ``create_pr``: open a PR instead.
         endpoint: the Hub to read inputs from and push to (default ``HF_ENDPOINT``/huggingface.co).
@@ -180,8 +183,8 @@ def publish(
     with tempfile.TemporaryDirectory(prefix=f"{_WORK_PREFIX}{os.getpid()}-", dir=work_dir) as tmp:
         built = build(
             recipe, Path(tmp) / "output", token=secret, endpoint=endpoint, device=device, evaluate=evaluate,
-            compare_inputs=compare_inputs, max_samples=max_samples, repo_id=repo_id, on_progress=on_progress,
-            cancel=cancel, console=console,
+            compare_inputs=compare_inputs, max_samples=max_samples, max_shard_size=max_shard_size, repo_id=repo_id,
+            on_progress=on_progress, cancel=cancel, console=console,
         )
         method = get_method(recipe.method).pretty_name
         pushed = push_folder(

@@ -131,6 +131,11 @@ def test_merge_evaluate_writes_report(offline: None, tmp_path: Path) -> None:
     report = json.loads((out / EVAL_RESULTS_FILE).read_text())
     assert set(report) == {*fx.tasks, "average"}
     assert all(set(entry) == {"accuracy", "loss"} for entry in report.values())
+    assert any(0 < report[task]["accuracy"] < 1 for task in fx.tasks)  # the whole split
+    (tmp_path / "one").mkdir()
+    one = _merge(tmp_path / "one", fx, "simple_average", None, "--evaluate", "--max-samples", "1")
+    report = json.loads((one / EVAL_RESULTS_FILE).read_text())
+    assert all(report[task]["accuracy"] in (0.0, 1.0) for task in fx.tasks)  # one example per task
 
 
 def test_evaluate_with_tasks(

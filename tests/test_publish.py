@@ -156,3 +156,22 @@ def test_push_cli_never_prints_the_token(hub_models, local_hub, tmp_path, capsys
     code = main(["push", str(recipe), "--repo-id", repo_id, "--token", local_hub.alice_token, "--no-evaluate"])
     out = capsys.readouterr()
     assert code == 1 and "PushError" in out.err and local_hub.alice_token not in out.out + out.err
+
+
+def test_push_cli_takes_the_output_dtype_and_shard_size(api, hub_models, local_hub, tmp_path):
+    from safetensors import safe_open
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(recipe_for(hub_models).to_yaml())
+    repo_id = fresh_repo()
+    code = main(["push", str(recipe), "--repo-id", repo_id, "--token", local_hub.alice_token, "--no-evaluate",
+                 "--quiet", "--dtype", "bfloat16", "--max-shard-size", "20KB"])
+    assert code == 0
+    files = api.list_repo_files(repo_id)
+    shards = sorted(f for f in files if f.startswith("model-") and f.endswith(".safetensors"))
+    assert "model.safetensors.index.json" in files and len(shards) > 1 and "model.safetensors" not in files
+    folder = Path(api.snapshot_download(repo_id, local_dir=tmp_path / "pushed"))
+    for shard in shards:
+        with safe_open(folder / shard, "pt") as f:
+            assert {f.get_slice(name).get_dtype() for name in f.keys()} == {"BF16"}
+    assert "dtype: bfloat16" in (folder / "hubmerge_recipe.yaml").read_text()
