@@ -47,7 +47,20 @@ TokenFileOpt = Annotated[Optional[Path], typer.Option("--token-file", help="Read
 DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="auto, cpu, cuda or cuda:N (default: the recipe's).")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars; print only the result.")]
 DtypeOpt = Annotated[Optional[str], typer.Option("--dtype", help="float32, float16 or bfloat16 (default: the recipe's).")]
-MaxShardSizeOpt = Annotated[str, typer.Option("--max-shard-size", help="e.g. 5GB, 500MB.")]
+
+
+def _check_size(value: str) -> str:
+    """Refuse a bad --max-shard-size before any work, not after the merge has planned."""
+    from .weights.writer import parse_size
+
+    try:
+        parse_size(value)
+    except HubmergeError as exc:
+        raise typer.BadParameter(exc.message) from None
+    return value
+
+
+MaxShardSizeOpt = Annotated[str, typer.Option("--max-shard-size", help="e.g. 5GB, 500MB.", callback=_check_size)]
 MaxSamplesOpt = Annotated[
     Optional[int], typer.Option("--max-samples", min=1, help="Evaluate a fixed random subset (seed 0) of each split.")
 ]
@@ -268,13 +281,15 @@ def push(
 ) -> None:
     """Merge, evaluate, write the card and publish everything to REPO_ID in one commit."""
     from . import publish as publishing
+    from .hub.auth import require_token
     from .progress import byte_progress
 
     loaded = _with_overrides(_load(recipe, preset), dtype=dtype, device=device)
+    secret = require_token(token, token_file=token_file, action="push")  # before a progress bar is drawn
     console = _console(quiet)
     with byte_progress(console, "merging", disable=quiet) as on_progress:
         result = publishing.publish(
-            loaded, repo_id, token=token, token_file=token_file, endpoint=endpoint, private=private, branch=branch,
+            loaded, repo_id, token=secret, endpoint=endpoint, private=private, branch=branch,
             create_pr=create_pr, overwrite=overwrite, evaluate=evaluate, max_samples=max_samples,
             max_shard_size=max_shard_size, on_progress=on_progress, console=None if quiet else console,
         )

@@ -56,9 +56,14 @@ def test_typed_errors_are_one_line_and_exit_1(tmp_path, family, capsys):
     assert "RecipeError" in capsys.readouterr().err
 
 
-def test_usage_errors_exit_2(capsys):
+def test_usage_errors_exit_2(capsys, tmp_path):
     assert main(["merge"]) == 2
     assert main(["no-such-command"]) == 2
+    capsys.readouterr()
+    recipe = tmp_path / "never-read.yaml"  # a bad size is refused before the recipe is even opened
+    for command in (["merge", str(recipe)], ["push", str(recipe), "--repo-id", "alice/x"]):
+        assert main([*command, "--max-shard-size", "lots"]) == 2
+        assert "cannot read size 'lots'" in capsys.readouterr().err
 
 
 def test_shape_mismatch_message_keeps_its_brackets(tmp_path, family, capsys):

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
-from ..errors import OutputExistsError, PlanError
+from ..errors import OutputExistsError, PlanError, RecipeError
 from .dtypes import DTYPES, dtype_code
 from .index import INDEX_FILE, SINGLE_FILE
 
@@ -45,24 +45,23 @@ class OutputTensor:
 
 
 def parse_size(size: str | int) -> int:
-    """``"5GB"``, ``"500MB"``, ``"2GiB"`` or a byte count -> bytes."""
-    if isinstance(size, int):
+    """``"5GB"``, ``"500MB"``, ``"2GiB"`` or a byte count -> bytes; anything else is a RecipeError."""
+    if isinstance(size, int) and not isinstance(size, bool):
+        if size <= 0:
+            raise RecipeError(f"size {size!r} must be positive")
         return size
-    text = size.strip().upper().replace(" ", "")
+    text = str(size).strip().upper().replace(" ", "")
     units = {"KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40, "KB": 10**3, "MB": 10**6, "GB": 10**9,
              "TB": 10**12, "B": 1}
-    for unit, factor in units.items():
-        if text.endswith(unit):
-            number = text[: -len(unit)]
-            break
-    else:
-        number, factor = text, 1
+    number, factor = next(((text[: -len(unit)], f) for unit, f in units.items() if text.endswith(unit)), (text, 1))
     try:
         value = float(number)
     except ValueError:
-        raise ValueError(f"cannot read size {size!r}; write it like 5GB, 500MB or 2GiB") from None
-    if value <= 0:
-        raise ValueError(f"size {size!r} must be positive")
+        value = math.nan
+    if not math.isfinite(value):
+        raise RecipeError(f"cannot read size {size!r}; write it like 5GB, 500MB or 2GiB")
+    if int(value * factor) <= 0:
+        raise RecipeError(f"size {size!r} must be positive")
     return int(value * factor)
 
 
