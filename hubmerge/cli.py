@@ -405,17 +405,25 @@ def hub_serve(
     serve(root, host=host, port=port, tokens=tokens or None)
 
 
+INTERRUPTED = 130  # the exit code of a command stopped by Ctrl+C (128 + SIGINT)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the app, turn HubmergeError into one readable line and exit code 1.
 
-    Usage errors are click's (exit 2); anything unexpected is one line too, unless HUBMERGE_DEBUG.
+    Usage errors are click's (exit 2); Ctrl+C exits 130 with one line saying nothing partial was left;
+    anything unexpected is one line too, unless HUBMERGE_DEBUG.
     """
     from rich.markup import escape
 
     try:
         app(args=argv, standalone_mode=True)
     except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        if code == INTERRUPTED:  # typer's exit for Ctrl+C, which it leaves unexplained
+            _console().print("[yellow]interrupted[/yellow]: outputs and commits are made only when complete, "
+                             "so nothing partial was left", soft_wrap=True)
+        return code
     except HubmergeError as exc:
         if os.environ.get("HUBMERGE_DEBUG"):
             raise

@@ -4,7 +4,7 @@ The inputs live on the local Hub, slowed down by its fault policy so that a kill
 while headers are read, while tensors stream into the temporary output, while the commit is sent.
 After each kill the output is either absent or complete (equal to an undisturbed merge), the target
 repo has either no new commit or exactly one complete one, and the next run cleans what the killed
-one left (temporary directories) and succeeds.
+one left (temporary directories) and succeeds. Ctrl+C (SIGINT) leaves nothing at all and says so.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from hubmerge.recipe import Recipe
 from ._models import STREAMED_HEADS, make_family, snapshot, upload_family
 
 SEED = 777
-counts = {"kills": 0}
+counts = {"kills": 0, "interrupts": 0}
 
 
 @pytest.fixture(scope="module")
@@ -77,10 +77,12 @@ def requests(local_hub, route: str) -> int:
     return local_hub.stats.requests.get(route, 0)
 
 
-def run_and_kill(args: list[str], env: dict[str, str], ready, pause: float, *, limit: float = 120) -> str:
-    """Start ``hubmerge ARGS``; when ``ready()`` holds, wait ``pause`` s and SIGKILL it.
+def run_and_kill(args: list[str], env: dict[str, str], ready, pause: float, *, limit: float = 120,
+                 sig: signal.Signals = signal.SIGKILL) -> tuple[str, int, str]:
+    """Start ``hubmerge ARGS``; when ``ready()`` holds, wait ``pause`` s and send ``sig`` (SIGKILL).
 
-    Returns "killed", or "finished" when it ended on its own first (its exit code must be 0).
+    Returns ("killed" or "finished" when it ended on its own first, with exit code 0), the exit code
+    and stderr.
     """
     proc = subprocess.Popen([sys.executable, "-m", "hubmerge.cli", *args], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)
@@ -96,13 +98,13 @@ def run_and_kill(args: list[str], env: dict[str, str], ready, pause: float, *, l
         while time.monotonic() < end and proc.poll() is None:
             time.sleep(0.01)
         if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-            proc.communicate(timeout=30)
-            counts["kills"] += 1
-            return "killed"
+            proc.send_signal(sig)
+            _, err = proc.communicate(timeout=60)
+            counts["kills" if sig == signal.SIGKILL else "interrupts"] += 1
+            return "killed", proc.returncode, err.decode()
         out, err = proc.communicate()
         assert proc.returncode == 0, err.decode()[-3000:]
-        return "finished"
+        return "finished", 0, err.decode()
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -132,8 +134,7 @@ def test_killed_merge_leaves_no_partial_output_and_the_next_run_succeeds(
         else:
             ready = lambda: bool(stale(out.parent, out.name))  # noqa: E731 - the temp dir exists: streaming
             pause = rng.uniform(0.0, 1.2)
-        outcome = run_and_kill(["merge", str(recipe_file), "-o", str(out), "--quiet"], env,
-                               ready, pause)
+        outcome, *_ = run_and_kill(["merge", str(recipe_file), "-o", str(out), "--quiet"], env, ready, pause)
         outcomes.append((point, round(pause, 2), outcome))
         # Nothing half-made: the output is absent or whole; only temp dirs of the dead process may remain.
         assert not out.exists() or snapshot(out) == reference, (point, pause)
@@ -171,8 +172,8 @@ def test_killed_push_leaves_no_half_commit_and_the_next_run_succeeds(
             before = requests(local_hub, "preupload") + requests(local_hub, "commit")
             ready = lambda: requests(local_hub, "preupload") + requests(local_hub, "commit") > before  # noqa: E731
             pause = rng.uniform(0.0, 0.8)
-        outcome = run_and_kill(["push", str(recipe_file), "--repo-id", repo_id, "--token", local_hub.alice_token,
-                                "--no-evaluate", "--quiet"], env, ready, pause)
+        outcome, *_ = run_and_kill(["push", str(recipe_file), "--repo-id", repo_id, "--token", local_hub.alice_token,
+                                    "--no-evaluate", "--quiet"], env, ready, pause)
         outcomes.append((point, round(pause, 2), outcome))
         hub_faults.clear()
         after = [c.commit_id for c in api.list_repo_commits(repo_id)]
@@ -196,5 +197,32 @@ def test_killed_push_leaves_no_half_commit_and_the_next_run_succeeds(
     assert sum(1 for *_, o in outcomes if o == "killed") >= 1
 
 
+@pytest.mark.timeout(300)
+def test_ctrl_c_cleans_up_at_once_and_says_so(tmp_path, local_hub, hub_faults, recipe_file):
+    """Ctrl+C (SIGINT), unlike SIGKILL, runs the cleanup: no temporary directory is left for a next run."""
+    env = cli_env(local_hub, tmp_path)
+    api = HfApi(endpoint=local_hub.endpoint, token=local_hub.alice_token)
+    hub_faults.path_pattern = r"\.safetensors$"
+    hub_faults.delay, hub_faults.delay_times = 0.4, None
+    out = tmp_path / "out"
+    streaming = lambda: bool(stale(out.parent, out.name))  # noqa: E731 - the temporary output exists
+    outcome, code, err = run_and_kill(["merge", str(recipe_file), "-o", str(out), "--quiet"], env, streaming, 0.2,
+                                      sig=signal.SIGINT)
+    assert (outcome, code) == ("killed", 130), err[-3000:]
+    assert "interrupted" in err and "Traceback" not in err
+    assert not out.exists() and stale(tmp_path, out.name) == []
+
+    repo_id = f"alice/proc-ctrl-c-{uuid.uuid4().hex[:6]}"
+    api.create_repo(repo_id)
+    before = requests(local_hub, "resolve")
+    merging = lambda: requests(local_hub, "resolve") > before + 4  # noqa: E731 - headers read, streaming
+    outcome, code, err = run_and_kill(["push", str(recipe_file), "--repo-id", repo_id, "--token",
+                                       local_hub.alice_token, "--no-evaluate", "--quiet"], env, merging, 0.2,
+                                      sig=signal.SIGINT)
+    assert (outcome, code) == ("killed", 130) and "interrupted" in err, err[-3000:]
+    assert len(api.list_repo_commits(repo_id)) == 1  # only the commit that created it
+    assert os.listdir(tmp_path / "tmp") == []  # the push's build directory went with it
+
+
 def test_zz_summary():
-    print(f"\nprocess kills: {counts['kills']}")
+    print(f"\nprocess kills: {counts['kills']}, interrupts: {counts['interrupts']}")
