@@ -284,6 +284,21 @@ def test_closing_the_page_stops_its_merge_and_deletes_its_output(hub_models, loc
     assert not (tmp_path / "work" / "running").exists() and handlers._cancels == {}
 
 
+@pytest.mark.slow
+def test_a_stopped_app_leaves_no_cached_copies(hub_models, local_hub, tmp_path, monkeypatch):
+    from gradio_client import Client
+
+    os.environ.pop("HF_HUB_OFFLINE", None)
+    cache = tmp_path / "gradio"
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(cache))  # read as the app's components are made
+    with running_app(local_hub.endpoint, hub_models, tmp_path / "work") as url:
+        client = Client(url, verbose=False, download_files=str(tmp_path / "downloads"))
+        recipe_file = client.predict(*_form(hub_models), "", api_name="/merge")[4]
+        assert Path(recipe_file).name == "hubmerge_recipe.yaml"
+        assert [p.name for p in cache.rglob("*") if p.is_file()] == ["hubmerge_recipe.yaml"]  # gradio's copy
+    assert not [p for p in cache.rglob("*") if p.is_file()]
+
+
 def test_the_models_table_arrives_in_any_of_its_shapes():
     import pandas as pd
 

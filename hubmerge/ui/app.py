@@ -333,7 +333,9 @@ def build_app(
     chosen = default_preset or next(iter(handlers.presets))
     start = form_values(handlers.presets[chosen]())
 
-    with gr.Blocks(title=TITLE, analytics_enabled=False) as app:
+    # Gradio copies every file it serves or receives (recipes, images) into its cache: sweep the copies
+    # older than a day every hour, and all of them when the app stops, so a long-lived Space's disk stays flat.
+    with gr.Blocks(title=TITLE, analytics_enabled=False, delete_cache=(3600, 86400)) as app:
         gr.Markdown(
             "# hubmerge\nMerge fine-tuned image classifiers from the Hub without downloading them whole: "
             "plan from headers, stream the merge, keep every task's head, evaluate, publish."
