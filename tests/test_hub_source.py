@@ -145,9 +145,20 @@ def test_revision_is_pinned_at_open(tmp_path, local_hub, hub_family):
 
 def test_offline_mode_is_a_clear_error(hub_offline):
     from hubmerge.errors import HubError
+    from hubmerge.vision.loading import resolve_model_dir
 
     with pytest.raises(HubError, match="HF_HUB_OFFLINE"):
         HubSource("alice/anything")
+    # A name that is neither a local directory nor in the cache (a snapshot download, as `evaluate` does).
+    with pytest.raises(HubError, match="not in the local cache. If 'merged-typo' was meant as a local directory"):
+        resolve_model_dir("merged-typo")
+
+
+def test_an_unknown_name_says_it_is_no_local_directory_either(local_hub):
+    from hubmerge.vision.loading import resolve_model_dir
+
+    with pytest.raises(RepoNotFoundError, match="no local directory has it either"):
+        resolve_model_dir("merged-typo")
 
 
 def test_wrong_token_is_an_authentication_error(local_hub, hub_family):

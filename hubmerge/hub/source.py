@@ -40,11 +40,19 @@ def hub_errors(repo_id: str, *, revision: str | None = None, path: str | None = 
             f"repository '{repo_id}' is gated: accept its conditions on the Hub and pass a token of that account"
         ) from None
     except hf.RepositoryNotFoundError:
-        raise RepoNotFoundError(repo_id, hint="Check the name, or pass a token (--token / HF_TOKEN) for a private repo.") from None
+        raise RepoNotFoundError(repo_id, hint="Check the name (no local directory has it either), or pass a token "
+                                         "(--token / HF_TOKEN) for a private repo.") from None
     except hf.RevisionNotFoundError:
         raise RepoNotFoundError(repo_id, revision=revision, hint="The revision (branch, tag or commit) does not exist.") from None
+    except hf.LocalEntryNotFoundError:  # offline, or the Hub unreachable, and nothing in the local cache
+        what = f"file '{path}' of '{repo_id}'" if path else f"'{repo_id}'"
+        raise HubError(
+            f"cannot get {what}: the Hub cannot be reached (or HF_HUB_OFFLINE is set) and it is not in the "
+            f"local cache. If '{repo_id}' was meant as a local directory, it does not exist."
+        ) from None
     except hf.EntryNotFoundError:
-        raise ModelFilesNotFoundError(f"{repo_id}: file '{path}' was not found", model=repo_id, path=path) from None
+        what = f"file '{path}' was not found" if path else "a file it needs was not found"
+        raise ModelFilesNotFoundError(f"{repo_id}: {what}", model=repo_id, path=path) from None
     except hf.OfflineModeIsEnabled:
         raise HubError(
             f"cannot reach the Hub for '{repo_id}': HF_HUB_OFFLINE is set. Unset it, or use local model paths."

@@ -207,6 +207,11 @@ class _Hub:
             ("POST", re.compile(r"/lfs-verify"), self.lfs_verify),
             ("HEAD", re.compile(file_prefix + rf"/resolve/(?P<rev>{_SEG})/(?P<path>.+)"), self.resolve),
             ("GET", re.compile(file_prefix + rf"/resolve/(?P<rev>{_SEG})/(?P<path>.+)"), self.resolve),
+            # One-segment ids ("gpt2") exist on huggingface.co but cannot be created here: none is found.
+            ("GET", re.compile(rf"/api/(?:models|datasets|spaces)/(?P<name>{_SEG})(?:/revision/{_SEG})?"),
+             self.no_such_repo),
+            ("HEAD", re.compile(rf"/(?P<name>{_SEG})/resolve/{_SEG}/.+"), self.no_such_repo),
+            ("GET", re.compile(rf"/(?P<name>{_SEG})/resolve/{_SEG}/.+"), self.no_such_repo),
         ]
 
     # ------------------------------------------------------------------ dispatch
@@ -346,6 +351,9 @@ class _Hub:
         if repo_type == "space":
             info["sdk"] = record.extra.get("sdk", "gradio")
         return info
+
+    def no_such_repo(self, request: Request, body: bytes, name: str) -> Response:
+        return _error(404, f"Repository {name} not found", "RepoNotFound")
 
     def repo_info(self, request: Request, body: bytes, type: str, ns: str, name: str, rev: str | None = None) -> Response:
         record = self._readable(request, _TYPES[type], f"{ns}/{name}")
