@@ -6,7 +6,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..errors import HubError, RecipeError, UnknownTaskError
+from ..errors import RecipeError, UnknownTaskError
 from .data import LabelMatch, load_task_data
 from .loop import (
     DEFAULT_BATCH_SIZE,
@@ -183,10 +183,7 @@ def _read_recipe(ref: ModelRef, *, token: str | None) -> Recipe | None:
         try:
             local = hf_hub_download(repo_id, RECIPE_FILE, revision=ref.revision, token=token)
         except LocalEntryNotFoundError:
-            raise HubError(
-                f"cannot read {RECIPE_FILE} of '{ref}': the Hub cannot be reached (or HF_HUB_OFFLINE is "
-                "set) and the file is not in the local cache"
-            ) from None
+            raise  # not a missing recipe: the Hub is out of reach, which hub_errors says
         except EntryNotFoundError:
             return None
     return Recipe.from_yaml(Path(local).read_text(encoding="utf-8"), source=f"{ref}/{RECIPE_FILE}")

@@ -45,7 +45,8 @@ def hub_errors(repo_id: str, *, revision: str | None = None, path: str | None = 
     except hf.RevisionNotFoundError:
         raise RepoNotFoundError(repo_id, revision=revision, hint="The revision (branch, tag or commit) does not exist.") from None
     except hf.LocalEntryNotFoundError:  # offline, or the Hub unreachable, and nothing in the local cache
-        what = f"file '{path}' of '{repo_id}'" if path else f"'{repo_id}'"
+        name = f"{repo_id}@{revision}" if revision else repo_id
+        what = f"file '{path}' of '{name}'" if path else f"'{name}'"
         raise HubError(
             f"cannot get {what}: the Hub cannot be reached (or HF_HUB_OFFLINE is set) and it is not in the "
             f"local cache. If '{repo_id}' was meant as a local directory, it does not exist."
