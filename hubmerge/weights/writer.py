@@ -46,23 +46,19 @@ class OutputTensor:
 
 def parse_size(size: str | int) -> int:
     """``"5GB"``, ``"500MB"``, ``"2GiB"`` or a byte count -> bytes; anything else is a RecipeError."""
-    if isinstance(size, int) and not isinstance(size, bool):
-        if size <= 0:
-            raise RecipeError(f"size {size!r} must be positive")
-        return size
-    text = str(size).strip().upper().replace(" ", "")
+    text = str(size).strip().upper().replace(" ", "")  # an int reads as its digits; True as "TRUE"
     units = {"KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40, "KB": 10**3, "MB": 10**6, "GB": 10**9,
              "TB": 10**12, "B": 1}
     number, factor = next(((text[: -len(unit)], f) for unit, f in units.items() if text.endswith(unit)), (text, 1))
     try:
-        value = float(number)
+        nbytes = float(number) * factor
     except ValueError:
-        value = math.nan
-    if not math.isfinite(value):
+        nbytes = math.nan
+    if not math.isfinite(nbytes):
         raise RecipeError(f"cannot read size {size!r}; write it like 5GB, 500MB or 2GiB")
-    if int(value * factor) <= 0:
+    if int(nbytes) <= 0:
         raise RecipeError(f"size {size!r} must be positive")
-    return int(value * factor)
+    return int(nbytes)
 
 
 def shard_layout(tensors: Sequence[OutputTensor], max_shard_size: int) -> list[list[OutputTensor]]:
