@@ -4,6 +4,9 @@ huggingface_hub freezes HF_ENDPOINT, HF_HOME and friends at import time, so they
 the top, before any test module imports it: HF_ENDPOINT points at this session's local Hub (its port
 is reserved now, the server starts on first use), HF_HOME at a temporary directory, and no real
 token can leak in. Tests that need "no Hub at all" use the ``hub_offline`` fixture.
+
+Every temporary file of the session (pytest's ``tmp_path``, Gradio's cache, what gradio_client
+downloads, the CLI subprocesses' temp files) lives under one directory, which a passing run deletes.
 """
 
 from __future__ import annotations
@@ -16,6 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 _SESSION_DIR = Path(tempfile.mkdtemp(prefix="hubmerge-tests-"))
+_TEMP_DIR = _SESSION_DIR / "tmp"
+_TEMP_DIR.mkdir()
+tempfile.tempdir = str(_TEMP_DIR)  # this process; TMPDIR below for its subprocesses
 _SOCKET = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
 _SOCKET.bind(("127.0.0.1", 0))
 ENDPOINT = f"http://127.0.0.1:{_SOCKET.getsockname()[1]}"
@@ -32,6 +38,8 @@ os.environ.update(
         "HF_DATASETS_OFFLINE": "1",
         "HF_EVALUATE_OFFLINE": "1",
         "GRADIO_ANALYTICS_ENABLED": "False",
+        "GRADIO_TEMP_DIR": str(_SESSION_DIR / "gradio"),
+        "TMPDIR": str(_TEMP_DIR),
         "HUBMERGE_CACHE": os.environ.get("HUBMERGE_CACHE", str(Path.home() / ".cache" / "hubmerge")),
         "TOKENIZERS_PARALLELISM": "false",
     }
