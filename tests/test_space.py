@@ -86,7 +86,8 @@ def test_deploy_without_a_token_is_refused(local_hub, capsys, monkeypatch):
 @pytest.mark.slow
 def test_hubmerge_app_serves_the_page_and_leaves_nothing_behind(local_hub, tmp_path):
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"} | {"TMPDIR": str(tmp_path)}
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "GRADIO_TEMP_DIR")}
+    env["TMPDIR"] = str(tmp_path)  # the only temporary directory the app may use
     process = subprocess.Popen(
         [sys.executable, "-m", "hubmerge.cli", "app", "--port", str(port), "--endpoint", local_hub.endpoint],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -107,10 +108,17 @@ def test_hubmerge_app_serves_the_page_and_leaves_nothing_behind(local_hub, tmp_p
         assert "hubmerge" in page.text
         config = httpx.get(f"http://127.0.0.1:{port}/config", timeout=5).json()
         assert any(d.get("api_name") == "merge" for d in config["dependencies"])
-        assert len(list(tmp_path.glob("hubmerge-app-*"))) == 1  # this run's own folder for merged outputs
+        uploaded = httpx.post(f"http://127.0.0.1:{port}/gradio_api/upload", timeout=30,
+                              files={"files": ("recipe.yaml", b"method: simple_average\n")}).json()
+        assert Path(uploaded[0]).read_bytes() == b"method: simple_average\n"  # gradio's cached copy
+        run_folders = list(tmp_path.glob("hubmerge-app-*"))  # this run's own, for outputs and gradio's cache
+        assert len(run_folders) == 1 and Path(uploaded[0]).is_relative_to(run_folders[0])
         process.send_signal(signal.SIGINT)  # Ctrl+C
         assert process.wait(timeout=60) == 0
-        assert not list(tmp_path.glob("hubmerge-app-*"))
+        # outputs, cached copies and the folder gradio makes for each copy are gone; gradio itself makes
+        # one fixed empty folder as it starts, which never grows
+        assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == [
+            "gradio", "gradio/vibe_edit_history"]
     finally:
         if process.poll() is None:
             process.terminate()

@@ -446,11 +446,29 @@ def launch_app(
 ) -> None:
     """Build and serve the app until Ctrl+C (see ``build_app``); the merged outputs go with it.
 
-    Each run keeps its outputs in a folder of its own, so a stopped app leaves nothing in the temp
-    directory and two apps on one machine never share one.
+    Each run keeps its outputs, and Gradio's cache unless GRADIO_TEMP_DIR names one, in a folder of
+    its own, so a stopped app leaves nothing in the temp directory and two apps never share one.
     """
-    with tempfile.TemporaryDirectory(prefix="hubmerge-app-") as work_dir:
+    with (tempfile.TemporaryDirectory(prefix="hubmerge-app-") as work_dir,
+          _gradio_cache_in(Path(work_dir) / "gradio")):
         app = build_app(endpoint=endpoint, token=token, presets=presets, default_preset=default_preset,
                         work_dir=work_dir, max_samples=max_samples)
         app.launch(server_name=host, server_port=port, show_error=True, allowed_paths=[work_dir],
                    footer_links=["api"])
+
+
+@contextmanager
+def _gradio_cache_in(folder: Path) -> Iterator[None]:
+    """Point Gradio's cache at ``folder`` while the app runs, unless GRADIO_TEMP_DIR already names one.
+
+    Gradio deletes the files it cached when it stops, but not the folder it made for each of them,
+    so a shared cache (``/tmp/gradio``) fills with empty folders; the run's own folder goes whole.
+    """
+    if os.environ.get("GRADIO_TEMP_DIR"):
+        yield
+        return
+    os.environ["GRADIO_TEMP_DIR"] = str(folder)
+    try:
+        yield
+    finally:
+        del os.environ["GRADIO_TEMP_DIR"]
