@@ -27,7 +27,6 @@ if TYPE_CHECKING:
 
 app = typer.Typer(
     name="hubmerge",
-    help="Merge fine-tuned models from the Hugging Face Hub without downloading them whole.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -36,6 +35,39 @@ hub_app = typer.Typer(help="The local Hub-compatible server.", no_args_is_help=T
 app.add_typer(hub_app, name="hub")
 space_app = typer.Typer(help="The web app as a Hugging Face Space.", no_args_is_help=True)
 app.add_typer(space_app, name="space")
+
+# The libraries whose versions decide what a merge does; `hubmerge --version` names them for bug reports.
+REPORTED_LIBRARIES = ("torch", "transformers", "safetensors", "huggingface_hub", "gradio")
+
+
+def version_text() -> str:
+    """hubmerge's version, then Python's and the reported libraries', read from metadata (nothing imported)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from . import __version__
+
+    def installed(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "not installed"
+
+    libraries = ", ".join(f"{name} {installed(name)}" for name in REPORTED_LIBRARIES)
+    return f"hubmerge {__version__}\nPython {sys.version.split()[0]}, {libraries}"
+
+
+def _show_version(requested: bool) -> None:
+    if requested:
+        typer.echo(version_text())
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[bool, typer.Option("--version", callback=_show_version, is_eager=True,
+                                          help="Show the version of hubmerge and of its main libraries.")] = False,
+) -> None:
+    """Merge fine-tuned models from the Hugging Face Hub without downloading them whole."""
 
 # Shared option types (one definition, every command).
 RecipeArg = Annotated[Optional[Path], typer.Argument(help="Recipe YAML (hubmerge or FusionBench style).")]

@@ -121,6 +121,23 @@ def _main_in_fresh_interpreter(modules: tuple[str, ...], *args: str) -> tuple[st
     return done.stdout, [m for m in last.split(",") if m]
 
 
+def test_version_names_hubmerge_and_its_libraries_without_importing_them():
+    import gradio
+    import huggingface_hub
+    import safetensors
+    import transformers
+
+    import hubmerge
+
+    out, imported = _main_in_fresh_interpreter(("torch", "transformers", "gradio"), "--version")
+    first, second = out.splitlines()
+    assert first == f"hubmerge {hubmerge.__version__}"
+    assert second.startswith(f"Python {sys.version.split()[0]}, ")
+    for module in (torch, transformers, safetensors, huggingface_hub, gradio):
+        assert f"{module.__name__} {module.__version__.split('+')[0]}" in second  # metadata: no local build tag
+    assert imported == []  # read from package metadata: the answer is instant
+
+
 def test_local_merge_never_imports_the_hub_client(tmp_path, family):
     recipe = write_recipe(tmp_path / "r.yaml", family, "simple_average")
     merge = ("merge", str(recipe), "-o", str(tmp_path / "out"), "--quiet")
