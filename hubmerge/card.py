@@ -20,6 +20,7 @@ import yaml
 
 from .engine import HEADS_DIR, RECIPE_FILE
 from .errors import RecipeError
+from .evaluation.report import EVAL_COMPARISON_FILE, EVAL_RESULTS_FILE, EVAL_SCOPE_FILE
 from .recipe import ModelRef, Recipe, load_recipe
 from .vision.processors import describe_processor
 
@@ -31,8 +32,6 @@ __all__ = ["CARD_FILE", "CardFacts", "TaskFacts", "collect_card", "render_card",
 log = logging.getLogger(__name__)
 
 CARD_FILE = "README.md"
-EVAL_FILE = "eval_results.json"
-COMPARISON_FILE = "eval_comparison.json"
 TEMPLATE = Path(__file__).parent / "templates" / "model_card.md"
 
 
@@ -43,6 +42,22 @@ class TaskFacts:
     head: str  # how the head was obtained, e.g. "fine-tuned (kept)" or "re-initialized: ..."
     reinitialized: bool
     dataset: str | None
+    samples: int = 0  # examples its accuracy was measured on (0: not evaluated, or an older output)
+    split_size: int = 0  # examples in its evaluation split (0: unknown)
+
+    @property
+    def subset(self) -> bool:
+        """Measured on a part of the split only (``--max-samples``)."""
+        return 0 < self.samples < self.split_size
+
+    @property
+    def examples(self) -> str:
+        """What its accuracy rests on, in words: "100 of 360 examples, a random subset", "all 360 examples"."""
+        if self.subset:
+            return f"{self.samples:,} of {self.split_size:,} examples, a random subset"
+        if self.samples:
+            return f"all {self.samples:,} examples" if self.samples == self.split_size else f"{self.samples:,} examples"
+        return ""
 
 
 @dataclass(frozen=True)
@@ -74,7 +89,7 @@ def _read_json(path: Path) -> Any:
         raise RecipeError(f"{path} is not valid JSON ({exc})") from None
 
 
-def _head_facts(output: Path, recipe: Recipe) -> list[TaskFacts]:
+def _head_facts(output: Path, recipe: Recipe, scope: dict[str, Any]) -> list[TaskFacts]:
     datasets = {e.task: str(e.dataset) for e in recipe.models if e.task and e.dataset}
     facts = []
     for task in recipe.tasks:
@@ -83,7 +98,9 @@ def _head_facts(output: Path, recipe: Recipe) -> list[TaskFacts]:
         reinitialized = bool(report.get("reinitialized"))
         how = f"re-initialized ({report.get('reason', 'head did not fit the task')})" if reinitialized else "fine-tuned (kept)"
         labels = config.get("id2label") or {}
-        facts.append(TaskFacts(task, len(labels), how, reinitialized, datasets.get(task)))
+        measured = scope.get(task) or {}
+        facts.append(TaskFacts(task, len(labels), how, reinitialized, datasets.get(task),
+                               int(measured.get("samples") or 0), int(measured.get("split_size") or 0)))
     return facts
 
 
@@ -126,11 +143,11 @@ def collect_card(
     refs = ([recipe.base_model] if recipe.base_model else []) + [e.model for e in recipe.models]
     return CardFacts(
         recipe=recipe,
-        tasks=tuple(_head_facts(output, recipe)),
+        tasks=tuple(_head_facts(output, recipe, _read_json(output / EVAL_SCOPE_FILE) or {})),
         default_task=recipe.resolved_default_task,
         model_type=config.get("model_type") or config.get("hubmerge_family"),
-        results=_read_json(output / EVAL_FILE),
-        comparison=_read_json(output / COMPARISON_FILE),
+        results=_read_json(output / EVAL_RESULTS_FILE),
+        comparison=_read_json(output / EVAL_COMPARISON_FILE),
         licenses={str(ref): _input_license(ref, token) for ref in refs},
         repo_id=repo_id,
         hub_url=(endpoint or _default_endpoint()).rstrip("/"),
@@ -236,6 +253,11 @@ def render_card(facts: CardFacts) -> ModelCard:
     missing = [t.name for t in facts.tasks if not (facts.results or {}).get(t.name)]
     if missing and facts.tasks:
         limitations.append(f"No evaluation was run for: {', '.join(missing)} (the recipe names no dataset for them).")
+    if any(t.subset for t in facts.tasks):
+        limitations.append(
+            "The accuracies come from a fixed random subset of each evaluation split (`--max-samples`, seed 0; "
+            "see Results), not from the whole split, so on the full splits they will differ somewhat."
+        )
     if len(set(facts.licenses.values())) > 1:
         spelled = ", ".join(f"{k}: {v or 'none declared'}" for k, v in facts.licenses.items())
         limitations.append(f"The inputs declare different licenses ({spelled}); check them before you use this model.")
@@ -259,6 +281,7 @@ def render_card(facts: CardFacts) -> ModelCard:
         processor=facts.processor,
         library=library,
         tasks=[asdict(t) for t in facts.tasks],
+        measured_on=[f"{t.name} on {t.dataset} ({t.examples})" for t in facts.tasks if t.examples],
         inputs=[{"role": role, "link": _link(ref, facts.hub_url), "task": task, "revision": ref.revision} for role, ref, task in refs],
         results_table=_results_table(facts),
         comparison=facts.comparison is not None,

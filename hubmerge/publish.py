@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import engine
-from .card import COMPARISON_FILE, EVAL_FILE, write_card
+from .card import write_card
 from .errors import CancelledError
 from .hub.auth import require_token
 from .hub.push import PushResult, check_target, push_folder
@@ -125,10 +125,9 @@ def build(
             if repo_id is not None:  # name the merged row by where it goes, not by a temporary path
                 comparison = replace(comparison, merged=replace(comparison.merged, model=repo_id))
             report = comparison.merged
-            evaluation.save_report(comparison, output / COMPARISON_FILE)
         else:
             report = evaluation.evaluate_model(output, datasets, **options)  # type: ignore[arg-type]
-        evaluation.save_report(report, output / EVAL_FILE)
+        evaluation.save_output_reports(output, report, comparison)
         if console is not None:
             evaluation.render_report(comparison or report, console)
     card = write_card(output, repo_id=repo_id, token=token, endpoint=endpoint)

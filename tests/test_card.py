@@ -77,6 +77,24 @@ def test_license_only_when_the_inputs_agree(tmp_path, family):
     assert "different licenses" in card.text
 
 
+def test_the_card_says_what_each_accuracy_was_measured_on(tmp_path, family):
+    out = merged(tmp_path, family)
+    older = render_card(collect_card(out)).text  # an output from before eval_scope.json: nothing claimed
+    assert "was measured on" not in older and "random subset" not in older
+    first, *rest = family.models
+    scope = {first: {"dataset": f"org/{first}-data:test", "samples": 100, "split_size": 1234}}
+    scope |= {t: {"dataset": f"org/{t}-data:test", "samples": 50, "split_size": 50} for t in rest}
+    (out / "eval_scope.json").write_text(json.dumps(scope))
+    text = render_card(collect_card(out)).text
+    assert f"{first} on org/{first}-data:test (100 of 1,234 examples, a random subset)" in text
+    assert all(f"{t} on org/{t}-data:test (all 50 examples)" in text for t in rest)
+    assert "fixed random subset of each evaluation split" in text  # and a limitation says what that means
+    scope[first]["samples"] = 1234
+    (out / "eval_scope.json").write_text(json.dumps(scope))
+    text = render_card(collect_card(out)).text
+    assert "(all 1,234 examples)" in text and "random subset" not in text
+
+
 def test_missing_results_are_said(tmp_path, family):
     out = merged(tmp_path, family, results=False)
     card = render_card(collect_card(out))

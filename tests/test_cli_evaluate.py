@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from hubmerge.cli import main
-from hubmerge.evaluation import EVAL_RESULTS_FILE
+from hubmerge.evaluation import EVAL_RESULTS_FILE, EVAL_SCOPE_FILE
 from hubmerge.fixtures import FAMILIES, FixtureSet, build_fixtures
 
 from ._eval_helpers import OFFLINE_ENV
@@ -132,10 +132,20 @@ def test_merge_evaluate_writes_report(offline: None, tmp_path: Path) -> None:
     assert set(report) == {*fx.tasks, "average"}
     assert all(set(entry) == {"accuracy", "loss"} for entry in report.values())
     assert any(0 < report[task]["accuracy"] < 1 for task in fx.tasks)  # the whole split
+    whole = json.loads((out / EVAL_SCOPE_FILE).read_text())  # what each accuracy was measured on
+    assert list(whole) == list(fx.tasks)
+    assert all(s["samples"] == s["split_size"] > 1 and s["dataset"].endswith(":test") for s in whole.values())
     (tmp_path / "one").mkdir()
     one = _merge(tmp_path / "one", fx, "simple_average", None, "--evaluate", "--max-samples", "1")
     report = json.loads((one / EVAL_RESULTS_FILE).read_text())
     assert all(report[task]["accuracy"] in (0.0, 1.0) for task in fx.tasks)  # one example per task
+    scope = json.loads((one / EVAL_SCOPE_FILE).read_text())
+    assert {t: (s["samples"], s["split_size"]) for t, s in scope.items()} == {
+        t: (1, s["split_size"]) for t, s in whole.items()}
+    assert main(["card", str(one)]) == 0  # the card says the accuracies rest on one example each
+    card = (one / "README.md").read_text()
+    assert f"{fx.tasks[0]} on {whole[fx.tasks[0]]['dataset']} (1 of {whole[fx.tasks[0]]['split_size']} examples" in card
+    assert "fixed random subset of each evaluation split" in card
 
 
 def test_evaluate_with_tasks(

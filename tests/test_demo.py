@@ -32,11 +32,12 @@ def test_the_demo_runs_end_to_end(tmp_path):
         repo = "hubmerge-demo/convnext-tiny-digits-merged"
         files = set(api.list_repo_files(repo))
         assert {"README.md", "model.safetensors", "hubmerge_recipe.yaml", "eval_results.json",
-                "eval_comparison.json", "heads/digits_parity/model.safetensors"} <= files
+                "eval_comparison.json", "eval_scope.json", "heads/digits_parity/model.safetensors"} <= files
         assert len(api.list_repo_commits(repo)) == 2  # created, then one commit with everything
         readme = api.hf_hub_download(repo, "README.md", cache_dir=tmp_path / "cache")
         card = ModelCard.load(readme)
         assert card.data.base_model_relation == "merge" and len(card.data.base_model) == 5
+        assert "(all " in card.text and "random subset" not in card.text  # the demo evaluates whole splits
         results = json.loads(Path(api.hf_hub_download(repo, "eval_results.json", cache_dir=tmp_path / "cache")).read_text())
         comparison = json.loads(
             Path(api.hf_hub_download(repo, "eval_comparison.json", cache_dir=tmp_path / "cache")).read_text()

@@ -290,9 +290,11 @@ def test_max_samples_is_a_fixed_subset(fx: FixtureSet) -> None:
     first = _evaluate(fx, task, fx.datasets[task], max_samples=100)
     again = _evaluate(fx, task, fx.datasets[task], max_samples=100, batch_size=7)
     assert first.num_samples == again.num_samples == 100
+    assert first.split_size == 449  # the split it was taken from, for the card to say so
     assert (again.accuracy, again.loss) == pytest.approx((first.accuracy, first.loss), rel=1e-6)
     whole = _evaluate(fx, task, fx.datasets[task])
     assert _evaluate(fx, task, fx.datasets[task], max_samples=10_000).num_samples == whole.num_samples == 449
+    assert whole.split_size == 449
 
 
 def test_max_samples_subset_is_spread_over_the_split(fx: FixtureSet) -> None:

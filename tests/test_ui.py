@@ -180,11 +180,12 @@ def test_client_plans_merges_tries_and_pushes(client, hub_models, local_hub, tmp
     assert repo_id in message and "one commit" in message
     api = HfApi(endpoint=local_hub.endpoint, token=local_hub.alice_token)
     files = set(api.list_repo_files(repo_id))
-    assert {"README.md", "model.safetensors", "hubmerge_recipe.yaml", "eval_results.json",
+    assert {"README.md", "model.safetensors", "hubmerge_recipe.yaml", "eval_results.json", "eval_scope.json",
             "heads/digits_low/model.safetensors"} <= files
     assert len(api.list_repo_commits(repo_id)) == 2  # created, then everything in one commit
     pushed_card = ModelCard.load(api.hf_hub_download(repo_id, "README.md", cache_dir=tmp_path))
     assert pushed_card.data.base_model_relation == "merge" and repo_id in pushed_card.text
+    assert "(48 of " in pushed_card.text  # the app evaluates 48 examples per task, and the card says so
     assert local_hub.alice_token not in message + card + status
 
 

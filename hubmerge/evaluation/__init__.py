@@ -13,10 +13,13 @@ Reports (JSON):
 
       {"<task>": {"accuracy": 0.97, "loss": 0.09}, ..., "average": {"accuracy": 0.95, "loss": 0.14}}
 
-  ``average`` is the unweighted mean over tasks (a task may not be named ``average``).
+  ``average`` is the unweighted mean over tasks (a task may not be named ``average``). Next to it,
+  ``eval_scope.json`` (:meth:`EvalReport.scope`) says what each task was measured on::
 
-- :meth:`CompareReport.to_dict` (``--compare-inputs``) puts the merged model next to its inputs,
-  every entry in the same FusionBench shape::
+      {"<task>": {"dataset": "tanganke/eurosat:test", "samples": 500, "split_size": 2700}, ...}
+
+- :meth:`CompareReport.to_dict` (``--compare-inputs``; ``eval_comparison.json`` in an output) puts
+  the merged model next to its inputs, every entry in the same FusionBench shape::
 
       {
         "merged":     {<task>: {accuracy, loss}, ..., "average": {...}},
@@ -51,17 +54,22 @@ from __future__ import annotations
 
 from .api import compare_inputs, evaluate_classifier, evaluate_model, evaluate_recipe_tasks, parse_task
 from .report import (
+    EVAL_COMPARISON_FILE,
     EVAL_RESULTS_FILE,
+    EVAL_SCOPE_FILE,
     CompareReport,
     EvalReport,
     TaskResult,
     accuracy_matrix,
     render_report,
+    save_output_reports,
     save_report,
 )
 
 __all__ = [
+    "EVAL_COMPARISON_FILE",
     "EVAL_RESULTS_FILE",
+    "EVAL_SCOPE_FILE",
     "CompareReport",
     "EvalReport",
     "TaskResult",
@@ -72,5 +80,6 @@ __all__ = [
     "evaluate_recipe_tasks",
     "parse_task",
     "render_report",
+    "save_output_reports",
     "save_report",
 ]

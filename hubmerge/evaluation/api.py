@@ -21,12 +21,11 @@ from .loop import (
 )
 from .report import (
     AVERAGE,
-    EVAL_RESULTS_FILE,
     CompareReport,
     EvalReport,
     TaskResult,
     render_report,
-    save_report,
+    save_output_reports,
 )
 
 if TYPE_CHECKING:
@@ -380,8 +379,8 @@ def evaluate_recipe_tasks(
 ) -> EvalReport:
     """After a merge: evaluate every task whose recipe entry names a dataset, and save the report.
 
-    The report is written atomically to ``<output>/eval_results.json`` (FusionBench shape) and
-    drawn as a table on ``console``. Tasks without a dataset are skipped; with none at all,
+    The report is written atomically to ``<output>/eval_results.json`` (FusionBench shape), with
+    ``eval_scope.json`` next to it, and drawn as a table on ``console``. Tasks without a dataset are skipped; with none at all,
     nothing is written and the report is empty.
 
     Args:
@@ -411,7 +410,7 @@ def evaluate_recipe_tasks(
         token=token,
         console=console,
     )
-    path = save_report(report, Path(output) / EVAL_RESULTS_FILE)
+    path = save_output_reports(output, report)
     if console is not None:
         render_report(report, console)
         console.print(f"[green]evaluation report[/green] written to {path}")

@@ -346,6 +346,7 @@ def run_pass(
             num_samples=len(data),
             dataset=str(data.ref),
             seconds=seconds,
+            split_size=data.total,
         )
         for r in running
     }

@@ -15,16 +15,23 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AVERAGE",
+    "EVAL_COMPARISON_FILE",
     "EVAL_RESULTS_FILE",
+    "EVAL_SCOPE_FILE",
     "CompareReport",
     "EvalReport",
     "TaskResult",
     "render_report",
+    "save_output_reports",
     "save_report",
 ]
 
 #: The report a merged output holds (FusionBench shape).
 EVAL_RESULTS_FILE = "eval_results.json"
+#: What each task of that report was measured on (dataset, examples, split size), which the card says.
+EVAL_SCOPE_FILE = "eval_scope.json"
+#: The merged model next to its inputs (``CompareReport``), when they were evaluated too.
+EVAL_COMPARISON_FILE = "eval_comparison.json"
 #: The key of the mean over tasks in a report (so no task may be called that).
 AVERAGE = "average"
 
@@ -39,6 +46,7 @@ class TaskResult:
         num_samples: examples evaluated.
         dataset: the dataset and split, e.g. ``tanganke/eurosat:test``.
         seconds: wall time of the pass that evaluated it (shared by the models of one pass).
+        split_size: examples in the split, of which ``max_samples`` may have taken a subset (0: unknown).
     """
 
     accuracy: float
@@ -46,6 +54,7 @@ class TaskResult:
     num_samples: int = 0
     dataset: str = ""
     seconds: float = 0.0
+    split_size: int = 0
 
     def to_dict(self) -> dict[str, float]:
         return {"accuracy": self.accuracy, "loss": self.loss}
@@ -90,6 +99,14 @@ class EvalReport:
     def to_json(self, *, indent: int = 2) -> str:
         """:meth:`to_dict` as JSON text."""
         return json.dumps(self.to_dict(), indent=indent) + "\n"
+
+    def scope(self) -> dict[str, dict[str, Any]]:
+        """What each task was measured on, ``{task: {dataset, samples, split_size}}``: FusionBench's shape
+        has no room for it, and a card must not pass a subset's accuracy off as the whole split's."""
+        return {
+            task: {"dataset": r.dataset, "samples": r.num_samples, "split_size": r.split_size}
+            for task, r in self.results.items()
+        }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, model: str = "") -> EvalReport:
@@ -168,11 +185,24 @@ def save_report(report: EvalReport | CompareReport, path: str | Path) -> Path:
     Returns:
         The path written.
     """
-    path = Path(path)
+    return _write_atomically(Path(path), report.to_json())
+
+
+def save_output_reports(output: str | Path, report: EvalReport, comparison: CompareReport | None = None) -> Path:
+    """Write a merged output's reports: ``eval_results.json``, ``eval_scope.json`` and, with a
+    comparison, ``eval_comparison.json``. Returns the path of ``eval_results.json``."""
+    output = Path(output)
+    if comparison is not None:
+        save_report(comparison, output / EVAL_COMPARISON_FILE)
+    _write_atomically(output / EVAL_SCOPE_FILE, json.dumps(report.scope(), indent=2) + "\n")
+    return save_report(report, output / EVAL_RESULTS_FILE)
+
+
+def _write_atomically(path: Path, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        tmp.write_text(report.to_json(), encoding="utf-8")
+        tmp.write_text(text, encoding="utf-8")
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
