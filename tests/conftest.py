@@ -72,7 +72,7 @@ class Hub:
 
 def pytest_sessionfinish(session, exitstatus):  # noqa: ARG001 - pytest hook signature
     _SOCKET.close()  # reserved at import; LocalHub closes it too when it was used
-    if exitstatus in (0, 5):  # a failed run keeps the Hub's storage and HF_HOME to look at
+    if exitstatus in (0, 4, 5):  # passed, usage error, no tests; a failed run keeps it all to look at
         shutil.rmtree(_SESSION_DIR, ignore_errors=True)
 
 
