@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -365,6 +366,11 @@ def test_compare_report_shape_and_table() -> None:
     text = _render(compare)
     for needle in ("merged", "base + task heads", "individual", "fine-tune b", "85.00", "96.00"):
         assert needle in text
+    assert "random subsets" not in text  # every task used its whole split
+    cut = replace(compare.merged, results={**compare.merged.results,
+                                           "b": replace(compare.merged.results["b"], split_size=1234)})
+    assert compare.merged.subsets() == "" and cut.subsets() == "b 10 of 1,234"
+    assert "random subsets of the splits: b 10 of 1,234" in _render(replace(compare, merged=cut))
 
 
 def _render(report: EvalReport | CompareReport) -> str:

@@ -100,6 +100,12 @@ class EvalReport:
         """:meth:`to_dict` as JSON text."""
         return json.dumps(self.to_dict(), indent=indent) + "\n"
 
+    def subsets(self) -> str:
+        """The tasks measured on a random subset of their split, e.g. ``"low 100 of 218, high 100 of 231"``
+        ('' when every task used its whole split): what any display of these numbers must say."""
+        return ", ".join(f"{task} {r.num_samples:,} of {r.split_size:,}" for task, r in self.results.items()
+                         if 0 < r.num_samples < r.split_size)
+
     def scope(self) -> dict[str, dict[str, Any]]:
         """What each task was measured on, ``{task: {dataset, samples, split_size}}``: FusionBench's shape
         has no room for it, and a card must not pass a subset's accuracy off as the whole split's."""
@@ -271,7 +277,8 @@ def render_report(report: EvalReport | CompareReport, console: Console) -> None:
     table = Table(
         title=f"Accuracy (%) — {report.merged.model} vs its inputs",
         title_justify="left",
-        caption="each task with its own head; losses are in the JSON report",
+        caption="each task with its own head; losses are in the JSON report"
+        + (f"; random subsets of the splits: {subsets}" if (subsets := report.merged.subsets()) else ""),
     )
     # A narrow terminal folds the names; a number always keeps its width.
     table.add_column("model", justify="left", overflow="fold")

@@ -67,12 +67,8 @@ def subset_note(report: CompareReport | EvalReport) -> str:
     """A sentence when the accuracies rest on a random subset of a split (``max_samples``), else ''."""
     from ..evaluation import CompareReport
 
-    merged = report.merged if isinstance(report, CompareReport) else report
-    parts = [f"{task} {r.num_samples:,} of {r.split_size:,}" for task, r in merged.results.items()
-             if 0 < r.num_samples < r.split_size]
-    if not parts:
-        return ""
-    return f"Accuracy measured on a fixed random subset of each split (examples: {', '.join(parts)})."
+    subsets = (report.merged if isinstance(report, CompareReport) else report).subsets()
+    return f"Accuracy measured on a fixed random subset of each split (examples: {subsets})." if subsets else ""
 
 
 def results_chart(report: CompareReport | EvalReport) -> pd.DataFrame:
