@@ -44,5 +44,7 @@ def byte_progress(console: Console, description: str, *, disable: bool = False) 
 
         def update(done: int, total: int) -> None:
             bar.update(task, completed=done, total=total)
+            if done >= total > 0:  # done: print it where it happened, not under what comes next (evaluation)
+                bar.stop()
 
         yield update

@@ -1,0 +1,28 @@
+"""The CLI's byte progress bar: where its last state lands among what is printed after it."""
+
+from __future__ import annotations
+
+import io
+
+from rich.console import Console
+
+from hubmerge.progress import byte_progress
+
+
+def test_a_finished_bar_is_printed_before_what_follows_it():
+    screen = io.StringIO()
+    console = Console(file=screen, force_terminal=True, width=100, color_system=None)
+    with byte_progress(console, "merging") as on_progress:
+        on_progress(5_000_000, 10_000_000)
+        on_progress(10_000_000, 10_000_000)
+        console.print("the evaluation table")  # push evaluates while the bar's context is still open
+    text = screen.getvalue()
+    assert "10.0/10.0 MB" in text
+    assert text.rindex("merging") < text.index("the evaluation table")  # not redrawn under the table
+
+
+def test_quiet_draws_nothing():
+    screen = io.StringIO()
+    with byte_progress(Console(file=screen), "merging", disable=True) as on_progress:
+        on_progress(1, 1)
+    assert screen.getvalue() == ""
