@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import sys
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -507,3 +508,45 @@ def test_compare_inputs(fx: FixtureSet, merged: Path) -> None:
     assert set(data["finetuned"]) == set(fx.tasks)
     for row in [data["merged"], data["base"], *data["finetuned"].values()]:
         assert set(row) == {*fx.tasks, "average"}
+
+
+def test_downloads_during_an_evaluation_draw_on_our_display_only(
+    local_hub: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """huggingface_hub and datasets draw bars of their own, which on a terminal leave a blank line
+    each under a live display: while ours runs theirs are off and each load is a line of ours; after
+    it, theirs are back as they were."""
+    import datasets
+    import huggingface_hub.utils as hub_utils
+    from huggingface_hub import constants
+    from rich.console import Console
+    from transformers.utils import logging as hf_logging
+
+    from hubmerge.engine import merge
+
+    from ._ui_helpers import publish_fixtures
+
+    models = publish_fixtures(local_hub.endpoint, local_hub.alice_token)
+    _online(monkeypatch, True)
+    out = tmp_path / "merged"
+    merge(models.recipe("simple_average"), out, token=local_hub.alice_token)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))  # every input downloads
+    bars = sys.modules["huggingface_hub.utils.tqdm"]
+    monkeypatch.setattr(bars, "HF_HUB_DISABLE_PROGRESS_BARS", None)  # the session's env turns them off
+    hub_was_off, datasets_was_on = hub_utils.are_progress_bars_disabled(), datasets.is_progress_bar_enabled()
+    transformers_was_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.enable_progress_bar()  # as in a fresh process (which also turns huggingface_hub's on)
+    datasets.enable_progress_bars()
+    try:
+        screen = io.StringIO()
+        compare_inputs(out, max_samples=8, device="cpu", token=local_hub.alice_token,
+                       console=Console(file=screen, force_terminal=True, width=150))
+        assert not hub_utils.are_progress_bars_disabled() and datasets.is_progress_bar_enabled()  # back on
+        assert hf_logging.is_progress_bar_enabled()
+    finally:
+        (hf_logging.enable_progress_bar if transformers_was_on else hf_logging.disable_progress_bar)()
+        (hub_utils.disable_progress_bars if hub_was_off else hub_utils.enable_progress_bars)()
+        (datasets.enable_progress_bars if datasets_was_on else datasets.disable_progress_bars)()
+    drawn = screen.getvalue() + capfd.readouterr().err
+    assert "Fetching" not in drawn and "it/s" not in drawn  # no tqdm bar of theirs
+    assert "loading ft:digits_low for digits_high" in drawn  # a line of ours while the input downloads

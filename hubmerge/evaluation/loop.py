@@ -25,8 +25,8 @@ from .report import TaskResult
 if TYPE_CHECKING:
     import torch
     from PIL.Image import Image as PILImage
-    from rich.console import Console
-    from rich.progress import Progress
+    from rich.console import Console, RenderableType
+    from rich.progress import Progress, ProgressColumn, Task
 
     from ..recipe import DatasetRef, ModelRef
 
@@ -103,35 +103,82 @@ def check_max_samples(max_samples: int | None) -> None:
 
 @contextlib.contextmanager
 def progress_bars(console: Console | None) -> Iterator[Progress | None]:
-    """A rich progress display on ``console`` (None when there is no console or it is quiet)."""
-    if console is None or console.quiet:
+    """Our progress display on ``console``: None when there is no console or it is quiet.
+
+    With a console, the libraries' own bars are off meanwhile (see ``_library_bars_off``): under a
+    live display each would leave a blank line on a terminal, and ``--quiet`` promises none.
+    """
+    if console is None:
         yield None
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    with Progress(
-        TextColumn("[bold]evaluating[/bold] {task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        transient=True,
-    ) as progress:
-        yield progress
+    with _library_bars_off():
+        if console.quiet:
+            yield None
+            return
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            _counted(MofNCompleteColumn()),
+            _counted(TimeRemainingColumn()),
+            console=console,
+            transient=True,
+        ) as progress:
+            yield progress
+
+
+def _counted(column: ProgressColumn) -> ProgressColumn:
+    """``column`` for the passes over a split; blank for a load, which has no count."""
+    from rich.progress import ProgressColumn
+    from rich.text import Text
+
+    class Counted(ProgressColumn):
+        def render(self, task: Task) -> RenderableType:
+            return column.render(task) if task.total is not None else Text("")
+
+    return Counted()
 
 
 @contextlib.contextmanager
-def _no_loading_bars() -> Iterator[None]:
-    """transformers draws a bar per model load; ours already shows what is going on."""
-    from transformers.utils import logging as hf_logging
-
-    enabled = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
+def _activity(progress: Progress | None, what: str) -> Iterator[None]:
+    """A line of our display while ``what`` runs: a load may be a download of minutes."""
+    if progress is None:
+        yield
+        return
+    line = progress.add_task(what, total=None)
     try:
         yield
     finally:
-        if enabled:
-            hf_logging.enable_progress_bar()
+        progress.remove_task(line)
+
+
+@contextlib.contextmanager
+def _library_bars_off() -> Iterator[None]:
+    """transformers, huggingface_hub and datasets draw bars of their own (one per model load, file
+    download, dataset step); ours already say what is going on. Each library's setting comes back
+    as it was (transformers' switch also turns huggingface_hub's off, so both are saved first)."""
+    import warnings
+
+    import datasets
+    from huggingface_hub import utils as hub_utils
+    from transformers.utils import logging as hf_logging
+
+    transformers_on, hub_on = hf_logging.is_progress_bar_enabled(), not hub_utils.are_progress_bars_disabled()
+    datasets_on = datasets.is_progress_bar_enabled()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # HF_HUB_DISABLE_PROGRESS_BARS set by the user has the last word
+        hf_logging.disable_progress_bar()
+        hub_utils.disable_progress_bars()
+        datasets.disable_progress_bars()
+        try:
+            yield
+        finally:
+            if transformers_on:
+                hf_logging.enable_progress_bar()
+            (hub_utils.enable_progress_bars if hub_on else hub_utils.disable_progress_bars)()
+            if datasets_on:
+                datasets.enable_progress_bars()
 
 
 # ---------------------------------------------------------------------------- models and processors
@@ -316,7 +363,7 @@ def run_pass(
     bar = None
     if progress is not None:
         rows = ", ".join(r.row for r in running)
-        bar = progress.add_task(f"{data.task} [dim]({rows})[/dim]", total=len(data))
+        bar = progress.add_task(f"[bold]evaluating[/bold] {data.task} [dim]({rows})[/dim]", total=len(data))
     use_autocast = cuda and settings.autocast
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if use_autocast else contextlib.nullcontext()
     with torch.inference_mode(), autocast:
@@ -373,7 +420,8 @@ def run_jobs(
 
     def processor_for(ref: ModelRef) -> tuple[Processor, str]:
         if ref not in processors:
-            processor = load_processor(location(ref), stage="test", revision=ref.revision, token=token)
+            with _activity(settings.progress, f"loading the image processor of {ref}"):
+                processor = load_processor(location(ref), stage="test", revision=ref.revision, token=token)
             processors[ref] = (processor, _processor_key(processor))
         return processors[ref]
 
@@ -382,7 +430,8 @@ def run_jobs(
         task_jobs = [job for job in jobs if job.task == task]
         if not task_jobs:
             continue
-        data = load_task_data(task, ref, max_samples=max_samples, token=token)
+        with _activity(settings.progress, f"loading {task}'s dataset {ref}"):
+            data = load_task_data(task, ref, max_samples=max_samples, token=token)
         groups: dict[str, list[Job]] = {}
         for job in task_jobs:
             groups.setdefault(processor_for(job.processor)[1], []).append(job)
@@ -394,7 +443,7 @@ def run_jobs(
                 budget = 0
                 while pending and (not loaded or budget < _PASS_PARAMETER_BYTES):
                     job = pending.pop(0)
-                    with _no_loading_bars():
+                    with _library_bars_off(), _activity(settings.progress, f"loading {job.row} for {task}"):
                         model = job.load()
                     budget += _parameter_bytes(model)
                     loaded.append((job.row, model))
