@@ -269,6 +269,7 @@ def render_card(facts: CardFacts) -> ModelCard:
     )
     template_vars = dict(
         title=name,
+        merged_inputs=recipe.inputs_in_words,
         repo_id=facts.repo_id,
         method=recipe.method,
         method_name=method.pretty_name,

@@ -222,7 +222,7 @@ def merge(
             merge_plan, output, overwrite=overwrite, max_shard_size=max_shard_size, on_progress=on_progress
         )
     console.print(
-        f"[green]merged[/green] {len(merge_plan.inputs)} models into {result.output} "
+        f"[green]merged[/green] {loaded.inputs_in_words} into {result.output} "
         f"({human_bytes(result.bytes_written)}, {result.seconds:.1f} s on {result.device})",
         soft_wrap=True,
     )

@@ -188,7 +188,7 @@ def publish(
         method = get_method(recipe.method).pretty_name
         pushed = push_folder(
             built.output, repo_id, token=secret, target=target, private=private, branch=branch, create_pr=create_pr,
-            commit_message=f"hubmerge: {method} of {len(recipe.models)} models",
+            commit_message=f"hubmerge: {method} of {recipe.inputs_in_words}",
             commit_description="Merged model, per-task heads, recipe, evaluation and card, made with hubmerge.",
             endpoint=endpoint,
         )

@@ -227,6 +227,14 @@ class Recipe:
         return any(not ref.is_local for ref in refs)
 
     @property
+    def inputs_in_words(self) -> str:
+        """"3 fine-tuned models and their base", or "3 models" without one: how the CLI and the card count."""
+        count = len(self.models)
+        if self.base_model is None:
+            return f"{count} models"
+        return f"{count} fine-tuned models and their base" if count != 1 else "1 fine-tuned model and its base"
+
+    @property
     def resolved_default_task(self) -> str | None:
         return self.default_task or (self.tasks[0] if self.tasks else None)
 

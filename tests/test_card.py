@@ -63,6 +63,7 @@ def test_body(tmp_path, family):
     out = merged(tmp_path, family)
     text = str(render_card(collect_card(out, repo_id="alice/merged")))
     assert "TIES-Merging" in text and "density=0.2" in text and "arxiv.org/abs/2306.01708" in text
+    assert f"by merging\n{len(family.models)} fine-tuned models and their base with **TIES-Merging**" in text
     assert "| **merged** |" in text and "| base + task heads |" in text and "| individual fine-tunes |" in text
     for task in family.models:
         assert "heads/<task>/" in text and task in text

@@ -57,6 +57,7 @@ def test_publish_pushes_everything_in_one_commit(api, hub_models, local_hub):
             "heads/alpha/model.safetensors", "heads/gamma/config.json"} <= files
     commits = api.list_repo_commits(repo_id)
     assert len(commits) == 2 and commits[0].commit_id == result.push.commit_sha  # initial + ours
+    assert commits[0].title == "hubmerge: Task Arithmetic of 3 fine-tuned models and their base"
     recipe_text = (local_hub_file(api, repo_id, "hubmerge_recipe.yaml"))
     for repo in hub_models.values():
         assert f"{repo}@{api.model_info(repo).sha}" in recipe_text

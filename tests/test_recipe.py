@@ -46,6 +46,17 @@ def test_defaults_are_filled_in():
     assert recipe.resolved_default_task is None and recipe.device == "auto"
 
 
+def test_inputs_are_counted_as_fine_tunes_and_their_base():
+    def recipe(count: int, base: bool) -> Recipe:
+        return Recipe.from_dict({"method": "task_arithmetic" if base else "simple_average",
+                                 **({"base_model": "org/base"} if base else {}),
+                                 "models": [{"model": f"org/m{i}", "task": f"t{i}"} for i in range(count)]})
+
+    assert recipe(3, True).inputs_in_words == "3 fine-tuned models and their base"
+    assert recipe(1, True).inputs_in_words == "1 fine-tuned model and its base"
+    assert recipe(2, False).inputs_in_words == "2 models"
+
+
 def test_local_paths_resolve_against_the_recipe_file(tmp_path):
     (tmp_path / "models" / "ft").mkdir(parents=True)
     (tmp_path / "r.yaml").write_text("method: simple_average\nmodels:\n  - model: ./models/ft\n")
