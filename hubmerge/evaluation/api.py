@@ -380,8 +380,8 @@ def evaluate_recipe_tasks(
     """After a merge: evaluate every task whose recipe entry names a dataset, and save the report.
 
     The report is written atomically to ``<output>/eval_results.json`` (FusionBench shape), with
-    ``eval_scope.json`` next to it, and drawn as a table on ``console``. Tasks without a dataset are skipped; with none at all,
-    nothing is written and the report is empty.
+    ``eval_scope.json`` next to it, and drawn as a table on ``console``. Tasks without a dataset
+    are skipped; with none at all, nothing is written and the report is empty.
 
     Args:
         output: the merged output directory.
