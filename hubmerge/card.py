@@ -250,9 +250,12 @@ def render_card(facts: CardFacts) -> ModelCard:
         f"The head of **{t.name}** was {t.head}: it was not trained with this backbone, so its accuracy is "
         "not meaningful until it is fine-tuned." for t in facts.tasks if t.reinitialized
     ]
-    missing = [t.name for t in facts.tasks if not (facts.results or {}).get(t.name)]
-    if missing and facts.tasks:
-        limitations.append(f"No evaluation was run for: {', '.join(missing)} (the recipe names no dataset for them).")
+    missing = [t for t in facts.tasks if not (facts.results or {}).get(t.name)]
+    if unevaluated := [t.name for t in missing if t.dataset]:
+        limitations.append(f"No evaluation was run for: {', '.join(unevaluated)} (the recipe names a dataset for "
+                           "them; `hubmerge merge --evaluate` or `hubmerge push` evaluates them).")
+    if no_dataset := [t.name for t in missing if not t.dataset]:
+        limitations.append(f"No evaluation was run for: {', '.join(no_dataset)} (the recipe names no dataset for them).")
     if any(t.subset for t in facts.tasks):
         limitations.append(
             "The accuracies come from a fixed random subset of each evaluation split (`--max-samples`, seed 0; "

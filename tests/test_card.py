@@ -24,11 +24,12 @@ def family(tmp_path_factory):
     return make_family(tmp_path_factory.mktemp("family"), "convnext")
 
 
-def merged(tmp_path, family, *, licenses=("mit", "mit", "mit", "mit"), results=True):
+def merged(tmp_path, family, *, licenses=("mit", "mit", "mit", "mit"), results=True, no_dataset=()):
     for path, license_ in zip([family.base, *family.models.values()], licenses):
         (path / "README.md").write_text(f"---\nlicense: {license_}\n---\n# model\n" if license_ else "# no card data\n")
     recipe = load_recipe(write_recipe(tmp_path / "r.yaml", family, "ties", extra={
-        "models": [{"model": str(p), "task": t, "dataset": f"org/{t}-data"} for t, p in family.models.items()]
+        "models": [{"model": str(p), "task": t, **({} if t in no_dataset else {"dataset": f"org/{t}-data"})}
+                   for t, p in family.models.items()]
     }))
     out = tmp_path / "out"
     engine.merge(recipe, out)
@@ -96,10 +97,13 @@ def test_the_card_says_what_each_accuracy_was_measured_on(tmp_path, family):
     assert "(all 1,234 examples)" in text and "random subset" not in text
 
 
-def test_missing_results_are_said(tmp_path, family):
-    out = merged(tmp_path, family, results=False)
+def test_missing_results_are_said_with_the_reason(tmp_path, family):
+    first, *rest = family.models
+    out = merged(tmp_path, family, results=False, no_dataset=(first,))
     card = render_card(collect_card(out))
-    assert "No evaluation was run" in card.text
+    assert f"No evaluation was run for: {', '.join(rest)} (the recipe names a dataset for them; " \
+           "`hubmerge merge --evaluate` or `hubmerge push` evaluates them)" in card.text  # merged without --evaluate
+    assert f"No evaluation was run for: {first} (the recipe names no dataset for them)" in card.text
     assert "model-index" not in card.data.to_dict()
 
 
