@@ -267,8 +267,10 @@ def render_card(facts: CardFacts) -> ModelCard:
     if any(ref.path is not None for _, ref, _ in refs):
         limitations.append("Some inputs were local directories; the recipe cannot fetch them elsewhere.")
     limitations.append(
-        "Merging trades some per-task accuracy for one shared backbone; compare the merged row with the "
-        "individual fine-tunes above for the tasks you care about."
+        "Merging trades some per-task accuracy for one shared backbone; "
+        + ("compare the merged row with the individual fine-tunes above" if facts.comparison else
+           "`hubmerge evaluate MODEL --compare-inputs` puts it next to the individual fine-tunes")
+        + " for the tasks you care about."
     )
     template_vars = dict(
         title=name,

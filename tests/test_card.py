@@ -66,6 +66,7 @@ def test_body(tmp_path, family):
     assert "TIES-Merging" in text and "density=0.2" in text and "arxiv.org/abs/2306.01708" in text
     assert f"by merging\n{len(family.models)} fine-tuned models and their base with **TIES-Merging**" in text
     assert "| **merged** |" in text and "| base + task heads |" in text and "| individual fine-tunes |" in text
+    assert "compare the merged row with the individual fine-tunes above" in text
     for task in family.models:
         assert "heads/<task>/" in text and task in text
     assert "hubmerge merge hubmerge_recipe.yaml" in text and "method: ties" in text
@@ -105,6 +106,8 @@ def test_missing_results_are_said_with_the_reason(tmp_path, family):
            "`hubmerge merge --evaluate` or `hubmerge push` evaluates them)" in card.text  # merged without --evaluate
     assert f"No evaluation was run for: {first} (the recipe names no dataset for them)" in card.text
     assert "model-index" not in card.data.to_dict()
+    assert "individual fine-tunes above" not in card.text  # there is no table above
+    assert "`hubmerge evaluate MODEL --compare-inputs` puts it next to the individual fine-tunes" in card.text
 
 
 def test_not_a_hubmerge_output(tmp_path):
