@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from .engine import HEADS_DIR, RECIPE_FILE
+from .engine import HEADS_DIR, HEADS_INDEX, RECIPE_FILE
 from .errors import RecipeError
 from .evaluation.report import EVAL_COMPARISON_FILE, EVAL_RESULTS_FILE, EVAL_SCOPE_FILE
 from .recipe import ModelRef, Recipe, load_recipe
@@ -75,6 +75,7 @@ class CardFacts:
     hub_url: str = "https://huggingface.co"
     processor: str = ""
     backbone: tuple[str, ...] = ()
+    made_with: str | None = None  # the hubmerge version that merged it (None: an output from before it was recorded)
 
 
 # ---------------------------------------------------------------------------- gathering
@@ -152,6 +153,7 @@ def collect_card(
         repo_id=repo_id,
         hub_url=(endpoint or _default_endpoint()).rstrip("/"),
         processor=describe_processor(output),
+        made_with=(_read_json(output / HEADS_INDEX) or {}).get("hubmerge_version"),
         backbone=recipe.target_modules or _family_backbone(config),
     )
 
@@ -292,6 +294,7 @@ def render_card(facts: CardFacts) -> ModelCard:
         results_table=_results_table(facts),
         comparison=facts.comparison is not None,
         recipe_yaml=yaml.safe_dump(recipe.to_dict(), sort_keys=False),
+        made_with=facts.made_with,
         limitations=limitations,
     )
     return ModelCard.from_template(card_data, template_path=str(TEMPLATE), **template_vars)

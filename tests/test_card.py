@@ -10,6 +10,7 @@ import torch
 from huggingface_hub import HfApi, ModelCard, hf_hub_download
 from huggingface_hub.repocard_data import model_index_to_eval_results
 
+import hubmerge
 from hubmerge import engine
 from hubmerge.card import collect_card, render_card, write_card
 from hubmerge.cli import main
@@ -70,6 +71,7 @@ def test_body(tmp_path, family):
     for task in family.models:
         assert "heads/<task>/" in text and task in text
     assert "hubmerge merge hubmerge_recipe.yaml" in text and "method: ties" in text
+    assert f"with hubmerge {hubmerge.__version__}, the version that made this model" in text
     assert 'load_merged("alice/merged"' in text
 
 

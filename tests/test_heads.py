@@ -5,6 +5,7 @@ from __future__ import annotations
 import datasets
 import pytest
 
+import hubmerge
 from hubmerge.errors import DatasetError, HeadMismatchError, RecipeError
 from hubmerge.recipe import DatasetRef
 from hubmerge.vision import classnames
@@ -164,6 +165,7 @@ def test_heads_index_layout():
     )
     assert index["format"] == HEADS_INDEX_FORMAT and index["family"] == "convnext" and index["library"] == "transformers"
     assert index["default_task"] == "t" and index["target_modules"] == ["convnext"]
+    assert index["hubmerge_version"] == hubmerge.__version__  # what made the output
     entry = index["tasks"]["t"]
     assert entry["num_classes"] == 2 and entry["reordered"] is True and entry["label_source"] == "dataset"
     assert entry["head_tensors"] == ["classifier.weight", "classifier.bias"] and entry["model"] == "org/m@abc"

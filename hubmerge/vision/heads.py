@@ -34,7 +34,7 @@ The output records the decisions for machines (see ``heads_index``):
 
 * ``heads/<task>/config.json``: the task model's config with the task's ``id2label``/``label2id`` and a
   ``hubmerge_head`` note ``{reinitialized, reason, label_source, reordered}``;
-* ``hubmerge_heads.json``: ``{"format": "hubmerge-heads/1", "family", "library", "target_modules",
+* ``hubmerge_heads.json``: ``{"format": "hubmerge-heads/1", "hubmerge_version", "family", "library", "target_modules",
   "default_task", "tasks": {task: {"num_classes", "head_tensors", "files", "label_source",
   "reinitialized", "reason", "reordered", "model"}}, "processor": {...}}``, tasks in recipe order.
   The root ``config.json`` is the default task's ``heads/<task>/config.json``.
@@ -371,8 +371,11 @@ def heads_index(
             "files": list(head.files),
             **(decision.report() if decision is not None else {}),
         }
+    from .. import __version__
+
     return {
         "format": HEADS_INDEX_FORMAT,
+        "hubmerge_version": __version__,  # what made the output; the card says it, for reproduction
         "family": family.name if family is not None else None,
         "library": family.library if family is not None else None,
         "target_modules": list(target_modules),
