@@ -295,6 +295,36 @@ def test_closing_the_page_stops_its_merge_and_deletes_its_output(hub_models, loc
 
 
 @pytest.mark.slow
+def test_each_merge_chooses_how_many_examples_to_evaluate(hub_models, local_hub, tmp_path):
+    from hubmerge.ui import AppHandlers
+
+    os.environ.pop("HF_HUB_OFFLINE", None)
+    handlers = AppHandlers(endpoint=local_hub.endpoint, work_dir=tmp_path / "work", max_samples=16)
+    values = form_values(hub_models.recipe())
+    form = (values.base_model, values.models, values.method, values.parameters, values.dtype, values.device, "")
+    quiet = dict(request=SimpleNamespace(session_hash="s"), progress=lambda *a, **k: None)
+    assert "digits_low 16 of 218" in handlers.merge(*form, **quiet)[0]  # the app's starting value
+    assert "digits_low 5 of 218" in handlers.merge(*form, 5, **quiet)[0]
+    whole = handlers.merge(*form, 0, **quiet)
+    assert "random subset" not in whole[0] and "(all 218 examples)" in whole[3]  # status, then the card
+
+
+@pytest.mark.filterwarnings("ignore:Gradio does not support OAuth features outside of a Space")
+def test_the_form_starts_from_the_apps_sample_count(local_hub, monkeypatch):
+    from hubmerge.ui import build_app
+    from hubmerge.ui.app import SPACE_EXAMPLES
+
+    def examples_field(app) -> dict:
+        return next(c for c in app.config["components"] if c.get("props", {}).get("elem_id") == "examples")["props"]
+
+    assert examples_field(build_app(max_samples=48))["value"] == 48
+    assert examples_field(build_app())["value"] == 0  # locally: the whole split
+    monkeypatch.setenv("SPACE_ID", "alice/hubmerge")  # a CPU Space would take hours over whole splits
+    monkeypatch.setenv("HF_TOKEN", local_hub.alice_token)  # Gradio's sign-in button, outside a Space, asks whoami
+    assert examples_field(build_app())["value"] == SPACE_EXAMPLES
+
+
+@pytest.mark.slow
 def test_a_stopped_app_leaves_no_cached_copies(hub_models, local_hub, tmp_path, monkeypatch):
     from gradio_client import Client
 

@@ -41,6 +41,11 @@ def on_spaces() -> bool:
     return bool(os.environ.get("SPACE_ID"))
 
 
+#: Examples per task the app evaluates on a Space unless told otherwise: a CPU Space would take hours over
+#: whole splits (sun397's test split alone has 19,850 images, each through every input model).
+SPACE_EXAMPLES = 500
+
+
 def _builtin_presets() -> dict[str, Callable[[], Recipe]]:
     from ..presets import known_presets, load_preset
 
@@ -72,7 +77,8 @@ class AppHandlers:
         default_token: used when the user gives none (the demo's; on a Space, none). Never shown.
         presets: name -> recipe factory, shown in the preset menu.
         work_dir: where each session's merged output lives until its next merge or until its page closes.
-        max_samples: evaluate at most this many examples per task (None: the whole split).
+        max_samples: evaluate at most this many examples per task (None: the whole split); the form's
+            starting value, which each merge may change.
     """
 
     endpoint: str | None = None
@@ -166,13 +172,19 @@ class AppHandlers:
         return self.work_dir / (session or "default")
 
     def merge(self, base_model: str, models: Any, method: str, parameters: dict[str, Any] | None, dtype: str,
-              device: str, token: str | None = None, request: gr.Request = None,  # type: ignore[assignment]
+              device: str, token: str | None = None, examples: float | None = None,
+              request: gr.Request = None,  # type: ignore[assignment]
               oauth_token: Optional[gr.OAuthToken] = None, progress: gr.Progress = gr.Progress(),
               ) -> tuple[Any, ...]:
-        """Merge, evaluate against the inputs, write the card; returns what the results tab shows."""
+        """Merge, evaluate against the inputs, write the card; returns what the results tab shows.
+
+        ``examples``: evaluate at most this many examples per task, 0 for the whole split (None: the app's
+        ``max_samples``).
+        """
         from ..publish import build
 
         secret = self.token_for(token, oauth_token)
+        max_samples = self.max_samples if examples is None else (int(examples) or None)
         session = getattr(request, "session_hash", None) or "default"
         cancel = self._cancels[session] = threading.Event()
         folder = self._session_dir(session)
@@ -188,7 +200,7 @@ class AppHandlers:
                 recipe = self.recipe(base_model, models, method, parameters, dtype, device)
                 evaluate = any(entry.dataset is not None for entry in recipe.models)
                 built = build(recipe, output, token=secret, endpoint=self.endpoint, evaluate=evaluate,
-                              max_samples=self.max_samples, on_progress=on_progress, cancel=cancel)
+                              max_samples=max_samples, on_progress=on_progress, cancel=cancel)
         except gr.Error:
             shutil.rmtree(folder, ignore_errors=True)
             raise
@@ -323,13 +335,16 @@ def build_app(
         presets: extra presets (name -> recipe factory) before the built-in ones, e.g. the demo's.
         default_preset: the preset selected when the page opens.
         work_dir: where merged outputs live (default: hubmerge-app in the temp directory).
-        max_samples: evaluate at most this many examples per task.
+        max_samples: evaluate at most this many examples per task, to start with (default: the whole
+            split; on a Space, ``SPACE_EXAMPLES``); the form lets each merge change it.
     """
+    spaces = on_spaces()
+    if max_samples is None and spaces:
+        max_samples = SPACE_EXAMPLES
     handlers = AppHandlers(endpoint=endpoint, default_token=token, presets={**(presets or {}), **_builtin_presets()},
                            max_samples=max_samples)
     if work_dir is not None:
         handlers.work_dir = Path(work_dir)
-    spaces = on_spaces()
     methods = [m.name for m in list_methods()]
     chosen = default_preset or next(iter(handlers.presets))
     start = form_values(handlers.presets[chosen]())
@@ -377,6 +392,9 @@ def build_app(
             else:
                 token_box = gr.Textbox(label="Hub token (for private models and pushing; never shown or stored)",
                                        type="password", elem_id="token")
+            examples = gr.Number(max_samples or 0, label="Examples per task to evaluate (0: the whole split)",
+                                 precision=0, minimum=0, elem_id="examples",
+                                 info="a fixed random subset (seed 0); the card says how many were used")
             with gr.Row():
                 plan_button = gr.Button("Plan", elem_id="plan")
                 merge_button = gr.Button("Merge", variant="primary", elem_id="merge")
@@ -422,7 +440,7 @@ def build_app(
         plan_button.click(**collect).then(handlers.plan, [*form, token_box],
                                           [plan_headline_md, plan_inputs, plan_summary], api_name="plan")
         merging = merge_button.click(**collect).then(
-            handlers.merge, [*form, token_box],
+            handlers.merge, [*form, token_box, examples],
             [status, results, chart, card, recipe_file, output_state, task],
             api_name="merge", concurrency_limit=1, concurrency_id=HEAVY,
         )

@@ -282,6 +282,7 @@ class _Hub:
         orgs = [{"name": o, "type": "org"} for o in self.orgs.get(user, [])]
         return JSONResponse({
             "type": "user", "name": user, "fullname": user, "email": None, "orgs": orgs,
+            "avatarUrl": f"/avatars/{user}.svg",  # as huggingface.co gives a user without a picture (Gradio reads it)
             "auth": {"type": "access_token", "accessToken": {"displayName": "local", "role": "write"}},
         })
 
