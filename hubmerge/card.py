@@ -254,10 +254,11 @@ def render_card(facts: CardFacts) -> ModelCard:
     ]
     missing = [t for t in facts.tasks if not (facts.results or {}).get(t.name)]
     if unevaluated := [t.name for t in missing if t.dataset]:
-        limitations.append(f"No evaluation was run for: {', '.join(unevaluated)} (the recipe names a dataset for "
-                           "them; `hubmerge merge --evaluate` or `hubmerge push` evaluates them).")
+        limitations.append(f"No evaluation was run for: {', '.join(unevaluated)} (the recipe names a dataset "
+                           "for them; `hubmerge evaluate OUTPUT --save` evaluates them, then `hubmerge card OUTPUT`).")
     if no_dataset := [t.name for t in missing if not t.dataset]:
-        limitations.append(f"No evaluation was run for: {', '.join(no_dataset)} (the recipe names no dataset for them).")
+        limitations.append(f"No evaluation was run for: {', '.join(no_dataset)} (the recipe names no dataset "
+                           "for them).")
     if any(t.subset for t in facts.tasks):
         limitations.append(
             "The accuracies come from a fixed random subset of each evaluation split (`--max-samples`, seed 0; "

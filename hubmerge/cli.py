@@ -265,6 +265,11 @@ def evaluate(
         typer.Option("--match-labels", help="name: match classes to id2label by name; position: by index."),
     ] = "name",
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the JSON report here.")] = None,
+    save: Annotated[
+        bool,
+        typer.Option("--save", help="Write the reports into MODEL, a merged output directory, for its card "
+                     "(then `hubmerge card MODEL`)."),
+    ] = False,
     quiet: QuietOpt = False,
     token: TokenOpt = None,
     token_file: TokenFileOpt = None,
@@ -273,7 +278,11 @@ def evaluate(
     from rich.console import Console
 
     from . import evaluation
+    from .engine import RECIPE_FILE
 
+    if save and not (Path(model) / RECIPE_FILE).is_file():  # refused before any work
+        raise typer.BadParameter(f"'{model}' is no merged output directory (it holds no {RECIPE_FILE})",
+                                 param_hint="--save")
     tasks = dict(evaluation.parse_task(spec) for spec in task) if task else None
     console = _console(quiet)
     options = dict(
@@ -290,6 +299,11 @@ def evaluate(
     if json_out is not None:
         evaluation.save_report(report, json_out)
         console.print(f"[green]report[/green] written to {json_out}", soft_wrap=True)
+    if save:
+        comparison = report if isinstance(report, evaluation.CompareReport) else None
+        evaluation.save_output_reports(model, comparison.merged if comparison else report, comparison)
+        console.print(f"[green]reports[/green] written into {model}; `hubmerge card {model}` puts them in its card",
+                      soft_wrap=True)
 
 
 @app.command()

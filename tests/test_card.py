@@ -103,9 +103,9 @@ def test_the_card_says_what_each_accuracy_was_measured_on(tmp_path, family):
 def test_missing_results_are_said_with_the_reason(tmp_path, family):
     first, *rest = family.models
     out = merged(tmp_path, family, results=False, no_dataset=(first,))
-    card = render_card(collect_card(out))
+    card = render_card(collect_card(out))  # merged without --evaluate
     assert f"No evaluation was run for: {', '.join(rest)} (the recipe names a dataset for them; " \
-           "`hubmerge merge --evaluate` or `hubmerge push` evaluates them)" in card.text  # merged without --evaluate
+           "`hubmerge evaluate OUTPUT --save` evaluates them, then `hubmerge card OUTPUT`)" in card.text
     assert f"No evaluation was run for: {first} (the recipe names no dataset for them)" in card.text
     assert "model-index" not in card.data.to_dict()
     assert "individual fine-tunes above" not in card.text  # there is no table above

@@ -148,6 +148,26 @@ def test_merge_evaluate_writes_report(offline: None, tmp_path: Path) -> None:
     assert "fixed random subset of each evaluation split" in card
 
 
+def test_evaluate_save_puts_the_reports_into_the_output_for_its_card(offline: None, tmp_path: Path) -> None:
+    fx = _fixtures("convnext")
+    out = _merge(tmp_path, fx, "simple_average")  # merged without --evaluate: the card has no numbers
+    assert main(["card", str(out)]) == 0 and "No evaluation was run" in (out / "README.md").read_text()
+    assert _evaluate(out, "--compare-inputs", "--max-samples", "3", "--save", "--quiet") == 0
+    report, comparison = (json.loads((out / name).read_text()) for name in (EVAL_RESULTS_FILE, "eval_comparison.json"))
+    assert report == comparison["merged"] and set(report) == {*fx.tasks, "average"}
+    assert {s["samples"] for s in json.loads((out / EVAL_SCOPE_FILE).read_text()).values()} == {3}
+    assert main(["card", str(out)]) == 0
+    card = (out / "README.md").read_text()
+    assert "No evaluation was run" not in card and "| base + task heads |" in card and "(3 of " in card
+
+
+def test_evaluate_save_refuses_what_is_no_merged_output(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    fx = _fixtures("convnext")
+    assert _evaluate(fx.models[fx.tasks[0]], "--save") == 2  # a fine-tune, not an output: nothing evaluated
+    assert "is no merged output directory" in capsys.readouterr().err
+    assert not (fx.models[fx.tasks[0]] / EVAL_RESULTS_FILE).exists()
+
+
 def test_evaluate_with_tasks(
     convnext_average: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
