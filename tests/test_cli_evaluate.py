@@ -159,6 +159,11 @@ def test_evaluate_save_puts_the_reports_into_the_output_for_its_card(offline: No
     assert main(["card", str(out)]) == 0
     card = (out / "README.md").read_text()
     assert "No evaluation was run" not in card and "| base + task heads |" in card and "(3 of " in card
+    assert _evaluate(out, "--max-samples", "2", "--save", "--quiet") == 0  # the merged model alone this time
+    assert not (out / "eval_comparison.json").exists()  # its merged row would contradict the new results
+    assert main(["card", str(out)]) == 0
+    card = (out / "README.md").read_text()
+    assert "| base + task heads |" not in card and "(2 of " in card
 
 
 def test_evaluate_save_refuses_what_is_no_merged_output(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -196,10 +196,13 @@ def save_report(report: EvalReport | CompareReport, path: str | Path) -> Path:
 
 def save_output_reports(output: str | Path, report: EvalReport, comparison: CompareReport | None = None) -> Path:
     """Write a merged output's reports: ``eval_results.json``, ``eval_scope.json`` and, with a
-    comparison, ``eval_comparison.json``. Returns the path of ``eval_results.json``."""
+    comparison, ``eval_comparison.json`` (without one, an older comparison goes: its merged row would
+    disagree with the new results). Returns the path of ``eval_results.json``."""
     output = Path(output)
     if comparison is not None:
         save_report(comparison, output / EVAL_COMPARISON_FILE)
+    else:
+        (output / EVAL_COMPARISON_FILE).unlink(missing_ok=True)
     _write_atomically(output / EVAL_SCOPE_FILE, json.dumps(report.scope(), indent=2) + "\n")
     return save_report(report, output / EVAL_RESULTS_FILE)
 
