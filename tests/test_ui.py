@@ -302,7 +302,7 @@ def test_each_merge_chooses_how_many_examples_to_evaluate(hub_models, local_hub,
     handlers = AppHandlers(endpoint=local_hub.endpoint, work_dir=tmp_path / "work", max_samples=16)
     values = form_values(hub_models.recipe())
     form = (values.base_model, values.models, values.method, values.parameters, values.dtype, values.device, "")
-    quiet = dict(request=SimpleNamespace(session_hash="s"), progress=lambda *a, **k: None)
+    quiet = {"request": SimpleNamespace(session_hash="s"), "progress": lambda *a, **k: None}
     assert "digits_low 16 of 218" in handlers.merge(*form, **quiet)[0]  # the app's starting value
     assert "digits_low 5 of 218" in handlers.merge(*form, 5, **quiet)[0]
     whole = handlers.merge(*form, 0, **quiet)
