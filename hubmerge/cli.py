@@ -69,6 +69,7 @@ def _options(
 ) -> None:
     """Merge fine-tuned models from the Hugging Face Hub without downloading them whole."""
 
+
 # Shared option types (one definition, every command).
 RecipeArg = Annotated[Optional[Path], typer.Argument(help="Recipe YAML (hubmerge or FusionBench style).")]
 PresetOpt = Annotated[Optional[str], typer.Option("--preset", help="A built-in recipe instead of a file.")]
