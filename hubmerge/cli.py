@@ -301,8 +301,7 @@ def evaluate(
         evaluation.save_report(report, json_out)
         console.print(f"[green]report[/green] written to {json_out}", soft_wrap=True)
     if save:
-        comparison = report if isinstance(report, evaluation.CompareReport) else None
-        evaluation.save_output_reports(model, comparison.merged if comparison else report, comparison)
+        evaluation.save_output_reports(model, report)
         console.print(f"[green]reports[/green] written into {model}; `hubmerge card {model}` puts them in its card",
                       soft_wrap=True)
 

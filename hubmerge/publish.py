@@ -127,7 +127,7 @@ def build(
             report = comparison.merged
         else:
             report = evaluation.evaluate_model(output, datasets, **options)  # type: ignore[arg-type]
-        evaluation.save_output_reports(output, report, comparison)
+        evaluation.save_output_reports(output, comparison or report)
         if console is not None:
             evaluation.render_report(comparison or report, console)
     card = write_card(output, repo_id=repo_id, token=token, endpoint=endpoint)

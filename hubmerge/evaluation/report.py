@@ -194,17 +194,19 @@ def save_report(report: EvalReport | CompareReport, path: str | Path) -> Path:
     return _write_atomically(Path(path), report.to_json())
 
 
-def save_output_reports(output: str | Path, report: EvalReport, comparison: CompareReport | None = None) -> Path:
-    """Write a merged output's reports: ``eval_results.json``, ``eval_scope.json`` and, with a
-    comparison, ``eval_comparison.json`` (without one, an older comparison goes: its merged row would
-    disagree with the new results). Returns the path of ``eval_results.json``."""
+def save_output_reports(output: str | Path, report: EvalReport | CompareReport) -> Path:
+    """Write a merged output's reports: ``eval_results.json`` and ``eval_scope.json`` for the merged
+    model and, for a comparison, ``eval_comparison.json`` (without one, an older comparison goes: its
+    merged row would disagree with the new results). Returns the path of ``eval_results.json``."""
     output = Path(output)
-    if comparison is not None:
-        save_report(comparison, output / EVAL_COMPARISON_FILE)
+    if isinstance(report, CompareReport):
+        save_report(report, output / EVAL_COMPARISON_FILE)
+        merged = report.merged
     else:
         (output / EVAL_COMPARISON_FILE).unlink(missing_ok=True)
-    _write_atomically(output / EVAL_SCOPE_FILE, json.dumps(report.scope(), indent=2) + "\n")
-    return save_report(report, output / EVAL_RESULTS_FILE)
+        merged = report
+    _write_atomically(output / EVAL_SCOPE_FILE, json.dumps(merged.scope(), indent=2) + "\n")
+    return save_report(merged, output / EVAL_RESULTS_FILE)
 
 
 def _write_atomically(path: Path, text: str) -> Path:

@@ -50,6 +50,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from .. import __version__
 from ..errors import DatasetError, HeadMismatchError, RecipeError, UnknownTaskError
 from . import classnames
 from .families import Family
@@ -371,8 +372,6 @@ def heads_index(
             "files": list(head.files),
             **(decision.report() if decision is not None else {}),
         }
-    from .. import __version__
-
     return {
         "format": HEADS_INDEX_FORMAT,
         "hubmerge_version": __version__,  # what made the output; the card says it, for reproduction
