@@ -35,6 +35,7 @@ token before they are shown.
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Iterable, Sequence
 
@@ -65,6 +66,7 @@ __all__ = [
     "UnsupportedArchitectureError",
     "UnsupportedDtypeError",
     "WeightsError",
+    "did_you_mean",
     "redact",
 ]
 
@@ -89,6 +91,12 @@ def redact(text: str, *secrets: str | None) -> str:
     for pattern in _TOKEN_PATTERNS[1:]:
         text = pattern.sub(lambda m: m.group(1) + "***", text)
     return text
+
+
+def did_you_mean(word: str, options: Iterable[str]) -> str:
+    """" Did you mean 'X'?" for the closest of ``options`` to a misspelt ``word``, or "" if none is close."""
+    close = difflib.get_close_matches(word, list(options), n=1)
+    return f" Did you mean '{close[0]}'?" if close else ""
 
 
 def _list(items: Iterable[str], limit: int = 20) -> str:
@@ -136,7 +144,9 @@ class RecipeError(HubmergeError, ValueError):
 class UnknownMethodError(RecipeError):
     def __init__(self, name: str, known: Sequence[str]) -> None:
         super().__init__(
-            f"unknown merge method '{name}'. Known methods: {_list(sorted(known), 50)}.", field="method"
+            f"unknown merge method '{name}'. Known methods: {_list(sorted(known), 50)}."
+            + did_you_mean(name, known),
+            field="method",
         )
         self.name = name
         self.known = tuple(known)
@@ -151,7 +161,10 @@ class MethodParameterError(RecipeError):
 
 class UnknownPresetError(RecipeError):
     def __init__(self, name: str, known: Sequence[str]) -> None:
-        super().__init__(f"unknown preset '{name}'. Known presets: {_list(sorted(known), 50)}.", field="preset")
+        super().__init__(
+            f"unknown preset '{name}'. Known presets: {_list(sorted(known), 50)}." + did_you_mean(name, known),
+            field="preset",
+        )
         self.name = name
         self.known = tuple(known)
 

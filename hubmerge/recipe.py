@@ -7,17 +7,16 @@ parsed into ``ModelRef`` at this boundary and never re-parsed later.
 
 from __future__ import annotations
 
-import difflib
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from .errors import RecipeError
+from .errors import RecipeError, did_you_mean
 from .methods import get_method
 
 __all__ = ["DatasetRef", "ModelEntry", "ModelRef", "Recipe", "load_recipe"]
@@ -25,11 +24,6 @@ __all__ = ["DatasetRef", "ModelEntry", "ModelRef", "Recipe", "load_recipe"]
 _REPO_ID = re.compile(r"^(?:[A-Za-z0-9][\w.\-]{0,95}/)?[A-Za-z0-9][\w.\-]{0,95}$")
 _DTYPES = ("float32", "float16", "bfloat16")
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
-
-
-def _did_you_mean(word: str, options: Sequence[str]) -> str:
-    close = difflib.get_close_matches(word, list(options), n=1)
-    return f" Did you mean '{close[0]}'?" if close else ""
 
 
 @dataclass(frozen=True)
@@ -203,7 +197,7 @@ class Recipe:
         if self.default_task is not None and self.default_task not in tasks:
             raise RecipeError(
                 f"'{self.default_task}' is not one of the recipe's tasks ({', '.join(tasks) or 'none'})"
-                + _did_you_mean(self.default_task, tasks),
+                + did_you_mean(self.default_task, tasks),
                 field="default_task",
             )
         if self.dtype is not None and self.dtype not in _DTYPES:
@@ -265,7 +259,7 @@ class Recipe:
         for key in data:
             if key not in _TOP_LEVEL:
                 raise RecipeError(
-                    f"unknown key '{key}'." + _did_you_mean(str(key), _TOP_LEVEL)
+                    f"unknown key '{key}'." + did_you_mean(str(key), _TOP_LEVEL)
                     + f" Allowed keys: {', '.join(_TOP_LEVEL)}."
                 )
         method = data.get("method")
@@ -306,7 +300,7 @@ class Recipe:
         for key in item:
             if key not in _ENTRY_KEYS:
                 raise RecipeError(
-                    f"unknown key '{key}'." + _did_you_mean(str(key), _ENTRY_KEYS)
+                    f"unknown key '{key}'." + did_you_mean(str(key), _ENTRY_KEYS)
                     + f" Allowed: {', '.join(_ENTRY_KEYS)}.",
                     field=where,
                 )

@@ -65,6 +65,8 @@ def test_unknown_task_lists_the_outputs_tasks(fixtures, merged):
     with pytest.raises(UnknownTaskError) as info:
         load_merged(merged, "cifar10")
     assert all(task in str(info.value) for task in fixtures.tasks) and info.value.known == tuple(fixtures.tasks)
+    with pytest.raises(UnknownTaskError, match="Did you mean 'digits_low'"):
+        load_merged(merged, "digit_low")
     with pytest.raises(UnknownTaskError, match="heads"):
         load_merged(fixtures.models["digits_low"], "x")  # a plain model, not a merged output
     assert model_tasks(fixtures.models["digits_low"]) == []

@@ -232,7 +232,13 @@ def test_schemas_and_defaults():
         ("ties", {"density": 1.5}, "density' must be <= 1.0"),
         ("ties", {"density": "a lot"}, "density' must be a number"),
         ("ties", {"disjoint_merge": "max"}, "one of sum, mean"),
-        ("ties", {"threshold": 20}, "unknown parameter 'threshold'"),
+        ("ties", {"threshold": 20}, r"unknown parameter 'threshold'.*threshold 20 is density 0\.2"),
+        ("ties", {"merge_func": "sum"}, "'merge_func' is 'disjoint_merge' here"),
+        ("ties", {"lambda": 1.0}, "mergekit's 'lambda' is 'scaling_factor' here"),
+        ("ties", {"scaling_factr": 1.0}, "Did you mean 'scaling_factor'"),
+        ("dare", {"sparsity_ratio": 0.5}, "'sparsity_ratio' is 'drop_rate' here"),
+        ("dare", {"density": 0.5}, "'density' is 1 - 'drop_rate' here"),
+        ("weighted_average", {"weights": [1, 2]}, "give each entry under 'models' a 'weight'"),
         ("dare", {"seed": 1.5}, "seed' must be an integer"),
         ("dare", {"rescale": "yes"}, "true or false"),
         ("task_arithmetic", {"scaling_factor": -1}, ">= 0.0"),
@@ -253,6 +259,9 @@ def test_unknown_method_lists_the_known_ones():
     with pytest.raises(UnknownMethodError) as info:
         get_method("fisher")
     assert "ties" in str(info.value) and "simple_average" in str(info.value)
+    assert "Did you mean" not in str(info.value)
+    with pytest.raises(UnknownMethodError, match="Did you mean 'task_arithmetic'"):
+        get_method("task-arithmetic")
 
 
 def test_register_refuses_malformed_methods():

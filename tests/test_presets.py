@@ -33,6 +33,8 @@ def test_the_8_task_preset():
 def test_unknown_preset_lists_the_known():
     with pytest.raises(UnknownPresetError, match="convnext-base-224-8tasks"):
         load_preset("convnext-large")
+    with pytest.raises(UnknownPresetError, match="Did you mean 'convnext-base-224-8tasks'"):
+        load_preset("convnext-base-224-8task")
 
 
 # ----------------------------------------------------------------------------- planning the real set

@@ -32,7 +32,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from ..errors import MethodParameterError, UnknownMethodError
+from ..errors import MethodParameterError, UnknownMethodError, did_you_mean
 
 __all__ = [
     "LinearForm",
@@ -115,16 +115,23 @@ class MergeMethod:
     paper: str | None = None
     description: str = ""
     linear: LinearRule | None = field(default=None, repr=False)
+    peer_names: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     def param(self, name: str) -> ParamSpec:
         for spec in self.params:
             if spec.name == name:
                 return spec
+        known = [p.name for p in self.params]
+        if name in self.peer_names:
+            hint = f" {self.peer_names[name]}"
+        elif name in ("weight", "weights") and self.uses_weights:
+            hint = " Weights are per model: give each entry under 'models' a 'weight'."
+        else:
+            hint = did_you_mean(name, known)
         raise MethodParameterError(
             self.name,
             name,
-            f"unknown parameter '{name}'. Parameters of {self.name}: "
-            + (", ".join(p.name for p in self.params) or "none"),
+            f"unknown parameter '{name}'. Parameters of {self.name}: {', '.join(known) or 'none'}." + hint,
         )
 
     def resolve_params(self, given: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -179,8 +186,13 @@ def register(
     bounds: Mapping[str, tuple[float | None, float | None]] | None = None,
     help: Mapping[str, str] | None = None,
     linear: LinearRule | None = None,
+    peer_names: Mapping[str, str] | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Register ``fn`` as merge method ``name``; its keyword-only parameters become the schema."""
+    """Register ``fn`` as merge method ``name``; its keyword-only parameters become the schema.
+
+    ``peer_names`` maps what another tool calls a parameter to a sentence saying what it is here, so a
+    recipe written with FusionBench's or mergekit's names gets told the translation, not just refused.
+    """
     bounds = dict(bounds or {})
     help = dict(help or {})
 
@@ -228,6 +240,7 @@ def register(
             paper=paper,
             description=description or (inspect.getdoc(fn) or "").split("\n\n")[0],
             linear=linear,
+            peer_names=dict(peer_names or {}),
         )
         return fn
 

@@ -159,6 +159,7 @@ def _arithmetic_rule(n: int, weights: Sequence[float] | None, params: Mapping[st
 _SCALE_HELP = "multiplies the combined task vectors before they are added to the base"
 _NONNEG = (0.0, None)
 _FRACTION = (0.0, 1.0)
+_LAMBDA = {"lambda": "mergekit's 'lambda' is 'scaling_factor' here."}
 
 
 @register(
@@ -167,6 +168,7 @@ _FRACTION = (0.0, 1.0)
     paper="https://arxiv.org/abs/2212.04089",
     bounds={"scaling_factor": _NONNEG},
     help={"scaling_factor": _SCALE_HELP},
+    peer_names=_LAMBDA,
     linear=_arithmetic_rule,
 )
 def task_arithmetic(
@@ -189,6 +191,11 @@ def task_arithmetic(
         "density": "fraction of each task vector kept, by magnitude (the ceil(density x size) largest entries)",
         "scaling_factor": _SCALE_HELP,
         "disjoint_merge": "how agreeing entries are combined after sign election: their sum, or their mean",
+    },
+    peer_names={
+        **_LAMBDA,
+        "threshold": "FusionBench's 'threshold' is 'density' here, as a fraction: threshold 20 is density 0.2.",
+        "merge_func": "FusionBench's 'merge_func' is 'disjoint_merge' here.",
     },
 )
 def ties(
@@ -220,6 +227,11 @@ def ties(
         "combine": "linear: sum the dropped task vectors; ties: TIES sign election and disjoint merge",
         "disjoint_merge": "with combine=ties: sum or mean of the agreeing entries",
         "scaling_factor": _SCALE_HELP,
+    },
+    peer_names={
+        **_LAMBDA,
+        "sparsity_ratio": "FusionBench's 'sparsity_ratio' is 'drop_rate' here.",
+        "density": "mergekit's 'density' is 1 - 'drop_rate' here.",
     },
 )
 def dare(
@@ -254,6 +266,7 @@ def dare(
         "gamma": "fraction of the largest-magnitude entries dropped as outliers",
         "scaling_factor": _SCALE_HELP,
     },
+    peer_names=_LAMBDA,
 )
 def breadcrumbs(
     tensors: Sequence[torch.Tensor],

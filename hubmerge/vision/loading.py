@@ -22,7 +22,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ModelFilesNotFoundError, UnknownTaskError, UnsupportedArchitectureError, WeightsError
+from ..errors import (
+    ModelFilesNotFoundError,
+    UnknownTaskError,
+    UnsupportedArchitectureError,
+    WeightsError,
+    did_you_mean,
+)
 from ..recipe import ModelRef
 from .families import TORCHVISION_FAMILY, Family, detect_family, torchvision_architecture
 
@@ -317,7 +323,7 @@ def load_merged(
         )
     chosen = task if task is not None else (default if default in tasks else tasks[0])
     if chosen not in tasks:
-        raise UnknownTaskError(chosen, tasks, hint=f"These are the tasks of '{path_or_repo}'.")
+        raise UnknownTaskError(chosen, tasks, hint=f"These are the tasks of '{path_or_repo}'." + did_you_mean(chosen, tasks))
     head_folder = f"{HEADS_DIR}/{chosen}"
     if ref.path is not None:
         directory = ref.path
