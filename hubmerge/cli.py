@@ -137,6 +137,14 @@ def _with_overrides(recipe: Recipe, *, dtype: str | None, device: str | None) ->
     return replace(recipe, dtype=dtype or recipe.dtype, device=device or recipe.device)
 
 
+def _check_device(recipe: Recipe) -> None:
+    """Refuse a CUDA device this machine lacks before the Hub is asked for anything (torch is needed anyway)."""
+    if recipe.device.startswith("cuda"):
+        from .engine import resolve_device
+
+        resolve_device(recipe.device)
+
+
 def render_plan(merge_plan: MergePlan, console: Console) -> None:
     """Print the plan as tables: the inputs, then what happens to the tensors, then the costs."""
     from rich.markup import escape
@@ -209,8 +217,11 @@ def merge(
     from . import engine
     from .plan_summary import human_bytes
     from .progress import byte_progress
+    from .weights.writer import check_output
 
     loaded = _with_overrides(_load(recipe, preset), dtype=dtype, device=device)
+    check_output(output.absolute(), overwrite=overwrite)  # before planning reads a header
+    _check_device(loaded)
     console = _console(quiet)
     # Local models and no evaluation: no token to look for (and huggingface_hub is never imported).
     needs_token = loaded.on_hub or evaluate or token is not None or token_file is not None
@@ -331,7 +342,8 @@ def push(
     from .progress import byte_progress
 
     loaded = _with_overrides(_load(recipe, preset), dtype=dtype, device=device)
-    secret = require_token(token, token_file=token_file, action="push")  # before a progress bar is drawn
+    _check_device(loaded)
+    secret = require_token(token, token_file=token_file, action="push")
     console = _console(quiet)
     with byte_progress(console, "merging", disable=quiet) as on_progress:
         result = publishing.publish(

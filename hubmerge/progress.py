@@ -31,7 +31,7 @@ def byte_progress(console: Console, description: str, *, disable: bool = False) 
         TransferSpeedColumn,
     )
 
-    with Progress(
+    bar = Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         DownloadColumn(),
@@ -39,12 +39,20 @@ def byte_progress(console: Console, description: str, *, disable: bool = False) 
         TimeRemainingColumn(),
         console=console,
         transient=False,
-    ) as bar:
-        task = bar.add_task(description, total=None)
+    )
+    task = bar.add_task(description, total=None)
+    drawn = False
 
-        def update(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total)
-            if done >= total > 0:  # done: print it where it happened, not under what comes next (evaluation)
-                bar.stop()
+    def update(done: int, total: int) -> None:
+        nonlocal drawn
+        bar.update(task, completed=done, total=total)
+        if not drawn:  # drawn at the first report, so a refusal before any work leaves no empty bar
+            drawn = True
+            bar.start()
+        if done >= total > 0:  # done: print it where it happened, not under what comes next (evaluation)
+            bar.stop()
 
+    try:
         yield update
+    finally:
+        bar.stop()

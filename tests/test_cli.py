@@ -56,6 +56,27 @@ def test_typed_errors_are_one_line_and_exit_1(tmp_path, family, capsys):
     assert "RecipeError" in capsys.readouterr().err
 
 
+def test_refusals_come_before_any_header_is_read(tmp_path, family, capsys, monkeypatch):
+    """An existing output or a CUDA device that is not there is refused at once: no plan, no bar, no Hub."""
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("work started before the refusal")
+
+    monkeypatch.setattr("hubmerge.engine.plan", no_work)
+    monkeypatch.setattr("hubmerge.publish.publish", no_work)
+    recipe = write_recipe(tmp_path / "r.yaml", family, "simple_average")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "x").write_text("x")
+    assert main(["merge", str(recipe), "-o", str(out)]) == 1
+    assert capsys.readouterr().err.startswith("error: OutputExistsError")
+    for command in (["merge", str(recipe), "-o", str(tmp_path / "new")], ["push", str(recipe), "--repo-id", "a/b"]):
+        assert main([*command, "--device", "cuda:99"]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith("error: RecipeError: 'device'") and "cuda" in err.lower(), err
+    assert not (tmp_path / "new").exists()
+
+
 def test_usage_errors_exit_2(capsys, tmp_path):
     assert main(["merge"]) == 2
     assert main(["no-such-command"]) == 2

@@ -214,3 +214,7 @@ def test_evaluate_bad_inputs(
     assert _evaluate(convnext_average, "--task", "digits_low=") == 1
     assert "RecipeError" in capsys.readouterr().err
     assert _evaluate(convnext_average, "--max-samples", "0") != 0  # a usage error
+    capsys.readouterr()
+    for compare in ([], ["--compare-inputs"]):  # refused before the display starts or a model loads
+        assert main(["evaluate", str(convnext_average), *compare, "--device", "cuda:99"]) == 1
+        assert capsys.readouterr().err.startswith("error: RecipeError: 'device'")

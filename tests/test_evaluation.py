@@ -464,6 +464,8 @@ def test_evaluate_merged_unknown_task(fx: FixtureSet, merged: Path) -> None:
         evaluate_model(merged, {"digits_odd": str(fx.datasets["digits_low"])}, device="cpu")
     message = str(caught.value)
     assert "'digits_odd'" in message and all(task in message for task in fx.tasks)
+    with pytest.raises(UnknownTaskError, match="Did you mean 'digits_low'"):
+        evaluate_model(merged, {"digits_lwo": str(fx.datasets["digits_low"])}, device="cpu")
 
 
 def test_evaluate_merged_head_mismatch(fx: FixtureSet, merged: Path) -> None:

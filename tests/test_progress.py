@@ -26,3 +26,25 @@ def test_quiet_draws_nothing():
     with byte_progress(Console(file=screen), "merging", disable=True) as on_progress:
         on_progress(1, 1)
     assert screen.getvalue() == ""
+
+
+def test_no_bar_is_drawn_for_work_refused_before_it_started():
+    screen = io.StringIO()
+    console = Console(file=screen, force_terminal=True, width=100, color_system=None)
+    try:
+        with byte_progress(console, "merging"):
+            raise ValueError("the output exists")  # checks that run inside the bar's context, before any byte
+    except ValueError:
+        pass
+    assert screen.getvalue().strip() == ""
+
+
+def test_reports_after_the_end_do_not_draw_the_bar_again():
+    screen = io.StringIO()
+    console = Console(file=screen, force_terminal=True, width=100, color_system=None)
+    with byte_progress(console, "merging") as on_progress:
+        on_progress(10, 10)
+        console.print("the evaluation table")
+        on_progress(10, 10)
+    text = screen.getvalue()
+    assert "merging" not in text[text.index("the evaluation table"):]

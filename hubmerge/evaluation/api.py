@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..errors import RecipeError, UnknownTaskError
+from ..errors import RecipeError, UnknownTaskError, did_you_mean
 from .data import LabelMatch, load_task_data
 from .loop import (
     DEFAULT_BATCH_SIZE,
@@ -212,7 +213,7 @@ def _tasks_for(
     if known:
         for name in refs:
             if name not in known:
-                raise UnknownTaskError(name, known, hint=f"These are the tasks whose heads '{ref}' holds.")
+                raise UnknownTaskError(name, known, hint=f"These are the tasks whose heads '{ref}' holds." + did_you_mean(name, known))
     return refs
 
 
@@ -257,6 +258,7 @@ def evaluate_model(
     from ..vision.loading import load_classifier, load_merged, model_tasks
 
     check_max_samples(max_samples)
+    settings = make_settings(device, batch_size, num_workers, match_labels, autocast, None)  # before any load
     ref = _model_ref(model, revision)
     where = location(ref)
     known = list(model_tasks(where, revision=ref.revision, token=token))
@@ -269,7 +271,7 @@ def evaluate_model(
 
     jobs = [Job("model", task, loader(task), ref) for task in refs]
     with progress_bars(console) as progress:
-        settings = make_settings(device, batch_size, num_workers, match_labels, autocast, progress)
+        settings = replace(settings, progress=progress)
         results = run_jobs(jobs, refs, settings=settings, max_samples=max_samples, token=token)
     return EvalReport(str(ref), {task: results["model"][task] for task in refs}, str(settings.device))
 
@@ -316,6 +318,7 @@ def compare_inputs(
     from ..vision.loading import load_classifier, load_merged
 
     check_max_samples(max_samples)
+    settings = make_settings(device, batch_size, num_workers, match_labels, autocast, None)  # before any load
     ref = _model_ref(output, revision)
     where = location(ref)
     recipe = _read_recipe(ref, token=token)
@@ -347,7 +350,7 @@ def compare_inputs(
             Job(f"ft:{label}", task, classifier(entry.model, task_models[task]), entry.model) for task in refs
         ]
     with progress_bars(console) as progress:
-        settings = make_settings(device, batch_size, num_workers, match_labels, autocast, progress)
+        settings = replace(settings, progress=progress)
         results = run_jobs(jobs, refs, settings=settings, max_samples=max_samples, token=token)
     dev = str(settings.device)
 
