@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from .engine import HEADS_DIR, HEADS_INDEX, RECIPE_FILE
+from .engine import HEADS_DIR, HEADS_INDEX, read_output_recipe
 from .errors import RecipeError
 from .evaluation.report import EVAL_COMPARISON_FILE, EVAL_RESULTS_FILE, EVAL_SCOPE_FILE
-from .recipe import ModelRef, Recipe, load_recipe
+from .recipe import ModelRef, Recipe
 from .vision.processors import describe_processor
 
 if TYPE_CHECKING:
@@ -137,9 +137,7 @@ def collect_card(
         RecipeError: the directory has no hubmerge recipe.
     """
     output = Path(output)
-    if not (output / RECIPE_FILE).exists():
-        raise RecipeError(f"'{output}' holds no {RECIPE_FILE}; is it an output of `hubmerge merge`?")
-    recipe = load_recipe(output / RECIPE_FILE)
+    recipe = read_output_recipe(output)
     config = _read_json(output / "config.json") or {}
     refs = ([recipe.base_model] if recipe.base_model else []) + [e.model for e in recipe.models]
     return CardFacts(

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from .engine import MergePlan
+    from .hub.push import PushResult
     from .recipe import Recipe
 
 app = typer.Typer(
@@ -319,7 +320,11 @@ def evaluate(
 
 @app.command()
 def push(
-    recipe: RecipeArg = None,
+    recipe: Annotated[
+        Optional[Path],
+        typer.Argument(help="Recipe YAML (hubmerge or FusionBench style), or a merged output directory to "
+                       "publish as it is."),
+    ] = None,
     repo_id: Annotated[str, typer.Option("--repo-id", help="namespace/name to publish to.")] = ...,  # type: ignore[assignment]
     preset: PresetOpt = None,
     endpoint: EndpointOpt = None,
@@ -336,11 +341,32 @@ def push(
     token: TokenOpt = None,
     token_file: TokenFileOpt = None,
 ) -> None:
-    """Merge, evaluate, write the card and publish everything to REPO_ID in one commit."""
+    """Merge, evaluate, write the card and publish everything to REPO_ID in one commit.
+
+    Given a merged output directory instead of a recipe (after `hubmerge merge`, and perhaps
+    `hubmerge evaluate OUTPUT --save`), push it as it is: nothing is merged or evaluated again.
+    """
     from . import publish as publishing
     from .hub.auth import require_token
     from .progress import byte_progress
 
+    if recipe is not None and recipe.is_dir():
+        remedies = {
+            "--preset": (preset, "give the recipe or the output, not both"),
+            "--device": (device, "merge again to change how it is made"),
+            "--dtype": (dtype, "merge again with --dtype"),
+            "--max-samples": (max_samples, f"first run `hubmerge evaluate {recipe} --max-samples N --save`"),
+        }
+        for option, (value, remedy) in remedies.items():
+            if value is not None:
+                raise typer.BadParameter(f"an output directory is pushed as it is; {remedy}", param_hint=option)
+        console = _console(quiet)
+        pushed = publishing.publish_output(
+            recipe, repo_id, token=token, token_file=token_file, endpoint=endpoint, private=private, branch=branch,
+            create_pr=create_pr, overwrite=overwrite, on_step=lambda done, what: console.print(f"{what}...")
+        )
+        _print_pushed(pushed, console)
+        return
     loaded = _with_overrides(_load(recipe, preset), dtype=dtype, device=device)
     _check_device(loaded)
     secret = require_token(token, token_file=token_file, action="push")
@@ -351,10 +377,13 @@ def push(
             create_pr=create_pr, overwrite=overwrite, evaluate=evaluate, max_samples=max_samples,
             max_shard_size=max_shard_size, on_progress=on_progress, console=None if quiet else console,
         )
-    where = result.push.pull_request_url or result.push.url
-    console.print(f"[green]pushed[/green] {len(result.push.files)} files in commit {result.push.commit_sha[:12]}",
+    _print_pushed(result.push, console)
+
+
+def _print_pushed(pushed: PushResult, console: Console) -> None:
+    console.print(f"[green]pushed[/green] {len(pushed.files)} files in commit {pushed.commit_sha[:12]}",
                   soft_wrap=True)
-    print(where)
+    print(pushed.pull_request_url or pushed.url)
 
 
 @app.command()

@@ -47,7 +47,7 @@ from .errors import (
     UnsupportedDtypeError,
 )
 from .methods import MergeMethod, get_method
-from .recipe import ModelEntry, ModelRef, Recipe
+from .recipe import ModelEntry, ModelRef, Recipe, load_recipe
 from .vision.families import TORCHVISION_FAMILY, Family, detect_family, torchvision_architecture
 from .vision.heads import (
     HEADS_INDEX,
@@ -77,6 +77,7 @@ __all__ = [
     "merge",
     "open_source",
     "plan",
+    "read_output_recipe",
     "resolve_device",
 ]
 
@@ -969,3 +970,14 @@ def merge(
     check_output(Path(output).absolute(), overwrite=overwrite)
     return execute(plan(recipe, token=token), output, overwrite=overwrite, **options)
 
+
+def read_output_recipe(output: str | Path) -> Recipe:
+    """The recipe a merged output records (every input pinned to its commit).
+
+    Raises:
+        RecipeError: ``output`` holds no ``hubmerge_recipe.yaml``: it is no output of a merge.
+    """
+    path = Path(output) / RECIPE_FILE
+    if not path.is_file():
+        raise RecipeError(f"'{output}' holds no {RECIPE_FILE}; is it an output of `hubmerge merge`?")
+    return load_recipe(path)

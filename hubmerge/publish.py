@@ -3,6 +3,8 @@
 ``build`` makes a complete output directory (merged model, heads, recipe, evaluation reports, card).
 ``publish`` checks the target repo first, builds in a temporary directory, and pushes everything in
 one commit; a failure at any step leaves the Hub as it was and the temporary files are removed.
+``publish_output`` pushes an output that is already built (``hubmerge merge``, then perhaps
+``hubmerge evaluate --save``) as it is, in one commit, so what was inspected is what is published.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import os
 import shutil
 import tempfile
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -28,10 +31,11 @@ if TYPE_CHECKING:
 
     from .evaluation import CompareReport, EvalReport
 
-__all__ = ["BuildResult", "PublishResult", "build", "publish"]
+__all__ = ["BuildResult", "PublishResult", "build", "publish", "publish_output"]
 
 # Build directories are named after their process, so that a run can tell which ones a killed run left.
 _WORK_PREFIX = "hubmerge-push-"
+_COMMIT_DESCRIPTION = "Merged model, per-task heads, recipe, evaluation and card, made with hubmerge."
 
 
 @dataclass(frozen=True)
@@ -185,11 +189,57 @@ def publish(
             compare_inputs=compare_inputs, max_samples=max_samples, max_shard_size=max_shard_size, repo_id=repo_id,
             on_progress=on_progress, cancel=cancel, console=console,
         )
-        method = get_method(recipe.method).pretty_name
         pushed = push_folder(
             built.output, repo_id, token=secret, target=target, private=private, branch=branch, create_pr=create_pr,
-            commit_message=f"hubmerge: {method} of {recipe.inputs_in_words}",
-            commit_description="Merged model, per-task heads, recipe, evaluation and card, made with hubmerge.",
-            endpoint=endpoint,
+            commit_message=_commit_title(recipe), commit_description=_COMMIT_DESCRIPTION, endpoint=endpoint,
         )
     return PublishResult(built, pushed)
+
+
+def publish_output(
+    output: str | Path,
+    repo_id: str,
+    *,
+    token: str | None = None,
+    token_file: str | Path | None = None,
+    endpoint: str | None = None,
+    private: bool = False,
+    branch: str | None = None,
+    create_pr: bool = False,
+    overwrite: bool = False,
+    on_step: Callable[[float, str], None] | None = None,
+) -> PushResult:
+    """Push a merged output directory as it is, in one commit; nothing is merged or evaluated again.
+
+    The card (``README.md``) is written again first, so that its code samples name ``repo_id``.
+
+    Args:
+        output: a directory written by ``hubmerge merge`` (or ``build``).
+        repo_id, token, token_file, endpoint, private, branch, create_pr, overwrite: see ``publish``.
+        on_step: called with the share of the work done and what comes next ("Uploading in one commit").
+
+    Returns:
+        ``PushResult`` with the commit.
+
+    Raises:
+        RecipeError: ``output`` is no merged output. AuthenticationError: no token. PushError: the repo
+        exists (without ``overwrite``) or the commit failed; the repo is then unchanged.
+    """
+    step = on_step or (lambda done, what: None)
+    recipe = engine.read_output_recipe(output)
+    secret = require_token(token, token_file=token_file, action="push")
+    step(0.0, "Checking the target repo")
+    target = check_target(
+        repo_id, token=secret, branch=branch, overwrite=overwrite or create_pr, endpoint=endpoint
+    )
+    write_card(output, repo_id=repo_id, token=secret, endpoint=endpoint)
+    step(0.5, "Uploading in one commit")
+    return push_folder(
+        Path(output), repo_id, token=secret, target=target, private=private, branch=branch,
+        create_pr=create_pr, commit_message=_commit_title(recipe), commit_description=_COMMIT_DESCRIPTION,
+        endpoint=endpoint,
+    )
+
+
+def _commit_title(recipe: Recipe) -> str:
+    return f"hubmerge: {get_method(recipe.method).pretty_name} of {recipe.inputs_in_words}"

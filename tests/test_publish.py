@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from huggingface_hub import HfApi
+from huggingface_hub.errors import RepositoryNotFoundError
 
 from hubmerge import engine
 from hubmerge.cli import main
@@ -176,3 +177,37 @@ def test_push_cli_takes_the_output_dtype_and_shard_size(api, hub_models, local_h
         with safe_open(folder / shard, "pt") as f:
             assert {f.get_slice(name).get_dtype() for name in f.keys()} == {"BF16"}
     assert "dtype: bfloat16" in (folder / "hubmerge_recipe.yaml").read_text()
+
+
+def test_push_cli_publishes_a_merged_output_as_it_is(api, hub_models, local_hub, tmp_path, capsys):
+    """merge, look at it, push it: the pushed files are the inspected ones, bytes and all, in one commit."""
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(recipe_for(hub_models).to_yaml())
+    out = tmp_path / "out"
+    assert main(["merge", str(recipe), "-o", str(out), "--quiet", "--token", local_hub.alice_token]) == 0
+    repo_id = fresh_repo()
+    capsys.readouterr()
+    assert main(["push", str(out), "--repo-id", repo_id, "--token", local_hub.alice_token]) == 0
+    printed = capsys.readouterr()
+    assert printed.out.strip().endswith(repo_id) and "Uploading in one commit" in printed.err
+    assert local_hub.alice_token not in printed.out + printed.err
+    commits = api.list_repo_commits(repo_id)
+    assert len(commits) == 2 and commits[0].title == "hubmerge: Task Arithmetic of 3 fine-tuned models and their base"
+    pushed = Path(api.snapshot_download(repo_id, local_dir=tmp_path / "pushed"))
+    local = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    assert local == sorted(p.relative_to(pushed).as_posix() for p in pushed.rglob("*")
+                           if p.is_file() and ".cache" not in p.parts and p.name != ".gitattributes")
+    assert all((pushed / name).read_bytes() == (out / name).read_bytes() for name in local)
+    assert f"{repo_id}" in (out / "README.md").read_text()  # the card's code samples name the repo
+
+
+def test_push_cli_refuses_what_a_pushed_output_cannot_change(hub_models, local_hub, tmp_path, capsys):
+    repo_id = fresh_repo()
+    assert main(["push", str(tmp_path), "--repo-id", repo_id, "--token", local_hub.alice_token]) == 1
+    assert "holds no hubmerge_recipe.yaml" in capsys.readouterr().err
+    for option, value in (("--dtype", "float16"), ("--max-samples", "10")):
+        assert main(["push", str(tmp_path), "--repo-id", repo_id, option, value]) == 2
+        err = " ".join(capsys.readouterr().err.replace("│", " ").split())
+        assert f"Invalid value for {option}: an output directory is pushed as it is" in err
+    with pytest.raises(RepositoryNotFoundError):
+        HfApi(endpoint=local_hub.endpoint, token=local_hub.alice_token).model_info(repo_id)

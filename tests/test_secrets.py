@@ -156,9 +156,12 @@ def test_every_command_with_a_valid_token_never_shows_or_stores_it(mode, setup, 
     json.loads(report.read_text())
     assert run("push", recipe, "--repo-id", repo_id, "--max-samples", "6", *args) == 0
     assert run("evaluate", repo_id, "--task", f"alpha={setup['dataset']}", "--device", "cpu", *args) == 0
+    as_it_is = f"{repo_id}-as-it-is"
+    assert run("push", str(out), "--repo-id", as_it_is, *args) == 0
 
     assert leaking_files(tmp_path, skip=("token.txt",)) == []
     assert pushed_files_leak(repo_id, sentinel_hub, tmp_path / "pushed") == []
+    assert pushed_files_leak(as_it_is, sentinel_hub, tmp_path / "pushed-as-it-is") == []
     assert leaking_files(Path(os.environ["HF_HOME"])) == []
     assert leaking_files(sentinel_hub.root, skip=("tokens.json",)) == []
 
@@ -170,6 +173,10 @@ def test_auth_errors_with_an_invalid_token_never_show_it(mode, setup, sentinel_h
     assert run("plan", recipe, *args) == 1
     assert run("merge", recipe, "-o", str(tmp_path / "out"), *args) == 1
     assert run("push", recipe, "--repo-id", f"alice/never-{uuid.uuid4().hex[:6]}", "--no-evaluate", *args) == 1
+    output = tmp_path / "output"
+    output.mkdir()
+    (output / "hubmerge_recipe.yaml").write_text(Path(setup["recipe"]).read_text())  # refused at the target check
+    assert run("push", str(output), "--repo-id", f"alice/never-{uuid.uuid4().hex[:6]}", *args) == 1
     assert run("evaluate", setup["repos"]["alpha"], "--task", f"alpha={setup['dataset']}", "--device", "cpu",
                *args) != 0
     shown = "\n".join(text for _, text in run.shown)

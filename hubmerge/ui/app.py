@@ -250,9 +250,8 @@ class AppHandlers:
     def push(self, output: str | None, repo_id: str, private: bool, overwrite: bool, token: str | None = None,
              oauth_token: Optional[gr.OAuthToken] = None, progress: gr.Progress = gr.Progress()) -> str:
         """Publish the session's merged output in one commit; returns a link to the repo."""
-        from ..card import write_card
-        from ..hub.auth import require_token
-        from ..hub.push import check_repo_id, check_target, push_folder
+        from ..hub.push import check_repo_id
+        from ..publish import publish_output
 
         secret = self.token_for(token, oauth_token)
         with _user_errors("Push", secret):
@@ -264,13 +263,8 @@ class AppHandlers:
                 raise AuthenticationError(
                     "no token: sign in with Hugging Face" if on_spaces() else
                     "no token: paste a token with write access in the token field")
-            secret = require_token(secret, action="push")
-            progress(0, desc="Checking the target repo")
-            target = check_target(repo_id, token=secret, overwrite=overwrite, endpoint=self.endpoint)
-            write_card(output, repo_id=repo_id, token=secret, endpoint=self.endpoint)  # code samples name the repo
-            progress(0.5, desc="Uploading in one commit")
-            pushed = push_folder(Path(output), repo_id, token=secret, target=target, private=private,
-                                 endpoint=self.endpoint, commit_message="hubmerge: merged model from the web app")
+            pushed = publish_output(output, repo_id, token=secret, private=private, overwrite=overwrite,
+                                    endpoint=self.endpoint, on_step=lambda done, what: progress(done, desc=what))
         return f"Pushed {len(pushed.files)} files in one commit ({pushed.commit_sha[:12]}): [{repo_id}]({pushed.url})"
 
     def try_it(self, output: str | None, task: str | None, image: Any) -> dict[str, float]:
