@@ -9,6 +9,7 @@ the commands, so ``hubmerge --help`` and argument errors stay fast.
 from __future__ import annotations
 
 import atexit
+import errno
 import gc
 import os
 import sys
@@ -493,6 +494,8 @@ def hub_serve(
 
 
 INTERRUPTED = 130  # the exit code of a command stopped by Ctrl+C (128 + SIGINT)
+# OSErrors that are the machine's answer, not a bug: said as they are, without "please report it".
+_MACHINE_REFUSALS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -520,6 +523,10 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         if os.environ.get("HUBMERGE_DEBUG"):
             raise
+        if isinstance(exc, OSError) and exc.errno in _MACHINE_REFUSALS:  # a full disk, no permission: no bug
+            what = f"{exc.strerror}: {exc.filename}" if exc.filename else str(exc.strerror)
+            _console().print(f"[bold red]error:[/bold red] {escape(redact(what))}", highlight=False)
+            return 1
         _console().print(f"[bold red]unexpected error:[/bold red] {escape(redact(repr(exc)))}", highlight=False)
         _console().print("[dim](set HUBMERGE_DEBUG=1 for the traceback; please report it)[/dim]")
         return 1

@@ -62,7 +62,14 @@ from .vision.heads import (
 from .weights.dtypes import DTYPES, is_float, is_integer
 from .weights.index import INDEX_FILE, ModelWeights, open_weights
 from .weights.sources import LocalSource, WeightSource
-from .weights.writer import OutputTensor, ShardedWriter, atomic_output_dir, check_output, parse_size
+from .weights.writer import (
+    OutputTensor,
+    ShardedWriter,
+    atomic_output_dir,
+    check_output,
+    check_space,
+    parse_size,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -817,6 +824,7 @@ def execute(
 
     Raises:
         OutputExistsError: ``output`` exists and ``overwrite`` is false (checked before any read).
+        OutputSpaceError: the output's disk has too little free space for it (checked before any read).
         NonFiniteTensorError: an input holds NaN/Inf in a merged tensor.
         WeightsError / HubError: reads failed after retries. CancelledError: ``cancel`` was set.
     """
@@ -828,6 +836,7 @@ def execute(
     started = time.perf_counter()
     output = Path(output)
     check_output(output.absolute(), overwrite=overwrite)
+    check_space(output.absolute(), merge_plan.bytes_to_write)
     torch_device = resolve_device(device or merge_plan.recipe.device)
     max_shard = parse_size(max_shard_size)
     remote = any(m.weights.source.revision is not None for m in merge_plan.inputs)

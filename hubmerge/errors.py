@@ -53,6 +53,7 @@ __all__ = [
     "ModelFilesNotFoundError",
     "NonFiniteTensorError",
     "OutputExistsError",
+    "OutputSpaceError",
     "PlanError",
     "PushError",
     "RangeReadError",
@@ -303,6 +304,15 @@ class NonFiniteTensorError(HubmergeError, ValueError):
 class OutputExistsError(HubmergeError, FileExistsError):
     def __init__(self, path: str) -> None:
         super().__init__(f"output '{path}' already exists and is not empty. Pass --overwrite to replace it.")
+        self.path = path
+
+
+class OutputSpaceError(HubmergeError, OSError):
+    def __init__(self, path: str, needed: str, free: str) -> None:
+        super().__init__(
+            f"output '{path}' needs {needed} but its disk has {free} free; "
+            "free some space, or write it to another disk"
+        )
         self.path = path
 
 

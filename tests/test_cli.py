@@ -77,6 +77,26 @@ def test_refusals_come_before_any_header_is_read(tmp_path, family, capsys, monke
     assert not (tmp_path / "new").exists()
 
 
+@pytest.mark.parametrize(
+    "error, shown",
+    [
+        (OSError(28, "No space left on device", "/data/out/model.safetensors"),
+         "error: No space left on device: /data/out/model.safetensors"),
+        (PermissionError(13, "Permission denied", "/data/out"), "error: Permission denied: /data/out"),
+        (OSError(104, "Connection reset by peer"), "unexpected error: ConnectionResetError"),  # a bug of ours
+    ],
+)
+def test_the_machines_refusals_are_said_plainly(tmp_path, family, capsys, monkeypatch, error, shown):
+    def refused(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr("hubmerge.engine.execute", refused)
+    recipe = write_recipe(tmp_path / "r.yaml", family, "simple_average")
+    assert main(["merge", str(recipe), "-o", str(tmp_path / "out"), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(shown) and ("please report it" in err) == shown.startswith("unexpected")
+
+
 def test_usage_errors_exit_2(capsys, tmp_path):
     assert main(["merge"]) == 2
     assert main(["no-such-command"]) == 2

@@ -17,6 +17,7 @@ from hubmerge.errors import (
     MissingTensorError,
     NonFiniteTensorError,
     OutputExistsError,
+    OutputSpaceError,
     PlanError,
     RangeReadError,
     RecipeError,
@@ -553,6 +554,30 @@ def test_existing_output_is_refused_before_anything_is_read(tmp_path, convnext, 
     monkeypatch.setattr(engine, "plan", lambda *a, **k: pytest.fail("planned before checking the output"))
     with pytest.raises(OutputExistsError, match="--overwrite"):
         engine.merge(recipe, out)
+
+
+def test_an_output_its_disk_cannot_hold_is_refused_before_anything_is_read(tmp_path, convnext, monkeypatch):
+    import collections
+    import shutil as real_shutil
+
+    recipe = load_recipe(write_recipe(tmp_path / "r.yaml", convnext, "simple_average"))
+    merge_plan = engine.plan(recipe)
+    usage = collections.namedtuple("usage", "total used free")
+    asked: list[str] = []
+
+    def disk_usage(path):
+        asked.append(str(path))
+        return usage(10**12, 0, merge_plan.bytes_to_write)  # the tensors would fit, the rest would not
+
+    monkeypatch.setattr(real_shutil, "disk_usage", disk_usage)
+    reads: list[int] = []
+    target = tmp_path / "new" / "deeper" / "out"
+    with pytest.raises(OutputSpaceError, match="needs .* but its disk has .* free") as info:
+        engine.execute(merge_plan, target, on_progress=lambda done, total: reads.append(done))
+    assert info.value.path == str(target) and isinstance(info.value, OSError)
+    assert asked == [str(tmp_path)] and reads == [] and not (tmp_path / "new").exists()
+    monkeypatch.setattr(real_shutil, "disk_usage", lambda path: usage(10**12, 0, 10**12))
+    assert engine.execute(merge_plan, target).output == target
 
 
 def test_cancel_stops_and_writes_nothing(tmp_path, convnext):

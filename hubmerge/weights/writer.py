@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
-from ..errors import OutputExistsError, PlanError, RecipeError
+from ..errors import OutputExistsError, OutputSpaceError, PlanError, RecipeError
 from .dtypes import DTYPES, dtype_code
 from .index import INDEX_FILE, SINGLE_FILE
 
@@ -223,6 +223,23 @@ def check_output(target: Path, *, overwrite: bool) -> None:
     """Refuse an existing non-empty output unless ``overwrite``; called before any work starts."""
     if _is_nonempty(target) and not overwrite:
         raise OutputExistsError(str(target))
+
+
+# Room left for what is written besides the tensors: safetensors headers, configs, recipe, card.
+_SPACE_MARGIN = 2**20
+
+
+def check_space(target: Path, tensor_bytes: int) -> None:
+    """Refuse an output its disk cannot hold, before any read: a full disk met at the last shard
+    would waste the whole merge (the partial output is removed either way)."""
+    from ..plan_summary import human_bytes
+
+    folder = target
+    while not folder.exists():
+        folder = folder.parent
+    free = shutil.disk_usage(folder).free
+    if tensor_bytes + _SPACE_MARGIN > free:
+        raise OutputSpaceError(str(target), human_bytes(tensor_bytes), human_bytes(free))
 
 
 @contextlib.contextmanager
