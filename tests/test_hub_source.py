@@ -154,6 +154,15 @@ def test_offline_mode_is_a_clear_error(hub_offline):
         resolve_model_dir("merged-typo")
 
 
+def test_an_unreachable_hub_is_named_by_its_address(monkeypatch):
+    from hubmerge.errors import HubError
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    with pytest.raises(HubError, match=r"cannot reach the Hub at http://127\.0\.0\.1:9 for 'alice/anything': "
+                                       r"ConnectError"):
+        HubSource("alice/anything", endpoint="http://127.0.0.1:9")  # the discard port: nothing listens
+
+
 def test_an_unknown_name_says_it_is_no_local_directory_either(local_hub):
     from hubmerge.vision.loading import resolve_model_dir
 

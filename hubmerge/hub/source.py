@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from ..errors import (
     AuthenticationError,
@@ -66,7 +67,16 @@ def hub_errors(repo_id: str, *, revision: str | None = None, path: str | None = 
             ) from None
         raise HubError(f"the Hub answered HTTP {status} for '{repo_id}': {exc.server_message or 'no details'}") from None
     except httpx2.TransportError as exc:
-        raise HubError(f"cannot reach the Hub for '{repo_id}': {type(exc).__name__}: {exc}") from None
+        raise HubError(f"cannot reach the Hub{_at(exc)} for '{repo_id}': {type(exc).__name__}: {exc}") from None
+
+
+def _at(exc: Any) -> str:
+    """" at http://host:port" of the request that failed: a wrong HF_ENDPOINT is then plain to see."""
+    try:
+        url = exc.request.url
+    except RuntimeError:  # an error raised without its request
+        return ""
+    return f" at {url.scheme}://{url.host}" + (f":{url.port}" if url.port else "")
 
 
 class HubSource(WeightSource):
