@@ -315,8 +315,8 @@ def evaluate(
         console.print(f"[green]report[/green] written to {json_out}", soft_wrap=True)
     if save:
         evaluation.save_output_reports(model, report)
-        console.print(f"[green]reports[/green] written into {model}; `hubmerge card {model}` puts them in its card",
-                      soft_wrap=True)
+        console.print(f"[green]reports[/green] written into {model}; `hubmerge card {model}` puts them in its card, "
+                      f"`hubmerge push {model} --repo-id NAME` publishes it with them", soft_wrap=True)
 
 
 @app.command()

@@ -148,7 +148,9 @@ def test_merge_evaluate_writes_report(offline: None, tmp_path: Path) -> None:
     assert "fixed random subset of each evaluation split" in card
 
 
-def test_evaluate_save_puts_the_reports_into_the_output_for_its_card(offline: None, tmp_path: Path) -> None:
+def test_evaluate_save_puts_the_reports_into_the_output_for_its_card(
+    offline: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     fx = _fixtures("convnext")
     out = _merge(tmp_path, fx, "simple_average")  # merged without --evaluate: the card has no numbers
     assert main(["card", str(out)]) == 0 and "No evaluation was run" in (out / "README.md").read_text()
@@ -159,7 +161,9 @@ def test_evaluate_save_puts_the_reports_into_the_output_for_its_card(offline: No
     assert main(["card", str(out)]) == 0
     card = (out / "README.md").read_text()
     assert "No evaluation was run" not in card and "| base + task heads |" in card and "(3 of " in card
-    assert _evaluate(out, "--max-samples", "2", "--save", "--quiet") == 0  # the merged model alone this time
+    capsys.readouterr()
+    assert _evaluate(out, "--max-samples", "2", "--save") == 0  # the merged model alone this time
+    assert f"`hubmerge push {out} --repo-id NAME` publishes it" in capsys.readouterr().err
     assert not (out / "eval_comparison.json").exists()  # its merged row would contradict the new results
     assert main(["card", str(out)]) == 0
     card = (out / "README.md").read_text()
