@@ -213,7 +213,8 @@ def _tasks_for(
     if known:
         for name in refs:
             if name not in known:
-                raise UnknownTaskError(name, known, hint=f"These are the tasks whose heads '{ref}' holds." + did_you_mean(name, known))
+                hint = f"These are the tasks whose heads '{ref}' holds." + did_you_mean(name, known)
+                raise UnknownTaskError(name, known, hint=hint)
     return refs
 
 
