@@ -58,6 +58,9 @@ def summary_rows(merge_plan: MergePlan) -> list[tuple[str, str]]:
         if decision.rows is not None:
             fate += ", rows reordered to the dataset's labels"
         rows.append((f"head: {head.task}", f"{fate}; {len(decision.labels)} classes from the {decision.label_source}"))
+    for index in _heads_without_task(merge_plan):
+        fate = "root only (the default input)" if index == merge_plan.default_input else "dropped"
+        rows.append((f"head: {merge_plan.inputs[index].label}", f"{fate}: no task named; a 'task:' keeps it in heads/"))
     if merge_plan.skipped:
         label, name = merge_plan.skipped[0]
         rows.append(("skipped", f"{counts['skipped']} tensors (e.g. {label}:{name})"))
@@ -68,3 +71,13 @@ def summary_rows(merge_plan: MergePlan) -> list[tuple[str, str]]:
         ("peak memory (buffers)", human_bytes(merge_plan.peak_memory_estimate())),
     ]
     return rows
+
+
+def _heads_without_task(merge_plan: MergePlan) -> list[int]:
+    """Fine-tuned inputs whose head is not merged and that name no task: nothing keeps their head."""
+    if not merge_plan.target_modules:
+        return []  # everything is merged, heads included
+    return [
+        i for i, m in enumerate(merge_plan.inputs)
+        if m.role == "model" and (m.entry is None or m.entry.task is None)
+    ]

@@ -193,3 +193,24 @@ def test_planning_never_imports_torch(tmp_path, family):
     out, imported = _main_in_fresh_interpreter(("torch", "numpy"), "plan", str(recipe), "--json")
     assert imported == []
     assert json.loads(out)["method"] == "ties"
+
+
+def test_the_plan_says_which_heads_no_task_keeps(tmp_path, family):
+    """Inputs listed without a task keep no head of their own: the plan says so instead of dropping them quietly."""
+    from hubmerge import engine
+    from hubmerge.plan_summary import summary_rows
+    from hubmerge.recipe import load_recipe
+
+    def rows(recipe_path):
+        merge_plan = engine.plan(load_recipe(recipe_path))
+        try:
+            return dict(summary_rows(merge_plan))
+        finally:
+            engine.close_plan(merge_plan)
+
+    untasked = rows(write_recipe(tmp_path / "r.yaml", family, "task_arithmetic",
+                                 extra={"models": [str(path) for path in family.models.values()]}))
+    assert untasked["head: model0"] == "root only (the default input): no task named; a 'task:' keeps it in heads/"
+    assert untasked["head: model1"].startswith("dropped: no task named") and "head: base" not in untasked
+    named = rows(write_recipe(tmp_path / "named.yaml", family, "task_arithmetic"))
+    assert not any("no task named" in value for value in named.values())
