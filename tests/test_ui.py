@@ -245,6 +245,18 @@ def test_push_refuses_bad_repo_ids_before_any_work():
     check_repo_id("alice/merged-model")
 
 
+def test_errors_stay_on_the_page_until_closed_and_name_no_token():
+    """A merge can fail while the user is on another tab: Gradio's default toast goes after 10 s."""
+    import gradio as gr
+
+    from hubmerge.ui.app import _user_errors
+
+    for failure in (RecipeError("no such base"), KeyError("oops")):
+        with pytest.raises(gr.Error) as caught, _user_errors("Merge", "hf_secret_value"):
+            raise type(failure)(f"{failure.args[0]} with hf_secret_value")
+        assert caught.value.duration is None and "hf_secret_value" not in caught.value.message
+
+
 def test_cancel_stops_the_merge_and_leaves_nothing(hub_models, local_hub, tmp_path):
     import gradio as gr
 

@@ -106,8 +106,25 @@ def test_a_bad_repo_id_reads_as_an_error_in_the_page(page):
     _field(page, "repo-id").fill("not a repo id")
     page.locator("#push").click()
     expect(page.get_by_text("is not a valid repo id").first).to_be_visible()
-    page.screenshot(path=str(ARTIFACTS / "ui-error.png"), full_page=True)
+    expect(page.locator("#pushed")).not_to_contain_text("Pushed")  # the earlier push's line is gone
+    page.wait_for_timeout(500)  # the toast fades in
+    page.screenshot(path=str(ARTIFACTS / "ui-error.png"))  # the viewport: the error shows in a fixed toast
     assert "Traceback" not in page.content()
+
+
+def test_a_failed_merge_leaves_no_earlier_results_on_screen(page):
+    """The new merge deletes the last one's folder first, so its results, card and recipe link must go too."""
+    from playwright.sync_api import expect
+
+    page.get_by_role("tab", name="Merge").click()
+    _field(page, "base").fill("alice/no-such-base-model")
+    page.locator("#merge").click()
+    expect(page.get_by_text("alice/no-such-base-model").first).to_be_visible()  # the error names it
+    page.get_by_role("tab", name="Results").click()
+    expect(page.locator("#status")).not_to_contain_text("Merged in")
+    expect(page.locator("#results")).not_to_contain_text("individual (own fine-tune)")
+    expect(page.locator("#card")).not_to_contain_text("digits_parity")
+    expect(page.locator("#recipe a")).to_have_count(0)
 
 
 def test_closing_the_page_deletes_its_merged_output(browser_app):

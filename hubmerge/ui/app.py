@@ -54,18 +54,19 @@ def _builtin_presets() -> dict[str, Callable[[], Recipe]]:
 
 @contextmanager
 def _user_errors(action: str, *secrets: str | None) -> Iterator[None]:
-    """Turn any failure into a gr.Error the page shows: the typed message, never a trace or a token."""
+    """Turn any failure into a gr.Error the page shows until it is closed (a merge may fail while the
+    user is on another tab): the typed message, never a trace or a token."""
     try:
         yield
     except gr.Error:
         raise
     except HubmergeError as exc:
         raise gr.Error(redact(f"{type(exc).__name__}: {exc}", *secrets), title=f"{action} failed",
-                       print_exception=False) from None
+                       duration=None, print_exception=False) from None
     except Exception as exc:
         log.error("%s failed: %s", action, redact(repr(exc), *secrets))
         raise gr.Error(redact(f"unexpected error: {type(exc).__name__}: {exc}", *secrets),
-                       title=f"{action} failed", print_exception=False) from None
+                       title=f"{action} failed", duration=None, print_exception=False) from None
 
 
 @dataclass
@@ -297,6 +298,15 @@ class AppHandlers:
             return {labels.get(int(i), str(int(i))): float(p) for p, i in zip(top.values, top.indices)}
 
 
+def _cleared(*components: gr.components.Component) -> dict[str, Any]:
+    """Event arguments that empty ``components`` before an action fills them again, so that a failed
+    action never leaves the previous answer on screen as if it were this one's (a stale "Pushed", the
+    results and recipe link of a merge whose folder the new merge already deleted)."""
+    blank = [gr.update(value=None, choices=[]) if isinstance(c, gr.Dropdown) else None for c in components]
+    return dict(fn=lambda: blank if len(blank) > 1 else blank[0], inputs=None, outputs=list(components),
+                api_visibility="private", show_progress="hidden", queue=False)
+
+
 def _param_component(f: ParamField) -> gr.components.Component:
     common = dict(label=f.label, info=f.info or None, value=f.default)
     if f.kind == "checkbox":
@@ -431,16 +441,20 @@ def build_app(
         method.change(handlers.show_method, method, [about, *groups], api_visibility="private")
         collect = dict(fn=handlers.collect_parameters, inputs=[method, *param_inputs], outputs=params_state,
                        api_visibility="private", show_progress="hidden")
-        plan_button.click(**collect).then(handlers.plan, [*form, token_box],
-                                          [plan_headline_md, plan_inputs, plan_summary], api_name="plan")
-        merging = merge_button.click(**collect).then(
-            handlers.merge, [*form, token_box, examples],
-            [status, results, chart, card, recipe_file, output_state, task],
+        planned = [plan_headline_md, plan_inputs, plan_summary]
+        plan_button.click(**collect).then(**_cleared(*planned)).then(
+            handlers.plan, [*form, token_box], planned, api_name="plan"
+        )
+        merged = [status, results, chart, card, recipe_file, output_state, task]
+        merging = merge_button.click(**collect).then(**_cleared(*merged, pushed)).then(
+            handlers.merge, [*form, token_box, examples], merged,
             api_name="merge", concurrency_limit=1, concurrency_id=HEAVY,
         )
         cancel_button.click(handlers.cancel, None, status, cancels=[merging], api_name="cancel", queue=False)
-        push_button.click(handlers.push, [output_state, repo_id, private, overwrite, token_box], pushed,
-                          api_name="push", concurrency_limit=1, concurrency_id=HEAVY)
+        push_button.click(**_cleared(pushed)).then(
+            handlers.push, [output_state, repo_id, private, overwrite, token_box], pushed,
+            api_name="push", concurrency_limit=1, concurrency_id=HEAVY,
+        )
         try_button.click(handlers.try_it, [output_state, task, image], top5, api_name="try_it")
         app.unload(handlers.end_session)
     app.queue(default_concurrency_limit=2, max_size=32)
