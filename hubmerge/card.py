@@ -9,9 +9,11 @@ agree on one, and a ``model-index`` with each task's accuracy.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from .engine import HEADS_DIR, HEADS_INDEX, read_output_recipe
-from .errors import RecipeError
+from .errors import CardEditedError, RecipeError
 from .evaluation.report import EVAL_COMPARISON_FILE, EVAL_RESULTS_FILE, EVAL_SCOPE_FILE
 from .recipe import ModelRef, Recipe
 from .vision.processors import describe_processor
@@ -27,12 +29,14 @@ from .vision.processors import describe_processor
 if TYPE_CHECKING:
     from huggingface_hub import ModelCard
 
-__all__ = ["CARD_FILE", "CardFacts", "TaskFacts", "collect_card", "render_card", "write_card"]
+__all__ = ["CARD_FILE", "CardFacts", "TaskFacts", "card_is_edited", "collect_card", "render_card", "write_card"]
 
 log = logging.getLogger(__name__)
 
 CARD_FILE = "README.md"
 TEMPLATE = Path(__file__).parent / "templates" / "model_card.md"
+# The last line of a card hubmerge wrote: a digest of everything above it, so an edit by hand shows.
+_SIGNATURE = re.compile(r"\n<!-- hubmerge card ([0-9a-f]{16}) -->\s*\Z")
 
 
 @dataclass(frozen=True)
@@ -259,8 +263,8 @@ def render_card(facts: CardFacts) -> ModelCard:
                            "for them).")
     if any(t.subset for t in facts.tasks):
         limitations.append(
-            "The accuracies come from a fixed random subset of each evaluation split (`--max-samples`, seed 0; "
-            "see Results), not from the whole split, so on the full splits they will differ somewhat."
+            "The accuracies come from a fixed random subset of each evaluation split (seed 0; see Results), "
+            "not from the whole split, so on the full splits they will differ somewhat."
         )
     if len(set(facts.licenses.values())) > 1:
         spelled = ", ".join(f"{k}: {v or 'none declared'}" for k, v in facts.licenses.items())
@@ -300,13 +304,40 @@ def render_card(facts: CardFacts) -> ModelCard:
 
 
 def write_card(
-    output: str | Path, *, repo_id: str | None = None, token: str | None = None, endpoint: str | None = None
+    output: str | Path,
+    *,
+    repo_id: str | None = None,
+    token: str | None = None,
+    endpoint: str | None = None,
+    overwrite: bool = False,
 ) -> Path:
-    """Gather, render and write ``<output>/README.md``; returns its path. ``hubmerge card`` calls this."""
+    """Gather, render and write ``<output>/README.md``; returns its path. ``hubmerge card`` calls this.
+
+    Raises:
+        CardEditedError: ``README.md`` was edited by hand (or not written by hubmerge) and ``overwrite``
+            is false: rewriting it would lose the edits.
+    """
     output = Path(output)
-    card = render_card(collect_card(output, repo_id=repo_id, token=token, endpoint=endpoint))
     path = output / CARD_FILE
+    if not overwrite and card_is_edited(output):
+        raise CardEditedError(str(path))
+    card = render_card(collect_card(output, repo_id=repo_id, token=token, endpoint=endpoint))
+    body = str(card).rstrip("\n") + "\n"
     tmp = output / f".{CARD_FILE}.tmp"
-    tmp.write_text(str(card), encoding="utf-8")
+    tmp.write_text(f"{body}\n<!-- hubmerge card {_digest(body)} -->\n", encoding="utf-8")
     tmp.replace(path)
     return path
+
+
+def card_is_edited(output: str | Path) -> bool:
+    """Whether ``<output>/README.md`` exists and is not, word for word, a card hubmerge wrote."""
+    path = Path(output) / CARD_FILE
+    if not path.exists():
+        return False
+    text = path.read_text(encoding="utf-8")
+    signed = _SIGNATURE.search(text)
+    return signed is None or _digest(text[: signed.start()]) != signed.group(1)
+
+
+def _digest(body: str) -> str:
+    return hashlib.sha256(body.encode("utf-8")).hexdigest()[:16]

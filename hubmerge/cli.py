@@ -391,13 +391,14 @@ def _print_pushed(pushed: PushResult, console: Console) -> None:
 def card(
     output: Annotated[Path, typer.Argument(help="A merged output directory.")],
     repo_id: Annotated[Optional[str], typer.Option("--repo-id", help="Name the repo in the code samples.")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a card that was edited by hand.")] = False,
     token: TokenOpt = None,
     token_file: TokenFileOpt = None,
 ) -> None:
     """(Re)generate OUTPUT/README.md, the model card, from the output's recipe, heads and results."""
     from .card import write_card
 
-    print(write_card(output, repo_id=repo_id, token=_token(token, token_file)))
+    print(write_card(output, repo_id=repo_id, token=_token(token, token_file), overwrite=overwrite))
 
 
 @app.command()

@@ -42,6 +42,7 @@ from collections.abc import Iterable, Sequence
 __all__ = [
     "AuthenticationError",
     "CancelledError",
+    "CardEditedError",
     "DatasetError",
     "DtypeMismatchError",
     "HeadMismatchError",
@@ -304,6 +305,15 @@ class NonFiniteTensorError(HubmergeError, ValueError):
 class OutputExistsError(HubmergeError, FileExistsError):
     def __init__(self, path: str) -> None:
         super().__init__(f"output '{path}' already exists and is not empty. Pass --overwrite to replace it.")
+        self.path = path
+
+
+class CardEditedError(HubmergeError, FileExistsError):
+    def __init__(self, path: str) -> None:
+        super().__init__(
+            f"'{path}' was edited by hand (or not written by hubmerge); pass --overwrite to replace it with a new "
+            "card, losing the edits"
+        )
         self.path = path
 
 

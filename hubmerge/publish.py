@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import engine
-from .card import write_card
+from .card import CARD_FILE, card_is_edited, write_card
 from .errors import CancelledError
 from .hub.auth import require_token
 from .hub.push import PushResult, check_target, push_folder
@@ -211,7 +211,8 @@ def publish_output(
 ) -> PushResult:
     """Push a merged output directory as it is, in one commit; nothing is merged or evaluated again.
 
-    The card (``README.md``) is written again first, so that its code samples name ``repo_id``.
+    The card (``README.md``) is written again first, so that its code samples name ``repo_id``, unless
+    it was edited by hand: then it is pushed as it is.
 
     Args:
         output: a directory written by ``hubmerge merge`` (or ``build``).
@@ -232,7 +233,10 @@ def publish_output(
     target = check_target(
         repo_id, token=secret, branch=branch, overwrite=overwrite or create_pr, endpoint=endpoint
     )
-    write_card(output, repo_id=repo_id, token=secret, endpoint=endpoint)
+    if card_is_edited(output):
+        step(0.25, f"{CARD_FILE} was edited by hand: pushing it as it is")
+    else:
+        write_card(output, repo_id=repo_id, token=secret, endpoint=endpoint)
     step(0.5, "Uploading in one commit")
     return push_folder(
         Path(output), repo_id, token=secret, target=target, private=private, branch=branch,

@@ -12,9 +12,9 @@ from huggingface_hub.repocard_data import model_index_to_eval_results
 
 import hubmerge
 from hubmerge import engine
-from hubmerge.card import collect_card, render_card, write_card
+from hubmerge.card import card_is_edited, collect_card, render_card, write_card
 from hubmerge.cli import main
-from hubmerge.errors import RecipeError
+from hubmerge.errors import CardEditedError, RecipeError
 from hubmerge.recipe import load_recipe
 
 from ._models import make_family, write_recipe
@@ -122,6 +122,22 @@ def test_card_command_regenerates(tmp_path, family, capsys):
     assert main(["card", str(out), "--repo-id", "alice/x"]) == 0
     assert (out / "README.md").read_text().startswith("---\n")
     assert str(out / "README.md") in capsys.readouterr().out
+
+
+def test_a_card_edited_by_hand_is_never_replaced_unasked(tmp_path, family, capsys):
+    out = merged(tmp_path, family)
+    path = write_card(out)
+    assert not card_is_edited(out) and ModelCard.load(path).data.base_model_relation == "merge"
+    path.write_text(path.read_text().replace("## Limitations", "## Our notes\n\nTrained on Tuesdays.\n\n## Limitations"))
+    assert card_is_edited(out)
+    with pytest.raises(CardEditedError, match="edited by hand"):
+        write_card(out, repo_id="alice/x")
+    assert main(["card", str(out)]) == 1 and "--overwrite" in capsys.readouterr().err
+    assert "Trained on Tuesdays" in path.read_text()
+    assert main(["card", str(out), "--overwrite"]) == 0
+    assert "Trained on Tuesdays" not in path.read_text() and not card_is_edited(out)
+    path.write_text("# a card of my own\n")  # no signature at all: someone else's
+    assert card_is_edited(out)
 
 
 def test_card_round_trips_through_the_hub_and_its_samples_work(tmp_path, family, local_hub):

@@ -199,6 +199,12 @@ def test_push_cli_publishes_a_merged_output_as_it_is(api, hub_models, local_hub,
                            if p.is_file() and ".cache" not in p.parts and p.name != ".gitattributes")
     assert all((pushed / name).read_bytes() == (out / name).read_bytes() for name in local)
     assert f"{repo_id}" in (out / "README.md").read_text()  # the card's code samples name the repo
+    card = out / "README.md"
+    card.write_text(card.read_text() + "\nNotes added by hand.\n")
+    again = fresh_repo()
+    assert main(["push", str(out), "--repo-id", again, "--token", local_hub.alice_token]) == 0
+    assert "README.md was edited by hand: pushing it as it is" in capsys.readouterr().err
+    assert local_hub_file(api, again, "README.md").endswith("Notes added by hand.\n")
 
 
 def test_push_cli_refuses_what_a_pushed_output_cannot_change(hub_models, local_hub, tmp_path, capsys):
