@@ -56,6 +56,7 @@ __all__ = [
     "OutputExistsError",
     "OutputSpaceError",
     "PlanError",
+    "PortInUseError",
     "PushError",
     "RangeReadError",
     "RecipeError",
@@ -367,6 +368,14 @@ class PushError(HubError):
     def __init__(self, repo_id: str, problem: str) -> None:
         super().__init__(f"push to '{repo_id}' failed: {problem}. The repository was left as it was.")
         self.repo_id = repo_id
+
+
+class PortInUseError(HubmergeError, OSError):
+    def __init__(self, host: str, port: int) -> None:
+        super().__init__(
+            f"{host}:{port} is already in use (another hubmerge app or local Hub?); choose another with --port"
+        )
+        self.host, self.port = host, port
 
 
 class CancelledError(HubmergeError):

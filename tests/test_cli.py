@@ -97,6 +97,20 @@ def test_the_machines_refusals_are_said_plainly(tmp_path, family, capsys, monkey
     assert err.startswith(shown) and ("please report it" in err) == shown.startswith("unexpected")
 
 
+def test_a_busy_port_is_said_before_anything_announces_it(tmp_path, capsys, caplog):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        for command in (["hub", "serve", "--root", str(tmp_path / "hub")], ["app"]):
+            assert main([*command, "--port", port]) == 1
+            err = capsys.readouterr().err
+            assert err.startswith(f"error: PortInUseError: 127.0.0.1:{port} is already in use"), err
+    assert "local hub on" not in caplog.text and not (tmp_path / "hub").exists()
+
+
 def test_usage_errors_exit_2(capsys, tmp_path):
     assert main(["merge"]) == 2
     assert main(["no-such-command"]) == 2

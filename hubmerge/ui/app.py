@@ -24,6 +24,7 @@ import gradio as gr
 
 from ..errors import AuthenticationError, HubmergeError, RecipeError, redact
 from ..methods import get_method, list_methods
+from ..ports import bind_port
 from ..recipe import Recipe
 from .forms import DEVICES, DTYPES, MODEL_COLUMNS, ParamField, form_values, param_fields, recipe_from_form
 from .views import card_body, plan_headline, plan_tables, results_chart, results_table, subset_note
@@ -476,6 +477,8 @@ def launch_app(
     Each run keeps its outputs, and Gradio's cache unless GRADIO_TEMP_DIR names one, in a folder of
     its own, so a stopped app leaves nothing in the temp directory and two apps never share one.
     """
+    if port is not None:  # Gradio's own error speaks of GRADIO_SERVER_PORT and launch()
+        bind_port(host or "127.0.0.1", port).close()
     with (tempfile.TemporaryDirectory(prefix="hubmerge-app-") as work_dir,
           _gradio_cache_in(Path(work_dir) / "gradio")):
         app = build_app(endpoint=endpoint, token=token, presets=presets, default_preset=default_preset,

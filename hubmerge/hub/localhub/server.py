@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 
+from ...ports import bind_port
 from .app import FaultPolicy, HubStats, create_app
 
 __all__ = ["LocalHub", "load_tokens", "serve"]
@@ -59,11 +60,13 @@ def serve(
     """
     import uvicorn
 
+    sock = bind_port(host, port)
+    port = sock.getsockname()[1]  # the one chosen when 0 was asked for
     allowed = load_tokens(root, tokens, create=True)
     app = create_app(root, tokens=allowed, orgs=orgs, lfs_threshold=lfs_threshold)
     log.warning("local hub on http://%s:%d, storing repos in %s; write tokens are in %s",
                 host, port, root, Path(root) / TOKENS_FILE)
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
 
 
 class LocalHub:
@@ -86,11 +89,7 @@ class LocalHub:
         self.root = Path(root)
         self.tokens = load_tokens(self.root, tokens)
         self.app = create_app(self.root, tokens=self.tokens, orgs=orgs, lfs_threshold=lfs_threshold)
-        if sock is None:
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((host, port))
-        self._socket = sock
+        self._socket = sock if sock is not None else bind_port(host, port)
         self.host, self.port = self._socket.getsockname()[:2]
         config = uvicorn.Config(self.app, log_level="warning", lifespan="off", timeout_keep_alive=30)
         self._server = uvicorn.Server(config)

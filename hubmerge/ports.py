@@ -1,0 +1,29 @@
+"""Listening sockets for the servers hubmerge runs (the web app, the local Hub)."""
+
+from __future__ import annotations
+
+import errno
+import socket
+
+from .errors import PortInUseError
+
+__all__ = ["bind_port"]
+
+
+def bind_port(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host:port`` (0: any free port), before anything says it is serving there.
+
+    Raises:
+        PortInUseError: something already listens there; the servers' own errors say so only after
+            they have announced the address, or in terms of their own settings.
+    """
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise PortInUseError(host, port) from None
+        raise
+    return sock
