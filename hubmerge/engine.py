@@ -68,6 +68,7 @@ from .weights.writer import (
     atomic_output_dir,
     check_output,
     check_space,
+    pack_in_order,
     parse_size,
 )
 
@@ -579,21 +580,6 @@ def _torch_out_dtype(code: str) -> torch.dtype:
     return dtype
 
 
-def _groups(tensors: Sequence[TensorPlan], group_bytes: int) -> list[list[TensorPlan]]:
-    groups: list[list[TensorPlan]] = []
-    current: list[TensorPlan] = []
-    size = 0
-    for tensor in tensors:
-        if current and size + tensor.out_bytes > group_bytes:
-            groups.append(current)
-            current, size = [], 0
-        current.append(tensor)
-        size += tensor.out_bytes
-    if current:
-        groups.append(current)
-    return groups
-
-
 def _seed_for(seed: int, name: str) -> int:
     digest = hashlib.sha256(f"{seed}:{name}".encode()).digest()
     return int.from_bytes(digest[:8], "little") & (2**63 - 1)
@@ -895,7 +881,7 @@ def execute(
     def stream(tensors: Sequence[TensorPlan], writer: ShardedWriter) -> None:
         # A running sum holds one group; other methods hold it once per input: keep their total the same.
         per_group = group_bytes if merger.linear is not None else max(group_bytes // len(merge_plan.inputs), 2**20)
-        groups = _groups(tensors, per_group)
+        groups = pack_in_order(tensors, per_group, lambda t: t.out_bytes)
         group_jobs = [jobs_for(group) for group in groups]
         results = prefetch((job for jobs in group_jobs for job in jobs), workers=workers, max_bytes=budget_bytes)
         use_linear = merger.linear is not None

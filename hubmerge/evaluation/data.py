@@ -165,25 +165,8 @@ def _find_columns(data: datasets.Dataset, where: str) -> tuple[str, str, tuple[s
     import datasets as hf_datasets
 
     features = data.features
-    found = ", ".join(f"{name} ({type(feature).__name__})" for name, feature in features.items()) or "none"
-    image = next((name for name, f in features.items() if isinstance(f, hf_datasets.Image)), None)
-    if image is None:
-        image = next((name for name in _IMAGE_FALLBACKS if name in features), None)
-    if image is None:
-        raise DatasetError(
-            where,
-            f"has no image column: no Image() feature and none named {', '.join(_IMAGE_FALLBACKS)}. "
-            f"Its columns: {found}.",
-        )
-    label = next((name for name, f in features.items() if isinstance(f, hf_datasets.ClassLabel)), None)
-    if label is None:
-        label = next((name for name in _LABEL_FALLBACKS if name in features), None)
-    if label is None:
-        raise DatasetError(
-            where,
-            f"has no label column: no ClassLabel feature and none named {', '.join(_LABEL_FALLBACKS)}. "
-            f"Its columns: {found}.",
-        )
+    image = _column(features, hf_datasets.Image, "image", "Image() feature", _IMAGE_FALLBACKS, where)
+    label = _column(features, hf_datasets.ClassLabel, "label", "ClassLabel feature", _LABEL_FALLBACKS, where)
     feature = features[label]
     if isinstance(feature, hf_datasets.ClassLabel):
         return image, label, tuple(feature.names)
@@ -194,6 +177,18 @@ def _find_columns(data: datasets.Dataset, where: str) -> tuple[str, str, tuple[s
             "(a ClassLabel or an int column).",
         )
     return image, label, None
+
+
+def _column(features: Any, kind: type, what: str, typed: str, fallbacks: Sequence[str], where: str) -> str:
+    """The first column of feature type ``kind``, else the first of the usual ``fallbacks`` names."""
+    found = next((name for name, f in features.items() if isinstance(f, kind)), None)
+    found = found or next((name for name in fallbacks if name in features), None)
+    if found is None:
+        columns = ", ".join(f"{name} ({type(f).__name__})" for name, f in features.items()) or "none"
+        raise DatasetError(
+            where, f"has no {what} column: no {typed} and none named {', '.join(fallbacks)}. Its columns: {columns}."
+        )
+    return found
 
 
 def load_task_data(

@@ -15,10 +15,10 @@ import os
 import secrets
 import shutil
 import struct
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, BinaryIO, TypeVar
 
 from ..errors import OutputExistsError, OutputSpaceError, PlanError, RecipeError
 from .dtypes import DTYPES, dtype_code
@@ -27,7 +27,17 @@ from .index import INDEX_FILE, SINGLE_FILE
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["OutputTensor", "ShardedWriter", "atomic_output_dir", "parse_size", "pid_alive", "shard_layout"]
+__all__ = [
+    "OutputTensor",
+    "ShardedWriter",
+    "atomic_output_dir",
+    "pack_in_order",
+    "parse_size",
+    "pid_alive",
+    "shard_layout",
+]
+
+T = TypeVar("T")
 
 _TMP_MARK = ".hubmerge-tmp-"
 _OLD_MARK = ".hubmerge-old-"
@@ -61,20 +71,25 @@ def parse_size(size: str | int) -> int:
     return int(nbytes)
 
 
+def pack_in_order(items: Sequence[T], limit: int, size: Callable[[T], int]) -> list[list[T]]:
+    """Consecutive runs of ``items`` of at most ``limit`` bytes; an item larger than ``limit`` runs alone."""
+    runs: list[list[T]] = []
+    current: list[T] = []
+    total = 0
+    for item in items:
+        if current and total + size(item) > limit:
+            runs.append(current)
+            current, total = [], 0
+        current.append(item)
+        total += size(item)
+    if current:
+        runs.append(current)
+    return runs
+
+
 def shard_layout(tensors: Sequence[OutputTensor], max_shard_size: int) -> list[list[OutputTensor]]:
     """Fill shards in order up to ``max_shard_size`` bytes; a larger tensor gets a shard of its own."""
-    shards: list[list[OutputTensor]] = []
-    current: list[OutputTensor] = []
-    size = 0
-    for tensor in tensors:
-        if current and size + tensor.nbytes > max_shard_size:
-            shards.append(current)
-            current, size = [], 0
-        current.append(tensor)
-        size += tensor.nbytes
-    if current or not shards:
-        shards.append(current)
-    return shards
+    return pack_in_order(tensors, max_shard_size, lambda t: t.nbytes) or [[]]
 
 
 def _header_bytes(shard: Sequence[OutputTensor], metadata: dict[str, str]) -> bytes:
