@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
 import torch
 
 from hubmerge.fixtures import load_split
@@ -17,6 +19,25 @@ OFFLINE_ENV = {
     "TRANSFORMERS_OFFLINE": "1",
     "HF_HUB_DISABLE_TELEMETRY": "1",
 }
+
+
+@contextmanager
+def offline_hf(hf_home: Path) -> Iterator[None]:
+    """Every Hugging Face library offline, with its own HF_HOME, and transformers' "Loading weights"
+    bars off (they would drown the reports the quality tests print); all as it was afterwards."""
+    from transformers.utils import logging as hf_logging
+
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            for name, value in OFFLINE_ENV.items():
+                patch.setenv(name, value)
+            patch.setenv("HF_HOME", str(hf_home))
+            yield
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 class AutoProcessor:

@@ -17,16 +17,9 @@ from safetensors.torch import load_file
 
 from hubmerge.fixtures import EncodedSplit, FixtureSet, accuracy, load_split
 
+from ._eval_helpers import OFFLINE_ENV
+
 Tensors = dict[str, torch.Tensor]
-
-OFFLINE_ENV = {
-    "HF_HUB_OFFLINE": "1",
-    "HF_DATASETS_OFFLINE": "1",
-    "HF_EVALUATE_OFFLINE": "1",
-    "TRANSFORMERS_OFFLINE": "1",
-    "HF_HUB_DISABLE_TELEMETRY": "1",
-}
-
 
 def offline_env(hf_home: Path) -> dict[str, str]:
     """A copy of os.environ that keeps every Hugging Face library offline, with its own HF_HOME."""

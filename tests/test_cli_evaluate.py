@@ -17,7 +17,7 @@ from hubmerge.cli import main
 from hubmerge.evaluation import EVAL_RESULTS_FILE, EVAL_SCOPE_FILE
 from hubmerge.fixtures import FAMILIES, FixtureSet, build_fixtures
 
-from ._eval_helpers import OFFLINE_ENV
+from ._eval_helpers import offline_hf
 
 # Asserted margins in accuracy points (mean over the four tasks, each with its own head), set a bit
 # below what this pipeline measured on the fixtures as built here (printed with -s); they are the
@@ -33,17 +33,8 @@ MARGINS = {
 
 @pytest.fixture(scope="module")
 def offline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    from transformers.utils import logging as hf_logging
-
-    bars = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    with pytest.MonkeyPatch.context() as patch:
-        for name, value in OFFLINE_ENV.items():
-            patch.setenv(name, value)
-        patch.setenv("HF_HOME", str(tmp_path_factory.mktemp("hf_home")))
+    with offline_hf(tmp_path_factory.mktemp("hf_home")):
         yield
-    if bars:
-        hf_logging.enable_progress_bar()
 
 
 def _fixtures(family: str) -> FixtureSet:

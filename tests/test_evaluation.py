@@ -30,22 +30,13 @@ from hubmerge.evaluation import (
 from hubmerge.fixtures import FixtureSet, build_fixtures
 from hubmerge.recipe import DatasetRef, Recipe
 
-from ._eval_helpers import OFFLINE_ENV, AutoProcessor, direct_scores, variant
+from ._eval_helpers import AutoProcessor, direct_scores, offline_hf, variant
 
 
 @pytest.fixture(scope="module")
 def fx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FixtureSet]:
-    from transformers.utils import logging as hf_logging
-
-    bars = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    with pytest.MonkeyPatch.context() as patch:
-        for name, value in OFFLINE_ENV.items():
-            patch.setenv(name, value)
-        patch.setenv("HF_HOME", str(tmp_path_factory.mktemp("hf_home")))
+    with offline_hf(tmp_path_factory.mktemp("hf_home")):
         yield build_fixtures(family="convnext")
-    if bars:
-        hf_logging.enable_progress_bar()
 
 
 def _model(fx: FixtureSet, task: str):  # type: ignore[no-untyped-def]

@@ -24,7 +24,8 @@ from hubmerge.errors import DatasetError, HeadMismatchError, UnsupportedArchitec
 from hubmerge.fixtures import BASE_TASK, FAMILIES, IMAGE_SIZE, TASKS, FixtureSet, accuracy, build_fixtures
 from hubmerge.vision.classnames import class_names
 
-from ._fixture_helpers import OFFLINE_ENV, load_tensors, mean, merge_report, offline_env
+from ._eval_helpers import offline_hf
+from ._fixture_helpers import load_tensors, mean, merge_report, offline_env
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -40,17 +41,8 @@ MARGINS = {
 
 @pytest.fixture(scope="module")
 def _offline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    from transformers.utils import logging as hf_logging
-
-    bars = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()  # "Loading weights" bars would drown the printed report
-    with pytest.MonkeyPatch.context() as patch:
-        for name, value in OFFLINE_ENV.items():
-            patch.setenv(name, value)
-        patch.setenv("HF_HOME", str(tmp_path_factory.mktemp("hf_home")))
+    with offline_hf(tmp_path_factory.mktemp("hf_home")):
         yield
-    if bars:
-        hf_logging.enable_progress_bar()
 
 
 @pytest.fixture(scope="module")
