@@ -364,7 +364,8 @@ def push(
         console = _console(quiet)
         pushed = publishing.publish_output(
             recipe, repo_id, token=token, token_file=token_file, endpoint=endpoint, private=private, branch=branch,
-            create_pr=create_pr, overwrite=overwrite, on_step=lambda done, what: console.print(f"{what}...")
+            create_pr=create_pr, overwrite=overwrite,
+            on_step=lambda done, what: console.print(f"{what}...", soft_wrap=True),
         )
         _print_pushed(pushed, console)
         return

@@ -234,7 +234,7 @@ def publish_output(
         repo_id, token=secret, branch=branch, overwrite=overwrite or create_pr, endpoint=endpoint
     )
     if card_is_edited(output):
-        step(0.25, f"{CARD_FILE} was edited by hand: pushing it as it is")
+        step(0.25, f"{CARD_FILE} is not the card hubmerge wrote (edited by hand?): pushing it as it is")
     else:
         write_card(output, repo_id=repo_id, token=secret, endpoint=endpoint)
     step(0.5, "Uploading in one commit")

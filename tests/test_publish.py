@@ -203,7 +203,7 @@ def test_push_cli_publishes_a_merged_output_as_it_is(api, hub_models, local_hub,
     card.write_text(card.read_text() + "\nNotes added by hand.\n")
     again = fresh_repo()
     assert main(["push", str(out), "--repo-id", again, "--token", local_hub.alice_token]) == 0
-    assert "README.md was edited by hand: pushing it as it is" in capsys.readouterr().err
+    assert "README.md is not the card hubmerge wrote (edited by hand?): pushing it as it is" in capsys.readouterr().err
     assert local_hub_file(api, again, "README.md").endswith("Notes added by hand.\n")
 
 
