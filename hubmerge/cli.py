@@ -243,8 +243,13 @@ def merge(
     if evaluate:
         from .evaluation import evaluate_recipe_tasks
 
-        evaluate_recipe_tasks(result.output, loaded, console=console, device=device, max_samples=max_samples,
-                              token=secret)
+        try:
+            evaluate_recipe_tasks(result.output, loaded, console=console, device=device, max_samples=max_samples,
+                                  token=secret)
+        except HubmergeError:  # the merge itself is done and kept: say so next to the evaluation's error
+            _console().print(f"[yellow]the merged model is kept in {result.output}[/yellow]; once its evaluation "
+                             f"can run, `hubmerge evaluate {result.output} --save` adds the results", soft_wrap=True)
+            raise
     print(result.output)
 
 

@@ -139,6 +139,20 @@ def test_merge_evaluate_writes_report(offline: None, tmp_path: Path) -> None:
     assert "fixed random subset of each evaluation split" in card
 
 
+def test_a_failed_evaluation_keeps_the_merge_and_says_where(
+    offline: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fx = _fixtures("convnext")
+    recipe = yaml.safe_load(_write_recipe(tmp_path / "r.yaml", fx, "simple_average").read_text())
+    recipe["models"][1]["dataset"] = "nobody/no-such-dataset"  # passes the recipe; offline, it cannot be loaded
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
+    out = tmp_path / "out"
+    assert main(["merge", str(tmp_path / "r.yaml"), "-o", str(out), "--device", "cpu", "--evaluate"]) == 1
+    err = capsys.readouterr().err
+    assert f"the merged model is kept in {out}; once its evaluation can run, `hubmerge evaluate {out} --save`" in err
+    assert err.index("kept in") < err.index("error: DatasetError") and (out / "model.safetensors").is_file()
+
+
 def test_evaluate_save_puts_the_reports_into_the_output_for_its_card(
     offline: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
