@@ -99,8 +99,21 @@ MaxShardSizeOpt = Annotated[str, typer.Option("--max-shard-size", help="e.g. 5GB
 MaxSamplesOpt = Annotated[
     Optional[int], typer.Option("--max-samples", min=1, help="Evaluate a fixed random subset (seed 0) of each split.")
 ]
+
+
+def _use_endpoint(value: str | None) -> str | None:
+    """--endpoint for every library the command uses, not only for the merge and the push, which take it
+    as an argument: the evaluation loads models and datasets through huggingface_hub, transformers and
+    datasets, which read HF_ENDPOINT once, when imported. The CLI imports them later, so setting it now
+    reaches them all; a process that imported them already (a test calling ``main``) keeps theirs."""
+    if value is not None and "huggingface_hub" not in sys.modules:
+        os.environ["HF_ENDPOINT"] = value.rstrip("/")
+    return value
+
+
 EndpointOpt = Annotated[
-    Optional[str], typer.Option("--endpoint", help="Hub URL (default: HF_ENDPOINT or huggingface.co).")
+    Optional[str],
+    typer.Option("--endpoint", help="Hub URL (default: HF_ENDPOINT or huggingface.co).", callback=_use_endpoint),
 ]
 
 
@@ -398,13 +411,15 @@ def card(
     output: Annotated[Path, typer.Argument(help="A merged output directory.")],
     repo_id: Annotated[Optional[str], typer.Option("--repo-id", help="Name the repo in the code samples.")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a card that was edited by hand.")] = False,
+    endpoint: EndpointOpt = None,
     token: TokenOpt = None,
     token_file: TokenFileOpt = None,
 ) -> None:
     """(Re)generate OUTPUT/README.md, the model card, from the output's recipe, heads and results."""
     from .card import write_card
 
-    print(write_card(output, repo_id=repo_id, token=_token(token, token_file), overwrite=overwrite))
+    secret = _token(token, token_file)
+    print(write_card(output, repo_id=repo_id, token=secret, endpoint=endpoint, overwrite=overwrite))
 
 
 @app.command()

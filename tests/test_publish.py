@@ -217,3 +217,26 @@ def test_push_cli_refuses_what_a_pushed_output_cannot_change(hub_models, local_h
         assert f"Invalid value for {option}: an output directory is pushed as it is" in err
     with pytest.raises(RepositoryNotFoundError):
         HfApi(endpoint=local_hub.endpoint, token=local_hub.alice_token).model_info(repo_id)
+
+
+def test_the_endpoint_option_reaches_the_evaluation_too(api, local_hub, tmp_path):
+    """push --endpoint evaluates the inputs through libraries that read HF_ENDPOINT when imported: in a
+    fresh process (the CLI's), the option is what they use, whatever HF_ENDPOINT said."""
+    import os
+    import subprocess
+    import sys
+
+    from ._ui_helpers import publish_fixtures
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(publish_fixtures(local_hub.endpoint, local_hub.alice_token).recipe().to_yaml())
+    env = {**os.environ, "HF_ENDPOINT": "http://127.0.0.1:9", "HF_HOME": str(tmp_path / "hf")}  # nothing there
+    env.pop("HF_HUB_OFFLINE", None)
+    repo_id = fresh_repo()
+    done = subprocess.run(
+        [sys.executable, "-m", "hubmerge.cli", "push", str(recipe), "--repo-id", repo_id, "--endpoint",
+         local_hub.endpoint, "--token", local_hub.alice_token, "--max-samples", "4", "--quiet"],
+        capture_output=True, text=True, env=env, timeout=600, check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "eval_comparison.json" in api.list_repo_files(repo_id)  # base and fine-tunes were loaded from the Hub
