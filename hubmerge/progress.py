@@ -41,7 +41,13 @@ def byte_progress(console: Console, description: str, *, disable: bool = False) 
         transient=False,
     )
     task = bar.add_task(description, total=None)
-    drawn = False
+    drawn = stopped = False
+
+    def finish() -> None:
+        nonlocal stopped
+        if drawn and not stopped:  # rich prints a blank line at every stop off a terminal: stop once
+            stopped = True
+            bar.stop()
 
     def update(done: int, total: int) -> None:
         nonlocal drawn
@@ -50,9 +56,9 @@ def byte_progress(console: Console, description: str, *, disable: bool = False) 
             drawn = True
             bar.start()
         if done >= total > 0:  # done: print it where it happened, not under what comes next (evaluation)
-            bar.stop()
+            finish()
 
     try:
         yield update
     finally:
-        bar.stop()
+        finish()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 
+import pytest
 from rich.console import Console
 
 from hubmerge.progress import byte_progress
@@ -28,15 +29,22 @@ def test_quiet_draws_nothing():
     assert screen.getvalue() == ""
 
 
-def test_no_bar_is_drawn_for_work_refused_before_it_started():
+@pytest.mark.parametrize("terminal", [True, False])
+def test_no_bar_is_drawn_for_work_refused_before_it_started(terminal):
     screen = io.StringIO()
-    console = Console(file=screen, force_terminal=True, width=100, color_system=None)
-    try:
-        with byte_progress(console, "merging"):
-            raise ValueError("the output exists")  # checks that run inside the bar's context, before any byte
-    except ValueError:
-        pass
-    assert screen.getvalue().strip() == ""
+    console = Console(file=screen, force_terminal=terminal, width=100, color_system=None)
+    with pytest.raises(ValueError), byte_progress(console, "merging"):
+        raise ValueError("the output exists")  # checks that run inside the bar's context, before any byte
+    assert screen.getvalue().strip("\x1b[?25lh\r") == ""  # not even a blank line in a log
+
+
+def test_off_a_terminal_the_finished_bar_is_one_line_and_no_blank_ones():
+    screen = io.StringIO()
+    with byte_progress(Console(file=screen, force_terminal=False, width=100), "merging") as on_progress:
+        on_progress(10, 10)
+        on_progress(10, 10)
+    lines = screen.getvalue().split("\n")
+    assert len(lines) == 2 and lines[0].startswith("merging") and lines[1] == ""
 
 
 def test_reports_after_the_end_do_not_draw_the_bar_again():
