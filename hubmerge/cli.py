@@ -241,6 +241,10 @@ def merge(
     # Local models and no evaluation: no token to look for (and huggingface_hub is never imported).
     needs_token = loaded.on_hub or evaluate or token is not None or token_file is not None
     secret = _token(token, token_file) if needs_token else None
+    if evaluate:
+        from .evaluation import check_recipe_datasets
+
+        check_recipe_datasets(loaded, token=secret)  # a missing dataset before the merge, not after it
     merge_plan = engine.plan(loaded, token=secret, endpoint=endpoint)
     if not quiet:
         render_plan(merge_plan, console)

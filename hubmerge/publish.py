@@ -112,6 +112,10 @@ def build(
     """
     output = Path(output)
     engine.check_output(output.absolute(), overwrite=overwrite)
+    if evaluate and _has_datasets(recipe):
+        from .evaluation import check_recipe_datasets
+
+        check_recipe_datasets(recipe, token=token)
     merge_plan = engine.plan(recipe, token=token, endpoint=endpoint)
     merged = engine.execute(merge_plan, output, device=device, overwrite=overwrite, max_shard_size=max_shard_size,
                             on_progress=on_progress, cancel=cancel)

@@ -240,3 +240,18 @@ def test_the_endpoint_option_reaches_the_evaluation_too(api, local_hub, tmp_path
     )
     assert done.returncode == 0, done.stderr
     assert "eval_comparison.json" in api.list_repo_files(repo_id)  # base and fine-tunes were loaded from the Hub
+
+
+def test_a_dataset_the_hub_lacks_is_refused_before_the_merge(hub_models, local_hub, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("hubmerge.engine.plan", lambda *a, **k: pytest.fail("planned before checking the datasets"))
+    data = recipe_for(hub_models).to_dict()
+    data["models"][0]["dataset"] = "alice/no-such-dataset"
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(Recipe.from_dict(data).to_yaml())
+    token = ["--token", local_hub.alice_token]
+    for command in (["merge", str(recipe), "-o", str(tmp_path / "out"), "--evaluate"],
+                    ["push", str(recipe), "--repo-id", fresh_repo()]):
+        assert main([*command, *token]) == 1
+        err = " ".join(capsys.readouterr().err.split())
+        assert err.startswith("error: DatasetError: dataset 'alice/no-such-dataset:test': is not on the Hub"), err
+    assert not (tmp_path / "out").exists()

@@ -52,7 +52,14 @@ Example:
 
 from __future__ import annotations
 
-from .api import compare_inputs, evaluate_classifier, evaluate_model, evaluate_recipe_tasks, parse_task
+from .api import (
+    check_recipe_datasets,
+    compare_inputs,
+    evaluate_classifier,
+    evaluate_model,
+    evaluate_recipe_tasks,
+    parse_task,
+)
 from .report import (
     EVAL_COMPARISON_FILE,
     EVAL_RESULTS_FILE,
@@ -74,6 +81,7 @@ __all__ = [
     "EvalReport",
     "TaskResult",
     "accuracy_matrix",
+    "check_recipe_datasets",
     "compare_inputs",
     "evaluate_classifier",
     "evaluate_model",

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import RecipeError, UnknownTaskError, did_you_mean
-from .data import LabelMatch, load_task_data
+from .data import LabelMatch, check_hub_datasets, load_task_data
 from .loop import (
     DEFAULT_BATCH_SIZE,
     Job,
@@ -187,6 +187,12 @@ def _read_recipe(ref: ModelRef, *, token: str | None) -> Recipe | None:
         except EntryNotFoundError:
             return None
     return Recipe.from_yaml(Path(local).read_text(encoding="utf-8"), source=f"{ref}/{RECIPE_FILE}")
+
+
+def check_recipe_datasets(recipe: Recipe, *, token: str | None = None) -> None:
+    """Before a merge that will be evaluated: refuse a dataset the recipe names by a Hub id that does
+    not exist (see :func:`~hubmerge.evaluation.data.check_hub_datasets`)."""
+    check_hub_datasets(_recipe_datasets(recipe), token=token)
 
 
 def _recipe_datasets(recipe: Recipe) -> dict[str, DatasetRef]:

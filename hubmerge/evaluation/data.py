@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
     from ..recipe import DatasetRef
 
-__all__ = ["LabelMatch", "TaskData", "label_targets", "load_task_data", "resolve_dataset_path"]
+__all__ = ["LabelMatch", "TaskData", "check_hub_datasets", "label_targets", "load_task_data", "resolve_dataset_path"]
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +93,36 @@ def resolve_dataset_path(path: str) -> Path | None:
     return None
 
 
+def check_hub_datasets(datasets_by_task: Mapping[str, DatasetRef], *, token: str | None) -> None:
+    """Refuse a Hub dataset id that does not exist, before a merge that is to be evaluated on it runs
+    (minutes, for real models) only to fail at the evaluation. Offline, or when the Hub does not
+    answer, nothing is refused here: the evaluation says what it finds.
+
+    Raises:
+        DatasetError: the Hub has no such dataset (or it is private and ``token`` cannot read it).
+    """
+    from huggingface_hub import HfApi, constants
+    from huggingface_hub import errors as hf
+
+    if constants.is_offline_mode():
+        return
+    api = HfApi(token=token, library_name="hubmerge")
+    for task, ref in datasets_by_task.items():
+        if resolve_dataset_path(ref.path) is not None:
+            continue
+        try:
+            api.dataset_info(ref.path)
+        except hf.GatedRepoError:
+            continue  # it exists; whether the token may read it, the evaluation finds out
+        except hf.RepositoryNotFoundError:
+            raise DatasetError(
+                str(ref), "is not on the Hub (or is private, and the token cannot read it)."
+                + _registry_hint(ref.path, task),
+            ) from None
+        except Exception:  # unreachable, rate limited: not a reason to refuse
+            continue
+
+
 def _registry_hint(*names: str | None) -> str:
     """'Did you mean the registry dataset X?' for the first name that is a known task."""
     from ..vision.classnames import canonical_task, dataset_for
@@ -108,11 +138,10 @@ def _registry_hint(*names: str | None) -> str:
         if spec is None:
             continue
         config = f" (config '{spec.config}')" if spec.config else ""
+        spelled = f"{spec.repo_id}:{spec.config}:{spec.split}" if spec.config else f"{spec.repo_id}:{spec.split}"
         return (
             f" '{task}' is usually evaluated on the Hub dataset '{spec.repo_id}'{config}, split "
-            f"'{spec.split}': write --task {task}={spec.repo_id}"
-            + (f":{spec.config}" if spec.config else "")
-            + f":{spec.split}."
+            f"'{spec.split}': 'dataset: {spelled}' in a recipe, --task {task}={spelled} for `hubmerge evaluate`."
         )
     return ""
 
