@@ -140,11 +140,11 @@ def test_merge_evaluate_writes_report(offline: None, tmp_path: Path) -> None:
 
 
 def test_a_failed_evaluation_keeps_the_merge_and_says_where(
-    offline: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    offline: None, hub_offline: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     fx = _fixtures("convnext")
     recipe = yaml.safe_load(_write_recipe(tmp_path / "r.yaml", fx, "simple_average").read_text())
-    recipe["models"][1]["dataset"] = "nobody/no-such-dataset"  # passes the recipe; offline, it cannot be loaded
+    recipe["models"][1]["dataset"] = "nobody/no-such-dataset"  # offline: no early check, and no load
     (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
     out = tmp_path / "out"
     assert main(["merge", str(tmp_path / "r.yaml"), "-o", str(out), "--device", "cpu", "--evaluate"]) == 1
