@@ -255,3 +255,13 @@ def test_a_dataset_the_hub_lacks_is_refused_before_the_merge(hub_models, local_h
         err = " ".join(capsys.readouterr().err.split())
         assert err.startswith("error: DatasetError: dataset 'alice/no-such-dataset:test': is not on the Hub"), err
     assert not (tmp_path / "out").exists()
+
+
+def test_the_early_dataset_check_refuses_only_what_the_hub_says_is_missing(monkeypatch):
+    from huggingface_hub import constants
+
+    from hubmerge.evaluation.data import check_hub_datasets
+    from hubmerge.recipe import DatasetRef
+
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")  # nothing listens: the evaluation will say
+    check_hub_datasets({"a": DatasetRef("org/anything"), "b": DatasetRef("not an id")}, token=None)

@@ -101,6 +101,7 @@ def check_hub_datasets(datasets_by_task: Mapping[str, DatasetRef], *, token: str
     Raises:
         DatasetError: the Hub has no such dataset (or it is private and ``token`` cannot read it).
     """
+    import httpx2
     from huggingface_hub import HfApi, constants
     from huggingface_hub import errors as hf
 
@@ -119,8 +120,8 @@ def check_hub_datasets(datasets_by_task: Mapping[str, DatasetRef], *, token: str
                 str(ref), "is not on the Hub (or is private, and the token cannot read it)."
                 + _registry_hint(ref.path, task),
             ) from None
-        except Exception:  # unreachable, rate limited: not a reason to refuse
-            continue
+        except (hf.HfHubHTTPError, httpx2.TransportError, ValueError):
+            continue  # rate limited, unreachable, an id the Hub API will not take: no reason to refuse
 
 
 def _registry_hint(*names: str | None) -> str:
