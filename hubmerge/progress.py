@@ -41,12 +41,10 @@ def byte_progress(console: Console, description: str, *, disable: bool = False) 
         transient=False,
     )
     task = bar.add_task(description, total=None)
-    drawn = stopped = False
+    drawn = False
 
     def finish() -> None:
-        nonlocal stopped
-        if drawn and not stopped:  # rich prints a blank line at every stop off a terminal: stop once
-            stopped = True
+        if bar.live.is_started:  # rich prints a blank line at every stop off a terminal: stop once, if drawn
             bar.stop()
 
     def update(done: int, total: int) -> None:
