@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import engine
-from .card import CARD_FILE, card_is_edited, write_card
-from .errors import CancelledError
+from .card import CARD_FILE, write_card
+from .errors import CancelledError, CardEditedError
 from .hub.auth import require_token
 from .hub.push import PushResult, check_target, push_folder
 from .methods import get_method
@@ -237,10 +237,10 @@ def publish_output(
     target = check_target(
         repo_id, token=secret, branch=branch, overwrite=overwrite or create_pr, endpoint=endpoint
     )
-    if card_is_edited(output):
-        step(0.25, f"{CARD_FILE} is not the card hubmerge wrote (edited by hand?): pushing it as it is")
-    else:
+    try:
         write_card(output, repo_id=repo_id, token=secret, endpoint=endpoint)
+    except CardEditedError:
+        step(0.25, f"{CARD_FILE} is not the card hubmerge wrote (edited by hand?): pushing it as it is")
     step(0.5, "Uploading in one commit")
     return push_folder(
         Path(output), repo_id, token=secret, target=target, private=private, branch=branch,
