@@ -309,6 +309,7 @@ def evaluate(
     quiet: QuietOpt = False,
     token: TokenOpt = None,
     token_file: TokenFileOpt = None,
+    endpoint: EndpointOpt = None,  # its callback points every model and dataset load at it
 ) -> None:
     """Evaluate MODEL on each task with that task's head (accuracy, loss), optionally next to its inputs."""
     from rich.console import Console

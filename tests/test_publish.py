@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import uuid
 from pathlib import Path
@@ -219,27 +220,37 @@ def test_push_cli_refuses_what_a_pushed_output_cannot_change(hub_models, local_h
         HfApi(endpoint=local_hub.endpoint, token=local_hub.alice_token).model_info(repo_id)
 
 
-def test_the_endpoint_option_reaches_the_evaluation_too(api, local_hub, tmp_path):
-    """push --endpoint evaluates the inputs through libraries that read HF_ENDPOINT when imported: in a
-    fresh process (the CLI's), the option is what they use, whatever HF_ENDPOINT said."""
+def _cli_with_endpoint_option(local_hub, tmp_path, *args: str) -> None:
+    """Run the CLI in a fresh process with --endpoint at the local Hub and HF_ENDPOINT where nothing listens:
+    the libraries read HF_ENDPOINT when imported, so it succeeds only if the option reached them all."""
     import os
     import subprocess
     import sys
 
-    from ._ui_helpers import publish_fixtures
-
-    recipe = tmp_path / "r.yaml"
-    recipe.write_text(publish_fixtures(local_hub.endpoint, local_hub.alice_token).recipe().to_yaml())
-    env = {**os.environ, "HF_ENDPOINT": "http://127.0.0.1:9", "HF_HOME": str(tmp_path / "hf")}  # nothing there
+    env = {**os.environ, "HF_ENDPOINT": "http://127.0.0.1:9", "HF_HOME": str(tmp_path / "hf")}
     env.pop("HF_HUB_OFFLINE", None)
-    repo_id = fresh_repo()
     done = subprocess.run(
-        [sys.executable, "-m", "hubmerge.cli", "push", str(recipe), "--repo-id", repo_id, "--endpoint",
-         local_hub.endpoint, "--token", local_hub.alice_token, "--max-samples", "4", "--quiet"],
+        [sys.executable, "-m", "hubmerge.cli", *args, "--endpoint", local_hub.endpoint,
+         "--token", local_hub.alice_token, "--max-samples", "4", "--quiet"],
         capture_output=True, text=True, env=env, timeout=600, check=False,
     )
     assert done.returncode == 0, done.stderr
+
+
+def test_the_endpoint_option_reaches_the_evaluation_too(api, local_hub, tmp_path):
+    from ._ui_helpers import publish_fixtures
+
+    fixtures = publish_fixtures(local_hub.endpoint, local_hub.alice_token)
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(fixtures.recipe().to_yaml())
+    repo_id = fresh_repo()
+    _cli_with_endpoint_option(local_hub, tmp_path, "push", str(recipe), "--repo-id", repo_id)
     assert "eval_comparison.json" in api.list_repo_files(repo_id)  # base and fine-tunes were loaded from the Hub
+    # evaluate takes the option too: a merged output on the Hub, next to its inputs, all loaded from there
+    _cli_with_endpoint_option(local_hub, tmp_path, "evaluate", repo_id, "--compare-inputs",
+                              "--json", str(tmp_path / "report.json"))
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert set(report["merged"]) == {*fixtures.models, "average"} and len(report["finetuned"]) == len(fixtures.models)
 
 
 def test_a_dataset_the_hub_lacks_is_refused_before_the_merge(hub_models, local_hub, tmp_path, capsys, monkeypatch):
