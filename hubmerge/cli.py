@@ -32,6 +32,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",  # a docstring's wrapped lines read as one paragraph, `code` as code
 )
 hub_app = typer.Typer(help="The local Hub-compatible server.", no_args_is_help=True)
 app.add_typer(hub_app, name="hub")
@@ -365,10 +366,10 @@ def push(
     token: TokenOpt = None,
     token_file: TokenFileOpt = None,
 ) -> None:
-    """Merge, evaluate, write the card and publish everything to REPO_ID in one commit.
+    """Publish to REPO_ID in one commit: a recipe, merged, evaluated and with its card; or an output as it is.
 
-    Given a merged output directory instead of a recipe (after `hubmerge merge`, and perhaps
-    `hubmerge evaluate OUTPUT --save`), push it as it is: nothing is merged or evaluated again.
+    A merged output directory (made by `hubmerge merge`, perhaps with `hubmerge evaluate OUTPUT --save`
+    after it) is pushed as it is: nothing is merged or evaluated again.
     """
     from . import publish as publishing
     from .hub.auth import require_token

@@ -144,6 +144,20 @@ def test_console_script_starts_fast_and_lazily():
         assert command in help_text.stdout
 
 
+def test_help_wraps_each_paragraph_to_the_terminal():
+    """A docstring's source line breaks are not the help's: `push --help` at 80 columns must not break a
+    sentence where the source did, leaving a short line in the middle of a paragraph."""
+    env = {**os.environ, "COLUMNS": "80", "TERM": "dumb"}
+    for command in (["push"], ["demo"]):
+        out = subprocess.run([sys.executable, "-m", "hubmerge.cli", *command, "--help"], capture_output=True,
+                             text=True, env=env, check=True).stdout
+        description = out.split("Usage:", 1)[1].split("╭", 1)[0].split("\n")[2:]
+        paragraphs = "\n".join(line.strip() for line in description).strip().split("\n\n")
+        for paragraph in paragraphs:
+            lines = paragraph.split("\n")
+            assert all(len(line) > 60 for line in lines[:-1]), paragraph
+
+
 def test_executable_flushes_output_runs_atexit_and_keeps_exit_codes(tmp_path, family):
     """``run`` skips the interpreter's teardown (os._exit), so check what a normal exit would give."""
     recipe = write_recipe(tmp_path / "r.yaml", family, "simple_average")
