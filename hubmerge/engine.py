@@ -821,10 +821,14 @@ def execute(
 
     started = time.perf_counter()
     output = Path(output)
-    check_output(output.absolute(), overwrite=overwrite)
-    check_space(output.absolute(), merge_plan.bytes_to_write)
-    torch_device = resolve_device(device or merge_plan.recipe.device)
-    max_shard = parse_size(max_shard_size)
+    try:
+        check_output(output.absolute(), overwrite=overwrite)
+        check_space(output.absolute(), merge_plan.bytes_to_write)
+        torch_device = resolve_device(device or merge_plan.recipe.device)
+        max_shard = parse_size(max_shard_size)
+    except BaseException:  # refused before any read: the plan's files and connections go all the same
+        close_plan(merge_plan)
+        raise
     remote = any(m.weights.source.revision is not None for m in merge_plan.inputs)
     workers = workers or (8 if remote else 2)
     total = merge_plan.bytes_to_read
@@ -953,6 +957,7 @@ def merge(
     output: str | Path,
     *,
     token: str | None = None,
+    endpoint: str | None = None,
     overwrite: bool = False,
     **options: Any,
 ) -> MergeResult:
@@ -963,7 +968,7 @@ def merge(
         >>> merge(load_recipe("recipe.yaml"), "out/merged")
     """
     check_output(Path(output).absolute(), overwrite=overwrite)
-    return execute(plan(recipe, token=token), output, overwrite=overwrite, **options)
+    return execute(plan(recipe, token=token, endpoint=endpoint), output, overwrite=overwrite, **options)
 
 
 def read_output_recipe(output: str | Path) -> Recipe:

@@ -580,6 +580,23 @@ def test_an_output_its_disk_cannot_hold_is_refused_before_anything_is_read(tmp_p
     assert engine.execute(merge_plan, target).output == target
 
 
+def test_a_refused_execute_closes_the_plans_files(tmp_path, convnext):
+    """A long-lived process (the app) that gets OutputExistsError or a missing device must not keep every
+    input file open: the refusal closes the plan as a finished merge does."""
+    import os
+
+    recipe = load_recipe(write_recipe(tmp_path / "r.yaml", convnext, "simple_average"))
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "kept.txt").write_text("mine")
+    open_before = len(os.listdir("/proc/self/fd"))
+    merge_plan = engine.plan(recipe)
+    assert len(os.listdir("/proc/self/fd")) > open_before  # planning read the headers through open files
+    with pytest.raises(OutputExistsError):
+        engine.execute(merge_plan, tmp_path / "out")
+    assert len(os.listdir("/proc/self/fd")) == open_before
+    assert engine.execute(merge_plan, tmp_path / "other").output == tmp_path / "other"  # still usable
+
+
 def test_cancel_stops_and_writes_nothing(tmp_path, convnext):
     recipe = load_recipe(write_recipe(tmp_path / "r.yaml", convnext, "simple_average"))
     cancel = threading.Event()

@@ -111,6 +111,17 @@ def test_a_persistent_failure_names_repo_and_file_and_writes_nothing(tmp_path, f
     assert not (tmp_path / "out").exists()
 
 
+def test_merge_reads_from_the_endpoint_it_is_given(tmp_path, family, hub_family, local_hub, monkeypatch):
+    """``hubmerge.merge(..., endpoint=)`` as ``plan`` takes it, whatever HF_ENDPOINT says."""
+    from huggingface_hub import constants
+
+    remote, local = hub_recipe(tmp_path, family, hub_family, method="simple_average")
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")  # the default points where nothing listens
+    engine.merge(remote, tmp_path / "remote", endpoint=local_hub.endpoint)
+    engine.merge(local, tmp_path / "local")
+    assert_same_output(tmp_path / "remote", tmp_path / "local")
+
+
 def test_private_repos_need_the_token(tmp_path, family, local_hub):
     api = HfApi(endpoint=local_hub.endpoint, token=local_hub.alice_token)
     repo_id = f"alice/private-{uuid.uuid4().hex[:6]}"
