@@ -227,6 +227,14 @@ class MergePlan:
 
     # ------------------------------------------------------------------ rendering
 
+    def __repr__(self) -> str:
+        """One line for a notebook or a log (the generated one ran to every tensor of every input)."""
+        from .plan_summary import human_bytes
+
+        tensors = ", ".join(f"{count} {what}" for what, count in self.counts.items())
+        return (f"MergePlan({self.method.name}, {len(self.inputs)} inputs, tensors: {tensors}, "
+                f"read {human_bytes(self.bytes_to_read)}, write {human_bytes(self.bytes_to_write)})")
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "method": self.method.name,

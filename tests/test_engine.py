@@ -25,6 +25,7 @@ from hubmerge.errors import (
     ShardIndexError,
 )
 from hubmerge.methods import get_method
+from hubmerge.plan_summary import human_bytes
 from hubmerge.recipe import load_recipe
 from hubmerge.weights.sources import LocalSource
 
@@ -578,6 +579,17 @@ def test_an_output_its_disk_cannot_hold_is_refused_before_anything_is_read(tmp_p
     assert asked == [str(tmp_path)] and reads == [] and not (tmp_path / "new").exists()
     monkeypatch.setattr(real_shutil, "disk_usage", lambda path: usage(10**12, 0, 10**12))
     assert engine.execute(merge_plan, target).output == target
+
+
+def test_a_plan_prints_as_one_line(tmp_path, convnext):
+    merge_plan = engine.plan(load_recipe(write_recipe(tmp_path / "r.yaml", convnext, "ties")))
+    counts = merge_plan.counts
+    assert repr(merge_plan) == (
+        f"MergePlan(ties, {len(merge_plan.inputs)} inputs, tensors: {counts['merged']} merged, "
+        f"{counts['copied']} copied, {counts['head']} head, {counts['skipped']} skipped, "
+        f"read {human_bytes(merge_plan.bytes_to_read)}, write {human_bytes(merge_plan.bytes_to_write)})"
+    )
+    engine.close_plan(merge_plan)
 
 
 def test_a_refused_execute_closes_the_plans_files(tmp_path, convnext):
