@@ -305,7 +305,8 @@ class NonFiniteTensorError(HubmergeError, ValueError):
 
 class OutputExistsError(HubmergeError, FileExistsError):
     def __init__(self, path: str) -> None:
-        super().__init__(f"output '{path}' already exists and is not empty. Pass --overwrite to replace it.")
+        super().__init__(f"output '{path}' already exists and is not empty. "
+                         "Pass --overwrite (from Python: overwrite=True) to replace it.")
         self.path = path
 
 

@@ -553,7 +553,7 @@ def test_existing_output_is_refused_before_anything_is_read(tmp_path, convnext, 
     out.mkdir()
     (out / "keep").write_text("x")
     monkeypatch.setattr(engine, "plan", lambda *a, **k: pytest.fail("planned before checking the output"))
-    with pytest.raises(OutputExistsError, match="--overwrite"):
+    with pytest.raises(OutputExistsError, match=r"--overwrite \(from Python: overwrite=True\)"):
         engine.merge(recipe, out)
 
 
