@@ -190,6 +190,9 @@ class Recipe:
                 raise RecipeError("weights must be finite numbers", field="models")
         elif method.needs_weights:
             raise RecipeError(f"{method.name} needs a 'weight' for every model", field="models")
+        if method.linear is not None:  # its coefficients (weights that sum to 0) fail here, not after the plan
+            method.linear(n, None if weights[0] is None else [float(w) for w in weights if w is not None],
+                          self.parameters)
         tasks = [m.task for m in self.models if m.task is not None]
         duplicates = sorted({t for t in tasks if tasks.count(t) > 1})
         if duplicates:

@@ -95,6 +95,8 @@ def test_pinning_revisions():
         ("method: simple_average\nmodels: [{model: a/b, weight: 1}, {model: a/c}]", RecipeError, "every model"),
         ("method: simple_average\nmodels: [{model: a/b, weight: heavy}]", RecipeError, "weight must be a number"),
         ("method: weighted_average\nmodels: [a/b, a/c]", RecipeError, "weight"),
+        ("method: weighted_average\nmodels: [{model: a/b, weight: -1}, {model: a/c, weight: 1}]",
+         MethodParameterError, "sum to 0"),  # refused with the recipe, not after planning
         ("method: simple_average\nmodels: [a/b]\ndtype: float8", RecipeError, "dtype"),
         ("method: simple_average\nmodels: [a/b]\ndevice: tpu", RecipeError, "device"),
         ("method: slerp\nmodels: [a/b, a/c, a/d]", RecipeError, "at most 2"),
