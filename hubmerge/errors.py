@@ -174,9 +174,11 @@ class UnknownPresetError(RecipeError):
 
 class UnknownTaskError(RecipeError):
     def __init__(self, name: str, known: Sequence[str], *, hint: str = "") -> None:
-        msg = f"unknown task '{name}'. Known tasks: {_list(sorted(known), 60)}."
-        if hint:
-            msg += f" {hint}"
+        """With no ``known`` tasks at all, the ``hint`` (why there are none) is the whole message."""
+        if known or not hint:
+            msg = f"unknown task '{name}'. Known tasks: {_list(sorted(known), 60)}." + (f" {hint}" if hint else "")
+        else:
+            msg = hint
         super().__init__(msg, field="task")
         self.name = name
         self.known = tuple(known)

@@ -67,8 +67,11 @@ def test_unknown_task_lists_the_outputs_tasks(fixtures, merged):
     assert all(task in str(info.value) for task in fixtures.tasks) and info.value.known == tuple(fixtures.tasks)
     with pytest.raises(UnknownTaskError, match="Did you mean 'digits_low'"):
         load_merged(merged, "digit_low")
-    with pytest.raises(UnknownTaskError, match="heads"):
-        load_merged(fixtures.models["digits_low"], "x")  # a plain model, not a merged output
+    for task in ("x", None):  # a plain model, not a merged output: no "unknown task 'None'. Known tasks: ."
+        with pytest.raises(UnknownTaskError) as info:
+            load_merged(fixtures.models["digits_low"], task)
+        assert str(info.value).startswith(f"'task': '{fixtures.models['digits_low']}' holds no heads/<task>/, "
+                                          "so it is no hubmerge output; load a plain model with transformers'")
     assert model_tasks(fixtures.models["digits_low"]) == []
 
 

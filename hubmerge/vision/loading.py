@@ -318,8 +318,8 @@ def load_merged(
     if not tasks:
         raise UnknownTaskError(
             str(task), [],
-            hint=f"'{path_or_repo}' holds no heads/<task>/: is it a hubmerge output? "
-            "Load a plain model with load_classifier.",
+            hint=f"'{path_or_repo}' holds no heads/<task>/, so it is no hubmerge output; load a plain model with "
+            "transformers' AutoModelForImageClassification or hubmerge.vision.loading.load_classifier.",
         )
     chosen = task if task is not None else (default if default in tasks else tasks[0])
     if chosen not in tasks:
