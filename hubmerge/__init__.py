@@ -1,7 +1,8 @@
 """hubmerge: merge fine-tuned image classifiers from the Hugging Face Hub, tensor by tensor.
 
     >>> from hubmerge import load_recipe, plan, merge, load_merged
-    >>> merge(load_recipe("recipe.yaml"), "out/merged")
+    >>> plan("recipe.yaml")  # from headers only: MergePlan(ties, 9 inputs, tensors: ..., read ..., write ...)
+    >>> merge("recipe.yaml", "out/merged")  # or load_recipe(...), changed in code, then merge(recipe, ...)
     >>> model = load_merged("out/merged", task="eurosat")
 
 Heavy modules (torch, transformers) load on first use, so ``import hubmerge`` stays cheap.

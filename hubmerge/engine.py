@@ -349,11 +349,11 @@ def _out_dtype(code: str, recipe: Recipe) -> str:
     return code
 
 
-def plan(recipe: Recipe, *, token: str | None = None, endpoint: str | None = None) -> MergePlan:
+def plan(recipe: Recipe | str | Path, *, token: str | None = None, endpoint: str | None = None) -> MergePlan:
     """Read headers only and decide, for every tensor, how the output gets it.
 
     Args:
-        recipe: a validated recipe.
+        recipe: a ``Recipe``, or the path of a recipe file (hubmerge or FusionBench YAML).
         token: Hub token for private inputs (never logged).
         endpoint: the Hub to read repos from (default: ``HF_ENDPOINT`` or huggingface.co).
 
@@ -366,9 +366,11 @@ def plan(recipe: Recipe, *, token: str | None = None, endpoint: str | None = Non
         WeightsError: corrupt or missing files. HubError: unreachable or unknown repos.
 
     Example:
-        >>> merge_plan = plan(load_recipe("recipe.yaml"))
+        >>> merge_plan = plan("recipe.yaml")
         >>> merge_plan.bytes_to_read
     """
+    if not isinstance(recipe, Recipe):
+        recipe = load_recipe(recipe)
     method = get_method(recipe.method)
     opened = _open_inputs(recipe, token, endpoint)
     try:
@@ -961,7 +963,7 @@ def execute(
 
 
 def merge(
-    recipe: Recipe,
+    recipe: Recipe | str | Path,
     output: str | Path,
     *,
     token: str | None = None,
@@ -972,8 +974,8 @@ def merge(
     """``plan`` then ``execute``: the whole merge in one call (see both for arguments and errors).
 
     Example:
-        >>> from hubmerge import load_recipe, merge
-        >>> merge(load_recipe("recipe.yaml"), "out/merged")
+        >>> from hubmerge import merge
+        >>> merge("recipe.yaml", "out/merged")  # or a Recipe built in code
     """
     check_output(Path(output).absolute(), overwrite=overwrite)
     return execute(plan(recipe, token=token, endpoint=endpoint), output, overwrite=overwrite, **options)

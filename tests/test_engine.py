@@ -592,6 +592,18 @@ def test_a_plan_prints_as_one_line(tmp_path, convnext):
     engine.close_plan(merge_plan)
 
 
+def test_plan_and_merge_take_a_recipe_file_as_they_take_a_recipe(tmp_path, convnext):
+    """``hubmerge.merge("recipe.yaml", out)``, as the package docstring shows, not only a loaded Recipe."""
+    path = write_recipe(tmp_path / "r.yaml", convnext, "simple_average")
+    from_file, loaded = engine.plan(str(path)), engine.plan(load_recipe(path))
+    assert from_file.recipe == loaded.recipe and from_file.to_dict() == loaded.to_dict()
+    for merge_plan in (from_file, loaded):
+        engine.close_plan(merge_plan)
+    engine.merge(path, tmp_path / "out")
+    with pytest.raises(RecipeError, match="does not exist"):
+        engine.plan(tmp_path / "missing.yaml")
+
+
 def test_a_refused_execute_closes_the_plans_files(tmp_path, convnext):
     """A long-lived process (the app) that gets OutputExistsError or a missing device must not keep every
     input file open: the refusal closes the plan as a finished merge does."""
