@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import time
-import tomllib
 from pathlib import Path
 
 import gradio
@@ -18,6 +17,11 @@ from huggingface_hub import HfApi, SpaceCard, snapshot_download
 
 from hubmerge.cli import main
 from hubmerge.hub.space import GRADIO_VERSION, package_files, space_files
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10, which the package supports: pytest brings tomli there
+    import tomli as tomllib
 
 from ._ui_helpers import free_port
 
