@@ -29,7 +29,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -349,11 +349,14 @@ def _out_dtype(code: str, recipe: Recipe) -> str:
     return code
 
 
-def plan(recipe: Recipe | str | Path, *, token: str | None = None, endpoint: str | None = None) -> MergePlan:
+def plan(
+    recipe: Recipe | Mapping[str, Any] | str | Path, *, token: str | None = None, endpoint: str | None = None
+) -> MergePlan:
     """Read headers only and decide, for every tensor, how the output gets it.
 
     Args:
-        recipe: a ``Recipe``, or the path of a recipe file (hubmerge or FusionBench YAML).
+        recipe: a ``Recipe``; the dict a recipe file holds; or the path of a recipe file (hubmerge or
+            FusionBench YAML).
         token: Hub token for private inputs (never logged).
         endpoint: the Hub to read repos from (default: ``HF_ENDPOINT`` or huggingface.co).
 
@@ -369,7 +372,9 @@ def plan(recipe: Recipe | str | Path, *, token: str | None = None, endpoint: str
         >>> merge_plan = plan("recipe.yaml")
         >>> merge_plan.bytes_to_read
     """
-    if not isinstance(recipe, Recipe):
+    if isinstance(recipe, Mapping):
+        recipe = Recipe.from_dict(recipe)
+    elif not isinstance(recipe, Recipe):
         recipe = load_recipe(recipe)
     method = get_method(recipe.method)
     opened = _open_inputs(recipe, token, endpoint)
@@ -963,7 +968,7 @@ def execute(
 
 
 def merge(
-    recipe: Recipe | str | Path,
+    recipe: Recipe | Mapping[str, Any] | str | Path,
     output: str | Path,
     *,
     token: str | None = None,
@@ -975,7 +980,7 @@ def merge(
 
     Example:
         >>> from hubmerge import merge
-        >>> merge("recipe.yaml", "out/merged")  # or a Recipe built in code
+        >>> merge("recipe.yaml", "out/merged")  # or a Recipe, or {"method": "ties", "models": [...], ...}
     """
     check_output(Path(output).absolute(), overwrite=overwrite)
     return execute(plan(recipe, token=token, endpoint=endpoint), output, overwrite=overwrite, **options)

@@ -8,6 +8,7 @@ import threading
 
 import pytest
 import torch
+import yaml
 from safetensors.torch import load_file, save_file
 
 from hubmerge import engine
@@ -592,13 +593,14 @@ def test_a_plan_prints_as_one_line(tmp_path, convnext):
     engine.close_plan(merge_plan)
 
 
-def test_plan_and_merge_take_a_recipe_file_as_they_take_a_recipe(tmp_path, convnext):
+def test_plan_and_merge_take_a_recipe_file_or_dict_as_they_take_a_recipe(tmp_path, convnext):
     """``hubmerge.merge("recipe.yaml", out)``, as the package docstring shows, not only a loaded Recipe."""
     path = write_recipe(tmp_path / "r.yaml", convnext, "simple_average")
-    from_file, loaded = engine.plan(str(path)), engine.plan(load_recipe(path))
-    assert from_file.recipe == loaded.recipe and from_file.to_dict() == loaded.to_dict()
-    for merge_plan in (from_file, loaded):
-        engine.close_plan(merge_plan)
+    loaded = engine.plan(load_recipe(path))
+    for other in (engine.plan(str(path)), engine.plan(yaml.safe_load(path.read_text()))):
+        assert other.recipe == loaded.recipe and other.to_dict() == loaded.to_dict()
+        engine.close_plan(other)
+    engine.close_plan(loaded)
     engine.merge(path, tmp_path / "out")
     with pytest.raises(RecipeError, match="does not exist"):
         engine.plan(tmp_path / "missing.yaml")
