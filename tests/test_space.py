@@ -18,12 +18,12 @@ from huggingface_hub import HfApi, SpaceCard, snapshot_download
 from hubmerge.cli import main
 from hubmerge.hub.space import GRADIO_VERSION, package_files, space_files
 
+from ._ui_helpers import free_port
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # Python 3.10, which the package supports: pytest brings tomli there
     import tomli as tomllib
-
-from ._ui_helpers import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 
