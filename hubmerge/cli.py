@@ -102,6 +102,25 @@ MaxSamplesOpt = Annotated[
 ]
 
 
+def _check_match_labels(value: str) -> str:
+    """Refuse a bad --match-labels before the merge, not at the evaluation after it."""
+    from .evaluation.loop import check_match_labels
+
+    try:
+        check_match_labels(value)
+    except HubmergeError as exc:
+        raise typer.BadParameter(exc.message) from None
+    return value
+
+
+MatchLabelsOpt = Annotated[
+    str,
+    typer.Option("--match-labels", callback=_check_match_labels,
+                 help="name: match each dataset's classes to its head's id2label by name; position: by index "
+                      "(for names that differ in the same order)."),
+]
+
+
 def _use_endpoint(value: str | None) -> str | None:
     """--endpoint for every library the command uses, not only for the merge and the push, which take it
     as an argument: the evaluation loads models and datasets through huggingface_hub, transformers and
@@ -224,6 +243,7 @@ def merge(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")] = False,
     evaluate: Annotated[bool, typer.Option("--evaluate", help="Evaluate every task that names a dataset.")] = False,
     max_samples: MaxSamplesOpt = None,
+    match_labels: MatchLabelsOpt = "name",
     quiet: QuietOpt = False,
     endpoint: EndpointOpt = None,
     token: TokenOpt = None,
@@ -263,7 +283,7 @@ def merge(
 
         try:
             evaluate_recipe_tasks(result.output, loaded, console=console, device=device, max_samples=max_samples,
-                                  token=secret)
+                                  match_labels=match_labels, token=secret)  # type: ignore[arg-type]
         except HubmergeError:  # the merge itself is done and kept: say so next to the evaluation's error
             _console().print(f"[yellow]the merged model is kept in {result.output}[/yellow]; once its evaluation "
                              f"can run, `hubmerge evaluate {result.output} --save` adds the results", soft_wrap=True)
@@ -297,10 +317,7 @@ def evaluate(
     max_samples: MaxSamplesOpt = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per forward pass.")] = 64,
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
-    match_labels: Annotated[
-        str,
-        typer.Option("--match-labels", help="name: match classes to id2label by name; position: by index."),
-    ] = "name",
+    match_labels: MatchLabelsOpt = "name",
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the JSON report here.")] = None,
     save: Annotated[
         bool,
@@ -359,6 +376,7 @@ def push(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace the content of a non-empty repo.")] = False,
     evaluate: Annotated[bool, typer.Option("--evaluate/--no-evaluate", help="Evaluate tasks that name a dataset.")] = True,
     max_samples: MaxSamplesOpt = None,
+    match_labels: MatchLabelsOpt = "name",
     device: DeviceOpt = None,
     dtype: DtypeOpt = None,
     max_shard_size: MaxShardSizeOpt = "5GB",
@@ -381,6 +399,8 @@ def push(
             "--device": (device, "merge again to change how it is made"),
             "--dtype": (dtype, "merge again with --dtype"),
             "--max-samples": (max_samples, f"first run `hubmerge evaluate {recipe} --max-samples N --save`"),
+            "--match-labels": (None if match_labels == "name" else match_labels,
+                               f"first run `hubmerge evaluate {recipe} --match-labels {match_labels} --save`"),
         }
         for option, (value, remedy) in remedies.items():
             if value is not None:
@@ -401,7 +421,8 @@ def push(
         result = publishing.publish(
             loaded, repo_id, token=secret, endpoint=endpoint, private=private, branch=branch,
             create_pr=create_pr, overwrite=overwrite, evaluate=evaluate, max_samples=max_samples,
-            max_shard_size=max_shard_size, on_progress=on_progress, console=None if quiet else console,
+            match_labels=match_labels, max_shard_size=max_shard_size,  # type: ignore[arg-type]
+            on_progress=on_progress, console=None if quiet else console,
         )
     _print_pushed(result.push, console)
 

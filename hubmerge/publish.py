@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from .evaluation import CompareReport, EvalReport
+    from .evaluation.data import LabelMatch
 
 __all__ = ["BuildResult", "PublishResult", "build", "publish", "publish_output"]
 
@@ -82,6 +83,7 @@ def build(
     evaluate: bool = True,
     compare_inputs: bool = True,
     max_samples: int | None = None,
+    match_labels: LabelMatch = "name",
     max_shard_size: str | int = "5GB",
     repo_id: str | None = None,
     on_progress: engine.ProgressCallback | None = None,
@@ -98,6 +100,8 @@ def build(
         evaluate: evaluate tasks with datasets; ``compare_inputs``: also the base and each
             fine-tune with every task's head, for the card's merged-vs-inputs table.
         max_samples: evaluate at most this many examples per task.
+        match_labels: ``"name"`` matches each dataset's class names onto its head's ``id2label``;
+            ``"position"`` trusts that class i is output i (names that differ, same order).
         max_shard_size: split the merged weights into shards of at most this size (``"5GB"``, bytes).
         repo_id: where the output will be published (named in the card's code samples).
         on_progress: ``(bytes read, total)`` during the merge. ``cancel``: set to stop the merge.
@@ -112,9 +116,11 @@ def build(
     """
     output = Path(output)
     engine.check_output(output.absolute(), overwrite=overwrite)
-    if evaluate and _has_datasets(recipe):
+    if evaluate and _has_datasets(recipe):  # what the evaluation will refuse is refused before the merge
         from .evaluation import check_recipe_datasets
+        from .evaluation.loop import check_match_labels
 
+        check_match_labels(match_labels)
         check_recipe_datasets(recipe, token=token)
     merge_plan = engine.plan(recipe, token=token, endpoint=endpoint)
     merged = engine.execute(merge_plan, output, device=device, overwrite=overwrite, max_shard_size=max_shard_size,
@@ -127,7 +133,8 @@ def build(
         from . import evaluation
 
         datasets = {e.task: e.dataset for e in recipe.models if e.task is not None and e.dataset is not None}
-        options = dict(device=device or recipe.device, max_samples=max_samples, token=token, console=console)
+        options = dict(device=device or recipe.device, max_samples=max_samples, match_labels=match_labels,
+                       token=token, console=console)
         if compare_inputs:
             comparison = evaluation.compare_inputs(output, datasets, **options)  # type: ignore[arg-type]
             if repo_id is not None:  # name the merged row by where it goes, not by a temporary path
@@ -157,6 +164,7 @@ def publish(
     evaluate: bool = True,
     compare_inputs: bool = True,
     max_samples: int | None = None,
+    match_labels: LabelMatch = "name",
     max_shard_size: str | int = "5GB",
     work_dir: str | Path | None = None,
     on_progress: engine.ProgressCallback | None = None,
@@ -170,8 +178,8 @@ def publish(
     ``overwrite`` (or ``create_pr``, which leaves the branch alone).
 
     Args:
-        recipe, device, evaluate, compare_inputs, max_samples, max_shard_size, on_progress, cancel, console:
-            see ``build``.
+        recipe, device, evaluate, compare_inputs, max_samples, match_labels, max_shard_size, on_progress, cancel,
+            console: see ``build``.
         repo_id: ``namespace/name`` to publish to.
         private: create the repo private. ``branch``: commit there. ``create_pr``: open a PR instead.
         endpoint: the Hub to read inputs from and push to (default ``HF_ENDPOINT``/huggingface.co).
@@ -190,8 +198,8 @@ def publish(
     with tempfile.TemporaryDirectory(prefix=f"{_WORK_PREFIX}{os.getpid()}-", dir=work_dir) as tmp:
         built = build(
             recipe, Path(tmp) / "output", token=secret, endpoint=endpoint, device=device, evaluate=evaluate,
-            compare_inputs=compare_inputs, max_samples=max_samples, max_shard_size=max_shard_size, repo_id=repo_id,
-            on_progress=on_progress, cancel=cancel, console=console,
+            compare_inputs=compare_inputs, max_samples=max_samples, match_labels=match_labels,
+            max_shard_size=max_shard_size, repo_id=repo_id, on_progress=on_progress, cancel=cancel, console=console,
         )
         pushed = push_folder(
             built.output, repo_id, token=secret, target=target, private=private, branch=branch, create_pr=create_pr,

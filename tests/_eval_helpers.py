@@ -100,3 +100,26 @@ def variant(
         out[split] = part
     datasets.DatasetDict(out).save_to_disk(str(target))
     return target
+
+
+def hf_online(monkeypatch: pytest.MonkeyPatch, online: bool) -> None:
+    """Flip the offline switches that huggingface_hub and datasets read once, at import."""
+    import datasets
+    from huggingface_hub import constants
+
+    for module, name in ((datasets.config, "HF_HUB_OFFLINE"), (datasets.config, "HF_DATASETS_OFFLINE"),
+                         (constants, "HF_HUB_OFFLINE")):
+        monkeypatch.setattr(module, name, not online)
+
+
+def upload_dataset(api: Any, repo_id: str, dataset_dir: Path, work: Path, *, private: bool = False) -> str:
+    """A save_to_disk dataset as a Hub dataset repo of parquet files, one per split (as push_to_hub lays it out)."""
+    import datasets
+
+    api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
+    data = datasets.load_from_disk(str(dataset_dir))
+    (work / "data").mkdir(parents=True)
+    for split in data:
+        data[split].to_parquet(str(work / "data" / f"{split}-00000-of-00001.parquet"))
+    api.upload_folder(folder_path=str(work), repo_id=repo_id, repo_type="dataset")
+    return repo_id

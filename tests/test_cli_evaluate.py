@@ -7,8 +7,10 @@ inputs from `hubmerge evaluate --compare-inputs --json`; ``pytest -s`` prints th
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -17,7 +19,7 @@ from hubmerge.cli import main
 from hubmerge.evaluation import EVAL_RESULTS_FILE, EVAL_SCOPE_FILE
 from hubmerge.fixtures import FAMILIES, FixtureSet, build_fixtures
 
-from ._eval_helpers import offline_hf
+from ._eval_helpers import hf_online, offline_hf, upload_dataset, variant
 
 # Asserted margins in accuracy points (mean over the four tasks, each with its own head), set a bit
 # below what this pipeline measured on the fixtures as built here (printed with -s); they are the
@@ -151,6 +153,46 @@ def test_a_failed_evaluation_keeps_the_merge_and_says_where(
     err = capsys.readouterr().err
     assert f"the merged model is kept in {out}; once its evaluation can run, `hubmerge evaluate {out} --save`" in err
     assert err.index("kept in") < err.index("error: DatasetError") and (out / "model.safetensors").is_file()
+
+
+def test_classes_named_otherwise_are_matched_by_position_when_asked(
+    offline: None, local_hub: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Hub dataset whose class names differ from the head's (same order) fails `merge --evaluate` by name
+    and says how to match by position; --match-labels position then scores exactly as the same examples
+    under the head's own names do. Bad values, and a pushed directory, are refused before any work."""
+    from huggingface_hub import HfApi
+
+    fx = _fixtures("convnext")
+    task = fx.tasks[0]
+    renamed = variant(fx.datasets[task], tmp_path / "renamed", names=[f"digit {n}" for n in range(5)])
+    api = HfApi(endpoint=local_hub.endpoint, token=local_hub.alice_token)
+    repo = upload_dataset(api, f"alice/renamed-{uuid.uuid4().hex[:8]}", renamed, tmp_path / "up")
+    recipe = yaml.safe_load(_write_recipe(tmp_path / "r.yaml", fx, "simple_average").read_text())
+    recipe["models"][0]["dataset"] = repo  # a local dataset's names are checked when planning, a Hub one's here
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
+    hf_online(monkeypatch, True)
+    merge = ["merge", str(tmp_path / "r.yaml"), "--device", "cpu", "--quiet", "--evaluate", "--max-samples", "24"]
+    assert main([*merge, "-o", str(tmp_path / "by-name")]) == 1
+    err = " ".join(capsys.readouterr().err.split())
+    assert "HeadMismatchError" in err and "(CLI: --match-labels position; web app: match classes by position)" in err
+    by_position = tmp_path / "by-position"
+    assert main([*merge, "-o", str(by_position), "--match-labels", "position"]) == 0
+    scores = json.loads((by_position / EVAL_RESULTS_FILE).read_text())[task]
+    own_names = tmp_path / "own.json"
+    assert _evaluate(by_position, "--task", f"{task}={fx.datasets[task]}", "--max-samples", "24", "--quiet",
+                     "--json", str(own_names)) == 0
+    assert json.loads(own_names.read_text())[task] == scores
+    capsys.readouterr()
+
+    def flat(text: str) -> str:  # a usage error comes in a rich panel: compare without its frame and wrapping
+        return "".join(text.replace("│", "").split())
+
+    assert main([*merge, "-o", str(tmp_path / "bad"), "--match-labels", "index"]) == 2
+    assert flat("'name' or 'position', got 'index'") in flat(capsys.readouterr().err)
+    assert not (tmp_path / "bad").exists()
+    assert main(["push", str(by_position), "--repo-id", "alice/x", "--match-labels", "position"]) == 2
+    assert flat(f"`hubmerge evaluate {by_position} --match-labels position --save`") in flat(capsys.readouterr().err)
 
 
 def test_evaluate_save_puts_the_reports_into_the_output_for_its_card(

@@ -30,7 +30,7 @@ from hubmerge.evaluation import (
 from hubmerge.fixtures import FixtureSet, build_fixtures
 from hubmerge.recipe import DatasetRef, Recipe
 
-from ._eval_helpers import AutoProcessor, direct_scores, offline_hf, variant
+from ._eval_helpers import AutoProcessor, direct_scores, hf_online, offline_hf, upload_dataset, variant
 
 
 @pytest.fixture(scope="module")
@@ -228,40 +228,24 @@ def test_hub_dataset_offline(fx: FixtureSet) -> None:
         _evaluate(fx, "mnist", "mnist")
 
 
-def _online(monkeypatch: pytest.MonkeyPatch, online: bool) -> None:
-    import datasets
-    from huggingface_hub import constants
-
-    for module, name in ((datasets.config, "HF_HUB_OFFLINE"), (datasets.config, "HF_DATASETS_OFFLINE"),
-                         (constants, "HF_HUB_OFFLINE")):
-        monkeypatch.setattr(module, name, not online)
-
-
 def test_hub_dataset_through_hf_endpoint(
     fx: FixtureSet, local_hub: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A private dataset repo on the session's local Hub (HF_ENDPOINT), read with the token; then
     offline from the cache; a repo that does not exist is a DatasetError."""
-    import datasets
     from huggingface_hub import HfApi
 
     api = HfApi(endpoint=local_hub.endpoint, token=local_hub.alice_token)
-    repo = "alice/eval-digits-low"
-    api.create_repo(repo, repo_type="dataset", private=True, exist_ok=True)
-    data = datasets.load_from_disk(str(fx.datasets["digits_low"]))
-    (tmp_path / "up" / "data").mkdir(parents=True)
-    for split in ("train", "test"):
-        data[split].to_parquet(str(tmp_path / "up" / "data" / f"{split}-00000-of-00001.parquet"))
-    api.upload_folder(folder_path=str(tmp_path / "up"), repo_id=repo, repo_type="dataset")
+    repo = upload_dataset(api, "alice/eval-digits-low", fx.datasets["digits_low"], tmp_path / "up", private=True)
 
-    _online(monkeypatch, True)
+    hf_online(monkeypatch, True)
     result = _evaluate(fx, "digits_low", f"{repo}:test", token=local_hub.alice_token)
     assert result.accuracy == pytest.approx(fx.accuracy["digits_low"], abs=1e-12)
     assert result.dataset == f"{repo}:test"
     with pytest.raises(DatasetError, match="was not found"):
         _evaluate(fx, "digits_low", "alice/no-such-dataset", token=local_hub.alice_token)
 
-    _online(monkeypatch, False)
+    hf_online(monkeypatch, False)
     cached = _evaluate(fx, "digits_low", f"{repo}:test")
     assert cached.accuracy == result.accuracy
 
@@ -520,7 +504,7 @@ def test_downloads_during_an_evaluation_draw_on_our_display_only(
     from ._ui_helpers import publish_fixtures
 
     models = publish_fixtures(local_hub.endpoint, local_hub.alice_token)
-    _online(monkeypatch, True)
+    hf_online(monkeypatch, True)
     out = tmp_path / "merged"
     merge(models.recipe("simple_average"), out, token=local_hub.alice_token)
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))  # every input downloads

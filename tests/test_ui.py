@@ -321,6 +321,34 @@ def test_each_merge_chooses_how_many_examples_to_evaluate(hub_models, local_hub,
     assert "random subset" not in whole[0] and "(all 218 examples)" in whole[3]  # status, then the card
 
 
+@pytest.mark.slow
+def test_a_merge_can_match_classes_by_position(hub_models, local_hub, tmp_path, monkeypatch):
+    """A Hub dataset naming its classes otherwise than the head: the app's merge fails by name, saying how,
+    and evaluates with "position" chosen on the form."""
+    import uuid
+
+    import gradio as gr
+
+    from hubmerge.ui import AppHandlers
+
+    from ._eval_helpers import hf_online, upload_dataset, variant
+
+    os.environ.pop("HF_HUB_OFFLINE", None)
+    hf_online(monkeypatch, True)
+    renamed = variant(hub_models.datasets["digits_low"], tmp_path / "renamed", names=[f"digit {n}" for n in range(5)])
+    api = HfApi(endpoint=local_hub.endpoint, token=local_hub.alice_token)
+    repo = upload_dataset(api, f"alice/ui-renamed-{uuid.uuid4().hex[:8]}", renamed, tmp_path / "up")
+    values = form_values(hub_models.recipe())
+    rows = [[model, task, repo if task == "digits_low" else data, weight] for model, task, data, weight in values.models]
+    form = (values.base_model, rows, values.method, values.parameters, values.dtype, values.device, "", 8)
+    handlers = AppHandlers(endpoint=local_hub.endpoint, work_dir=tmp_path / "work")
+    quiet = {"request": SimpleNamespace(session_hash="s"), "progress": lambda *a, **k: None}
+    with pytest.raises(gr.Error, match="web app: match classes by position"):
+        handlers.merge(*form, **quiet)
+    status, table = handlers.merge(*form, "position", **quiet)[:2]
+    assert "digits_low 8 of 218" in status and len(table) == 3 + len(rows)  # merged, base, individual, each input
+
+
 @pytest.mark.filterwarnings("ignore:Gradio does not support OAuth features outside of a Space")
 def test_the_form_starts_from_the_apps_sample_count(local_hub, monkeypatch):
     from hubmerge.ui import build_app

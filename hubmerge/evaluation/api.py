@@ -385,6 +385,7 @@ def evaluate_recipe_tasks(
     device: str | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
     max_samples: int | None = None,
+    match_labels: LabelMatch = "name",
     token: str | None = None,
 ) -> EvalReport:
     """After a merge: evaluate every task whose recipe entry names a dataset, and save the report.
@@ -398,7 +399,7 @@ def evaluate_recipe_tasks(
         recipe: the recipe it was merged from.
         console: where the progress and the table go (nothing is drawn when None).
         device: ``auto``, ``cpu``, ``cuda[:N]``; default: the recipe's device.
-        batch_size, max_samples, token: see :func:`evaluate_model`.
+        batch_size, max_samples, match_labels, token: see :func:`evaluate_model`.
 
     Returns:
         The :class:`EvalReport` (empty when no task names a dataset).
@@ -417,6 +418,7 @@ def evaluate_recipe_tasks(
         batch_size=batch_size,
         max_samples=max_samples,
         device=device or recipe.device,
+        match_labels=match_labels,
         token=token,
         console=console,
     )

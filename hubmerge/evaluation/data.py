@@ -331,8 +331,8 @@ def label_targets(
     raise HeadMismatchError(
         task,
         f"the head's id2label and {where} name their {head_size} classes differently: dataset "
-        f"{_few(missing)} vs head {_few(extra)}. If both are in the same order, pass "
-        "match_labels='position' (CLI: --match-labels position).",
+        f"{_few(missing)} vs head {_few(extra)}. If both are in the same order, match them by position: "
+        "match_labels='position' (CLI: --match-labels position; web app: match classes by position).",
     )
 
 

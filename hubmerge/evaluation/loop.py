@@ -35,6 +35,7 @@ __all__ = [
     "Job",
     "Processor",
     "Settings",
+    "check_match_labels",
     "check_max_samples",
     "location",
     "make_settings",
@@ -91,9 +92,13 @@ def make_settings(
         raise RecipeError(f"batch size must be at least 1, got {batch_size}", field="batch_size")
     if num_workers is not None and num_workers < 0:
         raise RecipeError(f"num_workers must be 0 or more, got {num_workers}", field="num_workers")
+    check_match_labels(match_labels)
+    return Settings(resolve_device(device), batch_size, num_workers, match_labels, autocast, progress)
+
+
+def check_match_labels(match_labels: str) -> None:
     if match_labels not in ("name", "position"):
         raise RecipeError(f"match_labels is 'name' or 'position', got {match_labels!r}", field="match_labels")
-    return Settings(resolve_device(device), batch_size, num_workers, match_labels, autocast, progress)
 
 
 def check_max_samples(max_samples: int | None) -> None:

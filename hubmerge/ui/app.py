@@ -174,14 +174,14 @@ class AppHandlers:
         return self.work_dir / (session or "default")
 
     def merge(self, base_model: str, models: Any, method: str, parameters: dict[str, Any] | None, dtype: str,
-              device: str, token: str | None = None, examples: float | None = None,
+              device: str, token: str | None = None, examples: float | None = None, match_labels: str = "name",
               request: gr.Request = None,  # type: ignore[assignment]
               oauth_token: Optional[gr.OAuthToken] = None, progress: gr.Progress = gr.Progress(),
               ) -> tuple[Any, ...]:
         """Merge, evaluate against the inputs, write the card; returns what the results tab shows.
 
         ``examples``: evaluate at most this many examples per task, 0 for the whole split (None: the app's
-        ``max_samples``).
+        ``max_samples``). ``match_labels``: how each dataset's classes meet its head (``name``, ``position``).
         """
         from ..publish import build
 
@@ -202,7 +202,8 @@ class AppHandlers:
                 recipe = self.recipe(base_model, models, method, parameters, dtype, device)
                 evaluate = any(entry.dataset is not None for entry in recipe.models)
                 built = build(recipe, output, token=secret, endpoint=self.endpoint, evaluate=evaluate,
-                              max_samples=max_samples, on_progress=on_progress, cancel=cancel)
+                              max_samples=max_samples, match_labels=match_labels,  # type: ignore[arg-type]
+                              on_progress=on_progress, cancel=cancel)
         except gr.Error:
             shutil.rmtree(folder, ignore_errors=True)
             raise
@@ -397,9 +398,14 @@ def build_app(
             else:
                 token_box = gr.Textbox(label="Hub token (for private models and pushing; never shown or stored)",
                                        type="password", elem_id="token")
-            examples = gr.Number(max_samples or 0, label="Examples per task to evaluate (0: the whole split)",
-                                 precision=0, minimum=0, elem_id="examples",
-                                 info="a fixed random subset (seed 0); the card says how many were used")
+            with gr.Row():
+                examples = gr.Number(max_samples or 0, label="Examples per task to evaluate (0: the whole split)",
+                                     precision=0, minimum=0, elem_id="examples",
+                                     info="a fixed random subset (seed 0); the card says how many were used")
+                match_labels = gr.Radio(["name", "position"], value="name", elem_id="match-labels",
+                                        label="Match each dataset's classes to its head by",
+                                        info="name: id2label's names (case, spaces, _ and - aside); "
+                                             "position: class i is output i")
             with gr.Row():
                 plan_button = gr.Button("Plan", elem_id="plan")
                 merge_button = gr.Button("Merge", variant="primary", elem_id="merge")
@@ -448,7 +454,7 @@ def build_app(
         )
         merged = [status, results, chart, card, recipe_file, output_state, task]
         merging = merge_button.click(**collect).then(**_cleared(*merged, pushed)).then(
-            handlers.merge, [*form, token_box, examples], merged,
+            handlers.merge, [*form, token_box, examples, match_labels], merged,
             api_name="merge", concurrency_limit=1, concurrency_id=HEAVY,
         )
         cancel_button.click(handlers.cancel, None, status, cancels=[merging], api_name="cancel", queue=False)
