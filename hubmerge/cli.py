@@ -422,7 +422,7 @@ def push(
             loaded, repo_id, token=secret, endpoint=endpoint, private=private, branch=branch,
             create_pr=create_pr, overwrite=overwrite, evaluate=evaluate, max_samples=max_samples,
             match_labels=match_labels, max_shard_size=max_shard_size,  # type: ignore[arg-type]
-            on_progress=on_progress, console=None if quiet else console,
+            on_progress=on_progress, console=console,  # a quiet one keeps the libraries' bars off too
         )
     _print_pushed(result.push, console)
 

@@ -222,19 +222,22 @@ def test_push_cli_refuses_what_a_pushed_output_cannot_change(hub_models, local_h
 
 def _cli_with_endpoint_option(local_hub, tmp_path, *args: str) -> None:
     """Run the CLI in a fresh process with --endpoint at the local Hub and HF_ENDPOINT where nothing listens:
-    the libraries read HF_ENDPOINT when imported, so it succeeds only if the option reached them all."""
+    the libraries read HF_ENDPOINT when imported, so it succeeds only if the option reached them all.
+    --quiet: nothing on stderr, not even the libraries' own bars (datasets draws one per split it prepares)."""
     import os
     import subprocess
     import sys
 
     env = {**os.environ, "HF_ENDPOINT": "http://127.0.0.1:9", "HF_HOME": str(tmp_path / "hf")}
-    env.pop("HF_HUB_OFFLINE", None)
+    for switch in ("HF_HUB_OFFLINE", "HF_HUB_DISABLE_PROGRESS_BARS"):  # online, and the bars as a user has them
+        env.pop(switch, None)
     done = subprocess.run(
         [sys.executable, "-m", "hubmerge.cli", *args, "--endpoint", local_hub.endpoint,
          "--token", local_hub.alice_token, "--max-samples", "4", "--quiet"],
         capture_output=True, text=True, env=env, timeout=600, check=False,
     )
     assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
 
 
 def test_the_endpoint_option_reaches_the_evaluation_too(api, local_hub, tmp_path):
