@@ -208,6 +208,33 @@ def test_push_cli_publishes_a_merged_output_as_it_is(api, hub_models, local_hub,
     assert local_hub_file(api, again, "README.md").endswith("Notes added by hand.\n")
 
 
+def test_a_quiet_push_shows_no_upload_bars(family, local_hub, tmp_path):
+    """The real Hub takes weights by LFS (or Xet), and huggingface_hub draws a bar per uploaded file: --quiet
+    turns those off too. A local Hub that answers "lfs" for every file stands in for it."""
+    import os
+    import subprocess
+    import sys
+
+    from hubmerge.hub.localhub import LocalHub
+
+    from ._models import write_recipe
+
+    out = tmp_path / "out"
+    engine.merge(write_recipe(tmp_path / "r.yaml", family, "simple_average"), out)
+    with LocalHub(tmp_path / "hub", tokens={local_hub.alice_token: "alice"}, lfs_threshold=1024) as hub:
+        env = {**os.environ, "HF_HOME": str(tmp_path / "home"), "HF_HUB_DISABLE_XET": "1"}
+        for switch in ("HF_HUB_OFFLINE", "HF_HUB_DISABLE_PROGRESS_BARS"):
+            env.pop(switch, None)
+        push = [sys.executable, "-m", "hubmerge.cli", "push", str(out), "--endpoint", hub.endpoint,
+                "--token", local_hub.alice_token]
+        for repo_id, quiet in (("alice/loud", []), ("alice/quiet", ["--quiet"])):
+            done = subprocess.run([*push, "--repo-id", repo_id, *quiet], capture_output=True, text=True, env=env,
+                                  timeout=300, check=False)
+            assert done.returncode == 0 and done.stdout.strip().endswith(repo_id), done.stderr
+            assert ("model.safetensors" in done.stderr) is not bool(quiet), done.stderr  # the LFS upload's bar
+        assert done.stderr == "" and hub.stats.requests.get("lfs_upload")
+
+
 def test_push_cli_refuses_what_a_pushed_output_cannot_change(hub_models, local_hub, tmp_path, capsys):
     repo_id = fresh_repo()
     assert main(["push", str(tmp_path), "--repo-id", repo_id, "--token", local_hub.alice_token]) == 1
