@@ -404,8 +404,7 @@ def build_app(
                                      info="a fixed random subset (seed 0); the card says how many were used")
                 match_labels = gr.Radio(["name", "position"], value="name", elem_id="match-labels",
                                         label="Match each dataset's classes to its head by",
-                                        info="name: id2label's names (case, spaces, _ and - aside); "
-                                             "position: class i is output i")
+                                        info="name: as id2label names them; position: class i is output i")
             with gr.Row():
                 plan_button = gr.Button("Plan", elem_id="plan")
                 merge_button = gr.Button("Merge", variant="primary", elem_id="merge")
