@@ -13,6 +13,7 @@ import errno
 import gc
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
 
@@ -96,15 +97,20 @@ QuietOpt = Annotated[
 DtypeOpt = Annotated[Optional[str], typer.Option("--dtype", help="float32, float16 or bfloat16 (default: the recipe's).")]
 
 
+def _as_usage_error(value: str, check: Callable[[str], object]) -> str:
+    """``value`` if ``check`` takes it; its refusal as a usage error (exit 2), before any work."""
+    try:
+        check(value)
+    except HubmergeError as exc:
+        raise typer.BadParameter(exc.message) from None
+    return value
+
+
 def _check_size(value: str) -> str:
     """Refuse a bad --max-shard-size before any work, not after the merge has planned."""
     from .weights.writer import parse_size
 
-    try:
-        parse_size(value)
-    except HubmergeError as exc:
-        raise typer.BadParameter(exc.message) from None
-    return value
+    return _as_usage_error(value, parse_size)
 
 
 MaxShardSizeOpt = Annotated[str, typer.Option("--max-shard-size", help="e.g. 5GB, 500MB.", callback=_check_size)]
@@ -114,14 +120,13 @@ MaxSamplesOpt = Annotated[
 
 
 def _check_match_labels(value: str) -> str:
-    """Refuse a bad --match-labels before the merge, not at the evaluation after it."""
+    """Refuse a bad --match-labels before the merge, not at the evaluation after it (the default needs no
+    check, and a merge without evaluation no import of the evaluation)."""
+    if value == "name":
+        return value
     from .evaluation.loop import check_match_labels
 
-    try:
-        check_match_labels(value)
-    except HubmergeError as exc:
-        raise typer.BadParameter(exc.message) from None
-    return value
+    return _as_usage_error(value, check_match_labels)
 
 
 MatchLabelsOpt = Annotated[
