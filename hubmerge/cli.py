@@ -82,6 +82,9 @@ TokenOpt = Annotated[
 ]
 TokenFileOpt = Annotated[Optional[Path], typer.Option("--token-file", help="Read the Hub token from this file.")]
 DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="auto, cpu, cuda or cuda:N (default: the recipe's).")]
+DtypeOpt = Annotated[Optional[str], typer.Option("--dtype", help="float32, float16 or bfloat16 (default: the recipe's).")]
+
+
 def _quiet_libraries(value: bool) -> bool:
     """--quiet for the libraries' own bars too (downloads, uploads, dataset preparation), which they take from
     the environment when imported; the CLI imports them later (see ``_use_endpoint``)."""
@@ -94,7 +97,6 @@ def _quiet_libraries(value: bool) -> bool:
 QuietOpt = Annotated[
     bool, typer.Option("--quiet", "-q", help="No progress bars; print only the result.", callback=_quiet_libraries)
 ]
-DtypeOpt = Annotated[Optional[str], typer.Option("--dtype", help="float32, float16 or bfloat16 (default: the recipe's).")]
 
 
 def _as_usage_error(value: str, check: Callable[[str], object]) -> str:
