@@ -90,9 +90,11 @@ def test_reordered_labels_permute_the_head_rows(tmp_path):
 
 
 def test_labels_that_disagree_with_the_dataset_are_an_error(tmp_path):
+    ref = dataset_dir(tmp_path, ["a", "b", "c"])
     with pytest.raises(HeadMismatchError, match="'zebra' is not among the dataset's class names") as info:
-        decide_head("x", head_rows=3, config=labelled(["a", "zebra", "c"]), dataset=dataset_dir(tmp_path, ["a", "b", "c"]))
+        decide_head("x", head_rows=3, config=labelled(["a", "zebra", "c"]), dataset=ref)
     assert info.value.task == "x"
+    assert f"`hubmerge evaluate OUTPUT --task x={ref} --match-labels position`" in str(info.value)
     with pytest.raises(HeadMismatchError, match="repeat class names"):
         decide_head("x", head_rows=3, config=labelled(["a", "a", "b"]), dataset=dataset_dir(tmp_path, ["a", "b", "c"], "d2"))
 
