@@ -1,4 +1,5 @@
-"""The CLI's byte progress bar: where its last state lands among what is printed after it."""
+"""The CLI's progress displays: where the byte bar's last state lands among what is printed after it, and
+what each leaves in a log."""
 
 from __future__ import annotations
 
@@ -56,3 +57,19 @@ def test_reports_after_the_end_do_not_draw_the_bar_again():
         on_progress(10, 10)
     text = screen.getvalue()
     assert "merging" not in text[text.index("the evaluation table"):]
+
+
+@pytest.mark.parametrize("terminal", [True, False])
+def test_the_evaluation_display_leaves_no_blank_line_in_a_log(terminal):
+    """Off a terminal the evaluation's transient display would show nothing, yet rich ends it with an empty
+    line: before the error of a failed `evaluate`, or as the only thing on stderr of a good one."""
+    from hubmerge.evaluation.loop import progress_bars
+
+    screen = io.StringIO()
+    console = Console(file=screen, force_terminal=terminal, force_interactive=terminal, width=100)
+    with progress_bars(console) as progress:
+        if progress is not None:
+            progress.remove_task(progress.add_task("loading the base", total=None))
+    assert (progress is not None) is terminal
+    if not terminal:
+        assert screen.getvalue() == ""

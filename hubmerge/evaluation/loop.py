@@ -108,10 +108,11 @@ def check_max_samples(max_samples: int | None) -> None:
 
 @contextlib.contextmanager
 def progress_bars(console: Console | None) -> Iterator[Progress | None]:
-    """Our progress display on ``console``: None when there is no console or it is quiet.
+    """Our progress display on ``console``: None when there is no console, it is quiet or no terminal.
 
     With a console, the libraries' own bars are off meanwhile (see ``_library_bars_off``): under a
-    live display each would leave a blank line on a terminal, and ``--quiet`` promises none.
+    live display each would leave a blank line on a terminal, and ``--quiet`` promises none. Off a
+    terminal (a log, CI) the display would draw nothing, being transient, and rich ends it with a blank line.
     """
     if console is None:
         yield None
@@ -119,7 +120,7 @@ def progress_bars(console: Console | None) -> Iterator[Progress | None]:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     with _library_bars_off():
-        if console.quiet:
+        if console.quiet or not console.is_interactive:
             yield None
             return
         with Progress(
