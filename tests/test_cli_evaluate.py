@@ -7,6 +7,7 @@ inputs from `hubmerge evaluate --compare-inputs --json`; ``pytest -s`` prints th
 from __future__ import annotations
 
 import json
+import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -269,3 +270,22 @@ def test_evaluate_bad_inputs(
     for compare in ([], ["--compare-inputs"]):  # refused before the display starts or a model loads
         assert main(["evaluate", str(convnext_average), *compare, "--device", "cuda:99"]) == 1
         assert capsys.readouterr().err.startswith("error: RecipeError: 'device'")
+
+
+def test_compare_inputs_says_which_local_inputs_are_gone_before_any_work(
+    convnext_average: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An output merged from local folders, looked at where (some of) those folders are not."""
+    moved = tmp_path / "moved"
+    shutil.copytree(convnext_average, moved)
+    recipe = yaml.safe_load((moved / "hubmerge_recipe.yaml").read_text())
+    gone = str(tmp_path / "elsewhere" / "digits_high")
+    recipe["models"][1]["model"] = gone
+    (moved / "hubmerge_recipe.yaml").write_text(yaml.safe_dump(recipe))
+    monkeypatch.setattr("hubmerge.evaluation.api.run_jobs", lambda *a, **k: pytest.fail("evaluated first"))
+    assert _evaluate(moved, "--compare-inputs") == 1
+    err = "".join(capsys.readouterr().err.split())  # long paths wrap anywhere: compare without spaces
+    said = (f"error: ModelFilesNotFoundError: --compare-inputs loads the inputs that {moved}'s hubmerge_recipe.yaml "
+            f"names, and 1 of them, local directories, are not here: {gone}. Run it where they are, or evaluate "
+            "the output alone (without --compare-inputs).")
+    assert err.startswith("".join(said.split()))

@@ -7,7 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..errors import RecipeError, UnknownTaskError, did_you_mean
+from ..errors import ModelFilesNotFoundError, RecipeError, UnknownTaskError, did_you_mean
 from .data import LabelMatch, check_hub_datasets, load_task_data
 from .loop import (
     DEFAULT_BATCH_SIZE,
@@ -317,6 +317,7 @@ def compare_inputs(
             dataset is named.
         UnknownTaskError: a task is not among the recipe's tasks.
         DatasetError, HeadMismatchError: see :func:`evaluate_classifier`; HubError: an input is gone.
+        ModelFilesNotFoundError: an input that was a local directory is not there (checked first).
 
     Example:
         >>> compare = compare_inputs("out/merged", max_samples=500)
@@ -336,6 +337,7 @@ def compare_inputs(
         )
     task_models = {e.task: e.model for e in recipe.models if e.task is not None}
     refs = _tasks_for(ref, tasks, list(task_models), token)
+    _check_local_inputs(recipe, where)
 
     def classifier(backbone: ModelRef, head: ModelRef) -> Callable[[], torch.nn.Module]:
         if backbone == head:
@@ -370,6 +372,21 @@ def compare_inputs(
         finetuned={label: report(f"ft:{label}", f"{label} backbone + task heads") for label in labels},
         tasks=tuple(refs),
     )
+
+
+def _check_local_inputs(recipe: Recipe, output: str) -> None:
+    """Before any evaluation: every input that was a local directory is still there (an output merged on
+    another machine, or from folders since moved, names paths this one lacks)."""
+    inputs = [recipe.base_model] if recipe.base_model is not None else []
+    missing = [str(m.path) for m in [*inputs, *(e.model for e in recipe.models)]
+               if m.path is not None and not m.path.is_dir()]
+    if missing:
+        raise ModelFilesNotFoundError(
+            f"--compare-inputs loads the inputs that {output}'s hubmerge_recipe.yaml names, and "
+            f"{len(missing)} of them, local directories, are not here: {', '.join(missing)}. Run it where they "
+            "are, or evaluate the output alone (without --compare-inputs).",
+            model=missing[0],
+        )
 
 
 def _head_location(ref: ModelRef) -> str:
