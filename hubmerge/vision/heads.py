@@ -314,7 +314,7 @@ def decide_head(
         f"{'is' if len(differing) == 1 else 'are'} not among the dataset's class names "
         f"(e.g. {', '.join(map(repr, labels[:5]))}). Check that the model was fine-tuned on this dataset, "
         "or name the right dataset for the task. If these are the model's classes in the same order under other "
-        f"names, leave the dataset out of the recipe and evaluate the output with `hubmerge evaluate OUTPUT "
+        "names, leave the dataset out of the recipe and evaluate the output with `hubmerge evaluate OUTPUT "
         f"--task {task}={dataset} --match-labels position`.",
     )
 
