@@ -85,12 +85,18 @@ DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="auto, cpu, c
 DtypeOpt = Annotated[Optional[str], typer.Option("--dtype", help="float32, float16 or bfloat16 (default: the recipe's).")]
 
 
+def _for_libraries(**environment: str) -> None:
+    """Settings that huggingface_hub, transformers and datasets read from the environment once, when
+    imported. The CLI imports them later, so setting them now reaches them all; a process that imported
+    them already (a test calling ``main``) keeps its own."""
+    if "huggingface_hub" not in sys.modules:
+        os.environ.update(environment)
+
+
 def _quiet_libraries(value: bool) -> bool:
-    """--quiet for the libraries' own bars too (downloads, uploads, dataset preparation), which they take from
-    the environment when imported; the CLI imports them later (see ``_use_endpoint``)."""
-    if value and "huggingface_hub" not in sys.modules:
-        os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
-        os.environ["HF_DATASETS_DISABLE_PROGRESS_BARS"] = "1"
+    """--quiet for the libraries' own bars too (downloads, uploads, dataset preparation)."""
+    if value:
+        _for_libraries(HF_HUB_DISABLE_PROGRESS_BARS="1", HF_DATASETS_DISABLE_PROGRESS_BARS="1")
     return value
 
 
@@ -141,11 +147,9 @@ MatchLabelsOpt = Annotated[
 
 def _use_endpoint(value: str | None) -> str | None:
     """--endpoint for every library the command uses, not only for the merge and the push, which take it
-    as an argument: the evaluation loads models and datasets through huggingface_hub, transformers and
-    datasets, which read HF_ENDPOINT once, when imported. The CLI imports them later, so setting it now
-    reaches them all; a process that imported them already (a test calling ``main``) keeps theirs."""
-    if value is not None and "huggingface_hub" not in sys.modules:
-        os.environ["HF_ENDPOINT"] = value.rstrip("/")
+    as an argument: the evaluation loads models and datasets through the libraries, which read HF_ENDPOINT."""
+    if value is not None:
+        _for_libraries(HF_ENDPOINT=value.rstrip("/"))
     return value
 
 
