@@ -75,12 +75,19 @@ def check_repo_id(repo_id: str) -> None:
 
 
 def check_target(
-    repo_id: str, *, token: str, branch: str | None = None, overwrite: bool = False, endpoint: str | None = None
+    repo_id: str,
+    *,
+    token: str,
+    branch: str | None = None,
+    overwrite: bool = False,
+    create_pr: bool = False,
+    endpoint: str | None = None,
 ) -> TargetState:
-    """Look at the target before any work: refuse a non-empty repo unless ``overwrite``.
+    """Look at the target before any work: refuse a non-empty repo unless ``overwrite``, or unless the push
+    opens a pull request (``create_pr``), which leaves the branch as it is.
 
     Raises:
-        PushError: the repo holds files and ``overwrite`` is false.
+        PushError: the repo holds files and neither ``overwrite`` nor ``create_pr`` is set.
         AuthenticationError / HubError: the Hub refused or could not be reached.
     """
     from huggingface_hub import errors as hf
@@ -97,7 +104,7 @@ def check_target(
             return TargetState(repo_id, True, main.sha, (), branch_missing=True)
     files = tuple(sorted(s.rfilename for s in info.siblings or []))
     state = TargetState(repo_id, True, info.sha, files)
-    if not state.empty and not overwrite:
+    if not state.empty and not (overwrite or create_pr):
         where = f"branch '{branch}' of " if branch else ""
         raise PushError(
             repo_id,
