@@ -68,10 +68,6 @@ def _clean_stale_work_dirs(parent: Path) -> None:
             shutil.rmtree(entry, ignore_errors=True)
 
 
-def _has_datasets(recipe: Recipe) -> bool:
-    return any(entry.dataset is not None for entry in recipe.models)
-
-
 def build(
     recipe: Recipe,
     output: str | Path,
@@ -116,7 +112,8 @@ def build(
     """
     output = Path(output)
     engine.check_output(output.absolute(), overwrite=overwrite)
-    if evaluate and _has_datasets(recipe):  # what the evaluation will refuse is refused before the merge
+    datasets = recipe.datasets if evaluate else {}
+    if datasets:  # what the evaluation will refuse is refused before the merge
         from .evaluation import check_recipe_datasets
         from .evaluation.loop import check_match_labels
 
@@ -129,10 +126,9 @@ def build(
     comparison: CompareReport | None = None
     if cancel is not None and cancel.is_set():
         raise CancelledError("the merge (before its evaluation)")
-    if evaluate and _has_datasets(recipe):
+    if datasets:
         from . import evaluation
 
-        datasets = {e.task: e.dataset for e in recipe.models if e.task is not None and e.dataset is not None}
         options = dict(device=device or recipe.device, max_samples=max_samples, match_labels=match_labels,
                        token=token, console=console)
         if compare_inputs:

@@ -218,6 +218,11 @@ class Recipe:
         return [m.task for m in self.models if m.task is not None]
 
     @property
+    def datasets(self) -> dict[str, DatasetRef]:
+        """Task -> the dataset it is evaluated on, for the entries that name both."""
+        return {m.task: m.dataset for m in self.models if m.task is not None and m.dataset is not None}
+
+    @property
     def on_hub(self) -> bool:
         """Whether any model (or the base) is a Hub repo rather than a local directory."""
         refs = [m.model for m in self.models] + ([self.base_model] if self.base_model else [])

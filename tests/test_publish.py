@@ -235,6 +235,21 @@ def test_a_quiet_push_shows_no_upload_bars(family, local_hub, tmp_path):
         assert done.stderr == "" and hub.stats.requests.get("lfs_upload")
 
 
+def test_a_dataset_without_a_task_starts_no_evaluation(family, tmp_path):
+    """Only a task's dataset is evaluated (on that task's head): a dataset on an entry without a task is
+    not, and the build ends with the merge instead of failing after it for want of a task."""
+    from hubmerge.publish import build
+
+    recipe = Recipe.from_dict({
+        "method": "task_arithmetic",
+        "base_model": str(family.base),
+        "models": [{"model": str(path), "dataset": "nobody/no-such-dataset"} for path in family.models.values()],
+        "target_modules": ["convnext"],
+    })
+    built = build(recipe, tmp_path / "out")
+    assert built.report is None and (tmp_path / "out" / "model.safetensors").is_file()
+
+
 def test_push_cli_refuses_what_a_pushed_output_cannot_change(hub_models, local_hub, tmp_path, capsys):
     repo_id = fresh_repo()
     assert main(["push", str(tmp_path), "--repo-id", repo_id, "--token", local_hub.alice_token]) == 1

@@ -192,11 +192,7 @@ def _read_recipe(ref: ModelRef, *, token: str | None) -> Recipe | None:
 def check_recipe_datasets(recipe: Recipe, *, token: str | None = None) -> None:
     """Before a merge that will be evaluated: refuse a dataset the recipe names by a Hub id that does
     not exist (see :func:`~hubmerge.evaluation.data.check_hub_datasets`)."""
-    check_hub_datasets(_recipe_datasets(recipe), token=token)
-
-
-def _recipe_datasets(recipe: Recipe) -> dict[str, DatasetRef]:
-    return {e.task: e.dataset for e in recipe.models if e.task is not None and e.dataset is not None}
+    check_hub_datasets(recipe.datasets, token=token)
 
 
 def _tasks_for(
@@ -204,7 +200,7 @@ def _tasks_for(
 ) -> dict[str, DatasetRef]:
     if tasks is None:
         recipe = _read_recipe(ref, token=token)
-        refs = _recipe_datasets(recipe) if recipe is not None else {}
+        refs = recipe.datasets if recipe is not None else {}
         if not refs:
             names = f" with NAME one of {', '.join(known)}" if known else ""
             raise RecipeError(
@@ -424,7 +420,7 @@ def evaluate_recipe_tasks(
     Raises:
         See :func:`evaluate_model`.
     """
-    refs = _recipe_datasets(recipe)
+    refs = recipe.datasets
     if not refs:
         if console is not None:
             console.print("[yellow]no task names a dataset in the recipe; nothing to evaluate[/yellow]")

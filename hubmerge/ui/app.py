@@ -200,10 +200,9 @@ class AppHandlers:
         try:
             with _user_errors("Merge", secret):
                 recipe = self.recipe(base_model, models, method, parameters, dtype, device)
-                evaluate = any(entry.dataset is not None for entry in recipe.models)
-                built = build(recipe, output, token=secret, endpoint=self.endpoint, evaluate=evaluate,
-                              max_samples=max_samples, match_labels=match_labels,  # type: ignore[arg-type]
-                              on_progress=on_progress, cancel=cancel)
+                built = build(recipe, output, token=secret, endpoint=self.endpoint, max_samples=max_samples,
+                              match_labels=match_labels,  # type: ignore[arg-type]
+                              on_progress=on_progress, cancel=cancel)  # evaluates the tasks that name a dataset
         except gr.Error:
             shutil.rmtree(folder, ignore_errors=True)
             raise
