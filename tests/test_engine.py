@@ -609,17 +609,32 @@ def test_plan_and_merge_take_a_recipe_file_or_dict_as_they_take_a_recipe(tmp_pat
 def test_a_refused_execute_closes_the_plans_files(tmp_path, convnext):
     """A long-lived process (the app) that gets OutputExistsError or a missing device must not keep every
     input file open: the refusal closes the plan as a finished merge does."""
+    import contextlib
     import os
+    from dataclasses import replace
 
-    recipe = load_recipe(write_recipe(tmp_path / "r.yaml", convnext, "simple_average"))
+    inputs = tmp_path / "inputs"  # a copy of its own: no other test holds these files open
+
+    def copied(path):
+        return shutil.copytree(path, inputs / path.name)
+
+    family = replace(convnext, base=copied(convnext.base), models={t: copied(p) for t, p in convnext.models.items()})
+
+    def open_inputs() -> int:  # this process's descriptors on the input files, whatever else it has open
+        count = 0
+        for fd in os.listdir("/proc/self/fd"):
+            with contextlib.suppress(FileNotFoundError):  # the listing's own descriptor is gone by now
+                count += os.readlink(f"/proc/self/fd/{fd}").startswith(f"{inputs}/")
+        return count
+
+    recipe = load_recipe(write_recipe(tmp_path / "r.yaml", family, "simple_average"))
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "kept.txt").write_text("mine")
-    open_before = len(os.listdir("/proc/self/fd"))
     merge_plan = engine.plan(recipe)
-    assert len(os.listdir("/proc/self/fd")) > open_before  # planning read the headers through open files
+    assert open_inputs() > 0  # planning read the headers through open files
     with pytest.raises(OutputExistsError):
         engine.execute(merge_plan, tmp_path / "out")
-    assert len(os.listdir("/proc/self/fd")) == open_before
+    assert open_inputs() == 0
     assert engine.execute(merge_plan, tmp_path / "other").output == tmp_path / "other"  # still usable
 
 
