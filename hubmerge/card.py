@@ -80,6 +80,7 @@ class CardFacts:
     processor: str = ""
     backbone: tuple[str, ...] = ()
     made_with: str | None = None  # the hubmerge version that merged it (None: an output from before it was recorded)
+    averaged_statistics: int = 0  # BatchNorm statistics that are the fine-tunes' mean, not the method's result
 
 
 # ---------------------------------------------------------------------------- gathering
@@ -144,6 +145,7 @@ def collect_card(
     recipe = read_output_recipe(output)
     config = _read_json(output / "config.json") or {}
     refs = ([recipe.base_model] if recipe.base_model else []) + [e.model for e in recipe.models]
+    heads = _read_json(output / HEADS_INDEX) or {}
     return CardFacts(
         recipe=recipe,
         tasks=tuple(_head_facts(output, recipe, _read_json(output / EVAL_SCOPE_FILE) or {})),
@@ -155,7 +157,8 @@ def collect_card(
         repo_id=repo_id,
         hub_url=(endpoint or _default_endpoint()).rstrip("/"),
         processor=describe_processor(output),
-        made_with=(_read_json(output / HEADS_INDEX) or {}).get("hubmerge_version"),
+        made_with=heads.get("hubmerge_version"),
+        averaged_statistics=len(heads.get("averaged_statistics") or ()),
         backbone=recipe.target_modules or _family_backbone(config),
     )
 
@@ -298,6 +301,7 @@ def render_card(facts: CardFacts) -> ModelCard:
         comparison=facts.comparison is not None,
         recipe_yaml=yaml.safe_dump(recipe.to_dict(), sort_keys=False),
         made_with=facts.made_with,
+        averaged_statistics=facts.averaged_statistics,
         limitations=limitations,
     )
     return ModelCard.from_template(card_data, template_path=str(TEMPLATE), **template_vars)

@@ -2,7 +2,8 @@
 
 ``plan`` opens every input (local directory or Hub repo pinned to a commit), reads only the shard
 index and safetensors headers, and classifies every tensor: *merge* (a backbone tensor, float, same
-shape everywhere), *copy* (integer buffers such as ``num_batches_tracked``, and the default task's
+shape everywhere), *average* (BatchNorm running statistics under a task-vector method, which could make
+a variance negative), *copy* (integer buffers such as ``num_batches_tracked``, and the default task's
 head), *head* (kept per task under ``heads/<task>/``) or *skip*. Anything that would fail later fails
 here, before a weight byte moves.
 
@@ -48,7 +49,13 @@ from .errors import (
 )
 from .methods import MergeMethod, get_method
 from .recipe import ModelEntry, ModelRef, Recipe, load_recipe
-from .vision.families import TORCHVISION_FAMILY, Family, detect_family, torchvision_architecture
+from .vision.families import (
+    TORCHVISION_FAMILY,
+    Family,
+    detect_family,
+    is_running_statistic,
+    torchvision_architecture,
+)
 from .vision.heads import (
     HEADS_INDEX,
     HeadDecision,
@@ -125,12 +132,13 @@ class InputModel:
 class TensorPlan:
     """One output tensor: how it is made and from which inputs (indices into ``MergePlan.inputs``).
 
-    ``merge``: the method over the readers; ``copy``: one reader's tensor (``rows`` reorders its
-    first dimension); ``init``: a freshly initialised head tensor (seeded by ``init_seed``).
+    ``merge``: the method over the readers; ``average``: the readers' mean (a BatchNorm statistic under
+    a method that takes a base); ``copy``: one reader's tensor (``rows`` reorders its first dimension);
+    ``init``: a freshly initialised head tensor (seeded by ``init_seed``).
     """
 
     name: str
-    action: Literal["merge", "copy", "init"]
+    action: Literal["merge", "average", "copy", "init"]
     shape: tuple[int, ...]
     out_dtype: str
     readers: tuple[int, ...]
@@ -203,9 +211,11 @@ class MergePlan:
     @property
     def counts(self) -> dict[str, int]:
         merged = sum(1 for t in self.tensors if t.action == "merge")
+        averaged = sum(1 for t in self.tensors if t.action == "average")
         return {
             "merged": merged,
-            "copied": len(self.tensors) - merged,
+            "averaged": averaged,
+            "copied": len(self.tensors) - merged - averaged,
             "head": sum(len(h.tensors) for h in self.heads),
             "skipped": len(self.skipped),
         }
@@ -231,7 +241,7 @@ class MergePlan:
         """One line for a notebook or a log (the generated one ran to every tensor of every input)."""
         from .plan_summary import human_bytes
 
-        tensors = ", ".join(f"{count} {what}" for what, count in self.counts.items())
+        tensors = ", ".join(f"{count} {what}" for what, count in self.counts.items() if count or what != "averaged")
         return (f"MergePlan({self.method.name}, {len(self.inputs)} inputs, tensors: {tensors}, "
                 f"read {human_bytes(self.bytes_to_read)}, write {human_bytes(self.bytes_to_write)})")
 
@@ -517,9 +527,13 @@ def _plan_from_inputs(recipe: Recipe, method: MergeMethod, inputs: list[InputMod
         info = inputs[buffer_source].weights.tensors[name].info
         if is_integer(info.dtype):
             tensors.append(TensorPlan(name, "copy", info.shape, info.dtype, (buffer_source,)))
+            continue
+        first = inputs[model_indices[0]].weights.tensors[name].info
+        out_dtype = _out_dtype(first.dtype, recipe)
+        if method.accepts_base and is_running_statistic(name):  # see hubmerge.vision.families: statistics
+            tensors.append(TensorPlan(name, "average", first.shape, out_dtype, tuple(model_indices)))
         else:
-            first = inputs[model_indices[0]].weights.tensors[name].info
-            tensors.append(TensorPlan(name, "merge", first.shape, _out_dtype(first.dtype, recipe), merge_readers))
+            tensors.append(TensorPlan(name, "merge", first.shape, out_dtype, merge_readers))
 
     heads: list[HeadPlan] = []
     skipped: list[tuple[str, str]] = []
@@ -644,10 +658,14 @@ class _Merger:
         anchors: dict[str, torch.Tensor] = {}
         scratch: dict[str, torch.Tensor] = {}  # one task vector at a time, reused across inputs
         merged = [t for t in group if t.action == "merge"]
+        averaged = [t for t in group if t.action == "average"]
         for index, tensors in reads:
             for t in group:
                 if t.action == "copy" and t.readers[0] == index:
                     out[t.name] = tensors[t.name]
+            if index in coefficient:
+                for t in averaged:
+                    self.fold(out, t, tensors[t.name], 1.0 / len(self.model_indices))
             if not merged or index not in coefficient and not (anchored and index == self.plan.base_input):
                 continue
             for t in merged:
@@ -660,12 +678,18 @@ class _Merger:
                         scratch[t.name] = self.buffer(t.shape)
                     torch.sub(value, anchors[t.name], out=scratch[t.name])
                     out[t.name].add_(scratch[t.name], alpha=coefficient[index])
-                elif t.name in out:
-                    out[t.name].add_(value, alpha=coefficient[index])
                 else:
-                    out[t.name] = torch.mul(value, coefficient[index], out=self.buffer(t.shape))
+                    self.fold(out, t, value, coefficient[index])
             del tensors
         return out
+
+    def fold(self, out: dict[str, torch.Tensor], tensor: TensorPlan, value: torch.Tensor, coefficient: float) -> None:
+        """Add ``coefficient * value`` to the running sum ``out[tensor.name]`` (started on first use)."""
+        value = self.f32(value)
+        if tensor.name in out:
+            out[tensor.name].add_(value, alpha=coefficient)
+        else:
+            out[tensor.name] = self.torch.mul(value, coefficient, out=self.buffer(tensor.shape))
 
     def gather_group(self, group: list[TensorPlan], reads: Iterator[tuple[int, dict[str, torch.Tensor]]]) -> dict[str, torch.Tensor]:
         """Collect every input's tensors for the group, then call the method per tensor."""
@@ -676,6 +700,10 @@ class _Merger:
                 continue
             if t.action == "copy":
                 out[t.name] = by_input[t.readers[0]][t.name]
+                continue
+            if t.action == "average":
+                for i in self.model_indices:
+                    self.fold(out, t, by_input[i][t.name], 1.0 / len(self.model_indices))
                 continue
             models = [self.f32(by_input[i][t.name]) for i in self.model_indices]
             base = self.f32(by_input[self.plan.base_input][t.name]) if self.plan.base_input in t.readers else None
@@ -776,6 +804,7 @@ def _heads_index(merge_plan: MergePlan, directory: Path, files: Sequence[str]) -
         default_task=merge_plan.recipe.resolved_default_task,
         processor=processor_info(merge_plan.family,
                                  json.loads(preprocessor.read_text()) if preprocessor.is_file() else None),
+        averaged_statistics=[t.name for t in merge_plan.tensors if t.action == "average"],
     )
     return json.dumps(index, indent=2) + "\n"
 
@@ -890,7 +919,7 @@ def execute(
             out_dtype = _torch_out_dtype(t.out_dtype)
             if value.dtype != out_dtype:
                 value = value.to(out_dtype)
-            if t.action == "merge":
+            if t.action in ("merge", "average"):
                 _check_finite(merge_plan, t, value)
             writer.write(t.name, value)
             del value

@@ -7,9 +7,15 @@ role          tensors                                                what the me
 ============  =====================================================  ==========================
 backbone      float tensors under ``backbone`` (the ``target_modules``)  merged by the method
 buffer        integer tensors under ``backbone`` (``num_batches_tracked``)  copied, never averaged
+statistics    BatchNorm ``running_mean`` / ``running_var`` under ``backbone``  the fine-tunes' mean (*)
 head          ``head_weight`` / ``head_bias`` (a Linear: [classes, in_features])  kept per task
 other         anything else outside ``backbone``                      kept with its task's head
 ============  =====================================================  ==========================
+
+(*) with the methods that take a base model (task vectors: task_arithmetic, ties, dare, breadcrumbs,
+model_stock). Statistics describe activations, not learnt weights, and a scaled sum of their differences
+from the base can make a variance negative (the model's outputs are then NaN). The averages and slerp
+stay between their inputs and merge them like any other tensor.
 
 The remaining columns say how a family is recognised (``config.json`` ``model_type`` /
 ``architectures``; torchvision state dicts, which have no config of their own, by their tensor
@@ -34,11 +40,13 @@ __all__ = [
     "Family",
     "detect_family",
     "family_by_name",
+    "is_running_statistic",
     "supported_families",
     "torchvision_architecture",
 ]
 
 TORCHVISION_FAMILY = "torchvision-resnet"
+RUNNING_STATISTICS = ("running_mean", "running_var")
 TORCHVISION_ARCHITECTURES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 
 
@@ -77,6 +85,11 @@ class Family:
     def in_backbone(self, tensor: str) -> bool:
         """True for a tensor under one of the backbone prefixes."""
         return any(tensor == p or tensor.startswith(p + ".") for p in self.backbone)
+
+
+def is_running_statistic(tensor: str) -> bool:
+    """True for a normalisation layer's running mean or variance (BatchNorm, in every family that has one)."""
+    return tensor.rsplit(".", 1)[-1] in RUNNING_STATISTICS
 
 
 FAMILIES: tuple[Family, ...] = (

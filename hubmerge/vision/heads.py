@@ -36,7 +36,9 @@ The output records the decisions for machines (see ``heads_index``):
   ``hubmerge_head`` note ``{reinitialized, reason, label_source, reordered}``;
 * ``hubmerge_heads.json``: ``{"format": "hubmerge-heads/1", "hubmerge_version", "family", "library", "target_modules",
   "default_task", "tasks": {task: {"num_classes", "head_tensors", "files", "label_source",
-  "reinitialized", "reason", "reordered", "model"}}, "processor": {...}}``, tasks in recipe order.
+  "reinitialized", "reason", "reordered", "model"}}, "processor": {...}, "averaged_statistics": [...]}``,
+  tasks in recipe order; ``averaged_statistics`` names the BatchNorm statistics that are the fine-tunes'
+  mean rather than the method's result (``hubmerge.vision.families``).
   The root ``config.json`` is the default task's ``heads/<task>/config.json``.
 """
 
@@ -349,6 +351,7 @@ def heads_index(
     target_modules: Sequence[str],
     default_task: str | None,
     processor: Mapping[str, Any],
+    averaged_statistics: Sequence[str] = (),
 ) -> dict[str, Any]:
     """The content of ``hubmerge_heads.json`` (the layout is in the module docstring).
 
@@ -358,6 +361,7 @@ def heads_index(
         target_modules: the merged prefixes.
         default_task: whose head the root carries.
         processor: what ``processors.processor_info`` says about the output's processor.
+        averaged_statistics: the tensors the merge averaged instead of applying the method.
 
     Returns:
         Plain JSON-ready data.
@@ -383,4 +387,5 @@ def heads_index(
         "default_task": default_task,
         "tasks": entries,
         "processor": dict(processor),
+        "averaged_statistics": list(averaged_statistics),
     }
