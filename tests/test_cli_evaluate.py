@@ -24,13 +24,15 @@ from ._eval_helpers import hf_online, offline_hf, upload_dataset, variant
 
 # Asserted margins in accuracy points (mean over the four tasks, each with its own head), set a bit
 # below what this pipeline measured on the fixtures as built here (printed with -s); they are the
-# same numbers as the direct-torch quality test in test_fixtures.py:
+# same numbers as the direct-torch quality test in test_fixtures.py, but for ResNet task arithmetic:
 #   convnext: avg-base +0.079, avg-best single +0.087, TA0.3-TA1.0 +0.339
-#   resnet:   avg-base +0.365, avg-best single +0.253, TA0.3-TA1.0 +0.614
+#   resnet:   avg-base +0.365, avg-best single +0.253, TA0.3-TA1.0 +0.088
+# (hubmerge gives BatchNorm statistics the fine-tunes' mean; on every tensor, as the direct-torch test
+# does, TA 1.0 makes running variances negative and falls to chance: +0.614).
 MARGINS = {
     #           (avg - base, avg - best single fine-tune, TA 0.3 - TA 1.0)
     "convnext": (0.05, 0.05, 0.25),
-    "resnet": (0.25, 0.18, 0.45),
+    "resnet": (0.25, 0.18, 0.05),
 }
 
 
