@@ -48,6 +48,7 @@ class TaskFacts:
     dataset: str | None
     samples: int = 0  # examples its accuracy was measured on (0: not evaluated, or an older output)
     split_size: int = 0  # examples in its evaluation split (0: unknown)
+    non_finite: int = 0  # of those, examples where the merged model's outputs were NaN or infinite
 
     @property
     def subset(self) -> bool:
@@ -106,7 +107,8 @@ def _head_facts(output: Path, recipe: Recipe, scope: dict[str, Any]) -> list[Tas
         labels = config.get("id2label") or {}
         measured = scope.get(task) or {}
         facts.append(TaskFacts(task, len(labels), how, reinitialized, datasets.get(task),
-                               int(measured.get("samples") or 0), int(measured.get("split_size") or 0)))
+                               int(measured.get("samples") or 0), int(measured.get("split_size") or 0),
+                               int(measured.get("non_finite") or 0)))
     return facts
 
 
@@ -264,6 +266,11 @@ def render_card(facts: CardFacts) -> ModelCard:
     if no_dataset := [t.name for t in missing if not t.dataset]:
         limitations.append(f"No evaluation was run for: {', '.join(no_dataset)} (the recipe names no dataset "
                            "for them).")
+    if broken := [f"{t.name} ({t.non_finite:,} of {t.samples:,} examples)" for t in facts.tasks if t.non_finite]:
+        limitations.append(
+            "The merged model's outputs were NaN or infinite on some examples, counted as wrong: "
+            f"{', '.join(broken)}. Its accuracy there says the merge is broken, not how well it classifies."
+        )
     if any(t.subset for t in facts.tasks):
         limitations.append(
             "The accuracies come from a fixed random subset of each evaluation split (seed 0; see Results), "

@@ -47,8 +47,8 @@ def summary_rows(merge_plan: MergePlan) -> list[tuple[str, str]]:
         ("merged tensors", f"{counts['merged']} under {', '.join(merge_plan.target_modules) or 'every prefix'}"),
     ]
     if counts["averaged"]:
-        rows.append(("averaged tensors", f"{counts['averaged']} BatchNorm running statistics: the fine-tunes' mean "
-                                         "(task vectors can make a variance negative)"))
+        mean = "the fine-tunes' mean (task vectors can make a variance negative)"
+        rows.append(("averaged tensors", f"{counts['averaged']} BatchNorm running statistics: {mean}"))
     rows.append(("copied tensors", f"{counts['copied']} (integer buffers and the default task's head)"))
     for head in merge_plan.heads:
         decision = head.decision

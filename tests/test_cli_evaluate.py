@@ -220,6 +220,35 @@ def test_evaluate_save_puts_the_reports_into_the_output_for_its_card(
     assert "| base + task heads |" not in card and "(2 of " in card
 
 
+def test_nan_outputs_count_as_wrong_and_every_display_says_so(
+    offline: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from safetensors.torch import load_file, save_file
+
+    from hubmerge.evaluation import EvalReport, TaskResult
+    from hubmerge.ui.views import results_note
+
+    fx = _fixtures("resnet")
+    out = _merge(tmp_path, fx, "simple_average")
+    weights = load_file(out / "model.safetensors")
+    name = next(n for n in weights if n.endswith(".running_var"))
+    weights[name] = -weights[name]  # a negative variance: what a task vector could do to it
+    save_file(weights, out / "model.safetensors", metadata={"format": "pt"})
+    capsys.readouterr()
+    assert _evaluate(out, "--max-samples", "20", "--save") == 0
+    printed = capsys.readouterr().out
+    results = json.loads((out / EVAL_RESULTS_FILE).read_text())
+    # argmax takes a NaN for the largest logit: the examples of class 0 used to count as right
+    assert all(results[t]["accuracy"] == 0 and results[t]["loss"] != results[t]["loss"] for t in fx.tasks)
+    assert "NaN or infinite outputs, counted as wrong" in printed and f"{fx.tasks[0]} 20 of 20" in printed
+    assert {s["non_finite"] for s in json.loads((out / EVAL_SCOPE_FILE).read_text()).values()} == {20}
+    assert main(["card", str(out)]) == 0
+    card = " ".join((out / "README.md").read_text().split())
+    assert f"counted as wrong: {fx.tasks[0]} (20 of 20 examples)" in card
+    broken = EvalReport("merged", {"low": TaskResult(0.0, float("nan"), num_samples=20, non_finite=20)})
+    assert "NaN or infinite outputs, counted as wrong (examples: low 20 of 20)" in results_note(broken)
+
+
 def test_evaluate_save_refuses_what_is_no_merged_output(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     fx = _fixtures("convnext")
     assert _evaluate(fx.models[fx.tasks[0]], "--save") == 2  # a fine-tune, not an output: nothing evaluated

@@ -19,7 +19,7 @@ from hubmerge.evaluation import CompareReport, EvalReport, TaskResult
 from hubmerge.methods import _registry, get_method
 from hubmerge.presets import load_preset
 from hubmerge.ui.forms import AS_INPUTS, form_values, param_fields, recipe_from_form
-from hubmerge.ui.views import card_body, results_chart, results_table, subset_note
+from hubmerge.ui.views import card_body, results_chart, results_note, results_table
 
 from ._ui_helpers import HubModels, publish_fixtures, running_app
 
@@ -113,13 +113,13 @@ def test_results_table_and_chart_match_the_report():
     assert set(chart["model"]) == {"merged", "base + task heads", "individual (own fine-tune)"}
     assert len(chart) == 3 * 3  # 3 models x (2 tasks + average)
     assert chart[(chart["task"] == "high") & (chart["model"] == "base + task heads")]["accuracy"].item() == 40.0
-    assert subset_note(comparison) == ""  # nothing to say when no split was cut short
+    assert results_note(comparison) == ""  # nothing to say when no split was cut short
 
 
 def test_a_subset_of_a_split_is_said_next_to_the_results():
     whole = TaskResult(0.9, 0.1, num_samples=218, split_size=218)
     part = TaskResult(0.8, 0.2, num_samples=100, split_size=1234)
-    note = subset_note(EvalReport("merged", {"low": whole, "high": part}))
+    note = results_note(EvalReport("merged", {"low": whole, "high": part}))
     assert note == "Accuracy measured on a fixed random subset of each split (examples: high 100 of 1,234)."
 
 

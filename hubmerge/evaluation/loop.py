@@ -316,6 +316,7 @@ class _Running:
     dtype: torch.dtype
     accuracy: Any
     loss: Any
+    non_finite: int = 0  # examples whose logits hold a NaN or an infinity
 
 
 def _prepare(data: TaskData, row: str, model: torch.nn.Module, settings: Settings) -> _Running:
@@ -385,7 +386,11 @@ def run_pass(
                     )
                 targets = (r.lookup[labels] if r.lookup is not None else labels).numpy()
                 logits_cpu = logits.cpu()
-                r.accuracy.add_batch(predictions=logits_cpu.argmax(dim=-1).numpy(), references=targets)
+                finite = torch.isfinite(logits_cpu).all(dim=-1)
+                r.non_finite += int((~finite).sum())
+                # argmax takes a NaN for the largest logit: such an example would count as right for its class
+                predictions = torch.where(finite, logits_cpu.argmax(dim=-1), -1)
+                r.accuracy.add_batch(predictions=predictions.numpy(), references=targets)
                 r.loss.add_batch(predictions=logits_cpu.numpy(), references=targets)
             if bar is not None and progress is not None:
                 progress.advance(bar, len(labels))
@@ -400,6 +405,7 @@ def run_pass(
             dataset=str(data.ref),
             seconds=seconds,
             split_size=data.total,
+            non_finite=r.non_finite,
         )
         for r in running
     }

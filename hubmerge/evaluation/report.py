@@ -47,6 +47,8 @@ class TaskResult:
         dataset: the dataset and split, e.g. ``tanganke/eurosat:test``.
         seconds: wall time of the pass that evaluated it (shared by the models of one pass).
         split_size: examples in the split, of which ``max_samples`` may have taken a subset (0: unknown).
+        non_finite: examples whose logits held a NaN or an infinity, counted as wrong (a broken merge,
+            or a float16 overflow); the loss is then NaN.
     """
 
     accuracy: float
@@ -55,6 +57,7 @@ class TaskResult:
     dataset: str = ""
     seconds: float = 0.0
     split_size: int = 0
+    non_finite: int = 0
 
     def to_dict(self) -> dict[str, float]:
         return {"accuracy": self.accuracy, "loss": self.loss}
@@ -106,11 +109,19 @@ class EvalReport:
         return ", ".join(f"{task} {r.num_samples:,} of {r.split_size:,}" for task, r in self.results.items()
                          if 0 < r.num_samples < r.split_size)
 
+    def non_finite(self) -> str:
+        """The tasks where the model gave NaN or infinite logits, e.g. ``"low 218 of 218"`` ('' when none):
+        those examples count as wrong, and a display of the numbers must say why they are so low."""
+        return ", ".join(f"{task} {r.non_finite:,} of {r.num_samples:,}" for task, r in self.results.items()
+                         if r.non_finite)
+
     def scope(self) -> dict[str, dict[str, Any]]:
-        """What each task was measured on, ``{task: {dataset, samples, split_size}}``: FusionBench's shape
-        has no room for it, and a card must not pass a subset's accuracy off as the whole split's."""
+        """What each task was measured on, ``{task: {dataset, samples, split_size[, non_finite]}}``:
+        FusionBench's shape has no room for it, and a card must not pass a subset's accuracy off as the
+        whole split's, nor hide outputs that were NaN."""
         return {
             task: {"dataset": r.dataset, "samples": r.num_samples, "split_size": r.split_size}
+            | ({"non_finite": r.non_finite} if r.non_finite else {})
             for task, r in self.results.items()
         }
 
@@ -273,6 +284,7 @@ def render_report(report: EvalReport | CompareReport, console: Console) -> None:
                 f"[bold]{average['loss']:.4f}[/bold]",
             )
         print_table(console, table)
+        _warn_non_finite({report.model: report}, console)
         return
     columns, values = accuracy_matrix(report)
     best = [
@@ -293,3 +305,16 @@ def render_report(report: EvalReport | CompareReport, console: Console) -> None:
         cells = [f"[bold]{_pct(v)}[/bold]" if v == best[i] else _pct(v) for i, v in enumerate(accuracies)]
         table.add_row(f"[bold]{name}[/bold]" if name == "merged" else name, *cells, end_section=index == 0)
     print_table(console, table)
+    rows = {name: r for name, r in report.rows().items() if not name.startswith("individual")}  # repeats others
+    _warn_non_finite(rows, console)
+
+
+def _warn_non_finite(reports: Mapping[str, EvalReport], console: Console) -> None:
+    """Say which rows gave NaN or infinite logits: their accuracies are low for that reason, not by chance."""
+    from rich.markup import escape
+
+    broken = {name: said for name, r in reports.items() if (said := r.non_finite())}
+    if broken:
+        where = "; ".join(f"{name}: {said}" for name, said in broken.items())
+        console.print(f"[yellow]NaN or infinite outputs, counted as wrong[/yellow] ({escape(where)} "
+                      "examples): the model is broken there (a merge pushed too far, or a float16 overflow)")

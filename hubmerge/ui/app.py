@@ -27,7 +27,7 @@ from ..methods import get_method, list_methods
 from ..ports import bind_port
 from ..recipe import Recipe
 from .forms import DEVICES, DTYPES, MODEL_COLUMNS, ParamField, form_values, param_fields, recipe_from_form
-from .views import card_body, plan_headline, plan_tables, results_chart, results_table, subset_note
+from .views import card_body, plan_headline, plan_tables, results_chart, results_note, results_table
 
 __all__ = ["AppHandlers", "build_app", "launch_app", "on_spaces"]
 
@@ -233,7 +233,7 @@ class AppHandlers:
         else:
             table, bars = results_table(report), results_chart(report)
             chart = gr.BarPlot(value=bars, sort=list(bars["bar"]))  # grouped per task, in task order
-            status = " ".join(filter(None, (status, subset_note(report))))
+            status = " ".join(filter(None, (status, results_note(report))))
         return (
             status, table, chart, card_body(output / "README.md"), str(output / "hubmerge_recipe.yaml"),
             str(output), gr.update(choices=tasks, value=tasks[0] if tasks else None),

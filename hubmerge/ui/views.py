@@ -63,12 +63,18 @@ def results_table(report: CompareReport | EvalReport) -> pd.DataFrame:
     return pd.DataFrame([[name, *map(_pct, values)] for name, values in rows.items()], columns=["model", *columns])
 
 
-def subset_note(report: CompareReport | EvalReport) -> str:
-    """A sentence when the accuracies rest on a random subset of a split (``max_samples``), else ''."""
+def results_note(report: CompareReport | EvalReport) -> str:
+    """What the merged model's accuracies rest on, when it is not plain: a random subset of a split
+    (``max_samples``), or NaN/infinite outputs counted as wrong; '' otherwise."""
     from ..evaluation import CompareReport
 
-    subsets = (report.merged if isinstance(report, CompareReport) else report).subsets()
-    return f"Accuracy measured on a fixed random subset of each split (examples: {subsets})." if subsets else ""
+    merged = report.merged if isinstance(report, CompareReport) else report
+    notes = []
+    if subsets := merged.subsets():
+        notes.append(f"Accuracy measured on a fixed random subset of each split (examples: {subsets}).")
+    if broken := merged.non_finite():
+        notes.append(f"The merged model gave NaN or infinite outputs, counted as wrong (examples: {broken}).")
+    return " ".join(notes)
 
 
 def results_chart(report: CompareReport | EvalReport) -> pd.DataFrame:
