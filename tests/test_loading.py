@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from hubmerge import engine
-from hubmerge.errors import UnknownTaskError, WeightsError
+from hubmerge.errors import HubError, ModelFilesNotFoundError, UnknownTaskError, WeightsError
 from hubmerge.fixtures import accuracy, build_fixtures
 from hubmerge.recipe import Recipe
 from hubmerge.vision.export import export_torchvision_resnet
@@ -148,3 +148,26 @@ def test_torchvision_resnet18_merge_copies_int_buffers_and_loads_back(tmp_path):
     assert model_labels(model) == {j: f"c{j}" for j in range(4)}
     assert model_labels(load_merged(tmp_path / "out")) == {j: f"c{j}" for j in range(3)}
     assert model_labels(load_classifier(paths[0])) == {j: f"c{j}" for j in range(3)}
+
+
+def test_offline_a_file_the_cache_never_got_is_not_called_missing_from_the_model(merged, local_hub, tmp_path,
+                                                                                monkeypatch):
+    from huggingface_hub import HfApi, constants, hf_hub_download
+
+    from hubmerge.vision.processors import load_processor
+
+    repo_id = f"alice/merged-{uuid.uuid4().hex[:6]}"
+    api = HfApi(endpoint=local_hub.endpoint, token=local_hub.alice_token)
+    api.create_repo(repo_id)
+    api.upload_folder(folder_path=merged, repo_id=repo_id)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "cache"))
+    sha = api.model_info(repo_id).sha
+    hf_hub_download(repo_id, "config.json", revision=sha, endpoint=local_hub.endpoint)  # as a merge reads it
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(HubError, match="preprocessor_config.json of .*: HF_HUB_OFFLINE is set, and the local cache"):
+        load_processor(f"{repo_id}@{sha}")  # it was "has no preprocessor_config.json: save the model's ..."
+    with pytest.raises(HubError, match="the heads of .*: HF_HUB_OFFLINE is set"):
+        load_merged(f"{repo_id}@{sha}", "digits_low")  # it was "holds no heads/<task>/, so it is no hubmerge output"
+    (tmp_path / "plain").mkdir()  # a directory of the user's own lacks what it lacks, offline or not
+    with pytest.raises(ModelFilesNotFoundError, match="has no preprocessor_config.json: save"):
+        load_processor(tmp_path / "plain")

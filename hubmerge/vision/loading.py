@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import (
+    HubError,
     ModelFilesNotFoundError,
     UnknownTaskError,
     UnsupportedArchitectureError,
@@ -66,6 +67,20 @@ def _pinned(ref: ModelRef, revision: str | None, token: str | None) -> str | Non
         return wanted  # a sha already, or offline: the cache resolves the name
     with _hub(str(ref.repo_id), wanted):
         return HfApi(token=token).model_info(str(ref.repo_id), revision=wanted).sha or wanted
+
+
+def offline_cache_gap(what: str, directory: Path | None = None) -> HubError | None:
+    """Offline, a Hub model's snapshot in the cache holds only the files downloaded before (a merge fetches
+    its config alone), so a file missing there may be missing from the cache, not from the model: the error
+    to raise then instead of blaming the model, or None. ``directory``: None for a Hub repo, else checked."""
+    from huggingface_hub import constants
+
+    if not constants.HF_HUB_OFFLINE:
+        return None
+    if directory is not None and Path(constants.HF_HUB_CACHE).resolve() not in directory.resolve().parents:
+        return None  # a directory of the user's own: what it lacks, it lacks
+    return HubError(f"cannot get {what}: HF_HUB_OFFLINE is set, and the local cache holds only the files "
+                    "downloaded before. Unset HF_HUB_OFFLINE (or run this once online) to fetch it.")
 
 
 def resolve_model_dir(
@@ -131,6 +146,8 @@ def _state_dict(directory: Path) -> dict[str, torch.Tensor]:
 
     files = _weight_files(directory)
     if not files:
+        if gap := offline_cache_gap(f"the weights of '{directory}'", directory):
+            raise gap
         raise ModelFilesNotFoundError(f"'{directory}' holds no .safetensors weights", path=str(directory))
     tensors: dict[str, torch.Tensor] = {}
     for file in files:
@@ -211,6 +228,8 @@ def _compose(backbone_dir: Path, head_dir: Path | None, *, where: str) -> torch.
     if config is None and family.name == TORCHVISION_FAMILY:
         config = {"architecture": torchvision_architecture(state), "num_classes": state[family.head_weight].shape[0]}
     if config is None:
+        if gap := offline_cache_gap(f"the config.json of '{backbone_dir}'", backbone_dir):
+            raise gap
         raise ModelFilesNotFoundError(f"'{backbone_dir}' has no config.json", path=str(backbone_dir))
     config = {k: v for k, v in config.items() if not k.startswith("hubmerge_")}
     model = _load_strict(_build(family, config, where), state, where)
@@ -315,6 +334,8 @@ def load_merged(
         >>> model(pixel_values).logits.argmax(-1)
     """
     ref, sha, tasks, default = _output_index(path_or_repo, revision, token)
+    if not tasks and ref.repo_id is not None and (gap := offline_cache_gap(f"the heads of '{path_or_repo}'")):
+        raise gap  # its hubmerge_heads.json may just not be in the cache
     if not tasks:
         raise UnknownTaskError(
             str(task), [],

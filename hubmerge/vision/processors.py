@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from .families import TORCHVISION_FAMILY, Family
-from .loading import resolve_model_dir
+from .loading import offline_cache_gap, resolve_model_dir
 
 if TYPE_CHECKING:
     import torch
@@ -148,6 +148,8 @@ def load_processor(
     if info["kind"] == "none":
         from ..errors import ModelFilesNotFoundError
 
+        if gap := offline_cache_gap(f"the preprocessor_config.json of '{path_or_repo}'", directory):
+            raise gap
         raise ModelFilesNotFoundError(
             f"'{path_or_repo}' has no preprocessor_config.json: save the model's image processor with it "
             "(processor.save_pretrained)", path=str(directory))
