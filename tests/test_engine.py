@@ -202,6 +202,19 @@ def test_batchnorm_statistics_stay_valid_where_task_vectors_would_break_the_mode
     assert kept >= broken + 0.4  # measured: 0.24 (chance is 0.25) against 0.76
 
 
+def test_dare_at_its_defaults_keeps_the_trained_resnets_working(tmp_path):
+    """DARE scales the task-vector entries it keeps by 1 / (1 - drop_rate), 10x at its defaults: applied to the
+    running variances too, it made them negative and the merged ResNets fell to chance (0.240)."""
+    from hubmerge.fixtures import build_fixtures
+
+    from ._fixture_helpers import TaskEvaluator, backbone_of, load_tensors, mean
+
+    fixtures = build_fixtures(family="resnet")
+    merged = backbone_of(load_tensors(run_merge(tmp_path, fixtures, "dare")), fixtures.backbone)
+    assert min(float(v.min()) for name, v in merged.items() if name.endswith(".running_var")) >= 0
+    assert mean(TaskEvaluator.load(fixtures).evaluate(merged)) >= 0.75  # measured: 0.856
+
+
 def test_sharding_of_inputs_does_not_change_the_output(tmp_path, convnext):
     resharded = tmp_path / "resharded"
     for task, path in convnext.models.items():
