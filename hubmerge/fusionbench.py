@@ -31,8 +31,8 @@ can do exactly is accepted; anything else is a RecipeError that says what and wh
   the same share of every tensor rather than of the model as a whole. ``merge_func: max`` has no
   hubmerge equivalent and is refused. ``show_pbar`` and ``inplace`` change nothing in the result
   and are ignored. On models with BatchNorm (ResNets), task arithmetic and TIES give its running
-  statistics the fine-tunes' mean, where FusionBench applies them to these too and can make a
-  variance negative (``hubmerge.vision.families``).
+  statistics the fine-tunes' mean, where FusionBench applies the method to them as well, which can
+  make a variance negative (``hubmerge.vision.families``).
 * ``modelpool.models``: ``_pretrained_`` is the base model (``base_model``), as a repo id / path or a
   mapping with ``config_path``, ``pretrained_model_name_or_path`` or ``path`` (``pretrained: false``,
   a randomly initialised base, is refused); every other key is a task, its value the model the same
