@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -120,6 +120,14 @@ class DatasetRef:
     def spec(self) -> str:
         """The one-line form ``parse`` reads back: ``path[:config]:split``."""
         return f"{self.path}:{self.name}:{self.split}" if self.name else f"{self.path}:{self.split}"
+
+    def missing_split(self, splits: Sequence[str]) -> str:
+        """Why this split cannot be read, and the recipe line that picks one of ``splits`` instead."""
+        if not splits:
+            return f"has no split '{self.split}', nor any other"
+        other = replace(self, split=next((s for s in ("test", "validation") if s in splits), splits[0]))
+        return (f"has no split '{self.split}' (its splits: {', '.join(splits)}); name the one to evaluate on "
+                f"after a colon, e.g. `dataset: {other.spec}`")
 
 
 @dataclass(frozen=True)

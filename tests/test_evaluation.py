@@ -211,8 +211,11 @@ def test_unlabelled_split(fx: FixtureSet, tmp_path: Path) -> None:
 
 
 def test_missing_split(fx: FixtureSet) -> None:
-    with pytest.raises(DatasetError, match="has no split 'validation'. Its splits: train, test"):
-        _evaluate(fx, "digits_low", f"{fx.datasets['digits_low']}:validation")
+    data = fx.datasets["digits_low"]
+    with pytest.raises(DatasetError) as info:
+        _evaluate(fx, "digits_low", f"{data}:validation")
+    assert str(info.value).endswith(f"has no split 'validation' (its splits: train, test); name the one to "
+                                    f"evaluate on after a colon, e.g. `dataset: {data}:test`")
 
 
 def test_missing_local_directory(fx: FixtureSet, tmp_path: Path) -> None:

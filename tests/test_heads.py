@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import datasets
 import pytest
 
@@ -57,8 +59,9 @@ def test_labels_from_the_config_and_placeholders_that_say_nothing():
 
 
 def test_dataset_label_errors(tmp_path):
-    with pytest.raises(DatasetError, match="no split 'validation'"):
-        read_dataset_labels(DatasetRef(dataset_dir(tmp_path, ["a"]).path, split="validation"))
+    path = dataset_dir(tmp_path, ["a"]).path
+    with pytest.raises(DatasetError, match=f"no split 'validation' .*, e.g. `dataset: {re.escape(path)}:test`"):
+        read_dataset_labels(DatasetRef(path, split="validation"))  # at plan time, the same advice
     plain = datasets.Dataset.from_dict({"text": ["x"]})
     datasets.DatasetDict({"test": plain}).save_to_disk(str(tmp_path / "plain"))
     with pytest.raises(DatasetError, match="no ClassLabel"):

@@ -182,7 +182,7 @@ def _load_split(ref: DatasetRef, *, task: str, token: str | None) -> datasets.Da
         raise DatasetError(where, f"cannot be loaded: {exc}") from None
     if isinstance(data, hf_datasets.DatasetDict):
         if ref.split not in data:
-            raise DatasetError(where, f"has no split '{ref.split}'. Its splits: {', '.join(data) or 'none'}.")
+            raise DatasetError(where, ref.missing_split(list(data)))
         data = data[ref.split]
     if not isinstance(data, hf_datasets.Dataset):
         raise DatasetError(

@@ -166,7 +166,7 @@ def read_dataset_labels(ref: DatasetRef) -> list[str] | None:
         raise DatasetError(ref.path, f"is not a dataset saved with save_to_disk ({exc})") from None
     if isinstance(loaded, datasets.DatasetDict):
         if ref.split not in loaded:
-            raise DatasetError(ref.path, f"has no split '{ref.split}' (splits: {', '.join(loaded)})")
+            raise DatasetError(ref.path, ref.missing_split(list(loaded)))
         loaded = loaded[ref.split]
     for feature in loaded.features.values():
         if isinstance(feature, datasets.ClassLabel):
