@@ -126,6 +126,7 @@ def check_hub_datasets(datasets_by_task: Mapping[str, DatasetRef], *, token: str
 
 def _registry_hint(*names: str | None) -> str:
     """'Did you mean the registry dataset X?' for the first name that is a known task."""
+    from ..recipe import DatasetRef
     from ..vision.classnames import canonical_task, dataset_for
 
     for name in names:
@@ -139,7 +140,7 @@ def _registry_hint(*names: str | None) -> str:
         if spec is None:
             continue
         config = f" (config '{spec.config}')" if spec.config else ""
-        spelled = f"{spec.repo_id}:{spec.config}:{spec.split}" if spec.config else f"{spec.repo_id}:{spec.split}"
+        spelled = DatasetRef(spec.repo_id, spec.config, spec.split).spec
         return (
             f" '{task}' is usually evaluated on the Hub dataset '{spec.repo_id}'{config}, split "
             f"'{spec.split}': 'dataset: {spelled}' in a recipe, --task {task}={spelled} for `hubmerge evaluate`."
