@@ -98,7 +98,9 @@ def test_load_classifier_with_another_models_head(fixtures):
     assert torch.equal(crossed.classifier.weight, head) and crossed.classifier.out_features == 2
 
 
-def test_loading_from_the_hub_downloads_one_head(merged, local_hub, tmp_path, monkeypatch):
+@pytest.fixture
+def published(merged, local_hub, tmp_path, monkeypatch):
+    """``(repo_id, sha)`` of ``merged`` uploaded to the local Hub, with an empty cache in ``tmp_path/cache``."""
     from huggingface_hub import HfApi, constants
 
     repo_id = f"alice/merged-{uuid.uuid4().hex[:6]}"
@@ -106,8 +108,14 @@ def test_loading_from_the_hub_downloads_one_head(merged, local_hub, tmp_path, mo
     api.create_repo(repo_id)
     api.upload_folder(folder_path=merged, repo_id=repo_id)
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "cache"))
+    return repo_id, api.model_info(repo_id).sha
+
+
+def test_loading_from_the_hub_downloads_one_head(merged, published, tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    repo_id, sha = published
     assert model_tasks(repo_id) == model_tasks(merged)
-    sha = api.model_info(repo_id).sha
     remote = load_merged(f"{repo_id}@{sha}", "digits_rotated")
     local = load_merged(merged, "digits_rotated")
     for (name, a), (_, b) in zip(remote.state_dict().items(), local.state_dict().items()):
@@ -150,18 +158,13 @@ def test_torchvision_resnet18_merge_copies_int_buffers_and_loads_back(tmp_path):
     assert model_labels(load_classifier(paths[0])) == {j: f"c{j}" for j in range(3)}
 
 
-def test_offline_a_file_the_cache_never_got_is_not_called_missing_from_the_model(merged, local_hub, tmp_path,
+def test_offline_a_file_the_cache_never_got_is_not_called_missing_from_the_model(published, local_hub, tmp_path,
                                                                                 monkeypatch):
-    from huggingface_hub import HfApi, constants, hf_hub_download
+    from huggingface_hub import constants, hf_hub_download
 
     from hubmerge.vision.processors import load_processor
 
-    repo_id = f"alice/merged-{uuid.uuid4().hex[:6]}"
-    api = HfApi(endpoint=local_hub.endpoint, token=local_hub.alice_token)
-    api.create_repo(repo_id)
-    api.upload_folder(folder_path=merged, repo_id=repo_id)
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "cache"))
-    sha = api.model_info(repo_id).sha
+    repo_id, sha = published
     hf_hub_download(repo_id, "config.json", revision=sha, endpoint=local_hub.endpoint)  # as a merge reads it
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(HubError, match="preprocessor_config.json of .*: HF_HUB_OFFLINE is set, and the local cache"):
