@@ -638,6 +638,7 @@ class _Merger:
             self.method.linear(len(entries), self.model_weights, self.params) if self.method.linear else None
         )
         self.model_indices = [i for i, m in enumerate(merge_plan.inputs) if m.role == "model"]
+        self.mean_share = 1.0 / len(self.model_indices)  # each fine-tune's share of an averaged statistic
 
     def f32(self, tensor: torch.Tensor) -> torch.Tensor:
         return tensor.to(device=self.device, dtype=self.torch.float32, non_blocking=True)
@@ -665,7 +666,7 @@ class _Merger:
                     out[t.name] = tensors[t.name]
             if index in coefficient:
                 for t in averaged:
-                    self.fold(out, t, tensors[t.name], 1.0 / len(self.model_indices))
+                    self.fold(out, t, tensors[t.name], self.mean_share)
             if not merged or index not in coefficient and not (anchored and index == self.plan.base_input):
                 continue
             for t in merged:
@@ -703,7 +704,7 @@ class _Merger:
                 continue
             if t.action == "average":
                 for i in self.model_indices:
-                    self.fold(out, t, by_input[i][t.name], 1.0 / len(self.model_indices))
+                    self.fold(out, t, by_input[i][t.name], self.mean_share)
                 continue
             models = [self.f32(by_input[i][t.name]) for i in self.model_indices]
             base = self.f32(by_input[self.plan.base_input][t.name]) if self.plan.base_input in t.readers else None
