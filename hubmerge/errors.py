@@ -96,6 +96,9 @@ def redact(text: str, *secrets: str | None) -> str:
     return text
 
 
+PER_MODEL_WEIGHTS = "Weights are per model: give each entry under 'models' a 'weight'."
+
+
 def did_you_mean(word: str, options: Iterable[str]) -> str:
     """" Did you mean 'X'?" for the closest of ``options`` to a misspelt ``word``, or "" if none is close."""
     close = difflib.get_close_matches(word, list(options), n=1)
@@ -145,10 +148,10 @@ class RecipeError(HubmergeError, ValueError):
 
 
 class UnknownMethodError(RecipeError):
-    def __init__(self, name: str, known: Sequence[str]) -> None:
+    def __init__(self, name: str, known: Sequence[str], *, translation: str | None = None) -> None:
         super().__init__(
             f"unknown merge method '{name}'. Known methods: {_list(sorted(known), 50)}."
-            + did_you_mean(name, known),
+            + (f" {translation}" if translation else did_you_mean(name, known)),
             field="method",
         )
         self.name = name

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from .errors import RecipeError, did_you_mean
+from .errors import PER_MODEL_WEIGHTS, RecipeError, did_you_mean
 from .methods import get_method
 
 __all__ = ["DatasetRef", "ModelEntry", "ModelRef", "Recipe", "load_recipe"]
@@ -157,6 +157,41 @@ _TOP_LEVEL = (
 )
 _ENTRY_KEYS = ("model", "task", "weight", "dataset")
 
+# Keys a recipe written for mergekit or FusionBench, or by guess, would use: what each is here.
+_BASE_HINT = "The base model goes under 'base_model'."
+_NO_TOKENIZER = "mergekit's tokenizer settings have no use here: image classifiers have no tokenizer."
+_PEER_KEYS = {
+    "merge_method": "mergekit's 'merge_method' is 'method' here.",
+    "base": _BASE_HINT,
+    "pretrained": _BASE_HINT,
+    "_pretrained_": "FusionBench's '_pretrained_' is 'base_model' here.",
+    "out_dtype": "mergekit's 'out_dtype' is 'dtype' here.",
+    "tokenizer": _NO_TOKENIZER,
+    "tokenizer_source": _NO_TOKENIZER,
+    "slices": "mergekit's 'slices' (layer ranges) have no equivalent here: hubmerge merges whole models, and "
+    "'target_modules' chooses the merged tensors by name prefix.",
+    "weights": PER_MODEL_WEIGHTS,
+    "tasks": "Tasks are per model: give each entry under 'models' a 'task'.",
+}
+_MODEL_HINT = "An entry names its model with 'model: org/name[@revision]' or a local path."
+_PEER_ENTRY_KEYS = {
+    "parameters": "mergekit's per-model 'parameters' are not read here: give the model's 'weight' on its entry, "
+    "and the method's parameters once, under the top-level 'parameters'.",
+    "path": _MODEL_HINT,
+    "repo_id": _MODEL_HINT,
+}
+
+
+def _unknown_keys(given: Mapping[Any, Any], allowed: Sequence[str], peers: Mapping[str, str]) -> str | None:
+    """One sentence per key of ``given`` not in ``allowed`` (the translation, else a suggestion), or None."""
+    unknown = [str(key) for key in given if key not in allowed]
+    if not unknown:
+        return None
+    return " ".join(
+        f"unknown key '{key}'." + (f" {peers[key]}" if key in peers else did_you_mean(key, allowed))
+        for key in unknown
+    )
+
 
 @dataclass(frozen=True)
 class Recipe:
@@ -272,12 +307,9 @@ class Recipe:
     def _from_dict(cls, data: Mapping[str, Any], *, base_dir: Path | None) -> Recipe:
         if not isinstance(data, Mapping):
             raise RecipeError("a recipe is a YAML mapping with at least 'method' and 'models'")
-        for key in data:
-            if key not in _TOP_LEVEL:
-                raise RecipeError(
-                    f"unknown key '{key}'." + did_you_mean(str(key), _TOP_LEVEL)
-                    + f" Allowed keys: {', '.join(_TOP_LEVEL)}."
-                )
+        unknown = _unknown_keys(data, _TOP_LEVEL, _PEER_KEYS)
+        if unknown:
+            raise RecipeError(f"{unknown} Allowed keys: {', '.join(_TOP_LEVEL)}.")
         method = data.get("method")
         if not isinstance(method, str):
             raise RecipeError("name a merge method, e.g. 'method: task_arithmetic'", field="method")
@@ -313,13 +345,9 @@ class Recipe:
             item = {"model": item}
         if not isinstance(item, Mapping) or "model" not in item:
             raise RecipeError("each entry needs 'model: org/name[@revision]' or a local path", field=where)
-        for key in item:
-            if key not in _ENTRY_KEYS:
-                raise RecipeError(
-                    f"unknown key '{key}'." + did_you_mean(str(key), _ENTRY_KEYS)
-                    + f" Allowed: {', '.join(_ENTRY_KEYS)}.",
-                    field=where,
-                )
+        unknown = _unknown_keys(item, _ENTRY_KEYS, _PEER_ENTRY_KEYS)
+        if unknown:
+            raise RecipeError(f"{unknown} Allowed: {', '.join(_ENTRY_KEYS)}.", field=where)
         task = item.get("task")
         if task is not None and (not isinstance(task, str) or not task.strip()):
             raise RecipeError(f"task must be a name, got {task!r}", field=f"{where}.task")

@@ -236,6 +236,8 @@ def test_schemas_and_defaults():
         ("ties", {"merge_func": "sum"}, "'merge_func' is 'disjoint_merge' here"),
         ("ties", {"lambda": 1.0}, "mergekit's 'lambda' is 'scaling_factor' here"),
         ("ties", {"scaling_factr": 1.0}, "Did you mean 'scaling_factor'"),
+        ("ties", {"normalize": True}, "mergekit's 'normalize' .* is closest to 'disjoint_merge: mean' here"),
+        ("task_arithmetic", {"int8_mask": True}, "merges tensor by tensor and needs no such switch"),
         ("dare", {"sparsity_ratio": 0.5}, "'sparsity_ratio' is 'drop_rate' here"),
         ("dare", {"density": 0.5}, "'density' is 1 - 'drop_rate' here"),
         ("weighted_average", {"weights": [1, 2]}, "give each entry under 'models' a 'weight'"),
@@ -262,6 +264,30 @@ def test_unknown_method_lists_the_known_ones():
     assert "Did you mean" not in str(info.value)
     with pytest.raises(UnknownMethodError, match="Did you mean 'task_arithmetic'"):
         get_method("task-arithmetic")
+
+
+@pytest.mark.parametrize(
+    "name, translation",
+    [
+        ("linear", "mergekit's 'linear' is 'weighted_average' here"),
+        ("dare_linear", "mergekit's 'dare_linear' is 'dare' here"),
+        ("dare_ties", "mergekit's 'dare_ties' is 'dare' with 'combine: ties' here"),
+        ("breadcrumbs_ties", "mergekit's 'breadcrumbs_ties' has no equivalent here"),
+        ("ties_merging", "FusionBench's 'ties_merging' is 'ties' here"),
+    ],
+)
+def test_other_tools_method_names_are_translated(name, translation):
+    """Not "Did you mean 'breadcrumbs'?" for breadcrumbs_ties, which would merge differently."""
+    with pytest.raises(UnknownMethodError) as info:
+        get_method(name)
+    assert translation in str(info.value) and "Did you mean" not in str(info.value)
+
+
+def test_a_method_name_is_translated_once():
+    from hubmerge.methods import register
+
+    with pytest.raises(ValueError, match="'linear' is translated twice"):
+        register("another_average", pretty_name="x", peer_methods={"linear": "again"})(lambda tensors: tensors[0])
 
 
 def test_register_refuses_malformed_methods():

@@ -108,6 +108,52 @@ def test_bad_recipes_say_what_to_fix(text, error, message):
         Recipe.from_yaml(text, source="r.yaml")
 
 
+MERGEKIT_TIES = """\
+models:
+  - model: org/a
+    parameters: {weight: 0.5, density: 0.5}
+  - model: org/b
+merge_method: ties
+base_model: org/base
+dtype: float16
+tokenizer_source: base
+"""
+
+
+def test_a_mergekit_recipe_is_told_what_each_of_its_keys_is_here():
+    """A mergekit config is refused with the translation of every key it names differently, not a bare list."""
+    with pytest.raises(RecipeError) as top:
+        Recipe.from_yaml(MERGEKIT_TIES)
+    assert "unknown key 'merge_method'. mergekit's 'merge_method' is 'method' here." in str(top.value)
+    assert "unknown key 'tokenizer_source'. mergekit's tokenizer settings have no use here" in str(top.value)
+    with pytest.raises(RecipeError) as entry:
+        Recipe.from_yaml(MERGEKIT_TIES.replace("merge_method", "method").replace("tokenizer_source: base\n", ""))
+    assert entry.value.field == "models[0]"
+    assert "mergekit's per-model 'parameters' are not read here: give the model's 'weight' on its entry" in str(
+        entry.value
+    )
+    with pytest.raises(UnknownMethodError, match="mergekit's 'dare_ties' is 'dare' with 'combine: ties' here"):
+        Recipe.from_yaml("method: dare_ties\nbase_model: org/base\nmodels: [org/a]")
+
+
+@pytest.mark.parametrize(
+    "key, translation",
+    [
+        ("base", "The base model goes under 'base_model'."),
+        ("_pretrained_", "FusionBench's '_pretrained_' is 'base_model' here."),
+        ("out_dtype", "mergekit's 'out_dtype' is 'dtype' here."),
+        ("slices", "mergekit's 'slices' (layer ranges) have no equivalent here"),
+        ("weights", "Weights are per model: give each entry under 'models' a 'weight'."),
+        ("tasks", "Tasks are per model: give each entry under 'models' a 'task'."),
+    ],
+)
+def test_keys_other_tools_use_are_translated(key, translation):
+    with pytest.raises(RecipeError) as info:
+        Recipe.from_yaml(f"method: simple_average\nmodels: [org/a]\n{key}: x")
+    assert f"unknown key '{key}'. {translation}" in str(info.value)
+    assert "Did you mean" not in str(info.value)
+
+
 def test_errors_name_the_file(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("method: simple_average\nmodels: []\n")

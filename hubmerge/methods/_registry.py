@@ -32,7 +32,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from ..errors import MethodParameterError, UnknownMethodError, did_you_mean
+from ..errors import PER_MODEL_WEIGHTS, MethodParameterError, UnknownMethodError, did_you_mean
 
 __all__ = [
     "LinearForm",
@@ -125,7 +125,7 @@ class MergeMethod:
         if name in self.peer_names:
             hint = f" {self.peer_names[name]}"
         elif name in ("weight", "weights") and self.uses_weights:
-            hint = " Weights are per model: give each entry under 'models' a 'weight'."
+            hint = f" {PER_MODEL_WEIGHTS}"
         else:
             hint = did_you_mean(name, known)
         raise MethodParameterError(
@@ -146,6 +146,7 @@ class MergeMethod:
 
 
 _REGISTRY: dict[str, MergeMethod] = {}
+_PEER_METHODS: dict[str, str] = {}  # another tool's method name -> what it is here
 
 
 def _param_type(annotation: Any, fn_name: str, name: str) -> tuple[type, tuple[str, ...] | None]:
@@ -187,11 +188,13 @@ def register(
     help: Mapping[str, str] | None = None,
     linear: LinearRule | None = None,
     peer_names: Mapping[str, str] | None = None,
+    peer_methods: Mapping[str, str] | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register ``fn`` as merge method ``name``; its keyword-only parameters become the schema.
 
     ``peer_names`` maps what another tool calls a parameter to a sentence saying what it is here, so a
-    recipe written with FusionBench's or mergekit's names gets told the translation, not just refused.
+    recipe written with FusionBench's or mergekit's names gets told the translation, not just refused;
+    ``peer_methods`` does the same for what another tool calls the method itself.
     """
     bounds = dict(bounds or {})
     help = dict(help or {})
@@ -199,6 +202,9 @@ def register(
     def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
         if name in _REGISTRY:
             raise ValueError(f"merge method '{name}' is registered twice")
+        for other in peer_methods or {}:
+            if other in _PEER_METHODS:
+                raise ValueError(f"another tool's method name '{other}' is translated twice")
         signature = inspect.signature(fn)
         parameters = signature.parameters
         if "tensors" not in parameters:
@@ -242,6 +248,7 @@ def register(
             linear=linear,
             peer_names=dict(peer_names or {}),
         )
+        _PEER_METHODS.update(peer_methods or {})
         return fn
 
     return decorate
@@ -252,7 +259,7 @@ def get_method(name: str) -> MergeMethod:
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise UnknownMethodError(name, list(_REGISTRY)) from None
+        raise UnknownMethodError(name, list(_REGISTRY), translation=_PEER_METHODS.get(name)) from None
 
 
 def list_methods() -> list[MergeMethod]:

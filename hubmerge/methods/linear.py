@@ -50,6 +50,7 @@ def simple_average(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
     paper=_SOUPS,
     help={"normalize": "divide the weights by their sum so that they add up to 1"},
     linear=_weighted,
+    peer_methods={"linear": "mergekit's 'linear' is 'weighted_average' here, with each model's 'weight' on its entry."},
 )
 def weighted_average(
     tensors: Sequence[torch.Tensor], *, weights: Sequence[float], normalize: bool = True

@@ -159,7 +159,10 @@ def _arithmetic_rule(n: int, weights: Sequence[float] | None, params: Mapping[st
 _SCALE_HELP = "multiplies the combined task vectors before they are added to the base"
 _NONNEG = (0.0, None)
 _FRACTION = (0.0, 1.0)
-_LAMBDA = {"lambda": "mergekit's 'lambda' is 'scaling_factor' here."}
+_LAMBDA = {
+    "lambda": "mergekit's 'lambda' is 'scaling_factor' here.",
+    "int8_mask": "mergekit's 'int8_mask' saves memory there; hubmerge merges tensor by tensor and needs no such switch.",
+}
 
 
 @register(
@@ -196,7 +199,10 @@ def task_arithmetic(
         **_LAMBDA,
         "threshold": "FusionBench's 'threshold' is 'density' here, as a fraction: threshold 20 is density 0.2.",
         "merge_func": "FusionBench's 'merge_func' is 'disjoint_merge' here.",
+        "normalize": "mergekit's 'normalize' (divide by the weights of the models that agree) is closest to "
+        "'disjoint_merge: mean' here.",
     },
+    peer_methods={"ties_merging": "FusionBench's 'ties_merging' is 'ties' here."},
 )
 def ties(
     tensors: Sequence[torch.Tensor],
@@ -233,6 +239,10 @@ def ties(
         "sparsity_ratio": "FusionBench's 'sparsity_ratio' is 'drop_rate' here.",
         "density": "mergekit's 'density' is 1 - 'drop_rate' here.",
     },
+    peer_methods={
+        "dare_linear": "mergekit's 'dare_linear' is 'dare' here (its default 'combine: linear').",
+        "dare_ties": "mergekit's 'dare_ties' is 'dare' with 'combine: ties' here.",
+    },
 )
 def dare(
     tensors: Sequence[torch.Tensor],
@@ -267,6 +277,10 @@ def dare(
         "scaling_factor": _SCALE_HELP,
     },
     peer_names=_LAMBDA,
+    peer_methods={
+        "breadcrumbs_ties": "mergekit's 'breadcrumbs_ties' has no equivalent here: 'breadcrumbs' sums the trimmed "
+        "task vectors without TIES sign election.",
+    },
 )
 def breadcrumbs(
     tensors: Sequence[torch.Tensor],
