@@ -472,6 +472,21 @@ def card(
 
 
 @app.command()
+def methods(
+    name: Annotated[
+        Optional[str], typer.Argument(help="A method to describe in full.", show_default=False, metavar="name")
+    ] = None,
+) -> None:
+    """List the merge methods, or describe one: its parameters, their defaults and allowed values, and a
+    recipe to start from."""
+    from rich.console import Console
+
+    from .method_help import print_methods
+
+    print_methods(Console(), name)
+
+
+@app.command()
 def demo(
     ui: Annotated[bool, typer.Option("--ui", help="Then open the web app on the demo's local Hub.")] = False,
     workdir: Annotated[Optional[Path], typer.Option("--workdir", help="Keep the demo's Hub and files here.")] = None,

@@ -140,7 +140,7 @@ def test_console_script_starts_fast_and_lazily():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False False False"
     help_text = subprocess.run([sys.executable, "-m", "hubmerge.cli", "--help"], capture_output=True, text=True, check=True)
-    for command in ("plan", "merge", "evaluate", "push", "card", "demo", "hub"):
+    for command in ("plan", "merge", "evaluate", "push", "card", "methods", "demo", "hub"):
         assert command in help_text.stdout
 
 

@@ -116,6 +116,7 @@ class MergeMethod:
     description: str = ""
     linear: LinearRule | None = field(default=None, repr=False)
     peer_names: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
+    peer_methods: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     def param(self, name: str) -> ParamSpec:
         for spec in self.params:
@@ -146,7 +147,6 @@ class MergeMethod:
 
 
 _REGISTRY: dict[str, MergeMethod] = {}
-_PEER_METHODS: dict[str, str] = {}  # another tool's method name -> what it is here
 
 
 def _param_type(annotation: Any, fn_name: str, name: str) -> tuple[type, tuple[str, ...] | None]:
@@ -203,7 +203,7 @@ def register(
         if name in _REGISTRY:
             raise ValueError(f"merge method '{name}' is registered twice")
         for other in peer_methods or {}:
-            if other in _PEER_METHODS:
+            if _translation(other) is not None:
                 raise ValueError(f"another tool's method name '{other}' is translated twice")
         signature = inspect.signature(fn)
         parameters = signature.parameters
@@ -247,8 +247,8 @@ def register(
             description=description or (inspect.getdoc(fn) or "").split("\n\n")[0],
             linear=linear,
             peer_names=dict(peer_names or {}),
+            peer_methods=dict(peer_methods or {}),
         )
-        _PEER_METHODS.update(peer_methods or {})
         return fn
 
     return decorate
@@ -259,7 +259,12 @@ def get_method(name: str) -> MergeMethod:
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise UnknownMethodError(name, list(_REGISTRY), translation=_PEER_METHODS.get(name)) from None
+        raise UnknownMethodError(name, list(_REGISTRY), translation=_translation(name)) from None
+
+
+def _translation(other_name: str) -> str | None:
+    """What a method another tool calls ``other_name`` is here, if one of ours says."""
+    return next((m.peer_methods[other_name] for m in _REGISTRY.values() if other_name in m.peer_methods), None)
 
 
 def list_methods() -> list[MergeMethod]:

@@ -1,0 +1,57 @@
+"""`hubmerge methods`: every method and parameter from the registry, and recipes that load as printed."""
+
+from __future__ import annotations
+
+import pytest
+
+from hubmerge.cli import main
+from hubmerge.method_help import allowed_values, recipe_start
+from hubmerge.methods import get_method, list_methods
+from hubmerge.recipe import Recipe
+
+from .test_cli import _main_in_fresh_interpreter
+
+
+def test_the_overview_names_every_method_and_parameter_with_its_default(capsys):
+    assert main(["methods"]) == 0
+    out = capsys.readouterr().out  # the answer asked for: stdout, unlike the plan's progress
+    for method in list_methods():
+        row = next(line for line in out.splitlines() if line.startswith(f"│ {method.name} "))
+        for spec in method.params:
+            assert spec.name in out
+        assert ("required" in row) == (method.needs_base or method.needs_weights)
+    assert "density=0.2, scaling_factor=0.3, disjoint_merge=sum" in out
+    assert "``" not in out  # the docstrings' reST marks are not shown
+
+
+@pytest.mark.parametrize("method", list_methods(), ids=lambda m: m.name)
+def test_the_recipe_to_start_from_loads_with_every_default(method):
+    recipe = Recipe.from_yaml(recipe_start(method))
+    assert recipe.method == method.name and list(recipe.tasks) == ["task_a", "task_b"]
+    assert method.resolve_params(recipe.parameters) == method.resolve_params({})
+    assert (recipe.base_model is not None) == method.accepts_base
+
+
+def test_one_method_in_full(capsys):
+    assert main(["methods", "ties"]) == 0
+    out = capsys.readouterr().out
+    assert "https://arxiv.org/abs/2306.01708" in out and "base model: required" in out
+    assert "0 to 1" in out and "number >= 0" in out and "sum | mean" in out
+    assert "FusionBench's 'threshold' is 'density' here" in out and "FusionBench's 'ties_merging' is 'ties'" in out
+    assert recipe_start(get_method("ties")) in out
+
+
+def test_allowed_values_say_what_validation_accepts():
+    dare = {spec.name: allowed_values(spec) for spec in get_method("dare").params}
+    assert dare == {"drop_rate": "0 to 0.999", "rescale": "true | false", "seed": "any integer",
+                    "combine": "linear | ties", "disjoint_merge": "sum | mean", "scaling_factor": "number >= 0"}
+
+
+def test_an_unknown_or_foreign_name_is_a_typed_error(capsys):
+    assert main(["methods", "linear"]) == 1
+    assert "mergekit's 'linear' is 'weighted_average' here" in capsys.readouterr().err
+
+
+def test_listing_methods_imports_no_torch():
+    out, imported = _main_in_fresh_interpreter(("torch", "numpy"), "methods", "dare")
+    assert imported == [] and "drop_rate" in out
