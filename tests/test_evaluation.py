@@ -433,8 +433,8 @@ def test_evaluate_plain_classifier(fx: FixtureSet) -> None:
     """A model directory that is not a merged output: every task uses its one head."""
     report = evaluate_model(fx.models["digits_low"], {"low": str(fx.datasets["digits_low"])}, device="cpu")
     assert report.results["low"].accuracy == pytest.approx(fx.accuracy["digits_low"], abs=1e-12)
-    with pytest.raises(RecipeError, match="names no evaluation datasets"):
-        evaluate_model(fx.models["digits_low"], device="cpu")
+    with pytest.raises(RecipeError, match="names no evaluation datasets .it holds no hubmerge_recipe.yaml: a plain"):
+        evaluate_model(fx.models["digits_low"], device="cpu")  # not "its hubmerge_recipe.yaml has no 'dataset'"
 
 
 def test_evaluate_merged_unknown_task(fx: FixtureSet, merged: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import shutil
 import uuid
@@ -125,6 +126,31 @@ def test_loading_from_the_hub_downloads_one_head(merged, published, tmp_path, mo
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # what was downloaded loads again from the cache
     again = load_merged(f"{repo_id}@{sha}", "digits_rotated")
     assert torch.equal(again.classifier.weight, remote.classifier.weight)
+
+
+def test_a_plain_hub_model_is_asked_for_its_tasks_without_the_librarys_bar_or_warning(
+    fixtures, local_hub, tmp_path, monkeypatch, capsys, caplog
+):
+    """It lacks hubmerge_heads.json: huggingface_hub drew "Fetching 0 files" and logged "No files matched
+    ['hubmerge_heads.json', 'hubmerge_recipe.yaml']" before hubmerge's own answer; its bars come back after."""
+    from huggingface_hub import HfApi, constants
+    from huggingface_hub.utils import are_progress_bars_disabled, enable_progress_bars
+
+    hub_tqdm = importlib.import_module("huggingface_hub.utils.tqdm")  # the module, not its tqdm class
+
+    repo_id = f"alice/plain-{uuid.uuid4().hex[:6]}"
+    api = HfApi(endpoint=local_hub.endpoint, token=local_hub.alice_token)
+    api.create_repo(repo_id)
+    api.upload_folder(folder_path=fixtures.models["digits_low"], repo_id=repo_id)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(hub_tqdm, "HF_HUB_DISABLE_PROGRESS_BARS", None)  # the suite turns them off by environment
+    enable_progress_bars()
+    capsys.readouterr()
+    with caplog.at_level("WARNING"):
+        assert model_tasks(repo_id) == []
+    assert "Fetching" not in capsys.readouterr().err
+    assert not [record for record in caplog.records if "No files matched" in record.getMessage()]
+    assert not are_progress_bars_disabled()
 
 
 def test_torchvision_resnet18_merge_copies_int_buffers_and_loads_back(tmp_path):

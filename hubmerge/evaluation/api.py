@@ -203,9 +203,10 @@ def _tasks_for(
         refs = recipe.datasets if recipe is not None else {}
         if not refs:
             names = f" with NAME one of {', '.join(known)}" if known else ""
+            why = ("its hubmerge_recipe.yaml has no 'dataset' entries" if recipe is not None
+                   else "it holds no hubmerge_recipe.yaml: a plain model, not a hubmerge output")
             raise RecipeError(
-                f"'{ref}' names no evaluation datasets (its hubmerge_recipe.yaml has no 'dataset' entries). "
-                f"Give them: --task NAME=DATASET[:SPLIT]{names}",
+                f"'{ref}' names no evaluation datasets ({why}). Give them: --task NAME=DATASET[:SPLIT]{names}",
                 field="task",
             )
         return refs

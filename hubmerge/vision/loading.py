@@ -18,7 +18,7 @@ import os
 import re
 import weakref
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -99,7 +99,9 @@ def resolve_model_dir(
         token: for private repos.
         subfolders: folders of a merged output to download as well (e.g. ``heads/mnist``).
         files: the file patterns to download (default: the root config, weights, processor and
-            ``hubmerge_heads.json``; patterns are matched against whole repo paths).
+            ``hubmerge_heads.json``; patterns are matched against whole repo paths). Such a fetch of a
+            few small files draws no bar and, where none exists, logs no warning: the caller says
+            what a missing file means.
 
     Returns:
         The directory (for a repo: its snapshot at one commit in the Hugging Face cache).
@@ -118,8 +120,34 @@ def resolve_model_dir(
     sha = _pinned(ref, revision, token)
     patterns = list(files if files is not None else _MODEL_FILES)
     patterns += [f"{folder.rstrip('/')}/*" for folder in subfolders]
-    with _hub(str(ref.repo_id), sha):
+    with _hub(str(ref.repo_id), sha), (_fetch_quietly() if files is not None else nullcontext()):
         return Path(snapshot_download(str(ref.repo_id), revision=sha, token=token, allow_patterns=patterns))
+
+
+@contextmanager
+def _fetch_quietly() -> Iterator[None]:
+    """Without huggingface_hub's "Fetching 2 files" bar and its "No files matched [...]" warning (a plain
+    model has no ``hubmerge_heads.json``): next to hubmerge's own output they only puzzle. The settings
+    come back as they were; bars turned off by HF_HUB_DISABLE_PROGRESS_BARS stay off."""
+    import logging
+    import warnings
+
+    from huggingface_hub import utils as hub_utils
+
+    logger = logging.getLogger("huggingface_hub._snapshot_download")
+    level, bars_on = logger.level, not hub_utils.are_progress_bars_disabled()
+    logger.setLevel(logging.ERROR)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # its note that HF_HUB_DISABLE_PROGRESS_BARS=0 wins, which it may
+        hub_utils.disable_progress_bars()
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+        if bars_on:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                hub_utils.enable_progress_bars()
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
