@@ -372,7 +372,7 @@ class RepoNotFoundError(HubError, FileNotFoundError):
 
 class PushError(HubError):
     def __init__(self, repo_id: str, problem: str) -> None:
-        super().__init__(f"push to '{repo_id}' failed: {problem}. The repository was left as it was.")
+        super().__init__(f"push to '{repo_id}' failed: {problem.rstrip('.')}. The repository was left as it was.")
         self.repo_id = repo_id
 
 

@@ -147,6 +147,29 @@ def test_branch_and_pull_request(api, hub_models, local_hub):
     assert {b.name: b.target_commit for b in api.list_repo_refs(repo_id).branches}["main"] == first.push.commit_sha
 
 
+def test_a_new_branch_holds_the_pushed_output_alone(api, hub_models, local_hub):
+    """A new branch starts as a copy of main: a two-task merge pushed to one kept main's third head beside its
+    own (and would have kept main's eval_results.json, another model's accuracy). Main stays as it was; a
+    repo that does not exist yet gets the branch too (the commit to it failed, and the repo was deleted)."""
+    token = local_hub.alice_token
+    repo_id = fresh_repo()
+    publish(recipe_for(hub_models), repo_id, token=token, evaluate=False)
+    main_files = set(api.list_repo_files(repo_id))
+    two = recipe_for(hub_models, models={task: hub_models[task] for task in ("alpha", "beta")})
+    pushed = publish(two, repo_id, token=token, evaluate=False, branch="two-tasks")  # no --overwrite: main kept
+    assert set(api.list_repo_files(repo_id, revision="two-tasks")) - {".gitattributes"} == set(pushed.push.files)
+    assert "heads/gamma/config.json" in main_files and set(api.list_repo_files(repo_id)) == main_files
+    new = fresh_repo()
+    made = publish(two, new, token=token, evaluate=False, branch="experiment")
+    assert set(api.list_repo_files(new, revision="experiment")) - {".gitattributes"} == set(made.push.files)
+    assert {b.name for b in api.list_repo_refs(new).branches} == {"main", "experiment"}
+
+
+def test_a_push_error_ends_each_sentence_once():
+    error = PushError("a/b", "The revision (branch, tag or commit) does not exist.")
+    assert str(error).endswith("does not exist. The repository was left as it was.")
+
+
 def test_push_cli_never_prints_the_token(hub_models, local_hub, tmp_path, capsys):
     recipe = tmp_path / "r.yaml"
     recipe.write_text(recipe_for(hub_models).to_yaml())

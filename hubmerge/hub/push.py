@@ -13,9 +13,13 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import HubError, PushError
 from .source import hub_errors
+
+if TYPE_CHECKING:
+    from huggingface_hub import ModelInfo
 
 __all__ = ["PushResult", "TargetState", "check_repo_id", "check_target", "push_folder"]
 
@@ -98,11 +102,13 @@ def check_target(
         try:
             info = api.model_info(repo_id, revision=branch)
         except hf.RepositoryNotFoundError:
-            return TargetState(repo_id, False, None, ())
+            return TargetState(repo_id, False, None, (), branch_missing=branch is not None)
         except hf.RevisionNotFoundError:
-            main = api.model_info(repo_id)  # the branch will be created from the default branch
-            return TargetState(repo_id, True, main.sha, (), branch_missing=True)
-    files = tuple(sorted(s.rfilename for s in info.siblings or []))
+            # The branch will be made from the default branch, so it starts with that branch's files: the
+            # push deletes those its output lacks, and the default branch keeps them.
+            main = api.model_info(repo_id)
+            return TargetState(repo_id, True, main.sha, _names(main), branch_missing=True)
+    files = _names(info)
     state = TargetState(repo_id, True, info.sha, files)
     if not state.empty and not (overwrite or create_pr):
         where = f"branch '{branch}' of " if branch else ""
@@ -112,6 +118,10 @@ def check_target(
             "pass --overwrite to replace its content in one commit, or choose another --repo-id",
         )
     return state
+
+
+def _names(info: ModelInfo) -> tuple[str, ...]:
+    return tuple(sorted(sibling.rfilename for sibling in info.siblings or []))
 
 
 def push_folder(
@@ -135,7 +145,8 @@ def push_folder(
         token: a token with write access (never logged).
         target: ``check_target``'s answer; the commit is pinned to its sha.
         private: create the repo private (only when it does not exist yet).
-        branch: commit to this branch (created from the default branch if missing).
+        branch: commit to this branch (created from the default branch if missing, also in a repo this
+            push creates).
         create_pr: open a pull request instead of committing to the branch.
 
     Returns:
