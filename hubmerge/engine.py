@@ -60,7 +60,6 @@ from .vision.heads import (
     HEADS_INDEX,
     HeadDecision,
     TaskHead,
-    check_task_name,
     decide_head,
     head_seed,
     heads_index,
@@ -542,8 +541,6 @@ def _plan_from_inputs(recipe: Recipe, method: MergeMethod, inputs: list[InputMod
             own = [n for n in model.weights.tensors if not _in_targets(n, prefixes)]
             task = model.entry.task if model.entry is not None else None
             decision = None
-            if task is not None:
-                check_task_name(task)  # it names the folder heads/<task>/
             if family is not None and task is not None:
                 weight = model.weights.tensors.get(family.head_weight)
                 decision = decide_head(

@@ -19,11 +19,21 @@ import yaml
 from .errors import PER_MODEL_WEIGHTS, RecipeError, did_you_mean
 from .methods import get_method
 
-__all__ = ["DatasetRef", "ModelEntry", "ModelRef", "Recipe", "load_recipe"]
+__all__ = ["DatasetRef", "ModelEntry", "ModelRef", "Recipe", "load_recipe", "task_name_problem"]
 
 _REPO_ID = re.compile(r"^(?:[A-Za-z0-9][\w.\-]{0,95}/)?[A-Za-z0-9][\w.\-]{0,95}$")
 _DTYPES = ("float32", "float16", "bfloat16")
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
+# A task names its head's folder (heads/<task>/) in the output and on the Hub: one path component.
+_TASK_NAME = re.compile(r"^[^\W_][\w.\- ]{0,95}(?<! )\Z")
+
+
+def task_name_problem(task: str) -> str | None:
+    """Why ``task`` cannot name its head's folder ``heads/<task>/`` (a separator, ``..``, ...), or None."""
+    if _TASK_NAME.match(task) and ".." not in task:
+        return None
+    return (f"task name {task!r} cannot name the folder heads/<task>/: use letters, digits, '_', '-', '.' and "
+            "inner spaces, starting with a letter or digit, at most 96 characters (e.g. 'stanford-cars')")
 
 
 @dataclass(frozen=True)
@@ -236,6 +246,10 @@ class Recipe:
         if method.linear is not None:  # its coefficients (weights that sum to 0) fail here, not after the plan
             method.linear(n, None if weights[0] is None else [float(w) for w in weights if w is not None],
                           self.parameters)
+        for i, entry in enumerate(self.models):
+            problem = task_name_problem(entry.task) if entry.task is not None else None
+            if problem:
+                raise RecipeError(problem, field=f"models[{i}].task")
         tasks = [m.task for m in self.models if m.task is not None]
         duplicates = sorted({t for t in tasks if tasks.count(t) > 1})
         if duplicates:

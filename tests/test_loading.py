@@ -76,6 +76,17 @@ def test_unknown_task_lists_the_outputs_tasks(fixtures, merged):
     assert model_tasks(fixtures.models["digits_low"]) == []
 
 
+def test_an_index_naming_a_task_outside_heads_is_refused(merged, tmp_path):
+    """hubmerge_heads.json comes with a downloaded repo: a task "../../x" would load files outside heads/."""
+    copy = tmp_path / "out"
+    shutil.copytree(merged, copy)
+    index = json.loads((copy / "hubmerge_heads.json").read_text())
+    index["default_task"] = "../../elsewhere"
+    (copy / "hubmerge_heads.json").write_text(json.dumps(index))
+    with pytest.raises(WeightsError, match="names a task no hubmerge output holds: task name '../../elsewhere'"):
+        load_merged(copy)
+
+
 def test_loading_is_strict_and_names_what_does_not_fit(merged, tmp_path):
     broken = tmp_path / "broken"
     shutil.copytree(merged, broken)

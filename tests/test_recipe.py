@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from hubmerge.errors import MethodParameterError, RecipeError, UnknownMethodError
-from hubmerge.recipe import DatasetRef, ModelRef, Recipe, load_recipe
+from hubmerge.recipe import DatasetRef, ModelRef, Recipe, load_recipe, task_name_problem
 
 GOOD = """
 method: task_arithmetic
@@ -88,6 +88,11 @@ def test_pinning_revisions():
         ("method: simple_average\nmodels: a/b", RecipeError, "list"),
         ("method: simple_average\nmodels: [{task: x}]", RecipeError, "models\\[0\\]"),
         ("method: simple_average\nmodels: [{model: a/b, tsk: x}]", RecipeError, "Did you mean 'task'"),
+        # a task names its head's folder: refused with the recipe, not once the plan has asked the Hub
+        ("method: simple_average\nmodels: [{model: a/b, task: ../../x}]", RecipeError, "heads/<task>/"),
+        ("method: simple_average\nmodels: [{model: a/b, task: a/b}]", RecipeError, "models\\[0\\].task"),
+        ("method: simple_average\nmodels: [{model: a/b, task: 'trailing '}]", RecipeError, "inner spaces"),
+        ("method: simple_average\nmodels: [{model: a/b, task: .hidden}]", RecipeError, "starting with a letter"),
         ("method: simple_average\nmodels: ['not a repo!']", RecipeError, "valid repo id"),
         ("method: simple_average\nmodels: ['a/b@']", RecipeError, "revision"),
         ("method: simple_average\nmodels: [{model: a/b, task: x}, {model: a/c, task: x}]", RecipeError, "more than once"),
@@ -152,6 +157,16 @@ def test_keys_other_tools_use_are_translated(key, translation):
         Recipe.from_yaml(f"method: simple_average\nmodels: [org/a]\n{key}: x")
     assert f"unknown key '{key}'. {translation}" in str(info.value)
     assert "Did you mean" not in str(info.value)
+
+
+@pytest.mark.parametrize("name", ["sun397", "stanford-cars", "digits_low", "Stanford Cars", "oxford.pets", "x" * 96])
+def test_task_names_that_can_name_a_folder(name):
+    assert task_name_problem(name) is None
+
+
+@pytest.mark.parametrize("name", ["../root", "a/b", "a\\b", "..", "a..b", "_hidden", " x", "x ", "x\n", "", "x" * 97])
+def test_task_names_that_cannot(name):
+    assert "cannot name the folder heads/<task>/" in task_name_problem(name)
 
 
 def test_errors_name_the_file(tmp_path):

@@ -53,7 +53,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from .. import __version__
-from ..errors import DatasetError, HeadMismatchError, RecipeError, UnknownTaskError
+from ..errors import DatasetError, HeadMismatchError, UnknownTaskError
 from . import classnames
 from .families import Family
 
@@ -65,7 +65,6 @@ __all__ = [
     "HEADS_INDEX_FORMAT",
     "HeadDecision",
     "TaskHead",
-    "check_task_name",
     "decide_head",
     "head_seed",
     "heads_index",
@@ -80,7 +79,6 @@ LabelSource = Literal["dataset", "registry", "config"]
 HEADS_INDEX = "hubmerge_heads.json"
 HEADS_INDEX_FORMAT = "hubmerge-heads/1"
 _GENERIC = re.compile(r"^label_?\d+$", re.IGNORECASE)
-_TASK_NAME = re.compile(r"^[^\W_][\w.\- ]*(?<! )\Z")
 _SAVE_TO_DISK_MARKERS = ("dataset_dict.json", "state.json")
 
 
@@ -226,20 +224,6 @@ def task_labels(
         return registry, "registry"
     labels = _config_labels(config)
     return (labels, "config") if labels is not None else None
-
-
-def check_task_name(task: str) -> None:
-    """Refuse a task name that cannot be the folder ``heads/<task>/`` (path separators, ``..``, ...).
-
-    Raises:
-        RecipeError: the name is not letters, digits, ``_``, ``-``, ``.`` and inner spaces (or holds ``..``).
-    """
-    if not _TASK_NAME.match(task) or ".." in task:
-        raise RecipeError(
-            f"task name {task!r} cannot name the folder heads/<task>/: use letters, digits, '_', '-', '.' "
-            "(e.g. 'stanford-cars')",
-            field="task",
-        )
 
 
 def head_seed(task: str) -> int:

@@ -30,7 +30,7 @@ from ..errors import (
     WeightsError,
     did_you_mean,
 )
-from ..recipe import ModelRef
+from ..recipe import ModelRef, task_name_problem
 from .families import TORCHVISION_FAMILY, Family, detect_family, torchvision_architecture
 
 if TYPE_CHECKING:
@@ -276,7 +276,12 @@ def _local_index(directory: Path, listed: Sequence[str] | None = None) -> tuple[
     """
     index = _read_json(directory / INDEX_FILE)
     if index is not None and isinstance(index.get("tasks"), dict):
-        return list(index["tasks"]), index.get("default_task")
+        tasks, default = list(index["tasks"]), index.get("default_task")
+        for task in [*tasks, *([default] if default is not None else [])]:
+            problem = task_name_problem(task) if isinstance(task, str) else f"a task name must be text, not {task!r}"
+            if problem:  # a path outside heads/ would be read as the head
+                raise WeightsError(f"'{directory / INDEX_FILE}' names a task no hubmerge output holds: {problem}")
+        return tasks, default
     heads = directory / HEADS_DIR
     if listed is None:
         listed = [p.name for p in heads.iterdir() if (p / "config.json").is_file()] if heads.is_dir() else []
