@@ -299,6 +299,8 @@ def render_card(facts: CardFacts) -> ModelCard:
         backbone=list(facts.backbone),
         target_modules=list(facts.backbone),
         default_task=facts.default_task,
+        # no task named: the root keeps the first fine-tune's head, the only head there is
+        root_head=None if facts.tasks else _link(recipe.models[0].model, facts.hub_url),
         processor=facts.processor,
         library=library,
         tasks=[asdict(t) for t in facts.tasks],

@@ -75,6 +75,20 @@ def test_body(tmp_path, family):
     assert 'load_merged("alice/merged"' in text
 
 
+def test_a_merge_without_tasks_says_whose_head_the_root_keeps(tmp_path, family):
+    """A mergekit-style recipe names no tasks: the card said the backbone "is shared by every task" and that
+    the root "classifies for the default task, **-**"."""
+    first, *_ = family.models.values()
+    recipe = load_recipe(write_recipe(tmp_path / "r.yaml", family, "ties", extra={
+        "models": [{"model": str(path)} for path in family.models.values()]}))
+    engine.merge(recipe, tmp_path / "out")
+    text = str(render_card(collect_card(tmp_path / "out")))
+    assert "shared by every task" not in text and "**-**" not in text and "heads/<task>/" not in text
+    assert (f"No input named a task, so there are no per-task heads: the root keeps the classification head of "
+            f"`{first.name}` (local), the first fine-tune") in text
+    assert f"loads with plain transformers and classifies with the head of `{first.name}` (local):" in text
+
+
 def test_license_only_when_the_inputs_agree(tmp_path, family):
     out = merged(tmp_path, family, licenses=("mit", "apache-2.0", None, "mit"))
     card = render_card(collect_card(out))
