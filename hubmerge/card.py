@@ -22,14 +22,14 @@ import yaml
 
 from .engine import HEADS_DIR, HEADS_INDEX, read_output_recipe
 from .errors import CardEditedError, RecipeError
-from .evaluation.report import EVAL_COMPARISON_FILE, EVAL_RESULTS_FILE, EVAL_SCOPE_FILE
-from .recipe import ModelRef, Recipe
+from .evaluation.report import AVERAGE, EVAL_COMPARISON_FILE, EVAL_RESULTS_FILE, EVAL_SCOPE_FILE
+from .recipe import DatasetRef, ModelRef, Recipe
 from .vision.processors import describe_processor
 
 if TYPE_CHECKING:
     from huggingface_hub import ModelCard
 
-__all__ = ["CARD_FILE", "CardFacts", "TaskFacts", "card_is_edited", "collect_card", "render_card", "write_card"]
+__all__ = ["CARD_FILE", "CardFacts", "Measurement", "TaskFacts", "card_is_edited", "collect_card", "render_card", "write_card"]
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +45,18 @@ class TaskFacts:
     num_labels: int
     head: str  # how the head was obtained, e.g. "fine-tuned (kept)" or "re-initialized: ..."
     reinitialized: bool
-    dataset: str | None
-    samples: int = 0  # examples its accuracy was measured on (0: not evaluated, or an older output)
+    dataset: str | None  # the one the recipe names for it
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """Where one task's accuracy in the results was measured (``eval_scope.json``): not always the recipe's
+    dataset (``evaluate --task NAME=DATASET --save``), nor always a task of the recipe (an output of inputs
+    that name none)."""
+
+    task: str
+    dataset: DatasetRef | None
+    samples: int = 0  # examples its accuracy was measured on (0: unknown, an older output)
     split_size: int = 0  # examples in its evaluation split (0: unknown)
     non_finite: int = 0  # of those, examples where the merged model's outputs were NaN or infinite
 
@@ -82,6 +92,7 @@ class CardFacts:
     backbone: tuple[str, ...] = ()
     made_with: str | None = None  # the hubmerge version that merged it (None: an output from before it was recorded)
     averaged_statistics: int = 0  # BatchNorm statistics that are the fine-tunes' mean, not the method's result
+    measured: tuple[Measurement, ...] = ()  # one per task in the results
 
 
 # ---------------------------------------------------------------------------- gathering
@@ -96,7 +107,7 @@ def _read_json(path: Path) -> Any:
         raise RecipeError(f"{path} is not valid JSON ({exc})") from None
 
 
-def _head_facts(output: Path, recipe: Recipe, scope: dict[str, Any]) -> list[TaskFacts]:
+def _head_facts(output: Path, recipe: Recipe) -> list[TaskFacts]:
     datasets = {e.task: str(e.dataset) for e in recipe.models if e.task and e.dataset}
     facts = []
     for task in recipe.tasks:
@@ -105,11 +116,32 @@ def _head_facts(output: Path, recipe: Recipe, scope: dict[str, Any]) -> list[Tas
         reinitialized = bool(report.get("reinitialized"))
         how = f"re-initialized ({report.get('reason', 'head did not fit the task')})" if reinitialized else "fine-tuned (kept)"
         labels = config.get("id2label") or {}
-        measured = scope.get(task) or {}
-        facts.append(TaskFacts(task, len(labels), how, reinitialized, datasets.get(task),
-                               int(measured.get("samples") or 0), int(measured.get("split_size") or 0),
-                               int(measured.get("non_finite") or 0)))
+        facts.append(TaskFacts(task, len(labels), how, reinitialized, datasets.get(task)))
     return facts
+
+
+def _measurements(recipe: Recipe, results: dict[str, Any] | None, scope: dict[str, Any]) -> list[Measurement]:
+    """One per evaluated task: on the dataset ``eval_scope.json`` records, else (older outputs) the recipe's."""
+    named = {e.task: e.dataset for e in recipe.models if e.task and e.dataset}
+    measured = []
+    for task in results or {}:
+        if task == AVERAGE:
+            continue
+        where = scope.get(task) or {}
+        recorded = where.get("dataset")
+        dataset = named.get(task)
+        if isinstance(recorded, str) and recorded.strip() and recorded not in _spellings(dataset):
+            dataset = DatasetRef.parse(recorded)
+        measured.append(Measurement(task, dataset, int(where.get("samples") or 0), int(where.get("split_size") or 0),
+                                    int(where.get("non_finite") or 0)))
+    return measured
+
+
+def _spellings(dataset: DatasetRef | None) -> tuple[str, ...]:
+    """How ``eval_scope.json`` spells ``dataset``: as the recipe does, or as older outputs did (``path/config:split``)."""
+    if dataset is None:
+        return ()
+    return (dataset.spec, f"{dataset.path}/{dataset.name}:{dataset.split}" if dataset.name else dataset.spec)
 
 
 def _input_license(ref: ModelRef, token: str | None) -> str | None:
@@ -148,12 +180,14 @@ def collect_card(
     config = _read_json(output / "config.json") or {}
     refs = ([recipe.base_model] if recipe.base_model else []) + [e.model for e in recipe.models]
     heads = _read_json(output / HEADS_INDEX) or {}
+    results = _read_json(output / EVAL_RESULTS_FILE)
     return CardFacts(
         recipe=recipe,
-        tasks=tuple(_head_facts(output, recipe, _read_json(output / EVAL_SCOPE_FILE) or {})),
+        tasks=tuple(_head_facts(output, recipe)),
         default_task=recipe.resolved_default_task,
+        measured=tuple(_measurements(recipe, results, _read_json(output / EVAL_SCOPE_FILE) or {})),
         model_type=config.get("model_type") or config.get("hubmerge_family"),
-        results=_read_json(output / EVAL_RESULTS_FILE),
+        results=results,
         comparison=_read_json(output / EVAL_COMPARISON_FILE),
         licenses={str(ref): _input_license(ref, token) for ref in refs},
         repo_id=repo_id,
@@ -231,15 +265,14 @@ def render_card(facts: CardFacts) -> ModelCard:
     license_ = licenses.pop() if len(licenses) == 1 and None not in licenses else None
     name = facts.repo_id.split("/")[-1] if facts.repo_id else (recipe.name or "merged-model")
     eval_results = []
-    for task in facts.tasks:
-        value = (facts.results or {}).get(task.name, {}).get("accuracy")
-        entry = next(e for e in recipe.models if e.task == task.name)
+    for measured in facts.measured:
+        value = (facts.results or {}).get(measured.task, {}).get("accuracy")
         if value is None:
             continue
-        dataset = entry.dataset
+        dataset = measured.dataset
         eval_results.append(EvalResult(
             task_type="image-classification", task_name="Image Classification",
-            dataset_type=dataset.path if dataset else task.name, dataset_name=task.name,
+            dataset_type=dataset.path if dataset else measured.task, dataset_name=measured.task,
             dataset_config=dataset.name if dataset else None, dataset_split=dataset.split if dataset else None,
             metric_type="accuracy", metric_name="Accuracy", metric_value=round(float(value), 6),
         ))
@@ -266,12 +299,12 @@ def render_card(facts: CardFacts) -> ModelCard:
     if no_dataset := [t.name for t in missing if not t.dataset]:
         limitations.append(f"No evaluation was run for: {', '.join(no_dataset)} (the recipe names no dataset "
                            "for them).")
-    if broken := [f"{t.name} ({t.non_finite:,} of {t.samples:,} examples)" for t in facts.tasks if t.non_finite]:
+    if broken := [f"{m.task} ({m.non_finite:,} of {m.samples:,} examples)" for m in facts.measured if m.non_finite]:
         limitations.append(
             "The merged model's outputs were NaN or infinite on some examples, counted as wrong: "
             f"{', '.join(broken)}. Its accuracy there says the merge is broken, not how well it classifies."
         )
-    if any(t.subset for t in facts.tasks):
+    if any(m.subset for m in facts.measured):
         limitations.append(
             "The accuracies come from a fixed random subset of each evaluation split (seed 0; see Results), "
             "not from the whole split, so on the full splits they will differ somewhat."
@@ -304,7 +337,7 @@ def render_card(facts: CardFacts) -> ModelCard:
         processor=facts.processor,
         library=library,
         tasks=[asdict(t) for t in facts.tasks],
-        measured_on=[f"{t.name} on {t.dataset} ({t.examples})" for t in facts.tasks if t.examples],
+        measured_on=[f"{m.task} on {m.dataset or 'its dataset'} ({m.examples})" for m in facts.measured if m.examples],
         inputs=[{"role": role, "link": _link(ref, facts.hub_url), "task": task, "revision": ref.revision} for role, ref, task in refs],
         results_table=_results_table(facts),
         comparison=facts.comparison is not None,

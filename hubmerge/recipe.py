@@ -123,8 +123,7 @@ class DatasetRef:
         return {"path": self.path, "name": self.name, "split": self.split}
 
     def __str__(self) -> str:
-        config = f"/{self.name}" if self.name else ""
-        return f"{self.path}{config}:{self.split}"
+        return self.spec  # shown as the user writes it, so a hint's `--task NAME=DATASET` parses back
 
     @property
     def spec(self) -> str:

@@ -87,6 +87,15 @@ def test_a_merge_without_tasks_says_whose_head_the_root_keeps(tmp_path, family):
     assert (f"No input named a task, so there are no per-task heads: the root keeps the classification head of "
             f"`{first.name}` (local), the first fine-tune") in text
     assert f"loads with plain transformers and classifies with the head of `{first.name}` (local):" in text
+    # evaluated with `--task low=org/low --max-samples 10 --save`: a name no recipe entry has
+    (tmp_path / "out" / "eval_results.json").write_text(json.dumps({"low": {"accuracy": 0.9, "loss": 0.3},
+                                                                    "average": {"accuracy": 0.9, "loss": 0.3}}))
+    (tmp_path / "out" / "eval_scope.json").write_text(json.dumps({"low": {"dataset": "org/low:test", "samples": 10,
+                                                                          "split_size": 100}}))
+    card = render_card(collect_card(tmp_path / "out"))
+    assert "low on org/low:test (10 of 100 examples, a random subset)" in card.text
+    assert "fixed random subset of each evaluation split" in card.text
+    assert [r.dataset_type for r in model_index_to_eval_results(card.data.to_dict()["model-index"])[1]] == ["org/low"]
 
 
 def test_license_only_when_the_inputs_agree(tmp_path, family):
@@ -112,6 +121,21 @@ def test_the_card_says_what_each_accuracy_was_measured_on(tmp_path, family):
     (out / "eval_scope.json").write_text(json.dumps(scope))
     text = render_card(collect_card(out)).text
     assert "(all 1,234 examples)" in text and "random subset" not in text
+
+
+def test_the_card_names_the_dataset_each_accuracy_was_measured_on_not_the_recipes(tmp_path, family):
+    """`evaluate OUTPUT --task NAME=DATASET:train --save`: the card said the recipe's test split, in its text
+    and in its model-index."""
+    out = merged(tmp_path, family)
+    first, *rest = family.models
+    scope = {t: {"dataset": f"org/{t}-data:test", "samples": 50, "split_size": 50} for t in rest}
+    scope[first] = {"dataset": "org/other:cfg:train", "samples": 60, "split_size": 60}
+    (out / "eval_scope.json").write_text(json.dumps(scope))
+    card = render_card(collect_card(out))
+    assert f"{first} on org/other:cfg:train (all 60 examples)" in card.text
+    _, results = model_index_to_eval_results(card.data.to_dict()["model-index"])
+    where = {r.dataset_name: (r.dataset_type, r.dataset_config, r.dataset_split) for r in results}
+    assert where[first] == ("org/other", "cfg", "train") and where[rest[0]] == (f"org/{rest[0]}-data", None, "test")
 
 
 def test_missing_results_are_said_with_the_reason(tmp_path, family):

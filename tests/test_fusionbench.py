@@ -166,7 +166,7 @@ taskpool:
     - /dataset/image_classification/test@test_datasets: [eurosat, svhn, mnist]
 """
     recipe = Recipe.from_yaml(text)
-    assert [str(m.dataset) for m in recipe.models] == ["tanganke/eurosat:test", "ufldl-stanford/svhn/cropped_digits:test"]
+    assert [str(m.dataset) for m in recipe.models] == ["tanganke/eurosat:test", "ufldl-stanford/svhn:cropped_digits:test"]
 
 
 @pytest.mark.parametrize(

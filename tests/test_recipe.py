@@ -169,6 +169,13 @@ def test_task_names_that_cannot(name):
     assert "cannot name the folder heads/<task>/" in task_name_problem(name)
 
 
+@pytest.mark.parametrize("spelled", ["org/name", "org/name:validation", "ufldl-stanford/svhn:cropped_digits:test"])
+def test_a_dataset_is_shown_as_it_is_written(spelled):
+    """Hints propose `--task NAME=DATASET` with it: `svhn/cropped_digits:test` read back as another dataset."""
+    ref = DatasetRef.parse(spelled)
+    assert DatasetRef.parse(str(ref)) == ref
+
+
 def test_errors_name_the_file(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("method: simple_average\nmodels: []\n")
