@@ -228,7 +228,8 @@ def _results_table(facts: CardFacts) -> str:
         rows.append(("**merged**", facts.comparison["merged"]))
         if "base" in facts.comparison:
             rows.append(("base + task heads", facts.comparison["base"]))
-        rows.append(("individual fine-tunes", facts.comparison.get("individual", {})))
+        if facts.comparison.get("individual"):  # none where no input named a task
+            rows.append(("individual fine-tunes", facts.comparison["individual"]))
         rows += [(f"{name} backbone + task heads", r) for name, r in facts.comparison.get("finetuned", {}).items()]
     elif facts.results:
         rows.append(("**merged**", facts.results))

@@ -96,6 +96,11 @@ def test_a_merge_without_tasks_says_whose_head_the_root_keeps(tmp_path, family):
     assert "low on org/low:test (10 of 100 examples, a random subset)" in card.text
     assert "fixed random subset of each evaluation split" in card.text
     assert [r.dataset_type for r in model_index_to_eval_results(card.data.to_dict()["model-index"])[1]] == ["org/low"]
+    row = {"low": {"accuracy": 0.8, "loss": 0.5}, "average": {"accuracy": 0.8, "loss": 0.5}}
+    (tmp_path / "out" / "eval_comparison.json").write_text(json.dumps(  # --compare-inputs: no diagonal to show
+        {"merged": row, "base": row, "finetuned": {"a": row}, "individual": {}}))
+    text = render_card(collect_card(tmp_path / "out")).text
+    assert "| base + task heads | 80.0 | 80.0 |" in text and "| individual fine-tunes |" not in text
 
 
 def test_license_only_when_the_inputs_agree(tmp_path, family):

@@ -490,6 +490,26 @@ def test_compare_inputs(fx: FixtureSet, merged: Path) -> None:
         assert set(row) == {*fx.tasks, "average"}
 
 
+def test_compare_inputs_where_no_input_named_a_task(fx: FixtureSet, tmp_path: Path) -> None:
+    """A mergekit-style recipe: no heads/, the root keeps the first input's head, so every task named on the
+    command line is read with that head in every row (it raised KeyError)."""
+    from hubmerge.engine import merge
+
+    first, second = fx.tasks[:2]
+    recipe = Recipe.from_dict({"method": "task_arithmetic", "base_model": str(fx.base),
+                               "models": [str(fx.models[first]), str(fx.models[second])]})
+    merge(recipe, tmp_path / "out", device="cpu")
+    tasks = {"own": str(fx.datasets[first])}
+    compare = compare_inputs(tmp_path / "out", tasks, device="cpu")
+    assert compare.merged.results["own"].accuracy == evaluate_model(tmp_path / "out", tasks, device="cpu").average[
+        "accuracy"]
+    rows = compare.rows()
+    assert "individual (own fine-tune)" not in rows  # nothing to put on a diagonal
+    first_row, second_row = (rows[f"fine-tune {entry.label}"] for entry in recipe.models)
+    assert first_row.results["own"].accuracy == pytest.approx(fx.accuracy[first], abs=1e-12)  # as published
+    assert second_row.results["own"].accuracy < first_row.results["own"].accuracy  # another backbone, that head
+
+
 def test_downloads_during_an_evaluation_draw_on_our_display_only(
     local_hub: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
 ) -> None:

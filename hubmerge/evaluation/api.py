@@ -336,6 +336,11 @@ def compare_inputs(
     refs = _tasks_for(ref, tasks, list(task_models), token)
     _check_local_inputs(recipe, where)
 
+    def head(task: str) -> ModelRef:
+        """Whose head ``task`` is read with: its own input's, or, where no input named a task, the first
+        input's, which the output's root keeps."""
+        return task_models[task] if task_models else recipe.models[0].model
+
     def classifier(backbone: ModelRef, head: ModelRef) -> Callable[[], torch.nn.Module]:
         if backbone == head:
             return lambda: load_classifier(location(backbone), revision=backbone.revision, token=token)
@@ -344,16 +349,18 @@ def compare_inputs(
         )
 
     def merged(task: str) -> Callable[[], torch.nn.Module]:
+        if not task_models:  # no heads/: the root, with the first input's head
+            return lambda: load_classifier(where, revision=ref.revision, token=token)
         return lambda: load_merged(where, task, revision=ref.revision, token=token)
 
     jobs = [Job("merged", task, merged(task), ref) for task in refs]
     base = recipe.base_model
     if base is not None:
-        jobs += [Job("base", task, classifier(base, task_models[task]), base) for task in refs]
+        jobs += [Job("base", task, classifier(base, head(task)), base) for task in refs]
     labels = [entry.label for entry in recipe.models]
     for label, entry in zip(labels, recipe.models):
         jobs += [
-            Job(f"ft:{label}", task, classifier(entry.model, task_models[task]), entry.model) for task in refs
+            Job(f"ft:{label}", task, classifier(entry.model, head(task)), entry.model) for task in refs
         ]
     with progress_bars(console) as progress:
         settings = replace(settings, progress=progress)

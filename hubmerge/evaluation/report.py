@@ -176,7 +176,8 @@ class CompareReport:
         rows = {"merged": self.merged}
         if self.base is not None:
             rows["base + task heads"] = self.base
-        rows["individual (own fine-tune)"] = self.individual
+        if self.individual.results:  # none where no input named a task
+            rows["individual (own fine-tune)"] = self.individual
         rows.update({f"fine-tune {label}": report for label, report in self.finetuned.items()})
         return rows
 
