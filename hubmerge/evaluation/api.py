@@ -336,7 +336,7 @@ def compare_inputs(
     refs = _tasks_for(ref, tasks, list(task_models), token)
     _check_local_inputs(recipe, where)
 
-    def head(task: str) -> ModelRef:
+    def head_of(task: str) -> ModelRef:
         """Whose head ``task`` is read with: its own input's, or, where no input named a task, the first
         input's, which the output's root keeps."""
         return task_models[task] if task_models else recipe.models[0].model
@@ -356,11 +356,11 @@ def compare_inputs(
     jobs = [Job("merged", task, merged(task), ref) for task in refs]
     base = recipe.base_model
     if base is not None:
-        jobs += [Job("base", task, classifier(base, head(task)), base) for task in refs]
+        jobs += [Job("base", task, classifier(base, head_of(task)), base) for task in refs]
     labels = [entry.label for entry in recipe.models]
     for label, entry in zip(labels, recipe.models):
         jobs += [
-            Job(f"ft:{label}", task, classifier(entry.model, head(task)), entry.model) for task in refs
+            Job(f"ft:{label}", task, classifier(entry.model, head_of(task)), entry.model) for task in refs
         ]
     with progress_bars(console) as progress:
         settings = replace(settings, progress=progress)
