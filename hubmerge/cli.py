@@ -392,7 +392,7 @@ def push(
     repo_id: Annotated[str, typer.Option("--repo-id", help="namespace/name to publish to.")] = ...,  # type: ignore[assignment]
     preset: PresetOpt = None,
     endpoint: EndpointOpt = None,
-    private: Annotated[bool, typer.Option("--private", help="Create the repo private.")] = False,
+    private: Annotated[bool, typer.Option("--private", help="Create the repo private (a public repo that exists is refused).")] = False,
     branch: Annotated[Optional[str], typer.Option("--branch", help="Commit to this branch.")] = None,
     create_pr: Annotated[bool, typer.Option("--create-pr", help="Open a pull request instead of committing.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace the content of a non-empty repo.")] = False,
@@ -542,7 +542,7 @@ def web_app(
 @space_app.command("deploy")
 def space_deploy(
     repo_id: Annotated[str, typer.Option("--repo-id", help="namespace/name of the Space.")] = ...,  # type: ignore[assignment]
-    private: Annotated[bool, typer.Option("--private", help="Create the Space private.")] = False,
+    private: Annotated[bool, typer.Option("--private", help="Create the Space private (when created).")] = False,
     hardware: Annotated[Optional[str], typer.Option("--hardware", help="e.g. t4-small (when created).")] = None,
     endpoint: EndpointOpt = None,
     token: TokenOpt = None,

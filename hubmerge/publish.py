@@ -190,7 +190,7 @@ def publish(
     """
     secret = require_token(token, token_file=token_file, action="push")
     target = check_target(repo_id, token=secret, branch=branch, overwrite=overwrite, create_pr=create_pr,
-                          endpoint=endpoint)
+                          private=private, endpoint=endpoint)
     _clean_stale_work_dirs(Path(work_dir) if work_dir is not None else Path(tempfile.gettempdir()))
     with tempfile.TemporaryDirectory(prefix=f"{_WORK_PREFIX}{os.getpid()}-", dir=work_dir) as tmp:
         built = build(
@@ -240,7 +240,8 @@ def publish_output(
     secret = require_token(token, token_file=token_file, action="push")
     step(0.0, "Checking the target repo")
     target = check_target(
-        repo_id, token=secret, branch=branch, overwrite=overwrite, create_pr=create_pr, endpoint=endpoint
+        repo_id, token=secret, branch=branch, overwrite=overwrite, create_pr=create_pr, private=private,
+        endpoint=endpoint,
     )
     try:
         write_card(output, repo_id=repo_id, token=secret, endpoint=endpoint)

@@ -15,7 +15,7 @@ from hubmerge import engine
 from hubmerge.cli import main
 from hubmerge.errors import AuthenticationError, HeaderParseError, PushError
 from hubmerge.hub.push import check_target, push_folder
-from hubmerge.publish import publish
+from hubmerge.publish import publish, publish_output
 from hubmerge.recipe import Recipe
 
 from ._models import make_family, upload_family
@@ -163,6 +163,24 @@ def test_a_new_branch_holds_the_pushed_output_alone(api, hub_models, local_hub):
     made = publish(two, new, token=token, evaluate=False, branch="experiment")
     assert set(api.list_repo_files(new, revision="experiment")) - {".gitattributes"} == set(made.push.files)
     assert {b.name for b in api.list_repo_refs(new).branches} == {"main", "experiment"}
+
+
+def test_private_is_refused_for_a_public_repo_that_exists(api, hub_models, local_hub, tmp_path):
+    """The repo's visibility is set when it is created: asked for private, a push to a public repo published
+    the model there without a word."""
+    repo_id = fresh_repo()
+    api.create_repo(repo_id)
+    with pytest.raises(PushError, match="it is public, and 'private' applies only to a repository the push creates"):
+        publish(recipe_for(hub_models), repo_id, token=local_hub.alice_token, evaluate=False, private=True)
+    assert api.list_repo_files(repo_id) == [".gitattributes"]  # refused before the merge, nothing pushed
+    out = tmp_path / "out"
+    engine.merge(recipe_for(hub_models), out)
+    with pytest.raises(PushError, match="it is public"):
+        publish_output(out, repo_id, token=local_hub.alice_token, private=True, branch="new-branch")
+    private = fresh_repo()
+    api.create_repo(private, private=True)
+    publish_output(out, private, token=local_hub.alice_token, private=True)  # private already: pushed
+    assert api.model_info(private).private and "model.safetensors" in api.list_repo_files(private)
 
 
 def test_a_push_error_ends_each_sentence_once():

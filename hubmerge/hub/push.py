@@ -85,13 +85,16 @@ def check_target(
     branch: str | None = None,
     overwrite: bool = False,
     create_pr: bool = False,
+    private: bool = False,
     endpoint: str | None = None,
 ) -> TargetState:
     """Look at the target before any work: refuse a non-empty repo unless ``overwrite``, or unless the push
-    opens a pull request (``create_pr``), which leaves the branch as it is.
+    opens a pull request (``create_pr``), which leaves the branch as it is; refuse ``private`` for a repo
+    that exists and is public, since the push would publish there.
 
     Raises:
-        PushError: the repo holds files and neither ``overwrite`` nor ``create_pr`` is set.
+        PushError: the repo holds files and neither ``overwrite`` nor ``create_pr`` is set; or ``private``
+            was asked for and the repo is public.
         AuthenticationError / HubError: the Hub refused or could not be reached.
     """
     from huggingface_hub import errors as hf
@@ -107,7 +110,9 @@ def check_target(
             # The branch will be made from the default branch, so it starts with that branch's files: the
             # push deletes those its output lacks, and the default branch keeps them.
             main = api.model_info(repo_id)
+            _check_private(main, private)
             return TargetState(repo_id, True, main.sha, _names(main), branch_missing=True)
+    _check_private(info, private)
     files = _names(info)
     state = TargetState(repo_id, True, info.sha, files)
     if not state.empty and not (overwrite or create_pr):
@@ -118,6 +123,15 @@ def check_target(
             "pass --overwrite to replace its content in one commit, or choose another --repo-id",
         )
     return state
+
+
+def _check_private(info: ModelInfo, private: bool) -> None:
+    if private and info.private is False:
+        raise PushError(
+            info.id,
+            "it is public, and 'private' applies only to a repository the push creates; make it private on the "
+            "Hub first, or push to another repo id",
+        )
 
 
 def _names(info: ModelInfo) -> tuple[str, ...]:
