@@ -195,8 +195,8 @@ def _with_overrides(recipe: Recipe, *, dtype: str | None, device: str | None) ->
 
 
 def _check_device(recipe: Recipe) -> None:
-    """Refuse a CUDA device this machine lacks before the Hub is asked for anything (torch is needed anyway)."""
-    if recipe.device.startswith("cuda"):
+    """Refuse a GPU this machine lacks before the Hub is asked for anything (torch is needed anyway)."""
+    if recipe.device.startswith(("cuda", "mps")):
         from .engine import resolve_device
 
         resolve_device(recipe.device)

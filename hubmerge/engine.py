@@ -578,7 +578,7 @@ def close_plan(merge_plan: MergePlan) -> None:
 
 
 def resolve_device(device: str) -> torch.device:
-    """``auto`` -> the first CUDA device if there is one, else CPU; ``cuda[:N]`` must exist."""
+    """``auto`` -> the first CUDA device if there is one, else CPU; ``cuda[:N]`` and ``mps`` must exist."""
     import torch
 
     if device == "auto":
@@ -595,6 +595,8 @@ def resolve_device(device: str) -> torch.device:
                 f"cuda:{resolved.index} does not exist; this machine has {torch.cuda.device_count()} CUDA device(s)",
                 field="device",
             )
+    if resolved.type == "mps" and not torch.backends.mps.is_available():
+        raise RecipeError("mps (an Apple GPU) was asked for but this machine has none usable", field="device")
     return resolved
 
 

@@ -12,6 +12,7 @@ import yaml
 from safetensors.torch import load_file, save_file
 
 from hubmerge import engine
+from hubmerge.cli import main
 from hubmerge.errors import (
     CancelledError,
     HeaderParseError,
@@ -732,6 +733,16 @@ def test_small_budgets_give_identical_results(tmp_path, convnext):
 def test_unknown_device(tmp_path, convnext):
     with pytest.raises(RecipeError, match="device"):
         engine.resolve_device("cuda:99" if torch.cuda.is_available() else "cuda")
+
+
+@pytest.mark.skipif(torch.backends.mps.is_available(), reason="this machine has an Apple GPU")
+def test_an_apple_gpu_this_machine_lacks_is_a_typed_error(tmp_path, convnext, capsys):
+    """The recipe accepts `device: mps`; without one, torch's RuntimeError came out as an 'unexpected error'."""
+    with pytest.raises(RecipeError, match="mps .an Apple GPU. was asked for but this machine has none"):
+        engine.resolve_device("mps")
+    recipe = write_recipe(tmp_path / "r.yaml", convnext, "simple_average")
+    assert main(["merge", str(recipe), "-o", str(tmp_path / "out"), "--device", "mps", "--quiet"]) == 1
+    assert "RecipeError" in capsys.readouterr().err and not (tmp_path / "out").exists()
 
 
 @pytest.mark.gpu
