@@ -242,3 +242,8 @@ def test_the_plan_says_which_heads_no_task_keeps(tmp_path, family):
     assert untasked["head: model1"].startswith("dropped: no task named") and "head: base" not in untasked
     named = rows(write_recipe(tmp_path / "named.yaml", family, "task_arithmetic"))
     assert not any("no task named" in value for value in named.values())
+    assert "base model" not in named  # task arithmetic merges it
+    # SLERP and the averages take no base: one listed was shown as an input and otherwise said nothing
+    two = {"models": [{"model": str(path), "task": task} for task, path in list(family.models.items())[:2]]}
+    slerp = rows(write_recipe(tmp_path / "slerp.yaml", family, "slerp", extra=two))
+    assert slerp["base model"] == "not merged by slerp: the output takes only its processor files and integer buffers"
