@@ -14,6 +14,7 @@ from .methods import MergeMethod, ParamSpec, get_method, list_methods
 
 if TYPE_CHECKING:
     from rich.console import Console
+    from rich.table import Table
 
 __all__ = ["allowed_values", "print_methods", "recipe_start"]
 
@@ -63,7 +64,7 @@ def recipe_start(method: MergeMethod) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _overview() -> Any:
+def _overview() -> Table:
     from rich.markup import escape
     from rich.table import Table
 
