@@ -47,8 +47,8 @@ def summary_rows(merge_plan: MergePlan) -> list[tuple[str, str]]:
         ("merged tensors", f"{counts['merged']} under {', '.join(merge_plan.target_modules) or 'every prefix'}"),
     ]
     if merge_plan.recipe.base_model is not None and not merge_plan.method.accepts_base:
-        rows.append(("base model", f"not merged by {merge_plan.method.name}: the output takes only its processor "
-                                   "files and integer buffers"))
+        unused = f"not merged by {merge_plan.method.name}: the output takes only its processor files and integer buffers"
+        rows.append(("base model", unused))
     if counts["averaged"]:
         mean = "the fine-tunes' mean (task vectors can make a variance negative)"
         rows.append(("averaged tensors", f"{counts['averaged']} BatchNorm running statistics: {mean}"))

@@ -76,6 +76,20 @@ def test_unknown_task_lists_the_outputs_tasks(fixtures, merged):
     assert model_tasks(fixtures.models["digits_low"]) == []
 
 
+def test_an_output_whose_inputs_name_no_task_loads_as_its_root(fixtures, tmp_path):
+    """No heads/ and no index: load_merged called it "no hubmerge output" and loaded nothing."""
+    recipe = Recipe.from_dict({"method": "task_arithmetic", "base_model": str(fixtures.base),
+                               "models": [str(path) for path in fixtures.models.values()]})
+    engine.merge(recipe, tmp_path / "out")
+    root = load_merged(tmp_path / "out")
+    plain = load_classifier(tmp_path / "out")
+    assert all(torch.equal(a, b) for a, b in zip(root.state_dict().values(), plain.state_dict().values()))
+    first = next(iter(fixtures.models.values()))
+    assert torch.equal(root.classifier.weight, load_file(first / "model.safetensors")["classifier.weight"])
+    with pytest.raises(UnknownTaskError, match="keeps no per-task heads, so none for 'digits_low'"):
+        load_merged(tmp_path / "out", "digits_low")
+
+
 def test_an_index_naming_a_task_outside_heads_is_refused(merged, tmp_path):
     """hubmerge_heads.json comes with a downloaded repo: a task "../../x" would load files outside heads/."""
     copy = tmp_path / "out"

@@ -307,6 +307,30 @@ def test_closing_the_page_stops_its_merge_and_deletes_its_output(hub_models, loc
 
 
 @pytest.mark.slow
+def test_an_output_whose_inputs_name_no_task_is_tried_with_its_roots_head(hub_models, local_hub, tmp_path):
+    """The models table left without tasks (as a mergekit user would): "Try it" offered no task to pick."""
+    from hubmerge.ui import AppHandlers
+    from hubmerge.ui.app import ROOT_HEAD
+
+    os.environ.pop("HF_HUB_OFFLINE", None)
+    handlers = AppHandlers(endpoint=local_hub.endpoint, work_dir=tmp_path / "work", max_samples=16)
+    values = form_values(hub_models.recipe())
+    first_task = values.models[0][1]
+    untasked = [[model, "", "", weight] for model, _, _, weight in values.models]
+    quiet = {"request": SimpleNamespace(session_hash="s"), "progress": lambda *a, **k: None}
+    status, *_, output, tasks = handlers.merge(values.base_model, untasked, values.method, values.parameters,
+                                               values.dtype, values.device, **quiet)
+    assert "no task heads (no input named a task): its root keeps the first input's head" in status
+    assert tasks["choices"] == [ROOT_HEAD] and tasks["value"] == ROOT_HEAD
+    hits = 0
+    for index in range(5):
+        image, truth = _digit_image(first_task, index)
+        top = handlers.try_it(output, ROOT_HEAD, Image.open(image["path"]))
+        hits += max(top, key=top.get) == truth
+    assert hits >= 4  # the merged backbone with the first input's head
+
+
+@pytest.mark.slow
 def test_each_merge_chooses_how_many_examples_to_evaluate(hub_models, local_hub, tmp_path):
     from hubmerge.ui import AppHandlers
 

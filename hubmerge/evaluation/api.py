@@ -349,9 +349,8 @@ def compare_inputs(
         )
 
     def merged(task: str) -> Callable[[], torch.nn.Module]:
-        if not task_models:  # no heads/: the root, with the first input's head
-            return lambda: load_classifier(where, revision=ref.revision, token=token)
-        return lambda: load_merged(where, task, revision=ref.revision, token=token)
+        chosen = task if task_models else None  # no heads/: the root, with the first input's head
+        return lambda: load_merged(where, chosen, revision=ref.revision, token=token)
 
     jobs = [Job("merged", task, merged(task), ref) for task in refs]
     base = recipe.base_model

@@ -45,6 +45,8 @@ def on_spaces() -> bool:
 #: Examples per task the app evaluates on a Space unless told otherwise: a CPU Space would take hours over
 #: whole splits (sun397's test split alone has 19,850 images, each through every input model).
 SPACE_EXAMPLES = 500
+#: "Try it"'s one choice for an output of inputs that named no task: its root, with the first input's head.
+ROOT_HEAD = "the root's head (no task was named)"
 
 
 def _builtin_presets() -> dict[str, Callable[[], Recipe]]:
@@ -226,7 +228,9 @@ class AppHandlers:
         from ..vision.loading import model_tasks
 
         tasks = model_tasks(output)
-        status = f"Merged in {seconds:.1f} s into a model with {len(tasks)} task head(s)."
+        heads = f"{len(tasks)} task head(s)" if tasks else "no task heads (no input named a task): its root " \
+            "keeps the first input's head"
+        status = f"Merged in {seconds:.1f} s into a model with {heads}."
         if report is None:
             status += " No task names a dataset, so nothing was evaluated."
             table = chart = None
@@ -236,7 +240,7 @@ class AppHandlers:
             status = " ".join(filter(None, (status, results_note(report))))
         return (
             status, table, chart, card_body(output / "README.md"), str(output / "hubmerge_recipe.yaml"),
-            str(output), gr.update(choices=tasks, value=tasks[0] if tasks else None),
+            str(output), gr.update(choices=tasks or [ROOT_HEAD], value=tasks[0] if tasks else ROOT_HEAD),
         )
 
     def cancel(self, request: gr.Request = None) -> str:  # type: ignore[assignment]
@@ -286,7 +290,8 @@ class AppHandlers:
             key = (output, task)
             with self._lock:
                 if key not in self._models:
-                    self._models[key] = (load_merged(output, task), load_processor(output))
+                    self._models[key] = (load_merged(output, None if task == ROOT_HEAD else task),
+                                         load_processor(output))
                     while len(self._models) > 2:
                         self._models.popitem(last=False)
                 model, processor = self._models[key]

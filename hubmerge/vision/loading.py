@@ -19,6 +19,7 @@ import re
 import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -295,25 +296,37 @@ def _local_index(directory: Path, listed: Sequence[str] | None = None) -> tuple[
     return found, default
 
 
-def _output_index(
-    path_or_repo: str | os.PathLike[str], revision: str | None, token: str | None
-) -> tuple[ModelRef, str | None, list[str], str | None]:
-    """(ref, pinned revision, tasks, default task) of a merged output, reading only ``hubmerge_heads.json``."""
+@dataclass(frozen=True)
+class _OutputIndex:
+    ref: ModelRef
+    sha: str | None  # the pinned commit of a Hub repo
+    directory: Path  # the output, or its snapshot (holding at least the index and the recipe, if any)
+    tasks: list[str]
+    default: str | None
+
+    @property
+    def untasked_output(self) -> bool:
+        """A hubmerge output of inputs that named no task: no heads/, its root carries the first input's head."""
+        return not self.tasks and (self.directory / RECIPE_FILE).is_file()
+
+
+def _output_index(path_or_repo: str | os.PathLike[str], revision: str | None, token: str | None) -> _OutputIndex:
+    """The tasks and default task of a merged output, reading only ``hubmerge_heads.json`` (and its recipe)."""
     ref = ModelRef.parse(str(path_or_repo))
     if ref.path is not None:
         if not ref.path.is_dir():
             raise ModelFilesNotFoundError(f"'{ref.path}' is not a model directory", model=str(ref.path))
-        return (ref, None, *_local_index(ref.path))
+        return _OutputIndex(ref, None, ref.path, *_local_index(ref.path))
     from huggingface_hub import HfApi, constants
 
     sha = _pinned(ref, revision, token)
     directory = resolve_model_dir(str(ref.repo_id), revision=sha, token=token, files=(INDEX_FILE, RECIPE_FILE))
     if (directory / INDEX_FILE).is_file() or constants.HF_HUB_OFFLINE:
-        return (ref, sha, *_local_index(directory))
+        return _OutputIndex(ref, sha, directory, *_local_index(directory))
     with _hub(str(ref.repo_id), sha):  # no index: a plain model, or an output written before it existed
         files = HfApi(token=token).list_repo_files(str(ref.repo_id), revision=sha)
     listed = {f.split("/")[1] for f in files if f.startswith(f"{HEADS_DIR}/") and f.endswith("/config.json")}
-    return (ref, sha, *_local_index(directory, sorted(listed)))
+    return _OutputIndex(ref, sha, directory, *_local_index(directory, sorted(listed)))
 
 
 def model_tasks(
@@ -335,7 +348,7 @@ def model_tasks(
         >>> model_tasks("out/merged")
         ['sun397', 'stanford-cars', ...]
     """
-    return _output_index(path_or_repo, revision, token)[2]
+    return _output_index(path_or_repo, revision, token).tasks
 
 
 def load_merged(
@@ -349,7 +362,8 @@ def load_merged(
 
     Args:
         path_or_repo: an output directory of ``hubmerge merge``, or a Hub repo ``org/name[@revision]``.
-        task: which head; default: the output's default task (the one the root carries).
+        task: which head; default: the output's default task (the one the root carries). An output of
+            inputs that named no task has no per-task heads: load it without one (its root).
         revision, token: for Hub repos; only the root files and ``heads/<task>/`` are downloaded.
 
     Returns:
@@ -366,7 +380,14 @@ def load_merged(
         >>> model = load_merged("out/merged", task="mnist")
         >>> model(pixel_values).logits.argmax(-1)
     """
-    ref, sha, tasks, default = _output_index(path_or_repo, revision, token)
+    index = _output_index(path_or_repo, revision, token)
+    ref, sha, tasks, default = index.ref, index.sha, index.tasks, index.default
+    if index.untasked_output:
+        if task is not None:
+            raise UnknownTaskError(task, [], hint=f"'{path_or_repo}' keeps no per-task heads, so none for '{task}': its "
+                                   "inputs named no task, and its root carries the first input's head. Load it "
+                                   "without a task.")
+        return load_classifier(str(ref.path or ref.repo_id), revision=sha, token=token)
     if not tasks and ref.repo_id is not None and (gap := offline_cache_gap(f"the heads of '{path_or_repo}'")):
         raise gap  # its hubmerge_heads.json may just not be in the cache
     if not tasks:
