@@ -309,9 +309,9 @@ class NonFiniteTensorError(HubmergeError, ValueError):
 
 
 class OutputExistsError(HubmergeError, FileExistsError):
-    def __init__(self, path: str) -> None:
-        super().__init__(f"output '{path}' already exists and is not empty. "
-                         "Pass --overwrite (from Python: overwrite=True) to replace it.")
+    def __init__(self, path: str, *, is_file: bool = False) -> None:
+        what = "is a file, not a directory" if is_file else "already exists and is not empty"
+        super().__init__(f"output '{path}' {what}. Pass --overwrite (from Python: overwrite=True) to replace it.")
         self.path = path
 
 

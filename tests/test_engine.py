@@ -620,6 +620,9 @@ def test_existing_output_is_refused_before_anything_is_read(tmp_path, convnext, 
     monkeypatch.setattr(engine, "plan", lambda *a, **k: pytest.fail("planned before checking the output"))
     with pytest.raises(OutputExistsError, match=r"--overwrite \(from Python: overwrite=True\)"):
         engine.merge(recipe, out)
+    (tmp_path / "empty").touch()  # it was "already exists and is not empty"
+    with pytest.raises(OutputExistsError, match="output '.*empty' is a file, not a directory"):
+        engine.merge(recipe, tmp_path / "empty")
 
 
 def test_an_output_its_disk_cannot_hold_is_refused_before_anything_is_read(tmp_path, convnext, monkeypatch):

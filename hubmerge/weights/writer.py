@@ -237,7 +237,7 @@ def _is_nonempty(path: Path) -> bool:
 def check_output(target: Path, *, overwrite: bool) -> None:
     """Refuse an existing non-empty output unless ``overwrite``; called before any work starts."""
     if _is_nonempty(target) and not overwrite:
-        raise OutputExistsError(str(target))
+        raise OutputExistsError(str(target), is_file=not target.is_dir())
 
 
 # Room left for what is written besides the tensors: safetensors headers, configs, recipe, card.
