@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import threading
+from pathlib import Path
 
 import pytest
 import torch
@@ -610,6 +612,30 @@ def test_failure_midway_leaves_the_output_untouched(tmp_path, convnext, monkeypa
         engine.merge(recipe, out, overwrite=True, group_bytes=64 * 1024)
     assert [p.name for p in out.iterdir()] == ["keep"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "r.yaml"]
+
+
+def test_models_in_a_hugging_face_cache_snapshot_merge_as_from_their_own_folders(tmp_path, convnext):
+    """A snapshot's files are symlinks into ../../blobs/ (`snapshot_download()` returns such paths): every read
+    of them said "path escapes the model directory"."""
+    def snapshot(model: Path) -> Path:
+        repo = tmp_path / "hub" / f"models--org--{model.name}"
+        (repo / "blobs").mkdir(parents=True)
+        folder = repo / "snapshots" / ("0" * 40)
+        folder.mkdir(parents=True)
+        for file in model.iterdir():
+            shutil.copy(file, repo / "blobs" / file.name)
+            (folder / file.name).symlink_to(os.path.relpath(repo / "blobs" / file.name, folder))
+        return folder
+
+    own = load_recipe(write_recipe(tmp_path / "own.yaml", convnext, "ties"))
+    cached = load_recipe(write_recipe(tmp_path / "cached.yaml", convnext, "ties", extra={
+        "base_model": str(snapshot(convnext.base)),
+        "models": [{"model": str(snapshot(path)), "task": task} for task, path in convnext.models.items()]}))
+    engine.merge(own, tmp_path / "a")
+    engine.merge(cached, tmp_path / "b")
+    a, b = load_file(tmp_path / "a" / "model.safetensors"), load_file(tmp_path / "b" / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert sorted(p.name for p in (tmp_path / "b" / "heads").iterdir()) == sorted(convnext.models)
 
 
 def test_existing_output_is_refused_before_anything_is_read(tmp_path, convnext, monkeypatch):

@@ -14,7 +14,7 @@ import os
 import stat
 import threading
 from abc import ABC, abstractmethod
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from ..errors import ModelFilesNotFoundError, RangeReadError
 
@@ -100,10 +100,12 @@ class LocalSource(WeightSource):
         self._lock = threading.Lock()
 
     def _path(self, path: str) -> Path:
-        resolved = (self.root / path).resolve()
-        if not resolved.is_relative_to(self.root.resolve()):
+        """``path`` inside the directory. The name is checked, not where a symlink in the directory leads: a
+        Hugging Face cache snapshot is all symlinks into its ``blobs/``, and links are the owner's choice."""
+        name = PurePosixPath(path)
+        if not path or name.is_absolute() or ".." in name.parts or "\\" in path or "\x00" in path:
             raise ModelFilesNotFoundError(f"{self.where(path)}: path escapes the model directory", path=path)
-        return resolved
+        return self.root / name
 
     def list_files(self) -> list[str]:
         files = []
