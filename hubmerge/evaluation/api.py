@@ -299,7 +299,9 @@ def compare_inputs(
     The inputs are the ones pinned in ``<output>/hubmerge_recipe.yaml``. Every row is evaluated on
     every task with that task's head: the merged model; the base backbone (when the recipe has a
     base); and each fine-tuned backbone (for the task it was trained on, this is the usual
-    "individual" number). Rows that share a processor share each pass over the data.
+    "individual" number). Rows that share a processor share each pass over the data. An output whose
+    inputs named no task has no task heads: every task is then read with its root's head, the first
+    input's, and there is no "individual" row.
 
     Args:
         output: a merged output (directory or Hub repo id ``org/name[@revision]``).
