@@ -137,6 +137,17 @@ def _check_match_labels(value: str) -> str:
     return _as_usage_error(value, check_match_labels)
 
 
+def _check_report_path(value: Path | None) -> Path | None:
+    """Refuse a --json path that cannot take the report before the evaluation, not after it; ``-`` is stdout."""
+    if value is None or str(value) == "-":
+        return value
+    if value.is_dir():
+        raise typer.BadParameter(f"'{value}' is a directory; name a file in it, e.g. {value / 'report.json'}")
+    if not value.parent.is_dir():
+        raise typer.BadParameter(f"its folder '{value.parent}' does not exist")
+    return value
+
+
 MatchLabelsOpt = Annotated[
     str,
     typer.Option("--match-labels", callback=_check_match_labels,
@@ -340,7 +351,11 @@ def evaluate(
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per forward pass.")] = 64,
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
     match_labels: MatchLabelsOpt = "name",
-    json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the JSON report here.")] = None,
+    json_out: Annotated[
+        Optional[Path],
+        typer.Option("--json", callback=_check_report_path, help="Write the JSON report to this file (- for stdout, "
+                     "the table then goes to stderr)."),
+    ] = None,
     save: Annotated[
         bool,
         typer.Option("--save", help="Write the reports into MODEL, a merged output directory, for its card "
@@ -372,8 +387,11 @@ def evaluate(
     )
     run = evaluation.compare_inputs if compare_inputs else evaluation.evaluate_model
     report = run(model, tasks, **options)  # type: ignore[arg-type]
-    evaluation.render_report(report, Console())  # the table is the result: stdout
-    if json_out is not None:
+    to_stdout = json_out is not None and str(json_out) == "-"
+    evaluation.render_report(report, Console(stderr=to_stdout))  # the result: stdout, unless the JSON takes it
+    if to_stdout:
+        typer.echo(report.to_json(), nl=False)
+    elif json_out is not None:
         evaluation.save_report(report, json_out)
         console.print(f"[green]report[/green] written to {json_out}", soft_wrap=True)
     if save:

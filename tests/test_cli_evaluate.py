@@ -278,6 +278,24 @@ def test_evaluate_with_tasks(
     assert set(json.loads(path.read_text())) == {*fx.tasks, "average"}
 
 
+def test_the_json_report_goes_to_stdout_or_a_file_that_can_take_it(
+    convnext_average: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--json -` wrote a file named "-"; `--json DIR` failed after the whole evaluation with an unexpected
+    IsADirectoryError."""
+    monkeypatch.chdir(tmp_path)
+    assert _evaluate(convnext_average, "--quiet", "--max-samples", "8", "--json", "-") == 0
+    captured = capsys.readouterr()
+    assert set(json.loads(captured.out)) == {*_fixtures("convnext").tasks, "average"}  # stdout is the JSON alone
+    assert "average" in captured.err and not (tmp_path / "-").exists()  # the table went to stderr
+    from hubmerge import evaluation
+
+    monkeypatch.setattr(evaluation, "evaluate_model", lambda *a, **k: pytest.fail("evaluated before refusing"))
+    for path, why in ((tmp_path, "is a directory; name a file in it"), (tmp_path / "no" / "r.json", "does not exist")):
+        assert _evaluate(convnext_average, "--quiet", "--json", str(path)) == 2
+        assert why in capsys.readouterr().err
+
+
 def test_evaluate_unknown_task(convnext_average: Path, capsys: pytest.CaptureFixture[str]) -> None:
     fx = _fixtures("convnext")
     assert _evaluate(convnext_average, "--task", f"cars={fx.datasets['digits_low']}") == 1
