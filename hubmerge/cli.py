@@ -148,6 +148,13 @@ def _check_report_path(value: Path | None) -> Path | None:
     return value
 
 
+def _check_folder(value: Path | None) -> Path | None:
+    """A folder to work in: refused at once when a file is in the way (it was an unexpected NotADirectoryError)."""
+    if value is not None and value.exists() and not value.is_dir():
+        raise typer.BadParameter(f"'{value}' is a file, not a folder")
+    return value
+
+
 MatchLabelsOpt = Annotated[
     str,
     typer.Option("--match-labels", callback=_check_match_labels,
@@ -507,7 +514,10 @@ def methods(
 @app.command()
 def demo(
     ui: Annotated[bool, typer.Option("--ui", help="Then open the web app on the demo's local Hub.")] = False,
-    workdir: Annotated[Optional[Path], typer.Option("--workdir", help="Keep the demo's Hub and files here.")] = None,
+    workdir: Annotated[
+        Optional[Path],
+        typer.Option("--workdir", callback=_check_folder, help="Keep the demo's Hub and files here."),
+    ] = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Run the whole pipeline offline: local Hub, tiny trained models, merge over HTTP, evaluation, card, push.
@@ -578,7 +588,9 @@ def space_deploy(
 
 @hub_app.command("serve")
 def hub_serve(
-    root: Annotated[Path, typer.Option("--root", help="Directory that stores the repos.")] = Path("localhub"),
+    root: Annotated[
+        Path, typer.Option("--root", callback=_check_folder, help="Directory that stores the repos.")
+    ] = Path("localhub"),
     port: Annotated[int, typer.Option("--port")] = 8080,
     host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
     token: Annotated[

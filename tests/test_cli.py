@@ -119,6 +119,11 @@ def test_usage_errors_exit_2(capsys, tmp_path):
     for command in (["merge", str(recipe)], ["push", str(recipe), "--repo-id", "alice/x"]):
         assert main([*command, "--max-shard-size", "lots"]) == 2
         assert "cannot read size 'lots'" in capsys.readouterr().err
+    in_the_way = tmp_path / "a-file"  # a folder to work in that is a file: it was an unexpected OSError
+    in_the_way.touch()
+    for command in (["demo", "--workdir", str(in_the_way)], ["hub", "serve", "--root", str(in_the_way)]):
+        assert main(command) == 2
+        assert "is a file, not a folder" in capsys.readouterr().err
 
 
 def test_shape_mismatch_message_keeps_its_brackets(tmp_path, family, capsys):
