@@ -377,7 +377,7 @@ def evaluate(
     from rich.console import Console
 
     from . import evaluation
-    from .engine import RECIPE_FILE
+    from .recipe import RECIPE_FILE
 
     if save and not (Path(model) / RECIPE_FILE).is_file():  # refused before any work
         raise typer.BadParameter(f"'{model}' is no merged output directory (it holds no {RECIPE_FILE})",
@@ -492,6 +492,11 @@ def card(
     """(Re)generate OUTPUT/README.md, the model card, from the output's recipe, heads and results."""
     from .card import write_card
 
+    if repo_id is not None:
+        from .hub.push import repo_id_problem
+
+        if problem := repo_id_problem(repo_id):
+            raise typer.BadParameter(problem, param_hint="--repo-id")
     secret = _token(token, token_file)
     print(write_card(output, repo_id=repo_id, token=secret, endpoint=endpoint, overwrite=overwrite))
 
@@ -553,7 +558,7 @@ def demo(
 @app.command("app")
 def web_app(
     host: Annotated[str, typer.Option("--host", help="Interface to listen on (0.0.0.0 for every one).")] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port")] = 7860,
+    port: Annotated[int, typer.Option("--port", min=0, max=65535)] = 7860,
     max_samples: Annotated[
         Optional[int], typer.Option("--max-samples", min=1, help="Evaluate at most N examples per task.")
     ] = None,
@@ -591,7 +596,7 @@ def hub_serve(
     root: Annotated[
         Path, typer.Option("--root", callback=_check_folder, help="Directory that stores the repos.")
     ] = Path("localhub"),
-    port: Annotated[int, typer.Option("--port")] = 8080,
+    port: Annotated[int, typer.Option("--port", min=0, max=65535)] = 8080,
     host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
     token: Annotated[
         Optional[list[str]], typer.Option("--token", help="TOKEN:USER pair allowed to write (repeatable).")

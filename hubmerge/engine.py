@@ -48,7 +48,7 @@ from .errors import (
     UnsupportedDtypeError,
 )
 from .methods import MergeMethod, get_method
-from .recipe import ModelEntry, ModelRef, Recipe, load_recipe
+from .recipe import RECIPE_FILE, ModelEntry, ModelRef, Recipe, load_recipe
 from .vision.families import (
     TORCHVISION_FAMILY,
     Family,
@@ -98,7 +98,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[int, int], None]
-RECIPE_FILE = "hubmerge_recipe.yaml"
 HEADS_DIR = "heads"
 DEFAULT_GROUP_BYTES = 16 * 2**20
 DEFAULT_BUDGET_BYTES = 256 * 2**20

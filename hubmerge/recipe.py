@@ -19,7 +19,9 @@ import yaml
 from .errors import PER_MODEL_WEIGHTS, RecipeError, did_you_mean
 from .methods import get_method
 
-__all__ = ["DatasetRef", "ModelEntry", "ModelRef", "Recipe", "load_recipe", "task_name_problem"]
+__all__ = ["RECIPE_FILE", "DatasetRef", "ModelEntry", "ModelRef", "Recipe", "load_recipe", "task_name_problem"]
+
+RECIPE_FILE = "hubmerge_recipe.yaml"  # the recipe a merged output keeps, every input pinned to its commit
 
 _REPO_ID = re.compile(r"^(?:[A-Za-z0-9][\w.\-]{0,95}/)?[A-Za-z0-9][\w.\-]{0,95}$")
 _DTYPES = ("float32", "float16", "bfloat16")
@@ -427,6 +429,10 @@ class Recipe:
 def load_recipe(path: str | Path) -> Recipe:
     """Read and validate a recipe file; relative model paths are taken from the file's directory."""
     path = Path(path)
+    if path.is_dir():
+        stored = path / RECIPE_FILE
+        hint = f"; the recipe this merged output was made from is {stored}" if stored.is_file() else ""
+        raise RecipeError(f"'{path}' is a directory, not a recipe file{hint}")
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:

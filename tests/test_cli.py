@@ -119,11 +119,25 @@ def test_usage_errors_exit_2(capsys, tmp_path):
     for command in (["merge", str(recipe)], ["push", str(recipe), "--repo-id", "alice/x"]):
         assert main([*command, "--max-shard-size", "lots"]) == 2
         assert "cannot read size 'lots'" in capsys.readouterr().err
+    for command in (["app", "--port", "99999"], ["hub", "serve", "--port", "-1"]):  # were unexpected errors
+        assert main(command) == 2
+        assert "--port" in capsys.readouterr().err
     in_the_way = tmp_path / "a-file"  # a folder to work in that is a file: it was an unexpected OSError
     in_the_way.touch()
     for command in (["demo", "--workdir", str(in_the_way)], ["hub", "serve", "--root", str(in_the_way)]):
         assert main(command) == 2
         assert "is a file, not a folder" in capsys.readouterr().err
+
+
+def test_a_merged_output_named_where_a_recipe_goes_points_to_its_recipe(tmp_path, family, capsys):
+    recipe = write_recipe(tmp_path / "r.yaml", family, "simple_average")
+    out = tmp_path / "out"
+    assert main(["merge", str(recipe), "-o", str(out), "--quiet"]) == 0
+    assert main(["plan", str(out)]) == 1  # it said "cannot be read: [Errno 21] Is a directory"
+    err = "".join(capsys.readouterr().err.split())  # rich folds long paths anywhere
+    assert f"isadirectory,notarecipefile;therecipethismergedoutputwasmadefromis{out}/hubmerge_recipe.yaml" in err
+    assert main(["card", str(out), "--repo-id", "not a repo id"]) == 2  # the card's samples would name it
+    assert "is not a valid repo id" in capsys.readouterr().err and not (out / "README.md").exists()
 
 
 def test_shape_mismatch_message_keeps_its_brackets(tmp_path, family, capsys):

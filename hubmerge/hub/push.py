@@ -21,7 +21,7 @@ from .source import hub_errors
 if TYPE_CHECKING:
     from huggingface_hub import ModelInfo
 
-__all__ = ["PushResult", "TargetState", "check_repo_id", "check_target", "push_folder"]
+__all__ = ["PushResult", "TargetState", "check_repo_id", "check_target", "push_folder", "repo_id_problem"]
 
 log = logging.getLogger(__name__)
 
@@ -61,19 +61,26 @@ def hub_api(token: str, endpoint: str | None):  # type: ignore[no-untyped-def]
     return HfApi(endpoint=endpoint, token=token, library_name="hubmerge")
 
 
-def check_repo_id(repo_id: str) -> None:
-    """Refuse anything but ``namespace/name`` with the Hub's allowed characters, before any work.
-
-    Raises:
-        PushError: naming what is wrong with the id.
-    """
+def repo_id_problem(repo_id: str) -> str | None:
+    """What is wrong with ``repo_id`` as the Hub sees it (characters, length, ``namespace/name``), or None."""
     from huggingface_hub.errors import HFValidationError
     from huggingface_hub.utils import validate_repo_id
 
     try:
         validate_repo_id(repo_id)
     except HFValidationError as exc:
-        raise PushError(repo_id, f"'{repo_id}' is not a valid repo id: {str(exc).rstrip('.')}") from None
+        return f"'{repo_id}' is not a valid repo id: {str(exc).rstrip('.')}"
+    return None
+
+
+def check_repo_id(repo_id: str) -> None:
+    """Refuse anything but ``namespace/name`` with the Hub's allowed characters, before any work.
+
+    Raises:
+        PushError: naming what is wrong with the id.
+    """
+    if problem := repo_id_problem(repo_id):
+        raise PushError(repo_id, problem)
     if repo_id.count("/") != 1:
         raise PushError(repo_id, f"'{repo_id}' is not a valid repo id: write it as namespace/name, e.g. you/merged-model")
 

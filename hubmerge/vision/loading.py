@@ -31,7 +31,7 @@ from ..errors import (
     WeightsError,
     did_you_mean,
 )
-from ..recipe import ModelRef, task_name_problem
+from ..recipe import RECIPE_FILE, ModelRef, task_name_problem
 from .families import TORCHVISION_FAMILY, Family, detect_family, torchvision_architecture
 
 if TYPE_CHECKING:
@@ -41,7 +41,6 @@ __all__ = ["load_classifier", "load_merged", "model_labels", "model_tasks", "res
 
 HEADS_DIR = "heads"
 INDEX_FILE = "hubmerge_heads.json"
-RECIPE_FILE = "hubmerge_recipe.yaml"
 _MODEL_FILES = ("config.json", "model*.safetensors", "model.safetensors.index.json", "preprocessor_config.json",
                 INDEX_FILE)
 _SHA = re.compile(r"^[0-9a-f]{40}$")
