@@ -165,8 +165,7 @@ def evaluate_classifier(
 
 def _read_recipe(ref: ModelRef, *, token: str | None) -> Recipe | None:
     """The recipe stored with a merged output, or None when it has none."""
-    from ..recipe import RECIPE_FILE
-    from ..recipe import Recipe
+    from ..recipe import RECIPE_FILE, Recipe
 
     if ref.path is not None:
         path = ref.path / RECIPE_FILE
