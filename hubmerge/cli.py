@@ -177,10 +177,12 @@ EndpointOpt = Annotated[
 ]
 
 
-def _console(quiet: bool = False) -> Console:
+def _console(quiet: bool = False, *, stdout: bool = False) -> Console:
+    """Where the CLI prints: stderr (progress, notes, errors) unless ``stdout``. Emoji codes are off, or a
+    dataset spelled ``org/name:a:b`` would print as ``org/name🅰b``."""
     from rich.console import Console
 
-    return Console(stderr=True, quiet=quiet)
+    return Console(stderr=not stdout, quiet=quiet, emoji=False)
 
 
 def _token(token: str | None, token_file: Path | None) -> str | None:
@@ -374,8 +376,6 @@ def evaluate(
     endpoint: EndpointOpt = None,  # its callback points every model and dataset load at it
 ) -> None:
     """Evaluate MODEL on each task with that task's head (accuracy, loss), optionally next to its inputs."""
-    from rich.console import Console
-
     from . import evaluation
     from .recipe import RECIPE_FILE
 
@@ -395,7 +395,7 @@ def evaluate(
     run = evaluation.compare_inputs if compare_inputs else evaluation.evaluate_model
     report = run(model, tasks, **options)  # type: ignore[arg-type]
     to_stdout = json_out is not None and str(json_out) == "-"
-    evaluation.render_report(report, Console(stderr=to_stdout))  # the result: stdout, unless the JSON takes it
+    evaluation.render_report(report, _console(stdout=not to_stdout))  # the result: stdout, unless the JSON takes it
     if to_stdout:
         typer.echo(report.to_json(), nl=False)
     elif json_out is not None:
@@ -509,11 +509,9 @@ def methods(
 ) -> None:
     """List the merge methods, or describe one: its parameters, their defaults and allowed values, and a
     recipe to start from."""
-    from rich.console import Console
-
     from .method_help import print_methods
 
-    print_methods(Console(), name)
+    print_methods(_console(stdout=True), name)
 
 
 @app.command()

@@ -129,6 +129,13 @@ def test_usage_errors_exit_2(capsys, tmp_path):
         assert "is a file, not a folder" in capsys.readouterr().err
 
 
+def test_messages_print_emoji_codes_as_written(tmp_path, capsys):
+    """rich turned the ':a:' of a dataset spelled 'org/data:a:b:c' into an emoji in the error that quoted it."""
+    assert main(["evaluate", str(tmp_path), "--task", "x=org/data:a:b:c"]) == 1
+    err = "".join(capsys.readouterr().err.split())
+    assert "got'x=org/data:a:b:c'" in err
+
+
 def test_a_merged_output_named_where_a_recipe_goes_points_to_its_recipe(tmp_path, family, capsys):
     recipe = write_recipe(tmp_path / "r.yaml", family, "simple_average")
     out = tmp_path / "out"
