@@ -24,6 +24,10 @@ token before they are shown.
     │   └── RangeReadError                     a byte range could not be read (local or HTTP)
     ├── NonFiniteTensorError (ValueError)      NaN / Inf met in the inputs
     ├── OutputExistsError (FileExistsError)    the output exists and --overwrite was not given
+    ├── CardEditedError (FileExistsError)      the card was edited by hand and --overwrite was not given
+    ├── OutputSpaceError (OSError)             the output's disk cannot hold it
+    ├── ListenError (OSError)                  a server cannot listen on --host / --port
+    │   └── PortInUseError                     something listens there already
     ├── DatasetError (ValueError)              a dataset cannot be used for evaluation
     ├── HeadMismatchError (ValueError)         a head disagrees with its task's labels
     ├── HubError (OSError)                     talking to the Hub failed
@@ -49,6 +53,7 @@ __all__ = [
     "HeaderParseError",
     "HubError",
     "HubmergeError",
+    "ListenError",
     "MethodParameterError",
     "MissingTensorError",
     "ModelFilesNotFoundError",
@@ -376,12 +381,16 @@ class PushError(HubError):
         self.repo_id = repo_id
 
 
-class PortInUseError(HubmergeError, OSError):
-    def __init__(self, host: str, port: int) -> None:
-        super().__init__(
-            f"{host}:{port} is already in use (another hubmerge app or local Hub?); choose another with --port"
-        )
+class ListenError(HubmergeError, OSError):
+    def __init__(self, host: str, port: int, problem: str) -> None:
+        super().__init__(f"cannot listen on {host}:{port}: {problem}")
         self.host, self.port = host, port
+
+
+class PortInUseError(ListenError):
+    def __init__(self, host: str, port: int) -> None:
+        super().__init__(host, port, "it is already in use (another hubmerge app or local Hub?); choose another "
+                         "with --port")
 
 
 class CancelledError(HubmergeError):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import errno
 import socket
 
-from .errors import PortInUseError
+from .errors import ListenError, PortInUseError
 
 __all__ = ["bind_port"]
 
@@ -16,6 +16,8 @@ def bind_port(host: str, port: int) -> socket.socket:
     Raises:
         PortInUseError: something already listens there; the servers' own errors say so only after
             they have announced the address, or in terms of their own settings.
+        ListenError: no such address here (an unknown host name, another machine's address), or a port
+            this user may not open.
     """
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -25,5 +27,6 @@ def bind_port(host: str, port: int) -> socket.socket:
         sock.close()
         if exc.errno == errno.EADDRINUSE:
             raise PortInUseError(host, port) from None
-        raise
+        reason = exc.strerror or str(exc)
+        raise ListenError(host, port, f"{reason}; choose another --host (e.g. 127.0.0.1) or --port") from None
     return sock

@@ -107,8 +107,16 @@ def test_a_busy_port_is_said_before_anything_announces_it(tmp_path, capsys, capl
         for command in (["hub", "serve", "--root", str(tmp_path / "hub")], ["app"]):
             assert main([*command, "--port", port]) == 1
             err = capsys.readouterr().err
-            assert err.startswith(f"error: PortInUseError: 127.0.0.1:{port} is already in use"), err
+            assert err.startswith(f"error: PortInUseError: cannot listen on 127.0.0.1:{port}: it is already in use")
     assert "local hub on" not in caplog.text and not (tmp_path / "hub").exists()
+    # an address this machine does not have (TEST-NET-1; a host name that does not resolve fails the same
+    # way): it was an unexpected OSError
+    for command in (["hub", "serve", "--root", str(tmp_path / "hub")], ["app"]):
+        assert main([*command, "--host", "192.0.2.1", "--port", "0"]) == 1
+        err = " ".join(capsys.readouterr().err.split())
+        assert err.startswith("error: ListenError: cannot listen on 192.0.2.1:0:"), err
+        assert "choose another --host (e.g. 127.0.0.1) or --port" in err
+    assert not (tmp_path / "hub").exists()
 
 
 def test_usage_errors_exit_2(capsys, tmp_path):
