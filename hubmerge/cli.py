@@ -167,6 +167,9 @@ def _use_endpoint(value: str | None) -> str | None:
     """--endpoint for every library the command uses, not only for the merge and the push, which take it
     as an argument: the evaluation loads models and datasets through the libraries, which read HF_ENDPOINT."""
     if value is not None:
+        if not value.startswith(("http://", "https://")):
+            raise typer.BadParameter(f"'{value}' is no Hub URL; give one like https://huggingface.co or "
+                                     "http://127.0.0.1:8080")
         _for_libraries(HF_ENDPOINT=value.rstrip("/"))
     return value
 

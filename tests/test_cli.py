@@ -127,6 +127,8 @@ def test_usage_errors_exit_2(capsys, tmp_path):
     for command in (["merge", str(recipe)], ["push", str(recipe), "--repo-id", "alice/x"]):
         assert main([*command, "--max-shard-size", "lots"]) == 2
         assert "cannot read size 'lots'" in capsys.readouterr().err
+    assert main(["plan", str(recipe), "--endpoint", "127.0.0.1:8080"]) == 2  # no scheme: refused before the Hub
+    assert "is no Hub URL" in capsys.readouterr().err
     for command in (["app", "--port", "99999"], ["hub", "serve", "--port", "-1"]):  # were unexpected errors
         assert main(command) == 2
         assert "--port" in capsys.readouterr().err
