@@ -108,7 +108,7 @@ def _read_json(path: Path) -> Any:
 
 
 def _head_facts(output: Path, recipe: Recipe) -> list[TaskFacts]:
-    datasets = {e.task: str(e.dataset) for e in recipe.models if e.task and e.dataset}
+    datasets = recipe.datasets
     facts = []
     for task in recipe.tasks:
         config = _read_json(output / HEADS_DIR / task / "config.json") or {}
@@ -116,13 +116,14 @@ def _head_facts(output: Path, recipe: Recipe) -> list[TaskFacts]:
         reinitialized = bool(report.get("reinitialized"))
         how = f"re-initialized ({report.get('reason', 'head did not fit the task')})" if reinitialized else "fine-tuned (kept)"
         labels = config.get("id2label") or {}
-        facts.append(TaskFacts(task, len(labels), how, reinitialized, datasets.get(task)))
+        dataset = datasets.get(task)
+        facts.append(TaskFacts(task, len(labels), how, reinitialized, str(dataset) if dataset else None))
     return facts
 
 
 def _measurements(recipe: Recipe, results: dict[str, Any] | None, scope: dict[str, Any]) -> list[Measurement]:
     """One per evaluated task: on the dataset ``eval_scope.json`` records, else (older outputs) the recipe's."""
-    named = {e.task: e.dataset for e in recipe.models if e.task and e.dataset}
+    named = recipe.datasets
     measured = []
     for task in results or {}:
         if task == AVERAGE:
