@@ -13,7 +13,27 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from rich.console import Console
 
-__all__ = ["byte_progress"]
+__all__ = ["byte_progress", "hub_bars_off"]
+
+
+@contextlib.contextmanager
+def hub_bars_off() -> Iterator[None]:
+    """huggingface_hub's own bars off meanwhile, then as they were; HF_HUB_DISABLE_PROGRESS_BARS, when the
+    user set it, has the last word either way (its warnings that it does are not shown)."""
+    import warnings
+
+    from huggingface_hub import utils as hub_utils
+
+    was_on = not hub_utils.are_progress_bars_disabled()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        hub_utils.disable_progress_bars()
+    try:
+        yield
+    finally:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            (hub_utils.enable_progress_bars if was_on else hub_utils.disable_progress_bars)()
 
 
 @contextlib.contextmanager

@@ -163,26 +163,25 @@ def _activity(progress: Progress | None, what: str) -> Iterator[None]:
 def _library_bars_off() -> Iterator[None]:
     """transformers, huggingface_hub and datasets draw bars of their own (one per model load, file
     download, dataset step); ours already say what is going on. Each library's setting comes back
-    as it was (transformers' switch also turns huggingface_hub's off, so both are saved first)."""
+    as it was (transformers' switch also turns huggingface_hub's off and on, so huggingface_hub's is
+    saved first and restored last)."""
     import warnings
 
     import datasets
-    from huggingface_hub import utils as hub_utils
     from transformers.utils import logging as hf_logging
 
-    transformers_on, hub_on = hf_logging.is_progress_bar_enabled(), not hub_utils.are_progress_bars_disabled()
-    datasets_on = datasets.is_progress_bar_enabled()
-    with warnings.catch_warnings():
+    from ..progress import hub_bars_off
+
+    transformers_on, datasets_on = hf_logging.is_progress_bar_enabled(), datasets.is_progress_bar_enabled()
+    with hub_bars_off(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # HF_HUB_DISABLE_PROGRESS_BARS set by the user has the last word
         hf_logging.disable_progress_bar()
-        hub_utils.disable_progress_bars()
         datasets.disable_progress_bars()
         try:
             yield
         finally:
             if transformers_on:
                 hf_logging.enable_progress_bar()
-            (hub_utils.enable_progress_bars if hub_on else hub_utils.disable_progress_bars)()
             if datasets_on:
                 datasets.enable_progress_bars()
 

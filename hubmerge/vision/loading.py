@@ -128,26 +128,19 @@ def resolve_model_dir(
 def _fetch_quietly() -> Iterator[None]:
     """Without huggingface_hub's "Fetching 2 files" bar and its "No files matched [...]" warning (a plain
     model has no ``hubmerge_heads.json``): next to hubmerge's own output they only puzzle. The settings
-    come back as they were; bars turned off by HF_HUB_DISABLE_PROGRESS_BARS stay off."""
+    come back as they were."""
     import logging
-    import warnings
 
-    from huggingface_hub import utils as hub_utils
+    from ..progress import hub_bars_off
 
     logger = logging.getLogger("huggingface_hub._snapshot_download")
-    level, bars_on = logger.level, not hub_utils.are_progress_bars_disabled()
+    level = logger.level
     logger.setLevel(logging.ERROR)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # its note that HF_HUB_DISABLE_PROGRESS_BARS=0 wins, which it may
-        hub_utils.disable_progress_bars()
     try:
-        yield
+        with hub_bars_off():
+            yield
     finally:
         logger.setLevel(level)
-        if bars_on:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                hub_utils.enable_progress_bars()
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
