@@ -245,9 +245,21 @@ def _results_table(facts: CardFacts) -> str:
 
 
 def _link(ref: ModelRef, hub_url: str) -> str:
+    if ref.hub_copy:
+        repo_id, _ = ref.hub_copy
+        return f"[{repo_id}]({hub_url}/{repo_id}) (local copy from the Hugging Face cache)"
     if ref.path is not None:
         return f"`{ref.path.name}` (local)"
     return f"[{ref.repo_id}]({hub_url}/{ref.repo_id})"
+
+
+def _hub_repo(ref: ModelRef) -> str | None:
+    """The Hub repo ``ref`` is, or is a cached copy of (the card's ``base_model`` lists these)."""
+    return ref.hub_copy[0] if ref.hub_copy else ref.repo_id
+
+
+def _commit(ref: ModelRef) -> str | None:
+    return ref.hub_copy[1] if ref.hub_copy else ref.revision
 
 
 def render_card(facts: CardFacts) -> ModelCard:
@@ -261,7 +273,7 @@ def render_card(facts: CardFacts) -> ModelCard:
     refs = ([("base", recipe.base_model, None)] if recipe.base_model else []) + [
         ("fine-tune", e.model, e.task) for e in recipe.models
     ]
-    hub_inputs = [ref.repo_id for _, ref, _ in refs if ref.repo_id]
+    hub_inputs = list(dict.fromkeys(repo for _, ref, _ in refs if (repo := _hub_repo(ref))))
     datasets = sorted({e.dataset.path for e in recipe.models if e.dataset and not e.dataset.path.startswith((".", "/"))})
     licenses = set(facts.licenses.values())
     license_ = licenses.pop() if len(licenses) == 1 and None not in licenses else None
@@ -314,8 +326,12 @@ def render_card(facts: CardFacts) -> ModelCard:
     if len(set(facts.licenses.values())) > 1:
         spelled = ", ".join(f"{k}: {v or 'none declared'}" for k, v in facts.licenses.items())
         limitations.append(f"The inputs declare different licenses ({spelled}); check them before you use this model.")
-    if any(ref.path is not None for _, ref, _ in refs):
+    if any(ref.path is not None and not ref.hub_copy for _, ref, _ in refs):
         limitations.append("Some inputs were local directories; the recipe cannot fetch them elsewhere.")
+    if any(ref.hub_copy for _, ref, _ in refs):
+        limitations.append("Some inputs were read from a Hugging Face cache: the recipe names them by their paths on "
+                           "the machine that merged, the inputs table by their Hub repos and commits "
+                           "(`org/name@commit` in a recipe fetches the same files).")
     limitations.append(
         "Merging trades some per-task accuracy for one shared backbone; "
         + ("compare the merged row with the individual fine-tunes above" if facts.comparison else
@@ -340,7 +356,7 @@ def render_card(facts: CardFacts) -> ModelCard:
         library=library,
         tasks=[asdict(t) for t in facts.tasks],
         measured_on=[f"{m.task} on {m.dataset or 'its dataset'} ({m.examples})" for m in facts.measured if m.examples],
-        inputs=[{"role": role, "link": _link(ref, facts.hub_url), "task": task, "revision": ref.revision} for role, ref, task in refs],
+        inputs=[{"role": role, "link": _link(ref, facts.hub_url), "task": task, "revision": _commit(ref)} for role, ref, task in refs],
         results_table=_results_table(facts),
         comparison=facts.comparison is not None,
         recipe_yaml=yaml.safe_dump(recipe.to_dict(), sort_keys=False),

@@ -24,6 +24,8 @@ __all__ = ["RECIPE_FILE", "DatasetRef", "ModelEntry", "ModelRef", "Recipe", "loa
 RECIPE_FILE = "hubmerge_recipe.yaml"  # the recipe a merged output keeps, every input pinned to its commit
 
 _REPO_ID = re.compile(r"^(?:[A-Za-z0-9][\w.\-]{0,95}/)?[A-Za-z0-9][\w.\-]{0,95}$")
+# huggingface_hub's cache keeps a commit of repo org/name in .../models--org--name/snapshots/<commit sha>/
+_CACHE_SNAPSHOT = re.compile(r"^models--(?P<repo>.+)/snapshots/(?P<commit>[0-9a-f]{40})$")
 _DTYPES = ("float32", "float16", "bfloat16")
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
 # A task names its head's folder (heads/<task>/) in the output and on the Hub: one path component.
@@ -75,6 +77,18 @@ class ModelRef:
     @property
     def is_local(self) -> bool:
         return self.path is not None
+
+    @property
+    def hub_copy(self) -> tuple[str, str] | None:
+        """``(repo_id, commit)`` when the path is a Hugging Face cache snapshot (what ``snapshot_download()``
+        returns), so a card can name where the local files came from; None otherwise."""
+        if self.path is None:
+            return None
+        found = _CACHE_SNAPSHOT.match("/".join(self.path.parts[-3:]))
+        names = found["repo"].split("--") if found else []
+        if not 1 <= len(names) <= 2 or not _REPO_ID.match(repo_id := "/".join(names)):
+            return None
+        return repo_id, found["commit"]
 
     def pinned(self, sha: str | None) -> ModelRef:
         """The same model at commit ``sha`` (local directories stay as they are)."""

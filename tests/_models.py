@@ -100,6 +100,22 @@ def snapshot(directory: Path) -> dict[str, bytes]:
     return {p.relative_to(directory).as_posix(): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
 
 
+def cache_snapshot(model: Path, cache: Path, *, commit: str = "0" * 40) -> Path:
+    """``model`` as huggingface_hub's cache holds repo ``org/<its folder name>``: files in ``snapshots/<commit>/``
+    are symlinks into ``../../blobs/``, as in the paths ``snapshot_download()`` returns."""
+    import os
+    import shutil
+
+    repo = cache / f"models--org--{model.name}"
+    folder = repo / "snapshots" / commit
+    (repo / "blobs").mkdir(parents=True)
+    folder.mkdir(parents=True)
+    for file in model.iterdir():
+        shutil.copy(file, repo / "blobs" / file.name)
+        (folder / file.name).symlink_to(os.path.relpath(repo / "blobs" / file.name, folder))
+    return folder
+
+
 def upload_family(family: Family, endpoint: str, token: str, *, prefix: str, private: bool = False) -> dict[str, str]:
     """The family as the token owner's (alice's) Hub repos, uniquely named; returns {model dir name: repo id}."""
     import uuid

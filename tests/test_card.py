@@ -17,7 +17,7 @@ from hubmerge.cli import main
 from hubmerge.errors import CardEditedError, RecipeError
 from hubmerge.recipe import load_recipe
 
-from ._models import make_family, write_recipe
+from ._models import cache_snapshot, make_family, write_recipe
 
 
 @pytest.fixture(scope="module")
@@ -73,6 +73,26 @@ def test_body(tmp_path, family):
     assert "hubmerge merge hubmerge_recipe.yaml" in text and "method: ties" in text
     assert f"with hubmerge {hubmerge.__version__}, the version that made this model" in text
     assert 'load_merged("alice/merged"' in text
+
+
+def test_inputs_read_from_a_hugging_face_cache_are_named_by_their_hub_repos(tmp_path, family):
+    """A recipe naming the paths `snapshot_download()` returns made a card whose inputs were `000...0` (local),
+    with no base_model: nothing said which Hub models were merged."""
+    commit = "1234abcd" * 5
+    recipe = load_recipe(write_recipe(tmp_path / "r.yaml", family, "ties", extra={
+        "base_model": str(cache_snapshot(family.base, tmp_path / "cache", commit=commit)),
+        "models": [{"model": str(cache_snapshot(path, tmp_path / "cache", commit=commit)), "task": task}
+                   for task, path in family.models.items()]}))
+    engine.merge(recipe, tmp_path / "out")
+    card = render_card(collect_card(tmp_path / "out", endpoint="https://hub.example"))
+    repos = [f"org/{path.name}" for path in [family.base, *family.models.values()]]
+    assert card.data.to_dict()["base_model"] == repos
+    for repo in repos:
+        assert (f"| [{repo}](https://hub.example/{repo}) (local copy from the Hugging Face cache) | "
+                in card.text)
+    assert card.text.count(f"| {commit} |") == len(repos) and "(local) |" not in card.text
+    assert "Some inputs were read from a Hugging Face cache" in card.text
+    assert "Some inputs were local directories" not in card.text
 
 
 def test_a_merge_without_tasks_says_whose_head_the_root_keeps(tmp_path, family):

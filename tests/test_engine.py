@@ -6,7 +6,6 @@ import json
 import os
 import shutil
 import threading
-from pathlib import Path
 
 import pytest
 import torch
@@ -33,7 +32,7 @@ from hubmerge.plan_summary import human_bytes
 from hubmerge.recipe import load_recipe
 from hubmerge.weights.sources import LocalSource
 
-from ._models import make_family, state_dict, write_recipe
+from ._models import cache_snapshot, make_family, state_dict, write_recipe
 
 
 @pytest.fixture(scope="module")
@@ -617,20 +616,11 @@ def test_failure_midway_leaves_the_output_untouched(tmp_path, convnext, monkeypa
 def test_models_in_a_hugging_face_cache_snapshot_merge_as_from_their_own_folders(tmp_path, convnext):
     """A snapshot's files are symlinks into ../../blobs/ (`snapshot_download()` returns such paths): every read
     of them said "path escapes the model directory"."""
-    def snapshot(model: Path) -> Path:
-        repo = tmp_path / "hub" / f"models--org--{model.name}"
-        (repo / "blobs").mkdir(parents=True)
-        folder = repo / "snapshots" / ("0" * 40)
-        folder.mkdir(parents=True)
-        for file in model.iterdir():
-            shutil.copy(file, repo / "blobs" / file.name)
-            (folder / file.name).symlink_to(os.path.relpath(repo / "blobs" / file.name, folder))
-        return folder
-
     own = load_recipe(write_recipe(tmp_path / "own.yaml", convnext, "ties"))
     cached = load_recipe(write_recipe(tmp_path / "cached.yaml", convnext, "ties", extra={
-        "base_model": str(snapshot(convnext.base)),
-        "models": [{"model": str(snapshot(path)), "task": task} for task, path in convnext.models.items()]}))
+        "base_model": str(cache_snapshot(convnext.base, tmp_path / "hub")),
+        "models": [{"model": str(cache_snapshot(path, tmp_path / "hub")), "task": task}
+                   for task, path in convnext.models.items()]}))
     engine.merge(own, tmp_path / "a")
     engine.merge(cached, tmp_path / "b")
     a, b = load_file(tmp_path / "a" / "model.safetensors"), load_file(tmp_path / "b" / "model.safetensors")
@@ -703,7 +693,6 @@ def test_a_refused_execute_closes_the_plans_files(tmp_path, convnext):
     """A long-lived process (the app) that gets OutputExistsError or a missing device must not keep every
     input file open: the refusal closes the plan as a finished merge does."""
     import contextlib
-    import os
     from dataclasses import replace
 
     inputs = tmp_path / "inputs"  # a copy of its own: no other test holds these files open
