@@ -21,7 +21,17 @@ can do exactly is accepted; anything else is a RecipeError that says what and wh
                                                                    -> ``density``; ``merge_func``
                                                                    sum / mean -> ``disjoint_merge``;
                                                                    ``remove_keys`` must be empty
+  DareTaskArithmetic / dare/task_arithmetic  dare                  ``scaling_factor``; ``sparsity_ratio``
+                                                                   -> ``drop_rate``; ``rescale``;
+                                                                   ``only_on_linear_weights`` false
+  DareSimpleAverage / dare/simple_average    dare                  as above, ``scaling_factor`` 1 / N
+  DareTiesMerging / dare/ties_merging        dare, combine: ties   as above, and TIES's with
+                                                                   ``threshold`` 100 (see below)
   =========================================  ====================  ===================================
+
+  A config name keeps its group: ``dare/task_arithmetic`` is DARE, and a group not listed here
+  (``singular_value_calibration/task_arithmetic``, ``opcm/ties_merging``) is refused, not read as
+  the method its last part names.
 
   TIES ``threshold`` is, in FusionBench (``ties_merging_utils.topk_values_mask``), the share of each
   task vector's entries that is *kept*, by magnitude: a value above 1 is a percentage (the default
@@ -30,9 +40,12 @@ can do exactly is accepted; anything else is a RecipeError that says what and wh
   over the whole flattened model; hubmerge trims tensor by tensor (as mergekit does), which keeps
   the same share of every tensor rather than of the model as a whole. ``merge_func: max`` has no
   hubmerge equivalent and is refused. ``show_pbar`` and ``inplace`` change nothing in the result
-  and are ignored. On models with BatchNorm (ResNets), task arithmetic and TIES give its running
-  statistics the fine-tunes' mean, where FusionBench applies the method to them as well, which can
-  make a variance negative (``hubmerge.vision.families``).
+  and are ignored. DareTiesMerging trims each dropped task vector to its top ``threshold`` before
+  the sign election; hubmerge's ``dare`` with ``combine: ties`` does not trim (as mergekit's
+  ``dare_ties``), so only ``threshold: 100`` (no trim) is the same merge. On models with BatchNorm
+  (ResNets), task arithmetic, TIES and DARE give its running statistics the fine-tunes' mean, where
+  FusionBench applies task arithmetic and TIES to them as well, which can make a variance negative
+  (``hubmerge.vision.families``).
 * ``modelpool.models``: ``_pretrained_`` is the base model (``base_model``), as a repo id / path or a
   mapping with ``config_path``, ``pretrained_model_name_or_path`` or ``path`` (``pretrained: false``,
   a randomly initialised base, is refused); every other key is a task, its value the model the same
@@ -59,18 +72,29 @@ from .recipe import Recipe
 
 __all__ = ["from_fusionbench", "is_fusionbench"]
 
-# FusionBench class name or config name (lower case) -> (hubmerge method, FusionBench parameters accepted)
+_DARE = ("sparsity_ratio", "only_on_linear_weights", "rescale")
+_TIES = ("scaling_factor", "threshold", "remove_keys", "merge_func")
+# FusionBench class name or config name (lower case, with its group: dare/task_arithmetic is not
+# task_arithmetic) -> (hubmerge method, FusionBench parameters accepted)
 _METHODS: dict[str, tuple[str, tuple[str, ...]]] = {
     "simpleaveragealgorithm": ("simple_average", ()),
     "simple_average": ("simple_average", ()),
     "weightedaveragealgorithm": ("weighted_average", ("weights", "normalize")),
     "weighted_average": ("weighted_average", ("weights", "normalize")),
+    "linear/weighted_average": ("weighted_average", ("weights", "normalize")),
     "taskarithmeticalgorithm": ("task_arithmetic", ("scaling_factor",)),
     "task_arithmetic": ("task_arithmetic", ("scaling_factor",)),
-    "tiesmergingalgorithm": ("ties", ("scaling_factor", "threshold", "remove_keys", "merge_func")),
-    "ties_merging": ("ties", ("scaling_factor", "threshold", "remove_keys", "merge_func")),
+    "tiesmergingalgorithm": ("ties", _TIES),
+    "ties_merging": ("ties", _TIES),
+    "daretaskarithmetic": ("dare", ("scaling_factor", *_DARE)),
+    "dare/task_arithmetic": ("dare", ("scaling_factor", *_DARE)),
+    "daresimpleaverage": ("dare", _DARE),
+    "dare/simple_average": ("dare", _DARE),
+    "daretiesmerging": ("dare", (*_DARE, *_TIES)),
+    "dare/ties_merging": ("dare", (*_DARE, *_TIES)),
 }
-_SUPPORTED = "SimpleAverageAlgorithm, WeightedAverageAlgorithm, TaskArithmeticAlgorithm, TiesMergingAlgorithm"
+_SUPPORTED = ("SimpleAverageAlgorithm, WeightedAverageAlgorithm, TaskArithmeticAlgorithm, TiesMergingAlgorithm, "
+              "DareTaskArithmetic, DareSimpleAverage, DareTiesMerging (with threshold 100)")
 _HYDRA_KEYS = ("_target_", "name", "_recursive_", "_partial_")
 _NO_EFFECT = ("show_pbar", "inplace")
 _POOL_TARGETS = {"convnextforimageclassificationpool": ["convnext"]}
@@ -95,11 +119,12 @@ def _density(threshold: Any) -> float:
     return float(threshold) / 100 if threshold > 1 else float(threshold)
 
 
-def _method(config: Mapping[str, Any] | str) -> tuple[str, dict[str, Any]]:
+def _method(config: Mapping[str, Any] | str, *, models: int) -> tuple[str, dict[str, Any]]:
     if isinstance(config, str):
         config = {"name": config}
     target = str(config.get("_target_") or config.get("name") or "")
-    key = target.rsplit(".", 1)[-1].rsplit("/", 1)[-1].lower()
+    # a class path ends in the class; a config name keeps its group
+    key = (target.rsplit(".", 1)[-1] if config.get("_target_") else target).lower()
     if key not in _METHODS:
         raise RecipeError(
             f"FusionBench method {target!r} has no hubmerge equivalent; supported: {_SUPPORTED}", field="method"
@@ -116,20 +141,53 @@ def _method(config: Mapping[str, Any] | str) -> tuple[str, dict[str, Any]]:
                 field=f"method.{name}",
             )
         params[name] = value
-    if method == "ties":
-        if params.pop("remove_keys", None):
-            raise RecipeError(
-                "remove_keys is not supported: name the merged tensors with `target_modules` instead",
-                field="method.remove_keys",
-            )
-        params["density"] = _density(params.pop("threshold", _TIES_THRESHOLD))
-        merge_func = params.pop("merge_func", "sum")
-        if merge_func not in ("sum", "mean"):
-            raise RecipeError(
-                f"merge_func {merge_func!r} has no hubmerge equivalent (sum or mean)", field="method.merge_func"
-            )
-        params["disjoint_merge"] = merge_func
+    if "threshold" in accepted:
+        _ties(params, target, dare=method == "dare")
+    if method == "dare":
+        _dare(params, key, models=models)
     return method, params
+
+
+def _ties(params: dict[str, Any], target: str, *, dare: bool) -> None:
+    """FusionBench's TIES parameters as hubmerge's (in place)."""
+    if params.pop("remove_keys", None):
+        raise RecipeError(
+            "remove_keys is not supported: name the merged tensors with `target_modules` instead",
+            field="method.remove_keys",
+        )
+    density = _density(params.pop("threshold", _TIES_THRESHOLD))
+    merge_func = params.pop("merge_func", "sum")
+    if merge_func not in ("sum", "mean"):
+        raise RecipeError(
+            f"merge_func {merge_func!r} has no hubmerge equivalent (sum or mean)", field="method.merge_func"
+        )
+    params["disjoint_merge"] = merge_func
+    if not dare:
+        params["density"] = density
+    elif density < 1:
+        raise RecipeError(
+            f"{target} trims each dropped task vector to its top {density:.0%} by magnitude before the sign "
+            "election; hubmerge's dare with combine: ties elects signs on the dropped vectors as they are (as "
+            "mergekit's dare_ties does). Set threshold: 100 for that, or use ties_merging",
+            field="method.threshold",
+        )
+    else:
+        params["combine"] = "ties"
+        params.setdefault("scaling_factor", 0.5)  # FusionBench's config/method/dare/ties_merging.yaml
+
+
+def _dare(params: dict[str, Any], key: str, *, models: int) -> None:
+    """FusionBench's DARE parameters as hubmerge's (in place)."""
+    if params.pop("only_on_linear_weights", False):
+        raise RecipeError(
+            "only_on_linear_weights: true drops entries of nn.Linear weights only; hubmerge's dare drops entries "
+            "of every merged tensor (name fewer with `target_modules`)",
+            field="method.only_on_linear_weights",
+        )
+    if "sparsity_ratio" in params:
+        params["drop_rate"] = params.pop("sparsity_ratio")
+    if key in ("daresimpleaverage", "dare/simple_average"):
+        params["scaling_factor"] = 1 / models  # FusionBench: DareTaskArithmetic with 1 / len(modelpool)
 
 
 def _model_id(value: Any, task: str) -> str:
@@ -237,7 +295,6 @@ def _convert(data: Mapping[str, Any], *, base_dir: Path | None) -> Recipe:
         raise RecipeError(
             "a FusionBench config needs a 'method' (a mapping with _target_ or name)", field="method"
         )
-    method, parameters = _method(method_config)
     pool = data.get("modelpool")
     if not isinstance(pool, Mapping):
         raise RecipeError("a FusionBench config needs a 'modelpool' mapping with 'models'", field="modelpool")
@@ -253,6 +310,7 @@ def _convert(data: Mapping[str, Any], *, base_dir: Path | None) -> Recipe:
                           field="modelpool.models")
     base = models_config.get("_pretrained_")
     tasks = [str(t) for t in models_config if t != "_pretrained_"]
+    method, parameters = _method(method_config, models=len(tasks))
     datasets = _taskpool_datasets(data.get("taskpool"), tasks)
     weights = method_config.get("weights") if isinstance(method_config, Mapping) else None
     if weights is not None and (not isinstance(weights, list) or len(weights) != len(tasks)):

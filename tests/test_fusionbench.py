@@ -124,6 +124,9 @@ def test_a_fusionbench_file_is_read_by_load_recipe(tmp_path):
     assert load_recipe(path).tasks[:2] == ["sun397", "stanford-cars"]
 
 
+_DARE = {"drop_rate": 0.5, "rescale": True, "seed": 0, "combine": "linear", "disjoint_merge": "sum", "scaling_factor": 0.3}
+
+
 @pytest.mark.parametrize(
     "method, expected",
     [
@@ -137,6 +140,17 @@ def test_a_fusionbench_file_is_read_by_load_recipe(tmp_path):
         ("{name: ties_merging, threshold: 100}", ("ties", {"density": 1.0, "disjoint_merge": "sum", "scaling_factor": 0.3})),
         ("{name: ties_merging, threshold: 1}", ("ties", {"density": 1.0, "disjoint_merge": "sum", "scaling_factor": 0.3})),
         ("{_target_: fusion_bench.method.SimpleAverageAlgorithm, show_pbar: true, inplace: false}", ("simple_average", {})),
+        # DARE: it was read as task arithmetic ('dare/task_arithmetic') or refused (the class names)
+        ("dare/task_arithmetic", ("dare", _DARE)),
+        (("{_target_: fusion_bench.method.DareTaskArithmetic, scaling_factor: 0.4, sparsity_ratio: 0.7, "
+          "only_on_linear_weights: false, rescale: false}"),
+         ("dare", {**_DARE, "scaling_factor": 0.4, "drop_rate": 0.7, "rescale": False})),
+        ("{_target_: fusion_bench.method.DareSimpleAverage, sparsity_ratio: 0.5, only_on_linear_weights: false}",
+         ("dare", {**_DARE, "scaling_factor": 0.5})),  # 1 / (2 models)
+        (("{_target_: fusion_bench.method.dare.DareTiesMerging, sparsity_ratio: 0.6, only_on_linear_weights: false, "
+          "rescale: true, scaling_factor: 0.5, threshold: 100, remove_keys: [], merge_func: mean}"),
+         ("dare", {**_DARE, "drop_rate": 0.6, "scaling_factor": 0.5, "combine": "ties", "disjoint_merge": "mean"})),
+        ("{name: linear/weighted_average, normalize: true, weights: [1, 3]}", ("weighted_average", {"normalize": True})),
     ],
 )
 def test_method_names_and_parameters(method, expected):
@@ -190,7 +204,12 @@ def test_unknown_dataset_names_list_the_known_ones(text, message):
     "text, message",
     [
         ("method: {_target_: fusion_bench.method.AdaMergingAlgorithm}\nmodelpool: {models: {a: b/c}}", "no hubmerge equivalent"),
-        ("method: {_target_: fusion_bench.method.dare.DareTiesMerging}\nmodelpool: {models: {a: b/c}}", "no hubmerge equivalent"),
+        ("method: {_target_: fusion_bench.method.dare.DareTiesMerging}\nmodelpool: {models: {_pretrained_: x/y, a: b/c}}",
+         "trims each dropped task vector to its top 20% by magnitude before the sign election; .* threshold: 100"),
+        ("method: singular_value_calibration/task_arithmetic\nmodelpool: {models: {_pretrained_: x/y, a: b/c}}",
+         "no hubmerge equivalent"),  # it was read as plain task_arithmetic
+        ("method: {name: dare/task_arithmetic, only_on_linear_weights: true}\nmodelpool: {models: {_pretrained_: x/y, a: b/c}}",
+         "only_on_linear_weights: true drops entries of nn.Linear weights only"),
         ("method: {name: ties_merging, merge_func: max}\nmodelpool: {models: {_pretrained_: x/y, a: b/c}}", "merge_func 'max'"),
         ("method: {name: ties_merging, remove_keys: [x]}\nmodelpool: {models: {_pretrained_: x/y, a: b/c}}", "remove_keys"),
         ("method: {name: ties_merging, threshold: 120}\nmodelpool: {models: {_pretrained_: x/y, a: b/c}}", "threshold"),

@@ -242,6 +242,8 @@ def ties(
     peer_methods={
         "dare_linear": "mergekit's 'dare_linear' is 'dare' here (its default 'combine: linear').",
         "dare_ties": "mergekit's 'dare_ties' is 'dare' with 'combine: ties' here.",
+        "dare/task_arithmetic": "FusionBench's 'dare/task_arithmetic' (DareTaskArithmetic) is 'dare' here; its "
+        "'dare/ties_merging' is 'dare' with 'combine: ties' when its threshold is 100 (no trim after the drop).",
     },
 )
 def dare(
