@@ -31,7 +31,8 @@ can do exactly is accepted; anything else is a RecipeError that says what and wh
 
   A config name keeps its group: ``dare/task_arithmetic`` is DARE, and a group not listed here
   (``singular_value_calibration/task_arithmetic``, ``opcm/ties_merging``) is refused, not read as
-  the method its last part names.
+  the method its last part names. SlerpMergeAlgorithm and ModelStock are refused with how hubmerge's
+  ``slerp`` and ``model_stock`` differ from them, so a user can choose to write that recipe.
 
   TIES ``threshold`` is, in FusionBench (``ties_merging_utils.topk_values_mask``), the share of each
   task vector's entries that is *kept*, by magnitude: a value above 1 is a percentage (the default
@@ -95,6 +96,13 @@ _METHODS: dict[str, tuple[str, tuple[str, ...]]] = {
 }
 _SUPPORTED = ("SimpleAverageAlgorithm, WeightedAverageAlgorithm, TaskArithmeticAlgorithm, TiesMergingAlgorithm, "
               "DareTaskArithmetic, DareSimpleAverage, DareTiesMerging (with threshold 100)")
+_SLERP = ("slerp", ("it interpolates the same way with the same 't', but falls back to linear interpolation only "
+                    "for colinear tensors, where FusionBench does above DOT_THRESHOLD (0.9995)"))
+_MODEL_STOCK = ("model_stock", ("it uses the mean pairwise cosine of the task vectors, where FusionBench takes the "
+                                "cosine of their mean pairwise angle (the same for two fine-tunes)"))
+# FusionBench methods that hubmerge has a close relative of, but not the same merge: (that method, how it differs)
+_CLOSE = {"slerpmergealgorithm": _SLERP, "slerp/slerp": _SLERP,
+          "modelstock": _MODEL_STOCK, "model_stock/model_stock": _MODEL_STOCK}
 _HYDRA_KEYS = ("_target_", "name", "_recursive_", "_partial_")
 _NO_EFFECT = ("show_pbar", "inplace")
 _POOL_TARGETS = {"convnextforimageclassificationpool": ["convnext"]}
@@ -125,6 +133,14 @@ def _method(config: Mapping[str, Any] | str, *, models: int) -> tuple[str, dict[
     target = str(config.get("_target_") or config.get("name") or "")
     # a class path ends in the class; a config name keeps its group
     key = (target.rsplit(".", 1)[-1] if config.get("_target_") else target).lower()
+    if key in _CLOSE:
+        relative, difference = _CLOSE[key]
+        raise RecipeError(
+            f"FusionBench method {target!r} is not read from its config, as hubmerge's {relative} is not the same "
+            f"merge: {difference}. To use {relative}, write a hubmerge recipe (`hubmerge methods {relative}` "
+            "prints one to start from)",
+            field="method",
+        )
     if key not in _METHODS:
         raise RecipeError(
             f"FusionBench method {target!r} has no hubmerge equivalent; supported: {_SUPPORTED}", field="method"

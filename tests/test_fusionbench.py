@@ -206,6 +206,10 @@ def test_unknown_dataset_names_list_the_known_ones(text, message):
         ("method: {_target_: fusion_bench.method.AdaMergingAlgorithm}\nmodelpool: {models: {a: b/c}}", "no hubmerge equivalent"),
         ("method: {_target_: fusion_bench.method.dare.DareTiesMerging}\nmodelpool: {models: {_pretrained_: x/y, a: b/c}}",
          "trims each dropped task vector to its top 20% by magnitude before the sign election; .* threshold: 100"),
+        ("method: slerp/slerp\nmodelpool: {models: {a: b/c, d: e/f}}",
+         "hubmerge's slerp is not the same merge: .*DOT_THRESHOLD .*`hubmerge methods slerp` prints one"),
+        ("method: {_target_: fusion_bench.method.model_stock.ModelStock}\nmodelpool: {models: {_pretrained_: x/y, a: b/c}}",
+         "hubmerge's model_stock is not the same merge: .*mean pairwise angle"),
         ("method: singular_value_calibration/task_arithmetic\nmodelpool: {models: {_pretrained_: x/y, a: b/c}}",
          "no hubmerge equivalent"),  # it was read as plain task_arithmetic
         ("method: {name: dare/task_arithmetic, only_on_linear_weights: true}\nmodelpool: {models: {_pretrained_: x/y, a: b/c}}",
