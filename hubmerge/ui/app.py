@@ -228,8 +228,8 @@ class AppHandlers:
         from ..vision.loading import model_tasks
 
         tasks = model_tasks(output)
-        heads = f"{len(tasks)} task head(s)" if tasks else "no task heads (no input named a task): its root " \
-            "keeps the first input's head"
+        heads = (f"{len(tasks)} task head(s)" if tasks
+                 else "no task heads (no input named a task): its root keeps the first input's head")
         status = f"Merged in {seconds:.1f} s into a model with {heads}."
         if report is None:
             status += " No task names a dataset, so nothing was evaluated."
