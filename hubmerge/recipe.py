@@ -269,6 +269,13 @@ class Recipe:
         duplicates = sorted({t for t in tasks if tasks.count(t) > 1})
         if duplicates:
             raise RecipeError(f"task(s) {', '.join(duplicates)} appear more than once", field="models")
+        folded = [t.casefold() for t in tasks]
+        if clashing := [t for t in tasks if folded.count(t.casefold()) > 1]:
+            raise RecipeError(
+                f"tasks {', '.join(map(repr, clashing))} differ only in case: their heads' folders (heads/<task>/) "
+                "would be one folder on macOS and Windows; name them apart",
+                field="models",
+            )
         if self.default_task is not None and self.default_task not in tasks:
             raise RecipeError(
                 f"'{self.default_task}' is not one of the recipe's tasks ({', '.join(tasks) or 'none'})"

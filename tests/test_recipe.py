@@ -96,6 +96,8 @@ def test_pinning_revisions():
         ("method: simple_average\nmodels: ['not a repo!']", RecipeError, "valid repo id"),
         ("method: simple_average\nmodels: ['a/b@']", RecipeError, "revision"),
         ("method: simple_average\nmodels: [{model: a/b, task: x}, {model: a/c, task: x}]", RecipeError, "more than once"),
+        ("method: simple_average\nmodels: [{model: a/b, task: Cars}, {model: a/c, task: cars}]", RecipeError,
+         "tasks 'Cars', 'cars' differ only in case: their heads' folders"),  # one heads/cars/ on macOS
         ("method: simple_average\nmodels: [{model: a/b, task: x}]\ndefault_task: y", RecipeError, "default_task"),
         ("method: simple_average\nmodels: [{model: a/b, weight: 1}, {model: a/c}]", RecipeError, "every model"),
         ("method: simple_average\nmodels: [{model: a/b, weight: heavy}]", RecipeError, "weight must be a number"),
