@@ -85,8 +85,10 @@ class ModelRef:
         if self.path is None:
             return None
         found = _CACHE_SNAPSHOT.match("/".join(self.path.parts[-3:]))
-        names = found["repo"].split("--") if found else []
-        if not 1 <= len(names) <= 2 or not _REPO_ID.match(repo_id := "/".join(names)):
+        if found is None:
+            return None
+        names = found["repo"].split("--")  # repo ids have no "--": models--org--name is org/name
+        if len(names) > 2 or not _REPO_ID.match(repo_id := "/".join(names)):
             return None
         return repo_id, found["commit"]
 
