@@ -301,7 +301,8 @@ def merge(
     from .weights.writer import check_output
 
     loaded = _with_overrides(_load(recipe, preset), dtype=dtype, device=device)
-    check_output(output.absolute(), overwrite=overwrite)  # before planning reads a header
+    keep = {**loaded.local_paths, **({recipe: "the recipe file"} if recipe is not None else {})}
+    check_output(output.absolute(), overwrite=overwrite, keep=keep)  # before planning reads a header
     _check_device(loaded)
     console = _console(quiet)
     # Local models and no evaluation: no token to look for (and huggingface_hub is never imported).

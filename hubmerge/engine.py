@@ -380,10 +380,7 @@ def plan(
         >>> merge_plan = plan("recipe.yaml")
         >>> merge_plan.bytes_to_read
     """
-    if isinstance(recipe, Mapping):
-        recipe = Recipe.from_dict(recipe)
-    elif not isinstance(recipe, Recipe):
-        recipe = load_recipe(recipe)
+    recipe = _as_recipe(recipe)
     method = get_method(recipe.method)
     opened = _open_inputs(recipe, token, endpoint)
     try:
@@ -865,7 +862,7 @@ def execute(
     started = time.perf_counter()
     output = Path(output)
     try:
-        check_output(output.absolute(), overwrite=overwrite)
+        check_output(output.absolute(), overwrite=overwrite, keep=merge_plan.recipe.local_paths)
         check_space(output.absolute(), merge_plan.bytes_to_write)
         torch_device = resolve_device(device or merge_plan.recipe.device)
         max_shard = parse_size(max_shard_size)
@@ -1010,8 +1007,17 @@ def merge(
         >>> from hubmerge import merge
         >>> merge("recipe.yaml", "out/merged")  # or a Recipe, or {"method": "ties", "models": [...], ...}
     """
-    check_output(Path(output).absolute(), overwrite=overwrite)
+    source = {} if isinstance(recipe, (Recipe, Mapping)) else {Path(recipe): "the recipe file"}
+    recipe = _as_recipe(recipe)
+    check_output(Path(output).absolute(), overwrite=overwrite, keep={**source, **recipe.local_paths})
     return execute(plan(recipe, token=token, endpoint=endpoint), output, overwrite=overwrite, **options)
+
+
+def _as_recipe(recipe: Recipe | Mapping[str, Any] | str | Path) -> Recipe:
+    """A recipe as ``plan`` and ``merge`` take it: a Recipe, the dict a recipe file holds, or its path."""
+    if isinstance(recipe, Recipe):
+        return recipe
+    return Recipe.from_dict(recipe) if isinstance(recipe, Mapping) else load_recipe(recipe)
 
 
 def read_output_recipe(output: str | Path) -> Recipe:

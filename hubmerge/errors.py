@@ -24,6 +24,7 @@ token before they are shown.
     │   └── RangeReadError                     a byte range could not be read (local or HTTP)
     ├── NonFiniteTensorError (ValueError)      NaN / Inf met in the inputs
     ├── OutputExistsError (FileExistsError)    the output exists and --overwrite was not given
+    ├── OutputHoldsInputError (FileExistsError)  replacing the output would delete an input or the current directory
     ├── CardEditedError (FileExistsError)      the card was edited by hand and --overwrite was not given
     ├── OutputSpaceError (OSError)             the output's disk cannot hold it
     ├── ListenError (OSError)                  a server cannot listen on --host / --port
@@ -59,6 +60,7 @@ __all__ = [
     "ModelFilesNotFoundError",
     "NonFiniteTensorError",
     "OutputExistsError",
+    "OutputHoldsInputError",
     "OutputSpaceError",
     "PlanError",
     "PortInUseError",
@@ -318,6 +320,17 @@ class OutputExistsError(HubmergeError, FileExistsError):
         what = "is a file, not a directory" if is_file else "already exists and is not empty"
         super().__init__(f"output '{path}' {what}. Pass --overwrite (from Python: overwrite=True) to replace it.")
         self.path = path
+
+
+class OutputHoldsInputError(HubmergeError, FileExistsError):
+    def __init__(self, path: str, held: str, what: str) -> None:
+        where = "is" if path == held else f"holds {held},"
+        super().__init__(
+            f"output '{path}' {where} {what}: writing the merge there would delete it, even with --overwrite. "
+            "Choose another output directory."
+        )
+        self.path = path
+        self.held = held
 
 
 class CardEditedError(HubmergeError, FileExistsError):

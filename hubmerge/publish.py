@@ -111,7 +111,7 @@ def build(
         left as it was (the merge) or without reports (a failed evaluation).
     """
     output = Path(output)
-    engine.check_output(output.absolute(), overwrite=overwrite)
+    engine.check_output(output.absolute(), overwrite=overwrite, keep=recipe.local_paths)
     datasets = recipe.datasets if evaluate else {}
     if datasets:  # what the evaluation will refuse is refused before the merge
         from .evaluation import check_recipe_datasets

@@ -304,6 +304,20 @@ class Recipe:
         return {m.task: m.dataset for m in self.models if m.task is not None and m.dataset is not None}
 
     @property
+    def local_paths(self) -> dict[Path, str]:
+        """The local folders the merge reads (input models, datasets), each with what it is: the output must
+        not replace them."""
+        found: dict[Path, str] = {}
+        if self.base_model is not None and self.base_model.path is not None:
+            found[self.base_model.path] = "the base model"
+        for i, entry in enumerate(self.models):
+            if entry.model.path is not None:
+                found.setdefault(entry.model.path, f"the input model of {_entry_name(i, entry)}")
+            if entry.dataset is not None and Path(entry.dataset.path).expanduser().is_dir():
+                found.setdefault(Path(entry.dataset.path).expanduser(), f"the dataset of {_entry_name(i, entry)}")
+        return found
+
+    @property
     def on_hub(self) -> bool:
         """Whether any model (or the base) is a Hub repo rather than a local directory."""
         refs = [m.model for m in self.models] + ([self.base_model] if self.base_model else [])
@@ -447,6 +461,10 @@ class Recipe:
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=False)
+
+
+def _entry_name(index: int, entry: ModelEntry) -> str:
+    return f"task '{entry.task}'" if entry.task is not None else f"models[{index}]"
 
 
 def load_recipe(path: str | Path) -> Recipe:

@@ -70,6 +70,10 @@ def test_refusals_come_before_any_header_is_read(tmp_path, family, capsys, monke
     (out / "x").write_text("x")
     assert main(["merge", str(recipe), "-o", str(out)]) == 1
     assert capsys.readouterr().err.startswith("error: OutputExistsError")
+    assert main(["merge", str(recipe), "-o", str(tmp_path), "--overwrite"]) == 1  # the recipe's folder
+    assert capsys.readouterr().err.startswith("error: OutputHoldsInputError")
+    assert main(["merge", str(recipe), "-o", str(family.base), "--overwrite"]) == 1  # an input
+    assert capsys.readouterr().err.startswith("error: OutputHoldsInputError")
     for command in (["merge", str(recipe), "-o", str(tmp_path / "new")], ["push", str(recipe), "--repo-id", "a/b"]):
         assert main([*command, "--device", "cuda:99"]) == 1
         err = capsys.readouterr().err

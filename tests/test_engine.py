@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import threading
+from dataclasses import replace
 
 import pytest
 import torch
@@ -20,6 +21,7 @@ from hubmerge.errors import (
     MissingTensorError,
     NonFiniteTensorError,
     OutputExistsError,
+    OutputHoldsInputError,
     OutputSpaceError,
     PlanError,
     RangeReadError,
@@ -29,10 +31,10 @@ from hubmerge.errors import (
 )
 from hubmerge.methods import get_method
 from hubmerge.plan_summary import human_bytes
-from hubmerge.recipe import load_recipe
+from hubmerge.recipe import DatasetRef, load_recipe
 from hubmerge.weights.sources import LocalSource
 
-from ._models import cache_snapshot, make_family, state_dict, write_recipe
+from ._models import cache_snapshot, make_family, snapshot, state_dict, write_recipe
 
 
 @pytest.fixture(scope="module")
@@ -639,6 +641,38 @@ def test_existing_output_is_refused_before_anything_is_read(tmp_path, convnext, 
     (tmp_path / "empty").touch()  # it was "already exists and is not empty"
     with pytest.raises(OutputExistsError, match="output '.*empty' is a file, not a directory"):
         engine.merge(recipe, tmp_path / "empty")
+
+
+def test_an_output_that_is_or_holds_an_input_is_refused_even_with_overwrite(tmp_path, convnext, monkeypatch):
+    """`merge r.yaml -o low --overwrite` replaced the input model `low` with the merge, and `-o .` deleted the
+    folder it ran in, inputs and recipe with it."""
+    for name, path in [("base", convnext.base), *convnext.models.items()]:
+        shutil.copytree(path, tmp_path / name)
+    write_recipe(tmp_path / "r.yaml", convnext, "ties", extra={
+        "base_model": "./base", "models": [{"model": f"./{task}", "task": task} for task in convnext.models]})
+    before = snapshot(tmp_path)
+    task = next(iter(convnext.models))
+    monkeypatch.chdir(tmp_path)
+    for output, message in [(task, f"output '.*{task}' is the input model of task '{task}'"),
+                            (".", "output '.*' is the current directory"),
+                            ("..", f"output '.*' holds {tmp_path}, the current directory")]:
+        with pytest.raises(OutputHoldsInputError, match=message + ": writing the merge there would delete it"):
+            engine.merge("r.yaml", output, overwrite=True)
+    monkeypatch.chdir(tmp_path.parent)
+    with pytest.raises(OutputHoldsInputError, match=f"holds {tmp_path / 'r.yaml'}, the recipe file"):
+        engine.merge(tmp_path / "r.yaml", tmp_path, overwrite=True)
+    recipe = load_recipe(tmp_path / "r.yaml")
+    with pytest.raises(OutputHoldsInputError, match=f"holds {tmp_path / 'base'}, the base model"):
+        engine.merge(recipe, tmp_path, overwrite=True)
+    (tmp_path / "data").mkdir()
+    recipe = replace(recipe, models=(replace(recipe.models[0], dataset=DatasetRef(str(tmp_path / "data"))),
+                                     *recipe.models[1:]))
+    with pytest.raises(OutputHoldsInputError, match=f"is the dataset of task '{task}'"):
+        engine.merge(recipe, tmp_path / "data", overwrite=True)
+    (tmp_path / "data").rmdir()
+    assert snapshot(tmp_path) == before
+    engine.merge(tmp_path / "r.yaml", tmp_path / "merged")  # beside its inputs is fine
+    engine.merge(tmp_path / "r.yaml", tmp_path / "merged", overwrite=True)
 
 
 def test_an_output_its_disk_cannot_hold_is_refused_before_anything_is_read(tmp_path, convnext, monkeypatch):

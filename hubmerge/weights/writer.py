@@ -15,12 +15,12 @@ import os
 import secrets
 import shutil
 import struct
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, TypeVar
 
-from ..errors import OutputExistsError, OutputSpaceError, PlanError, RecipeError
+from ..errors import OutputExistsError, OutputHoldsInputError, OutputSpaceError, PlanError, RecipeError
 from .dtypes import DTYPES, dtype_code
 from .index import INDEX_FILE, SINGLE_FILE
 
@@ -234,10 +234,19 @@ def _is_nonempty(path: Path) -> bool:
     return path.exists() and (not path.is_dir() or any(path.iterdir()))
 
 
-def check_output(target: Path, *, overwrite: bool) -> None:
-    """Refuse an existing non-empty output unless ``overwrite``; called before any work starts."""
+def check_output(target: Path, *, overwrite: bool, keep: Mapping[Path, str] | None = None) -> None:
+    """Refuse an existing non-empty output unless ``overwrite``, and always one that is or holds the
+    current directory or a path of ``keep`` (what the merge reads, each with what it is): the output
+    replaces the folder whole. Called before any work starts."""
     if _is_nonempty(target) and not overwrite:
         raise OutputExistsError(str(target), is_file=not target.is_dir())
+    if not target.is_dir():
+        return
+    outputs = {Path(os.path.abspath(target)), target.resolve()}  # as written, and where its links lead
+    for path, what in {Path.cwd(): "the current directory", **(keep or {})}.items():
+        for held in {Path(os.path.abspath(path)), path.resolve()}:
+            if any(held == out or out in held.parents for out in outputs):
+                raise OutputHoldsInputError(os.path.abspath(target), str(held), what)
 
 
 # Room left for what is written besides the tensors: safetensors headers, configs, recipe, card.
