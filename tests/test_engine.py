@@ -671,6 +671,10 @@ def test_an_output_that_is_or_holds_an_input_is_refused_even_with_overwrite(tmp_
         engine.merge(recipe, tmp_path / "data", overwrite=True)
     (tmp_path / "data").rmdir()
     assert snapshot(tmp_path) == before
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    (tmp_path / "home").mkdir()
+    with pytest.raises(OutputHoldsInputError, match="is your home directory"):
+        engine.merge(tmp_path / "r.yaml", tmp_path / "home", overwrite=True)
     engine.merge(tmp_path / "r.yaml", tmp_path / "merged")  # beside its inputs is fine
     engine.merge(tmp_path / "r.yaml", tmp_path / "merged", overwrite=True)
 

@@ -236,14 +236,14 @@ def _is_nonempty(path: Path) -> bool:
 
 def check_output(target: Path, *, overwrite: bool, keep: Mapping[Path, str] | None = None) -> None:
     """Refuse an existing non-empty output unless ``overwrite``, and always one that is or holds the
-    current directory or a path of ``keep`` (what the merge reads, each with what it is): the output
-    replaces the folder whole. Called before any work starts."""
+    home or current directory or a path of ``keep`` (what the merge reads, each with what it is): the
+    output replaces the folder whole. Called before any work starts."""
     if _is_nonempty(target) and not overwrite:
         raise OutputExistsError(str(target), is_file=not target.is_dir())
     if not target.is_dir():
         return
     outputs = {Path(os.path.abspath(target)), target.resolve()}  # as written, and where its links lead
-    for path, what in {Path.cwd(): "the current directory", **(keep or {})}.items():
+    for path, what in {Path.home(): "your home directory", Path.cwd(): "the current directory", **(keep or {})}.items():
         for held in {Path(os.path.abspath(path)), path.resolve()}:
             if any(held == out or out in held.parents for out in outputs):
                 raise OutputHoldsInputError(os.path.abspath(target), str(held), what)
