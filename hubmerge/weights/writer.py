@@ -243,10 +243,21 @@ def check_output(target: Path, *, overwrite: bool, keep: Mapping[Path, str] | No
     if not target.is_dir():
         return
     outputs = {Path(os.path.abspath(target)), target.resolve()}  # as written, and where its links lead
-    for path, what in {Path.home(): "your home directory", Path.cwd(): "the current directory", **(keep or {})}.items():
+    for path, what in {**_standing_folders(), **(keep or {})}.items():
         for held in {Path(os.path.abspath(path)), path.resolve()}:
             if any(held == out or out in held.parents for out in outputs):
                 raise OutputHoldsInputError(os.path.abspath(target), str(held), what)
+
+
+def _standing_folders() -> dict[Path, str]:
+    """The home and current directories, where this process can tell them."""
+    found: dict[Path, str] = {}
+    home = os.path.expanduser("~")
+    if home != "~":
+        found[Path(home)] = "your home directory"
+    with contextlib.suppress(OSError):  # the current directory was deleted
+        found[Path.cwd()] = "the current directory"
+    return found
 
 
 # Room left for what is written besides the tensors: safetensors headers, configs, recipe, card.
