@@ -64,6 +64,31 @@ def test_bad_form_values_are_typed_errors(models, parameters, error, words):
         recipe_from_form(base_model="org/base", models=models, method="task_arithmetic", parameters=parameters)
 
 
+def test_an_uploaded_recipe_fills_the_form(tmp_path):
+    """The "Load recipe YAML" button: a hubmerge recipe or a FusionBench config fills the form; a relative path,
+    which the uploaded copy (in Gradio's cache) cannot follow, is said to be one at once, not at the merge."""
+    import gradio as gr
+
+    from hubmerge.ui.app import AppHandlers
+
+    handlers = AppHandlers()
+    upload = tmp_path / "gradio" / "abc123"
+    upload.mkdir(parents=True)
+    (upload / "r.yaml").write_text("method: ties\nbase_model: org/base\nmodels:\n  - {model: org/a@v1, task: cars}\n"
+                                   "  - {model: /abs/b, task: svhn, dataset: 'org/svhn:test'}\n")
+    base, models, method, parameters, *_ = handlers.load_recipe_file(str(upload / "r.yaml"))
+    assert (base, method, parameters["density"]) == ("org/base", "ties", 0.2)
+    assert [row[:3] for row in models] == [["org/a@v1", "cars", ""], ["/abs/b", "svhn", "org/svhn:test"]]
+    (upload / "fb.yaml").write_text("method: dare/task_arithmetic\n"
+                                    "modelpool: {models: {_pretrained_: org/base, cars: org/a, svhn: org/b}}\n")
+    assert handlers.load_recipe_file(str(upload / "fb.yaml"))[2] == "dare"
+    (upload / "rel.yaml").write_text("method: simple_average\nmodels:\n  - {model: ./finetuned/cars, task: cars}\n"
+                                     "  - {model: org/b, task: svhn}\n")
+    with pytest.raises(gr.Error, match="the input model of task 'cars' by the relative path 'finetuned/cars', which an "
+                                       "uploaded recipe cannot follow"):
+        handlers.load_recipe_file(str(upload / "rel.yaml"))
+
+
 def test_a_new_method_gets_form_fields_without_ui_code():
     @_registry.register("test_only_scaled_mean", pretty_name="Scaled mean (test)", bounds={"gain": (0.0, 2.0)})
     def scaled_mean(tensors, *, gain: float = 1.0, flip: bool = False, mode: str = "a"):

@@ -132,7 +132,9 @@ class AppHandlers:
         if not path:
             raise gr.Error("no file was uploaded")
         with _user_errors("Loading the recipe"):
-            return self._fill(load_recipe(path))
+            recipe = load_recipe(path)
+            _check_uploaded_paths(recipe, Path(path).absolute().parent)
+            return self._fill(recipe)
 
     def _fill(self, recipe: Recipe) -> tuple[Any, ...]:
         """The form's fields for ``recipe``; the other methods' parameter fields keep their values."""
@@ -311,6 +313,18 @@ def _cleared(*components: gr.components.Component) -> dict[str, Any]:
     blank = [gr.update(value=None, choices=[]) if isinstance(c, gr.Dropdown) else None for c in components]
     return dict(fn=lambda: blank if len(blank) > 1 else blank[0], inputs=None, outputs=list(components),
                 api_visibility="private", show_progress="hidden", queue=False)
+
+
+def _check_uploaded_paths(recipe: Recipe, upload_folder: Path) -> None:
+    """A recipe's relative paths are read from its own folder, which an uploaded copy does not keep: say so
+    now, not as a missing model at the merge."""
+    for path, what in recipe.local_paths.items():
+        if not path.exists() and upload_folder in path.parents:
+            raise RecipeError(
+                f"the recipe names {what} by the relative path '{path.relative_to(upload_folder)}', which an "
+                "uploaded recipe cannot follow (the upload keeps no folder): write its absolute path, or a Hub "
+                "repo id, in the recipe"
+            )
 
 
 def _param_component(f: ParamField) -> gr.components.Component:
