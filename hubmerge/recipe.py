@@ -313,7 +313,7 @@ class Recipe:
         for i, entry in enumerate(self.models):
             if entry.model.path is not None:
                 found.setdefault(entry.model.path, f"the input model of {_entry_name(i, entry)}")
-            if entry.dataset is not None and Path(entry.dataset.path).expanduser().is_dir():
+            if entry.dataset is not None and Path(entry.dataset.path).expanduser().is_absolute():  # not a Hub id
                 found.setdefault(Path(entry.dataset.path).expanduser(), f"the dataset of {_entry_name(i, entry)}")
         return found
 

@@ -87,6 +87,9 @@ def test_an_uploaded_recipe_fills_the_form(tmp_path):
     with pytest.raises(gr.Error, match="the input model of task 'cars' by the relative path 'finetuned/cars', which an "
                                        "uploaded recipe cannot follow"):
         handlers.load_recipe_file(str(upload / "rel.yaml"))
+    (upload / "data.yaml").write_text("method: simple_average\nmodels:\n  - {model: org/a, task: cars, dataset: ./cars}\n")
+    with pytest.raises(gr.Error, match="the dataset of task 'cars' by the relative path 'cars'"):
+        handlers.load_recipe_file(str(upload / "data.yaml"))
 
 
 def test_a_new_method_gets_form_fields_without_ui_code():
