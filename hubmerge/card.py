@@ -329,9 +329,8 @@ def render_card(facts: CardFacts) -> ModelCard:
     if any(ref.path is not None and not ref.hub_copy for _, ref, _ in refs):
         limitations.append("Some inputs were local directories; the recipe cannot fetch them elsewhere.")
     if any(ref.hub_copy for _, ref, _ in refs):
-        limitations.append("Some inputs were read from a Hugging Face cache: the recipe names them by their paths on "
-                           "the machine that merged, the inputs table by their Hub repos and commits "
-                           "(`org/name@commit` in a recipe fetches the same files).")
+        limitations.append("Some inputs were read from a Hugging Face cache, and the recipe names them by their paths "
+                           "there; on a machine without those folders, hubmerge reads the same commits from the Hub.")
     limitations.append(
         "Merging trades some per-task accuracy for one shared backbone; "
         + ("compare the merged row with the individual fine-tunes above" if facts.comparison else

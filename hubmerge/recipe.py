@@ -54,7 +54,10 @@ class ModelRef:
 
     @classmethod
     def parse(cls, text: str, *, base_dir: Path | None = None, field: str = "model") -> ModelRef:
-        """``org/name``, ``org/name@revision``, or a path (``./dir``, ``/abs/dir``, ``~/dir``, an existing dir)."""
+        """``org/name``, ``org/name@revision``, or a path (``./dir``, ``/abs/dir``, ``~/dir``, an existing dir).
+
+        A Hugging Face cache snapshot path (``.../models--org--name/snapshots/<commit>``) that is not on this
+        machine, as in a recipe merged elsewhere, is ``org/name@<commit>``: the same files, from the Hub."""
         if not isinstance(text, str) or not text.strip():
             raise RecipeError(f"expected a repo id like 'org/name[@revision]' or a local path, got {text!r}", field=field)
         text = text.strip()
@@ -63,7 +66,11 @@ class ModelRef:
         if base_dir is not None and not candidate.is_absolute():
             candidate = base_dir / candidate
         if looks_local or candidate.is_dir():  # an existing directory wins, as in from_pretrained
-            return cls(path=candidate)
+            local = cls(path=candidate)
+            if local.hub_copy and not candidate.is_dir():  # a Hugging Face cache snapshot from another machine
+                repo_id, commit = local.hub_copy
+                return cls(repo_id=repo_id, revision=commit)  # the same commit, from the Hub
+            return local
         repo_id, _, revision = text.partition("@")
         if not _REPO_ID.match(repo_id) or ".." in repo_id or "--" in repo_id:
             raise RecipeError(

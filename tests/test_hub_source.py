@@ -77,6 +77,26 @@ def test_merge_from_the_hub_equals_the_local_merge_and_reads_only_what_it_needs(
     assert all(sha in recipe_text for sha in pinned.values())
 
 
+def test_a_cache_snapshot_path_that_is_not_here_is_read_from_the_hub_at_its_commit(tmp_path, family, hub_family):
+    """A recipe merged on another machine from `snapshot_download()` paths (the output's hubmerge_recipe.yaml
+    keeps them) failed here on every missing folder; those paths name a Hub repo and commit."""
+    _, local = hub_recipe(tmp_path, family, hub_family)
+    text = (tmp_path / "local.yaml").read_text()
+    commits = {}
+    for folder in [family.base, *family.models.values()]:
+        repo_id = hub_family[folder.name]
+        commits[repo_id] = HfApi().model_info(repo_id).sha
+        cache = f"/home/someone/.cache/huggingface/hub/models--{repo_id.replace('/', '--')}"
+        text = text.replace(str(folder), f"{cache}/snapshots/{commits[repo_id]}")
+    (tmp_path / "elsewhere.yaml").write_text(text)
+    recipe = load_recipe(tmp_path / "elsewhere.yaml")
+    assert [(m.model.repo_id, m.model.revision) for m in recipe.models] == [
+        (repo, commits[repo]) for repo in (hub_family[p.name] for p in family.models.values())]
+    engine.merge(local, tmp_path / "local")
+    engine.merge(recipe, tmp_path / "from-hub")
+    assert_same_output(tmp_path / "local", tmp_path / "from-hub")
+
+
 def test_dropped_connections_are_resumed(tmp_path, family, hub_family, hub_faults):
     remote, local = hub_recipe(tmp_path, family, hub_family, method="simple_average")
     engine.merge(local, tmp_path / "local")
