@@ -99,6 +99,9 @@ def test_pinning_revisions():
         ("method: simple_average\nmodels: [{model: a/b, task: Cars}, {model: a/c, task: cars}]", RecipeError,
          "tasks 'Cars', 'cars' differ only in case: their heads' folders"),  # one heads/cars/ on macOS
         ("method: simple_average\nmodels: [{model: a/b, task: x}]\ndefault_task: y", RecipeError, "default_task"),
+        # PyYAML keeps the last of two equal keys: the second `models:` replaced the first without a word
+        ("method: ties\nmodels: [a/b]\nmodels: [a/c]", RecipeError, "line 3, column 1: key 'models' appears twice"),
+        ("method: ties\nmodels: [{model: a/b, task: x, task: y}]", RecipeError, "key 'task' appears twice"),
         ("method: simple_average\nmodels: [{model: a/b, weight: 1}, {model: a/c}]", RecipeError, "every model"),
         ("method: simple_average\nmodels: [{model: a/b, weight: heavy}]", RecipeError, "weight must be a number"),
         ("method: weighted_average\nmodels: [a/b, a/c]", RecipeError, "weight"),
