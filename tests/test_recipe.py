@@ -216,3 +216,10 @@ def test_local_dataset_paths_resolve_against_the_recipe_file(tmp_path):
     assert dataset.path == str(tmp_path / "data" / "t") and dataset.split == "validation"
     hub = Recipe.from_yaml("method: simple_average\nmodels:\n  - {model: a/b, task: t, dataset: org/data}\n", base_dir=tmp_path)
     assert hub.models[0].dataset.path == "org/data"
+
+
+def test_yaml_merge_keys_still_override_as_yaml_says():
+    """Repeated keys are refused, but `<<: *anchor` brings keys that the mapping's own may override."""
+    recipe = Recipe.from_yaml("method: weighted_average\nmodels:\n  - &first {model: a/b, task: x, weight: 2}\n"
+                              "  - {<<: *first, model: a/c, task: y}\n")
+    assert [(str(m.model), m.task, m.weight) for m in recipe.models] == [("a/b", "x", 2.0), ("a/c", "y", 2.0)]
