@@ -24,7 +24,7 @@ token before they are shown.
     │   └── RangeReadError                     a byte range could not be read (local or HTTP)
     ├── NonFiniteTensorError (ValueError)      NaN / Inf met in the inputs
     ├── OutputExistsError (FileExistsError)    the output exists and --overwrite was not given
-    ├── OutputHoldsInputError (FileExistsError)  replacing the output would delete an input, the recipe, or the home or current directory
+    ├── OutputHoldsInputError (FileExistsError)  the output is or holds an input, the recipe, home or cwd
     ├── CardEditedError (FileExistsError)      the card was edited by hand and --overwrite was not given
     ├── OutputSpaceError (OSError)             the output's disk cannot hold it
     ├── ListenError (OSError)                  a server cannot listen on --host / --port
