@@ -661,6 +661,8 @@ def test_an_output_that_is_or_holds_an_input_is_refused_even_with_overwrite(tmp_
     monkeypatch.chdir(tmp_path.parent)
     with pytest.raises(OutputHoldsInputError, match=f"holds {tmp_path / 'r.yaml'}, the recipe file"):
         engine.merge(tmp_path / "r.yaml", tmp_path, overwrite=True)
+    with pytest.raises(OutputHoldsInputError, match="r.yaml' is the recipe file"):
+        engine.merge(tmp_path / "r.yaml", tmp_path / "r.yaml", overwrite=True)  # an output replaces a file too
     recipe = load_recipe(tmp_path / "r.yaml")
     with pytest.raises(OutputHoldsInputError, match=f"holds {tmp_path / 'base'}, the base model"):
         engine.merge(recipe, tmp_path, overwrite=True)

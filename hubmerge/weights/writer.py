@@ -240,7 +240,7 @@ def check_output(target: Path, *, overwrite: bool, keep: Mapping[Path, str] | No
     output replaces the folder whole. Called before any work starts."""
     if _is_nonempty(target) and not overwrite:
         raise OutputExistsError(str(target), is_file=not target.is_dir())
-    if not target.is_dir():
+    if not target.exists():
         return
     outputs = {Path(os.path.abspath(target)), target.resolve()}  # as written, and where its links lead
     for path, what in {**_standing_folders(), **(keep or {})}.items():
