@@ -33,7 +33,10 @@ _TASK_NAME = re.compile(r"^[^\W_][\w.\- ]{0,95}(?<! )\Z")
 
 
 def task_name_problem(task: str) -> str | None:
-    """Why ``task`` cannot name its head's folder ``heads/<task>/`` (a separator, ``..``, ...), or None."""
+    """Why ``task`` cannot name its head's folder ``heads/<task>/`` (a separator, ``..``, ...) or its row of
+    the evaluation report, or None."""
+    if task == "average":  # hubmerge.evaluation.report.AVERAGE, the report's mean over the tasks
+        return "task name 'average' is the evaluation report's mean over the tasks; rename the task"
     if _TASK_NAME.match(task) and ".." not in task:
         return None
     return (f"task name {task!r} cannot name the folder heads/<task>/: use letters, digits, '_', '-', '.' and "

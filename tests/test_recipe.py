@@ -93,6 +93,8 @@ def test_pinning_revisions():
         ("method: simple_average\nmodels: [{model: a/b, task: a/b}]", RecipeError, "models\\[0\\].task"),
         ("method: simple_average\nmodels: [{model: a/b, task: 'trailing '}]", RecipeError, "inner spaces"),
         ("method: simple_average\nmodels: [{model: a/b, task: .hidden}]", RecipeError, "starting with a letter"),
+        # eval_results.json's "average" is the mean: a task of that name lost its own accuracy to it
+        ("method: simple_average\nmodels: [{model: a/b, task: average}]", RecipeError, "report's mean over the tasks"),
         ("method: simple_average\nmodels: ['not a repo!']", RecipeError, "valid repo id"),
         ("method: simple_average\nmodels: ['a/b@']", RecipeError, "revision"),
         ("method: simple_average\nmodels: [{model: a/b, task: x}, {model: a/c, task: x}]", RecipeError, "more than once"),
@@ -172,6 +174,12 @@ def test_task_names_that_can_name_a_folder(name):
 @pytest.mark.parametrize("name", ["../root", "a/b", "a\\b", "..", "a..b", "_hidden", " x", "x ", "x\n", "", "x" * 97])
 def test_task_names_that_cannot(name):
     assert "cannot name the folder heads/<task>/" in task_name_problem(name)
+
+
+def test_the_reports_average_is_no_task_name():
+    from hubmerge.evaluation.report import AVERAGE
+
+    assert "the evaluation report's mean" in task_name_problem(AVERAGE)
 
 
 @pytest.mark.parametrize("spelled", ["org/name", "org/name:validation", "ufldl-stanford/svhn:cropped_digits:test"])
