@@ -51,3 +51,55 @@ def test_imagenet_weights_need_the_internet(tmp_path, monkeypatch):
     with pytest.raises(WeightsError, match="weights=None"):
         export_torchvision_resnet("resnet18", tmp_path / "m", weights="DEFAULT")
     assert not (tmp_path / "m").exists()
+
+
+def test_a_fine_tuned_checkpoint_is_exported_as_it_was_trained(tmp_path):
+    """FusionBench's torchvision pool saves each fine-tune with torch.save(model.state_dict(), path); there was
+    no way to turn such a file into a model directory, so those fine-tunes could not be merged at all."""
+    import torchvision
+
+    from hubmerge import engine
+
+    torch.manual_seed(0)
+    base = torchvision.models.resnet18(num_classes=4)
+    files = {}
+    for name in ("cars", "pets"):
+        tuned = torchvision.models.resnet18(num_classes=4)
+        tuned.load_state_dict(base.state_dict())
+        with torch.no_grad():
+            for parameter in tuned.parameters():
+                parameter.add_(0.01 * torch.randn_like(parameter))
+        files[name] = tmp_path / f"resnet18_{name}.pth"
+        state = tuned.state_dict()
+        torch.save({"state_dict": state} if name == "pets" else state, files[name])  # Lightning nests it
+    torch.save(base.state_dict(), tmp_path / "base.pth")
+    dirs = {name: export_torchvision_resnet("resnet18", tmp_path / name, checkpoint=path,
+                                            id2label=dict(enumerate("abcd"))) for name, path in files.items()}
+    base_dir = export_torchvision_resnet("resnet18", tmp_path / "base", checkpoint=tmp_path / "base.pth")
+    exported = load_file(dirs["cars"] / "model.safetensors")
+    assert all(torch.equal(exported[k], v) for k, v in torch.load(files["cars"], weights_only=True).items())
+    assert json.loads((base_dir / "config.json").read_text())["num_classes"] == 4  # from the checkpoint's head
+    engine.merge({"method": "task_arithmetic", "parameters": {"scaling_factor": 0.5}, "base_model": str(base_dir),
+                  "models": [{"model": str(d), "task": t} for t, d in dirs.items()]}, tmp_path / "merged")
+    merged = load_file(tmp_path / "merged" / "model.safetensors")
+    tuned = {t: torch.load(p, weights_only=True) for t, p in files.items()}
+    tuned["pets"] = tuned["pets"]["state_dict"]
+    key = "layer1.0.conv1.weight"
+    expected = base.state_dict()[key] + 0.5 * sum(tuned[t][key] - base.state_dict()[key] for t in tuned)
+    torch.testing.assert_close(merged[key], expected)
+
+
+def test_a_checkpoint_that_does_not_fit_is_refused_saying_why(tmp_path):
+    import torchvision
+
+    torch.save(torchvision.models.resnet34(num_classes=3).state_dict(), tmp_path / "r34.pth")
+    with pytest.raises(WeightsError, match="does not fit torchvision resnet18: unexpected layer1.2"):
+        export_torchvision_resnet("resnet18", tmp_path / "a", checkpoint=tmp_path / "r34.pth")
+    torch.save(torchvision.models.resnet18(), tmp_path / "whole.pth")  # a pickled module, not a state dict
+    with pytest.raises(WeightsError, match="cannot be read as a state dict .* torch.save\\(model.state_dict\\(\\)"):
+        export_torchvision_resnet("resnet18", tmp_path / "b", checkpoint=tmp_path / "whole.pth")
+    with pytest.raises(WeightsError, match="does not exist"):
+        export_torchvision_resnet("resnet18", tmp_path / "c", checkpoint=tmp_path / "nowhere.pth")
+    with pytest.raises(RecipeError, match="not both"):
+        export_torchvision_resnet("resnet18", tmp_path / "d", weights="DEFAULT", checkpoint=tmp_path / "r34.pth")
+    assert not any((tmp_path / name).exists() for name in "abcd")

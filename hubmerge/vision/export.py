@@ -11,10 +11,19 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from ..errors import HeadMismatchError, RecipeError, UnsupportedArchitectureError, WeightsError
+from ..errors import (
+    HeadMismatchError,
+    ModelFilesNotFoundError,
+    RecipeError,
+    UnsupportedArchitectureError,
+    WeightsError,
+)
 from .families import TORCHVISION_ARCHITECTURES, TORCHVISION_FAMILY
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["TORCHVISION_ARCHITECTURES", "export_torchvision_resnet"]
 
@@ -24,6 +33,7 @@ def export_torchvision_resnet(
     out_dir: str | Path,
     *,
     weights: Literal["DEFAULT"] | None = None,
+    checkpoint: str | Path | None = None,
     num_classes: int | None = None,
     id2label: Mapping[int, str] | None = None,
 ) -> Path:
@@ -34,6 +44,9 @@ def export_torchvision_resnet(
         out_dir: the directory to write (created; files in it are replaced).
         weights: ``"DEFAULT"`` for torchvision's ImageNet weights (downloaded by torchvision, so it
             needs internet), or None for a random initialisation.
+        checkpoint: a fine-tuned state dict saved with ``torch.save`` (as FusionBench's torchvision
+            pool saves its models), read without unpickling code; its head sets ``num_classes``.
+            Instead of ``weights``.
         num_classes: the head size (default: ``len(id2label)``, else the architecture's 1000); with
             ImageNet weights and another size, the head is replaced by a new ``nn.Linear`` of that
             size (as FusionBench's pool does for a dataset).
@@ -46,11 +59,13 @@ def export_torchvision_resnet(
     Raises:
         UnsupportedArchitectureError: an architecture other than the five ResNets.
         HeadMismatchError: ``id2label`` does not have one label per class.
-        RecipeError: ``weights`` is neither ``"DEFAULT"`` nor None.
-        WeightsError: the ImageNet weights could not be downloaded (offline: use ``weights=None``).
+        RecipeError: ``weights`` is neither ``"DEFAULT"`` nor None, or comes with a ``checkpoint``.
+        WeightsError: the ImageNet weights could not be downloaded (offline: use ``weights=None``), or
+            the checkpoint is missing, is no state dict, or does not fit the architecture.
 
     Example:
         >>> export_torchvision_resnet("resnet18", "models/r18-digits", num_classes=10)
+        >>> export_torchvision_resnet("resnet18", "models/r18-cifar10", checkpoint="resnet18_cifar10.pth")
     """
     import torch
     import torchvision
@@ -60,8 +75,14 @@ def export_torchvision_resnet(
         raise UnsupportedArchitectureError(f"torchvision '{architecture}'", TORCHVISION_ARCHITECTURES)
     if weights not in ("DEFAULT", None):
         raise RecipeError(f"weights must be 'DEFAULT' (ImageNet) or None, got {weights!r}", field="weights")
+    if weights is not None and checkpoint is not None:
+        raise RecipeError("give weights='DEFAULT' or a checkpoint, not both: the checkpoint replaces every weight",
+                          field="weights")
+    state = _read_checkpoint(Path(checkpoint)) if checkpoint is not None else None
     if num_classes is None and id2label is not None:
         num_classes = len(id2label)
+    if num_classes is None and state is not None and "fc.weight" in state:
+        num_classes = int(state["fc.weight"].shape[0])
     builder = getattr(torchvision.models, architecture)
     try:
         model = builder(weights=weights)
@@ -72,6 +93,11 @@ def export_torchvision_resnet(
         ) from None
     if num_classes is not None and num_classes != model.fc.out_features:
         model.fc = torch.nn.Linear(model.fc.in_features, num_classes)
+    if state is not None:
+        problems = _misfit(model, state)
+        if problems:
+            raise WeightsError(f"checkpoint '{checkpoint}' does not fit torchvision {architecture}: {problems}")
+        model.load_state_dict(state)
     classes = model.fc.out_features
     labels = {int(k): str(v) for k, v in (id2label or {i: f"LABEL_{i}" for i in range(classes)}).items()}
     if sorted(labels) != list(range(classes)):
@@ -89,6 +115,41 @@ def export_torchvision_resnet(
         "id2label": {str(k): v for k, v in sorted(labels.items())},
         "label2id": {v: k for k, v in sorted(labels.items())},
         "weights": weights,
+        **({"checkpoint": Path(checkpoint).name} if checkpoint is not None else {}),
     }
     (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     return out
+
+
+def _read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
+    """A ``torch.save``d state dict (also under ``"state_dict"``, or with DataParallel's ``module.`` prefix),
+    loaded with ``weights_only=True``: a checkpoint cannot run code."""
+    import pickle
+
+    import torch
+
+    if not path.is_file():
+        raise ModelFilesNotFoundError(f"checkpoint '{path}' does not exist", path=str(path))
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as exc:
+        raise WeightsError(
+            f"checkpoint '{path}' cannot be read as a state dict ({type(exc).__name__}: {str(exc).splitlines()[0]}); "
+            "save one with torch.save(model.state_dict(), path)"
+        ) from None
+    if isinstance(state, Mapping) and isinstance(state.get("state_dict"), Mapping):
+        state = state["state_dict"]
+    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise WeightsError(f"checkpoint '{path}' holds no state dict of tensors; save model.state_dict()")
+    return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def _misfit(model: torch.nn.Module, state: Mapping[str, torch.Tensor]) -> str:
+    """What keeps ``state`` from loading into ``model`` exactly (missing, unexpected, other shapes), or ''."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+    parts = [f"{label} {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''} ({len(keys)})"
+             for label, keys in (("missing", missing), ("unexpected", unexpected), ("other shapes:", shapes)) if keys]
+    return "; ".join(parts)
