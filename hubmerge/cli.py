@@ -505,6 +505,39 @@ def card(
     print(write_card(output, repo_id=repo_id, token=secret, endpoint=endpoint, overwrite=overwrite))
 
 
+@app.command("export-resnet")
+def export_resnet(
+    architecture: Annotated[
+        str, typer.Argument(help="resnet18, resnet34, resnet50, resnet101 or resnet152.", metavar="architecture")
+    ],
+    output: Annotated[Path, typer.Argument(help="The model folder to write.", metavar="output")],
+    checkpoint: Annotated[
+        Optional[Path],
+        typer.Option("--checkpoint", help="A fine-tune's state dict saved with torch.save (as FusionBench's "
+                     "torchvision pools save them); its head sets the class count."),
+    ] = None,
+    labels: Annotated[
+        Optional[str], typer.Option("--labels", help="The head's class names in class order, comma-separated.")
+    ] = None,
+    num_classes: Annotated[
+        Optional[int], typer.Option("--num-classes", min=1, help="The head size, when neither of the above says it.")
+    ] = None,
+    imagenet: Annotated[
+        bool, typer.Option("--imagenet", help="Start from torchvision's ImageNet weights (downloads them).")
+    ] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing folder.")] = False,
+) -> None:
+    """Write a torchvision ResNet as a model folder hubmerge merges: a fine-tune from its checkpoint, or a
+    base from torchvision's weights."""
+    from .vision.export import export_torchvision_resnet
+    from .weights.writer import check_output
+
+    check_output(output.absolute(), overwrite=overwrite, keep={checkpoint: "the checkpoint"} if checkpoint else None)
+    id2label = dict(enumerate(name.strip() for name in labels.split(","))) if labels else None
+    print(export_torchvision_resnet(architecture, output, weights="DEFAULT" if imagenet else None,
+                                    checkpoint=checkpoint, num_classes=num_classes, id2label=id2label))
+
+
 @app.command()
 def methods(
     name: Annotated[

@@ -55,8 +55,8 @@ can do exactly is accepted; anything else is a RecipeError that says what and wh
   ``target_modules: [convnext]`` (FusionBench's ``_fusion_bench_target_modules``); other pools are
   left to family detection. torchvision pools (``type: torchvision``, ``model_name: resnet50``) are
   refused: their models are built by torchvision, not read from files; export them with
-  ``hubmerge.vision.export.export_torchvision_resnet`` (``checkpoint=`` a fine-tune's ``torch.save``
-  file) and list the directories.
+  ``hubmerge export-resnet`` (``hubmerge.vision.export.export_torchvision_resnet``; ``--checkpoint``
+  a fine-tune's ``torch.save`` file) and list the directories.
 * ``taskpool.test_datasets``: per task, ``{_target_: datasets.load_dataset, path | _args_: [path,
   config], name, split}``; a taskpool that only names its datasets (Hydra ``defaults`` of
   ``/dataset/image_classification/test@test_datasets``) gets each name's dataset from the registry
@@ -219,8 +219,8 @@ def _model_id(value: Any, task: str) -> str:
         if "model_name" in value and not any(isinstance(value.get(k), str) for k in _MODEL_KEYS):
             raise RecipeError(
                 f"torchvision model '{value['model_name']}' is built by torchvision, not read from files: export "
-                "it with hubmerge.vision.export.export_torchvision_resnet (checkpoint=: a fine-tune's torch.save "
-                "file) and list its directory instead",
+                "it with `hubmerge export-resnet ARCH DIR --checkpoint FILE` (a fine-tune's torch.save file) and "
+                "list its directory instead",
                 field=f"modelpool.models.{task}",
             )
         for key in _MODEL_KEYS:
@@ -319,8 +319,8 @@ def _convert(data: Mapping[str, Any], *, base_dir: Path | None) -> Recipe:
     if str(pool.get("type") or "") == "torchvision":
         raise RecipeError(
             "torchvision model pools build their models with torchvision: export them with "
-            "hubmerge.vision.export.export_torchvision_resnet (checkpoint=: a fine-tune's torch.save file) and "
-            "list the directories",
+            "`hubmerge export-resnet ARCH DIR --checkpoint FILE` (a fine-tune's torch.save file) and list the "
+            "directories",
             field="modelpool.type",
         )
     models_config = pool.get("models")

@@ -103,3 +103,24 @@ def test_a_checkpoint_that_does_not_fit_is_refused_saying_why(tmp_path):
     with pytest.raises(RecipeError, match="not both"):
         export_torchvision_resnet("resnet18", tmp_path / "d", weights="DEFAULT", checkpoint=tmp_path / "r34.pth")
     assert not any((tmp_path / name).exists() for name in "abcd")
+
+
+def test_the_cli_exports_a_checkpoint_and_keeps_what_exists(tmp_path, capsys):
+    import torchvision
+
+    from hubmerge.cli import main
+
+    torch.save(torchvision.models.resnet18(num_classes=3).state_dict(), tmp_path / "ft.pth")
+    out = tmp_path / "cars"
+    assert main(["export-resnet", "resnet18", str(out), "--checkpoint", str(tmp_path / "ft.pth"),
+                 "--labels", "sedan, suv, van"]) == 0
+    assert capsys.readouterr().out.strip() == str(out)
+    assert json.loads((out / "config.json").read_text())["id2label"] == {"0": "sedan", "1": "suv", "2": "van"}
+    assert main(["export-resnet", "resnet18", str(out), "--checkpoint", str(tmp_path / "ft.pth")]) == 1
+    assert "OutputExistsError" in capsys.readouterr().err
+    assert main(["export-resnet", "resnet18", str(tmp_path), "--checkpoint", str(tmp_path / "ft.pth"),
+                 "--overwrite"]) == 1  # the folder holding the checkpoint
+    assert "OutputHoldsInputError" in capsys.readouterr().err and (tmp_path / "ft.pth").is_file()
+    assert main(["export-resnet", "resnet18", str(tmp_path / "x"), "--checkpoint", str(tmp_path / "ft.pth"),
+                 "--labels", "a,b"]) == 1
+    assert "one label per class 0..2, got 2" in " ".join(capsys.readouterr().err.split())

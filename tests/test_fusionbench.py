@@ -227,9 +227,9 @@ def test_unknown_dataset_names_list_the_known_ones(text, message):
         ("method: simple_average\nmodelpool: {models: {_pretrained_: {config_path: x/y, pretrained: false}, a: b/c}}",
          "randomly initialised"),
         ("method: simple_average\nmodelpool: {type: torchvision, models: {a: {model_name: resnet18, weights: DEFAULT}}}",
-         "export_torchvision_resnet"),
+         "hubmerge export-resnet ARCH DIR --checkpoint FILE"),
         ("method: simple_average\nmodelpool: {models: {a: {model_name: resnet18, weights: DEFAULT}}}",
-         "export_torchvision_resnet"),
+         "hubmerge export-resnet ARCH DIR --checkpoint FILE"),
         ("method: simple_average\nmodelpool: {models: {a: {dataset_name: mnist}}}", "cannot tell which model"),
     ],
 )

@@ -79,10 +79,10 @@ def export_torchvision_resnet(
         raise RecipeError("give weights='DEFAULT' or a checkpoint, not both: the checkpoint replaces every weight",
                           field="weights")
     state = _read_checkpoint(Path(checkpoint)) if checkpoint is not None else None
+    if num_classes is None and state is not None and "fc.weight" in state:
+        num_classes = int(state["fc.weight"].shape[0])  # the trained head's size: labels must fit it
     if num_classes is None and id2label is not None:
         num_classes = len(id2label)
-    if num_classes is None and state is not None and "fc.weight" in state:
-        num_classes = int(state["fc.weight"].shape[0])
     builder = getattr(torchvision.models, architecture)
     try:
         model = builder(weights=weights)
