@@ -530,12 +530,14 @@ def export_resnet(
     """Write a torchvision ResNet as a model folder hubmerge merges: a fine-tune from its checkpoint, or a
     base from torchvision's weights."""
     from .vision.export import export_torchvision_resnet
-    from .weights.writer import check_output
+    from .weights.writer import atomic_output_dir, check_output
 
     check_output(output.absolute(), overwrite=overwrite, keep={checkpoint: "the checkpoint"} if checkpoint else None)
     id2label = dict(enumerate(name.strip() for name in labels.split(","))) if labels else None
-    print(export_torchvision_resnet(architecture, output, weights="DEFAULT" if imagenet else None,
-                                    checkpoint=checkpoint, num_classes=num_classes, id2label=id2label))
+    with atomic_output_dir(output, overwrite=overwrite) as folder:  # all of it, or the old folder as it was
+        export_torchvision_resnet(architecture, folder, weights="DEFAULT" if imagenet else None,
+                                  checkpoint=checkpoint, num_classes=num_classes, id2label=id2label)
+    print(output)
 
 
 @app.command()

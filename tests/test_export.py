@@ -121,6 +121,8 @@ def test_the_cli_exports_a_checkpoint_and_keeps_what_exists(tmp_path, capsys):
     assert main(["export-resnet", "resnet18", str(tmp_path), "--checkpoint", str(tmp_path / "ft.pth"),
                  "--overwrite"]) == 1  # the folder holding the checkpoint
     assert "OutputHoldsInputError" in capsys.readouterr().err and (tmp_path / "ft.pth").is_file()
-    assert main(["export-resnet", "resnet18", str(tmp_path / "x"), "--checkpoint", str(tmp_path / "ft.pth"),
-                 "--labels", "a,b"]) == 1
+    assert main(["export-resnet", "resnet18", str(out), "--checkpoint", str(tmp_path / "ft.pth"),
+                 "--labels", "a,b", "--overwrite"]) == 1
     assert "one label per class 0..2, got 2" in " ".join(capsys.readouterr().err.split())
+    assert json.loads((out / "config.json").read_text())["id2label"]["0"] == "sedan"  # the old folder, whole
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cars", "ft.pth"]  # no half-written folder
