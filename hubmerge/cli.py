@@ -533,7 +533,10 @@ def export_resnet(
     from .weights.writer import atomic_output_dir, check_output
 
     check_output(output.absolute(), overwrite=overwrite, keep={checkpoint: "the checkpoint"} if checkpoint else None)
-    id2label = dict(enumerate(name.strip() for name in labels.split(","))) if labels else None
+    names = [name.strip() for name in labels.split(",")] if labels else []
+    if not all(names):
+        raise typer.BadParameter(f"give one name per class, comma-separated; got {labels!r}", param_hint="--labels")
+    id2label = dict(enumerate(names)) if names else None
     with atomic_output_dir(output, overwrite=overwrite) as folder:  # all of it, or the old folder as it was
         export_torchvision_resnet(architecture, folder, weights="DEFAULT" if imagenet else None,
                                   checkpoint=checkpoint, num_classes=num_classes, id2label=id2label)

@@ -124,5 +124,7 @@ def test_the_cli_exports_a_checkpoint_and_keeps_what_exists(tmp_path, capsys):
     assert main(["export-resnet", "resnet18", str(out), "--checkpoint", str(tmp_path / "ft.pth"),
                  "--labels", "a,b", "--overwrite"]) == 1
     assert "one label per class 0..2, got 2" in " ".join(capsys.readouterr().err.split())
+    assert main(["export-resnet", "resnet18", str(tmp_path / "x"), "--labels", "a,,b"]) == 2
+    assert "give one name per class" in capsys.readouterr().err
     assert json.loads((out / "config.json").read_text())["id2label"]["0"] == "sedan"  # the old folder, whole
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cars", "ft.pth"]  # no half-written folder
