@@ -98,6 +98,9 @@ def test_a_checkpoint_that_does_not_fit_is_refused_saying_why(tmp_path):
     torch.save(torchvision.models.resnet18(), tmp_path / "whole.pth")  # a pickled module, not a state dict
     with pytest.raises(WeightsError, match="cannot be read as a state dict .* torch.save\\(model.state_dict\\(\\)"):
         export_torchvision_resnet("resnet18", tmp_path / "b", checkpoint=tmp_path / "whole.pth")
+    (tmp_path / "empty.pth").touch()  # an interrupted save
+    with pytest.raises(WeightsError, match="cannot be read as a state dict \\(EOFError\\)"):
+        export_torchvision_resnet("resnet18", tmp_path / "b", checkpoint=tmp_path / "empty.pth")
     with pytest.raises(WeightsError, match="does not exist"):
         export_torchvision_resnet("resnet18", tmp_path / "c", checkpoint=tmp_path / "nowhere.pth")
     with pytest.raises(RecipeError, match="not both"):

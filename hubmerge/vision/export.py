@@ -133,9 +133,10 @@ def _read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as exc:
+        why = " ".join([type(exc).__name__, *str(exc).splitlines()[:1]])  # torch's advice runs on for lines
         raise WeightsError(
-            f"checkpoint '{path}' cannot be read as a state dict ({type(exc).__name__}: {str(exc).splitlines()[0]}); "
-            "save one with torch.save(model.state_dict(), path)"
+            f"checkpoint '{path}' cannot be read as a state dict ({why}); save one with "
+            "torch.save(model.state_dict(), path)"
         ) from None
     if isinstance(state, Mapping) and isinstance(state.get("state_dict"), Mapping):
         state = state["state_dict"]
