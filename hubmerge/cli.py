@@ -145,7 +145,18 @@ def _check_report_path(value: Path | None) -> Path | None:
         raise typer.BadParameter(f"'{value}' is a directory; name a file in it, e.g. {value / 'report.json'}")
     if not value.parent.is_dir():
         raise typer.BadParameter(f"its folder '{value.parent}' does not exist")
+    if value.is_file() and not _holds_json(value):  # a report is replaced; a recipe or weights file is not
+        raise typer.BadParameter(f"'{value}' exists and is no JSON report, so it would be lost; name another file")
     return value
+
+
+def _holds_json(path: Path) -> bool:
+    import json
+
+    try:
+        return path.stat().st_size < 2**24 and json.loads(path.read_bytes()) is not None  # reports are small
+    except (ValueError, OSError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        return False
 
 
 def _check_folder(value: Path | None) -> Path | None:

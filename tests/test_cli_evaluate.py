@@ -291,9 +291,17 @@ def test_the_json_report_goes_to_stdout_or_a_file_that_can_take_it(
     from hubmerge import evaluation
 
     monkeypatch.setattr(evaluation, "evaluate_model", lambda *a, **k: pytest.fail("evaluated before refusing"))
-    for path, why in ((tmp_path, "is a directory; name a file in it"), (tmp_path / "no" / "r.json", "does not exist")):
+    recipe = tmp_path / "recipe.yaml"  # `--json recipe.yaml` for `--json report.json` wrote over the recipe
+    recipe.write_text("method: ties\n")
+    for path, why in ((tmp_path, "is a directory; name a file in it"), (tmp_path / "no" / "r.json", "does not exist"),
+                      (recipe, "exists and is no JSON report, so it would be lost")):
         assert _evaluate(convnext_average, "--quiet", "--json", str(path)) == 2
-        assert why in capsys.readouterr().err
+        assert why in " ".join(capsys.readouterr().err.replace("│", "").split())
+    assert recipe.read_text() == "method: ties\n"
+    monkeypatch.undo()
+    (tmp_path / "old.json").write_text('{"old": 1}')  # an earlier report is replaced, as before
+    assert _evaluate(convnext_average, "--quiet", "--max-samples", "8", "--json", str(tmp_path / "old.json")) == 0
+    assert "average" in json.loads((tmp_path / "old.json").read_text())
 
 
 def test_evaluate_unknown_task(convnext_average: Path, capsys: pytest.CaptureFixture[str]) -> None:
