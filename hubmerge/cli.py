@@ -145,7 +145,7 @@ def _check_report_path(value: Path | None) -> Path | None:
         raise typer.BadParameter(f"'{value}' is a directory; name a file in it, e.g. {value / 'report.json'}")
     if not value.parent.is_dir():
         raise typer.BadParameter(f"its folder '{value.parent}' does not exist")
-    if value.is_file() and not _holds_json(value):  # a report is replaced; a recipe or weights file is not
+    if value.is_file() and value.stat().st_size and not _holds_json(value):  # an old report or `mktemp`'s file
         raise typer.BadParameter(f"'{value}' exists and is no JSON report, so it would be lost; name another file")
     return value
 

@@ -300,8 +300,10 @@ def test_the_json_report_goes_to_stdout_or_a_file_that_can_take_it(
     assert recipe.read_text() == "method: ties\n"
     monkeypatch.undo()
     (tmp_path / "old.json").write_text('{"old": 1}')  # an earlier report is replaced, as before
-    assert _evaluate(convnext_average, "--quiet", "--max-samples", "8", "--json", str(tmp_path / "old.json")) == 0
-    assert "average" in json.loads((tmp_path / "old.json").read_text())
+    (tmp_path / "mktemp").touch()  # and an empty file, as `mktemp` makes for a script
+    for path in (tmp_path / "old.json", tmp_path / "mktemp"):
+        assert _evaluate(convnext_average, "--quiet", "--max-samples", "8", "--json", str(path)) == 0
+        assert "average" in json.loads(path.read_text())
 
 
 def test_evaluate_unknown_task(convnext_average: Path, capsys: pytest.CaptureFixture[str]) -> None:
