@@ -274,7 +274,7 @@ def render_card(facts: CardFacts) -> ModelCard:
         ("fine-tune", e.model, e.task) for e in recipe.models
     ]
     hub_inputs = list(dict.fromkeys(repo for _, ref, _ in refs if (repo := _hub_repo(ref))))
-    datasets = sorted({e.dataset.path for e in recipe.models if e.dataset and not e.dataset.path.startswith((".", "/"))})
+    datasets = sorted({e.dataset.path for e in recipe.models if e.dataset and not e.dataset.is_local})
     licenses = set(facts.licenses.values())
     license_ = licenses.pop() if len(licenses) == 1 and None not in licenses else None
     name = facts.repo_id.split("/")[-1] if facts.repo_id else (recipe.name or "merged-model")

@@ -120,6 +120,12 @@ class DatasetRef:
     name: str | None = None
     split: str = "test"
 
+    @property
+    def is_local(self) -> bool:
+        """A folder on this machine (``./d``, ``/abs/d``, ``~/d``, a Windows path, or any path that exists)
+        rather than a Hub dataset id: how the evaluation, the head check, the card and the output check tell."""
+        return self.path.startswith((".", "/", "~")) or "\\" in self.path or Path(self.path).expanduser().exists()
+
     def resolved(self, base_dir: Path | None) -> DatasetRef:
         """The same dataset with a relative local path (``./data``) taken from ``base_dir``."""
         if base_dir is None or not self.path.startswith((".", "~")):
@@ -323,7 +329,7 @@ class Recipe:
         for i, entry in enumerate(self.models):
             if entry.model.path is not None:
                 found.setdefault(entry.model.path, f"the input model of {_entry_name(i, entry)}")
-            if entry.dataset is not None and Path(entry.dataset.path).expanduser().is_absolute():  # not a Hub id
+            if entry.dataset is not None and entry.dataset.is_local:
                 found.setdefault(Path(entry.dataset.path).expanduser(), f"the dataset of {_entry_name(i, entry)}")
         return found
 

@@ -79,18 +79,9 @@ class TaskData:
 # ---------------------------------------------------------------------------- loading
 
 
-def _looks_local(path: str) -> bool:
-    return path.startswith((".", "/", "~")) or "\\" in path or Path(path).expanduser().exists()
-
-
-def resolve_dataset_path(path: str) -> Path | None:
-    """The local directory ``path`` names, or None when it is not local (a Hub dataset id)."""
-    candidate = Path(path).expanduser()
-    if candidate.is_dir():
-        return candidate
-    if _looks_local(path):
-        return candidate
-    return None
+def resolve_dataset_path(ref: DatasetRef) -> Path | None:
+    """The local directory ``ref`` names, or None when it is not local (a Hub dataset id)."""
+    return Path(ref.path).expanduser() if ref.is_local else None
 
 
 def check_hub_datasets(datasets_by_task: Mapping[str, DatasetRef], *, token: str | None) -> None:
@@ -109,7 +100,7 @@ def check_hub_datasets(datasets_by_task: Mapping[str, DatasetRef], *, token: str
         return
     api = HfApi(token=token, library_name="hubmerge")
     for task, ref in datasets_by_task.items():
-        if resolve_dataset_path(ref.path) is not None:
+        if resolve_dataset_path(ref) is not None:
             continue
         try:
             api.dataset_info(ref.path)
@@ -152,7 +143,7 @@ def _load_split(ref: DatasetRef, *, task: str, token: str | None) -> datasets.Da
     import datasets as hf_datasets
 
     where = str(ref)
-    local = resolve_dataset_path(ref.path)
+    local = resolve_dataset_path(ref)
     if local is not None and not local.is_dir():
         raise DatasetError(
             where,

@@ -120,10 +120,6 @@ def _normalise(name: str) -> str:
     return re.sub(r"[\s_\-]+", " ", str(name)).strip().lower()
 
 
-def _looks_local(path: str) -> bool:
-    return path.startswith((".", "/", "~")) or "\\" in path or Path(path).expanduser().exists()
-
-
 def read_dataset_labels(ref: DatasetRef) -> list[str] | None:
     """Class names of a local ``save_to_disk`` dataset's first ``ClassLabel`` column; None when not local.
 
@@ -145,7 +141,7 @@ def read_dataset_labels(ref: DatasetRef) -> list[str] | None:
         >>> read_dataset_labels(DatasetRef("data/eurosat_test"))
         ['annual crop land', 'forest', ...]
     """
-    if not _looks_local(ref.path):
+    if not ref.is_local:
         return None
     path = Path(ref.path).expanduser()
     if not path.is_dir():
