@@ -145,16 +145,19 @@ def _check_report_path(value: Path | None) -> Path | None:
         raise typer.BadParameter(f"'{value}' is a directory; name a file in it, e.g. {value / 'report.json'}")
     if not value.parent.is_dir():
         raise typer.BadParameter(f"its folder '{value.parent}' does not exist")
-    if value.is_file() and value.stat().st_size and not _holds_json(value):  # an old report or `mktemp`'s file
+    if value.is_file() and not _replaceable_report(value):
         raise typer.BadParameter(f"'{value}' exists and is no JSON report, so it would be lost; name another file")
     return value
 
 
-def _holds_json(path: Path) -> bool:
+def _replaceable_report(path: Path) -> bool:
+    """Whether --json may write over ``path``: an earlier report (JSON, and small), or an empty file as `mktemp`
+    makes for a script."""
     import json
 
     try:
-        return path.stat().st_size < 2**24 and json.loads(path.read_bytes()) is not None  # reports are small
+        size = path.stat().st_size
+        return size == 0 or (size < 2**24 and json.loads(path.read_bytes()) is not None)
     except (ValueError, OSError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
         return False
 
