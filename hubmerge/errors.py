@@ -361,8 +361,10 @@ class DatasetError(HubmergeError, ValueError):
 
 
 class HeadMismatchError(HubmergeError, ValueError):
-    def __init__(self, task: str, problem: str) -> None:
-        super().__init__(f"task '{task}': {problem}")
+    """A head and its labels (or a dataset's) do not fit; ``task`` is None for a model with one head."""
+
+    def __init__(self, task: str | None, problem: str) -> None:
+        super().__init__(problem if task is None else f"task '{task}': {problem}")
         self.task = task
 
 

@@ -28,8 +28,11 @@ def test_export_writes_torchvision_names_and_a_small_config(tmp_path, arch):
 def test_labels_set_the_head_size_and_must_fit(tmp_path):
     out = export_torchvision_resnet("resnet18", tmp_path / "a", id2label={0: "cat", 1: "dog"})
     assert json.loads((out / "config.json").read_text())["num_classes"] == 2
-    with pytest.raises(HeadMismatchError, match="one label per class"):
+    with pytest.raises(HeadMismatchError, match="^the resnet18 head has 3 classes \\(num_classes\\), but 2 labels were "
+                       "given; give one label per class 0..2, in class order$"):
         export_torchvision_resnet("resnet18", tmp_path / "b", num_classes=3, id2label={0: "cat", 1: "dog"})
+    with pytest.raises(HeadMismatchError, match="2 classes \\(the labels\\), but the labels are numbered 1..2"):
+        export_torchvision_resnet("resnet18", tmp_path / "b", id2label={1: "cat", 2: "dog"})
 
 
 def test_bad_arguments(tmp_path):
@@ -126,7 +129,11 @@ def test_the_cli_exports_a_checkpoint_and_keeps_what_exists(tmp_path, capsys):
     assert "OutputHoldsInputError" in capsys.readouterr().err and (tmp_path / "ft.pth").is_file()
     assert main(["export-resnet", "resnet18", str(out), "--checkpoint", str(tmp_path / "ft.pth"),
                  "--labels", "a,b", "--overwrite"]) == 1
-    assert "one label per class 0..2, got 2" in " ".join(capsys.readouterr().err.split())
+    err = " ".join(capsys.readouterr().err.split())
+    assert "HeadMismatchError: the resnet18 head has 3 classes (the checkpoint's head), but 2 labels were given" in err
+    assert main(["export-resnet", "resnet18", str(out), "--checkpoint", str(tmp_path / "ft.pth"),
+                 "--num-classes", "4", "--overwrite"]) == 1
+    assert "has a head of 3 classes, not num_classes=4" in " ".join(capsys.readouterr().err.split())
     assert main(["export-resnet", "resnet18", str(tmp_path / "x"), "--labels", "a,,b"]) == 2
     assert "give one name per class" in capsys.readouterr().err
     assert json.loads((out / "config.json").read_text())["id2label"]["0"] == "sedan"  # the old folder, whole

@@ -61,7 +61,8 @@ def export_torchvision_resnet(
         HeadMismatchError: ``id2label`` does not have one label per class.
         RecipeError: ``weights`` is neither ``"DEFAULT"`` nor None, or comes with a ``checkpoint``.
         WeightsError: the ImageNet weights could not be downloaded (offline: use ``weights=None``), or
-            the checkpoint is missing, is no state dict, or does not fit the architecture.
+            the checkpoint is missing, is no state dict, does not fit the architecture, or has a head of
+            another size than ``num_classes``.
 
     Example:
         >>> export_torchvision_resnet("resnet18", "models/r18-digits", num_classes=10)
@@ -79,9 +80,16 @@ def export_torchvision_resnet(
         raise RecipeError("give weights='DEFAULT' or a checkpoint, not both: the checkpoint replaces every weight",
                           field="weights")
     state = _read_checkpoint(Path(checkpoint)) if checkpoint is not None else None
-    if num_classes is None and state is not None and "fc.weight" in state:
-        num_classes = int(state["fc.weight"].shape[0])  # the trained head's size: labels must fit it
-    if num_classes is None and id2label is not None:
+    size_from = "the labels"  # what set the head's size, for an error about labels that do not fit it
+    if state is not None and "fc.weight" in state:
+        trained = int(state["fc.weight"].shape[0])  # the trained head's size: labels must fit it
+        if num_classes is not None and num_classes != trained:
+            raise WeightsError(f"checkpoint '{checkpoint}' has a head of {trained} classes, not num_classes="
+                               f"{num_classes}; leave num_classes out, the checkpoint says it")
+        num_classes, size_from = trained, "the checkpoint's head"
+    elif num_classes is not None:
+        size_from = "num_classes"
+    elif id2label is not None:
         num_classes = len(id2label)
     builder = getattr(torchvision.models, architecture)
     try:
@@ -101,9 +109,10 @@ def export_torchvision_resnet(
     classes = model.fc.out_features
     labels = {int(k): str(v) for k, v in (id2label or {i: f"LABEL_{i}" for i in range(classes)}).items()}
     if sorted(labels) != list(range(classes)):
-        raise HeadMismatchError(
-            architecture, f"id2label must have one label per class 0..{classes - 1}, got {len(labels)}"
-        )
+        given = (f"{len(labels)} labels were given" if len(labels) != classes
+                 else f"the labels are numbered {min(labels)}..{max(labels)}")
+        raise HeadMismatchError(None, f"the {architecture} head has {classes} classes ({size_from}), but {given}; "
+                                f"give one label per class 0..{classes - 1}, in class order")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.contiguous() for k, v in model.state_dict().items()}
