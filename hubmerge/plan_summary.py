@@ -25,12 +25,19 @@ def human_bytes(n: float) -> str:
 
 
 def input_rows(merge_plan: MergePlan) -> list[tuple[str, ...]]:
-    """One row per input model, in ``INPUT_COLUMNS`` order."""
-    return [
-        (m.label, str(m.ref), (m.revision or "local")[:12], str(len(m.weights.files)), str(len(m.weights.tensors)),
-         human_bytes(m.weights.total_bytes))
-        for m in merge_plan.inputs
-    ]
+    """One row per input model, in ``INPUT_COLUMNS`` order.
+
+    A Hugging Face cache snapshot (what ``snapshot_download()`` returns) is named by its Hub repo and
+    commit, as the card names it: its path is long and says the same less readably.
+    """
+    rows = []
+    for m in merge_plan.inputs:
+        model, revision = str(m.ref), m.revision or "local"
+        if (hub_copy := m.ref.hub_copy) is not None:
+            model, revision = f"{hub_copy[0]} (local cache)", hub_copy[1]
+        rows.append((m.label, model, revision[:12], str(len(m.weights.files)), str(len(m.weights.tensors)),
+                     human_bytes(m.weights.total_bytes)))
+    return rows
 
 
 def summary_rows(merge_plan: MergePlan) -> list[tuple[str, str]]:

@@ -287,3 +287,24 @@ def test_the_plan_says_which_heads_no_task_keeps(tmp_path, family):
     two = {"models": [{"model": str(path), "task": task} for task, path in list(family.models.items())[:2]]}
     slerp = rows(write_recipe(tmp_path / "slerp.yaml", family, "slerp", extra=two))
     assert slerp["base model"] == "not merged by slerp: the output takes only its processor files and integer buffers"
+
+
+def test_the_plan_names_cache_snapshots_by_repo_and_commit(tmp_path, family):
+    """Inputs named by the paths `snapshot_download()` returns filled the plan's model column with 100-character
+    cache paths and its revision column with "local": the card named them by repo and commit, the plan did not."""
+    from hubmerge import engine
+    from hubmerge.plan_summary import input_rows
+    from hubmerge.recipe import load_recipe
+
+    from ._models import cache_snapshot
+
+    commit = "89abcdef" * 5
+    local, (task, cached) = family.base, next(iter(family.models.items()))
+    recipe = load_recipe(write_recipe(tmp_path / "r.yaml", family, "task_arithmetic", extra={
+        "models": [{"model": str(cache_snapshot(cached, tmp_path / "cache", commit=commit)), "task": task}]}))
+    merge_plan = engine.plan(recipe)
+    try:
+        rows = {row[0]: row[1:3] for row in input_rows(merge_plan)}
+    finally:
+        engine.close_plan(merge_plan)
+    assert rows == {"base": (str(local), "local"), task: (f"org/{cached.name} (local cache)", commit[:12])}
