@@ -65,7 +65,7 @@ from .vision.heads import (
     heads_index,
     id2label_config,
 )
-from .weights.dtypes import DTYPES, is_float, is_integer
+from .weights.dtypes import DTYPES, common_float, is_float, is_integer
 from .weights.index import INDEX_FILE, ModelWeights, open_weights
 from .weights.sources import LocalSource, WeightSource
 from .weights.writer import (
@@ -523,12 +523,11 @@ def _plan_from_inputs(recipe: Recipe, method: MergeMethod, inputs: list[InputMod
         if is_integer(info.dtype):
             tensors.append(TensorPlan(name, "copy", info.shape, info.dtype, (buffer_source,)))
             continue
-        first = inputs[model_indices[0]].weights.tensors[name].info
-        out_dtype = _out_dtype(first.dtype, recipe)
-        if method.accepts_base and is_running_statistic(name):  # see hubmerge.vision.families: statistics
-            tensors.append(TensorPlan(name, "average", first.shape, out_dtype, tuple(model_indices)))
-        else:
-            tensors.append(TensorPlan(name, "merge", first.shape, out_dtype, merge_readers))
+        averaged = method.accepts_base and is_running_statistic(name)  # see hubmerge.vision.families: statistics
+        readers = tuple(model_indices) if averaged else merge_readers
+        first = inputs[readers[0]].weights.tensors[name].info
+        out_dtype = _out_dtype(common_float(inputs[i].weights.tensors[name].info.dtype for i in readers), recipe)
+        tensors.append(TensorPlan(name, "average" if averaged else "merge", first.shape, out_dtype, readers))
 
     heads: list[HeadPlan] = []
     skipped: list[tuple[str, str]] = []
@@ -771,10 +770,12 @@ def _config_for(merge_plan: MergePlan, index: int) -> str | None:
     decision = next((h.decision for h in merge_plan.heads if h.model == index and h.decision is not None), None)
     if decision is not None:
         config = id2label_config(config, decision)
-    if merge_plan.recipe.dtype is not None:
-        config["dtype"] = merge_plan.recipe.dtype
-        if "torch_dtype" in config:
-            config["torch_dtype"] = merge_plan.recipe.dtype
+    # what transformers loads the weights as: the merged tensors' dtype, not the default input's
+    written = {DTYPES[t.out_dtype].torch_name for t in merge_plan.tensors if t.action in ("merge", "average")}
+    dtype = merge_plan.recipe.dtype or (next(iter(written)) if len(written) == 1 else None)
+    for key in ("dtype", "torch_dtype"):
+        if dtype is not None and (key in config or (key == "dtype" and merge_plan.recipe.dtype is not None)):
+            config[key] = dtype
     return json.dumps(config, indent=2, sort_keys=True) + "\n"
 
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from .weights.dtypes import DTYPES
+
 if TYPE_CHECKING:
     from .engine import MergePlan
 
@@ -52,6 +54,7 @@ def summary_rows(merge_plan: MergePlan) -> list[tuple[str, str]]:
         ("method", f"{merge_plan.method.name} ({params})"),
         ("family", family),
         ("merged tensors", f"{counts['merged']} under {', '.join(merge_plan.target_modules) or 'every prefix'}"),
+        ("output dtype", _output_dtype(merge_plan)),
     ]
     if merge_plan.recipe.base_model is not None and not merge_plan.method.accepts_base:
         unused = f"not merged by {merge_plan.method.name}: the output takes only its processor files and integer buffers"
@@ -84,6 +87,19 @@ def summary_rows(merge_plan: MergePlan) -> list[tuple[str, str]]:
         ("peak memory (buffers)", human_bytes(merge_plan.peak_memory_estimate())),
     ]
     return rows
+
+
+def _output_dtype(merge_plan: MergePlan) -> str:
+    """The merged tensors' dtype and why: the recipe's, the inputs', or the one that holds inputs that differ."""
+    merged = [t for t in merge_plan.tensors if t.action in ("merge", "average")]
+    written = ", ".join(sorted({DTYPES[t.out_dtype].torch_name or t.out_dtype for t in merged})) or "-"
+    read = sorted({DTYPES[merge_plan.inputs[i].weights.tensors[t.name].info.dtype].torch_name or "?"
+                   for t in merged for i in t.readers})
+    if merge_plan.recipe.dtype is not None:
+        return f"{written}, as asked"
+    if len(read) > 1:
+        return f"{written}: the inputs mix {' and '.join(read)}"
+    return f"{written}, as the inputs"
 
 
 def _heads_without_task(merge_plan: MergePlan) -> list[int]:

@@ -301,7 +301,8 @@ class Recipe:
                 field="default_task",
             )
         if self.dtype is not None and self.dtype not in _DTYPES:
-            raise RecipeError(f"dtype must be one of {', '.join(_DTYPES)} (or omitted to keep the input's)", field="dtype")
+            raise RecipeError(f"dtype must be one of {', '.join(_DTYPES)} (or omitted to keep the inputs', float32 "
+                              "where they differ)", field="dtype")
         if not _DEVICE.match(self.device):
             raise RecipeError("device must be auto, cpu, cuda or cuda:N", field="device")
         for prefix in self.target_modules:

@@ -261,6 +261,52 @@ def test_output_shards_and_dtype(tmp_path, convnext):
     assert next(model.parameters()).dtype == torch.bfloat16
 
 
+def test_inputs_in_different_float_dtypes_merge_in_one_that_holds_them_all(tmp_path, convnext):
+    """A fine-tune published in float16 beside float32 ones: the output took the dtype of the first input
+    listed, so listing that one first wrote the whole merge in float16. The plan now says what it writes."""
+    from hubmerge.plan_summary import summary_rows
+    from hubmerge.weights.dtypes import common_float
+
+    (task, first), *rest = convnext.models.items()
+    half = tmp_path / "half"
+    shutil.copytree(first, half)
+    for file in half.glob("*.safetensors"):
+        tensors = load_file(file)
+        save_file({k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}, file,
+                  metadata={"format": "pt"})
+    config = json.loads((half / "config.json").read_text())
+    (half / "config.json").write_text(json.dumps({**config, "dtype": "float16"}))  # as saved from a float16 model
+    mixed = replace(convnext, models={task: half, **dict(rest)})
+    recipe = load_recipe(write_recipe(tmp_path / "r.yaml", mixed, "task_arithmetic"))
+    merge_plan = engine.plan(recipe)
+    try:
+        assert dict(summary_rows(merge_plan))["output dtype"] == "float32: the inputs mix float16 and float32"
+    finally:
+        engine.close_plan(merge_plan)
+    engine.merge(recipe, tmp_path / "out")
+    merged = load_file(tmp_path / "out" / "model.safetensors")
+    for name, value in reference_merge(mixed, "task_arithmetic", {}).items():
+        assert merged[name].dtype == value.dtype, name
+        torch.testing.assert_close(merged[name], value, rtol=1e-5, atol=1e-6, msg=name)
+    # without a base, the output's config is the first input's: it said float16 over float32 weights
+    engine.merge(load_recipe(write_recipe(tmp_path / "avg.yaml", mixed, "simple_average", base=False)),
+                 tmp_path / "avg")
+    assert json.loads((tmp_path / "avg" / "config.json").read_text())["dtype"] == "float32"
+
+    def output_dtype(extra):
+        merge_plan = engine.plan(load_recipe(write_recipe(tmp_path / "r.yaml", convnext, "ties", extra=extra)))
+        try:
+            return dict(summary_rows(merge_plan))["output dtype"]
+        finally:
+            engine.close_plan(merge_plan)
+
+    assert output_dtype(None) == "float32, as the inputs"
+    assert output_dtype({"dtype": "bfloat16"}) == "bfloat16, as asked"
+    assert [common_float(codes) for codes in (["F16"], ["F16", "F16"], ["BF16", "F16"], ["F16", "F32"],
+                                                ["BF16", "F64"], ["F8_E4M3", "F16"])] == \
+        ["F16", "F16", "F32", "F32", "F64", "F32"]
+
+
 def test_plan_reports_counts_and_sizes(convnext, tmp_path):
     recipe = load_recipe(write_recipe(tmp_path / "r.yaml", convnext, "ties"))
     merge_plan = engine.plan(recipe)

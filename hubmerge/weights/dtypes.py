@@ -6,13 +6,14 @@ offset checks) without importing torch, and the reader/writer must agree with it
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["DTYPES", "DtypeInfo", "dtype_code", "is_float", "is_integer", "torch_dtype"]
+__all__ = ["DTYPES", "DtypeInfo", "common_float", "dtype_code", "is_float", "is_integer", "torch_dtype"]
 
 Kind = Literal["float", "int", "bool", "complex"]
 
@@ -62,6 +63,20 @@ def is_integer(code: str) -> bool:
 
 def is_float(code: str) -> bool:
     return DTYPES[code].kind == "float"
+
+
+def common_float(codes: Iterable[str]) -> str:
+    """The float dtype a merge of tensors in ``codes`` is written in: their own when they agree, else one
+    that holds each of them exactly, so the order the inputs are listed in never decides the precision.
+
+    The widest when it is float32 or float64; float32 otherwise (float16 with bfloat16: neither holds the
+    other; float8 kinds with each other or with a 16-bit float).
+    """
+    unique = sorted(set(codes), key=lambda code: DTYPES[code].bits)
+    if len(unique) == 1:
+        return unique[0]
+    widest = unique[-1]
+    return widest if widest in ("F32", "F64") else "F32"
 
 
 def torch_dtype(code: str) -> torch.dtype | None:
