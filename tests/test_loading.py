@@ -76,6 +76,25 @@ def test_unknown_task_lists_the_outputs_tasks(fixtures, merged):
     assert model_tasks(fixtures.models["digits_low"]) == []
 
 
+def test_the_folder_above_the_models_is_no_model(fixtures, tmp_path):
+    """`evaluate FOLDER` with the folder that holds the fine-tunes said it names no evaluation datasets, "a plain
+    model", and `load_merged` called it no hubmerge output: it is no model at all, and the models are below."""
+    from hubmerge.evaluation import evaluate_model
+
+    parent = fixtures.models["digits_low"].parent
+    said = f"'{parent}' holds no model: expected model.safetensors or model.safetensors.index.json, found no "
+    for call in (lambda: load_merged(parent, "digits_low"), lambda: load_classifier(parent),
+                 lambda: evaluate_model(parent), lambda: model_tasks(parent)):
+        with pytest.raises(ModelFilesNotFoundError) as info:
+            call()
+        assert str(info.value).startswith(said) and "one folder down (" in str(info.value)
+        assert fixtures.models["digits_low"].name in str(info.value)
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(ModelFilesNotFoundError, match="found no .safetensors file. hubmerge reads safetensors "
+                       "weights only.$"):
+        load_classifier(tmp_path)
+
+
 def test_an_output_whose_inputs_name_no_task_loads_as_its_root(fixtures, tmp_path):
     """No heads/ and no index: load_merged called it "no hubmerge output" and loaded nothing."""
     recipe = Recipe.from_dict({"method": "task_arithmetic", "base_model": str(fixtures.base),
@@ -223,5 +242,6 @@ def test_offline_a_file_the_cache_never_got_is_not_called_missing_from_the_model
     with pytest.raises(HubError, match="the heads of .*: HF_HUB_OFFLINE is set"):
         load_merged(f"{repo_id}@{sha}", "digits_low")  # it was "holds no heads/<task>/, so it is no hubmerge output"
     (tmp_path / "plain").mkdir()  # a directory of the user's own lacks what it lacks, offline or not
+    (tmp_path / "plain" / "config.json").write_text("{}")
     with pytest.raises(ModelFilesNotFoundError, match="has no preprocessor_config.json: save"):
         load_processor(tmp_path / "plain")

@@ -56,8 +56,29 @@ def test_any_single_safetensors_file_is_used(tmp_path):
 
 def test_no_weights_is_a_clear_error(tmp_path):
     (tmp_path / "pytorch_model.bin").write_bytes(b"x")
-    with pytest.raises(ModelFilesNotFoundError, match="safetensors"):
+    with pytest.raises(ModelFilesNotFoundError, match="found no .safetensors file. hubmerge reads safetensors "
+                       "weights only; convert .bin checkpoints with `save_pretrained\\(safe_serialization=True\\)`"):
         open_weights(LocalSource(tmp_path))
+
+
+def test_a_folder_of_models_or_checkpoints_says_what_to_name_instead(tmp_path):
+    """The folder above the fine-tunes, or one of FusionBench's torchvision `.pth` files, was refused with
+    advice about `.bin` checkpoints that fitted neither."""
+    for task in ("cars", "dtd"):
+        (tmp_path / "tuned" / task).mkdir(parents=True)
+        save_file(tensors(), tmp_path / "tuned" / task / "model.safetensors")
+    with pytest.raises(ModelFilesNotFoundError, match="found no .safetensors file. It holds models one folder down "
+                       "\\(cars, dtd\\): give those, not the folder that holds them.$"):
+        open_weights(LocalSource(tmp_path / "tuned"))
+    save_file(tensors(), tmp_path / "tuned" / "cars.safetensors")
+    save_file(tensors(), tmp_path / "tuned" / "dtd.safetensors")
+    with pytest.raises(ModelFilesNotFoundError, match="found cars.safetensors, dtd.safetensors. Without "
+                       "model.safetensors.index.json, hubmerge reads a model from one file only"):
+        open_weights(LocalSource(tmp_path / "tuned"))
+    (tmp_path / "pth").mkdir()
+    (tmp_path / "pth" / "resnet18_cars.pth").write_bytes(b"x")
+    with pytest.raises(ModelFilesNotFoundError, match="with `hubmerge export-resnet`.$"):
+        open_weights(LocalSource(tmp_path / "pth"))
 
 
 def test_missing_directory(tmp_path):

@@ -83,6 +83,24 @@ def offline_cache_gap(what: str, directory: Path | None = None) -> HubError | No
                     "downloaded before. Unset HF_HUB_OFFLINE (or run this once online) to fetch it.")
 
 
+def _local_model_dir(path: Path) -> Path:
+    """``path``, when it is a folder with a model in it; otherwise an error that says where the models are
+    (a folder of fine-tunes given for one of them, say)."""
+    from ..weights.index import INDEX_FILE as WEIGHT_INDEX
+    from ..weights.index import SINGLE_FILE, no_weights_message
+
+    if not path.is_dir():
+        raise ModelFilesNotFoundError(f"'{path}' is not a model directory", model=str(path))
+    if (path / "config.json").is_file() or any(path.glob("*.safetensors")):
+        return path
+    entries = list(path.iterdir())
+    listing = [entry.name for entry in entries if entry.is_file()] + [
+        f"{entry.name}/{name}" for entry in entries if entry.is_dir()
+        for name in (SINGLE_FILE, WEIGHT_INDEX) if (entry / name).is_file()
+    ]
+    raise ModelFilesNotFoundError(no_weights_message(f"'{path}' holds no model", listing), model=str(path))
+
+
 def resolve_model_dir(
     path_or_repo: str | os.PathLike[str],
     *,
@@ -112,9 +130,7 @@ def resolve_model_dir(
     """
     ref = ModelRef.parse(str(path_or_repo))
     if ref.path is not None:
-        if not ref.path.is_dir():
-            raise ModelFilesNotFoundError(f"'{ref.path}' is not a model directory", model=str(ref.path))
-        return ref.path
+        return _local_model_dir(ref.path)
     from huggingface_hub import snapshot_download
 
     sha = _pinned(ref, revision, token)
@@ -306,9 +322,7 @@ def _output_index(path_or_repo: str | os.PathLike[str], revision: str | None, to
     """The tasks and default task of a merged output, reading only ``hubmerge_heads.json`` (and its recipe)."""
     ref = ModelRef.parse(str(path_or_repo))
     if ref.path is not None:
-        if not ref.path.is_dir():
-            raise ModelFilesNotFoundError(f"'{ref.path}' is not a model directory", model=str(ref.path))
-        return _OutputIndex(ref, None, ref.path, *_local_index(ref.path))
+        return _OutputIndex(ref, None, _local_model_dir(ref.path), *_local_index(ref.path))
     from huggingface_hub import HfApi, constants
 
     sha = _pinned(ref, revision, token)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import posixpath
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -15,7 +16,7 @@ from ..errors import HeaderParseError, ModelFilesNotFoundError, ShardIndexError
 from .header import SafetensorsHeader, TensorInfo, read_header
 from .sources import WeightSource
 
-__all__ = ["INDEX_FILE", "SINGLE_FILE", "ModelWeights", "TensorLocation", "open_weights"]
+__all__ = ["INDEX_FILE", "SINGLE_FILE", "ModelWeights", "TensorLocation", "no_weights_message", "open_weights"]
 
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
@@ -102,12 +103,29 @@ def _choose_files(source: WeightSource, listing: list[str]) -> tuple[list[str], 
     top_level = [f for f in listing if f.endswith(".safetensors") and "/" not in f]
     if len(top_level) == 1:
         return top_level, None
-    found = ", ".join(top_level) if top_level else "no .safetensors file"
-    raise ModelFilesNotFoundError(
-        f"{source.label}: expected {SINGLE_FILE} or {INDEX_FILE}, found {found}. "
-        "hubmerge reads safetensors weights only; convert .bin checkpoints with `save_pretrained(safe_serialization=True)`.",
-        model=source.label,
-    )
+    raise ModelFilesNotFoundError(no_weights_message(source.label, listing), model=source.label)
+
+
+def no_weights_message(label: str, listing: Sequence[str]) -> str:
+    """Why no weights were found in ``listing`` (a model's files), and the likely fix: models one folder down
+    (a folder of fine-tunes given for one of them), or weights in a format hubmerge does not read."""
+    top_level = [f for f in listing if "/" not in f]
+    safetensors = [f for f in top_level if f.endswith(".safetensors")]
+    found = ", ".join(safetensors) or "no .safetensors file"
+    message = f"{label}: expected {SINGLE_FILE} or {INDEX_FILE}, found {found}."
+    nested = sorted({f.rsplit("/", 1)[0] for f in listing
+                     if f.count("/") == 1 and f.endswith((f"/{SINGLE_FILE}", f"/{INDEX_FILE}"))})
+    if nested and not safetensors:
+        shown = ", ".join(nested[:5]) + (f" and {len(nested) - 5} more" if len(nested) > 5 else "")
+        return f"{message} It holds models one folder down ({shown}): give those, not the folder that holds them."
+    if safetensors:  # several, and no index says which tensors each holds
+        return f"{message} Without {INDEX_FILE}, hubmerge reads a model from one file only: keep one, or add the index."
+    message += " hubmerge reads safetensors weights only"
+    if any(f.endswith((".pth", ".pt")) for f in top_level):
+        return f"{message}; make a torchvision ResNet checkpoint a model folder with `hubmerge export-resnet`."
+    if any(f.endswith(".bin") for f in top_level):
+        return f"{message}; convert .bin checkpoints with `save_pretrained(safe_serialization=True)`."
+    return f"{message}."
 
 
 def open_weights(source: WeightSource, *, max_workers: int = 8) -> ModelWeights:
