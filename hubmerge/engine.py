@@ -218,6 +218,12 @@ class MergePlan:
             "skipped": len(self.skipped),
         }
 
+    @property
+    def merged_dtypes(self) -> tuple[str, ...]:
+        """The dtypes (torch's names) the merged tensors are written in: one, from the recipe or the inputs."""
+        return tuple(sorted({DTYPES[t.out_dtype].torch_name or t.out_dtype
+                             for t in self.tensors if t.action in ("merge", "average")}))
+
     def peak_memory_estimate(
         self, *, group_bytes: int = DEFAULT_GROUP_BYTES, budget_bytes: int = DEFAULT_BUDGET_BYTES
     ) -> int:
@@ -268,6 +274,7 @@ class MergePlan:
             "default_task": self.recipe.resolved_default_task,
             "family": self.family.name if self.family else None,
             "target_modules": list(self.target_modules),
+            "merged_dtypes": list(self.merged_dtypes),
             "head_decisions": {h.task: h.decision.report() | {"classes": len(h.decision.labels)}
                                for h in self.heads if h.decision is not None},
         }
@@ -771,8 +778,8 @@ def _config_for(merge_plan: MergePlan, index: int) -> str | None:
     if decision is not None:
         config = id2label_config(config, decision)
     # what transformers loads the weights as: the merged tensors' dtype, not the default input's
-    written = {DTYPES[t.out_dtype].torch_name for t in merge_plan.tensors if t.action in ("merge", "average")}
-    dtype = merge_plan.recipe.dtype or (next(iter(written)) if len(written) == 1 else None)
+    written = merge_plan.merged_dtypes
+    dtype = merge_plan.recipe.dtype or (written[0] if len(written) == 1 else None)
     for key in ("dtype", "torch_dtype"):
         if dtype is not None and (key in config or (key == "dtype" and merge_plan.recipe.dtype is not None)):
             config[key] = dtype

@@ -91,10 +91,9 @@ def summary_rows(merge_plan: MergePlan) -> list[tuple[str, str]]:
 
 def _output_dtype(merge_plan: MergePlan) -> str:
     """The merged tensors' dtype and why: the recipe's, the inputs', or the one that holds inputs that differ."""
-    merged = [t for t in merge_plan.tensors if t.action in ("merge", "average")]
-    written = ", ".join(sorted({DTYPES[t.out_dtype].torch_name or t.out_dtype for t in merged})) or "-"
+    written = ", ".join(merge_plan.merged_dtypes) or "-"
     read = sorted({DTYPES[merge_plan.inputs[i].weights.tensors[t.name].info.dtype].torch_name or "?"
-                   for t in merged for i in t.readers})
+                   for t in merge_plan.tensors if t.action in ("merge", "average") for i in t.readers})
     if merge_plan.recipe.dtype is not None:
         return f"{written}, as asked"
     if len(read) > 1:

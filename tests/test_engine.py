@@ -281,6 +281,7 @@ def test_inputs_in_different_float_dtypes_merge_in_one_that_holds_them_all(tmp_p
     merge_plan = engine.plan(recipe)
     try:
         assert dict(summary_rows(merge_plan))["output dtype"] == "float32: the inputs mix float16 and float32"
+        assert merge_plan.to_dict()["merged_dtypes"] == ["float32"]  # `plan --json`
     finally:
         engine.close_plan(merge_plan)
     engine.merge(recipe, tmp_path / "out")
