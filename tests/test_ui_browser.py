@@ -68,6 +68,12 @@ def _field(page, elem_id: str):  # type: ignore[no-untyped-def]
     return page.locator(f"#{elem_id} textarea, #{elem_id} input").first
 
 
+def _assert_every_row_shows(page, elem_id: str) -> None:  # type: ignore[no-untyped-def]
+    """Gradio scrolls a table taller than its max_height inside a box: rows below it are easy to miss."""
+    scroller = page.locator(f"#{elem_id} .virtual-table-viewport")
+    assert scroller.evaluate("el => el.scrollHeight <= el.clientHeight + 1"), f"#{elem_id}'s last rows are hidden"
+
+
 def test_plan_merge_and_push_in_the_browser(page, local_hub):
     from playwright.sync_api import expect
 
@@ -78,12 +84,14 @@ def test_plan_merge_and_push_in_the_browser(page, local_hub):
     expect(page.locator("#plan-headline")).to_contain_text("Compatible: 5 models")
     expect(page.locator("#plan-inputs")).to_contain_text("demo-org/ui-convnext-base")
     expect(page.locator("#plan-summary")).to_contain_text("kept (fine-tuned)")
+    _assert_every_row_shows(page, "plan-summary")  # the costs come last
     page.screenshot(path=str(ARTIFACTS / "ui-plan.png"), full_page=True)
 
     page.locator("#merge").click()
     page.get_by_role("tab", name="Results").click()
     expect(page.locator("#status")).to_contain_text("Merged in", timeout=240_000)
     expect(page.locator("#results")).to_contain_text("individual (own fine-tune)")
+    _assert_every_row_shows(page, "results")
     expect(page.locator("#chart canvas, #chart svg").first).to_be_visible()
     expect(page.locator("#card")).to_contain_text("digits_parity")
     page.screenshot(path=str(ARTIFACTS / "ui-results.png"), full_page=True)

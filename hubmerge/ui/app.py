@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 TITLE = "hubmerge"
 HEAVY = "hubmerge-heavy"  # merges and pushes share one queue slot: CPU/GPU and memory are the limit
+TABLE_HEIGHT = 2000  # px: a plan or a results table of 16 tasks shows whole
 
 
 def on_spaces() -> bool:
@@ -428,13 +429,16 @@ def build_app(
                 merge_button = gr.Button("Merge", variant="primary", elem_id="merge")
                 cancel_button = gr.Button("Cancel", variant="stop", elem_id="cancel")
             plan_headline_md = gr.Markdown(elem_id="plan-headline")
-            plan_inputs = gr.Dataframe(label="Compatibility (headers only)", interactive=False, elem_id="plan-inputs")
-            plan_summary = gr.Dataframe(label="Plan", interactive=False, elem_id="plan-summary")
+            # every row in sight (Gradio scrolls a table past 500 px, and the plan's costs come last)
+            plan_inputs = gr.Dataframe(label="Compatibility (headers only)", interactive=False, elem_id="plan-inputs",
+                                       max_height=TABLE_HEIGHT)
+            plan_summary = gr.Dataframe(label="Plan", interactive=False, elem_id="plan-summary",
+                                        max_height=TABLE_HEIGHT)
 
         with gr.Tab("Results"):
             status = gr.Markdown(elem_id="status")
             results = gr.Dataframe(label="Accuracy (%) per task: merged vs its inputs", interactive=False,
-                                   elem_id="results")
+                                   elem_id="results", max_height=TABLE_HEIGHT)
             chart = gr.BarPlot(x="bar", y="accuracy", color="model", sort=None, x_title="task · model",
                                y_title="accuracy (%)", label="Merged vs base vs each task's fine-tune",
                                x_label_angle=-30, elem_id="chart")
