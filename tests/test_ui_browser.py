@@ -78,6 +78,9 @@ def test_plan_merge_and_push_in_the_browser(page, local_hub):
     from playwright.sync_api import expect
 
     expect(page.get_by_role("combobox", name="Preset")).to_have_value(PRESET)
+    for elem_id, headers in (("plan-inputs", "input model revision files tensors size"),
+                             ("plan-summary", "what value")):  # not Gradio's placeholder 1 2 3 before a plan
+        assert " ".join(page.locator(f"#{elem_id} thead").inner_text().split()) == headers
     _field(page, "token").fill(local_hub.alice_token)
 
     page.locator("#plan").click()

@@ -27,7 +27,16 @@ from ..methods import get_method, list_methods
 from ..ports import bind_port
 from ..recipe import Recipe
 from .forms import DEVICES, DTYPES, MODEL_COLUMNS, ParamField, form_values, param_fields, recipe_from_form
-from .views import card_body, plan_headline, plan_tables, results_chart, results_note, results_table
+from ..plan_summary import INPUT_COLUMNS
+from .views import (
+    SUMMARY_COLUMNS,
+    card_body,
+    plan_headline,
+    plan_tables,
+    results_chart,
+    results_note,
+    results_table,
+)
 
 __all__ = ["AppHandlers", "build_app", "launch_app", "on_spaces"]
 
@@ -430,15 +439,17 @@ def build_app(
                 cancel_button = gr.Button("Cancel", variant="stop", elem_id="cancel")
             plan_headline_md = gr.Markdown(elem_id="plan-headline")
             # every row in sight (Gradio scrolls a table past 500 px, and the plan's costs come last)
+            # empty until planned: with its own column names, not Gradio's placeholder 1, 2, 3
             plan_inputs = gr.Dataframe(label="Compatibility (headers only)", interactive=False, elem_id="plan-inputs",
-                                       max_height=TABLE_HEIGHT)
+                                       headers=list(INPUT_COLUMNS), max_height=TABLE_HEIGHT)
             plan_summary = gr.Dataframe(label="Plan", interactive=False, elem_id="plan-summary",
-                                        max_height=TABLE_HEIGHT)
+                                        headers=list(SUMMARY_COLUMNS), max_height=TABLE_HEIGHT)
 
         with gr.Tab("Results"):
-            status = gr.Markdown(elem_id="status")
+            status = gr.Markdown("No merge yet: press **Merge** on the Merge tab, and its accuracy table, chart, "
+                                 "recipe and model card appear here.", elem_id="status")
             results = gr.Dataframe(label="Accuracy (%) per task: merged vs its inputs", interactive=False,
-                                   elem_id="results", max_height=TABLE_HEIGHT)
+                                   elem_id="results", headers=["model", "average"], max_height=TABLE_HEIGHT)
             chart = gr.BarPlot(x="bar", y="accuracy", color="model", sort=None, x_title="task · model",
                                y_title="accuracy (%)", label="Merged vs base vs each task's fine-tune",
                                x_label_angle=-30, elem_id="chart")

@@ -18,9 +18,10 @@ if TYPE_CHECKING:
     from ..engine import MergePlan
     from ..evaluation import CompareReport, EvalReport
 
-__all__ = ["card_body", "plan_headline", "plan_tables", "results_chart", "results_table"]
+__all__ = ["SUMMARY_COLUMNS", "card_body", "plan_headline", "plan_tables", "results_chart", "results_table"]
 
 RESULT_ROWS_IN_CHART = ("merged", "base + task heads", "individual (own fine-tune)")
+SUMMARY_COLUMNS = ("what", "value")
 
 
 def plan_tables(merge_plan: MergePlan) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -28,7 +29,7 @@ def plan_tables(merge_plan: MergePlan) -> tuple[pd.DataFrame, pd.DataFrame]:
     import pandas as pd
 
     inputs = pd.DataFrame(input_rows(merge_plan), columns=list(INPUT_COLUMNS))
-    summary = pd.DataFrame(summary_rows(merge_plan), columns=["what", "value"])
+    summary = pd.DataFrame(summary_rows(merge_plan), columns=list(SUMMARY_COLUMNS))
     return inputs, summary
 
 
