@@ -458,7 +458,7 @@ def build_app(
 
         with gr.Tab("Try it"):
             with gr.Row():
-                image = gr.Image(type="pil", label="Image")
+                image = gr.Image(type="pil", label="Image", height=320)  # a small digit still shows large
                 with gr.Column():
                     task = gr.Dropdown([], label="Task", elem_id="task")
                     try_button = gr.Button("Classify", elem_id="classify")
