@@ -185,6 +185,14 @@ def _form(hub_models: HubModels, method: str = "task_arithmetic", parameters: di
     return [values.base_model, table, values.method, parameters or values.parameters, values.dtype, values.device]
 
 
+def test_every_api_output_has_a_name(client):
+    """The Markdown outputs were `value_57`, `value_63` and `value_83` in the API page and `view_api()`."""
+    outputs = {name: [r["label"] for r in endpoint["returns"]]
+               for name, endpoint in client.view_api(print_info=False, return_format="dict")["named_endpoints"].items()}
+    assert outputs["/plan"][0] == "Verdict" and outputs["/merge"][0] == "Status" and outputs["/push"] == ["Push"]
+    assert not [label for labels in outputs.values() for label in labels if label.startswith("value_")]
+
+
 @pytest.mark.slow
 def test_client_plans_merges_tries_and_pushes(client, hub_models, local_hub, tmp_path):
     headline, inputs, summary = client.predict(*_form(hub_models), "", api_name="/plan")

@@ -437,7 +437,7 @@ def build_app(
                 plan_button = gr.Button("Plan", elem_id="plan")
                 merge_button = gr.Button("Merge", variant="primary", elem_id="merge")
                 cancel_button = gr.Button("Cancel", variant="stop", elem_id="cancel")
-            plan_headline_md = gr.Markdown(elem_id="plan-headline")
+            plan_headline_md = gr.Markdown(label="Verdict", elem_id="plan-headline")  # labels name API outputs
             # every row in sight (Gradio scrolls a table past 500 px, and the plan's costs come last)
             # empty until planned: with its own column names, not Gradio's placeholder 1, 2, 3
             plan_inputs = gr.Dataframe(label="Compatibility (headers only)", interactive=False, elem_id="plan-inputs",
@@ -447,7 +447,7 @@ def build_app(
 
         with gr.Tab("Results"):
             status = gr.Markdown("No merge yet: press **Merge** on the Merge tab, and its accuracy table, chart, "
-                                 "recipe and model card appear here.", elem_id="status")
+                                 "recipe and model card appear here.", label="Status", elem_id="status")
             results = gr.Dataframe(label="Accuracy (%) per task: merged vs its inputs", interactive=False,
                                    elem_id="results", headers=["model", "average"], max_height=TABLE_HEIGHT)
             chart = gr.BarPlot(x="bar", y="accuracy", color="model", sort=None, x_title="task · model",
@@ -470,7 +470,7 @@ def build_app(
                 private = gr.Checkbox(label="Private")
                 overwrite = gr.Checkbox(label="Overwrite a non-empty repo")
             push_button = gr.Button("Push", variant="primary", elem_id="push")
-            pushed = gr.Markdown(elem_id="pushed")
+            pushed = gr.Markdown(label="Push", elem_id="pushed")
 
         form = [base, models, method, params_state, dtype, device]
         preset.change(handlers.load_preset, preset, [base, models, method, params_state, dtype, device, *param_inputs],
