@@ -24,10 +24,10 @@ import gradio as gr
 
 from ..errors import AuthenticationError, HubmergeError, RecipeError, redact
 from ..methods import get_method, list_methods
+from ..plan_summary import INPUT_COLUMNS
 from ..ports import bind_port
 from ..recipe import Recipe
 from .forms import DEVICES, DTYPES, MODEL_COLUMNS, ParamField, form_values, param_fields, recipe_from_form
-from ..plan_summary import INPUT_COLUMNS
 from .views import (
     SUMMARY_COLUMNS,
     card_body,
@@ -438,8 +438,8 @@ def build_app(
                 merge_button = gr.Button("Merge", variant="primary", elem_id="merge")
                 cancel_button = gr.Button("Cancel", variant="stop", elem_id="cancel")
             plan_headline_md = gr.Markdown(label="Verdict", elem_id="plan-headline")  # labels name API outputs
-            # every row in sight (Gradio scrolls a table past 500 px, and the plan's costs come last)
-            # empty until planned: with its own column names, not Gradio's placeholder 1, 2, 3
+            # Every row in sight (Gradio scrolls a table past 500 px, and the plan's costs come last); before a
+            # plan, the tables' own column names, not Gradio's placeholder 1, 2, 3.
             plan_inputs = gr.Dataframe(label="Compatibility (headers only)", interactive=False, elem_id="plan-inputs",
                                        headers=list(INPUT_COLUMNS), max_height=TABLE_HEIGHT)
             plan_summary = gr.Dataframe(label="Plan", interactive=False, elem_id="plan-summary",
@@ -458,7 +458,7 @@ def build_app(
 
         with gr.Tab("Try it"):
             with gr.Row():
-                image = gr.Image(type="pil", label="Image", height=320)  # a small digit still shows large
+                image = gr.Image(type="pil", label="Image", height=320)  # one box size, whatever the image
                 with gr.Column():
                     task = gr.Dropdown([], label="Task", elem_id="task")
                     try_button = gr.Button("Classify", elem_id="classify")
