@@ -12,6 +12,7 @@ import atexit
 import errno
 import gc
 import os
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -669,6 +670,7 @@ def hub_serve(
 
 
 INTERRUPTED = 130  # the exit code of a command stopped by Ctrl+C (128 + SIGINT)
+TERMINATED = 143  # ... and by SIGTERM, which stops it the same way (see run)
 # OSErrors that are the machine's answer, not a bug: said as they are, without "please report it".
 _MACHINE_REFUSALS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS})
 
@@ -712,6 +714,18 @@ def main(argv: list[str] | None = None) -> int:
 GC_THRESHOLD = (50_000, 20, 20)
 
 
+_terminated = False
+
+
+def _stop_as_if_interrupted(signum: int, frame: object) -> None:
+    """SIGTERM (``kill``, ``timeout``, a stopping container or service) unwinds as Ctrl+C does, so the
+    temporary output, the push's build folder, the web app's merged outputs and the demo's Hub are
+    removed; by default the process ended at once and left them in the temporary folder."""
+    global _terminated
+    _terminated = True
+    raise KeyboardInterrupt
+
+
 def run() -> None:
     """The ``hubmerge`` executable: ``main`` with a slower collector pace, then exit without teardown.
 
@@ -725,7 +739,10 @@ def run() -> None:
     then; atexit handlers still run, and streams are flushed.
     """
     gc.set_threshold(*GC_THRESHOLD)
+    signal.signal(signal.SIGTERM, _stop_as_if_interrupted)
     code = main()
+    if code == INTERRUPTED and _terminated:
+        code = TERMINATED
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
