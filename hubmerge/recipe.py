@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from .errors import PER_MODEL_WEIGHTS, RecipeError, did_you_mean
-from .methods import get_method
+from .methods import get_method, list_methods
 
 __all__ = ["RECIPE_FILE", "DatasetRef", "ModelEntry", "ModelRef", "Recipe", "load_recipe", "task_name_problem"]
 
@@ -274,6 +274,11 @@ class Recipe:
                 raise RecipeError("give a 'weight' to every model or to none", field="models")
             if not all(math.isfinite(w) for w in weights if w is not None):
                 raise RecipeError("weights must be finite numbers", field="models")
+            if not method.uses_weights:  # merged without them, while the card's recipe still lists them
+                weighing = ", ".join(m.name for m in list_methods() if m.uses_weights)
+                raise RecipeError(f"{method.name} uses no per-model weights, so each 'weight' would be ignored; "
+                                  f"remove them, or choose a method that weighs the models ({weighing})",
+                                  field="models")
         elif method.needs_weights:
             raise RecipeError(f"{method.name} needs a 'weight' for every model", field="models")
         if method.linear is not None:  # its coefficients (weights that sum to 0) fail here, not after the plan
@@ -390,6 +395,9 @@ class Recipe:
         if not isinstance(parameters, Mapping):
             raise RecipeError("'parameters' must be a mapping like '{scaling_factor: 0.3}'", field="parameters")
         base = data.get("base_model")
+        for key in ("default_task", "name"):
+            if data.get(key) is not None and not isinstance(data[key], str):
+                raise RecipeError(f"{key} must be a name, got {data[key]!r}", field=key)
         target = data.get("target_modules") or ()
         if isinstance(target, str):
             target = (target,)
@@ -482,7 +490,8 @@ class Recipe:
 
 class _UniqueKeyLoader(yaml.SafeLoader):  # type: ignore[misc]  # PyYAML ships no type hints
     """YAML's safe loader, but a key given twice in one mapping is an error: PyYAML keeps the last one, so a
-    second ``models:`` block would silently replace the first."""
+    second ``models:`` block would silently replace the first. Numbers as YAML 1.2 writes them (``1e-3``,
+    ``3e-1``) are numbers: PyYAML follows YAML 1.1, which wants ``1.0e-3`` and reads ``1e-3`` as text."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[Hashable] = set()
@@ -500,6 +509,12 @@ class _UniqueKeyLoader(yaml.SafeLoader):  # type: ignore[misc]  # PyYAML ships n
             seen.add(key)
         mapping: dict[Any, Any] = super().construct_mapping(node, deep=deep)
         return mapping
+
+
+_UniqueKeyLoader.add_implicit_resolver(  # after YAML 1.1's own float rule, for what that rule leaves as text
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
 
 
 def _entry_name(index: int, entry: ModelEntry) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
 from hubmerge.errors import MethodParameterError, RecipeError, UnknownMethodError
 from hubmerge.recipe import DatasetRef, ModelRef, Recipe, load_recipe, task_name_problem
@@ -113,6 +114,21 @@ def test_pinning_revisions():
         ("method: simple_average\nmodels: [a/b]\ndevice: tpu", RecipeError, "device"),
         ("method: slerp\nmodels: [a/b, a/c, a/d]", RecipeError, "at most 2"),
         ("method: simple_average\nmodels: [a/b]\ntarget_modules: 3", RecipeError, "prefixes"),
+        # a number for default_task was an "unexpected error: TypeError('int' object is not iterable)"
+        ("method: simple_average\nmodels: [{model: a/b, task: x}]\ndefault_task: 3", RecipeError,
+         "default_task must be a name, got 3"),
+        ("method: simple_average\nmodels: [a/b]\nname: [x]", RecipeError, "name must be a name"),
+        # NaN passed every range check, then every merged tensor was NaN and the merge blamed the model
+        ("method: task_arithmetic\nbase_model: a/b\nmodels: [a/c]\nparameters: {scaling_factor: .nan}",
+         MethodParameterError, "must be a finite number, got nan"),
+        ("method: ties\nbase_model: a/b\nmodels: [a/c]\nparameters: {scaling_factor: -.inf}",
+         MethodParameterError, "must be a finite number, got -inf"),
+        # simple_average merged the plain mean while the card's recipe listed the weights
+        ("method: simple_average\nmodels: [{model: a/b, weight: 2}, {model: a/c, weight: 0.5}]", RecipeError,
+         "simple_average uses no per-model weights, so each 'weight' would be ignored; remove them, or choose a "
+         "method that weighs the models \\(weighted_average, task_arithmetic"),
+        ("method: slerp\nmodels: [{model: a/b, weight: 2}, {model: a/c, weight: 0.5}]", RecipeError,
+         "slerp uses no per-model weights"),
     ],
 )
 def test_bad_recipes_say_what_to_fix(text, error, message):
@@ -224,6 +240,20 @@ def test_local_dataset_paths_resolve_against_the_recipe_file(tmp_path):
     assert dataset.path == str(tmp_path / "data" / "t") and dataset.split == "validation"
     hub = Recipe.from_yaml("method: simple_average\nmodels:\n  - {model: a/b, task: t, dataset: org/data}\n", base_dir=tmp_path)
     assert hub.models[0].dataset.path == "org/data"
+
+
+def test_numbers_in_exponent_notation_are_numbers():
+    """PyYAML follows YAML 1.1, which reads `3e-1` as text: `scaling_factor: 3e-1` was "must be a number,
+    got '3e-1'" though the user wrote a number."""
+    recipe = Recipe.from_yaml("method: weighted_average\nparameters: {normalize: false}\nmodels:\n"
+                              "  - {model: a/b, weight: 5e-1}\n  - {model: a/c, weight: -1E+0}\n"
+                              "  - {model: a/d, weight: 2.5e1}\n")
+    assert [m.weight for m in recipe.models] == [0.5, -1.0, 25.0]
+    assert Recipe.from_yaml("method: task_arithmetic\nbase_model: a/b\nmodels: [a/c]\n"
+                            "parameters: {scaling_factor: 3e-1}").parameters["scaling_factor"] == 0.3
+    recipe = Recipe.from_yaml("method: simple_average\nmodels: [{model: a/b@1e3, task: '1e3'}]")
+    assert recipe.models[0].task == "1e3" and recipe.models[0].model.revision == "1e3"  # quoted or inside: text
+    assert yaml.safe_load("x: 1e-3") == {"x": "1e-3"}  # PyYAML's own loader is left as it is
 
 
 def test_yaml_merge_keys_still_override_as_yaml_says():

@@ -26,6 +26,7 @@ many models are merged.
 from __future__ import annotations
 
 import inspect
+import math
 import re
 import typing
 from collections.abc import Callable, Mapping, Sequence
@@ -72,6 +73,8 @@ class ParamSpec:
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise MethodParameterError(method, self.name, f"'{self.name}' must be a number, got {value!r}")
             value = float(value)
+            if not math.isfinite(value):  # NaN passes every range check below, then poisons every tensor
+                raise MethodParameterError(method, self.name, f"'{self.name}' must be a finite number, got {value}")
         elif self.type is str:
             if not isinstance(value, str):
                 raise MethodParameterError(method, self.name, f"'{self.name}' must be a string, got {value!r}")
