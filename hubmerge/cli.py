@@ -364,7 +364,8 @@ def evaluate(
             "--task",
             "-t",
             help="NAME=DATASET[:SPLIT] or NAME=DATASET:CONFIG:SPLIT (repeatable); DATASET is a save_to_disk "
-            "directory or a Hub dataset id. Default: the datasets named in MODEL's hubmerge_recipe.yaml.",
+            "directory or a Hub dataset id; a bare NAME takes the dataset MODEL's recipe names for it. "
+            "Default: the datasets named in MODEL's hubmerge_recipe.yaml.",
         ),
     ] = None,
     compare_inputs: Annotated[
@@ -398,10 +399,18 @@ def evaluate(
     from . import evaluation
     from .recipe import RECIPE_FILE
 
-    if save and not (Path(model) / RECIPE_FILE).is_file():  # refused before any work
+    if save and not Path(model).is_dir():  # refused before any work, as below
+        raise typer.BadParameter(f"'{model}' is no folder here: --save writes the reports into a merged output "
+                                 "folder (for a Hub repo: download it, evaluate that copy, push it again)",
+                                 param_hint="--save")
+    if save and not (Path(model) / RECIPE_FILE).is_file():
         raise typer.BadParameter(f"'{model}' is no merged output directory (it holds no {RECIPE_FILE})",
                                  param_hint="--save")
-    tasks = dict(evaluation.parse_task(spec) for spec in task) if task else None
+    pairs = [evaluation.parse_task(spec) for spec in task or []]
+    names = [name for name, _ in pairs]
+    if repeated := sorted({name for name in names if names.count(name) > 1}):
+        raise typer.BadParameter(f"each task once: {', '.join(repeated)} is given more than once", param_hint="--task")
+    tasks = dict(pairs) if pairs else None
     console = _console(quiet)
     options = dict(
         batch_size=batch_size,

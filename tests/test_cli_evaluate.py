@@ -254,6 +254,10 @@ def test_evaluate_save_refuses_what_is_no_merged_output(tmp_path: Path, capsys: 
     assert _evaluate(fx.models[fx.tasks[0]], "--save") == 2  # a fine-tune, not an output: nothing evaluated
     assert "is no merged output directory" in capsys.readouterr().err
     assert not (fx.models[fx.tasks[0]] / EVAL_RESULTS_FILE).exists()
+    # a Hub repo id was told it "holds no hubmerge_recipe.yaml", though the repo holds one
+    assert _evaluate("org/merged@dev", "--save") == 2
+    assert "'org/merged@dev' is no folder here: --save writes the reports into a merged output folder" in " ".join(
+        capsys.readouterr().err.replace("│", "").split())
 
 
 def test_evaluate_with_tasks(
@@ -276,6 +280,16 @@ def test_evaluate_with_tasks(
     # Without --task: the datasets of the stored recipe.
     assert _evaluate(convnext_average, "--quiet", "--json", str(path)) == 0
     assert set(json.loads(path.read_text())) == {*fx.tasks, "average"}
+    # A bare name takes the recipe's dataset for it ("task 'digits_low' has no known dataset", though the
+    # recipe names one); a name given twice is refused (the last one silently won).
+    assert _evaluate(convnext_average, "-t", "digits_high", "--max-samples", "8", "--json", str(path)) == 0
+    assert list(json.loads(path.read_text())) == ["digits_high", "average"]
+    assert _evaluate(convnext_average, "-t", "digits_low", "-t", "digits_low=x/y", "--json", str(path)) == 2
+    assert "each task once: digits_low is given more than once" in capsys.readouterr().err
+    plain = fx.models["digits_low"]  # no recipe: a bare name it cannot place is refused as before
+    assert _evaluate(plain, "-t", "digits_low") == 1
+    assert "task 'digits_low' has no known dataset; write --task digits_low=DATASET" in " ".join(
+        capsys.readouterr().err.split())
 
 
 def test_the_json_report_goes_to_stdout_or_a_file_that_can_take_it(

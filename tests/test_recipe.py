@@ -125,8 +125,8 @@ def test_pinning_revisions():
          MethodParameterError, "must be a finite number, got -inf"),
         # simple_average merged the plain mean while the card's recipe listed the weights
         ("method: simple_average\nmodels: [{model: a/b, weight: 2}, {model: a/c, weight: 0.5}]", RecipeError,
-         "simple_average uses no per-model weights, so each 'weight' would be ignored; remove them, or choose a "
-         "method that weighs the models \\(weighted_average, task_arithmetic"),
+         ("simple_average uses no per-model weights, so each 'weight' would be ignored; remove them, or choose a "
+          "method that weighs the models \\(weighted_average, task_arithmetic")),
         ("method: slerp\nmodels: [{model: a/b, weight: 2}, {model: a/c, weight: 0.5}]", RecipeError,
          "slerp uses no per-model weights"),
     ],

@@ -46,22 +46,22 @@ __all__ = [
 ]
 
 
-def parse_task(text: str) -> tuple[str, DatasetRef]:
+def parse_task(text: str) -> tuple[str, DatasetRef | None]:
     """Parse a ``--task`` value: ``NAME=DATASET[:SPLIT]``, ``NAME=DATASET:CONFIG:SPLIT`` or ``NAME``.
 
     ``DATASET`` is a local ``save_to_disk`` directory or a Hub dataset id; the split defaults to
-    ``test``. A bare ``NAME`` of a known task (``hubmerge.vision.classnames``) takes that task's
-    usual dataset (``svhn`` -> ``ufldl-stanford/svhn``, config ``cropped_digits``, split ``test``).
+    ``test``. A bare ``NAME`` gives None: the evaluation then takes the dataset the model's recipe names
+    for that task, else the task's usual one (``hubmerge.vision.classnames``: ``svhn`` ->
+    ``ufldl-stanford/svhn``, config ``cropped_digits``, split ``test``).
 
     Raises:
-        RecipeError: the text is malformed, or a bare name has no known dataset.
+        RecipeError: the text is malformed.
 
     Example:
         >>> parse_task("svhn=ufldl-stanford/svhn:cropped_digits:test")
         ('svhn', DatasetRef(path='ufldl-stanford/svhn', name='cropped_digits', split='test'))
     """
     from ..recipe import DatasetRef
-    from ..vision.classnames import canonical_task, dataset_for
 
     name, sep, dataset = text.partition("=")
     name = name.strip()
@@ -70,15 +70,7 @@ def parse_task(text: str) -> tuple[str, DatasetRef]:
     if name == AVERAGE:
         raise RecipeError(f"'{AVERAGE}' is reserved for the report's mean; rename the task", field="task")
     if not sep:
-        try:
-            spec = dataset_for(canonical_task(name))
-        except UnknownTaskError:
-            spec = None
-        if spec is None:
-            raise RecipeError(
-                f"task '{name}' has no known dataset; write --task {name}=DATASET[:SPLIT]", field="task"
-            )
-        return name, DatasetRef(spec.repo_id, spec.config, spec.split)
+        return name, None
     parts = dataset.strip().split(":")
     if len(parts) > 3 or not all(parts):
         raise RecipeError(
@@ -89,15 +81,30 @@ def parse_task(text: str) -> tuple[str, DatasetRef]:
     return name, DatasetRef.parse(dataset.strip(), field="task")
 
 
-def _as_refs(tasks: Mapping[str, DatasetRef | str]) -> dict[str, DatasetRef]:
+def _usual_dataset(name: str) -> DatasetRef:
+    """The dataset a task of this name is usually evaluated on (``hubmerge.vision.classnames``)."""
+    from ..recipe import DatasetRef
+    from ..vision.classnames import canonical_task, dataset_for
+
+    try:
+        spec = dataset_for(canonical_task(name))
+    except UnknownTaskError:
+        spec = None
+    if spec is None:
+        raise RecipeError(f"task '{name}' has no known dataset; write --task {name}=DATASET[:SPLIT]", field="task")
+    return DatasetRef(spec.repo_id, spec.config, spec.split)
+
+
+def _as_ref(name: str, value: DatasetRef | str) -> DatasetRef:
     from ..recipe import DatasetRef
 
-    refs: dict[str, DatasetRef] = {}
-    for name, value in tasks.items():
-        if name == AVERAGE:
-            raise RecipeError(f"'{AVERAGE}' is reserved for the report's mean; rename the task", field="task")
-        refs[name] = value if isinstance(value, DatasetRef) else parse_task(f"{name}={value}")[1]
-    return refs
+    if name == AVERAGE:
+        raise RecipeError(f"'{AVERAGE}' is reserved for the report's mean; rename the task", field="task")
+    if isinstance(value, DatasetRef):
+        return value
+    ref = parse_task(f"{name}={value}")[1]
+    assert ref is not None  # NAME=VALUE always names a dataset
+    return ref
 
 
 def _model_ref(model: str | Path, revision: str | None) -> ModelRef:
@@ -195,8 +202,10 @@ def check_recipe_datasets(recipe: Recipe, *, token: str | None = None) -> None:
 
 
 def _tasks_for(
-    ref: ModelRef, tasks: Mapping[str, DatasetRef | str] | None, known: Sequence[str], token: str | None
+    ref: ModelRef, tasks: Mapping[str, DatasetRef | str | None] | None, known: Sequence[str], token: str | None
 ) -> dict[str, DatasetRef]:
+    """Each task's dataset: as given; for a task given without one (None), the dataset the model's recipe
+    names for it, else its usual one; with no tasks given, every dataset the recipe names."""
     if tasks is None:
         recipe = _read_recipe(ref, token=token)
         refs = recipe.datasets if recipe is not None else {}
@@ -209,20 +218,29 @@ def _tasks_for(
                 field="task",
             )
         return refs
-    refs = _as_refs(tasks)
-    if not refs:
+    if not tasks:
         raise RecipeError("name at least one task to evaluate: --task NAME=DATASET[:SPLIT]", field="task")
     if known:
-        for name in refs:
+        for name in tasks:
             if name not in known:
                 hint = f"These are the tasks whose heads '{ref}' holds." + did_you_mean(name, known)
                 raise UnknownTaskError(name, known, hint=hint)
+    named: Mapping[str, DatasetRef] | None = None  # the recipe's datasets, read once if a task needs them
+    refs: dict[str, DatasetRef] = {}
+    for name, value in tasks.items():
+        if value is not None:
+            refs[name] = _as_ref(name, value)
+            continue
+        if named is None:
+            recipe = _read_recipe(ref, token=token)
+            named = recipe.datasets if recipe is not None else {}
+        refs[name] = named[name] if name in named else _usual_dataset(name)
     return refs
 
 
 def evaluate_model(
     model: str | Path,
-    tasks: Mapping[str, DatasetRef | str] | None = None,
+    tasks: Mapping[str, DatasetRef | str | None] | None = None,
     *,
     batch_size: int = DEFAULT_BATCH_SIZE,
     max_samples: int | None = None,
@@ -239,8 +257,9 @@ def evaluate_model(
     Args:
         model: a merged output (directory or Hub repo id, ``org/name[@revision]``) or a plain
             image classifier (then every task is evaluated with its one head).
-        tasks: task -> dataset (``DatasetRef`` or ``"DATASET[:SPLIT]"``); default: the datasets
-            named in the model's ``hubmerge_recipe.yaml``.
+        tasks: task -> dataset (``DatasetRef`` or ``"DATASET[:SPLIT]"``; None: the one the model's
+            recipe names for that task, else its usual one); default: the datasets named in the
+            model's ``hubmerge_recipe.yaml``.
         batch_size, max_samples, device, num_workers, match_labels, autocast: see
             :func:`evaluate_classifier`.
         revision: the model's revision when ``model`` is a repo id.
@@ -281,7 +300,7 @@ def evaluate_model(
 
 def compare_inputs(
     output: str | Path,
-    tasks: Mapping[str, DatasetRef | str] | None = None,
+    tasks: Mapping[str, DatasetRef | str | None] | None = None,
     *,
     batch_size: int = DEFAULT_BATCH_SIZE,
     max_samples: int | None = None,
