@@ -40,6 +40,7 @@ from .errors import (
     CancelledError,
     DtypeMismatchError,
     MissingTensorError,
+    ModelFilesNotFoundError,
     NonFiniteTensorError,
     PlanError,
     RecipeError,
@@ -66,7 +67,7 @@ from .vision.heads import (
     id2label_config,
 )
 from .weights.dtypes import DTYPES, common_float, is_float, is_integer
-from .weights.index import INDEX_FILE, ModelWeights, open_weights
+from .weights.index import INDEX_FILE, SINGLE_FILE, ModelWeights, open_weights
 from .weights.sources import LocalSource, WeightSource
 from .weights.writer import (
     OutputTensor,
@@ -1029,12 +1030,35 @@ def _as_recipe(recipe: Recipe | Mapping[str, Any] | str | Path) -> Recipe:
 
 
 def read_output_recipe(output: str | Path) -> Recipe:
-    """The recipe a merged output records (every input pinned to its commit).
+    """The recipe a merged output records (every input pinned to its commit), once the output is whole:
+    its card and a push describe it, so a head or shard deleted since the merge must not go unseen.
 
     Raises:
         RecipeError: ``output`` holds no ``hubmerge_recipe.yaml``: it is no output of a merge.
+        ModelFilesNotFoundError: a file its indexes name is missing.
     """
     path = Path(output) / RECIPE_FILE
     if not path.is_file():
         raise RecipeError(f"'{output}' holds no {RECIPE_FILE}; is it an output of `hubmerge merge`?")
+    if missing := _missing_output_files(Path(output)):
+        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        raise ModelFilesNotFoundError(
+            f"'{output}' is incomplete: {shown} {'is' if len(missing) == 1 else 'are'} missing (deleted since the "
+            "merge?); merge it again, or restore them", model=str(output)
+        )
     return load_recipe(path)
+
+
+def _missing_output_files(directory: Path) -> list[str]:
+    """The files an output's indexes name (each task's head, the weight shards) that are not there."""
+    named: list[str] = []
+    heads = directory / HEADS_INDEX
+    if heads.is_file():
+        tasks = json.loads(heads.read_text(encoding="utf-8")).get("tasks") or {}
+        named += [str(f) for task in tasks.values() if isinstance(task, dict) for f in task.get("files", [])]
+    shards = directory / INDEX_FILE
+    if shards.is_file():
+        named += sorted(set(json.loads(shards.read_text(encoding="utf-8")).get("weight_map", {}).values()))
+    else:
+        named.append(SINGLE_FILE)
+    return [name for name in named if not (directory / name).is_file()]

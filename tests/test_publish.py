@@ -249,6 +249,25 @@ def test_push_cli_publishes_a_merged_output_as_it_is(api, hub_models, local_hub,
     assert local_hub_file(api, again, "README.md").endswith("Notes added by hand.\n")
 
 
+def test_an_output_missing_a_head_is_neither_carded_nor_pushed(api, hub_models, local_hub, tmp_path, capsys):
+    """A head folder deleted by hand: `card` listed the task with 0 classes, and `push` published an output
+    whose `load_merged(task=...)` then failed."""
+    out = tmp_path / "out"
+    engine.merge(recipe_for(hub_models), out, token=local_hub.alice_token)
+    task = sorted(p.name for p in (out / "heads").iterdir())[0]
+    shutil.rmtree(out / "heads" / task)
+    repo_id = fresh_repo()
+    for command in (["card", str(out)], ["push", str(out), "--repo-id", repo_id, "--token", local_hub.alice_token]):
+        assert main(command) == 1
+        said = "".join(capsys.readouterr().err.split())  # a long path wraps anywhere
+        assert "".join((f"ModelFilesNotFoundError: '{out}' is incomplete: heads/{task}/model.safetensors, "
+                        f"heads/{task}/config.json are missing (deleted since the merge?)").split()) in said
+    (out / "model.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match="is incomplete: heads/.*model.safetensors are missing"):
+        publish_output(out, repo_id, token=local_hub.alice_token)
+    assert not api.repo_exists(repo_id)
+
+
 def test_a_quiet_push_shows_no_upload_bars(family, local_hub, tmp_path):
     """The real Hub takes weights by LFS (or Xet), and huggingface_hub draws a bar per uploaded file: --quiet
     turns those off too. A local Hub that answers "lfs" for every file stands in for it."""
