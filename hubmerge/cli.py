@@ -396,6 +396,8 @@ def evaluate(
     endpoint: EndpointOpt = None,  # its callback points every model and dataset load at it
 ) -> None:
     """Evaluate MODEL on each task with that task's head (accuracy, loss), optionally next to its inputs."""
+    from rich.markup import escape
+
     from . import evaluation
     from .recipe import RECIPE_FILE
 
@@ -430,7 +432,10 @@ def evaluate(
         evaluation.save_report(report, json_out)
         console.print(f"[green]report[/green] written to {json_out}", soft_wrap=True)
     if save:
+        dropped = evaluation.dropped_by_saving(model, report)
         evaluation.save_output_reports(model, report)
+        for note in dropped:
+            console.print(f"[yellow]note[/yellow]: {escape(note)}", soft_wrap=True)
         console.print(f"[green]reports[/green] written into {model}; `hubmerge card {model}` puts them in its card, "
                       f"`hubmerge push {model} --repo-id NAME` publishes it with them", soft_wrap=True)
 

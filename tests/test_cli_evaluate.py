@@ -213,11 +213,20 @@ def test_evaluate_save_puts_the_reports_into_the_output_for_its_card(
     assert "No evaluation was run" not in card and "| base + task heads |" in card and "(3 of " in card
     capsys.readouterr()
     assert _evaluate(out, "--max-samples", "2", "--save") == 0  # the merged model alone this time
-    assert f"`hubmerge push {out} --repo-id NAME` publishes it" in capsys.readouterr().err
+    said = " ".join(capsys.readouterr().err.split())
+    assert "".join(f"`hubmerge push {out} --repo-id NAME` publishes it".split()) in "".join(said.split())
+    # it said nothing of the comparison it removed
+    assert ("note: the earlier comparison with the inputs (eval_comparison.json) is removed, as its merged row "
+            "would disagree with these results; add --compare-inputs to save a new one") in said
     assert not (out / "eval_comparison.json").exists()  # its merged row would contradict the new results
     assert main(["card", str(out)]) == 0
     card = (out / "README.md").read_text()
     assert "| base + task heads |" not in card and "(2 of " in card
+    one = f"{fx.tasks[0]}={fx.datasets[fx.tasks[0]]}"  # one task: the others' saved results went without a word
+    assert _evaluate(out, "-t", one, "--max-samples", "2", "--save") == 0
+    said = " ".join(capsys.readouterr().err.split())
+    assert f"note: the saved results no longer hold {', '.join(fx.tasks[1:])} (this evaluation left them" in said
+    assert set(json.loads((out / EVAL_RESULTS_FILE).read_text())) == {fx.tasks[0], "average"}
 
 
 def test_nan_outputs_count_as_wrong_and_every_display_says_so(

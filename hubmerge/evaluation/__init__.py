@@ -69,6 +69,7 @@ from .report import (
     TaskResult,
     accuracy_matrix,
     render_report,
+    dropped_by_saving,
     save_output_reports,
     save_report,
 )
@@ -88,6 +89,7 @@ __all__ = [
     "evaluate_recipe_tasks",
     "parse_task",
     "render_report",
+    "dropped_by_saving",
     "save_output_reports",
     "save_report",
 ]

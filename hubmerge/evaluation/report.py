@@ -21,6 +21,7 @@ __all__ = [
     "CompareReport",
     "EvalReport",
     "TaskResult",
+    "dropped_by_saving",
     "render_report",
     "save_output_reports",
     "save_report",
@@ -219,6 +220,26 @@ def save_output_reports(output: str | Path, report: EvalReport | CompareReport) 
         merged = report
     _write_atomically(output / EVAL_SCOPE_FILE, json.dumps(merged.scope(), indent=2) + "\n")
     return save_report(merged, output / EVAL_RESULTS_FILE)
+
+
+def dropped_by_saving(output: str | Path, report: EvalReport | CompareReport) -> list[str]:
+    """What :func:`save_output_reports` would drop from ``output``'s saved reports, in words: tasks the
+    earlier results had and ``report`` lacks, and a comparison with the inputs that ``report`` does not
+    renew. Saving replaces the reports whole, so the card never mixes two evaluations."""
+    output = Path(output)
+    notes = []
+    merged = report.merged if isinstance(report, CompareReport) else report
+    try:
+        earlier = json.loads((output / EVAL_RESULTS_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        earlier = {}
+    if isinstance(earlier, dict) and (gone := [t for t in earlier if t != AVERAGE and t not in merged.results]):
+        notes.append(f"the saved results no longer hold {', '.join(gone)} (this evaluation left them out; "
+                     "evaluate every task together to keep them all)")
+    if not isinstance(report, CompareReport) and (output / EVAL_COMPARISON_FILE).is_file():
+        notes.append(f"the earlier comparison with the inputs ({EVAL_COMPARISON_FILE}) is removed, as its merged "
+                     "row would disagree with these results; add --compare-inputs to save a new one")
+    return notes
 
 
 def _write_atomically(path: Path, text: str) -> Path:
