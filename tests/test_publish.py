@@ -254,7 +254,7 @@ def test_an_output_missing_a_head_is_neither_carded_nor_pushed(api, hub_models, 
     whose `load_merged(task=...)` then failed."""
     out = tmp_path / "out"
     engine.merge(recipe_for(hub_models), out, token=local_hub.alice_token)
-    task = sorted(p.name for p in (out / "heads").iterdir())[0]
+    task = min(p.name for p in (out / "heads").iterdir())
     shutil.rmtree(out / "heads" / task)
     repo_id = fresh_repo()
     for command in (["card", str(out)], ["push", str(out), "--repo-id", repo_id, "--token", local_hub.alice_token]):

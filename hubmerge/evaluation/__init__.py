@@ -68,8 +68,8 @@ from .report import (
     EvalReport,
     TaskResult,
     accuracy_matrix,
-    render_report,
     dropped_by_saving,
+    render_report,
     save_output_reports,
     save_report,
 )
@@ -84,12 +84,12 @@ __all__ = [
     "accuracy_matrix",
     "check_recipe_datasets",
     "compare_inputs",
+    "dropped_by_saving",
     "evaluate_classifier",
     "evaluate_model",
     "evaluate_recipe_tasks",
     "parse_task",
     "render_report",
-    "dropped_by_saving",
     "save_output_reports",
     "save_report",
 ]
