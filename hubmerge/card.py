@@ -87,6 +87,7 @@ class CardFacts:
     comparison: dict[str, Any] | None = None
     licenses: dict[str, str | None] = field(default_factory=dict)
     repo_id: str | None = None
+    revision: str | None = None  # the branch it is published to, when not the default one
     hub_url: str = "https://huggingface.co"
     processor: str = ""
     backbone: tuple[str, ...] = ()
@@ -163,13 +164,20 @@ def _input_license(ref: ModelRef, token: str | None) -> str | None:
 
 
 def collect_card(
-    output: str | Path, *, repo_id: str | None = None, token: str | None = None, endpoint: str | None = None
+    output: str | Path,
+    *,
+    repo_id: str | None = None,
+    revision: str | None = None,
+    token: str | None = None,
+    endpoint: str | None = None,
 ) -> CardFacts:
     """Gather the card's facts from a merged output directory.
 
     Args:
         output: a directory written by ``hubmerge merge`` (it holds ``hubmerge_recipe.yaml``).
         repo_id: where it is (or will be) published; used in the code samples.
+        revision: the branch of ``repo_id`` it goes to, when not the default branch (the code samples
+            load from it).
         token: to read the inputs' cards (licenses) from private repos.
         endpoint: the Hub the links point to (default: the one huggingface_hub talks to).
 
@@ -192,6 +200,7 @@ def collect_card(
         comparison=_read_json(output / EVAL_COMPARISON_FILE),
         licenses={str(ref): _input_license(ref, token) for ref in refs},
         repo_id=repo_id,
+        revision=revision,
         hub_url=(endpoint or _default_endpoint()).rstrip("/"),
         processor=describe_processor(output),
         made_with=heads.get("hubmerge_version"),
@@ -341,6 +350,9 @@ def render_card(facts: CardFacts) -> ModelCard:
         title=name,
         merged_inputs=recipe.inputs_in_words,
         repo_id=facts.repo_id,
+        # the code samples load the branch the card is on (`hubmerge push --branch`), not the default one
+        revision=facts.revision if facts.repo_id else None,
+        revision_kw=f', revision="{facts.revision}"' if facts.repo_id and facts.revision else "",
         method=recipe.method,
         method_name=method.pretty_name,
         method_paper=method.paper,
@@ -370,6 +382,7 @@ def write_card(
     output: str | Path,
     *,
     repo_id: str | None = None,
+    revision: str | None = None,
     token: str | None = None,
     endpoint: str | None = None,
     overwrite: bool = False,
@@ -384,7 +397,7 @@ def write_card(
     path = output / CARD_FILE
     if not overwrite and card_is_edited(output):
         raise CardEditedError(str(path))
-    card = render_card(collect_card(output, repo_id=repo_id, token=token, endpoint=endpoint))
+    card = render_card(collect_card(output, repo_id=repo_id, revision=revision, token=token, endpoint=endpoint))
     body = str(card).rstrip("\n") + "\n"
     tmp = output / f".{CARD_FILE}.tmp"
     tmp.write_text(f"{body}\n<!-- hubmerge card {_digest(body)} -->\n", encoding="utf-8")

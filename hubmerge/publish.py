@@ -82,6 +82,7 @@ def build(
     match_labels: LabelMatch = "name",
     max_shard_size: str | int = "5GB",
     repo_id: str | None = None,
+    revision: str | None = None,
     on_progress: engine.ProgressCallback | None = None,
     cancel: threading.Event | None = None,
     console: Console | None = None,
@@ -100,6 +101,7 @@ def build(
             ``"position"`` trusts that class i is output i (names that differ, same order).
         max_shard_size: split the merged weights into shards of at most this size (``"5GB"``, bytes).
         repo_id: where the output will be published (named in the card's code samples).
+        revision: the branch of ``repo_id`` it goes to, when not the default one (the samples load it).
         on_progress: ``(bytes read, total)`` during the merge. ``cancel``: set to stop the merge.
         console: where progress and tables are drawn (None: nothing is drawn).
 
@@ -141,7 +143,7 @@ def build(
         evaluation.save_output_reports(output, comparison or report)
         if console is not None:
             evaluation.render_report(comparison or report, console)
-    card = write_card(output, repo_id=repo_id, token=token, endpoint=endpoint)
+    card = write_card(output, repo_id=repo_id, revision=revision, token=token, endpoint=endpoint)
     return BuildResult(output, merged, report, comparison, card)
 
 
@@ -196,7 +198,8 @@ def publish(
         built = build(
             recipe, Path(tmp) / "output", token=secret, endpoint=endpoint, device=device, evaluate=evaluate,
             compare_inputs=compare_inputs, max_samples=max_samples, match_labels=match_labels,
-            max_shard_size=max_shard_size, repo_id=repo_id, on_progress=on_progress, cancel=cancel, console=console,
+            max_shard_size=max_shard_size, repo_id=repo_id, revision=None if create_pr else branch,
+            on_progress=on_progress, cancel=cancel, console=console,
         )
         pushed = push_folder(
             built.output, repo_id, token=secret, target=target, private=private, branch=branch, create_pr=create_pr,
@@ -244,7 +247,7 @@ def publish_output(
         endpoint=endpoint,
     )
     try:
-        write_card(output, repo_id=repo_id, token=secret, endpoint=endpoint)
+        write_card(output, repo_id=repo_id, revision=None if create_pr else branch, token=secret, endpoint=endpoint)
     except CardEditedError:
         step(0.25, f"{CARD_FILE} is not the card hubmerge wrote (edited by hand?): pushing it as it is")
     step(0.5, "Uploading in one commit")

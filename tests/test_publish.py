@@ -65,10 +65,10 @@ def test_publish_pushes_everything_in_one_commit(api, hub_models, local_hub):
         assert f"{repo}@{api.model_info(repo).sha}" in recipe_text
 
 
-def local_hub_file(api: HfApi, repo_id: str, name: str) -> str:
+def local_hub_file(api: HfApi, repo_id: str, name: str, revision: str | None = None) -> str:
     from huggingface_hub import hf_hub_download
 
-    return Path(hf_hub_download(repo_id, name, token=api.token)).read_text()
+    return Path(hf_hub_download(repo_id, name, token=api.token, revision=revision)).read_text()
 
 
 def test_existing_repo_is_refused_before_any_work(api, hub_models, local_hub, monkeypatch):
@@ -142,6 +142,13 @@ def test_branch_and_pull_request(api, hub_models, local_hub):
                         branch="experiment", overwrite=True)
     heads = {b.name: b.target_commit for b in api.list_repo_refs(repo_id).branches}
     assert heads["main"] == first.push.commit_sha and heads["experiment"] == on_branch.push.commit_sha
+    # the printed URL was the repo's main page, and the card's samples loaded main, not this branch
+    assert first.push.url.endswith(f"/{repo_id}") and on_branch.push.url.endswith(f"/{repo_id}/tree/experiment")
+    card = local_hub_file(api, repo_id, "README.md", revision="experiment")
+    assert f'from_pretrained("{repo_id}", revision="experiment")' in card
+    assert f'hubmerge.load_merged("{repo_id}@experiment", task=' in card
+    assert 'hf_hub_download(repo, f"heads/{task}/model.safetensors", revision="experiment")' in card
+    assert "revision=" not in local_hub_file(api, repo_id, "README.md") and "@experiment" not in card.split("```yaml")[1]
     pr = publish(recipe_for(hub_models), repo_id, token=local_hub.alice_token, evaluate=False, create_pr=True)
     assert pr.push.pull_request_url and pr.push.pull_request_url.endswith("/discussions/1")
     assert {b.name: b.target_commit for b in api.list_repo_refs(repo_id).branches}["main"] == first.push.commit_sha
@@ -241,6 +248,10 @@ def test_push_cli_publishes_a_merged_output_as_it_is(api, hub_models, local_hub,
                            if p.is_file() and ".cache" not in p.parts and p.name != ".gitattributes")
     assert all((pushed / name).read_bytes() == (out / name).read_bytes() for name in local)
     assert f"{repo_id}" in (out / "README.md").read_text()  # the card's code samples name the repo
+    on_branch = fresh_repo()  # to a branch: its page, and samples that load it
+    assert main(["push", str(out), "--repo-id", on_branch, "--branch", "dev", "--token", local_hub.alice_token]) == 0
+    assert capsys.readouterr().out.strip().endswith(f"/{on_branch}/tree/dev")
+    assert f'from_pretrained("{on_branch}", revision="dev")' in local_hub_file(api, on_branch, "README.md", "dev")
     card = out / "README.md"
     card.write_text(card.read_text() + "\nNotes added by hand.\n")
     again = fresh_repo()

@@ -14,6 +14,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import quote
 
 from ..errors import HubError, PushError
 from .source import hub_errors
@@ -214,9 +215,12 @@ def push_folder(
         except Exception:
             log.warning("could not undo the repo/branch made by the failed push to %s", repo_id)
         raise PushError(repo_id, str(exc)) from None
+    url = str(info.repo_url)
+    if branch and not create_pr:  # the repo's page shows its default branch, where this commit is not
+        url += f"/tree/{quote(branch, safe='')}"
     return PushResult(
         repo_id=repo_id,
-        url=str(info.repo_url),
+        url=url,
         commit_sha=info.oid,
         commit_url=info.commit_url,
         pull_request_url=info.pr_url,
