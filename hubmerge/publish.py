@@ -246,16 +246,32 @@ def publish_output(
         repo_id, token=secret, branch=branch, overwrite=overwrite, create_pr=create_pr, private=private,
         endpoint=endpoint,
     )
+    card = Path(output) / CARD_FILE
+    card_before = card.read_bytes() if card.is_file() else None
     try:
         write_card(output, repo_id=repo_id, revision=None if create_pr else branch, token=secret, endpoint=endpoint)
     except CardEditedError:
         step(0.25, f"{CARD_FILE} is not the card hubmerge wrote (edited by hand?): pushing it as it is")
     step(0.5, "Uploading in one commit")
-    return push_folder(
-        Path(output), repo_id, token=secret, target=target, private=private, branch=branch,
-        create_pr=create_pr, commit_message=_commit_title(recipe), commit_description=_COMMIT_DESCRIPTION,
-        endpoint=endpoint,
-    )
+    try:
+        return push_folder(
+            Path(output), repo_id, token=secret, target=target, private=private, branch=branch,
+            create_pr=create_pr, commit_message=_commit_title(recipe), commit_description=_COMMIT_DESCRIPTION,
+            endpoint=endpoint,
+        )
+    except BaseException:  # nothing was published: the card goes back to what it said, not this repo's name
+        _put_back(card, card_before)
+        raise
+
+
+def _put_back(path: Path, content: bytes | None) -> None:
+    """``path`` as it was: ``content``, or no file when it had none."""
+    if content is None:
+        path.unlink(missing_ok=True)
+        return
+    tmp = path.with_name(f".{path.name}.restore")
+    tmp.write_bytes(content)
+    tmp.replace(path)
 
 
 def _commit_title(recipe: Recipe) -> str:

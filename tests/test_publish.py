@@ -135,6 +135,27 @@ def test_a_refused_commit_leaves_an_existing_repo_unchanged(api, hub_models, loc
     assert api.model_info(target).sha == sha and api.repo_exists(target)
 
 
+def test_a_failed_push_of_an_output_leaves_its_card_as_it_was(api, hub_models, local_hub, hub_faults, tmp_path):
+    """The card is written for the repo before the commit: a refused commit left a local card naming a repo
+    that never got the model."""
+    from hubmerge.card import write_card
+
+    out = tmp_path / "out"
+    engine.merge(recipe_for(hub_models), out, token=local_hub.alice_token)
+    before = write_card(out).read_bytes()
+    hub_faults.path_pattern = r"/commit/"
+    hub_faults.status, hub_faults.status_times = 409, 1
+    target = fresh_repo()
+    with pytest.raises(PushError):
+        publish_output(out, target, token=local_hub.alice_token)
+    assert (out / "README.md").read_bytes() == before and not api.repo_exists(target)
+    (out / "README.md").unlink()  # an output without a card gets none from a failed push either
+    hub_faults.status_times = 1
+    with pytest.raises(PushError):
+        publish_output(out, target, token=local_hub.alice_token)
+    assert not (out / "README.md").exists()
+
+
 def test_branch_and_pull_request(api, hub_models, local_hub):
     repo_id = fresh_repo()
     first = publish(recipe_for(hub_models), repo_id, token=local_hub.alice_token, evaluate=False)
