@@ -251,7 +251,10 @@ def _dataset(config: Any, task: str) -> dict[str, Any] | None:
             f"expected a mapping like {{path: org/name, split: test}}, got {config!r}",
             field=f"taskpool.test_datasets.{task}",
         )
-    args = list(config.get("_args_") or [])
+    args = config.get("_args_") or []
+    if not isinstance(args, list):  # a string was read letter by letter: path 'h', name 'u'
+        raise RecipeError(f"'_args_' must be a list like [org/name] (load_dataset's arguments), got {args!r}",
+                          field=f"taskpool.test_datasets.{task}._args_")
     path = config.get("path") or (args[0] if args else None)
     name = config.get("name") or (args[1] if len(args) > 1 else None)
     if not isinstance(path, str):
@@ -328,7 +331,8 @@ def _convert(data: Mapping[str, Any], *, base_dir: Path | None) -> Recipe:
         raise RecipeError("a FusionBench config needs 'modelpool.models' ({_pretrained_: ..., task: repo})",
                           field="modelpool.models")
     base = models_config.get("_pretrained_")
-    tasks = [str(t) for t in models_config if t != "_pretrained_"]
+    tuned = {str(task): value for task, value in models_config.items() if task != "_pretrained_"}  # `1:` is an int
+    tasks = list(tuned)
     method, parameters = _method(method_config, models=len(tasks))
     datasets = _taskpool_datasets(data.get("taskpool"), tasks)
     weights = method_config.get("weights") if isinstance(method_config, Mapping) else None
@@ -336,8 +340,7 @@ def _convert(data: Mapping[str, Any], *, base_dir: Path | None) -> Recipe:
         raise RecipeError(f"'weights' must list one number per task ({len(tasks)}: {', '.join(tasks)})",
                           field="method.weights")
     models = []
-    for i, task in enumerate(tasks):
-        value = models_config[task]
+    for i, (task, value) in enumerate(tuned.items()):
         entry: dict[str, Any] = {"model": _model_id(value, task), "task": task}
         if weights is not None:
             entry["weight"] = weights[i]

@@ -231,8 +231,17 @@ def test_unknown_dataset_names_list_the_known_ones(text, message):
         ("method: simple_average\nmodelpool: {models: {a: {model_name: resnet18, weights: DEFAULT}}}",
          "hubmerge export-resnet ARCH DIR --checkpoint FILE"),
         ("method: simple_average\nmodelpool: {models: {a: {dataset_name: mnist}}}", "cannot tell which model"),
+        # a string `_args_` was read letter by letter: dataset path 'h', config 'u'
+        ("method: simple_average\nmodelpool: {models: {a: b/c}}\ntaskpool: {test_datasets: {a: {_args_: hub/x}}}",
+         "'_args_' must be a list like \\[org/name\\]"),
     ],
 )
 def test_configs_we_cannot_do_exactly_are_refused(text, message):
     with pytest.raises(RecipeError, match=message):
         Recipe.from_yaml(text, source="fb.yaml")
+
+
+def test_task_keys_yaml_reads_as_numbers_are_task_names():
+    """`1:` and `2:` under modelpool.models were an unexpected KeyError('1')."""
+    recipe = Recipe.from_yaml("method: simple_average\nmodelpool: {models: {1: b/c, 2: d/e}}")
+    assert [(m.task, str(m.model)) for m in recipe.models] == [("1", "b/c"), ("2", "d/e")]
