@@ -76,8 +76,12 @@ def test_existing_repo_is_refused_before_any_work(api, hub_models, local_hub, mo
     api.create_repo(repo_id)
     api.upload_file(path_or_fileobj=b"keep", path_in_repo="keep.txt", repo_id=repo_id)
     monkeypatch.setattr(engine, "plan", lambda *a, **k: pytest.fail("merged before checking the target"))
-    with pytest.raises(PushError, match="--overwrite"):
+    with pytest.raises(PushError) as refused:
         publish(recipe_for(hub_models), repo_id, token=local_hub.alice_token, evaluate=False)
+    # the web app's user was told of --overwrite and --repo-id, which the app does not have
+    assert ("already holds 2 file(s) (e.g. .gitattributes); to replace its content in one commit, pass --overwrite "
+            "(from Python: overwrite=True; in the web app: tick 'Overwrite a non-empty repo'), or choose another "
+            "repo id") in str(refused.value)
 
 
 def test_overwrite_replaces_the_content_in_one_commit(api, hub_models, local_hub):

@@ -57,6 +57,9 @@ def test_form_ignores_blank_rows_and_reads_cells():
         ([["", "task", "", ""]], {}, RecipeError, "row 1: give a model"),
         ([["org/a", "", "", "heavy"]], {}, RecipeError, "weight must be a number"),
         ([["org/a", "", "", ""], ["org/b", "", "", ""]], {"scaling_factor": -1.0}, MethodParameterError, ">= 0"),
+        # an API caller's JSON text or list was an unexpected AttributeError ('str' object has no 'items')
+        ([["org/a", "", "", ""]], '{"scaling_factor": 0.3}', RecipeError, "parameters must be a mapping like"),
+        ([["org/a", "", "", ""]], [1], RecipeError, "parameters must be a mapping like"),
     ],
 )
 def test_bad_form_values_are_typed_errors(models, parameters, error, words):

@@ -128,7 +128,8 @@ def check_target(
         raise PushError(
             repo_id,
             f"{where}the repository already holds {len(files)} file(s) (e.g. {files[0]}); "
-            "pass --overwrite to replace its content in one commit, or choose another --repo-id",
+            "to replace its content in one commit, pass --overwrite (from Python: overwrite=True; in the web app: "
+            "tick 'Overwrite a non-empty repo'), or choose another repo id",
         )
     return state
 

@@ -165,6 +165,9 @@ def recipe_from_form(
         entries.append(entry)
     if not entries:
         raise RecipeError("add at least one model to merge (a repo id per row of the models table)")
+    if not isinstance(parameters, Mapping):  # the form sends one; an API caller may send JSON text or a list
+        raise RecipeError(f"parameters must be a mapping like {{\"scaling_factor\": 0.3}}, got {parameters!r}",
+                          field="parameters")
     data: dict[str, Any] = {"method": method, "models": entries, "parameters": _coerced(method, parameters)}
     if not _blank(base_model):
         data["base_model"] = str(base_model).strip()
