@@ -295,6 +295,14 @@ def test_evaluate_with_tasks(
     assert list(json.loads(path.read_text())) == ["digits_high", "average"]
     assert _evaluate(convnext_average, "-t", "digits_low", "-t", "digits_low=x/y", "--json", str(path)) == 2
     assert "each task once: digits_low is given more than once" in capsys.readouterr().err
+    from hubmerge.errors import RecipeError
+    from hubmerge.evaluation import evaluate_model
+
+    # from Python, task names alone: a list was an AttributeError, one name was read letter by letter
+    for names in (["digits_high"], "digits_high"):
+        assert list(evaluate_model(convnext_average, names, max_samples=4, device="cpu").results) == ["digits_high"]
+    with pytest.raises(RecipeError, match="a mapping of task to dataset, or a list of task names"):
+        evaluate_model(convnext_average, [1])  # type: ignore[list-item]
     plain = fx.models["digits_low"]  # no recipe: a bare name it cannot place is refused as before
     assert _evaluate(plain, "-t", "digits_low") == 1
     assert "task 'digits_low' has no known dataset; write --task digits_low=DATASET" in " ".join(

@@ -37,6 +37,9 @@ if TYPE_CHECKING:
 
     from ..recipe import DatasetRef, ModelRef, Recipe
 
+    # what evaluate_model and compare_inputs take: task -> dataset (None: the recipe's), or task names
+    TaskDatasets = Mapping[str, DatasetRef | str | None] | Sequence[str]
+
 __all__ = [
     "compare_inputs",
     "evaluate_classifier",
@@ -201,11 +204,17 @@ def check_recipe_datasets(recipe: Recipe, *, token: str | None = None) -> None:
     check_hub_datasets(recipe.datasets, token=token)
 
 
-def _tasks_for(
-    ref: ModelRef, tasks: Mapping[str, DatasetRef | str | None] | None, known: Sequence[str], token: str | None
-) -> dict[str, DatasetRef]:
-    """Each task's dataset: as given; for a task given without one (None), the dataset the model's recipe
-    names for it, else its usual one; with no tasks given, every dataset the recipe names."""
+def _tasks_for(ref: ModelRef, tasks: TaskDatasets | None, known: Sequence[str], token: str | None
+               ) -> dict[str, DatasetRef]:
+    """Each task's dataset: as given; for a task given without one (None, or a name in a list), the dataset
+    the model's recipe names for it, else its usual one; with no tasks given, every dataset the recipe names."""
+    if isinstance(tasks, str):  # one task's name: iterating it would give its letters as tasks
+        tasks = [tasks]
+    if tasks is not None and not isinstance(tasks, Mapping):
+        if not all(isinstance(name, str) for name in tasks):
+            raise RecipeError(f"tasks are a mapping of task to dataset, or a list of task names; got {tasks!r}",
+                              field="task")
+        tasks = dict.fromkeys(tasks)
     if tasks is None:
         recipe = _read_recipe(ref, token=token)
         refs = recipe.datasets if recipe is not None else {}
@@ -240,7 +249,7 @@ def _tasks_for(
 
 def evaluate_model(
     model: str | Path,
-    tasks: Mapping[str, DatasetRef | str | None] | None = None,
+    tasks: TaskDatasets | None = None,
     *,
     batch_size: int = DEFAULT_BATCH_SIZE,
     max_samples: int | None = None,
@@ -258,8 +267,8 @@ def evaluate_model(
         model: a merged output (directory or Hub repo id, ``org/name[@revision]``) or a plain
             image classifier (then every task is evaluated with its one head).
         tasks: task -> dataset (``DatasetRef`` or ``"DATASET[:SPLIT]"``; None: the one the model's
-            recipe names for that task, else its usual one); default: the datasets named in the
-            model's ``hubmerge_recipe.yaml``.
+            recipe names for that task, else its usual one), or a list of task names (each with that
+            dataset); default: the datasets named in the model's ``hubmerge_recipe.yaml``.
         batch_size, max_samples, device, num_workers, match_labels, autocast: see
             :func:`evaluate_classifier`.
         revision: the model's revision when ``model`` is a repo id.
@@ -300,7 +309,7 @@ def evaluate_model(
 
 def compare_inputs(
     output: str | Path,
-    tasks: Mapping[str, DatasetRef | str | None] | None = None,
+    tasks: TaskDatasets | None = None,
     *,
     batch_size: int = DEFAULT_BATCH_SIZE,
     max_samples: int | None = None,
