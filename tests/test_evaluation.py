@@ -247,6 +247,10 @@ def test_hub_dataset_through_hf_endpoint(
     assert result.dataset == f"{repo}:test"
     with pytest.raises(DatasetError, match="was not found"):
         _evaluate(fx, "digits_low", "alice/no-such-dataset", token=local_hub.alice_token)
+    # a split it lacks was "cannot be loaded: Unknown split", without the splits there are or how to name one
+    with pytest.raises(DatasetError, match=f"has no split 'valid' \\(its splits: .*test.*\\); name the one to "
+                       f"evaluate on after a colon, e.g. `dataset: {repo}:"):
+        _evaluate(fx, "digits_low", f"{repo}:valid", token=local_hub.alice_token)
 
     hf_online(monkeypatch, False)
     cached = _evaluate(fx, "digits_low", f"{repo}:test")

@@ -407,6 +407,25 @@ def test_a_dataset_the_hub_lacks_is_refused_before_the_merge(hub_models, local_h
         err = " ".join(capsys.readouterr().err.split())
         assert err.startswith("error: DatasetError: dataset 'alice/no-such-dataset:test': is not on the Hub"), err
     assert not (tmp_path / "out").exists()
+    # a split the dataset lacks was found only after the merge, in the words of `datasets`
+    import pandas as pd
+
+    from ._eval_helpers import hf_online
+
+    hf_online(monkeypatch, True)  # datasets froze the offline switch of an earlier test module at import
+    dataset = f"alice/splits-{uuid.uuid4().hex[:6]}"
+    HfApi(endpoint=local_hub.endpoint, token=local_hub.alice_token).create_repo(dataset, repo_type="dataset")
+    (tmp_path / "data").mkdir()
+    pd.DataFrame({"label": [0, 1]}).to_parquet(tmp_path / "data" / "test-00000-of-00001.parquet")
+    HfApi(endpoint=local_hub.endpoint, token=local_hub.alice_token).upload_folder(
+        folder_path=str(tmp_path / "data"), path_in_repo="data", repo_id=dataset, repo_type="dataset")
+    data["models"][0]["dataset"] = f"{dataset}:validation"
+    recipe.write_text(Recipe.from_dict(data).to_yaml())
+    assert main(["merge", str(recipe), "-o", str(tmp_path / "out"), "--evaluate", *token]) == 1
+    assert (f"error: DatasetError: dataset '{dataset}:validation': has no split 'validation' (its splits: test); "
+            f"name the one to evaluate on after a colon, e.g. `dataset: {dataset}:test`") in " ".join(
+                capsys.readouterr().err.split())
+    assert not (tmp_path / "out").exists()
 
 
 def test_the_early_dataset_check_refuses_only_what_the_hub_says_is_missing(monkeypatch):

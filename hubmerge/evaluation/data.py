@@ -85,12 +85,13 @@ def resolve_dataset_path(ref: DatasetRef) -> Path | None:
 
 
 def check_hub_datasets(datasets_by_task: Mapping[str, DatasetRef], *, token: str | None) -> None:
-    """Refuse a Hub dataset id that does not exist, before a merge that is to be evaluated on it runs
-    (minutes, for real models) only to fail at the evaluation. Offline, or when the Hub does not
-    answer, nothing is refused here: the evaluation says what it finds.
+    """Refuse a Hub dataset id that does not exist, or a split it does not have, before a merge that is to
+    be evaluated on it runs (minutes, for real models) only to fail at the evaluation. Offline, or when the
+    Hub does not answer, nothing is refused here: the evaluation says what it finds.
 
     Raises:
-        DatasetError: the Hub has no such dataset (or it is private and ``token`` cannot read it).
+        DatasetError: the Hub has no such dataset (or it is private and ``token`` cannot read it), or the
+            dataset has no such split.
     """
     import httpx2
     from huggingface_hub import HfApi, constants
@@ -113,6 +114,22 @@ def check_hub_datasets(datasets_by_task: Mapping[str, DatasetRef], *, token: str
             ) from None
         except (hf.HfHubHTTPError, httpx2.TransportError, ValueError):
             continue  # rate limited, unreachable, an id the Hub API will not take: no reason to refuse
+        splits = _hub_splits(ref, token)  # from the repo's file listing, no data read
+        if splits and ref.split not in splits:
+            raise DatasetError(str(ref), ref.missing_split(splits))
+
+
+def _hub_splits(ref: DatasetRef, token: str | None) -> list[str]:
+    """The splits of a Hub dataset, or [] when they cannot be told without loading it (a config that
+    must be named, a Hub that does not answer)."""
+    import datasets as hf_datasets
+    import httpx2
+    from huggingface_hub import errors as hf
+
+    try:
+        return list(hf_datasets.get_dataset_split_names(ref.path, ref.name, token=token))
+    except (ValueError, OSError, hf_datasets.exceptions.DatasetsError, hf.HfHubHTTPError, httpx2.TransportError):
+        return []
 
 
 def _registry_hint(*names: str | None) -> str:
@@ -171,6 +188,9 @@ def _load_split(ref: DatasetRef, *, task: str, token: str | None) -> datasets.Da
             + _registry_hint(ref.path, task),
         ) from None
     except (ValueError, OSError, hf_datasets.exceptions.DatasetsError) as exc:  # bad split / config names
+        splits = _hub_splits(ref, token) if local is None else []
+        if splits and ref.split not in splits:  # say which splits there are, as for a local dataset
+            raise DatasetError(where, ref.missing_split(splits)) from None
         raise DatasetError(where, f"cannot be loaded: {exc}") from None
     if isinstance(data, hf_datasets.DatasetDict):
         if ref.split not in data:
