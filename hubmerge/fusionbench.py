@@ -202,7 +202,11 @@ def _dare(params: dict[str, Any], key: str, *, models: int) -> None:
             field="method.only_on_linear_weights",
         )
     if "sparsity_ratio" in params:
-        params["drop_rate"] = params.pop("sparsity_ratio")
+        ratio = params.pop("sparsity_ratio")
+        if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 <= ratio < 1:
+            raise RecipeError(f"sparsity_ratio is the share of each task vector dropped, in [0, 1); got {ratio!r} "
+                              "(it is hubmerge's drop_rate, at most 0.999)", field="method.sparsity_ratio")
+        params["drop_rate"] = ratio
     if key in ("daresimpleaverage", "dare/simple_average"):
         params["scaling_factor"] = 1 / models  # FusionBench: DareTaskArithmetic with 1 / len(modelpool)
 
@@ -336,9 +340,10 @@ def _convert(data: Mapping[str, Any], *, base_dir: Path | None) -> Recipe:
     method, parameters = _method(method_config, models=len(tasks))
     datasets = _taskpool_datasets(data.get("taskpool"), tasks)
     weights = method_config.get("weights") if isinstance(method_config, Mapping) else None
-    if weights is not None and (not isinstance(weights, list) or len(weights) != len(tasks)):
-        raise RecipeError(f"'weights' must list one number per task ({len(tasks)}: {', '.join(tasks)})",
-                          field="method.weights")
+    if weights is not None and (not isinstance(weights, list) or len(weights) != len(tasks)
+                                or not all(isinstance(w, (int, float)) and not isinstance(w, bool) for w in weights)):
+        raise RecipeError(f"'weights' must list one number per task ({len(tasks)}: {', '.join(tasks)}), got "
+                          f"{weights!r}", field="method.weights")
     models = []
     for i, (task, value) in enumerate(tuned.items()):
         entry: dict[str, Any] = {"model": _model_id(value, task), "task": task}

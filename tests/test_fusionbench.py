@@ -231,6 +231,11 @@ def test_unknown_dataset_names_list_the_known_ones(text, message):
         ("method: simple_average\nmodelpool: {models: {a: {model_name: resnet18, weights: DEFAULT}}}",
          "hubmerge export-resnet ARCH DIR --checkpoint FILE"),
         ("method: simple_average\nmodelpool: {models: {a: {dataset_name: mnist}}}", "cannot tell which model"),
+        # these were refused in hubmerge's words ('parameters.drop_rate' must be <= 0.999, 'models[1].weight')
+        ("method: {name: dare/task_arithmetic, sparsity_ratio: 1.0}\nmodelpool: {models: {_pretrained_: x/y, a: b/c}}",
+         "'method.sparsity_ratio': sparsity_ratio is the share of each task vector dropped, in \\[0, 1\\); got 1.0"),
+        ("method: {name: weighted_average, weights: [1, heavy]}\nmodelpool: {models: {a: b/c, d: e/f}}",
+         "'method.weights': 'weights' must list one number per task"),
         # a string `_args_` was read letter by letter: dataset path 'h', config 'u'
         ("method: simple_average\nmodelpool: {models: {a: b/c}}\ntaskpool: {test_datasets: {a: {_args_: hub/x}}}",
          "'_args_' must be a list like \\[org/name\\]"),
