@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from hubmerge import engine
-from hubmerge.errors import HubError, ModelFilesNotFoundError, UnknownTaskError, WeightsError
+from hubmerge.errors import HubError, ModelFilesNotFoundError, RecipeError, UnknownTaskError, WeightsError
 from hubmerge.fixtures import accuracy, build_fixtures
 from hubmerge.recipe import Recipe
 from hubmerge.vision.export import export_torchvision_resnet
@@ -89,6 +89,8 @@ def test_the_folder_above_the_models_is_no_model(fixtures, tmp_path):
             call()
         assert str(info.value).startswith(said) and "one folder down (" in str(info.value)
         assert fixtures.models["digits_low"].name in str(info.value)
+    with pytest.raises(RecipeError, match="is a local folder, which has no revisions; revision= is for Hub repos"):
+        load_merged(fixtures.models["digits_low"], revision="main")  # it was ignored
     (tmp_path / "notes.txt").write_text("x")
     with pytest.raises(ModelFilesNotFoundError, match="found no .safetensors file. hubmerge reads safetensors "
                        "weights only.$"):

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import (
     HubError,
     ModelFilesNotFoundError,
+    RecipeError,
     UnknownTaskError,
     UnsupportedArchitectureError,
     WeightsError,
@@ -322,6 +323,9 @@ def _output_index(path_or_repo: str | os.PathLike[str], revision: str | None, to
     """The tasks and default task of a merged output, reading only ``hubmerge_heads.json`` (and its recipe)."""
     ref = ModelRef.parse(str(path_or_repo))
     if ref.path is not None:
+        if revision is not None:  # it was ignored: the folder was loaded as it is, whatever was asked for
+            raise RecipeError(f"'{ref.path}' is a local folder, which has no revisions; revision= is for Hub repos",
+                              field="revision")
         return _OutputIndex(ref, None, _local_model_dir(ref.path), *_local_index(ref.path))
     from huggingface_hub import HfApi, constants
 
