@@ -32,7 +32,7 @@ def input_rows(merge_plan: MergePlan) -> list[tuple[str, ...]]:
     A Hugging Face cache snapshot (what ``snapshot_download()`` returns) is named by its Hub repo and
     commit, as the card names it: its path is long and says the same less readably.
     """
-    rows = []
+    rows: list[tuple[str, ...]] = []
     for m in merge_plan.inputs:
         model, revision = str(m.ref), m.revision or "local"
         if (hub_copy := m.ref.hub_copy) is not None:

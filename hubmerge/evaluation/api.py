@@ -217,8 +217,8 @@ def _tasks_for(ref: ModelRef, tasks: TaskDatasets | None, known: Sequence[str], 
         tasks = dict.fromkeys(tasks)
     if tasks is None:
         recipe = _read_recipe(ref, token=token)
-        refs = recipe.datasets if recipe is not None else {}
-        if not refs:
+        stored = recipe.datasets if recipe is not None else {}
+        if not stored:
             names = f" with NAME one of {', '.join(known)}" if known else ""
             why = ("its hubmerge_recipe.yaml has no 'dataset' entries" if recipe is not None
                    else "it holds no hubmerge_recipe.yaml: a plain model, not a hubmerge output")
@@ -226,7 +226,7 @@ def _tasks_for(ref: ModelRef, tasks: TaskDatasets | None, known: Sequence[str], 
                 f"'{ref}' names no evaluation datasets ({why}). Give them: --task NAME=DATASET[:SPLIT]{names}",
                 field="task",
             )
-        return refs
+        return dict(stored)
     if not tasks:
         raise RecipeError("name at least one task to evaluate: --task NAME=DATASET[:SPLIT]", field="task")
     if known:
