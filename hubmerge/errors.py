@@ -29,6 +29,7 @@ token before they are shown.
     ├── OutputSpaceError (OSError)             the output's disk cannot hold it
     ├── ListenError (OSError)                  a server cannot listen on --host / --port
     │   └── PortInUseError                     something listens there already
+    ├── LocalHubRootError (OSError)            the local Hub's --root cannot be served (in use, bad tokens.json)
     ├── DatasetError (ValueError)              a dataset cannot be used for evaluation
     ├── HeadMismatchError (ValueError)         a head disagrees with its task's labels
     ├── HubError (OSError)                     talking to the Hub failed
@@ -55,6 +56,7 @@ __all__ = [
     "HubError",
     "HubmergeError",
     "ListenError",
+    "LocalHubRootError",
     "MethodParameterError",
     "MissingTensorError",
     "ModelFilesNotFoundError",
@@ -394,6 +396,14 @@ class PushError(HubError):
     def __init__(self, repo_id: str, problem: str) -> None:
         super().__init__(f"push to '{repo_id}' failed: {problem.rstrip('.')}. The repository was left as it was.")
         self.repo_id = repo_id
+
+
+class LocalHubRootError(HubmergeError, OSError):
+    """The local Hub's storage folder cannot be served: another server uses it, or a file in it is wrong."""
+
+    def __init__(self, root: str, problem: str) -> None:
+        super().__init__(f"local Hub root '{root}': {problem}")
+        self.root = root
 
 
 class ListenError(HubmergeError, OSError):

@@ -354,6 +354,11 @@ def test_private_repos(alice, bob, anonymous, tmp_path):
         assert not other.repo_exists(repo_id)
     with pytest.raises(hf.RepositoryNotFoundError):
         hf_hub_download(repo_id, "config.json", token=False, cache_dir=tmp_path / "c")
+    # huggingface_hub sends {"visibility": ...}: the server read only "private", answered 200 and changed nothing
+    alice.update_repo_settings(repo_id, visibility="public")
+    assert alice.model_info(repo_id).private is False and anonymous.repo_exists(repo_id)
+    alice.update_repo_settings(repo_id, private=True)
+    assert alice.model_info(repo_id).private is True and not anonymous.repo_exists(repo_id)
 
 
 def test_write_permissions_and_bad_tokens(alice, bob, local_hub):
@@ -383,6 +388,32 @@ def test_model_card_round_trip(alice, local_hub):
 
 
 # ----------------------------------------------------------------------------- persistence, stats, faults
+
+
+def test_one_server_per_root_and_a_root_that_cannot_be_served(tmp_path, capsys):
+    """Two servers on one root each kept their own refs (7 of 60 concurrent commits were lost); a tokens.json
+    edited into something else, or a file named `repos`, was an "unexpected error" from `hub serve`."""
+    from hubmerge.cli import main
+    from hubmerge.errors import LocalHubRootError
+
+    root = tmp_path / "hub"
+    with LocalHub(root):
+        with pytest.raises(LocalHubRootError, match="another local Hub serves it"):
+            LocalHub(root)
+        assert main(["hub", "serve", "--root", str(root), "--port", "0"]) == 1
+        assert "LocalHubRootError" in capsys.readouterr().err
+    with LocalHub(root):  # the first one stopped: the root is free again
+        pass
+    for text, why in (("not json", "tokens.json cannot be read"),
+                      ('["a"]', "tokens.json must map each write token to its user")):
+        (root / "tokens.json").write_text(text)
+        assert main(["hub", "serve", "--root", str(root), "--port", "0"]) == 1
+        err = "".join(capsys.readouterr().err.split())  # a long path wraps anywhere
+        assert err.startswith("".join(f"error: LocalHubRootError: local Hub root '{root}': {why}".split())), err
+    (tmp_path / "filed").mkdir()
+    (tmp_path / "filed" / "repos").write_text("x")
+    with pytest.raises(LocalHubRootError, match="'repos' in it is a file"):
+        LocalHub(tmp_path / "filed")
 
 
 def test_restart_keeps_everything(tmp_path, local_hub):

@@ -328,7 +328,9 @@ class _Hub:
         repo_type, repo_id = _TYPES[type], f"{ns}/{name}"
         self._writable(request, repo_type, repo_id)
         data = json.loads(body or b"{}")
-        if "private" in data:
+        if data.get("visibility") in ("private", "public"):  # what huggingface_hub 1.x+ sends
+            self.store.set_private(repo_type, repo_id, data["visibility"] == "private")
+        elif "private" in data:
             self.store.set_private(repo_type, repo_id, bool(data["private"]))
         return JSONResponse({})
 

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 
+from ...errors import LocalHubRootError
 from ...ports import bind_port
 from .app import FaultPolicy, HubStats, create_app
 
@@ -20,15 +21,20 @@ __all__ = ["LocalHub", "load_tokens", "serve"]
 log = logging.getLogger(__name__)
 
 TOKENS_FILE = "tokens.json"
+LOCK_FILE = ".hubmerge-serve.lock"
+_STORAGE_FOLDERS = ("repos", "blobs")
 
 
 def load_tokens(root: Path, tokens: Mapping[str, str] | None = None, *, create: bool = False) -> dict[str, str]:
     """Tokens allowed to write: ``tokens`` plus ``<root>/tokens.json``; with ``create``, one is made if none exist.
 
     The file maps token -> user; a generated token belongs to the user ``local``.
+
+    Raises:
+        LocalHubRootError: ``tokens.json`` is not such a mapping (it is edited by hand).
     """
     path = Path(root) / TOKENS_FILE
-    stored: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
+    stored = _read_tokens(path) if path.exists() else {}
     merged = {**stored, **dict(tokens or {})}
     if not merged and create:
         merged = {f"hf_local_{secrets.token_hex(16)}": "local"}
@@ -37,6 +43,42 @@ def load_tokens(root: Path, tokens: Mapping[str, str] | None = None, *, create: 
         path.write_text(json.dumps(merged, indent=1))
         path.chmod(0o600)
     return merged
+
+
+def _read_tokens(path: Path) -> dict[str, str]:
+    try:
+        stored = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, OSError) as exc:
+        raise LocalHubRootError(str(path.parent), f"{TOKENS_FILE} cannot be read ({exc})") from None
+    if not isinstance(stored, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in stored.items()):
+        raise LocalHubRootError(str(path.parent), f'{TOKENS_FILE} must map each write token to its user, like '
+                                '{"hf_...": "alice"}')
+    return stored
+
+
+class _RootLock:
+    """One server per root: two keep their own view of each repo's refs, so commits made through one are
+    lost to the other's, and each knows only the tokens it read at start."""
+
+    def __init__(self, root: Path) -> None:
+        for name in _STORAGE_FOLDERS:
+            if (root / name).exists() and not (root / name).is_dir():
+                raise LocalHubRootError(str(root), f"'{name}' in it is a file; the Hub keeps a folder there")
+        root.mkdir(parents=True, exist_ok=True)
+        self._file = open(root / LOCK_FILE, "ab")  # noqa: SIM115 - held open until release()
+        try:
+            import fcntl
+        except ImportError:  # no flock (Windows): one server per root is then the user's to keep
+            return
+        try:
+            fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._file.close()
+            raise LocalHubRootError(str(root), "another local Hub serves it (`hubmerge hub serve` or a demo); stop "
+                                    "that one, or serve another root") from None
+
+    def release(self) -> None:
+        self._file.close()
 
 
 def serve(
@@ -60,13 +102,17 @@ def serve(
     """
     import uvicorn
 
-    sock = bind_port(host, port)
-    port = sock.getsockname()[1]  # the one chosen when 0 was asked for
-    allowed = load_tokens(root, tokens, create=True)
-    app = create_app(root, tokens=allowed, orgs=orgs, lfs_threshold=lfs_threshold)
-    log.warning("local hub on http://%s:%d, storing repos in %s; write tokens are in %s",
-                host, port, root, Path(root) / TOKENS_FILE)
-    uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
+    lock = _RootLock(Path(root))
+    try:
+        allowed = load_tokens(root, tokens, create=True)
+        sock = bind_port(host, port)
+        port = sock.getsockname()[1]  # the one chosen when 0 was asked for
+        app = create_app(root, tokens=allowed, orgs=orgs, lfs_threshold=lfs_threshold)
+        log.warning("local hub on http://%s:%d, storing repos in %s; write tokens are in %s",
+                    host, port, root, Path(root) / TOKENS_FILE)
+        uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
+    finally:
+        lock.release()
 
 
 class LocalHub:
@@ -87,9 +133,14 @@ class LocalHub:
         import uvicorn
 
         self.root = Path(root)
-        self.tokens = load_tokens(self.root, tokens)
-        self.app = create_app(self.root, tokens=self.tokens, orgs=orgs, lfs_threshold=lfs_threshold)
-        self._socket = sock if sock is not None else bind_port(host, port)
+        self._lock = _RootLock(self.root)
+        try:
+            self.tokens = load_tokens(self.root, tokens)
+            self.app = create_app(self.root, tokens=self.tokens, orgs=orgs, lfs_threshold=lfs_threshold)
+            self._socket = sock if sock is not None else bind_port(host, port)
+        except BaseException:
+            self._lock.release()
+            raise
         self.host, self.port = self._socket.getsockname()[:2]
         config = uvicorn.Config(self.app, log_level="warning", lifespan="off", timeout_keep_alive=30)
         self._server = uvicorn.Server(config)
@@ -124,6 +175,7 @@ class LocalHub:
         if self._thread is not None:
             self._thread.join(timeout=10)
         self._socket.close()
+        self._lock.release()
 
     def __enter__(self) -> LocalHub:
         return self.start()
