@@ -62,7 +62,7 @@ def _point_client_at(endpoint: str, home: Path) -> None:
                 "run the demo in a fresh process (`hubmerge demo`)"
             )
     os.environ["HF_ENDPOINT"] = endpoint
-    os.environ.setdefault("HF_HOME", str(home))
+    os.environ["HF_HOME"] = str(home)  # its caches are of its own Hub: never in the user's HF_HOME
     os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
     os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"  # the demo draws its own progress
     os.environ["HF_HUB_DISABLE_XET"] = "1"  # the local Hub speaks LFS, not Xet

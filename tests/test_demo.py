@@ -55,7 +55,8 @@ def test_the_demo_runs_end_to_end(tmp_path):
 
 @pytest.mark.slow
 def test_the_demo_leaves_nothing_behind_without_a_workdir(tmp_path):
-    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    # a user's own HF_HOME got the demo's caches (17 MB of models and datasets named like Hub repos)
+    env = {**os.environ, "TMPDIR": str(tmp_path), "HF_HOME": str(tmp_path / "users-hf-home")}
     result = subprocess.run(
         [sys.executable, "-m", "hubmerge.cli", "demo"], capture_output=True, text=True, timeout=600, env=env
     )
@@ -63,3 +64,4 @@ def test_the_demo_leaves_nothing_behind_without_a_workdir(tmp_path):
     assert result.stdout.strip().endswith("/hubmerge-demo/convnext-tiny-digits-merged")
     assert "temporary folder is gone" in result.stderr
     assert not list(tmp_path.glob("hubmerge-demo-*"))  # its Hub, HF_HOME and work files went with it
+    assert not (tmp_path / "users-hf-home").exists()
