@@ -359,6 +359,10 @@ def test_private_repos(alice, bob, anonymous, tmp_path):
     assert alice.model_info(repo_id).private is False and anonymous.repo_exists(repo_id)
     alice.update_repo_settings(repo_id, private=True)
     assert alice.model_info(repo_id).private is True and not anonymous.repo_exists(repo_id)
+    # a write the server does not do read as a missing file: "404 ... no route for POST .../tag/main"
+    with pytest.raises(hf.HfHubHTTPError, match="is not supported by hubmerge's local Hub") as unsupported:
+        alice.create_tag(repo_id, tag="v1")
+    assert unsupported.value.response.status_code == 501
 
 
 def test_write_permissions_and_bad_tokens(alice, bob, local_hub):

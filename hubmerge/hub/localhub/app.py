@@ -239,6 +239,10 @@ class _Hub:
                     return _error(exc.code, str(exc), exc.kind)
         if path == "/api/agent-harnesses":
             return _error(404, "not served by the local hub")
+        if path.startswith("/api/") and request.method in ("POST", "PUT", "PATCH", "DELETE"):
+            # a write this server does not do (tags, moves, squashes): say so, not "entry not found"
+            return _error(501, f"{request.method} {path} is not supported by hubmerge's local Hub, which serves "
+                          "what merging, evaluating and publishing use (repos, branches, commits, files, PRs)")
         return _error(404, f"no route for {request.method} {path}", "EntryNotFound")
 
     # ------------------------------------------------------------------ auth
