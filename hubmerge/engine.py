@@ -1035,9 +1035,12 @@ def read_output_recipe(output: str | Path) -> Recipe:
 
     Raises:
         RecipeError: ``output`` holds no ``hubmerge_recipe.yaml``: it is no output of a merge.
-        ModelFilesNotFoundError: a file its indexes name is missing.
+        ModelFilesNotFoundError: ``output`` is no folder, or a file its indexes name is missing.
     """
     path = Path(output) / RECIPE_FILE
+    if not Path(output).is_dir():
+        what = "is a file" if Path(output).exists() else "does not exist"
+        raise ModelFilesNotFoundError(f"'{output}' {what}: give the folder `hubmerge merge` wrote", model=str(output))
     if not path.is_file():
         raise RecipeError(f"'{output}' holds no {RECIPE_FILE}; is it an output of `hubmerge merge`?")
     if missing := _missing_output_files(Path(output)):

@@ -298,6 +298,8 @@ def test_an_output_missing_a_head_is_neither_carded_nor_pushed(api, hub_models, 
         said = "".join(capsys.readouterr().err.split())  # a long path wraps anywhere
         assert "".join((f"ModelFilesNotFoundError: '{out}' is incomplete: heads/{task}/model.safetensors, "
                         f"heads/{task}/config.json are missing (deleted since the merge?)").split()) in said
+    assert main(["card", str(tmp_path / "nowhere")]) == 1  # it said "holds no hubmerge_recipe.yaml"
+    assert "nowhere' does not exist: give the folder `hubmerge merge` wrote" in capsys.readouterr().err
     (out / "model.safetensors").unlink()
     with pytest.raises(FileNotFoundError, match="is incomplete: heads/.*model.safetensors are missing"):
         publish_output(out, repo_id, token=local_hub.alice_token)

@@ -102,17 +102,18 @@ def serve(
     """
     import uvicorn
 
-    lock = _RootLock(Path(root))
-    try:
-        allowed = load_tokens(root, tokens, create=True)
-        sock = bind_port(host, port)
-        port = sock.getsockname()[1]  # the one chosen when 0 was asked for
-        app = create_app(root, tokens=allowed, orgs=orgs, lfs_threshold=lfs_threshold)
-        log.warning("local hub on http://%s:%d, storing repos in %s; write tokens are in %s",
-                    host, port, root, Path(root) / TOKENS_FILE)
-        uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
-    finally:
-        lock.release()
+    sock = bind_port(host, port)  # a busy port is refused before the root is made
+    port = sock.getsockname()[1]  # the one chosen when 0 was asked for
+    with sock:
+        lock = _RootLock(Path(root))
+        try:
+            allowed = load_tokens(root, tokens, create=True)
+            app = create_app(root, tokens=allowed, orgs=orgs, lfs_threshold=lfs_threshold)
+            log.warning("local hub on http://%s:%d, storing repos in %s; write tokens are in %s",
+                        host, port, root, Path(root) / TOKENS_FILE)
+            uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
+        finally:
+            lock.release()
 
 
 class LocalHub:
