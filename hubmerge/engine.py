@@ -47,6 +47,7 @@ from .errors import (
     ShapeMismatchError,
     UnsupportedArchitectureError,
     UnsupportedDtypeError,
+    listed,
 )
 from .methods import MergeMethod, get_method
 from .recipe import RECIPE_FILE, ModelEntry, ModelRef, Recipe, load_recipe
@@ -781,9 +782,11 @@ def _config_for(merge_plan: MergePlan, index: int) -> str | None:
     # what transformers loads the weights as: the merged tensors' dtype, not the default input's
     written = merge_plan.merged_dtypes
     dtype = merge_plan.recipe.dtype or (written[0] if len(written) == 1 else None)
-    for key in ("dtype", "torch_dtype"):
-        if dtype is not None and (key in config or (key == "dtype" and merge_plan.recipe.dtype is not None)):
-            config[key] = dtype
+    if dtype is not None:
+        if "dtype" in config or merge_plan.recipe.dtype is not None:
+            config["dtype"] = dtype
+        if "torch_dtype" in config:
+            config["torch_dtype"] = dtype
     return json.dumps(config, indent=2, sort_keys=True) + "\n"
 
 
@@ -1044,24 +1047,30 @@ def read_output_recipe(output: str | Path) -> Recipe:
     if not path.is_file():
         raise RecipeError(f"'{output}' holds no {RECIPE_FILE}; is it an output of `hubmerge merge`?")
     if missing := _missing_output_files(Path(output)):
-        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
         raise ModelFilesNotFoundError(
-            f"'{output}' is incomplete: {shown} {'is' if len(missing) == 1 else 'are'} missing (deleted since the "
-            "merge?); merge it again, or restore them", model=str(output)
+            f"'{output}' is incomplete: {listed(missing, 5)} {'is' if len(missing) == 1 else 'are'} missing "
+            "(deleted since the merge?); merge it again, or restore them", model=str(output)
         )
     return load_recipe(path)
 
 
 def _missing_output_files(directory: Path) -> list[str]:
-    """The files an output's indexes name (each task's head, the weight shards) that are not there."""
-    named: list[str] = []
-    heads = directory / HEADS_INDEX
-    if heads.is_file():
-        tasks = json.loads(heads.read_text(encoding="utf-8")).get("tasks") or {}
-        named += [str(f) for task in tasks.values() if isinstance(task, dict) for f in task.get("files", [])]
-    shards = directory / INDEX_FILE
-    if shards.is_file():
-        named += sorted(set(json.loads(shards.read_text(encoding="utf-8")).get("weight_map", {}).values()))
+    """The files an output's indexes name (each task's head, the weight shards) that are not there. An index
+    that is no JSON object names nothing here: whoever reads it next refuses it in its own words."""
+
+    def index(name: str) -> dict[str, Any]:
+        try:
+            data = json.loads((directory / name).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    tasks = index(HEADS_INDEX).get("tasks")
+    named = [str(f) for task in (tasks.values() if isinstance(tasks, dict) else ()) if isinstance(task, dict)
+             for f in task.get("files", [])]
+    if (directory / INDEX_FILE).is_file():
+        weight_map = index(INDEX_FILE).get("weight_map")
+        named += sorted({str(f) for f in weight_map.values()}) if isinstance(weight_map, dict) else []
     else:
         named.append(SINGLE_FILE)
     return [name for name in named if not (directory / name).is_file()]

@@ -79,6 +79,7 @@ __all__ = [
     "UnsupportedDtypeError",
     "WeightsError",
     "did_you_mean",
+    "listed",
     "redact",
 ]
 
@@ -114,7 +115,8 @@ def did_you_mean(word: str, options: Iterable[str]) -> str:
     return f" Did you mean '{close[0]}'?" if close else ""
 
 
-def _list(items: Iterable[str], limit: int = 20) -> str:
+def listed(items: Iterable[str], limit: int = 20) -> str:
+    """``"a, b, c (and 4 more)"``: the first ``limit`` of ``items``, for a message that stays one line."""
     items = list(items)
     shown = ", ".join(items[:limit])
     more = len(items) - limit
@@ -159,7 +161,7 @@ class RecipeError(HubmergeError, ValueError):
 class UnknownMethodError(RecipeError):
     def __init__(self, name: str, known: Sequence[str], *, translation: str | None = None) -> None:
         super().__init__(
-            f"unknown merge method '{name}'. Known methods: {_list(sorted(known), 50)}."
+            f"unknown merge method '{name}'. Known methods: {listed(sorted(known), 50)}."
             + (f" {translation}" if translation else did_you_mean(name, known)),
             field="method",
         )
@@ -177,7 +179,7 @@ class MethodParameterError(RecipeError):
 class UnknownPresetError(RecipeError):
     def __init__(self, name: str, known: Sequence[str]) -> None:
         super().__init__(
-            f"unknown preset '{name}'. Known presets: {_list(sorted(known), 50)}." + did_you_mean(name, known),
+            f"unknown preset '{name}'. Known presets: {listed(sorted(known), 50)}." + did_you_mean(name, known),
             field="preset",
         )
         self.name = name
@@ -188,7 +190,7 @@ class UnknownTaskError(RecipeError):
     def __init__(self, name: str, known: Sequence[str], *, hint: str = "") -> None:
         """With no ``known`` tasks at all, the ``hint`` (why there are none) is the whole message."""
         if known or not hint:
-            msg = f"unknown task '{name}'. Known tasks: {_list(sorted(known), 60)}." + (f" {hint}" if hint else "")
+            msg = f"unknown task '{name}'. Known tasks: {listed(sorted(known), 60)}." + (f" {hint}" if hint else "")
         else:
             msg = hint
         super().__init__(msg, field="task")
@@ -261,7 +263,7 @@ class UnsupportedDtypeError(PlanError):
 
 class UnsupportedArchitectureError(PlanError):
     def __init__(self, what: str, supported: Sequence[str]) -> None:
-        super().__init__(f"{what} is not a supported architecture. Supported: {_list(supported, 50)}.")
+        super().__init__(f"{what} is not a supported architecture. Supported: {listed(supported, 50)}.")
         self.supported = tuple(supported)
 
 

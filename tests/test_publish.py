@@ -304,6 +304,10 @@ def test_an_output_missing_a_head_is_neither_carded_nor_pushed(api, hub_models, 
     with pytest.raises(FileNotFoundError, match="is incomplete: heads/.*model.safetensors are missing"):
         publish_output(out, repo_id, token=local_hub.alice_token)
     assert not api.repo_exists(repo_id)
+    (out / "model.safetensors").touch()
+    (out / "hubmerge_heads.json").write_text("{broken")  # the completeness check leaves it to its reader
+    assert main(["card", str(out)]) == 1
+    assert "RecipeError: " in capsys.readouterr().err  # not an "unexpected error: JSONDecodeError"
 
 
 def test_a_quiet_push_shows_no_upload_bars(family, local_hub, tmp_path):

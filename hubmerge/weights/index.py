@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from ..errors import HeaderParseError, ModelFilesNotFoundError, ShardIndexError
+from ..errors import HeaderParseError, ModelFilesNotFoundError, ShardIndexError, listed
 from .header import SafetensorsHeader, TensorInfo, read_header
 from .sources import WeightSource
 
@@ -116,8 +116,8 @@ def no_weights_message(label: str, listing: Sequence[str]) -> str:
     nested = sorted({f.rsplit("/", 1)[0] for f in listing
                      if f.count("/") == 1 and f.endswith((f"/{SINGLE_FILE}", f"/{INDEX_FILE}"))})
     if nested and not safetensors:
-        shown = ", ".join(nested[:5]) + (f" and {len(nested) - 5} more" if len(nested) > 5 else "")
-        return f"{message} It holds models one folder down ({shown}): give those, not the folder that holds them."
+        return (f"{message} It holds models one folder down ({listed(nested, 5)}): give those, not the folder "
+                "that holds them.")
     if safetensors:  # several, and no index says which tensors each holds
         return f"{message} Without {INDEX_FILE}, hubmerge reads a model from one file only: keep one, or add the index."
     message += " hubmerge reads safetensors weights only"
