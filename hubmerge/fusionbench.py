@@ -118,8 +118,12 @@ def is_fusionbench(data: Any) -> bool:
     )
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)  # YAML's true is an int to Python
+
+
 def _density(threshold: Any) -> float:
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 <= threshold <= 100:
+    if not _is_number(threshold) or not 0 <= threshold <= 100:
         raise RecipeError(
             f"TIES 'threshold' is the share of each task vector kept: a percentage in (1, 100] or a "
             f"fraction in [0, 1], got {threshold!r}",
@@ -203,7 +207,7 @@ def _dare(params: dict[str, Any], key: str, *, models: int) -> None:
         )
     if "sparsity_ratio" in params:
         ratio = params.pop("sparsity_ratio")
-        if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 <= ratio < 1:
+        if not _is_number(ratio) or not 0 <= ratio < 1:
             raise RecipeError(f"sparsity_ratio is the share of each task vector dropped, in [0, 1); got {ratio!r} "
                               "(it is hubmerge's drop_rate, at most 0.999)", field="method.sparsity_ratio")
         params["drop_rate"] = ratio
@@ -341,7 +345,7 @@ def _convert(data: Mapping[str, Any], *, base_dir: Path | None) -> Recipe:
     datasets = _taskpool_datasets(data.get("taskpool"), tasks)
     weights = method_config.get("weights") if isinstance(method_config, Mapping) else None
     if weights is not None and (not isinstance(weights, list) or len(weights) != len(tasks)
-                                or not all(isinstance(w, (int, float)) and not isinstance(w, bool) for w in weights)):
+                                or not all(map(_is_number, weights))):
         raise RecipeError(f"'weights' must list one number per task ({len(tasks)}: {', '.join(tasks)}), got "
                           f"{weights!r}", field="method.weights")
     models = []
