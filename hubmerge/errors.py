@@ -79,7 +79,6 @@ __all__ = [
     "UnsupportedDtypeError",
     "WeightsError",
     "did_you_mean",
-    "listed",
     "redact",
 ]
 
