@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from .errors import HubmergeError, redact
+from .errors import HubmergeError, RecipeError, redact
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -110,6 +110,8 @@ def _as_usage_error(value: str, check: Callable[[str], object]) -> str:
     """``value`` if ``check`` takes it; its refusal as a usage error (exit 2), before any work."""
     try:
         check(value)
+    except RecipeError as exc:  # the usage error names the option; the recipe field's name would mislead
+        raise typer.BadParameter(exc.problem) from None
     except HubmergeError as exc:
         raise typer.BadParameter(exc.message) from None
     return value
@@ -572,10 +574,19 @@ def export_resnet(
     print(output)
 
 
+def _known_method(value: str | None) -> str | None:
+    """Refuse an unknown method name as the usage error it is (exit 2), naming the known ones."""
+    from .methods import get_method
+
+    return value if value is None else _as_usage_error(value, get_method)
+
+
 @app.command()
 def methods(
     name: Annotated[
-        Optional[str], typer.Argument(help="A method to describe in full.", show_default=False, metavar="name")
+        Optional[str],
+        typer.Argument(help="A method to describe in full.", show_default=False, metavar="name",
+                       callback=_known_method),
     ] = None,
 ) -> None:
     """List the merge methods, or describe one: its parameters, their defaults and allowed values, and a

@@ -153,6 +153,7 @@ class RecipeError(HubmergeError, ValueError):
         if field:
             where += f"'{field}': "
         super().__init__(where + message)
+        self.problem = redact(message)  # without the field and source, for a place that names them itself
         self.field = field
         self.source = source
 

@@ -47,9 +47,12 @@ def test_allowed_values_say_what_validation_accepts():
                     "combine": "linear | ties", "disjoint_merge": "sum | mean", "scaling_factor": "number >= 0"}
 
 
-def test_an_unknown_or_foreign_name_is_a_typed_error(capsys):
-    assert main(["methods", "linear"]) == 1
-    assert "mergekit's 'linear' is 'weighted_average' here" in capsys.readouterr().err
+def test_an_unknown_or_foreign_name_is_a_usage_error(capsys):
+    assert main(["methods", "linear"]) == 2
+    err = " ".join(capsys.readouterr().err.replace("│", " ").split())
+    assert "mergekit's 'linear' is 'weighted_average' here" in err
+    # the argument is the method's name, not a recipe's 'method' field
+    assert "Invalid value for 'name': unknown merge method 'linear'" in err and "'method':" not in err
 
 
 def test_listing_methods_imports_no_torch():
