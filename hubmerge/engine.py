@@ -1051,25 +1051,29 @@ def read_output_recipe(output: str | Path) -> Recipe:
             f"'{output}' is incomplete: {listed(missing, 5)} {'is' if len(missing) == 1 else 'are'} missing "
             "(deleted since the merge?); merge it again, or restore them", model=str(output)
         )
-    return load_recipe(path)
+    recipe = load_recipe(path)
+    if isinstance(heads := _json_object(Path(output) / HEADS_INDEX).get("tasks"), dict):
+        recipe.check_heads(list(heads), output)
+    return recipe
+
+
+def _json_object(path: Path) -> dict[str, Any]:
+    """An output's index, or {} when it is absent or no JSON object: whoever reads it next refuses it in its
+    own words."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def _missing_output_files(directory: Path) -> list[str]:
-    """The files an output's indexes name (each task's head, the weight shards) that are not there. An index
-    that is no JSON object names nothing here: whoever reads it next refuses it in its own words."""
-
-    def index(name: str) -> dict[str, Any]:
-        try:
-            data = json.loads((directory / name).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return {}
-        return data if isinstance(data, dict) else {}
-
-    tasks = index(HEADS_INDEX).get("tasks")
+    """The files an output's indexes name (each task's head, the weight shards) that are not there."""
+    tasks = _json_object(directory / HEADS_INDEX).get("tasks")
     named = [str(f) for task in (tasks.values() if isinstance(tasks, dict) else ()) if isinstance(task, dict)
              for f in task.get("files", [])]
     if (directory / INDEX_FILE).is_file():
-        weight_map = index(INDEX_FILE).get("weight_map")
+        weight_map = _json_object(directory / INDEX_FILE).get("weight_map")
         named += sorted({str(f) for f in weight_map.values()}) if isinstance(weight_map, dict) else []
     else:
         named.append(SINGLE_FILE)

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from .errors import PER_MODEL_WEIGHTS, RecipeError, did_you_mean
+from .errors import PER_MODEL_WEIGHTS, ModelFilesNotFoundError, RecipeError, did_you_mean, listed
 from .methods import get_method, list_methods
 
 __all__ = ["RECIPE_FILE", "DatasetRef", "ModelEntry", "ModelRef", "Recipe", "load_recipe", "task_name_problem"]
@@ -319,6 +319,24 @@ class Recipe:
     @property
     def tasks(self) -> list[str]:
         return [m.task for m in self.models if m.task is not None]
+
+    def check_heads(self, held: Sequence[str], output: object) -> None:
+        """Refuse an output whose heads are not the tasks this, its recipe, merged (``hubmerge_heads.json``
+        edited since the merge): its card, push or evaluation would name heads that are not there.
+
+        Raises:
+            ModelFilesNotFoundError: a task without its head, or a head of no task.
+        """
+        problems = []
+        if missing := [t for t in self.tasks if t not in held]:
+            problems.append(f"no head for {listed(missing, 5)}, which its recipe merged")
+        if extra := [t for t in held if t not in self.tasks]:
+            problems.append(f"heads for {listed(extra, 5)}, which its recipe does not name")
+        if problems:
+            raise ModelFilesNotFoundError(
+                f"'{output}' is not as it was merged: its hubmerge_heads.json lists {' and '.join(problems)} "
+                "(edited since the merge?); merge it again, or restore the file", model=str(output)
+            )
 
     @property
     def datasets(self) -> dict[str, DatasetRef]:

@@ -310,6 +310,30 @@ def test_an_output_missing_a_head_is_neither_carded_nor_pushed(api, hub_models, 
     assert "RecipeError: " in capsys.readouterr().err  # not an "unexpected error: JSONDecodeError"
 
 
+def test_an_output_whose_heads_index_was_edited_is_refused(api, hub_models, local_hub, tmp_path, capsys):
+    """hubmerge_heads.json edited by hand to drop a task: `evaluate` said "unknown task" for a task the user
+    never named, and `card` listed the task with its head gone."""
+    from hubmerge.evaluation import compare_inputs, evaluate_model
+
+    out = tmp_path / "out"
+    engine.merge(recipe_for(hub_models), out, token=local_hub.alice_token)
+    index = json.loads((out / "hubmerge_heads.json").read_text())
+    dropped = next(iter(index["tasks"]))
+    index["tasks"]["extra"] = index["tasks"].pop(dropped)
+    (out / "hubmerge_heads.json").write_text(json.dumps(index))
+    problem = (f"'{out}' is not as it was merged: its hubmerge_heads.json lists no head for {dropped}, which its "
+               "recipe merged and heads for extra, which its recipe does not name (edited since the merge?)")
+    assert main(["card", str(out)]) == 1
+    assert problem.replace(" ", "") in "".join(capsys.readouterr().err.split())
+    for call in (lambda: engine.read_output_recipe(out), lambda: evaluate_model(str(out), token=local_hub.alice_token),
+                 lambda: compare_inputs(str(out), token=local_hub.alice_token),
+                 lambda: publish_output(out, fresh_repo(), token=local_hub.alice_token)):
+        with pytest.raises(FileNotFoundError) as info:
+            call()
+        assert problem in str(info.value)
+    assert not (out / "README.md").exists()
+
+
 def test_a_quiet_push_shows_no_upload_bars(family, local_hub, tmp_path):
     """The real Hub takes weights by LFS (or Xet), and huggingface_hub draws a bar per uploaded file: --quiet
     turns those off too. A local Hub that answers "lfs" for every file stands in for it."""

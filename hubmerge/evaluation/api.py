@@ -217,6 +217,8 @@ def _tasks_for(ref: ModelRef, tasks: TaskDatasets | None, known: Sequence[str], 
         tasks = dict.fromkeys(tasks)
     if tasks is None:
         recipe = _read_recipe(ref, token=token)
+        if recipe is not None and known:
+            recipe.check_heads(known, ref)
         stored = recipe.datasets if recipe is not None else {}
         if not stored:
             names = f" with NAME one of {', '.join(known)}" if known else ""
@@ -349,7 +351,7 @@ def compare_inputs(
         >>> compare = compare_inputs("out/merged", max_samples=500)
         >>> compare.merged.average["accuracy"] - compare.individual.average["accuracy"]
     """
-    from ..vision.loading import load_classifier, load_merged
+    from ..vision.loading import load_classifier, load_merged, model_tasks
 
     check_max_samples(max_samples)
     settings = make_settings(device, batch_size, num_workers, match_labels, autocast, None)  # before any load
@@ -361,6 +363,7 @@ def compare_inputs(
             f"'{ref}' has no hubmerge_recipe.yaml, so its inputs are unknown; --compare-inputs works on "
             "outputs of `hubmerge merge`"
         )
+    recipe.check_heads(model_tasks(where, revision=ref.revision, token=token), ref)
     task_models = {e.task: e.model for e in recipe.models if e.task is not None}
     refs = _tasks_for(ref, tasks, list(task_models), token)
     _check_local_inputs(recipe, where)
