@@ -121,6 +121,18 @@ def test_tree_paging_and_folders(alice, monkeypatch):
     assert {e.path for e in shallow} == {".gitattributes", "top.txt", "d"}
     inside = list(alice.list_repo_tree(repo_id, path_in_repo="d"))
     assert len(inside) == 5
+    # the next page's link named the decoded path, so on a branch with a "/" it read the branch as "feat"
+    alice.create_branch(repo_id, branch="feat/x")
+    assert sorted(alice.list_repo_files(repo_id, revision="feat/x")) == sorted(files)
+    # a file's tree is a 404 EntryNotFound, on which the client looks the file up in its folder (was a 400)
+    fs = HfFileSystem(endpoint=alice.endpoint, token=False)
+    assert fs.ls(f"{repo_id}/d/f1.txt", detail=False) == [f"{repo_id}/d/f1.txt"]
+    # a file and a folder of one name were both kept, and a download then dropped the file
+    for clash in ("d", "top.txt/inner.txt"):
+        with pytest.raises(hf.HfHubHTTPError, match="cannot be both a file and a folder") as info:
+            alice.upload_file(path_or_fileobj=b"y", path_in_repo=clash, repo_id=repo_id)
+        assert info.value.response.status_code == 400
+    assert sorted(alice.list_repo_files(repo_id)) == sorted(files)
 
 
 # ----------------------------------------------------------------------------- downloads
@@ -188,6 +200,9 @@ def test_range_requests_with_raw_http(alice, local_hub, tmp_path):
     assert head.headers["Content-Length"] == str(size) and head.headers["ETag"]
     missing = httpx.head(f"{local_hub.endpoint}/{repo_id}/resolve/main/nope")
     assert missing.status_code == 404 and missing.headers["X-Error-Code"] == "EntryNotFound"
+    alice.upload_file(path_or_fileobj=b"", path_in_repo="empty.txt", repo_id=repo_id)
+    empty = httpx.get(f"{local_hub.endpoint}/{repo_id}/resolve/main/empty.txt", headers={"Range": "bytes=-5"})
+    assert empty.status_code == 416 and empty.headers["Content-Range"] == "bytes */0"  # was "bytes 0--1/0"
 
 
 def test_big_files_stream_from_disk(tmp_path):
@@ -333,8 +348,19 @@ def test_branches(alice, tmp_path):
     assert Path(hf_hub_download(repo_id, "dev.txt", revision=heads["feat/x"])).read_bytes() == b"dev"
     with pytest.raises(hf.RevisionNotFoundError):
         hf_hub_download(repo_id, "dev.txt", revision="nope")
+    alice.create_tag(repo_id, tag="v1", revision="feat/x")  # a published merge can be tagged (was a 501)
+    assert Path(hf_hub_download(repo_id, "dev.txt", revision="v1")).read_bytes() == b"dev"
+    with pytest.raises(hf.HfHubHTTPError) as taken:
+        alice.create_tag(repo_id, tag="v1")
+    assert taken.value.response.status_code == 409
     alice.delete_branch(repo_id, branch="feat/x")
     assert [b.name for b in alice.list_repo_refs(repo_id).branches] == ["main"]
+    alice.delete_tag(repo_id, tag="v1")
+    assert alice.list_repo_refs(repo_id).tags == []
+    for name in ("bad name", "a..b", "-x", "feat/", "refs/pr/7", "x~1"):  # git refuses them, and so does the Hub
+        with pytest.raises(hf.HfHubHTTPError, match="Invalid reference name") as refused:
+            alice.create_branch(repo_id, branch=name)
+        assert refused.value.response.status_code == 400
 
 
 def test_create_pr(alice, tmp_path):
@@ -359,10 +385,12 @@ def test_private_repos(alice, bob, anonymous, tmp_path):
     assert alice.model_info(repo_id).private is False and anonymous.repo_exists(repo_id)
     alice.update_repo_settings(repo_id, private=True)
     assert alice.model_info(repo_id).private is True and not anonymous.repo_exists(repo_id)
-    # a write the server does not do read as a missing file: "404 ... no route for POST .../tag/main"
-    with pytest.raises(hf.HfHubHTTPError, match="is not supported by hubmerge's local Hub") as unsupported:
-        alice.create_tag(repo_id, tag="v1")
-    assert unsupported.value.response.status_code == 501
+    # a call the server does not answer read as a missing file: "404 ... no route for POST .../repos/move"
+    for unsupported in (lambda: alice.move_repo(repo_id, f"alice/{unique()}"),
+                        lambda: list(alice.get_repo_discussions(repo_id))):
+        with pytest.raises(hf.HfHubHTTPError, match="is not supported by hubmerge's local Hub") as info:
+            unsupported()
+        assert info.value.response.status_code == 501
 
 
 def test_write_permissions_and_bad_tokens(alice, bob, local_hub):
@@ -376,6 +404,11 @@ def test_write_permissions_and_bad_tokens(alice, bob, local_hub):
     with pytest.raises(hf.HfHubHTTPError) as who:
         bad.whoami()
     assert who.value.response.status_code == 401
+    # as on huggingface.co, a token it does not know is refused even where no token is needed (it was read
+    # as no token, so a tool could not tell its user that the token is wrong)
+    with pytest.raises(hf.HfHubHTTPError, match="Invalid credentials in Authorization header") as read:
+        bad.model_info(repo_id)
+    assert read.value.response.status_code == 401
     with pytest.raises(hf.HfHubHTTPError) as write:
         bad.create_commit(repo_id, [CommitOperationAdd("x", b"x")], commit_message="nope")
     assert write.value.response.status_code == 401
@@ -389,6 +422,8 @@ def test_model_card_round_trip(alice, local_hub):
     card.push_to_hub(repo_id, token=local_hub.alice_token)
     loaded = ModelCard.load(repo_id, token=local_hub.alice_token)
     assert loaded.data.license == "mit" and "# Hello" in loaded.text
+    info = alice.model_info(repo_id)  # huggingface.co serves the front matter: tools read base_model there
+    assert info.card_data is not None and info.card_data.license == "mit" and info.tags == ["hubmerge"]
 
 
 # ----------------------------------------------------------------------------- persistence, stats, faults
@@ -418,6 +453,25 @@ def test_one_server_per_root_and_a_root_that_cannot_be_served(tmp_path, capsys):
     (tmp_path / "filed" / "repos").write_text("x")
     with pytest.raises(LocalHubRootError, match="'repos' in it is a file"):
         LocalHub(tmp_path / "filed")
+
+
+def test_reads_while_a_repo_is_deleted_find_no_repo(tmp_path):
+    """Reads take no lock: one that reached a repo as delete_repo removed it hit FileNotFoundError, a 500 the
+    client retried for 23 s, and a listing that met it failed as a whole."""
+    from hubmerge.hub.localhub.storage import NotFound, Store
+
+    store = Store(tmp_path)
+    store.create_repo("model", "alice/gone", private=False)
+    store.create_repo("model", "alice/kept", private=False)
+    sha = store.resolve("model", "alice/gone", "main")
+    directory = tmp_path / "repos" / "model" / "alice" / "gone"
+    for name in ("refs.json", f"commits/{sha}.json"):  # what a read finds midway through the delete
+        (directory / name).unlink()
+    for read in (lambda: store.refs("model", "alice/gone"), lambda: store.commit("model", "alice/gone", sha)):
+        with pytest.raises(NotFound, match="Repository alice/gone not found"):
+            read()
+    directory.rename(directory.with_name(".deleted-gone-1"))  # delete_repo's trash, before it is removed
+    assert [r.repo_id for r in store.list_repos("model")] == ["alice/kept"]
 
 
 def test_restart_keeps_everything(tmp_path, local_hub):

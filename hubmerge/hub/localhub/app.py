@@ -134,6 +134,17 @@ def _error(status: int, message: str, kind: str | None = None, headers: Mapping[
     return JSONResponse({"error": message}, status_code=status, headers=extra)
 
 
+def _raw_path(request: Request) -> str:
+    """The path as sent, percent-encoding kept: a revision ``feat%2Fx`` stays one segment."""
+    raw = request.scope.get("raw_path", b"").decode("latin-1") or quote(request.url.path)
+    return raw.split("?", 1)[0]
+
+
+def _bearer(request: Request) -> str | None:
+    header = request.headers.get("authorization", "")
+    return header[7:].strip() if header.lower().startswith("bearer ") else None
+
+
 def _bool(value: str | None) -> bool:
     return (value or "").lower() in ("1", "true", "yes")
 
@@ -155,6 +166,8 @@ def _parse_range(header: str | None, size: int) -> tuple[int, int] | None | str:
     """(start, end) inclusive, None for no Range, or "unsatisfiable"."""
     if not header:
         return None
+    if size == 0:  # no byte of an empty file can be named
+        return "unsatisfiable"
     match = re.fullmatch(r"\s*bytes=(\d*)-(\d*)\s*", header)
     if not match or (not match.group(1) and not match.group(2)):
         return "unsatisfiable"
@@ -199,6 +212,8 @@ class _Hub:
             ("POST", re.compile(api + rf"/preupload/(?P<rev>{_SEG})"), self.preupload),
             ("POST", re.compile(api + rf"/commit/(?P<rev>{_SEG})"), self.commit),
             ("POST", re.compile(api + rf"/branch/(?P<branch>{_SEG})"), self.create_branch),
+            ("POST", re.compile(api + rf"/tag/(?P<rev>{_SEG})"), self.create_tag),
+            ("DELETE", re.compile(api + rf"/tag/(?P<tag>{_SEG})"), self.delete_tag),
             ("DELETE", re.compile(api + rf"/branch/(?P<branch>{_SEG})"), self.delete_branch),
             ("GET", re.compile(api + r"/refs"), self.list_refs),
             ("GET", re.compile(api + rf"/commits/(?P<rev>{_SEG})"), self.list_commits),
@@ -217,8 +232,11 @@ class _Hub:
     # ------------------------------------------------------------------ dispatch
 
     def dispatch(self, request: Request, body: bytes) -> Response:
-        raw = request.scope.get("raw_path", b"").decode("latin-1") or request.url.path
-        path = raw.split("?", 1)[0]
+        path = _raw_path(request)
+        if self._unknown_token(request) and path != "/api/whoami-v2":  # whoami says it in its own words
+            # as huggingface.co does, even for public repos: a token that expired or was mistyped is no
+            # anonymous read, and a tool must be able to tell its user so
+            return _error(401, "Invalid credentials in Authorization header")
         for method, pattern, handler in self.routes:
             if method != request.method:
                 continue
@@ -239,19 +257,22 @@ class _Hub:
                     return _error(exc.code, str(exc), exc.kind)
         if path == "/api/agent-harnesses":
             return _error(404, "not served by the local hub")
-        if path.startswith("/api/") and request.method in ("POST", "PUT", "PATCH", "DELETE"):
-            # a write this server does not do (tags, moves, squashes): say so, not "entry not found"
+        if path.startswith("/api/"):
+            # a call this server does not answer (discussions, moves, Space runtimes): say so; a 404 would
+            # read as a missing file or repo
             return _error(501, f"{request.method} {path} is not supported by hubmerge's local Hub, which serves "
-                          "what merging, evaluating and publishing use (repos, branches, commits, files, PRs)")
+                          "what merging, evaluating and publishing use (repos, branches, tags, commits, files, PRs)")
         return _error(404, f"no route for {request.method} {path}", "EntryNotFound")
 
     # ------------------------------------------------------------------ auth
 
     def user(self, request: Request) -> str | None:
-        header = request.headers.get("authorization", "")
-        if header.lower().startswith("bearer "):
-            return self.tokens.get(header[7:].strip())
-        return None
+        token = _bearer(request)
+        return self.tokens.get(token) if token else None
+
+    def _unknown_token(self, request: Request) -> bool:
+        token = _bearer(request)
+        return bool(token) and token not in self.tokens
 
     def _may_write(self, user: str | None, namespace: str) -> bool:
         return user is not None and (namespace == user or namespace in self.orgs.get(user, []))
@@ -355,9 +376,28 @@ class _Hub:
             "disabled": False, "gated": False, "lastModified": commit.date, "createdAt": record.created,
             "tags": [], "downloads": 0, "likes": 0, "siblings": siblings,
         }
+        if (card := self._card_data(commit.tree.get("README.md"))) is not None:
+            info["cardData"] = card
+            tags = card.get("tags")
+            info["tags"] = [str(t) for t in tags] if isinstance(tags, list) else []
         if repo_type == "space":
             info["sdk"] = record.extra.get("sdk", "gradio")
         return info
+
+    def _card_data(self, readme: FileEntry | None) -> dict[str, Any] | None:
+        """The README's YAML front matter, which huggingface.co serves as ``cardData`` (tools read a model's
+        ``base_model``, license and tags from it); None without a README or front matter."""
+        import yaml
+
+        if readme is None or readme.size > 1 << 20:
+            return None
+        text = self.store.blob_path(readme.sha256).read_text(encoding="utf-8", errors="replace")
+        match = re.match(r"---\r?\n(.*?)\r?\n---\s*(\r?\n|$)", text, re.DOTALL)
+        try:
+            data = yaml.safe_load(match.group(1)) if match else None
+        except yaml.YAMLError:
+            return None
+        return json.loads(json.dumps(data, default=str)) if isinstance(data, dict) else None  # dates as text
 
     def no_such_repo(self, request: Request, body: bytes, name: str) -> Response:
         return _error(404, f"Repository {name} not found", "RepoNotFound")
@@ -379,8 +419,10 @@ class _Hub:
                 continue
             if record.private and not self._may_write(self.user(request), record.namespace):
                 continue
-            sha = self.store.resolve(record.repo_type, record.repo_id, "main")
-            info = self._info(request, record, sha, False)
+            try:
+                info = self._info(request, record, self.store.resolve(record.repo_type, record.repo_id, "main"), False)
+            except NotFound:  # deleted while listing
+                continue
             info.pop("siblings")
             out.append(info)
         return JSONResponse(out)
@@ -405,10 +447,9 @@ class _Hub:
                     entries.setdefault(directory, _dir_json(directory))
             if recursive or len(parts) == 1:
                 entries[file_path] = _entry_json(file_path, entry)
-        if root and not entries:
-            if root in commit.tree:
-                return _error(400, f"{root} is a file, not a folder")
-            return _error(404, f"{root} does not exist at {rev}", "EntryNotFound")
+        if root and not entries:  # a file, too, is no folder to list: the client then looks it up in its parent
+            what = "is a file, not a folder" if root in commit.tree else f"does not exist at {rev}"
+            return _error(404, f"{root} {what}", "EntryNotFound")
         listing = sorted(entries.values(), key=lambda e: e["path"])
         cursor = int(request.query_params.get("cursor") or 0)
         page = listing[cursor : cursor + _PAGE]
@@ -417,7 +458,7 @@ class _Hub:
             query = {k: v for k, v in request.query_params.items() if k != "cursor"}
             query["cursor"] = str(cursor + _PAGE)
             encoded = "&".join(f"{k}={quote(v)}" for k, v in query.items())
-            headers["Link"] = f'<{self.base_url(request)}{request.url.path}?{encoded}>; rel="next"'
+            headers["Link"] = f'<{self.base_url(request)}{_raw_path(request)}?{encoded}>; rel="next"'
         return JSONResponse(page, headers=headers)
 
     def paths_info(self, request: Request, body: bytes, type: str, ns: str, name: str, rev: str) -> Response:
@@ -490,6 +531,21 @@ class _Hub:
         self._writable(request, repo_type, repo_id)
         data = json.loads(body or b"{}")
         self.store.create_branch(repo_type, repo_id, branch, data.get("startingPoint"))
+        return JSONResponse({})
+
+    def create_tag(self, request: Request, body: bytes, type: str, ns: str, name: str, rev: str) -> Response:
+        repo_type, repo_id = _TYPES[type], f"{ns}/{name}"
+        self._writable(request, repo_type, repo_id)
+        tag = json.loads(body or b"{}").get("tag")
+        if not isinstance(tag, str) or not tag:
+            return _error(400, "give the tag's name: {\"tag\": NAME}")
+        self.store.create_tag(repo_type, repo_id, tag, rev)
+        return JSONResponse({})
+
+    def delete_tag(self, request: Request, body: bytes, type: str, ns: str, name: str, tag: str) -> Response:
+        repo_type, repo_id = _TYPES[type], f"{ns}/{name}"
+        self._writable(request, repo_type, repo_id)
+        self.store.delete_tag(repo_type, repo_id, tag)
         return JSONResponse({})
 
     def delete_branch(self, request: Request, body: bytes, type: str, ns: str, name: str, branch: str) -> Response:

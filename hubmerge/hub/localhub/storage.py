@@ -42,6 +42,8 @@ __all__ = [
 RepoType = Literal["model", "dataset", "space"]
 _SHA = re.compile(r"^[0-9a-f]{40}$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
+# What git refuses in a branch or tag name (git check-ref-format): the Hub answers such a name with a 400.
+_BAD_REF = re.compile(r"(^[-/.])|([/.]$)|(\.\.)|(//)|(@\{)|(\.lock(/|$))|(/\.)|[\x00-\x20\x7f~^:?*\[\\]|^@$|^refs/")
 # Files stored "in LFS" on the real Hub: big ones and weight / data formats.
 LFS_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack", ".onnx", ".parquet", ".arrow",
                 ".npz", ".gguf", ".zip", ".tar", ".gz")
@@ -246,7 +248,12 @@ class Store:
         base = self.root / "repos" / repo_type
         records = []
         for path in sorted(base.glob("*/*/repo.json")):
-            records.append(RepoRecord(**json.loads(path.read_text())))
+            if path.parent.name.startswith("."):  # a repo being deleted (see delete_repo)
+                continue
+            try:
+                records.append(RepoRecord(**json.loads(path.read_text())))
+            except FileNotFoundError:  # deleted since the listing
+                continue
         return records
 
     def create_repo(self, repo_type: RepoType, repo_id: str, *, private: bool, extra: dict[str, Any] | None = None) -> RepoRecord:
@@ -282,7 +289,10 @@ class Store:
 
     def refs(self, repo_type: str, repo_id: str) -> dict[str, dict[str, str]]:
         self.get_repo(repo_type, repo_id)
-        return json.loads((self._dir(repo_type, repo_id) / "refs.json").read_text())
+        try:
+            return json.loads((self._dir(repo_type, repo_id) / "refs.json").read_text())
+        except FileNotFoundError:  # deleted since get_repo: reads take no lock
+            raise NotFound(f"Repository {repo_id} not found", "RepoNotFound") from None
 
     def _save_refs(self, repo_type: str, repo_id: str, refs: dict[str, dict[str, str]]) -> None:
         _atomic_write(self._dir(repo_type, repo_id) / "refs.json", json.dumps(refs, indent=1).encode())
@@ -305,7 +315,10 @@ class Store:
 
     def commit(self, repo_type: str, repo_id: str, sha: str) -> Commit:
         path = self._dir(repo_type, repo_id) / "commits" / f"{sha}.json"
-        data = json.loads(path.read_text())
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:  # the repo was deleted since its ref was read: reads take no lock
+            raise NotFound(f"Repository {repo_id} not found", "RepoNotFound") from None
         tree = {p: FileEntry(**e) for p, e in data["tree"].items()}
         return Commit(sha, data["parent"], data["message"], data["description"], data["date"], tree, data.get("author", ""))
 
@@ -373,6 +386,7 @@ class Store:
                         raise NotFound(f"folder {op.path} does not exist at {revision}", "EntryNotFound")
                     for p in doomed:
                         del tree[p]
+            _check_no_file_is_a_folder(tree)
             directory = self._dir(repo_type, repo_id)
             commit = self._write_commit(head, message, description, tree, directory, author)
             pr_number: int | None = None
@@ -390,12 +404,30 @@ class Store:
             return commit, pr_number
 
     def create_branch(self, repo_type: str, repo_id: str, branch: str, starting_point: str | None) -> None:
+        self._new_ref(repo_type, repo_id, "branches", branch, starting_point or "main")
+
+    def create_tag(self, repo_type: str, repo_id: str, tag: str, revision: str) -> None:
+        self._new_ref(repo_type, repo_id, "tags", tag, revision)
+
+    def _new_ref(self, repo_type: str, repo_id: str, kind: Literal["branches", "tags"], name: str, revision: str
+                 ) -> None:
+        """A branch or tag ``name`` at ``revision``: a name git would refuse is a 400, one in use a 409."""
+        prefix = "refs/heads" if kind == "branches" else "refs/tags"
+        if _BAD_REF.search(name):
+            raise StoreError(f"Invalid reference name: {name!r} is not a valid {prefix}/ name", code=400)
         with self.lock(repo_type, repo_id):
             refs = self.refs(repo_type, repo_id)
-            if branch in refs["branches"]:
-                raise StoreError(f"Reference already exists: refs/heads/{branch}", code=409)
-            sha = self.resolve(repo_type, repo_id, starting_point or "main")
-            refs["branches"][branch] = sha
+            if name in refs[kind]:
+                raise StoreError(f"Reference already exists: {prefix}/{name}", code=409)
+            refs[kind][name] = self.resolve(repo_type, repo_id, revision)
+            self._save_refs(repo_type, repo_id, refs)
+
+    def delete_tag(self, repo_type: str, repo_id: str, tag: str) -> None:
+        with self.lock(repo_type, repo_id):
+            refs = self.refs(repo_type, repo_id)
+            if tag not in refs["tags"]:
+                raise NotFound(f"tag {tag} not found", "RevisionNotFound")
+            del refs["tags"][tag]
             self._save_refs(repo_type, repo_id, refs)
 
     def delete_branch(self, repo_type: str, repo_id: str, branch: str) -> None:
@@ -407,3 +439,11 @@ class Store:
                 raise NotFound(f"branch {branch} not found", "RevisionNotFound")
             del refs["branches"][branch]
             self._save_refs(repo_type, repo_id, refs)
+
+
+def _check_no_file_is_a_folder(tree: dict[str, FileEntry]) -> None:
+    """Refuse a tree where a path is a file and also a folder of others (``a`` beside ``a/b.txt``): git
+    cannot hold it, and a download would keep only one of them."""
+    folders = {path.rsplit("/", i)[0] for path in tree for i in range(1, path.count("/") + 1)}
+    if clash := sorted(folders.intersection(tree)):
+        raise StoreError(f"'{clash[0]}' cannot be both a file and a folder (of {clash[0]}/...)", code=400)
