@@ -325,11 +325,16 @@ def merge(
     # Local models and no evaluation: no token to look for (and huggingface_hub is never imported).
     needs_token = loaded.on_hub or evaluate or token is not None or token_file is not None
     secret = _token(token, token_file) if needs_token else None
+    class_names: dict[str, tuple[str, ...]] = {}
     if evaluate:
         from .evaluation import check_recipe_datasets
 
-        check_recipe_datasets(loaded, token=secret)  # a missing dataset before the merge, not after it
+        class_names = check_recipe_datasets(loaded, token=secret)  # a missing dataset before the merge, not after it
     merge_plan = engine.plan(loaded, token=secret, endpoint=endpoint)
+    if class_names:
+        from .evaluation import check_planned_labels
+
+        check_planned_labels(merge_plan, class_names, match_labels)  # type: ignore[arg-type]
     if not quiet:
         render_plan(merge_plan, console)
     with byte_progress(console, "merging", disable=quiet) as on_progress:

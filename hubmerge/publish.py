@@ -115,13 +115,18 @@ def build(
     output = Path(output)
     engine.check_output(output.absolute(), overwrite=overwrite, keep=recipe.local_paths)
     datasets = recipe.datasets if evaluate else {}
+    class_names: dict[str, tuple[str, ...]] = {}
     if datasets:  # what the evaluation will refuse is refused before the merge
         from .evaluation import check_recipe_datasets
         from .evaluation.loop import check_match_labels
 
         check_match_labels(match_labels)
-        check_recipe_datasets(recipe, token=token)
+        class_names = check_recipe_datasets(recipe, token=token)
     merge_plan = engine.plan(recipe, token=token, endpoint=endpoint)
+    if class_names:
+        from .evaluation import check_planned_labels
+
+        check_planned_labels(merge_plan, class_names, match_labels)
     merged = engine.execute(merge_plan, output, device=device, overwrite=overwrite, max_shard_size=max_shard_size,
                             on_progress=on_progress, cancel=cancel)
     report: EvalReport | None = None

@@ -161,9 +161,10 @@ def test_a_failed_evaluation_keeps_the_merge_and_says_where(
 def test_classes_named_otherwise_are_matched_by_position_when_asked(
     offline: None, local_hub: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A Hub dataset whose class names differ from the head's (same order) fails `merge --evaluate` by name
-    and says how to match by position; --match-labels position then scores exactly as the same examples
-    under the head's own names do. Bad values, and a pushed directory, are refused before any work."""
+    """A Hub dataset whose class names differ from the head's (same order) fails `merge --evaluate` by name,
+    before the merge (it was found only at the evaluation), and says how to match by position;
+    --match-labels position then scores exactly as the same examples under the head's own names do. Bad
+    values, and a pushed directory, are refused before any work."""
     from huggingface_hub import HfApi
 
     fx = _fixtures("convnext")
@@ -172,13 +173,20 @@ def test_classes_named_otherwise_are_matched_by_position_when_asked(
     api = HfApi(endpoint=local_hub.endpoint, token=local_hub.alice_token)
     repo = upload_dataset(api, f"alice/renamed-{uuid.uuid4().hex[:8]}", renamed, tmp_path / "up")
     recipe = yaml.safe_load(_write_recipe(tmp_path / "r.yaml", fx, "simple_average").read_text())
-    recipe["models"][0]["dataset"] = repo  # a local dataset's names are checked when planning, a Hub one's here
-    (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
+    recipe["models"][0]["dataset"] = repo  # a local dataset's names are checked when planning, a Hub one's
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))  # once the plan has the heads' labels
     hf_online(monkeypatch, True)
     merge = ["merge", str(tmp_path / "r.yaml"), "--device", "cpu", "--quiet", "--evaluate", "--max-samples", "24"]
-    assert main([*merge, "-o", str(tmp_path / "by-name")]) == 1
-    err = " ".join(capsys.readouterr().err.split())
-    assert "HeadMismatchError" in err and "(CLI: --match-labels position; web app: match classes by position)" in err
+    for command in ([*merge, "-o", str(tmp_path / "by-name")],
+                    ["push", str(tmp_path / "r.yaml"), "--repo-id", f"alice/renamed-merge-{uuid.uuid4().hex[:8]}",
+                     "--token", local_hub.alice_token, "--quiet"]):
+        assert main(command) == 1
+        err = " ".join(capsys.readouterr().err.split())
+        assert (f"error: HeadMismatchError: task '{task}': the head's id2label and dataset {repo}:test name "
+                "their 5 classes differently") in err
+        assert "(CLI: --match-labels position; web app: match classes by position)" in err
+        assert "merged model is kept" not in err
+    assert not (tmp_path / "by-name").exists()
     by_position = tmp_path / "by-position"
     assert main([*merge, "-o", str(by_position), "--match-labels", "position"]) == 0
     scores = json.loads((by_position / EVAL_RESULTS_FILE).read_text())[task]

@@ -53,6 +53,7 @@ Example:
 from __future__ import annotations
 
 from .api import (
+    check_planned_labels,
     check_recipe_datasets,
     compare_inputs,
     evaluate_classifier,
@@ -82,6 +83,7 @@ __all__ = [
     "EvalReport",
     "TaskResult",
     "accuracy_matrix",
+    "check_planned_labels",
     "check_recipe_datasets",
     "compare_inputs",
     "dropped_by_saving",

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import ModelFilesNotFoundError, RecipeError, UnknownTaskError, did_you_mean
-from .data import LabelMatch, check_hub_datasets, load_task_data
+from .data import LabelMatch, check_head_labels, check_hub_datasets, load_task_data
 from .loop import (
     DEFAULT_BATCH_SIZE,
     Job,
@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     import torch
     from rich.console import Console
 
+    from ..engine import MergePlan
     from ..recipe import DatasetRef, ModelRef, Recipe
 
     # what evaluate_model and compare_inputs take: task -> dataset (None: the recipe's), or task names
@@ -198,10 +199,30 @@ def _read_recipe(ref: ModelRef, *, token: str | None) -> Recipe | None:
     return Recipe.from_yaml(Path(local).read_text(encoding="utf-8"), source=f"{ref}/{RECIPE_FILE}")
 
 
-def check_recipe_datasets(recipe: Recipe, *, token: str | None = None) -> None:
+def check_recipe_datasets(recipe: Recipe, *, token: str | None = None) -> dict[str, tuple[str, ...]]:
     """Before a merge that will be evaluated: refuse a dataset the recipe names by a Hub id that does
-    not exist (see :func:`~hubmerge.evaluation.data.check_hub_datasets`)."""
-    check_hub_datasets(recipe.datasets, token=token)
+    not exist, or a split it lacks (see :func:`~hubmerge.evaluation.data.check_hub_datasets`).
+
+    Returns:
+        The class names of each task's Hub dataset, where its card lists them, for
+        :func:`check_planned_labels`.
+    """
+    return check_hub_datasets(recipe.datasets, token=token)
+
+
+def check_planned_labels(merge_plan: MergePlan, class_names: Mapping[str, Sequence[str]],
+                         match_labels: LabelMatch = "name") -> None:
+    """Before the merge: refuse a head whose labels its Hub dataset's ``class_names`` (from
+    :func:`check_recipe_datasets`) do not fit, which the evaluation would find only after the merge.
+
+    Raises:
+        HeadMismatchError: the names or sizes disagree (and how to match by position, where that fits).
+    """
+    datasets = merge_plan.recipe.datasets
+    for head in merge_plan.heads:
+        if head.task in class_names and head.labels:
+            check_head_labels(head.task, datasets[head.task], class_names[head.task], head.labels,
+                              match=match_labels)
 
 
 def _tasks_for(ref: ModelRef, tasks: TaskDatasets | None, known: Sequence[str], token: str | None

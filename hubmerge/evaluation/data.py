@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -30,7 +30,8 @@ if TYPE_CHECKING:
 
     from ..recipe import DatasetRef
 
-__all__ = ["LabelMatch", "TaskData", "check_hub_datasets", "label_targets", "load_task_data", "resolve_dataset_path"]
+__all__ = ["LabelMatch", "TaskData", "check_head_labels", "check_hub_datasets", "label_targets", "load_task_data",
+           "resolve_dataset_path"]
 
 log = logging.getLogger(__name__)
 
@@ -84,10 +85,15 @@ def resolve_dataset_path(ref: DatasetRef) -> Path | None:
     return Path(ref.path).expanduser() if ref.is_local else None
 
 
-def check_hub_datasets(datasets_by_task: Mapping[str, DatasetRef], *, token: str | None) -> None:
+def check_hub_datasets(datasets_by_task: Mapping[str, DatasetRef], *, token: str | None
+                       ) -> dict[str, tuple[str, ...]]:
     """Refuse a Hub dataset id that does not exist, or a split it does not have, before a merge that is to
     be evaluated on it runs (minutes, for real models) only to fail at the evaluation. Offline, or when the
     Hub does not answer, nothing is refused here: the evaluation says what it finds.
+
+    Returns:
+        Each task's class names where its Hub dataset's card lists them (a ``ClassLabel``), read without
+        loading the data, for :func:`check_head_labels` once the heads are planned.
 
     Raises:
         DatasetError: the Hub has no such dataset (or it is private and ``token`` cannot read it), or the
@@ -97,8 +103,9 @@ def check_hub_datasets(datasets_by_task: Mapping[str, DatasetRef], *, token: str
     from huggingface_hub import HfApi, constants
     from huggingface_hub import errors as hf
 
+    class_names: dict[str, tuple[str, ...]] = {}
     if constants.is_offline_mode():
-        return
+        return class_names
     api = HfApi(token=token, library_name="hubmerge")
     for task, ref in datasets_by_task.items():
         if resolve_dataset_path(ref) is not None:
@@ -114,22 +121,35 @@ def check_hub_datasets(datasets_by_task: Mapping[str, DatasetRef], *, token: str
             ) from None
         except (hf.HfHubHTTPError, httpx2.TransportError, ValueError):
             continue  # rate limited, unreachable, an id the Hub API will not take: no reason to refuse
-        splits = _hub_splits(ref, token)  # from the repo's file listing, no data read
-        if splits and ref.split not in splits:
-            raise DatasetError(str(ref), ref.missing_split(splits))
+        info = _hub_info(ref, token)  # from the dataset's card and file listing, no data read
+        if info is None:
+            continue
+        if info.splits and ref.split not in info.splits:
+            raise DatasetError(str(ref), ref.missing_split(list(info.splits)))
+        if names := _class_names(info.features):
+            class_names[task] = names
+    return class_names
 
 
-def _hub_splits(ref: DatasetRef, token: str | None) -> list[str]:
-    """The splits of a Hub dataset, or [] when they cannot be told without loading it (a config that
-    must be named, a Hub that does not answer)."""
+def _hub_info(ref: DatasetRef, token: str | None) -> datasets.DatasetInfo | None:
+    """A Hub dataset's splits and (where its card lists them) features, or None when they cannot be told
+    without loading it (a config that must be named, a Hub that does not answer)."""
     import datasets as hf_datasets
     import httpx2
     from huggingface_hub import errors as hf
 
     try:
-        return list(hf_datasets.get_dataset_split_names(ref.path, ref.name, token=token))
+        return hf_datasets.get_dataset_config_info(ref.path, ref.name, token=token)
     except (ValueError, OSError, hf_datasets.exceptions.DatasetsError, hf.HfHubHTTPError, httpx2.TransportError):
-        return []
+        return None
+
+
+def _class_names(features: datasets.Features | None) -> tuple[str, ...] | None:
+    """The names of the first ``ClassLabel`` column, the one the evaluation reads labels from."""
+    import datasets as hf_datasets
+
+    found = next((f for f in (features or {}).values() if isinstance(f, hf_datasets.ClassLabel)), None)
+    return tuple(found.names) if found is not None else None
 
 
 def _registry_hint(*names: str | None) -> str:
@@ -188,9 +208,9 @@ def _load_split(ref: DatasetRef, *, task: str, token: str | None) -> datasets.Da
             + _registry_hint(ref.path, task),
         ) from None
     except (ValueError, OSError, hf_datasets.exceptions.DatasetsError) as exc:  # bad split / config names
-        splits = _hub_splits(ref, token) if local is None else []
-        if splits and ref.split not in splits:  # say which splits there are, as for a local dataset
-            raise DatasetError(where, ref.missing_split(splits)) from None
+        info = _hub_info(ref, token) if local is None else None
+        if info is not None and info.splits and ref.split not in info.splits:  # name the splits there are
+            raise DatasetError(where, ref.missing_split(list(info.splits))) from None
         raise DatasetError(where, f"cannot be loaded: {exc}") from None
     if isinstance(data, hf_datasets.DatasetDict):
         if ref.split not in data:
@@ -308,13 +328,31 @@ def label_targets(
         HeadMismatchError: the names cannot be matched (differing names are listed), the sizes
             disagree, or an integer label is out of the head's range.
     """
+    return _label_lookup(task, data.class_names, f"dataset {data.ref}", id2label, head_size, match,
+                         labels_needed=lambda: int(data.labels().max()) + 1)
+
+
+def check_head_labels(task: str, ref: DatasetRef, class_names: Sequence[str], id2label: Mapping[int, str],
+                      *, match: LabelMatch = "name") -> None:
+    """Before the merge: refuse the head its plan gives ``task`` when its evaluation on ``ref``, whose
+    ``class_names`` the dataset's card lists, would refuse it (see :func:`label_targets`).
+
+    Raises:
+        HeadMismatchError: as :func:`label_targets` would, after the merge.
+    """
+    _label_lookup(task, tuple(class_names), f"dataset {ref}", id2label, len(id2label), match,
+                  labels_needed=lambda: len(class_names))
+
+
+def _label_lookup(task: str, names: tuple[str, ...] | None, where: str, id2label: Mapping[int, str], head_size: int,
+                  match: LabelMatch, *, labels_needed: Callable[[], int]) -> np.ndarray | None:
+    """:func:`label_targets` on the dataset's class ``names``; ``labels_needed`` (the largest label + 1) is
+    asked only for a dataset of plain integer labels."""
     import numpy as np
 
-    names = data.class_names
     model_names = [str(id2label.get(i, "")) for i in range(head_size)]
-    where = f"dataset {data.ref}"
     if names is None or match == "position" or _is_generic(id2label):
-        needed = int(data.labels().max()) + 1 if names is None else len(names)
+        needed = labels_needed() if names is None else len(names)
         if head_size < needed:
             raise HeadMismatchError(
                 task,
