@@ -360,10 +360,15 @@ def _layout_order(weights: ModelWeights, names: Sequence[str]) -> list[str]:
     return sorted(names, key=lambda n: (position[weights.tensors[n].file], weights.tensors[n].offset))
 
 
-def _out_dtype(code: str, recipe: Recipe) -> str:
-    if is_float(code) and recipe.dtype is not None:
+def _out_dtype(code: str, recipe: Recipe, merged: str | None = None) -> str:
+    """The dtype a tensor stored as ``code`` is written in: the recipe's for floats when it names one; else
+    a float copied beside merged tensors (``merged``) in one that holds both, so that a float16 fine-tune's
+    head, beside a backbone merged in float32, does not leave the output mixed (and unusable as one)."""
+    if not is_float(code):
+        return code
+    if recipe.dtype is not None:
         return _OUT_DTYPE_CODES[recipe.dtype]
-    return code
+    return common_float((code, merged)) if merged is not None else code
 
 
 def plan(
@@ -444,9 +449,10 @@ def _detect_family(inputs: Sequence[InputModel]) -> Family | None:
 
 def _head_tensors(
     inputs: Sequence[InputModel], index: int, names: Sequence[str], family: Family | None,
-    decision: HeadDecision | None, recipe: Recipe,
+    decision: HeadDecision | None, recipe: Recipe, merged: str | None,
 ) -> list[TensorPlan]:
-    """The tensors a task keeps, as the head decision says: copied, reordered or re-initialised."""
+    """The tensors a task keeps, as the head decision says: copied, reordered or re-initialised; floats in
+    the dtype of the ``merged`` tensors where that holds them (see ``_out_dtype``)."""
     model = inputs[index]
     out = []
     if decision is not None and decision.reinitialized and family is not None:
@@ -460,9 +466,9 @@ def _head_tensors(
         seed = head_seed(decision.task)
         names = [n for n in names if not family.is_head(n)]
         out += [
-            TensorPlan(family.head_weight, "init", (classes, fan_in), _out_dtype(dtype, recipe), (), init_seed=seed,
+            TensorPlan(family.head_weight, "init", (classes, fan_in), _out_dtype(dtype, recipe, merged), (), init_seed=seed,
                        init_fan_in=fan_in),
-            TensorPlan(family.head_bias, "init", (classes,), _out_dtype(dtype, recipe), (), init_seed=seed + 1,
+            TensorPlan(family.head_bias, "init", (classes,), _out_dtype(dtype, recipe, merged), (), init_seed=seed + 1,
                        init_fan_in=fan_in),
         ]
     for name in _layout_order(model.weights, names):
@@ -470,7 +476,7 @@ def _head_tensors(
         if DTYPES[info.dtype].torch_name is None:
             raise UnsupportedDtypeError(name, info.dtype, model.label)
         rows = decision.rows if decision is not None and family is not None and family.is_head(name) else None
-        out.append(TensorPlan(name, "copy", info.shape, _out_dtype(info.dtype, recipe), (index,), rows=rows))
+        out.append(TensorPlan(name, "copy", info.shape, _out_dtype(info.dtype, recipe, merged), (index,), rows=rows))
     return out
 
 
@@ -538,6 +544,8 @@ def _plan_from_inputs(recipe: Recipe, method: MergeMethod, inputs: list[InputMod
         out_dtype = _out_dtype(common_float(inputs[i].weights.tensors[name].info.dtype for i in readers), recipe)
         tensors.append(TensorPlan(name, "average" if averaged else "merge", first.shape, out_dtype, readers))
 
+    merged_floats = {t.out_dtype for t in tensors if t.action != "copy"}
+    merged = merged_floats.pop() if len(merged_floats) == 1 else None
     heads: list[HeadPlan] = []
     skipped: list[tuple[str, str]] = []
     if prefixes:
@@ -551,7 +559,7 @@ def _plan_from_inputs(recipe: Recipe, method: MergeMethod, inputs: list[InputMod
                     task, head_rows=weight.info.shape[0] if weight is not None else 0, config=model.config,
                     dataset=model.entry.dataset if model.entry is not None else None,
                 )
-            copies = _head_tensors(inputs, i, own, family, decision, recipe)
+            copies = _head_tensors(inputs, i, own, family, decision, recipe, merged)
             if i == default_index:
                 tensors.extend(copies)
             if task is not None and copies:

@@ -289,6 +289,19 @@ def test_inputs_in_different_float_dtypes_merge_in_one_that_holds_them_all(tmp_p
     for name, value in reference_merge(mixed, "task_arithmetic", {}).items():
         assert merged[name].dtype == value.dtype, name
         torch.testing.assert_close(merged[name], value, rtol=1e-5, atol=1e-6, msg=name)
+    # the float16 input's head stayed float16 beside the float32 backbone: its task could not run
+    heads = {file: load_file(file) for file in [tmp_path / "out" / "model.safetensors",
+                                                 *(tmp_path / "out" / "heads").glob("*/model.safetensors")]}
+    assert {str(v.dtype) for tensors in heads.values() for v in tensors.values() if v.is_floating_point()} == {
+        "torch.float32"}
+    own = load_file(half / "model.safetensors")
+    head = load_file(tmp_path / "out" / "heads" / task / "model.safetensors")
+    assert all(torch.equal(head[k], own[k].float()) for k in head)  # float16 values, held exactly
+    from hubmerge import load_merged
+
+    with torch.no_grad():
+        logits = load_merged(tmp_path / "out", task=task)(pixel_values=torch.zeros(1, 3, 32, 32)).logits
+    assert logits.dtype == torch.float32 and logits.shape[-1] == head["classifier.weight"].shape[0]
     # without a base, the output's config is the first input's: it said float16 over float32 weights
     engine.merge(load_recipe(write_recipe(tmp_path / "avg.yaml", mixed, "simple_average", base=False)),
                  tmp_path / "avg")
