@@ -146,17 +146,21 @@ def _spellings(dataset: DatasetRef | None) -> tuple[str, ...]:
     return (dataset.spec, f"{dataset.path}/{dataset.name}:{dataset.split}" if dataset.name else dataset.spec)
 
 
-def _input_license(ref: ModelRef, token: str | None) -> str | None:
-    """The ``license`` of an input's own card, or None when it has no card or none is declared."""
-    from huggingface_hub import ModelCard
+def _input_license(ref: ModelRef, token: str | None, endpoint: str | None) -> str | None:
+    """The ``license`` of an input's own card, at the commit merged, or None when it has no card, declares
+    none, or the Hub cannot be reached (an unknown license is left out, not guessed)."""
+    import httpx2
+    from huggingface_hub import ModelCard, hf_hub_download
+    from huggingface_hub.errors import HfHubHTTPError
 
     try:
         if ref.path is not None:
             readme = ref.path / CARD_FILE
-            card = ModelCard.load(readme) if readme.exists() else None
-        else:
-            card = ModelCard.load(str(ref.repo_id), token=token, revision=ref.revision)  # type: ignore[call-arg]
-    except Exception as exc:  # a missing or unreadable card only means "unknown license"
+        else:  # ModelCard.load takes no revision: it would read the card of the repo's main branch
+            readme = Path(hf_hub_download(str(ref.repo_id), CARD_FILE, revision=ref.revision, token=token,
+                                          endpoint=endpoint))
+        card = ModelCard.load(readme) if readme.exists() else None
+    except (OSError, ValueError, HfHubHTTPError, httpx2.TransportError) as exc:
         log.info("no card for %s (%s)", ref, type(exc).__name__)
         return None
     license_ = card.data.get("license") if card is not None else None
@@ -198,7 +202,7 @@ def collect_card(
         model_type=config.get("model_type") or config.get("hubmerge_family"),
         results=results,
         comparison=_read_json(output / EVAL_COMPARISON_FILE),
-        licenses={str(ref): _input_license(ref, token) for ref in refs},
+        licenses={str(ref): _input_license(ref, token, endpoint) for ref in refs},
         repo_id=repo_id,
         revision=revision,
         hub_url=(endpoint or _default_endpoint()).rstrip("/"),

@@ -334,6 +334,23 @@ def test_an_output_whose_heads_index_was_edited_is_refused(api, hub_models, loca
     assert not (out / "README.md").exists()
 
 
+def test_the_card_takes_the_license_of_hub_inputs_at_the_commit_merged(api, family, local_hub, tmp_path):
+    """ModelCard.load takes no revision: the TypeError was caught as "no card", so no card of Hub inputs
+    had a license."""
+    from huggingface_hub import ModelCard
+
+    repos = upload_family(family, local_hub.endpoint, local_hub.alice_token, prefix="licensed-")
+    for repo in repos.values():
+        api.upload_file(path_or_fileobj=b"---\nlicense: mit\n---\n# a fine-tune\n", path_in_repo="README.md",
+                        repo_id=repo)
+    out = tmp_path / "out"
+    engine.merge(recipe_for(repos), out, token=local_hub.alice_token)
+    for repo in repos.values():  # relicensed after the merge: the card speaks of the commits merged
+        api.upload_file(path_or_fileobj=b"---\nlicense: apache-2.0\n---\n", path_in_repo="README.md", repo_id=repo)
+    assert main(["card", str(out)]) == 0
+    assert ModelCard.load(out / "README.md").data.license == "mit"
+
+
 def test_a_quiet_push_shows_no_upload_bars(family, local_hub, tmp_path):
     """The real Hub takes weights by LFS (or Xet), and huggingface_hub draws a bar per uploaded file: --quiet
     turns those off too. A local Hub that answers "lfs" for every file stands in for it."""
