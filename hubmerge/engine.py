@@ -14,7 +14,8 @@ re-initialised). Inputs of no known family, with no ``target_modules``, are merg
 safetensors model merges; tensors that differ in shape are then a ``ShapeMismatchError``).
 
 ``execute`` streams the plan: worker threads prefetch the byte ranges of the next tensor groups from
-every input while the device merges the current group in float32; a background thread, a group
+every input while the device merges the current group in float32 (float64 when that is the output's
+dtype); a background thread, a group
 behind, casts the results to the output dtype, checks them for NaN/Inf and appends them to
 pre-laid-out safetensors shards in a temporary directory that replaces the output only when
 everything is written. Linear methods (averages, task arithmetic) are reduced as a running sum into
@@ -226,20 +227,27 @@ class MergePlan:
         return tuple(sorted({DTYPES[t.out_dtype].torch_name or t.out_dtype
                              for t in self.tensors if t.action in ("merge", "average")}))
 
+    @property
+    def working_dtype(self) -> str:
+        """What the merge computes in (torch's name): float32, or float64 for an output written in float64,
+        which float32 arithmetic would round."""
+        return "float64" if "float64" in self.merged_dtypes else "float32"
+
     def peak_memory_estimate(
         self, *, group_bytes: int = DEFAULT_GROUP_BYTES, budget_bytes: int = DEFAULT_BUDGET_BYTES
     ) -> int:
         """Bytes of tensor buffers alive at once in ``execute`` (the Python/torch runtime comes on top).
 
-        Reads ahead (the budget) + the group being merged as read + its float32 working set: three
-        copies for a running sum (result, anchor, current input), one per input for other methods.
+        Reads ahead (the budget) + the group being merged as read + its working set (``working_dtype``):
+        three copies for a running sum (result, anchor, current input), one per input for other methods.
         """
-        largest_f32 = max((math.prod(t.shape) * 4 for t in self.tensors), default=0)
-        total_f32 = sum(math.prod(t.shape) * 4 for t in self.tensors)
-        group_f32 = min(max(group_bytes * 2, largest_f32), total_f32)
+        value_bytes = 8 if self.working_dtype == "float64" else 4
+        largest = max((math.prod(t.shape) * value_bytes for t in self.tensors), default=0)
+        total = sum(math.prod(t.shape) * value_bytes for t in self.tensors)
+        group = min(max(group_bytes * 2, largest), total)
         working = 3 if self.method.linear is not None else len(self.inputs) + 1
         read_ahead = min(budget_bytes, self.bytes_to_read)
-        return read_ahead + min(max(group_bytes, largest_f32), self.bytes_to_read) + working * group_f32
+        return read_ahead + min(max(group_bytes, largest), self.bytes_to_read) + working * group
 
     # ------------------------------------------------------------------ rendering
 
@@ -626,7 +634,7 @@ def _seed_for(seed: int, name: str) -> int:
 
 
 class _Merger:
-    """Runs the method on one group of tensors at a time, on the device, in float32."""
+    """Runs the method on one group of tensors at a time, on the device, in the plan's working dtype."""
 
     def __init__(self, merge_plan: MergePlan, device: torch.device) -> None:
         import torch
@@ -650,15 +658,16 @@ class _Merger:
         )
         self.model_indices = [i for i, m in enumerate(merge_plan.inputs) if m.role == "model"]
         self.mean_share = 1.0 / len(self.model_indices)  # each fine-tune's share of an averaged statistic
+        self.dtype = getattr(torch, merge_plan.working_dtype)
 
-    def f32(self, tensor: torch.Tensor) -> torch.Tensor:
-        return tensor.to(device=self.device, dtype=self.torch.float32, non_blocking=True)
+    def working(self, tensor: torch.Tensor) -> torch.Tensor:
+        return tensor.to(device=self.device, dtype=self.dtype, non_blocking=True)
 
     def buffer(self, shape: tuple[int, ...]) -> torch.Tensor:
-        """An uninitialised float32 tensor; on the CPU from the reused pool, as fresh memory costs page faults."""
+        """An uninitialised working tensor; on the CPU from the reused pool, as fresh memory costs page faults."""
         if self.device.type != "cpu":
-            return self.torch.empty(shape, dtype=self.torch.float32, device=self.device)
-        return self.pool.take(math.prod(shape) * 4).view(self.torch.float32).reshape(shape)
+            return self.torch.empty(shape, dtype=self.dtype, device=self.device)
+        return self.pool.take(math.prod(shape) * self.dtype.itemsize).view(self.dtype).reshape(shape)
 
     def linear_group(self, group: list[TensorPlan], reads: Iterator[tuple[int, dict[str, torch.Tensor]]]) -> dict[str, torch.Tensor]:
         """Running sum: every input's tensors are folded in and dropped as soon as they arrive."""
@@ -681,7 +690,7 @@ class _Merger:
             if not merged or index not in coefficient and not (anchored and index == self.plan.base_input):
                 continue
             for t in merged:
-                value = self.f32(tensors[t.name])
+                value = self.working(tensors[t.name])
                 if anchored and index == self.plan.base_input:
                     anchors[t.name] = value
                     out[t.name] = self.buffer(t.shape).copy_(value)
@@ -697,7 +706,7 @@ class _Merger:
 
     def fold(self, out: dict[str, torch.Tensor], tensor: TensorPlan, value: torch.Tensor, coefficient: float) -> None:
         """Add ``coefficient * value`` to the running sum ``out[tensor.name]`` (started on first use)."""
-        value = self.f32(value)
+        value = self.working(value)
         if tensor.name in out:
             out[tensor.name].add_(value, alpha=coefficient)
         else:
@@ -717,8 +726,8 @@ class _Merger:
                 for i in self.model_indices:
                     self.fold(out, t, by_input[i][t.name], self.mean_share)
                 continue
-            models = [self.f32(by_input[i][t.name]) for i in self.model_indices]
-            base = self.f32(by_input[self.plan.base_input][t.name]) if self.plan.base_input in t.readers else None
+            models = [self.working(by_input[i][t.name]) for i in self.model_indices]
+            base = self.working(by_input[self.plan.base_input][t.name]) if self.plan.base_input in t.readers else None
             kwargs: dict[str, Any] = dict(self.params)
             if self.method.accepts_base:
                 kwargs["base"] = base

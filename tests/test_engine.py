@@ -120,6 +120,25 @@ def test_slerp_on_two_models(tmp_path, convnext):
     torch.testing.assert_close(merged[name], get_method("slerp").fn([a[name], b[name]], t=0.25))
 
 
+@pytest.mark.parametrize("method", ["simple_average", "task_arithmetic", "ties"])
+def test_float64_inputs_are_merged_in_float64(tmp_path, method):
+    """The output of float64 inputs is written in float64, but the merge computed in float32: 0.1 and 0.2
+    averaged to 0.15000000596046448."""
+    values = {"base": [0.0, 0.05], "a": [0.1, 1 / 3], "b": [0.2, 2 / 3]}
+    for name, value in values.items():
+        (tmp_path / name).mkdir()
+        save_file({"w": torch.tensor(value, dtype=torch.float64)}, tmp_path / name / "model.safetensors")
+    recipe = {"method": method, "models": [{"model": str(tmp_path / "a")}, {"model": str(tmp_path / "b")}]}
+    if method != "simple_average":
+        recipe["base_model"] = str(tmp_path / "base")
+    engine.merge(recipe, tmp_path / "out")
+    merged = load_file(tmp_path / "out" / "model.safetensors")["w"]
+    a, b, base = (torch.tensor(values[n], dtype=torch.float64) for n in ("a", "b", "base"))
+    expected = get_method(method).fn([a, b], **({} if method == "simple_average" else {"base": base}))
+    assert merged.dtype == torch.float64
+    torch.testing.assert_close(merged, expected, rtol=1e-15, atol=0)  # float32 arithmetic is off by 1e-8
+
+
 def test_output_is_a_transformers_model_with_per_task_heads(tmp_path, convnext):
     from transformers import AutoModelForImageClassification
 

@@ -7,8 +7,9 @@ form, and that the card prints. The decorator returns the function unchanged.
 
 Reserved argument names, supplied by the engine and never part of the schema:
 
-* ``tensors``: one float32 tensor per fine-tuned model, same shape, same device.
-* ``base``: the base model's tensor (float32) or ``None`` when the recipe has no base model.
+* ``tensors``: one float32 tensor per fine-tuned model (float64 when the output is written in it), same
+  shape, same device.
+* ``base``: the base model's tensor (in the same dtype) or ``None`` when the recipe has no base model.
 * ``weights``: the per-model weights from the recipe, or ``None`` when none were given. Annotate it
   without ``None`` (``Sequence[float]``) when the method cannot work without weights: the recipe
   then refuses to load without them.

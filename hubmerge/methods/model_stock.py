@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from ._geometry import gram
 from ._registry import register
 
 if TYPE_CHECKING:
@@ -29,10 +30,10 @@ def model_stock(tensors: Sequence[torch.Tensor], *, base: torch.Tensor) -> torch
     import torch
 
     n = len(tensors)
-    deltas = torch.stack([t - base for t in tensors]).reshape(n, -1)
-    norms = deltas.norm(dim=1)
-    unit = deltas / norms.clamp(min=torch.finfo(deltas.dtype).tiny).unsqueeze(1)
-    gram = unit @ unit.T
-    cos = (gram.sum() - gram.diagonal().sum()) / (n * (n - 1))
-    t = (n * cos / (1 + (n - 1) * cos)).clamp(0.0, 1.0) if bool(cos > 0) else cos.new_zeros(())
+    dots = gram([(t - base).reshape(-1) for t in tensors])
+    norms = dots.diagonal().sqrt()
+    lengths = torch.outer(norms, norms)
+    cosines = torch.where(lengths > 0, dots / lengths.clamp(min=torch.finfo(torch.float64).tiny), 0.0)
+    cos = float(cosines.sum() - cosines.diagonal().sum()) / (n * (n - 1))
+    t = min(max(n * cos / (1 + (n - 1) * cos), 0.0), 1.0) if cos > 0 else 0.0
     return t * torch.stack(list(tensors)).mean(dim=0) + (1 - t) * base

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from ._geometry import gram
 from ._registry import register
 
 if TYPE_CHECKING:
@@ -31,13 +33,12 @@ def slerp(tensors: Sequence[torch.Tensor], *, t: float = 0.5) -> torch.Tensor:
     import torch
 
     a, b = tensors
-    a_flat, b_flat = a.reshape(-1), b.reshape(-1)
-    a_norm, b_norm = a_flat.norm(), b_flat.norm()
-    if bool(a_norm == 0) or bool(b_norm == 0):
+    (aa, ab), (_, bb) = gram([a.reshape(-1), b.reshape(-1)]).tolist()
+    if aa == 0 or bb == 0:
         return torch.lerp(a, b, t)
-    cos = torch.dot(a_flat / a_norm, b_flat / b_norm).clamp(-1.0, 1.0)
-    if bool(cos.abs() > COLINEAR):
+    cos = max(-1.0, min(1.0, ab / math.sqrt(aa * bb)))
+    if abs(cos) > COLINEAR:
         return torch.lerp(a, b, t)
-    omega = torch.arccos(cos)
-    sin_omega = torch.sin(omega)
-    return (torch.sin((1 - t) * omega) / sin_omega) * a + (torch.sin(t * omega) / sin_omega) * b
+    omega = math.acos(cos)
+    sin_omega = math.sin(omega)
+    return (math.sin((1 - t) * omega) / sin_omega) * a + (math.sin(t * omega) / sin_omega) * b
