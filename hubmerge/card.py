@@ -88,7 +88,7 @@ class CardFacts:
     licenses: dict[str, str | None] = field(default_factory=dict)
     repo_id: str | None = None
     revision: str | None = None  # the branch it is published to, when not the default one
-    hub_url: str = "https://huggingface.co"
+    hub_url: str = "https://huggingface.co"  # "" for links from the root of the Hub that serves the card
     processor: str = ""
     backbone: tuple[str, ...] = ()
     made_with: str | None = None  # the hubmerge version that merged it (None: an output from before it was recorded)
@@ -205,7 +205,7 @@ def collect_card(
         licenses={str(ref): _input_license(ref, token, endpoint) for ref in refs},
         repo_id=repo_id,
         revision=revision,
-        hub_url=(endpoint or _default_endpoint()).rstrip("/"),
+        hub_url=_link_base(endpoint or _default_endpoint()),
         processor=describe_processor(output),
         made_with=heads.get("hubmerge_version"),
         averaged_statistics=len(heads.get("averaged_statistics") or ()),
@@ -227,6 +227,15 @@ def _default_endpoint() -> str:
     from huggingface_hub import constants
 
     return constants.ENDPOINT
+
+
+def _link_base(endpoint: str) -> str:
+    """What the card's links to Hub repos start with: the Hub's address; nothing (links from the root of the
+    Hub serving the card) for a Hub on this machine, whose port changes when it is served again."""
+    from urllib.parse import urlsplit
+
+    local = urlsplit(endpoint).hostname in ("localhost", "127.0.0.1", "::1")
+    return "" if local else endpoint.rstrip("/")
 
 
 # ---------------------------------------------------------------------------- rendering

@@ -426,6 +426,24 @@ def test_model_card_round_trip(alice, local_hub):
     assert info.card_data is not None and info.card_data.license == "mit" and info.tags == ["hubmerge"]
 
 
+def test_a_repos_url_opens_its_page(alice, local_hub, tmp_path):
+    """The URL push and the demo print, and a card's links, were a 404 on the local Hub: they open a page
+    with the repo's card (its raw HTML escaped) and every file, at a branch too."""
+    repo_id = model_repo(alice, tmp_path, private=True)
+    card = "---\nlicense: mit\n---\n# Merged\n\n| task | acc |\n|---|---|\n| a | 93.6 |\n\n<script>alert(1)</script>\n"
+    alice.upload_file(path_or_fileobj=card.encode(), path_in_repo="README.md", repo_id=repo_id)
+    alice.create_branch(repo_id, branch="dev")
+    headers = {"authorization": f"Bearer {local_hub.alice_token}"}
+    for url in (f"{local_hub.endpoint}/{repo_id}", f"{local_hub.endpoint}/{repo_id}/tree/dev"):
+        page = httpx.get(url, headers=headers)
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+        assert "<h1>Merged</h1>" in page.text and "<td>93.6</td>" in page.text and "license: mit" not in page.text
+        assert "<script>" not in page.text and "&lt;script&gt;" in page.text
+        assert f'href="/{repo_id}/resolve/' in page.text and "model.safetensors" in page.text
+    assert httpx.get(f"{local_hub.endpoint}/{repo_id}").status_code == 404  # private, and no token
+    assert httpx.get(f"{local_hub.endpoint}/{repo_id}/tree/nope", headers=headers).status_code == 404
+
+
 # ----------------------------------------------------------------------------- persistence, stats, faults
 
 

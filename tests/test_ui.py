@@ -154,10 +154,13 @@ def test_a_subset_of_a_split_is_said_next_to_the_results():
     assert note == "Accuracy measured on a fixed random subset of each split (examples: high 100 of 1,234)."
 
 
-def test_card_body_drops_the_front_matter(tmp_path):
+def test_card_body_drops_the_front_matter_and_links_to_the_hub(tmp_path):
     card = tmp_path / "README.md"
     card.write_text("---\nlicense: mit\ntags: [a]\n---\n\n# Title\n\nBody\n")
-    assert card_body(card) == "# Title\n\nBody\n"
+    assert card_body(card, "https://huggingface.co") == "# Title\n\nBody\n"
+    # a card for a Hub on this machine links from that Hub's root, which in the app is the app's own
+    card.write_text("| base | [org/base](/org/base) |\n")
+    assert card_body(card, "http://127.0.0.1:8765/") == "| base | [org/base](http://127.0.0.1:8765/org/base) |\n"
 
 
 # ---------------------------------------------------------------- the app over HTTP

@@ -108,6 +108,12 @@ class AppHandlers:
     # ---------------------------------------------------------------- form
 
     @property
+    def hub_url(self) -> str:
+        from huggingface_hub import constants
+
+        return self.endpoint or constants.ENDPOINT
+
+    @property
     def flat_fields(self) -> list[ParamField]:
         return [f for fields in self.fields.values() for f in fields]
 
@@ -251,7 +257,7 @@ class AppHandlers:
             chart = gr.BarPlot(value=bars, sort=list(bars["bar"]))  # grouped per task, in task order
             status = " ".join(filter(None, (status, results_note(report))))
         return (
-            status, table, chart, card_body(output / "README.md"), str(output / "hubmerge_recipe.yaml"),
+            status, table, chart, card_body(output / "README.md", self.hub_url), str(output / "hubmerge_recipe.yaml"),
             str(output), gr.update(choices=tasks or [ROOT_HEAD], value=tasks[0] if tasks else ROOT_HEAD),
         )
 

@@ -97,11 +97,12 @@ def results_chart(report: CompareReport | EvalReport) -> pd.DataFrame:
     return pd.DataFrame(records, columns=["bar", "task", "model", "accuracy"])
 
 
-def card_body(card_path: str | Path) -> str:
-    """The model card's markdown without its YAML front matter (the Hub renders that as metadata)."""
+def card_body(card_path: str | Path, hub_url: str) -> str:
+    """The model card's markdown without its YAML front matter (the Hub renders that as metadata), its links
+    from the root of a Hub on this machine made to lead there rather than to the app."""
     text = Path(card_path).read_text(encoding="utf-8")
     if text.startswith("---"):
         end = text.find("\n---", 3)
         if end != -1:
-            return text[end + 4:].lstrip("\n")
-    return text
+            text = text[end + 4:].lstrip("\n")
+    return text.replace("](/", f"]({hub_url.rstrip('/')}/")

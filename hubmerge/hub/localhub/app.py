@@ -227,6 +227,9 @@ class _Hub:
              self.no_such_repo),
             ("HEAD", re.compile(rf"/(?P<name>{_SEG})/resolve/{_SEG}/.+"), self.no_such_repo),
             ("GET", re.compile(rf"/(?P<name>{_SEG})/resolve/{_SEG}/.+"), self.no_such_repo),
+            # the page a repo's URL opens (what push and the demo print, and cards link to)
+            ("GET", re.compile(r"/(?!api/)(?:(?P<tp>datasets|spaces)/)?" + _REPO + rf"(?:/tree/(?P<rev>{_SEG}))?/?"),
+             self.page),
         ]
 
     # ------------------------------------------------------------------ dispatch
@@ -599,6 +602,25 @@ class _Hub:
         if not self.store.has_blob(str(data.get("oid", ""))):
             return _error(404, "object not found")
         return JSONResponse({})
+
+    # ------------------------------------------------------------------ pages
+
+    def page(self, request: Request, body: bytes, ns: str, name: str, tp: str | None = None,
+             rev: str | None = None) -> Response:
+        from .pages import repo_page
+
+        repo_type = {"datasets": "dataset", "spaces": "space"}.get(tp or "", "model")
+        try:
+            record = self._readable(request, repo_type, f"{ns}/{name}")
+            revision = rev or "main"
+            commit = self.store.commit(repo_type, record.repo_id, self.store.resolve(repo_type, record.repo_id, revision))
+        except NotFound as exc:
+            return Response(f"404: {exc}", status_code=404, media_type="text/plain")
+        readme = commit.tree.get("README.md")
+        text = self.store.blob_path(readme.sha256).read_text(encoding="utf-8", errors="replace") if readme else None
+        branches = sorted(self.store.refs(repo_type, record.repo_id)["branches"])
+        return Response(repo_page(_PREFIX[repo_type], record.repo_id, revision, commit, branches, text),
+                        media_type="text/html")
 
     # ------------------------------------------------------------------ downloads
 
