@@ -317,6 +317,8 @@ def merge(
     from .progress import byte_progress
     from .weights.writer import check_output
 
+    if not evaluate:
+        _evaluation_options_unused(max_samples, match_labels, "without --evaluate none runs")
     loaded = _with_overrides(_load(recipe, preset), dtype=dtype, device=device)
     keep = {**loaded.local_paths, **({recipe: "the recipe file"} if recipe is not None else {})}
     check_output(output.absolute(), overwrite=overwrite, keep=keep)  # before planning reads a header
@@ -500,6 +502,8 @@ def push(
         )
         _print_pushed(pushed, console)
         return
+    if not evaluate:
+        _evaluation_options_unused(max_samples, match_labels, "--no-evaluate turns it off")
     loaded = _with_overrides(_load(recipe, preset), dtype=dtype, device=device)
     _check_device(loaded)
     secret = require_token(token, token_file=token_file, action="push")
@@ -512,6 +516,13 @@ def push(
             on_progress=on_progress, console=console,  # a quiet one keeps the libraries' bars off too
         )
     _print_pushed(result.push, console)
+
+
+def _evaluation_options_unused(max_samples: int | None, match_labels: str, why: str) -> None:
+    """Refuse --max-samples or --match-labels where no evaluation runs: they were ignored without a word."""
+    for option, value in (("--max-samples", max_samples), ("--match-labels", None if match_labels == "name" else 1)):
+        if value is not None:
+            raise typer.BadParameter(f"it only shapes an evaluation, and {why}", param_hint=option)
 
 
 def _print_pushed(pushed: PushResult, console: Console) -> None:

@@ -201,6 +201,14 @@ def test_classes_named_otherwise_are_matched_by_position_when_asked(
 
     assert main([*merge, "-o", str(tmp_path / "bad"), "--match-labels", "index"]) == 2
     assert flat("'name' or 'position', got 'index'") in flat(capsys.readouterr().err)
+    # where no evaluation runs, they were ignored without a word
+    assert main(["merge", str(tmp_path / "r.yaml"), "-o", str(tmp_path / "bad"), "--max-samples", "24"]) == 2
+    assert flat("--max-samples: it only shapes an evaluation, and without --evaluate none runs") in flat(
+        capsys.readouterr().err)
+    assert main(["push", str(tmp_path / "r.yaml"), "--repo-id", "alice/x", "--no-evaluate", "--match-labels",
+                 "position"]) == 2
+    assert flat("--match-labels: it only shapes an evaluation, and --no-evaluate turns it off") in flat(
+        capsys.readouterr().err)
     assert not (tmp_path / "bad").exists()
     assert main(["push", str(by_position), "--repo-id", "alice/x", "--match-labels", "position"]) == 2
     assert flat(f"`hubmerge evaluate {by_position} --match-labels position --save`") in flat(capsys.readouterr().err)
