@@ -175,7 +175,9 @@ def run_demo(
     demo = seed_demo_hub(server, token, cache_dir=cache_dir, console=console)
     recipe = demo_recipe(demo)
     if console is not None:
-        _step(console, 2, f"local Hub at {demo.endpoint} with {len(demo.task_repos) + 1} models; planning from headers...")
+        models = len(demo.bases) + sum(len(tasks) for tasks in demo.fine_tunes.values())
+        _step(console, 2, f"local Hub at {demo.endpoint} with {models} models and {len(demo.datasets)} datasets; "
+                          f"planning the merge of {len(demo.task_repos) + 1} from headers...")
         merge_plan = engine.plan(recipe, token=token)
         render_plan(merge_plan, console)
         engine.close_plan(merge_plan)
