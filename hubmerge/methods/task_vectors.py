@@ -214,7 +214,8 @@ def ties(
     disjoint_merge: Literal["sum", "mean"] = "sum",
 ) -> torch.Tensor:
     """TIES-Merging (Yadav et al. 2023): trim each task vector to its top entries, elect a sign per
-    entry by total mass, then merge only the entries that agree with it."""
+    entry by total mass, then merge only the entries that agree with it (an entry whose masses cancel
+    exactly elects no sign and keeps the base's value)."""
     return merge_task_vectors(
         tensors, base, weights, scaling_factor=scaling_factor, sparsify="magnitude", combine="ties",
         density=density, disjoint_merge=disjoint_merge,
