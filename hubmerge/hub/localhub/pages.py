@@ -26,7 +26,7 @@ def _card_html(readme: str) -> str:
     from markdown_it import MarkdownIt
 
     body = _FRONT_MATTER.sub("", readme, count=1)
-    return MarkdownIt("commonmark", {"html": False}).enable("table").render(body)
+    return str(MarkdownIt("commonmark", {"html": False}).enable("table").render(body))
 
 
 def repo_page(kind_prefix: str, repo_id: str, revision: str, commit: Commit, branches: list[str],
