@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from hubmerge import engine
-from hubmerge.errors import ModelFilesNotFoundError
+from hubmerge.errors import ModelFilesNotFoundError, WeightsError
 from hubmerge.fixtures import build_fixtures
 from hubmerge.recipe import Recipe
 from hubmerge.vision.export import export_torchvision_resnet
@@ -41,6 +41,13 @@ def test_transformers_models_use_their_image_processor_at_every_stage(tmp_path):
     info = json.loads((out / "hubmerge_heads.json").read_text())["processor"]
     assert info["kind"] == "image_processor" and info["type"] == "ConvNextImageProcessor"
     assert "ConvNextImageProcessor" in describe_processor(out) and "train/val/test" in describe_processor(out)
+    # a broken file transformers reads was an "unexpected error" (JSONDecodeError, or an OSError)
+    for name in ("config.json", "preprocessor_config.json"):
+        good = (out / name).read_text()
+        (out / name).write_text("{broken")
+        with pytest.raises(WeightsError, match=f"'{out / name}' is not valid JSON"):
+            load_processor(out)
+        (out / name).write_text(good)
 
 
 def test_torchvision_stages(tmp_path):

@@ -160,7 +160,12 @@ def _fetch_quietly() -> Iterator[None]:
         logger.setLevel(level)
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
+def read_json_object(path: Path) -> dict[str, Any] | None:
+    """The JSON object a model file holds; None when it is absent or holds something else.
+
+    Raises:
+        WeightsError: the file is no JSON (a hand edit or a cut download), in words, not a JSONDecodeError.
+    """
     if not path.is_file():
         return None
     try:
@@ -171,7 +176,7 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 
 
 def _weight_files(directory: Path) -> list[Path]:
-    index = _read_json(directory / "model.safetensors.index.json")
+    index = read_json_object(directory / "model.safetensors.index.json")
     if index is not None and isinstance(index.get("weight_map"), dict):
         return [directory / name for name in sorted(set(index["weight_map"].values()))]
     if (directory / "model.safetensors").is_file():
@@ -245,10 +250,10 @@ def _load_strict(model: torch.nn.Module, state: Mapping[str, torch.Tensor], wher
 def _compose(backbone_dir: Path, head_dir: Path | None, *, where: str) -> torch.nn.Module:
     """The model in ``backbone_dir``, with the head tensors and labels of ``head_dir`` when given."""
     state = _state_dict(backbone_dir)
-    config = _read_json(backbone_dir / "config.json")
+    config = read_json_object(backbone_dir / "config.json")
     family = detect_family(config, state, where=str(backbone_dir))
     if head_dir is not None:
-        head_config = _read_json(head_dir / "config.json")
+        head_config = read_json_object(head_dir / "config.json")
         head_state = _state_dict(head_dir)
         if family.head_weight not in head_state:
             raise WeightsError(f"{where}: '{head_dir}' holds no '{family.head_weight}' to use as a {family.name} head")
@@ -284,7 +289,7 @@ def _local_index(directory: Path, listed: Sequence[str] | None = None) -> tuple[
 
     ``listed``: the head folders when they are not on disk (a Hub output that predates the index).
     """
-    index = _read_json(directory / INDEX_FILE)
+    index = read_json_object(directory / INDEX_FILE)
     if index is not None and isinstance(index.get("tasks"), dict):
         tasks, default = list(index["tasks"]), index.get("default_task")
         for task in [*tasks, *([default] if default is not None else [])]:

@@ -14,14 +14,13 @@ A merged output says which one it carries in ``hubmerge_heads.json`` (``"process
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from .families import TORCHVISION_FAMILY, Family
-from .loading import offline_cache_gap, resolve_model_dir
+from .loading import offline_cache_gap, read_json_object, resolve_model_dir
 
 if TYPE_CHECKING:
     import torch
@@ -91,24 +90,17 @@ def processor_info(family: Family | None, preprocessor_config: Mapping[str, Any]
     }
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
-    if not path.is_file():
-        return None
-    data = json.loads(path.read_text(encoding="utf-8"))
-    return data if isinstance(data, dict) else None
-
-
 def _info(directory: Path) -> dict[str, Any]:
-    index = _read_json(directory / "hubmerge_heads.json")
+    index = read_json_object(directory / "hubmerge_heads.json")
     if index is not None and isinstance(index.get("processor"), dict):
         return dict(index["processor"])
-    config = _read_json(directory / "config.json") or {}
+    config = read_json_object(directory / "config.json") or {}
     family = None
     if config.get("hubmerge_family") == TORCHVISION_FAMILY:
         from .families import family_by_name
 
         family = family_by_name(TORCHVISION_FAMILY)
-    return processor_info(family, _read_json(directory / "preprocessor_config.json"))
+    return processor_info(family, read_json_object(directory / "preprocessor_config.json"))
 
 
 def load_processor(
@@ -155,6 +147,8 @@ def load_processor(
             "(processor.save_pretrained)", path=str(directory))
     from transformers import AutoImageProcessor
 
+    for name in ("preprocessor_config.json", "config.json"):  # what transformers reads: a broken one in words
+        read_json_object(directory / name)
     processor = AutoImageProcessor.from_pretrained(str(directory))  # the same for every stage: no augmentation
 
     def process(images: Sequence[Image]) -> torch.Tensor:
