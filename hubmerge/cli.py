@@ -658,6 +658,12 @@ def web_app(
     max_samples: Annotated[
         Optional[int], typer.Option("--max-samples", min=1, help="Evaluate at most N examples per task.")
     ] = None,
+    local_paths: Annotated[
+        Optional[bool],
+        typer.Option("--local-paths/--hub-only", show_default=False,
+                     help="Whether recipes may name folders on this machine. Default: only when the app listens "
+                          "on this machine alone (--host 127.0.0.1), as whoever reaches it could read them."),
+    ] = None,
     endpoint: EndpointOpt = None,
     token: TokenOpt = None,
     token_file: TokenFileOpt = None,
@@ -665,7 +671,8 @@ def web_app(
     """Serve the web app: plan, merge with progress, results, card, try, push (also the Space's app)."""
     from .ui import launch_app
 
-    launch_app(endpoint=endpoint, token=_token(token, token_file), host=host, port=port, max_samples=max_samples)
+    launch_app(endpoint=endpoint, token=_token(token, token_file), host=host, port=port, max_samples=max_samples,
+               local_paths=local_paths)
 
 
 @space_app.command("deploy")

@@ -278,6 +278,42 @@ def test_plan_errors_name_the_problem_and_never_the_token(client, local_hub):
     assert local_hub.alice_token not in str(caught.value)
 
 
+def test_an_app_served_to_others_reads_no_local_folder(tmp_path, monkeypatch):
+    """On a Space (or any host other than loopback) anyone could name a folder of the server: a private model
+    in its Hugging Face cache, merged and pushed to their own repo, or `/`, walked whole by the hints."""
+    import gradio as gr
+
+    from hubmerge.ui import app as ui_app
+    from hubmerge.ui.app import AppHandlers
+
+    hub_only = AppHandlers(local_paths=False)
+    cached = tmp_path / "hub" / "models--org--private" / "snapshots" / ("0" * 40)
+    cached.mkdir(parents=True)
+    (cached / "config.json").write_text("{}")
+    cached = str(cached)
+    for base, models in ((cached, [["org/a", "a", "", None]]), ("org/base", [["/", "a", "", None]]),
+                         ("org/base", [["org/a", "a", str(tmp_path), None]])):
+        with pytest.raises(RecipeError, match="is a local path .*: this app is served to others, so it reads "
+                                              "models and datasets from the Hub only"):
+            hub_only.recipe(base, models, "task_arithmetic", {}, "", "")
+    (tmp_path / "r.yaml").write_text(f"method: simple_average\nmodels:\n  - {{model: {cached}, task: a}}\n")
+    with pytest.raises(gr.Error, match="this app is served to others"):
+        hub_only.load_recipe_file(str(tmp_path / "r.yaml"))
+    assert AppHandlers().recipe(cached, [["org/a", "a", "", None]], "task_arithmetic", {}, "", "").base_model
+
+    chosen: dict[str, bool] = {}  # what launch_app decides: loopback and no Space, unless told otherwise
+    monkeypatch.setattr(ui_app, "build_app", lambda **kw: chosen.update(local=kw["local_paths"]) or
+                        SimpleNamespace(launch=lambda **_: None))
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "g"))
+    for host, space, told, expected in (("127.0.0.1", None, None, True), ("0.0.0.0", None, None, False),
+                                        (None, "alice/app", None, False), ("0.0.0.0", None, True, True)):
+        monkeypatch.delenv("SPACE_ID", raising=False)
+        if space:
+            monkeypatch.setenv("SPACE_ID", space)
+        ui_app.launch_app(host=host, local_paths=told)
+        assert chosen["local"] is expected, (host, space, told)
+
+
 def test_push_refuses_bad_repo_ids_before_any_work():
     from hubmerge.hub.push import check_repo_id
 

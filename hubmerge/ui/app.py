@@ -93,6 +93,9 @@ class AppHandlers:
         work_dir: where each session's merged output lives until its next merge or until its page closes.
         max_samples: evaluate at most this many examples per task (None: the whole split); the form's
             starting value, which each merge may change.
+        local_paths: whether a recipe may name folders on this machine; off where the app serves others
+            (a Space, a host other than loopback), who could otherwise read this machine's files through it
+            (a private model in its Hugging Face cache, merged and pushed to their own repo).
     """
 
     endpoint: str | None = None
@@ -100,6 +103,7 @@ class AppHandlers:
     presets: Mapping[str, Callable[[], Recipe]] = field(default_factory=dict)
     work_dir: Path = field(default_factory=lambda: Path(tempfile.gettempdir()) / "hubmerge-app")
     max_samples: int | None = None
+    local_paths: bool = True
     fields: dict[str, list[ParamField]] = field(default_factory=param_fields)
     _cancels: dict[str, threading.Event] = field(default_factory=dict, repr=False)
     _models: "OrderedDict[tuple[str, str], tuple[Any, Any]]" = field(default_factory=OrderedDict, repr=False)
@@ -131,8 +135,19 @@ class AppHandlers:
             rows = models.to_numpy().tolist()
         else:
             rows = list(models or [])
-        return recipe_from_form(base_model=base_model, models=rows, method=method, parameters=parameters or {},
-                                dtype=dtype, device=device)
+        recipe = recipe_from_form(base_model=base_model, models=rows, method=method, parameters=parameters or {},
+                                  dtype=dtype, device=device)
+        self._check_hub_only(recipe)
+        return recipe
+
+    def _check_hub_only(self, recipe: Recipe) -> None:
+        """Where the app serves others, refuse a recipe naming a folder of this machine (see ``local_paths``)."""
+        if not self.local_paths and recipe.local_paths:
+            path, what = next(iter(recipe.local_paths.items()))
+            raise RecipeError(
+                f"{what} is a local path ('{path}'): this app is served to others, so it reads models and "
+                "datasets from the Hub only; name a Hub repo (org/name)"
+            )
 
     def load_preset(self, name: str) -> tuple[Any, ...]:
         """Field values for a preset: base, models, method, the method's parameters, dtype, device."""
@@ -149,6 +164,7 @@ class AppHandlers:
             raise gr.Error("no file was uploaded")
         with _user_errors("Loading the recipe"):
             recipe = load_recipe(path)
+            self._check_hub_only(recipe)
             _check_uploaded_paths(recipe, Path(path).absolute().parent)
             return self._fill(recipe)
 
@@ -366,6 +382,7 @@ def build_app(
     default_preset: str | None = None,
     work_dir: str | Path | None = None,
     max_samples: int | None = None,
+    local_paths: bool | None = None,
 ) -> gr.Blocks:
     """The app as a ``gr.Blocks`` (queue configured); ``launch_app`` serves it.
 
@@ -377,12 +394,14 @@ def build_app(
         work_dir: where merged outputs live (default: hubmerge-app in the temp directory).
         max_samples: evaluate at most this many examples per task, to start with (default: the whole
             split; on a Space, ``SPACE_EXAMPLES``); the form lets each merge change it.
+        local_paths: whether recipes may name folders on this machine (default: not on a Space); see
+            ``AppHandlers``.
     """
     spaces = on_spaces()
     if max_samples is None and spaces:
         max_samples = SPACE_EXAMPLES
     handlers = AppHandlers(endpoint=endpoint, default_token=token, presets={**(presets or {}), **_builtin_presets()},
-                           max_samples=max_samples)
+                           max_samples=max_samples, local_paths=not spaces if local_paths is None else local_paths)
     if work_dir is not None:
         handlers.work_dir = Path(work_dir)
     methods = [m.name for m in list_methods()]
@@ -515,8 +534,10 @@ def launch_app(
     presets: Mapping[str, Callable[[], Recipe]] | None = None,
     default_preset: str | None = None,
     max_samples: int | None = None,
+    local_paths: bool | None = None,
 ) -> None:
-    """Build and serve the app until Ctrl+C (see ``build_app``); the merged outputs go with it.
+    """Build and serve the app until Ctrl+C (see ``build_app``); the merged outputs go with it. Recipes may
+    name local folders (``local_paths`` None) only when it listens on loopback and is no Space.
 
     Each run keeps its outputs, and Gradio's cache unless GRADIO_TEMP_DIR names one, in a folder of
     its own, so a stopped app leaves nothing in the temp directory and two apps never share one.
@@ -525,8 +546,11 @@ def launch_app(
         bind_port(host or "127.0.0.1", port).close()
     with (tempfile.TemporaryDirectory(prefix="hubmerge-app-") as work_dir,
           _gradio_cache_in(Path(work_dir) / "gradio")):
+        if local_paths is None:
+            served_on = host or os.environ.get("GRADIO_SERVER_NAME") or "127.0.0.1"
+            local_paths = not on_spaces() and served_on in ("127.0.0.1", "localhost", "::1")
         app = build_app(endpoint=endpoint, token=token, presets=presets, default_preset=default_preset,
-                        work_dir=work_dir, max_samples=max_samples)
+                        work_dir=work_dir, max_samples=max_samples, local_paths=local_paths)
         app.launch(server_name=host, server_port=port, show_error=True, allowed_paths=[work_dir],
                    footer_links=["api"])
 
