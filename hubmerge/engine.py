@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from .evaluation.report import EVAL_COMPARISON_FILE, EVAL_RESULTS_FILE, EVAL_SCOPE_FILE
 from .errors import (
     CancelledError,
     DtypeMismatchError,
@@ -106,7 +107,10 @@ DEFAULT_GROUP_BYTES = 16 * 2**20
 DEFAULT_BUDGET_BYTES = 256 * 2**20
 _OUT_DTYPE_CODES = {"float32": "F32", "float16": "F16", "bfloat16": "BF16"}
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack", ".onnx", ".gguf", ".npz")
-_NOT_COPIED = {"README.md", ".gitattributes", INDEX_FILE, "pytorch_model.bin.index.json", RECIPE_FILE, HEADS_INDEX}
+# An input's own card, indexes and reports are not the merge's: its eval_results.json would put numbers never
+# measured on the merge into the card's metadata.
+_NOT_COPIED = {"README.md", ".gitattributes", INDEX_FILE, "pytorch_model.bin.index.json", RECIPE_FILE, HEADS_INDEX,
+               EVAL_RESULTS_FILE, EVAL_SCOPE_FILE, EVAL_COMPARISON_FILE}
 _MAX_COPIED_FILE = 50 * 2**20
 
 
@@ -765,6 +769,9 @@ def _copy_model_files(merge_plan: MergePlan, directory: Path) -> list[str]:
     source = merge_plan.inputs[merge_plan.files_input].weights.source
     for name in source.list_files():
         if name in _NOT_COPIED or name.endswith(_WEIGHT_SUFFIXES) or "/" in name or name.startswith("."):
+            continue
+        if not source.owns(name):
+            log.warning("not copying %s: a link to a file outside the model's folder", source.where(name))
             continue
         if source.file_size(name) > _MAX_COPIED_FILE:
             log.info("not copying %s (larger than %d bytes)", source.where(name), _MAX_COPIED_FILE)

@@ -707,6 +707,23 @@ def test_models_in_a_hugging_face_cache_snapshot_merge_as_from_their_own_folders
     a, b = load_file(tmp_path / "a" / "model.safetensors"), load_file(tmp_path / "b" / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert sorted(p.name for p in (tmp_path / "b" / "heads").iterdir()) == sorted(convnext.models)
+    assert (tmp_path / "b" / "preprocessor_config.json").read_bytes() == (
+        convnext.base / "preprocessor_config.json").read_bytes()  # a snapshot's links into its blobs are its own
+
+
+def test_an_inputs_links_out_of_its_folder_and_its_reports_are_not_copied(tmp_path, convnext):
+    """A cloned repo's `notes.txt -> ~/.cache/huggingface/token` was copied into the output, and pushed; its
+    eval_results.json became the merge's results in the card's metadata."""
+    base = tmp_path / "base"
+    shutil.copytree(convnext.base, base)
+    (tmp_path / "token").write_text("hf_secret")
+    (base / "notes.txt").symlink_to(tmp_path / "token")
+    (base / "eval_results.json").write_text('{"digits_low": {"accuracy": 0.999}}')
+    (base / "LICENSE").write_text("kept")
+    recipe = load_recipe(write_recipe(tmp_path / "r.yaml", convnext, "task_arithmetic", extra={"base_model": str(base)}))
+    engine.merge(recipe, tmp_path / "out")
+    assert not (tmp_path / "out" / "notes.txt").exists() and not (tmp_path / "out" / "eval_results.json").exists()
+    assert (tmp_path / "out" / "LICENSE").read_text() == "kept"
 
 
 def test_existing_output_is_refused_before_anything_is_read(tmp_path, convnext, monkeypatch):

@@ -351,6 +351,19 @@ def test_the_card_takes_the_license_of_hub_inputs_at_the_commit_merged(api, fami
     assert ModelCard.load(out / "README.md").data.license == "mit"
 
 
+def test_a_link_in_an_output_is_not_pushed(api, hub_models, local_hub, tmp_path):
+    """A link put into an output (under heads/, say) was followed: the push published the file it led to."""
+    out = tmp_path / "out"
+    engine.merge(recipe_for(hub_models), out, token=local_hub.alice_token)
+    (tmp_path / "secret").write_text("hf_secret")
+    (out / "heads" / "notes.txt").symlink_to(tmp_path / "secret")
+    repo_id = fresh_repo()
+    with pytest.raises(PushError, match=f"'{out}/heads/notes.txt' is a link: a push publishes the files an output "
+                                        "holds, never what a link leads to"):
+        publish_output(out, repo_id, token=local_hub.alice_token)
+    assert not api.repo_exists(repo_id)
+
+
 def test_a_quiet_push_shows_no_upload_bars(family, local_hub, tmp_path):
     """The real Hub takes weights by LFS (or Xet), and huggingface_hub draws a bar per uploaded file: --quiet
     turns those off too. A local Hub that answers "lfs" for every file stands in for it."""

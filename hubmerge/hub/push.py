@@ -181,6 +181,10 @@ def push_folder(
     from huggingface_hub import CommitOperationAdd, CommitOperationDelete
     from huggingface_hub import errors as hf
 
+    if links := sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_symlink()):
+        raise PushError(repo_id, f"'{folder / links[0]}' is a link: a push publishes the files an output holds, "
+                                 "never what a link leads to (a file anywhere on this machine); put the file itself "
+                                 "there, or remove the link")
     api = hub_api(token, endpoint)
     files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
     operations: list[CommitOperationAdd | CommitOperationDelete] = [

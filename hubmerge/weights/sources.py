@@ -53,6 +53,10 @@ class WeightSource(ABC):
         self.read_into(path, offset, memoryview(buffer))
         return bytes(buffer)
 
+    def owns(self, path: str) -> bool:
+        """Whether ``path`` is the model's own file, to be copied into an output that may be published."""
+        return True
+
     def read_file(self, path: str) -> bytes:
         """A whole (small) file such as ``config.json`` or the shard index."""
         return self.read_range(path, 0, self.file_size(path))
@@ -106,6 +110,14 @@ class LocalSource(WeightSource):
         if not path or name.is_absolute() or ".." in name.parts or "\\" in path or "\x00" in path:
             raise ModelFilesNotFoundError(f"{self.where(path)}: path escapes the model directory", path=path)
         return self.root / name
+
+    def owns(self, path: str) -> bool:
+        """False for a link out of the folder (``notes.txt`` -> ``~/.cache/huggingface/token`` in a cloned
+        repo); a Hugging Face cache snapshot's links into its repo's ``blobs/`` are its own."""
+        target = self._path(path).resolve()
+        root = self.root.resolve()
+        inside = [root, root.parent.parent / "blobs"] if root.parent.name == "snapshots" else [root]
+        return any(target.is_relative_to(folder) for folder in inside)
 
     def list_files(self) -> list[str]:
         files = []
