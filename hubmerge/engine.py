@@ -37,7 +37,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from .evaluation.report import EVAL_COMPARISON_FILE, EVAL_RESULTS_FILE, EVAL_SCOPE_FILE
 from .errors import (
     CancelledError,
     DtypeMismatchError,
@@ -51,6 +50,7 @@ from .errors import (
     UnsupportedDtypeError,
     listed,
 )
+from .evaluation.report import EVAL_COMPARISON_FILE, EVAL_RESULTS_FILE, EVAL_SCOPE_FILE
 from .methods import MergeMethod, get_method
 from .recipe import RECIPE_FILE, ModelEntry, ModelRef, Recipe, load_recipe
 from .vision.families import (
