@@ -18,6 +18,7 @@ import yaml
 
 from .errors import PER_MODEL_WEIGHTS, ModelFilesNotFoundError, RecipeError, did_you_mean, listed
 from .methods import get_method, list_methods
+from .yaml_limits import MAX_VALUES, expanded_size
 
 __all__ = ["RECIPE_FILE", "DatasetRef", "ModelEntry", "ModelRef", "Recipe", "load_recipe", "task_name_problem"]
 
@@ -466,8 +467,13 @@ class Recipe:
             where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
             problem = getattr(exc, "problem", None) or str(exc)
             raise RecipeError(f"the YAML cannot be parsed{where}: {problem}", source=source) from None
+        except RecursionError:
+            raise RecipeError("the YAML nests deeper than a recipe ever does", source=source) from None
         if data is None:
             raise RecipeError("the recipe is empty", source=source)
+        if expanded_size(data) > MAX_VALUES:  # before a message's repr or the card's dump writes it all out
+            raise RecipeError(f"the YAML holds more than {MAX_VALUES:,} values once its aliases are written out "
+                              "(aliases of aliases?); a recipe holds a few dozen", source=source)
         from .fusionbench import from_fusionbench, is_fusionbench
 
         if is_fusionbench(data):

@@ -424,6 +424,12 @@ def test_model_card_round_trip(alice, local_hub):
     assert loaded.data.license == "mit" and "# Hello" in loaded.text
     info = alice.model_info(repo_id)  # huggingface.co serves the front matter: tools read base_model there
     assert info.card_data is not None and info.card_data.license == "mit" and info.tags == ["hubmerge"]
+    # aliases of aliases: 400 bytes that every model_info and listing wrote out as 70 MB of JSON
+    laughs = "a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(
+        f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]\n" for i in range(1, 9))
+    alice.upload_file(path_or_fileobj=f"---\n{laughs}---\n# Hello\n".encode(), path_in_repo="README.md",
+                      repo_id=repo_id)
+    assert alice.model_info(repo_id).card_data is None
 
 
 def test_a_repos_url_opens_its_page(alice, local_hub, tmp_path):

@@ -242,6 +242,29 @@ def test_local_dataset_paths_resolve_against_the_recipe_file(tmp_path):
     assert hub.models[0].dataset.path == "org/data"
 
 
+def _laughs(levels: int, key: str = "a") -> str:
+    """YAML aliases of aliases: a few hundred bytes that write out as 10**levels values."""
+    lines = [f"{key}0: &{key}0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    lines += [f"{key}{i}: &{key}{i} [{', '.join([f'*{key}{i - 1}'] * 10)}]" for i in range(1, levels)]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.timeout(30)
+def test_yaml_that_expands_without_end_is_refused_at_once():
+    """Nine levels of aliases in 600 bytes wrote out as 8 GB in an error message's repr ("billion laughs");
+    a recursive alias or a deep nesting is no recipe either."""
+    laughs = _laughs(7).replace("a6: &a6", "default_task: &a6")  # a field whose refusal shows its value
+    with pytest.raises(RecipeError, match="more than 100,000 values once its aliases are written out"):
+        Recipe.from_yaml("method: simple_average\nmodels: [org/a, org/b]\n" + laughs)
+    with pytest.raises(RecipeError, match="once its aliases are written out"):
+        Recipe.from_yaml("method: simple_average\nmodels: &m [org/a, *m]\n")
+    with pytest.raises(RecipeError, match="nests deeper than a recipe ever does"):
+        Recipe.from_yaml("method: simple_average\nmodels: " + "[" * 5000 + "]" * 5000 + "\n")
+    anchors = "method: simple_average\nshared: &m {model: org/a, task: a}\nmodels: [*m, {model: org/b, task: b}]\n"
+    with pytest.raises(RecipeError, match="unknown key 'shared'"):  # aliases a recipe uses are read as ever
+        Recipe.from_yaml(anchors)
+
+
 def test_numbers_in_exponent_notation_are_numbers():
     """PyYAML follows YAML 1.1, which reads `3e-1` as text: `scaling_factor: 3e-1` was "must be a number,
     got '3e-1'" though the user wrote a number."""

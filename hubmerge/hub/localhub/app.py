@@ -25,6 +25,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
+from ...yaml_limits import MAX_VALUES, expanded_size
 from .storage import FileEntry, NotFound, Operation, RepoRecord, Store, StoreError, is_lfs, lfs_pointer
 
 __all__ = ["FaultPolicy", "HubStats", "create_app"]
@@ -398,9 +399,11 @@ class _Hub:
         match = re.match(r"---\r?\n(.*?)\r?\n---\s*(\r?\n|$)", text, re.DOTALL)
         try:
             data = yaml.safe_load(match.group(1)) if match else None
-        except yaml.YAMLError:
+        except (yaml.YAMLError, RecursionError):
             return None
-        return json.loads(json.dumps(data, default=str)) if isinstance(data, dict) else None  # dates as text
+        if not isinstance(data, dict) or expanded_size(data) > MAX_VALUES:  # aliases of aliases: gigabytes
+            return None
+        return json.loads(json.dumps(data, default=str))  # dates as text
 
     def no_such_repo(self, request: Request, body: bytes, name: str) -> Response:
         return _error(404, f"Repository {name} not found", "RepoNotFound")
