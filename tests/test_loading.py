@@ -122,6 +122,20 @@ def test_an_index_naming_a_task_outside_heads_is_refused(merged, tmp_path):
         load_merged(copy)
 
 
+def test_a_shard_index_naming_files_outside_the_model_is_refused(merged, tmp_path):
+    """model.safetensors.index.json comes with a downloaded repo too: its weight_map was followed to any file
+    of this machine, read as the model's weights."""
+    copy = tmp_path / "out"
+    shutil.copytree(merged, copy)
+    elsewhere = tmp_path / "private.safetensors"
+    shutil.copy(copy / "model.safetensors", elsewhere)
+    weights = load_file(copy / "model.safetensors")
+    for name in (str(elsewhere), "../private.safetensors"):
+        (copy / "model.safetensors.index.json").write_text(json.dumps({"weight_map": dict.fromkeys(weights, name)}))
+        with pytest.raises(WeightsError, match="points outside the model directory"):
+            load_merged(copy)
+
+
 def test_loading_is_strict_and_names_what_does_not_fit(merged, tmp_path):
     broken = tmp_path / "broken"
     shutil.copytree(merged, broken)

@@ -37,3 +37,17 @@ def test_release_drops_the_mapped_pages_and_the_bytes_stay_readable(tmp_path):
     finally:
         source.close()
     source.release("w.bin", 0, size)  # after close: nothing mapped, nothing to do
+
+
+def test_a_file_read_whole_has_a_ceiling(tmp_path, monkeypatch):
+    """A hostile repo's 150 MB config.json was read whole (345 MB for `plan`); a gigabyte one had no limit."""
+    from hubmerge import engine
+    from hubmerge.errors import WeightsError
+    from hubmerge.weights import sources
+
+    monkeypatch.setattr(sources, "MAX_WHOLE_FILE", 1000)
+    (tmp_path / "config.json").write_text('{"pad": "' + "x" * 2000 + '"}')
+    with pytest.raises(WeightsError, match=r"config.json is 2,011 bytes; a config, index or processor file"):
+        engine._read_config(LocalSource(tmp_path))
+    (tmp_path / "config.json").write_text('{"model_type": "convnext"}')
+    assert engine._read_config(LocalSource(tmp_path)) == {"model_type": "convnext"}

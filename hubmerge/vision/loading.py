@@ -176,9 +176,13 @@ def read_json_object(path: Path) -> dict[str, Any] | None:
 
 
 def _weight_files(directory: Path) -> list[Path]:
-    index = read_json_object(directory / "model.safetensors.index.json")
-    if index is not None and isinstance(index.get("weight_map"), dict):
-        return [directory / name for name in sorted(set(index["weight_map"].values()))]
+    from ..weights.index import INDEX_FILE as WEIGHT_INDEX
+    from ..weights.index import safe_shard_name
+
+    index = read_json_object(directory / WEIGHT_INDEX)
+    if index is not None and isinstance(index.get("weight_map"), dict):  # a published repo's: names checked
+        where = str(directory / WEIGHT_INDEX)
+        return [directory / safe_shard_name(where, name) for name in sorted(set(index["weight_map"].values()))]
     if (directory / "model.safetensors").is_file():
         return [directory / "model.safetensors"]
     return sorted(directory.glob("*.safetensors"))

@@ -53,7 +53,8 @@ class ModelWeights:
         return sum(h.file_size for h in self.headers.values())
 
 
-def _safe_shard_name(where: str, name: object) -> str:
+def safe_shard_name(where: str, name: object) -> str:
+    """``name`` from a shard index, when it names a .safetensors file inside the model's folder."""
     if not isinstance(name, str) or not name:
         raise ShardIndexError(where, f"shard file name {name!r} is not a string")
     normalised = posixpath.normpath(name)
@@ -84,7 +85,7 @@ def _weight_map(source: WeightSource) -> dict[str, str]:
     weight_map = index["weight_map"]
     if not weight_map:
         raise ShardIndexError(where, "'weight_map' is empty")
-    return {str(tensor): _safe_shard_name(where, shard) for tensor, shard in weight_map.items()}
+    return {str(tensor): safe_shard_name(where, shard) for tensor, shard in weight_map.items()}
 
 
 def _choose_files(source: WeightSource, listing: list[str]) -> tuple[list[str], dict[str, str] | None]:

@@ -16,7 +16,9 @@ import threading
 from abc import ABC, abstractmethod
 from pathlib import Path, PurePosixPath
 
-from ..errors import ModelFilesNotFoundError, RangeReadError
+from ..errors import ModelFilesNotFoundError, RangeReadError, WeightsError
+
+MAX_WHOLE_FILE = 64 * 2**20  # bytes of a file read whole: above the largest file an output copies (50 MiB)
 
 __all__ = ["LocalSource", "WeightSource"]
 
@@ -58,8 +60,13 @@ class WeightSource(ABC):
         return True
 
     def read_file(self, path: str) -> bytes:
-        """A whole (small) file such as ``config.json`` or the shard index."""
-        return self.read_range(path, 0, self.file_size(path))
+        """A whole (small) file such as ``config.json`` or the shard index: one past ``MAX_WHOLE_FILE`` is
+        refused rather than read into memory (a hostile repo's gigabyte config.json)."""
+        size = self.file_size(path)
+        if size > MAX_WHOLE_FILE:
+            raise WeightsError(f"{self.where(path)} is {size:,} bytes; a config, index or processor file holds a "
+                               f"few kilobytes, and more than {MAX_WHOLE_FILE:,} is not read")
+        return self.read_range(path, 0, size)
 
     def where(self, path: str) -> str:
         """How to name ``path`` of this model in an error message."""
