@@ -717,8 +717,7 @@ def hub_serve(
     serve(root, host=host, port=port, tokens=tokens or None)
 
 
-INTERRUPTED = 130  # the exit code of a command stopped by Ctrl+C (128 + SIGINT)
-TERMINATED = 143  # ... and by SIGTERM, which stops it the same way (see run)
+INTERRUPTED = 130  # the exit code of a command stopped by Ctrl+C (128 + SIGINT); SIGTERM's 143, SIGHUP's 129
 # OSErrors that are the machine's answer, not a bug: said as they are, without "please report it".
 _MACHINE_REFUSALS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS})
 
@@ -762,15 +761,15 @@ def main(argv: list[str] | None = None) -> int:
 GC_THRESHOLD = (50_000, 20, 20)
 
 
-_terminated = False
+_terminated = 0  # the signal that stopped the command, when not Ctrl+C
 
 
 def _stop_as_if_interrupted(signum: int, frame: object) -> None:
-    """SIGTERM (``kill``, ``timeout``, a stopping container or service) unwinds as Ctrl+C does, so the
-    temporary output, the push's build folder, the web app's merged outputs and the demo's Hub are
-    removed; by default the process ended at once and left them in the temporary folder."""
+    """SIGTERM (``kill``, ``timeout``, a stopping container or service) and SIGHUP (a closed terminal or SSH
+    session) unwind as Ctrl+C does, so the temporary output, the push's build folder, the web app's merged
+    outputs and the demo's Hub are removed; by default the process ended at once and left them behind."""
     global _terminated
-    _terminated = True
+    _terminated = signum
     raise KeyboardInterrupt
 
 
@@ -787,10 +786,11 @@ def run() -> None:
     then; atexit handlers still run, and streams are flushed.
     """
     gc.set_threshold(*GC_THRESHOLD)
-    signal.signal(signal.SIGTERM, _stop_as_if_interrupted)
+    for stop in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(stop, _stop_as_if_interrupted)
     code = main()
     if code == INTERRUPTED and _terminated:
-        code = TERMINATED
+        code = 128 + _terminated
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()

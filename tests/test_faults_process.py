@@ -211,12 +211,16 @@ def test_ctrl_c_cleans_up_at_once_and_says_so(tmp_path, local_hub, hub_faults, r
     assert (outcome, code) == ("killed", 130), err[-3000:]
     assert "interrupted" in err and "Traceback" not in err
     assert not out.exists() and stale(tmp_path, out.name) == []
-    # SIGTERM (`kill`, `timeout`, a container stopping) cleans up the same way; it used to leave the
-    # temporary output behind, as SIGKILL does, for the next run to remove
-    outcome, code, err = run_and_kill(["merge", str(recipe_file), "-o", str(out), "--quiet"], env, streaming, 0.2,
-                                      sig=signal.SIGTERM)
-    assert (outcome, code) == ("killed", 143) and "interrupted" in err, err[-3000:]
-    assert not out.exists() and stale(tmp_path, out.name) == []
+    # SIGTERM (`kill`, `timeout`, a container stopping) and SIGHUP (a terminal or SSH session closed) clean
+    # up the same way; they left the temporary output behind, as SIGKILL does, for the next run to remove.
+    # The parent folders the merge made go with it.
+    nested = tmp_path / "new" / "deeper" / "out"
+    for sig, expected in ((signal.SIGTERM, 143), (signal.SIGHUP, 129)):
+        outcome, code, err = run_and_kill(["merge", str(recipe_file), "-o", str(nested), "--quiet"], env,
+                                          lambda: nested.parent.is_dir() and bool(stale(nested.parent, nested.name)),
+                                          0.2, sig=sig)
+        assert (outcome, code) == ("killed", expected) and "interrupted" in err, err[-3000:]
+        assert not (tmp_path / "new").exists()
 
     repo_id = f"alice/proc-ctrl-c-{uuid.uuid4().hex[:6]}"
     api.create_repo(repo_id)

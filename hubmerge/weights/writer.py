@@ -9,6 +9,7 @@ everything is complete, so a failed or killed run never leaves a partial output.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import math
 import os
@@ -281,23 +282,36 @@ def check_space(target: Path, tensor_bytes: int) -> None:
 def atomic_output_dir(target: Path, *, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary directory that becomes ``target`` only if the block completes.
 
-    On error the temporary directory is removed and ``target`` is left exactly as it was.
+    On error the temporary directory, and the parent folders made for it, are removed and ``target`` is
+    left exactly as it was. Without ``overwrite``, an output that appeared meanwhile (a second merge to
+    the same place) is an ``OutputExistsError`` then, not replaced.
     """
     target = target.absolute()
     clean_stale(target)
     check_output(target, overwrite=overwrite)
+    made = [p for p in (target.parent, *target.parent.parents) if not p.exists()]  # to remove on failure
     target.parent.mkdir(parents=True, exist_ok=True)
     tag = f"{os.getpid()}-{secrets.token_hex(4)}"
     tmp = target.parent / f".{target.name}{_TMP_MARK}{tag}"
     tmp.mkdir()
+    old = target.parent / f".{target.name}{_OLD_MARK}{tag}"
     try:
         yield tmp
+        if overwrite and target.exists():
+            target.rename(old)
+        try:  # without --overwrite, what appeared meanwhile (another merge's output) is not replaced: a
+            tmp.rename(target)  # rename onto a non-empty folder or a file fails, at once and atomically
+        except OSError as exc:
+            if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR, errno.EISDIR):
+                raise
+            raise OutputExistsError(str(target), is_file=target.is_file()) from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        if old.exists() and not target.exists():  # the old output was moved aside: it stays the output
+            old.rename(target)
+        for folder in made:  # the nearest first; one that holds anything else stays
+            with contextlib.suppress(OSError):
+                folder.rmdir()
         raise
-    old = target.parent / f".{target.name}{_OLD_MARK}{tag}"
-    if target.exists():
-        target.rename(old)
-    tmp.rename(target)
     if old.exists():
         shutil.rmtree(old) if old.is_dir() else old.unlink()
