@@ -123,16 +123,14 @@ def test_existing_output_needs_overwrite(tmp_path):
 def test_an_output_made_meanwhile_is_not_replaced_without_overwrite(tmp_path):
     """Two merges to one new output: the second replaced the first without --overwrite, both said done."""
     target = tmp_path / "new" / "deeper" / "out"
-    with pytest.raises(OutputExistsError, match="already exists and is not empty"):
-        with atomic_output_dir(target) as tmp:
-            (tmp / "mine").write_text("second")
-            target.mkdir()  # the first merge finishes meanwhile
-            (target / "theirs").write_text("first")
+    with pytest.raises(OutputExistsError, match="already exists and is not empty"), atomic_output_dir(target) as tmp:
+        (tmp / "mine").write_text("second")
+        target.mkdir()  # the first merge finishes meanwhile
+        (target / "theirs").write_text("first")
     assert [p.name for p in target.parent.iterdir()] == ["out"] and (target / "theirs").read_text() == "first"
     # a merge that fails takes the folders it made with it
-    with pytest.raises(RuntimeError):
-        with atomic_output_dir(tmp_path / "made" / "for" / "it" / "out"):
-            raise RuntimeError("midway")
+    with pytest.raises(RuntimeError), atomic_output_dir(tmp_path / "made" / "for" / "it" / "out"):
+        raise RuntimeError("midway")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["new"]
 
 
