@@ -63,6 +63,7 @@ __all__ = [
     "NonFiniteTensorError",
     "OutputExistsError",
     "OutputHoldsInputError",
+    "OutputNotWritableError",
     "OutputSpaceError",
     "PlanError",
     "PortInUseError",
@@ -352,6 +353,14 @@ class OutputSpaceError(HubmergeError, OSError):
             f"output '{path}' needs {needed} but its disk has {free} free; "
             "free some space, or write it to another disk"
         )
+        self.path = path
+
+
+class OutputNotWritableError(HubmergeError, OSError):
+    """The output's disk refused it (full, read-only, not the user's); nothing partial was left."""
+
+    def __init__(self, path: str, problem: str, remedy: str) -> None:
+        super().__init__(f"output '{path}' could not be written: {problem}; nothing partial was left. {remedy}")
         self.path = path
 
 

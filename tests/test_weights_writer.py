@@ -134,6 +134,28 @@ def test_an_output_made_meanwhile_is_not_replaced_without_overwrite(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["new"]
 
 
+def test_a_disk_that_refuses_the_output_is_said_in_words(tmp_path, monkeypatch):
+    """A disk filling up mid-write was a bare "No space left on device"; a read-only folder named the
+    temporary folder ".out.hubmerge-tmp-..." the user never chose."""
+    import errno
+    import os
+
+    from hubmerge.errors import OutputNotWritableError
+
+    with pytest.raises(OutputNotWritableError, match=r"output '.*out' could not be written: its disk filled up "
+                       r"while it was written; nothing partial was left. Free some space"), \
+            atomic_output_dir(tmp_path / "out"):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "locked").mkdir()
+    monkeypatch.setattr(type(tmp_path), "mkdir", lambda self, *a, **k: (_ for _ in ()).throw(
+        PermissionError(errno.EACCES, "Permission denied", str(self))))
+    with pytest.raises(OutputNotWritableError, match=r"its folder '.*locked' cannot be made or written "
+                       r"\(permission denied\)") as refused, atomic_output_dir(tmp_path / "locked" / "out"):
+        pass
+    assert "hubmerge-tmp" not in str(refused.value)
+
+
 def test_empty_existing_directory_is_fine(tmp_path):
     (tmp_path / "out").mkdir()
     with atomic_output_dir(tmp_path / "out") as tmp:

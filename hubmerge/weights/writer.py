@@ -21,7 +21,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, TypeVar
 
-from ..errors import OutputExistsError, OutputHoldsInputError, OutputSpaceError, PlanError, RecipeError
+from ..errors import (
+    OutputExistsError,
+    OutputHoldsInputError,
+    OutputNotWritableError,
+    OutputSpaceError,
+    PlanError,
+    RecipeError,
+)
 from .dtypes import DTYPES, dtype_code
 from .index import INDEX_FILE, SINGLE_FILE
 
@@ -290,13 +297,26 @@ def atomic_output_dir(target: Path, *, overwrite: bool = False) -> Iterator[Path
     clean_stale(target)
     check_output(target, overwrite=overwrite)
     made = [p for p in (target.parent, *target.parent.parents) if not p.exists()]  # to remove on failure
-    target.parent.mkdir(parents=True, exist_ok=True)
     tag = f"{os.getpid()}-{secrets.token_hex(4)}"
     tmp = target.parent / f".{target.name}{_TMP_MARK}{tag}"
-    tmp.mkdir()
     old = target.parent / f".{target.name}{_OLD_MARK}{tag}"
     try:
-        yield tmp
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp.mkdir()
+        except OSError as exc:
+            if exc.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
+                raise
+            why = (exc.strerror or str(exc)).lower()
+            raise OutputNotWritableError(str(target), f"its folder '{target.parent}' cannot be made or written ({why})",
+                                         "Write it to a folder you may write to.") from None
+        try:
+            yield tmp
+        except OSError as exc:  # a full disk met while writing, though check_space passed (others wrote)
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            raise OutputNotWritableError(str(target), "its disk filled up while it was written",
+                                         "Free some space, or write it to another disk.") from None
         if overwrite and target.exists():
             target.rename(old)
         try:  # without --overwrite, what appeared meanwhile (another merge's output) is not replaced: a
