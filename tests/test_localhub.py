@@ -268,13 +268,38 @@ print("LFS-OK")
 
 
 def test_create_commit_lfs_with_xet_disabled(tmp_path, local_hub):
-    with LocalHub(tmp_path / "hub", tokens={local_hub.alice_token: "alice"}, lfs_threshold=1024) as hub:
+    tokens = {local_hub.alice_token: "alice", local_hub.bob_token: "bob"}
+    with LocalHub(tmp_path / "hub", tokens=tokens, lfs_threshold=1024) as hub:
         env = {**os.environ, "HF_ENDPOINT": hub.endpoint, "HF_HOME": str(tmp_path / "home")}
         env.pop("HF_HUB_OFFLINE", None)  # other tests' fixtures may have set it for this session
         result = subprocess.run([sys.executable, "-c", LFS_SCRIPT, hub.endpoint, local_hub.alice_token, str(tmp_path / "c")],
                                 env=env, capture_output=True, text=True, timeout=120)
         assert "LFS-OK" in result.stdout, result.stderr[-3000:]
         assert hub.stats.requests.get("lfs_batch") == 1 and hub.stats.requests.get("lfs_upload") == 1
+        # blobs are stored once for every repo: a commit naming the hash of another user's private file put
+        # that file in the committer's own repo, and anyone could store blobs
+        import hashlib
+
+        secret = b"only alice has this"
+        alice = HfApi(endpoint=hub.endpoint, token=local_hub.alice_token)
+        alice.create_repo("alice/private", private=True)
+        alice.upload_file(path_or_fileobj=secret, path_in_repo="secret.txt", repo_id="alice/private")
+        oid = hashlib.sha256(secret).hexdigest()
+        bob = HfApi(endpoint=hub.endpoint, token=local_hub.bob_token)
+        bob.create_repo("bob/mine")
+        lines = [{"key": "header", "value": {"summary": "take it"}},
+                 {"key": "lfsFile", "value": {"path": "stolen.bin", "algo": "sha256", "oid": oid, "size": len(secret)}}]
+        taken = httpx.post(f"{hub.endpoint}/api/models/bob/mine/commit/main", headers={
+            "authorization": f"Bearer {local_hub.bob_token}", "content-type": "application/x-ndjson"},
+            content="\n".join(json.dumps(line) for line in lines))
+        assert taken.status_code == 422 and "was not uploaded to bob/mine" in taken.text
+        batch = httpx.post(f"{hub.endpoint}/bob/mine.git/info/lfs/objects/batch", headers={
+            "authorization": f"Bearer {local_hub.bob_token}"}, json={"operation": "upload", "objects": [
+                {"oid": oid, "size": len(secret)}]}).json()
+        assert "upload" in batch["objects"][0]["actions"]  # "already there" would have let the commit name it
+        unsigned = httpx.put(f"{hub.endpoint}/lfs-upload/{hashlib.sha256(b'junk').hexdigest()}", content=b"junk")
+        assert unsigned.status_code == 403
+        assert "stolen.bin" not in bob.list_repo_files("bob/mine")
 
 
 def test_deletes_and_stale_parent(alice, tmp_path):

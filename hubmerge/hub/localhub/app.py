@@ -196,6 +196,7 @@ class _Hub:
         self.tokens = dict(tokens)
         self.orgs = {user: list(o) for user, o in orgs.items()}
         self.lfs_threshold = lfs_threshold
+        self._secret = os.urandom(32)  # signs LFS upload links for this server's lifetime
         self.stats = HubStats()
         self.faults = FaultPolicy()
         api = rf"/api/(?P<type>models|datasets|spaces)/{_REPO}"
@@ -513,7 +514,10 @@ class _Hub:
                 blob = self.store.put_bytes(base64.b64decode(value["content"]))
                 operations.append(Operation("add", value["path"], blob.sha256))
             elif key == "lfsFile":
-                operations.append(Operation("add", value["path"], value.get("oid")))
+                oid = str(value.get("oid"))
+                if not self.store.owns(repo_type, repo_id, oid):
+                    return _error(422, f"LFS object {oid} for {value.get('path')} was not uploaded to {repo_id}")
+                operations.append(Operation("add", value["path"], oid))
             elif key == "deletedFile":
                 operations.append(Operation("delete_file", value["path"]))
             elif key == "deletedFolder":
@@ -583,26 +587,47 @@ class _Hub:
 
     def lfs_batch(self, request: Request, body: bytes, ns: str, name: str, tp: str | None = None) -> Response:
         repo_type = {"datasets": "dataset", "spaces": "space"}.get(tp or "", "model")
-        self._writable(request, repo_type, f"{ns}/{name}")
+        repo_id = f"{ns}/{name}"
+        self._writable(request, repo_type, repo_id)
         data = json.loads(body or b"{}")
         base = self.base_url(request)
         objects = []
         for obj in data.get("objects", []):
             oid, size = obj["oid"], int(obj["size"])
             item: dict[str, Any] = {"oid": oid, "size": size, "authenticated": True}
-            if not self.store.has_blob(oid):
-                item["actions"] = {"upload": {"href": f"{base}/lfs-upload/{oid}", "header": {}},
-                                   "verify": {"href": f"{base}/lfs-verify", "header": {}}}
+            if not self.store.owns(repo_type, repo_id, oid):  # stored for another repo: its bytes prove it
+                query = f"?repo={quote(f'{repo_type}/{repo_id}', safe='')}&sig={self._lfs_signature(repo_type, repo_id, oid)}"
+                item["actions"] = {"upload": {"href": f"{base}/lfs-upload/{oid}{query}", "header": {}},
+                                   "verify": {"href": f"{base}/lfs-verify{query}", "header": {}}}
             objects.append(item)
         return JSONResponse({"transfer": "basic", "objects": objects}, media_type="application/vnd.git-lfs+json")
 
+    def _lfs_signature(self, repo_type: str, repo_id: str, oid: str) -> str:
+        """What makes an upload link good for one object and repo only, as the Hub's presigned URLs are."""
+        import hashlib
+        import hmac
+
+        return hmac.new(self._secret, f"{repo_type}/{repo_id}:{oid}".encode(), hashlib.sha256).hexdigest()
+
+    def _lfs_repo(self, request: Request, oid: str) -> tuple[str, str]:
+        """The repo an upload or verify link was signed for; StoreError for a link lfs_batch did not give."""
+        import hmac
+
+        repo_type, _, repo_id = request.query_params.get("repo", "").partition("/")
+        signature = request.query_params.get("sig", "")
+        if repo_type not in _PREFIX or not hmac.compare_digest(signature, self._lfs_signature(repo_type, repo_id, oid)):
+            raise StoreError("this upload link was not given by the LFS batch API", code=403)
+        return repo_type, repo_id
+
     def lfs_upload(self, request: Request, body: bytes, oid: str) -> Response:
+        repo_type, repo_id = self._lfs_repo(request, oid)
         self.store.put_stream([body], expected_sha256=oid)
+        self.store.own(repo_type, repo_id, oid)
         return Response(status_code=200)
 
     def lfs_verify(self, request: Request, body: bytes) -> Response:
-        data = json.loads(body or b"{}")
-        if not self.store.has_blob(str(data.get("oid", ""))):
+        oid = str(json.loads(body or b"{}").get("oid", ""))
+        if not self.store.owns(*self._lfs_repo(request, oid), oid):
             return _error(404, "object not found")
         return JSONResponse({})
 

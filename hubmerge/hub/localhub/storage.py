@@ -285,6 +285,34 @@ class Store:
             record.private = private
             _atomic_write(self._dir(repo_type, repo_id) / "repo.json", json.dumps(asdict(record)).encode())
 
+    # ------------------------------------------------------------------ LFS objects a repo may commit
+
+    def owns(self, repo_type: str, repo_id: str, sha256: str) -> bool:
+        """Whether ``repo_id`` may commit the LFS object ``sha256``: uploaded to it, or in its history.
+
+        Blobs are stored once for every repo, so without this a commit naming the hash of another repo's
+        private file (``lfsFile`` with its oid) would publish that file.
+        """
+        return sha256 in self._owned(repo_type, repo_id)
+
+    def own(self, repo_type: str, repo_id: str, sha256: str) -> None:
+        """Record an LFS object uploaded to ``repo_id`` (its content proved by its sha256)."""
+        with self.lock(repo_type, repo_id):
+            owned = self._owned(repo_type, repo_id)
+            if sha256 not in owned:
+                _atomic_write(self._dir(repo_type, repo_id) / "lfs.json", json.dumps(sorted(owned | {sha256})).encode())
+
+    def _owned(self, repo_type: str, repo_id: str) -> set[str]:
+        self.get_repo(repo_type, repo_id)
+        directory = self._dir(repo_type, repo_id)
+        try:
+            return set(json.loads((directory / "lfs.json").read_text()))
+        except FileNotFoundError:  # a repo from before the record: what its commits hold
+            found = set()
+            for path in (directory / "commits").glob("*.json"):
+                found.update(e["sha256"] for e in json.loads(path.read_text())["tree"].values() if e.get("lfs"))
+            return found
+
     # ------------------------------------------------------------------ refs and commits
 
     def refs(self, repo_type: str, repo_id: str) -> dict[str, dict[str, str]]:
