@@ -520,8 +520,8 @@ def push(
 
 def _evaluation_options_unused(max_samples: int | None, match_labels: str, why: str) -> None:
     """Refuse --max-samples or --match-labels where no evaluation runs: they were ignored without a word."""
-    for option, value in (("--max-samples", max_samples), ("--match-labels", None if match_labels == "name" else 1)):
-        if value is not None:
+    for option, given in (("--max-samples", max_samples is not None), ("--match-labels", match_labels != "name")):
+        if given:
             raise typer.BadParameter(f"it only shapes an evaluation, and {why}", param_hint=option)
 
 

@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 _TYPES = {"models": "model", "datasets": "dataset", "spaces": "space"}
 _PREFIX = {"model": "", "dataset": "datasets/", "space": "spaces/"}
 _PAGE = 1000
+_CARD_BYTES = 1 << 20  # a README read for cardData or a page; a card is kilobytes
 _CHUNK = 4 << 20
 _REPO = r"(?P<ns>[^/]+)/(?P<name>[^/]+)"
 _SEG = r"[^/]+"
@@ -394,7 +395,7 @@ class _Hub:
         ``base_model``, license and tags from it); None without a README or front matter."""
         import yaml
 
-        if readme is None or readme.size > 1 << 20:
+        if readme is None or readme.size > _CARD_BYTES:
             return None
         text = self.store.blob_path(readme.sha256).read_text(encoding="utf-8", errors="replace")
         match = re.match(r"---\r?\n(.*?)\r?\n---\s*(\r?\n|$)", text, re.DOTALL)
@@ -645,7 +646,8 @@ class _Hub:
         except NotFound as exc:
             return Response(f"404: {exc}", status_code=404, media_type="text/plain")
         readme = commit.tree.get("README.md")
-        text = self.store.blob_path(readme.sha256).read_text(encoding="utf-8", errors="replace") if readme else None
+        text = (self.store.blob_path(readme.sha256).read_text(encoding="utf-8", errors="replace")
+                if readme is not None and readme.size <= _CARD_BYTES else None)
         branches = sorted(self.store.refs(repo_type, record.repo_id)["branches"])
         return Response(repo_page(_PREFIX[repo_type], record.repo_id, revision, commit, branches, text),
                         media_type="text/html")
