@@ -100,7 +100,10 @@ class CardFacts:
 
 
 def _read_json(path: Path) -> Any:
+    from .weights.sources import check_whole_file
+
     try:
+        check_whole_file(f"'{path}'", path.stat().st_size)
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         return None

@@ -423,6 +423,9 @@ def plan(
 def _read_config(source: WeightSource) -> dict[str, Any] | None:
     if "config.json" not in source.list_files():
         return None
+    if not source.owns("config.json"):  # the output's config.json is made from it, and may be published
+        raise PlanError(f"{source.where('config.json')} links to a file outside the model's folder, which would be "
+                        "published with the merge; put the file itself there")
     try:
         config = json.loads(source.read_file("config.json"))
     except ValueError as exc:
@@ -767,8 +770,9 @@ def _copy_model_files(merge_plan: MergePlan, directory: Path) -> list[str]:
     """Processor and config files from the base (or first) model; config.json from the default task."""
     written: list[str] = []
     source = merge_plan.inputs[merge_plan.files_input].weights.source
+    not_copied = {n.lower() for n in _NOT_COPIED}  # as a case-insensitive disk would name them too
     for name in source.list_files():
-        if name in _NOT_COPIED or name.endswith(_WEIGHT_SUFFIXES) or "/" in name or name.startswith("."):
+        if name.lower() in not_copied or name.endswith(_WEIGHT_SUFFIXES) or "/" in name or name.startswith("."):
             continue
         if not source.owns(name):
             log.warning("not copying %s: a link to a file outside the model's folder", source.where(name))

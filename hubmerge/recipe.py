@@ -18,7 +18,7 @@ import yaml
 
 from .errors import PER_MODEL_WEIGHTS, ModelFilesNotFoundError, RecipeError, did_you_mean, listed
 from .methods import get_method, list_methods
-from .yaml_limits import MAX_VALUES, expanded_size
+from .yaml_limits import MAX_SIZE, expanded_size
 
 __all__ = ["RECIPE_FILE", "DatasetRef", "ModelEntry", "ModelRef", "Recipe", "load_recipe", "task_name_problem"]
 
@@ -471,9 +471,9 @@ class Recipe:
             raise RecipeError("the YAML nests deeper than a recipe ever does", source=source) from None
         if data is None:
             raise RecipeError("the recipe is empty", source=source)
-        if expanded_size(data) > MAX_VALUES:  # before a message's repr or the card's dump writes it all out
-            raise RecipeError(f"the YAML holds more than {MAX_VALUES:,} values once its aliases are written out "
-                              "(aliases of aliases?); a recipe holds a few dozen", source=source)
+        if expanded_size(data) > MAX_SIZE:  # before a message's repr or the card's dump writes it all out
+            raise RecipeError(f"the YAML writes out to more than {MAX_SIZE:,} values and characters once its "
+                              "aliases are expanded (aliases of aliases?); a recipe is a few thousand", source=source)
         from .fusionbench import from_fusionbench, is_fusionbench
 
         if is_fusionbench(data):

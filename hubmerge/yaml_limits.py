@@ -7,14 +7,15 @@ Recipes and cards are small, so a document that expands past a limit is refused 
 
 from __future__ import annotations
 
-__all__ = ["MAX_VALUES", "expanded_size"]
+__all__ = ["MAX_SIZE", "expanded_size"]
 
-MAX_VALUES = 100_000  # a recipe of 100 models, or a card's front matter, holds a few thousand
+MAX_SIZE = 1_000_000  # a recipe of 100 models, or a card's front matter, is a few thousand
 
 
-def expanded_size(data: object, limit: int = MAX_VALUES) -> int:
-    """The number of values in ``data`` (mappings, lists, keys, scalars) once every alias is written out,
-    counted up to ``limit + 1``: in time linear in the loaded graph, however far it would expand."""
+def expanded_size(data: object, limit: int = MAX_SIZE) -> int:
+    """How much ``data`` writes out to once every alias is: one per mapping, list and scalar, a string one
+    per character (one long string repeated is the same bomb), counted up to ``limit + 1``, in time linear
+    in the loaded graph however far it would expand."""
     sizes: dict[int, int] = {}
     open_nodes: set[int] = set()  # being sized: met again below themselves, they are a recursive alias
     stack: list[tuple[object, bool]] = [(data, False)]
@@ -27,7 +28,7 @@ def expanded_size(data: object, limit: int = MAX_VALUES) -> int:
         elif isinstance(node, list):
             children = list(node)
         else:
-            sizes[id(node)] = 1
+            sizes[id(node)] = max(1, len(node)) if isinstance(node, str) else 1
             continue
         if children_done:
             # a child still unsized is the node itself or an ancestor: a recursive alias, endless when walked

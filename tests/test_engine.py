@@ -719,11 +719,19 @@ def test_an_inputs_links_out_of_its_folder_and_its_reports_are_not_copied(tmp_pa
     (tmp_path / "token").write_text("hf_secret")
     (base / "notes.txt").symlink_to(tmp_path / "token")
     (base / "eval_results.json").write_text('{"digits_low": {"accuracy": 0.999}}')
+    (base / "EVAL_SCOPE.JSON").write_text("{}")
     (base / "LICENSE").write_text("kept")
     recipe = load_recipe(write_recipe(tmp_path / "r.yaml", convnext, "task_arithmetic", extra={"base_model": str(base)}))
     engine.merge(recipe, tmp_path / "out")
+    assert not (tmp_path / "out" / "EVAL_SCOPE.JSON").exists()  # what a case-insensitive disk calls eval_scope.json
     assert not (tmp_path / "out" / "notes.txt").exists() and not (tmp_path / "out" / "eval_results.json").exists()
     assert (tmp_path / "out" / "LICENSE").read_text() == "kept"
+    # config.json is read to make the output's own: a link out of the folder would be published as that
+    (tmp_path / "credentials.json").write_text('{"model_type": "convnext", "refresh_token": "secret"}')
+    (base / "config.json").unlink()
+    (base / "config.json").symlink_to(tmp_path / "credentials.json")
+    with pytest.raises(PlanError, match="config.json links to a file outside the model's folder"):
+        engine.merge(recipe, tmp_path / "again")
 
 
 def test_existing_output_is_refused_before_anything_is_read(tmp_path, convnext, monkeypatch):

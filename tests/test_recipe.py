@@ -254,10 +254,15 @@ def test_yaml_that_expands_without_end_is_refused_at_once():
     """Nine levels of aliases in 600 bytes wrote out as 8 GB in an error message's repr ("billion laughs");
     a recursive alias or a deep nesting is no recipe either."""
     laughs = _laughs(7).replace("a6: &a6", "default_task: &a6")  # a field whose refusal shows its value
-    with pytest.raises(RecipeError, match="more than 100,000 values once its aliases are written out"):
+    expanded = "writes out to more than 1,000,000 values and characters once its aliases are expanded"
+    with pytest.raises(RecipeError, match=expanded):
         Recipe.from_yaml("method: simple_average\nmodels: [org/a, org/b]\n" + laughs)
-    with pytest.raises(RecipeError, match="once its aliases are written out"):
+    with pytest.raises(RecipeError, match=expanded):
         Recipe.from_yaml("method: simple_average\nmodels: &m [org/a, *m]\n")
+    long = "x" * 10_000  # fewer values, each a long string: 10 kB wrote an 800 MB message
+    with pytest.raises(RecipeError, match=expanded):
+        Recipe.from_yaml(f"method: simple_average\nmodels: [org/a, org/b]\ns0: &s0 [{long}, {long}]\n"
+                         + _laughs(5, "b").replace("b0: &b0 [lol, lol", "b0: &b0 [*s0, *s0").replace("b4: &b4", "task: &b4"))
     with pytest.raises(RecipeError, match="nests deeper than a recipe ever does"):
         Recipe.from_yaml("method: simple_average\nmodels: " + "[" * 5000 + "]" * 5000 + "\n")
     anchors = "method: simple_average\nshared: &m {model: org/a, task: a}\nmodels: [*m, {model: org/b, task: b}]\n"

@@ -301,17 +301,30 @@ def test_an_app_served_to_others_reads_no_local_folder(tmp_path, monkeypatch):
         hub_only.load_recipe_file(str(tmp_path / "r.yaml"))
     assert AppHandlers().recipe(cached, [["org/a", "a", "", None]], "task_arithmetic", {}, "", "").base_model
 
-    chosen: dict[str, bool] = {}  # what launch_app decides: loopback and no Space, unless told otherwise
-    monkeypatch.setattr(ui_app, "build_app", lambda **kw: chosen.update(local=kw["local_paths"]) or
-                        SimpleNamespace(launch=lambda **_: None))
+    # what launch_app decides: local folders, the owner's token and the machine's login (HF_TOKEN, the token
+    # file) only for an app on loopback that is no Space; a shared app used the owner's token for anyone
+    from huggingface_hub import constants
+
+    chosen: dict[str, object] = {}
+    launched = SimpleNamespace(launch=lambda **_: chosen.update(implicit_off=constants.HF_HUB_DISABLE_IMPLICIT_TOKEN))
+    monkeypatch.setattr(ui_app, "build_app", lambda **kw: chosen.update(local=kw["local_paths"], token=kw["token"])
+                        or launched)
     monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "g"))
-    for host, space, told, expected in (("127.0.0.1", None, None, True), ("0.0.0.0", None, None, False),
-                                        (None, "alice/app", None, False), ("0.0.0.0", None, True, True)):
+    monkeypatch.delenv("GRADIO_SHARE", raising=False)
+    before = constants.HF_HUB_DISABLE_IMPLICIT_TOKEN
+    for host, space, told, local, token in (("127.0.0.1", None, None, True, "hf_owner"),
+                                            ("0.0.0.0", None, None, False, None), (None, "alice/app", None, False, None),
+                                            ("0.0.0.0", None, True, True, None)):
         monkeypatch.delenv("SPACE_ID", raising=False)
         if space:
             monkeypatch.setenv("SPACE_ID", space)
-        ui_app.launch_app(host=host, local_paths=told)
-        assert chosen["local"] is expected, (host, space, told)
+        ui_app.launch_app(host=host, local_paths=told, token="hf_owner")
+        assert (chosen["local"], chosen["token"], chosen["implicit_off"]) == (local, token, token is None or before)
+        assert constants.HF_HUB_DISABLE_IMPLICIT_TOKEN == before
+    monkeypatch.delenv("SPACE_ID", raising=False)
+    monkeypatch.setenv("GRADIO_SHARE", "true")  # a share link reaches anyone
+    ui_app.launch_app(host="127.0.0.1", token="hf_owner")
+    assert (chosen["local"], chosen["token"]) == (False, None)
 
 
 def test_push_refuses_bad_repo_ids_before_any_work():

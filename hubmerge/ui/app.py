@@ -536,8 +536,11 @@ def launch_app(
     max_samples: int | None = None,
     local_paths: bool | None = None,
 ) -> None:
-    """Build and serve the app until Ctrl+C (see ``build_app``); the merged outputs go with it. Recipes may
-    name local folders (``local_paths`` None) only when it listens on loopback and is no Space.
+    """Build and serve the app until Ctrl+C (see ``build_app``); the merged outputs go with it.
+
+    Served to others (a Space, a host other than loopback, a Gradio share link), the app reads no local
+    folder (unless ``local_paths``) and uses no token but each visitor's own: neither ``token`` nor the
+    machine's login or ``HF_TOKEN``, which would let any visitor read the owner's private repos.
 
     Each run keeps its outputs, and Gradio's cache unless GRADIO_TEMP_DIR names one, in a folder of
     its own, so a stopped app leaves nothing in the temp directory and two apps never share one.
@@ -546,13 +549,31 @@ def launch_app(
         bind_port(host or "127.0.0.1", port).close()
     with (tempfile.TemporaryDirectory(prefix="hubmerge-app-") as work_dir,
           _gradio_cache_in(Path(work_dir) / "gradio")):
-        if local_paths is None:
-            served_on = host or os.environ.get("GRADIO_SERVER_NAME") or "127.0.0.1"
-            local_paths = not on_spaces() and served_on in ("127.0.0.1", "localhost", "::1")
-        app = build_app(endpoint=endpoint, token=token, presets=presets, default_preset=default_preset,
-                        work_dir=work_dir, max_samples=max_samples, local_paths=local_paths)
-        app.launch(server_name=host, server_port=port, show_error=True, allowed_paths=[work_dir],
-                   footer_links=["api"])
+        from huggingface_hub import constants
+
+        shared = _served_to_others(host)
+        if shared and token is not None:
+            log.warning("the app is served to others: each visitor signs in or gives a token; yours is not used")
+        app = build_app(endpoint=endpoint, token=None if shared else token, presets=presets,
+                        default_preset=default_preset, work_dir=work_dir, max_samples=max_samples,
+                        local_paths=not shared if local_paths is None else local_paths)
+        implicit = constants.HF_HUB_DISABLE_IMPLICIT_TOKEN
+        constants.HF_HUB_DISABLE_IMPLICIT_TOKEN = implicit or shared
+        try:
+            app.launch(server_name=host, server_port=port, show_error=True, allowed_paths=[work_dir],
+                       footer_links=["api"])
+        finally:
+            constants.HF_HUB_DISABLE_IMPLICIT_TOKEN = implicit
+
+
+def _served_to_others(host: str | None) -> bool:
+    """Whether people other than this machine's user reach the app: on a Space, listening beyond loopback,
+    or through a Gradio share link (GRADIO_SHARE, or a hosted notebook, where Gradio makes one)."""
+    from gradio import utils
+
+    served_on = host or os.environ.get("GRADIO_SERVER_NAME") or "127.0.0.1"
+    share = os.environ.get("GRADIO_SHARE", "").lower() == "true" or utils.colab_check() or utils.is_hosted_notebook()
+    return on_spaces() or share or served_on not in ("127.0.0.1", "localhost", "::1")
 
 
 @contextmanager

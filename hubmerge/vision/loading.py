@@ -168,10 +168,15 @@ def read_json_object(path: Path) -> dict[str, Any] | None:
     """
     if not path.is_file():
         return None
+    from ..weights.sources import check_whole_file
+
+    check_whole_file(f"'{path}'", path.stat().st_size)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except ValueError as exc:
         raise WeightsError(f"'{path}' is not valid JSON ({exc})") from None
+    except RecursionError:  # json.loads recurses per level
+        raise WeightsError(f"'{path}' nests too deeply to be a model file") from None
     return data if isinstance(data, dict) else None
 
 

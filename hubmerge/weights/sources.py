@@ -20,7 +20,15 @@ from ..errors import ModelFilesNotFoundError, RangeReadError, WeightsError
 
 MAX_WHOLE_FILE = 64 * 2**20  # bytes of a file read whole: above the largest file an output copies (50 MiB)
 
-__all__ = ["LocalSource", "WeightSource"]
+__all__ = ["LocalSource", "WeightSource", "check_whole_file"]
+
+
+def check_whole_file(where: str, size: int) -> None:
+    """Refuse to read a file of ``size`` bytes whole past ``MAX_WHOLE_FILE`` (a hostile repo's gigabyte
+    config.json would be held in memory, and parsed)."""
+    if size > MAX_WHOLE_FILE:
+        raise WeightsError(f"{where} is {size:,} bytes; a config, index or processor file holds a few kilobytes, "
+                           f"and more than {MAX_WHOLE_FILE:,} is not read")
 
 
 class WeightSource(ABC):
@@ -63,9 +71,7 @@ class WeightSource(ABC):
         """A whole (small) file such as ``config.json`` or the shard index: one past ``MAX_WHOLE_FILE`` is
         refused rather than read into memory (a hostile repo's gigabyte config.json)."""
         size = self.file_size(path)
-        if size > MAX_WHOLE_FILE:
-            raise WeightsError(f"{self.where(path)} is {size:,} bytes; a config, index or processor file holds a "
-                               f"few kilobytes, and more than {MAX_WHOLE_FILE:,} is not read")
+        check_whole_file(self.where(path), size)
         return self.read_range(path, 0, size)
 
     def where(self, path: str) -> str:

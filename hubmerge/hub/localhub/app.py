@@ -25,7 +25,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from ...yaml_limits import MAX_VALUES, expanded_size
+from ...yaml_limits import MAX_SIZE, expanded_size
 from .storage import FileEntry, NotFound, Operation, RepoRecord, Store, StoreError, is_lfs, lfs_pointer
 
 __all__ = ["FaultPolicy", "HubStats", "create_app"]
@@ -403,7 +403,7 @@ class _Hub:
             data = yaml.safe_load(match.group(1)) if match else None
         except (yaml.YAMLError, RecursionError):
             return None
-        if not isinstance(data, dict) or expanded_size(data) > MAX_VALUES:  # aliases of aliases: gigabytes
+        if not isinstance(data, dict) or expanded_size(data) > MAX_SIZE:  # aliases of aliases: gigabytes
             return None
         return json.loads(json.dumps(data, default=str))  # dates as text
 
