@@ -308,7 +308,7 @@ class Store:
         try:
             return set(json.loads((directory / "lfs.json").read_text()))
         except FileNotFoundError:  # a repo from before the record: what its commits hold
-            found = set()
+            found: set[str] = set()
             for path in (directory / "commits").glob("*.json"):
                 found.update(e["sha256"] for e in json.loads(path.read_text())["tree"].values() if e.get("lfs"))
             return found
