@@ -52,7 +52,23 @@ def task_name(i: int) -> str:
 
 
 def generate(n_models: int = 8, cache: Path = DEFAULT_CACHE) -> Inputs:
-    """Create (once) the base and ``n_models`` fine-tunes under ``cache``; return their paths."""
+    """Create (once) the base and ``n_models`` fine-tunes under ``cache``; return their paths.
+
+    They are made in a process of their own: the benchmark's rows are its children, and a child's peak RSS
+    (``ru_maxrss``) starts from its parent's at the fork, so a parent that had held the models (2 GB) put
+    that into every row, ``import torch`` included.
+    """
+    import subprocess
+    import sys
+
+    missing = [cache / name for name in ("base", *(task_name(i) for i in range(n_models)))
+               if not (cache / name / ".done").exists()]
+    if missing:
+        subprocess.run([sys.executable, __file__, str(n_models), str(cache)], check=True)
+    return Inputs(cache, cache / "base", {task_name(i): cache / task_name(i) for i in range(n_models)})
+
+
+def _generate_here(n_models: int, cache: Path) -> None:
     import torch
     from safetensors.torch import load_file, save_file
     from transformers import ConvNextConfig, ConvNextForImageClassification
@@ -73,13 +89,11 @@ def generate(n_models: int = 8, cache: Path = DEFAULT_CACHE) -> Inputs:
             "size": {"shortest_edge": 224},
         }))
         (base / ".done").touch()
-    models: dict[str, Path] = {}
     base_tensors = None
     for i in range(n_models):
         task = task_name(i)
         labels = TASKS[i % len(TASKS)][1]
         target = cache / task
-        models[task] = target
         if (target / ".done").exists():
             continue
         if base_tensors is None:
@@ -104,7 +118,6 @@ def generate(n_models: int = 8, cache: Path = DEFAULT_CACHE) -> Inputs:
         (target / "config.json").write_text(json.dumps(config, indent=2))
         (target / "preprocessor_config.json").write_text((base / "preprocessor_config.json").read_text())
         (target / ".done").touch()
-    return Inputs(cache, base, models)
 
 
 def write_recipe(inputs: Inputs, method: str, path: Path, *, parameters: dict | None = None,
@@ -246,3 +259,9 @@ class HubInputs:
                 self.process.wait()
         if self.log is not None:
             self.log.close()
+
+
+if __name__ == "__main__":  # what generate runs: python _inputs.py N_MODELS CACHE
+    import sys
+
+    _generate_here(int(sys.argv[1]), Path(sys.argv[2]))
