@@ -705,7 +705,10 @@ def hub_serve(
         Optional[list[str]], typer.Option("--token", help="TOKEN:USER pair allowed to write (repeatable).")
     ] = None,
 ) -> None:
-    """Serve a local Hugging Face Hub-compatible server (point HF_ENDPOINT at it)."""
+    """Serve a local Hugging Face Hub-compatible server (point HF_ENDPOINT at it).
+
+    A repo's URL, http://HOST:PORT/ORG/NAME, opens a page with its card and files in a browser.
+    """
     from .hub.localhub import serve
 
     tokens = {}
