@@ -309,9 +309,13 @@ def render_card(facts: CardFacts) -> ModelCard:
         if value is None:
             continue
         dataset = measured.dataset
+        if dataset is None:
+            dataset_type = measured.task
+        else:  # a local folder by its name: a path of the machine that evaluated means nothing on the Hub
+            dataset_type = Path(dataset.path).name if dataset.is_local else dataset.path
         eval_results.append(EvalResult(
             task_type="image-classification", task_name="Image Classification",
-            dataset_type=dataset.path if dataset else measured.task, dataset_name=measured.task,
+            dataset_type=dataset_type, dataset_name=measured.task,
             dataset_config=dataset.name if dataset else None, dataset_split=dataset.split if dataset else None,
             metric_type="accuracy", metric_name="Accuracy", metric_value=round(float(value), 6),
         ))

@@ -166,6 +166,14 @@ def test_the_card_names_the_dataset_each_accuracy_was_measured_on_not_the_recipe
     _, results = model_index_to_eval_results(card.data.to_dict()["model-index"])
     where = {r.dataset_name: (r.dataset_type, r.dataset_config, r.dataset_split) for r in results}
     assert where[first] == ("org/other", "cfg", "train") and where[rest[0]] == (f"org/{rest[0]}-data", None, "test")
+    # a local folder went into the published metadata as this machine's path
+    local = tmp_path / "data" / "my-digits"
+    scope[first] = {"dataset": f"{local}:test", "samples": 60, "split_size": 60}
+    (out / "eval_scope.json").write_text(json.dumps(scope))
+    card = render_card(collect_card(out))
+    _, results = model_index_to_eval_results(card.data.to_dict()["model-index"])
+    assert {r.dataset_name: r.dataset_type for r in results}[first] == "my-digits"
+    assert str(tmp_path) not in str(card.data.to_dict())
 
 
 def test_missing_results_are_said_with_the_reason(tmp_path, family):
