@@ -237,8 +237,9 @@ def _link_base(endpoint: str) -> str:
     Hub serving the card) for a Hub on this machine, whose port changes when it is served again."""
     from urllib.parse import urlsplit
 
-    local = urlsplit(endpoint).hostname in ("localhost", "127.0.0.1", "::1")
-    return "" if local else endpoint.rstrip("/")
+    from .ports import LOOPBACK_HOSTS
+
+    return "" if urlsplit(endpoint).hostname in LOOPBACK_HOSTS else endpoint.rstrip("/")
 
 
 # ---------------------------------------------------------------------------- rendering

@@ -1074,14 +1074,15 @@ def read_output_recipe(output: str | Path) -> Recipe:
         raise ModelFilesNotFoundError(f"'{output}' {what}: give the folder `hubmerge merge` wrote", model=str(output))
     if not path.is_file():
         raise RecipeError(f"'{output}' holds no {RECIPE_FILE}; is it an output of `hubmerge merge`?")
-    if missing := _missing_output_files(Path(output)):
+    tasks = _json_object(Path(output) / HEADS_INDEX).get("tasks")
+    if missing := _missing_output_files(Path(output), tasks):
         raise ModelFilesNotFoundError(
             f"'{output}' is incomplete: {listed(missing, 5)} {'is' if len(missing) == 1 else 'are'} missing "
             "(deleted since the merge?); merge it again, or restore them", model=str(output)
         )
     recipe = load_recipe(path)
-    if isinstance(heads := _json_object(Path(output) / HEADS_INDEX).get("tasks"), dict):
-        recipe.check_heads(list(heads), output)
+    if isinstance(tasks, dict):
+        recipe.check_heads(list(tasks), output)
     return recipe
 
 
@@ -1095,9 +1096,9 @@ def _json_object(path: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def _missing_output_files(directory: Path) -> list[str]:
-    """The files an output's indexes name (each task's head, the weight shards) that are not there."""
-    tasks = _json_object(directory / HEADS_INDEX).get("tasks")
+def _missing_output_files(directory: Path, tasks: object) -> list[str]:
+    """The files an output's indexes name (each task's head, from ``tasks`` of its heads index; the weight
+    shards) that are not there."""
     named = [str(f) for task in (tasks.values() if isinstance(tasks, dict) else ()) if isinstance(task, dict)
              for f in task.get("files", [])]
     if (directory / INDEX_FILE).is_file():

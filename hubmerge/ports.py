@@ -7,7 +7,10 @@ import socket
 
 from .errors import ListenError, PortInUseError
 
-__all__ = ["bind_port"]
+__all__ = ["LOOPBACK_HOSTS", "bind_port"]
+
+#: The names of this machine alone: a server there is reached by no one else.
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
 def bind_port(host: str, port: int) -> socket.socket:

@@ -25,7 +25,7 @@ import gradio as gr
 from ..errors import AuthenticationError, HubmergeError, RecipeError, redact
 from ..methods import get_method, list_methods
 from ..plan_summary import INPUT_COLUMNS
-from ..ports import bind_port
+from ..ports import LOOPBACK_HOSTS, bind_port
 from ..recipe import Recipe
 from .forms import DEVICES, DTYPES, MODEL_COLUMNS, ParamField, form_values, param_fields, recipe_from_form
 from .views import (
@@ -573,7 +573,7 @@ def _served_to_others(host: str | None) -> bool:
 
     served_on = host or os.environ.get("GRADIO_SERVER_NAME") or "127.0.0.1"
     share = os.environ.get("GRADIO_SHARE", "").lower() == "true" or utils.colab_check() or utils.is_hosted_notebook()
-    return on_spaces() or share or served_on not in ("127.0.0.1", "localhost", "::1")
+    return on_spaces() or share or served_on not in LOOPBACK_HOSTS
 
 
 @contextmanager
