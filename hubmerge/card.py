@@ -20,10 +20,11 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from .engine import HEADS_DIR, HEADS_INDEX, read_output_recipe
+from .engine import HEADS_DIR, read_output_recipe
 from .errors import CardEditedError, RecipeError
 from .evaluation.report import AVERAGE, EVAL_COMPARISON_FILE, EVAL_RESULTS_FILE, EVAL_SCOPE_FILE
 from .recipe import DatasetRef, ModelRef, Recipe
+from .vision.heads import HEADS_INDEX
 from .vision.processors import describe_processor
 
 if TYPE_CHECKING:

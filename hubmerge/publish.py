@@ -25,6 +25,7 @@ from .hub.auth import require_token
 from .hub.push import PushResult, check_target, push_folder
 from .methods import get_method
 from .recipe import Recipe
+from .weights.writer import check_output
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -113,7 +114,7 @@ def build(
         left as it was (the merge) or without reports (a failed evaluation).
     """
     output = Path(output)
-    engine.check_output(output.absolute(), overwrite=overwrite, keep=recipe.local_paths)
+    check_output(output.absolute(), overwrite=overwrite, keep=recipe.local_paths)
     datasets = recipe.datasets if evaluate else {}
     class_names: dict[str, tuple[str, ...]] = {}
     if datasets:  # what the evaluation will refuse is refused before the merge

@@ -15,6 +15,7 @@ from safetensors.torch import load_file, save_file
 
 from hubmerge import engine
 from hubmerge.cli import main
+from hubmerge.engine import merger
 from hubmerge.errors import (
     CancelledError,
     HeaderParseError,
@@ -66,7 +67,7 @@ def reference_merge(family, method: str, parameters: dict) -> dict[str, torch.Te
         if spec.uses_weights:
             kwargs["weights"] = None
         if spec.needs_generator:
-            kwargs["generator"] = torch.Generator().manual_seed(engine._seed_for(params["seed"], name))
+            kwargs["generator"] = torch.Generator().manual_seed(merger._seed_for(params["seed"], name))
         out[name] = spec.fn([m[name].float() for m in models], **kwargs)
     return out
 

@@ -41,20 +41,20 @@ def test_release_drops_the_mapped_pages_and_the_bytes_stay_readable(tmp_path):
 
 def test_a_file_read_whole_has_a_ceiling(tmp_path, monkeypatch):
     """A hostile repo's 150 MB config.json was read whole (345 MB for `plan`); a gigabyte one had no limit."""
-    from hubmerge import engine
+    from hubmerge.engine import planning
     from hubmerge.errors import WeightsError
     from hubmerge.weights import sources
 
     monkeypatch.setattr(sources, "MAX_WHOLE_FILE", 1000)
     (tmp_path / "config.json").write_text('{"pad": "' + "x" * 2000 + '"}')
     with pytest.raises(WeightsError, match=r"config.json is 2,011 bytes; a config, index or processor file"):
-        engine._read_config(LocalSource(tmp_path))
+        planning._read_config(LocalSource(tmp_path))
     from hubmerge.vision.loading import read_json_object
 
     with pytest.raises(WeightsError, match="is 2,011 bytes"):  # what load_merged and load_classifier read
         read_json_object(tmp_path / "config.json")
     (tmp_path / "config.json").write_text('{"model_type": "convnext"}')
-    assert engine._read_config(LocalSource(tmp_path)) == {"model_type": "convnext"}
+    assert planning._read_config(LocalSource(tmp_path)) == {"model_type": "convnext"}
     monkeypatch.setattr(sources, "MAX_WHOLE_FILE", 10**6)
     (tmp_path / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
     with pytest.raises(WeightsError, match="nests too deeply"):
