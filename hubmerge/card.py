@@ -60,6 +60,7 @@ class Measurement:
     samples: int = 0  # examples its accuracy was measured on (0: unknown, an older output)
     split_size: int = 0  # examples in its evaluation split (0: unknown)
     non_finite: int = 0  # of those, examples where the merged model's outputs were NaN or infinite
+    by_position: bool = False  # the dataset names its classes otherwise than the head: matched by position
 
     @property
     def subset(self) -> bool:
@@ -139,7 +140,7 @@ def _measurements(recipe: Recipe, results: dict[str, Any] | None, scope: dict[st
         if isinstance(recorded, str) and recorded.strip() and recorded not in _spellings(dataset):
             dataset = DatasetRef.parse(recorded)
         measured.append(Measurement(task, dataset, int(where.get("samples") or 0), int(where.get("split_size") or 0),
-                                    int(where.get("non_finite") or 0)))
+                                    int(where.get("non_finite") or 0), where.get("labels") == "position"))
     return measured
 
 
@@ -348,6 +349,11 @@ def render_card(facts: CardFacts) -> ModelCard:
         limitations.append(
             "The merged model's outputs were NaN or infinite on some examples, counted as wrong: "
             f"{', '.join(broken)}. Its accuracy there says the merge is broken, not how well it classifies."
+        )
+    if matched := [m.task for m in facts.measured if m.by_position]:
+        limitations.append(
+            f"The classes of {', '.join(matched)} were matched by position: the evaluation dataset names them "
+            "otherwise than the head's labels, so those accuracies hold only if both list the classes in the same order."
         )
     if any(m.subset for m in facts.measured):
         limitations.append(

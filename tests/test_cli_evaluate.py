@@ -163,8 +163,9 @@ def test_classes_named_otherwise_are_matched_by_position_when_asked(
 ) -> None:
     """A Hub dataset whose class names differ from the head's (same order) fails `merge --evaluate` by name,
     before the merge (it was found only at the evaluation), and says how to match by position;
-    --match-labels position then scores exactly as the same examples under the head's own names do. Bad
-    values, and a pushed directory, are refused before any work."""
+    --match-labels position then scores exactly as the same examples under the head's own names do, and the
+    table, the saved scope and the card say the classes were matched by position. Bad values, and a pushed
+    directory, are refused before any work."""
     from huggingface_hub import HfApi
 
     fx = _fixtures("convnext")
@@ -194,7 +195,14 @@ def test_classes_named_otherwise_are_matched_by_position_when_asked(
     assert _evaluate(by_position, "--task", f"{task}={fx.datasets[task]}", "--max-samples", "24", "--quiet",
                      "--json", str(own_names)) == 0
     assert json.loads(own_names.read_text())[task] == scores
-    capsys.readouterr()
+    assert "matched by position" not in " ".join(capsys.readouterr().out.split())  # same names: nothing assumed
+    assert json.loads((by_position / EVAL_SCOPE_FILE).read_text())[task]["labels"] == "position"
+    assert _evaluate(by_position, "--match-labels", "position", "--max-samples", "24") == 0
+    assert (f"Classes matched by position for {task}: the dataset names them otherwise than the head"
+            in " ".join(capsys.readouterr().out.split()))
+    assert main(["card", str(by_position)]) == 0
+    assert (f"The classes of {task} were matched by position: the evaluation dataset names them otherwise than the "
+            "head's labels") in " ".join((by_position / "README.md").read_text().split())
 
     def flat(text: str) -> str:  # a usage error comes in a rich panel: compare without its frame and wrapping
         return "".join(text.replace("│", "").split())

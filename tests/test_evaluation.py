@@ -162,6 +162,9 @@ def test_id2label_disagrees_with_dataset_names(fx: FixtureSet, tmp_path: Path) -
     # The way out the message names: same order, different spellings.
     by_position = _evaluate(fx, "digits_low", renamed, match_labels="position")
     assert by_position.accuracy == pytest.approx(fx.accuracy["digits_low"], abs=1e-12)
+    # what the result rests on is recorded, for the tables and the card; names that agree assume nothing
+    assert by_position.by_position
+    assert not _evaluate(fx, "digits_low", fx.datasets["digits_low"], match_labels="position").by_position
 
 
 def test_head_size_disagrees_with_dataset(fx: FixtureSet) -> None:

@@ -154,6 +154,13 @@ def test_a_subset_of_a_split_is_said_next_to_the_results():
     assert note == "Accuracy measured on a fixed random subset of each split (examples: high 100 of 1,234)."
 
 
+def test_classes_matched_by_position_are_said_next_to_the_results():
+    renamed = TaskResult(0.9, 0.1, num_samples=218, split_size=218, by_position=True)
+    note = results_note(EvalReport("merged", {"low": renamed, "high": TaskResult(0.8, 0.2)}))
+    assert note == ("Classes matched by position for low: the dataset names them otherwise than the head, "
+                    "so these accuracies hold only if both list them in the same order.")
+
+
 def test_card_body_drops_the_front_matter_and_links_to_the_hub(tmp_path):
     card = tmp_path / "README.md"
     card.write_text("---\nlicense: mit\ntags: [a]\n---\n\n# Title\n\nBody\n")

@@ -304,6 +304,14 @@ def _is_generic(id2label: Mapping[int, str]) -> bool:
     return all(_GENERIC_LABEL.match(str(label)) for label in id2label.values())
 
 
+def names_differ(names: Sequence[str] | None, id2label: Mapping[int, str], head_size: int) -> bool:
+    """The dataset names its classes, the head its outputs, and the two lists differ (case, spaces, ``_``
+    and ``-`` aside): matching them by position is then an assumption that results must state."""
+    if names is None or _is_generic(id2label):
+        return False
+    return [_normalise(n) for n in names] != [_normalise(str(id2label.get(i, ""))) for i in range(head_size)]
+
+
 def label_targets(
     task: str,
     data: TaskData,

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..errors import HeadMismatchError, RecipeError
-from .data import LabelMatch, TaskData, label_targets, load_task_data
+from .data import LabelMatch, TaskData, label_targets, load_task_data, names_differ
 from .report import TaskResult
 
 if TYPE_CHECKING:
@@ -316,6 +316,7 @@ class _Running:
     accuracy: Any
     loss: Any
     non_finite: int = 0  # examples whose logits hold a NaN or an infinity
+    by_position: bool = False  # classes named otherwise by the dataset, matched by position as asked
 
 
 def _prepare(data: TaskData, row: str, model: torch.nn.Module, settings: Settings) -> _Running:
@@ -336,6 +337,7 @@ def _prepare(data: TaskData, row: str, model: torch.nn.Module, settings: Setting
         dtype=floats[0] if floats else torch.float32,
         accuracy=load_metric("accuracy"),
         loss=load_metric("cross_entropy"),
+        by_position=settings.match_labels == "position" and names_differ(data.class_names, labels, head_size),
     )
 
 
@@ -405,6 +407,7 @@ def run_pass(
             seconds=seconds,
             split_size=data.total,
             non_finite=r.non_finite,
+            by_position=r.by_position,
         )
         for r in running
     }

@@ -50,6 +50,8 @@ class TaskResult:
         split_size: examples in the split, of which ``max_samples`` may have taken a subset (0: unknown).
         non_finite: examples whose logits held a NaN or an infinity, counted as wrong (a broken merge,
             or a float16 overflow); the loss is then NaN.
+        by_position: the dataset names its classes otherwise than the head, and they were matched by
+            position (``match_labels="position"``): the accuracy holds only if both list them in one order.
     """
 
     accuracy: float
@@ -59,6 +61,7 @@ class TaskResult:
     seconds: float = 0.0
     split_size: int = 0
     non_finite: int = 0
+    by_position: bool = False
 
     def to_dict(self) -> dict[str, float]:
         return {"accuracy": self.accuracy, "loss": self.loss}
@@ -116,13 +119,19 @@ class EvalReport:
         return ", ".join(f"{task} {r.non_finite:,} of {r.num_samples:,}" for task, r in self.results.items()
                          if r.non_finite)
 
+    def by_position(self) -> str:
+        """The tasks whose classes the dataset names otherwise than the head, matched by position, e.g.
+        ``"low, high"`` ('' when none): their accuracies rest on both listing the classes in one order."""
+        return ", ".join(task for task, r in self.results.items() if r.by_position)
+
     def scope(self) -> dict[str, dict[str, Any]]:
-        """What each task was measured on, ``{task: {dataset, samples, split_size[, non_finite]}}``:
+        """What each task was measured on, ``{task: {dataset, samples, split_size[, non_finite][, labels]}}``:
         FusionBench's shape has no room for it, and a card must not pass a subset's accuracy off as the
-        whole split's, nor hide outputs that were NaN."""
+        whole split's, nor hide outputs that were NaN, nor classes matched by position alone."""
         return {
             task: {"dataset": r.dataset, "samples": r.num_samples, "split_size": r.split_size}
             | ({"non_finite": r.non_finite} if r.non_finite else {})
+            | ({"labels": "position"} if r.by_position else {})
             for task, r in self.results.items()
         }
 
@@ -306,7 +315,7 @@ def render_report(report: EvalReport | CompareReport, console: Console) -> None:
                 f"[bold]{average['loss']:.4f}[/bold]",
             )
         print_table(console, table)
-        _warn_non_finite({report.model: report}, console)
+        _warn({report.model: report}, console)
         return
     columns, values = accuracy_matrix(report)
     best = [
@@ -328,13 +337,19 @@ def render_report(report: EvalReport | CompareReport, console: Console) -> None:
         table.add_row(f"[bold]{name}[/bold]" if name == "merged" else name, *cells, end_section=index == 0)
     print_table(console, table)
     rows = {name: r for name, r in report.rows().items() if not name.startswith("individual")}  # repeats others
-    _warn_non_finite(rows, console)
+    _warn(rows, console)
 
 
-def _warn_non_finite(reports: Mapping[str, EvalReport], console: Console) -> None:
-    """Say which rows gave NaN or infinite logits: their accuracies are low for that reason, not by chance."""
+def _warn(reports: Mapping[str, EvalReport], console: Console) -> None:
+    """Say which rows gave NaN or infinite logits (their accuracies are low for that reason, not by chance),
+    and which tasks' classes were matched by position against other names (their accuracies assume one order)."""
     from rich.markup import escape
 
+    if matched := list(dict.fromkeys(task for r in reports.values() for task, result in r.results.items()
+                                     if result.by_position)):
+        console.print(f"[yellow]Classes matched by position[/yellow] for {escape(', '.join(matched))}: the dataset "
+                      "names them "
+                      "otherwise than the head, so these accuracies hold only if both list them in the same order")
     broken = {name: said for name, r in reports.items() if (said := r.non_finite())}
     if broken:
         where = "; ".join(f"{name}: {said}" for name, said in broken.items())

@@ -66,7 +66,7 @@ def results_table(report: CompareReport | EvalReport) -> pd.DataFrame:
 
 def results_note(report: CompareReport | EvalReport) -> str:
     """What the merged model's accuracies rest on, when it is not plain: a random subset of a split
-    (``max_samples``), or NaN/infinite outputs counted as wrong; '' otherwise."""
+    (``max_samples``), NaN/infinite outputs counted as wrong, or classes matched by position; '' otherwise."""
     from ..evaluation import CompareReport
 
     merged = report.merged if isinstance(report, CompareReport) else report
@@ -75,6 +75,9 @@ def results_note(report: CompareReport | EvalReport) -> str:
         notes.append(f"Accuracy measured on a fixed random subset of each split (examples: {subsets}).")
     if broken := merged.non_finite():
         notes.append(f"The merged model gave NaN or infinite outputs, counted as wrong (examples: {broken}).")
+    if matched := merged.by_position():
+        notes.append(f"Classes matched by position for {matched}: the dataset names them otherwise than the head, "
+                     "so these accuracies hold only if both list them in the same order.")
     return " ".join(notes)
 
 
