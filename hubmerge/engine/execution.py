@@ -165,7 +165,9 @@ def execute(
                 count = len(jobs)
                 consumed: list[tuple[int, list[Span]]] = []
 
-                def reads(count: int = count) -> Iterator[tuple[int, dict[str, torch.Tensor]]]:
+                def reads(
+                    count: int = count, consumed: list[tuple[int, list[Span]]] = consumed
+                ) -> Iterator[tuple[int, dict[str, torch.Tensor]]]:
                     for _ in range(count):
                         index, tensors, spans = next(results)
                         consumed.append((index, spans))
