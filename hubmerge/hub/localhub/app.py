@@ -13,10 +13,8 @@ import json
 import logging
 import os
 import re
-import threading
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote, unquote
@@ -26,9 +24,10 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from ...yaml_limits import MAX_SIZE, expanded_size
+from .faults import Cut, FaultPolicy, HubStats
 from .storage import FileEntry, NotFound, Operation, RepoRecord, Store, StoreError, is_lfs, lfs_pointer
 
-__all__ = ["FaultPolicy", "HubStats", "create_app"]
+__all__ = ["create_app"]
 
 log = logging.getLogger(__name__)
 
@@ -39,91 +38,6 @@ _CARD_BYTES = 1 << 20  # a README read for cardData or a page; a card is kilobyt
 _CHUNK = 4 << 20
 _REPO = r"(?P<ns>[^/]+)/(?P<name>[^/]+)"
 _SEG = r"[^/]+"
-
-
-# ---------------------------------------------------------------------------- observability and faults
-
-
-@dataclass
-class HubStats:
-    """Counters the tests read: bytes sent on /resolve GETs (total and per file), requests per route."""
-
-    bytes_sent: int = 0
-    bytes_by_path: dict[str, int] = field(default_factory=dict)
-    requests: dict[str, int] = field(default_factory=dict)
-    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-
-    def add_bytes(self, key: str, n: int) -> None:
-        with self.lock:
-            self.bytes_sent += n
-            self.bytes_by_path[key] = self.bytes_by_path.get(key, 0) + n
-
-    def count(self, route: str) -> None:
-        with self.lock:
-            self.requests[route] = self.requests.get(route, 0) + 1
-
-    def reset(self) -> None:
-        with self.lock:
-            self.bytes_sent = 0
-            self.bytes_by_path.clear()
-            self.requests.clear()
-
-
-@dataclass
-class FaultPolicy:
-    """Deliberate failures for tests; everything off by default.
-
-    * ``cut_after``: cut each of the next ``cut_times`` matching /resolve GET bodies after that many bytes
-      (the TCP connection really drops: the client sees a truncated response).
-    * ``status``: answer the next ``status_times`` matching requests with this status (e.g. 429, 503).
-    * ``delay``: sleep this long before answering matching requests (only the next ``delay_times`` of
-      them when that is set; every one when it is None).
-    ``path_pattern`` (a regex searched in the raw path) selects the requests.
-    """
-
-    path_pattern: str = r"/resolve/"
-    cut_after: int | None = None
-    cut_times: int = 0
-    status: int | None = None
-    status_times: int = 0
-    retry_after: str | None = None
-    delay: float = 0.0
-    delay_times: int | None = None
-    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-
-    def matches(self, path: str) -> bool:
-        return re.search(self.path_pattern, path) is not None
-
-    def take_status(self, path: str) -> int | None:
-        with self.lock:
-            if self.status is not None and self.status_times > 0 and self.matches(path):
-                self.status_times -= 1
-                return self.status
-        return None
-
-    def take_cut(self, path: str) -> int | None:
-        with self.lock:
-            if self.cut_after is not None and self.cut_times > 0 and self.matches(path):
-                self.cut_times -= 1
-                return self.cut_after
-        return None
-
-    def take_delay(self, path: str) -> float:
-        with self.lock:
-            if not self.delay or not self.matches(path) or self.delay_times == 0:
-                return 0.0
-            if self.delay_times is not None:
-                self.delay_times -= 1
-            return self.delay
-
-    def clear(self) -> None:
-        with self.lock:
-            self.cut_after, self.cut_times, self.status, self.status_times = None, 0, None, 0
-            self.retry_after, self.delay, self.delay_times = None, 0.0, None
-
-
-class _Cut(Exception):
-    """Raised inside a body to drop the connection on purpose."""
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -698,10 +612,10 @@ class _Hub:
                 if cut is not None:
                     size = min(size, max(cut - sent, 0))
                     if size == 0:
-                        raise _Cut(f"injected cut after {sent} bytes")
+                        raise Cut(f"injected cut after {sent} bytes")
                 chunk = await run_in_threadpool(os.pread, fd, size, start + sent)  # disk reads off the event loop
                 if not chunk:
-                    raise _Cut("blob shorter than recorded")
+                    raise Cut("blob shorter than recorded")
                 sent += len(chunk)
                 self.stats.add_bytes(key, len(chunk))
                 yield chunk

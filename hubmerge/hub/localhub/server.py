@@ -14,7 +14,8 @@ from types import TracebackType
 
 from ...errors import LocalHubRootError
 from ...ports import bind_port
-from .app import FaultPolicy, HubStats, create_app
+from .app import create_app
+from .faults import FaultPolicy, HubStats
 
 __all__ = ["LocalHub", "load_tokens", "serve"]
 
