@@ -215,6 +215,32 @@ def test_private_is_refused_for_a_public_repo_that_exists(api, hub_models, local
     assert api.model_info(private).private and "model.safetensors" in api.list_repo_files(private)
 
 
+def test_a_new_repo_asked_for_private_is_made_private(api, hub_models, local_hub, tmp_path):
+    """The push creates the repo: made public, the merge would be published to anyone."""
+    out = tmp_path / "out"
+    engine.merge(recipe_for(hub_models), out)
+    repo_id = fresh_repo()
+    publish_output(out, repo_id, token=local_hub.alice_token, private=True)
+    assert api.model_info(repo_id).private
+    with pytest.raises(RepositoryNotFoundError):  # another user sees nothing
+        HfApi(endpoint=local_hub.endpoint, token=local_hub.bob_token).model_info(repo_id)
+
+
+def test_a_commit_made_after_the_target_was_checked_is_not_overwritten(api, hub_models, local_hub, tmp_path):
+    """The push commits on top of the commit it looked at: one that lands meanwhile (another push, a user's
+    edit) makes it fail, rather than have its files replaced or deleted without a word."""
+    out = tmp_path / "out"
+    engine.merge(recipe_for(hub_models), out)
+    repo_id = fresh_repo()
+    api.create_repo(repo_id)
+    target = check_target(repo_id, token=local_hub.alice_token, overwrite=True)
+    api.upload_file(path_or_fileobj=b"theirs", path_in_repo="notes.txt", repo_id=repo_id)
+    with pytest.raises(PushError) as refused:
+        push_folder(out, repo_id, token=local_hub.alice_token, target=target, commit_message="merge")
+    assert "changed meanwhile: a commit landed on its default branch after hubmerge looked at it" in str(refused.value)
+    assert set(api.list_repo_files(repo_id)) == {".gitattributes", "notes.txt"}
+
+
 def test_a_push_error_ends_each_sentence_once():
     error = PushError("a/b", "The revision (branch, tag or commit) does not exist.")
     assert str(error).endswith("does not exist. The repository was left as it was.")

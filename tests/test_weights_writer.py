@@ -174,3 +174,33 @@ def test_leftovers_of_killed_runs_are_cleaned(tmp_path):
     clean_stale(tmp_path / "out")
     assert not stale.exists()
     assert (tmp_path / "out" / "previous").read_text() == "the old output"
+    # a merge still running (this process: the web app runs merges side by side) keeps its folders
+    import os
+
+    running = tmp_path / f".other.hubmerge-tmp-{os.getpid()}-beef"
+    running.mkdir()
+    (running / "half-written").write_text("x")
+    clean_stale(tmp_path / "other")
+    assert (running / "half-written").exists()
+
+
+def test_a_failed_final_rename_leaves_the_previous_output(tmp_path, monkeypatch):
+    """With --overwrite the old output is moved aside before the new one takes its name: if that last
+    rename fails, the old one must come back, not be lost with the new."""
+    from pathlib import Path
+
+    target = tmp_path / "out"
+    target.mkdir()
+    (target / "previous").write_text("the old output")
+    rename = Path.rename
+
+    def failing(self, destination):
+        if Path(destination) == target and "hubmerge-tmp" in self.name:
+            raise OSError(5, "Input/output error")
+        return rename(self, destination)
+
+    monkeypatch.setattr(Path, "rename", failing)
+    with pytest.raises(OSError, match="Input/output error"), atomic_output_dir(target, overwrite=True) as tmp:
+        (tmp / "new").write_text("the new output")
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+    assert [p.name for p in target.iterdir()] == ["previous"]
