@@ -61,6 +61,21 @@ def test_metadata(tmp_path, family):
     assert all(r.task_type == "image-classification" and r.metric_type == "accuracy" for r in results)
 
 
+def test_local_datasets_stay_out_of_the_metadata(tmp_path, family):
+    """The card's ``datasets:`` names Hub datasets: a local one would publish this machine's path, which is no
+    dataset id the Hub can link (nor anyone's business)."""
+    local = tmp_path / "my-data"
+    local.mkdir()
+    first, *rest = family.models
+    recipe = load_recipe(write_recipe(tmp_path / "r.yaml", family, "ties", extra={"models": [
+        {"model": str(family.models[first]), "task": first, "dataset": str(local)},
+        *({"model": str(family.models[t]), "task": t, "dataset": f"org/{t}-data"} for t in rest)]}))
+    engine.merge(recipe, tmp_path / "out")
+    data = ModelCard.load(write_card(tmp_path / "out")).data.to_dict()
+    assert sorted(data["datasets"]) == sorted(f"org/{t}-data" for t in rest)
+    assert str(tmp_path) not in json.dumps(data)
+
+
 def test_body(tmp_path, family):
     out = merged(tmp_path, family)
     text = str(render_card(collect_card(out, repo_id="alice/merged")))

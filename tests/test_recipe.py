@@ -98,6 +98,7 @@ def test_pinning_revisions():
         ("method: simple_average\nmodels: [{model: a/b, task: average}]", RecipeError, "report's mean over the tasks"),
         ("method: simple_average\nmodels: ['not a repo!']", RecipeError, "valid repo id"),
         ("method: simple_average\nmodels: ['a/b@']", RecipeError, "revision"),
+        ("method: simple_average\nmodels: ['a/b@my branch']", RecipeError, "the revision after '@' is empty or has spaces"),
         ("method: simple_average\nmodels: [{model: a/b, task: x}, {model: a/c, task: x}]", RecipeError, "more than once"),
         ("method: simple_average\nmodels: [{model: a/b, task: Cars}, {model: a/c, task: cars}]", RecipeError,
          "tasks 'Cars', 'cars' differ only in case: their heads' folders"),  # one heads/cars/ on macOS
