@@ -10,7 +10,6 @@ agree on one, and a ``model-index`` with each task's accuracy.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import math
 import re
@@ -23,6 +22,7 @@ import yaml
 from .engine import HEADS_DIR, read_output_recipe
 from .errors import CardEditedError, RecipeError
 from .evaluation.report import AVERAGE, EVAL_COMPARISON_FILE, EVAL_RESULTS_FILE, EVAL_SCOPE_FILE
+from .json_files import read_json_file
 from .recipe import DatasetRef, ModelRef, Recipe
 from .vision.heads import HEADS_INDEX
 from .vision.processors import describe_processor
@@ -102,15 +102,8 @@ class CardFacts:
 
 
 def _read_json(path: Path) -> Any:
-    from .weights.sources import check_whole_file
-
-    try:
-        check_whole_file(f"'{path}'", path.stat().st_size)
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return None
-    except ValueError as exc:
-        raise RecipeError(f"{path} is not valid JSON ({exc})") from None
+    """One of the output's JSON files (None when absent): a broken one is a ``RecipeError`` naming it."""
+    return read_json_file(path, lambda problem: RecipeError(f"{path} is {problem}"))
 
 
 def _head_facts(output: Path, recipe: Recipe) -> list[TaskFacts]:

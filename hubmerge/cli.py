@@ -156,12 +156,12 @@ def _check_report_path(value: Path | None) -> Path | None:
 def _replaceable_report(path: Path) -> bool:
     """Whether --json may write over ``path``: an earlier report (JSON, and small), or an empty file as `mktemp`
     makes for a script."""
-    import json
+    from .json_files import parse_json
 
     try:
         size = path.stat().st_size
-        return size == 0 or (size < 2**24 and json.loads(path.read_bytes()) is not None)
-    except (ValueError, OSError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        return size == 0 or (size < 2**24 and parse_json(path.read_bytes(), ValueError) is not None)
+    except (ValueError, OSError):
         return False
 
 

@@ -76,6 +76,24 @@ def test_local_datasets_stay_out_of_the_metadata(tmp_path, family):
     assert str(tmp_path) not in json.dumps(data)
 
 
+def test_an_output_file_nested_past_parsing_is_said_in_words(tmp_path, family, capsys):
+    """A report or index nested 100,000 levels deep (kilobytes, within any size cap) was an "unexpected
+    error: RecursionError" from `card`; every JSON reader names the file instead."""
+    out = merged(tmp_path, family)
+    deep = "[" * 100_000 + "]" * 100_000
+    for name in ("eval_results.json", "hubmerge_heads.json", "config.json"):
+        kept = (out / name).read_text()
+        (out / name).write_text(deep)
+        assert main(["card", str(out)]) == 1
+        err = " ".join(capsys.readouterr().err.split())
+        assert "unexpected error" not in err and "is nested too deeply to be read" in err, (name, err)
+        (out / name).write_text(kept)
+    report = tmp_path / "report.json"  # `evaluate --json` over it: no report, so not written over
+    report.write_text(deep)
+    assert main(["evaluate", str(out), "--json", str(report)]) == 2
+    assert "is no JSON report" in capsys.readouterr().err
+
+
 def test_body(tmp_path, family):
     out = merged(tmp_path, family)
     text = str(render_card(collect_card(out, repo_id="alice/merged")))

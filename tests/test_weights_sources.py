@@ -57,5 +57,5 @@ def test_a_file_read_whole_has_a_ceiling(tmp_path, monkeypatch):
     assert planning._read_config(LocalSource(tmp_path)) == {"model_type": "convnext"}
     monkeypatch.setattr(sources, "MAX_WHOLE_FILE", 10**6)
     (tmp_path / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
-    with pytest.raises(WeightsError, match="nests too deeply"):
+    with pytest.raises(WeightsError, match="is nested too deeply to be read"):
         read_json_object(tmp_path / "deep.json")

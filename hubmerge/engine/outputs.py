@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from ..errors import ModelFilesNotFoundError, RecipeError, listed
+from ..errors import ModelFilesNotFoundError, RecipeError, WeightsError, listed
+from ..json_files import read_json_file
 from ..recipe import RECIPE_FILE, Recipe, load_recipe
 from ..vision.heads import HEADS_INDEX
 from ..weights.index import INDEX_FILE, SINGLE_FILE
@@ -44,8 +44,8 @@ def _json_object(path: Path) -> dict[str, Any]:
     """An output's index, or {} when it is absent or no JSON object: whoever reads it next refuses it in its
     own words."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        data = read_json_file(path, ValueError)
+    except (OSError, ValueError, WeightsError):
         return {}
     return data if isinstance(data, dict) else {}
 

@@ -3,7 +3,6 @@ copied, kept as a task's head, re-initialised or skipped. Anything that would fa
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -18,6 +17,7 @@ from ..errors import (
     UnsupportedArchitectureError,
     UnsupportedDtypeError,
 )
+from ..json_files import parse_json
 from ..methods import MergeMethod, get_method
 from ..recipe import ModelEntry, ModelRef, Recipe, load_recipe
 from ..vision.families import Family, detect_family, is_running_statistic
@@ -143,12 +143,8 @@ def _read_config(source: WeightSource) -> dict[str, Any] | None:
     if not source.owns("config.json"):  # the output's config.json is made from it, and may be published
         raise PlanError(f"{source.where('config.json')} links to a file outside the model's folder, which would be "
                         "published with the merge; put the file itself there")
-    try:
-        config = json.loads(source.read_file("config.json"))
-    except ValueError as exc:
-        raise PlanError(f"{source.where('config.json')} is not valid JSON ({exc})") from None
-    except RecursionError:  # deeply nested arrays/objects: json.loads recurses per level
-        raise PlanError(f"{source.where('config.json')} nests too deeply to be a model config") from None
+    where = source.where("config.json")
+    config = parse_json(source.read_file("config.json"), lambda problem: PlanError(f"{where} is {problem}"))
     if not isinstance(config, dict):
         raise PlanError(f"{source.where('config.json')} is not a JSON object")
     return config

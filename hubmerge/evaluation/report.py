@@ -10,6 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..errors import WeightsError
+from ..json_files import read_json_file
+
 if TYPE_CHECKING:
     from rich.console import Console
 
@@ -239,8 +242,8 @@ def dropped_by_saving(output: str | Path, report: EvalReport | CompareReport) ->
     notes = []
     merged = report.merged if isinstance(report, CompareReport) else report
     try:
-        earlier = json.loads((output / EVAL_RESULTS_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        earlier = read_json_file(output / EVAL_RESULTS_FILE, ValueError)
+    except (OSError, ValueError, WeightsError):
         earlier = {}
     if isinstance(earlier, dict) and (gone := [t for t in earlier if t != AVERAGE and t not in merged.results]):
         notes.append(f"the saved results no longer hold {', '.join(gone)} (this evaluation left them out; "

@@ -13,7 +13,6 @@ the files needed are downloaded (the root config and weights, and the one task's
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import weakref
@@ -32,6 +31,7 @@ from ..errors import (
     WeightsError,
     did_you_mean,
 )
+from ..json_files import read_json_file
 from ..recipe import RECIPE_FILE, ModelRef, task_name_problem
 from .families import TORCHVISION_FAMILY, Family, detect_family, torchvision_architecture
 
@@ -166,17 +166,7 @@ def read_json_object(path: Path) -> dict[str, Any] | None:
     Raises:
         WeightsError: the file is no JSON (a hand edit or a cut download), in words, not a JSONDecodeError.
     """
-    if not path.is_file():
-        return None
-    from ..weights.sources import check_whole_file
-
-    check_whole_file(f"'{path}'", path.stat().st_size)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as exc:
-        raise WeightsError(f"'{path}' is not valid JSON ({exc})") from None
-    except RecursionError:  # json.loads recurses per level
-        raise WeightsError(f"'{path}' nests too deeply to be a model file") from None
+    data = read_json_file(path, lambda problem: WeightsError(f"'{path}' is {problem}"))
     return data if isinstance(data, dict) else None
 
 

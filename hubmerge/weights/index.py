@@ -6,13 +6,13 @@ Reads only the index JSON and the headers; validates that the index cannot point
 
 from __future__ import annotations
 
-import json
 import posixpath
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from ..errors import HeaderParseError, ModelFilesNotFoundError, ShardIndexError, listed
+from ..json_files import parse_json
 from .header import SafetensorsHeader, TensorInfo, read_header
 from .sources import WeightSource
 
@@ -74,12 +74,7 @@ def safe_shard_name(where: str, name: object) -> str:
 
 def _weight_map(source: WeightSource) -> dict[str, str]:
     where = source.where(INDEX_FILE)
-    try:
-        index = json.loads(source.read_file(INDEX_FILE).decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise ShardIndexError(where, f"not valid JSON ({exc})") from None
-    except RecursionError:  # deeply nested arrays/objects: json.loads recurses per level
-        raise ShardIndexError(where, "the JSON is nested too deeply") from None
+    index = parse_json(source.read_file(INDEX_FILE), lambda problem: ShardIndexError(where, problem))
     if not isinstance(index, dict) or not isinstance(index.get("weight_map"), dict):
         raise ShardIndexError(where, "it has no 'weight_map' object")
     weight_map = index["weight_map"]
