@@ -183,6 +183,30 @@ def test_integer_labels_without_names(fx: FixtureSet, tmp_path: Path) -> None:
         _evaluate(fx, "digits_low", shifted)
 
 
+def test_integer_label_equal_to_the_head_size_is_refused(fx: FixtureSet, tmp_path: Path) -> None:
+    """Labels 1..5 on a 5-output head: label 5 has no output, off by one is still out of range (it
+    would index past the logits, or be scored against the wrong class)."""
+    shifted = variant(fx.datasets["digits_low"], tmp_path / "shifted", plain_int_labels=True,
+                      relabel=lambda v: v + 1)
+    with pytest.raises(HeadMismatchError, match="the head has 5 outputs but .* has labels up to 5"):
+        _evaluate(fx, "digits_low", shifted)
+
+
+def test_head_with_duplicate_names_is_not_remapped(fx: FixtureSet) -> None:
+    """Two outputs named 'even': matching by name would pick the first and ignore the other, so which
+    output means 'even' is a guess; it must be refused, before the merge and at evaluation."""
+    from hubmerge.evaluation.data import check_head_labels, label_targets, load_task_data
+
+    ref = DatasetRef(str(fx.datasets["digits_parity"]))
+    id2label = {0: "odd", 1: "even", 2: "even"}  # the dataset's order is even, odd
+    with pytest.raises(HeadMismatchError, match="the head has 3 outputs but .* has 2 classes"):
+        check_head_labels("digits_parity", ref, ["even", "odd"], id2label)
+    data = load_task_data("digits_parity", ref)
+    assert data.class_names == ("even", "odd")
+    with pytest.raises(HeadMismatchError, match="the head has 3 outputs but .* has 2 classes"):
+        label_targets("digits_parity", data, id2label, 3)
+
+
 def test_dataset_without_label_column(fx: FixtureSet, tmp_path: Path) -> None:
     unlabeled = variant(fx.datasets["digits_low"], tmp_path / "nolabel", drop=["label"])
     with pytest.raises(DatasetError, match=r"has no label column.*Its columns: image \(Image\)"):
@@ -290,6 +314,24 @@ def test_max_samples_subset_is_spread_over_the_split(fx: FixtureSet) -> None:
     data = load_task_data("digits_rotated", DatasetRef(str(fx.datasets["digits_rotated"])), max_samples=50)
     assert len(data) == 50 and data.total == 449
     assert len(set(data.labels().tolist())) >= 8, "a random subset, not a prefix of a sorted split"
+
+
+def test_max_samples_of_a_class_sorted_split_spans_many_classes(fx: FixtureSet, tmp_path: Path) -> None:
+    """Many datasets store their split sorted by label: a prefix of it would be one or two classes, and
+    the score of a few classes would pass for the task's."""
+    import datasets
+
+    from hubmerge.evaluation.data import load_task_data
+
+    split = datasets.load_from_disk(str(fx.datasets["digits_rotated"]))["test"]
+    split = split.select(np.argsort(split["label"], kind="stable").tolist())
+    labels = np.asarray(split["label"])
+    assert len(set(labels[:50].tolist())) <= 2  # the prefix of the sorted split
+    split.save_to_disk(str(tmp_path / "sorted"))
+    data = load_task_data("digits_rotated", DatasetRef(str(tmp_path / "sorted")), max_samples=50)
+    assert len(data) == 50 and data.total == len(labels)
+    assert len(set(data.labels().tolist())) >= 8
+    assert (np.diff(data.labels()) >= 0).all(), "kept in dataset order"
 
 
 # ---------------------------------------------------------------- task specs

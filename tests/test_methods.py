@@ -122,6 +122,33 @@ def test_ties_keeps_exactly_k_when_magnitudes_tie():
     torch.testing.assert_close(merged, T([1.0, -1.0, 1.0, 0.0, 0.0, 0.0]))
 
 
+def _top_k_by_magnitude(delta, k):
+    """``delta`` with all but its ``k`` largest-magnitude entries zeroed (1-D, distinct magnitudes)."""
+    kept = torch.zeros_like(delta)
+    idx = delta.abs().topk(k).indices
+    kept[idx] = delta[idx]
+    return kept
+
+
+def test_ties_rounds_a_fractional_keep_count_up():
+    """density x size is rarely a whole number: density 0.3 of 5 entries keeps ceil(1.5) = 2, as the
+    help text says; rounding down would silently keep half of what the user asked for."""
+    base, ts = models(1, shape=(5,), seed=3)
+    merged = call("ties", ts, base, density=0.3, scaling_factor=1.0)
+    torch.testing.assert_close(merged, base + _top_k_by_magnitude(ts[0] - base, 2))
+    assert int(torch.count_nonzero(merged - base)) == 2
+
+
+@pytest.mark.parametrize("density", [0.07, 0.14, 0.56])
+def test_ties_keep_count_is_not_inflated_by_float_error(density):
+    """0.07 * 100 is 7.000000000000001 in floats: a bare ceil keeps 8 entries where the user asked for 7."""
+    base, ts = models(1, shape=(100,), seed=4)
+    k = round(density * 100)
+    merged = call("ties", ts, base, density=density, scaling_factor=1.0)
+    assert int(torch.count_nonzero(merged - base)) == k
+    torch.testing.assert_close(merged, base + _top_k_by_magnitude(ts[0] - base, k))
+
+
 def test_ties_with_density_one_and_one_model_is_task_arithmetic():
     base, ts = models(1)
     torch.testing.assert_close(call("ties", ts, base, density=1.0), call("task_arithmetic", ts, base))
@@ -167,6 +194,33 @@ def test_breadcrumbs_drops_outliers_and_the_tail():
     torch.testing.assert_close(merged, T([0, 0, 0, 0, 5, 6, 7, 8, 9, 0.0]))
 
 
+def _breadcrumbs_direct(delta, outliers, kept):
+    """Keep the entries ranked ``outliers`` .. ``kept - 1`` by magnitude (0 = largest), zero the rest."""
+    order = delta.abs().argsort(descending=True)
+    out = torch.zeros_like(delta)
+    out[order[outliers:kept]] = delta[order[outliers:kept]]
+    return out
+
+
+def test_breadcrumbs_counts_are_not_inflated_by_float_error():
+    """gamma 0.07 and gamma + density 0.57 of 100 entries are 7.000000000000001 and 57.00000000000001 in
+    floats: a bare ceil drops 8 outliers and keeps down to rank 58, shifting the whole kept band."""
+    base, ts = models(2, shape=(100,), seed=5)
+    merged = call("breadcrumbs", ts, base, gamma=0.07, density=0.5, scaling_factor=1.0)
+    expected = base + sum(_breadcrumbs_direct(t - base, 7, 57) for t in ts)
+    torch.testing.assert_close(merged, expected)
+
+
+def test_breadcrumbs_defaults_equal_a_direct_computation():
+    """The defaults (gamma 0.01, density 0.9, scaling 0.3) are what a recipe without parameters merges
+    with: on 100 entries, drop the largest one and keep the next 90."""
+    defaults = get_method("breadcrumbs").resolve_params({})
+    assert defaults == {"density": 0.9, "gamma": 0.01, "scaling_factor": 0.3}
+    base, ts = models(3, shape=(100,), seed=6)
+    expected = base + 0.3 * sum(_breadcrumbs_direct(t - base, 1, 91) for t in ts)
+    torch.testing.assert_close(call("breadcrumbs", ts, base), expected)
+
+
 def test_model_stock_matches_its_formula():
     base, ts = models(3, shape=(50,))
     d = [t - base for t in ts]
@@ -194,6 +248,25 @@ def test_slerp():
     torch.testing.assert_close(half, T([s, 2 * s]))
     torch.testing.assert_close(call("slerp", [a, 3 * a], t=0.5), 2 * a)  # colinear: linear
     torch.testing.assert_close(call("slerp", [a, torch.zeros(2)], t=0.25), 0.75 * a)
+
+
+def test_slerp_of_anti_parallel_tensors_is_linear():
+    """cos = -1: the arc is undefined (sin omega ~ 1e-16) and the formula blows up to huge or NaN weights;
+    the merge must fall back to the linear blend, as for parallel tensors."""
+    a = T([1.0, -2.0, 0.5])
+    b = -2 * a
+    for t in (0.25, 0.5):
+        merged = call("slerp", [a, b], t=t)
+        assert torch.isfinite(merged).all()
+        torch.testing.assert_close(merged, torch.lerp(a, b, t))
+
+
+def test_slerp_default_is_the_midpoint():
+    """A recipe without 't' gets the point halfway along the arc."""
+    assert get_method("slerp").resolve_params({}) == {"t": 0.5}
+    a, b = T([1.0, 0.0]), T([0.0, 2.0])
+    s = math.sin(math.pi / 4) / math.sin(math.pi / 2)
+    torch.testing.assert_close(call("slerp", [a, b]), T([s, 2 * s]))
 
 
 def test_angles_between_large_tensors_are_measured_in_float64():
