@@ -103,7 +103,8 @@ def build(
         max_shard_size: split the merged weights into shards of at most this size (``"5GB"``, bytes).
         repo_id: where the output will be published (named in the card's code samples).
         revision: the branch of ``repo_id`` it goes to, when not the default one (the samples load it).
-        on_progress: ``(bytes read, total)`` during the merge. ``cancel``: set to stop the merge.
+        on_progress: ``(bytes read, total)`` during the merge. ``cancel``: set to stop the merge or its
+            evaluation (``CancelledError``; an output already merged is then left without reports or card).
         console: where progress and tables are drawn (None: nothing is drawn).
 
     Returns:
@@ -138,7 +139,7 @@ def build(
         from . import evaluation
 
         options = dict(device=device or recipe.device, max_samples=max_samples, match_labels=match_labels,
-                       token=token, console=console)
+                       token=token, console=console, cancel=cancel)
         if compare_inputs:
             comparison = evaluation.compare_inputs(output, datasets, **options)  # type: ignore[arg-type]
             if repo_id is not None:  # name the merged row by where it goes, not by a temporary path

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -402,6 +403,68 @@ def test_closing_the_page_stops_its_merge_and_deletes_its_output(hub_models, loc
     with pytest.raises(gr.Error, match="CancelledError"):
         handlers.merge(*form, request=running, progress=lambda *a, **k: handlers.end_session(running))
     assert not (tmp_path / "work" / "running").exists() and handlers._cancels == {}
+
+
+@pytest.mark.slow
+def test_progress_reaches_the_page_from_the_merges_reader_threads(hub_models, local_hub, tmp_path):
+    """gr.Progress finds its event through context variables: called from the engine's reader threads, which
+    have none, it did nothing, and the page said "Planning from headers" through the whole merge."""
+    import contextvars
+
+    from gradio.context import LocalContext
+
+    from hubmerge.ui import AppHandlers
+
+    os.environ.pop("HF_HUB_OFFLINE", None)
+    handlers = AppHandlers(endpoint=local_hub.endpoint, work_dir=tmp_path / "work", max_samples=4)
+    values = form_values(hub_models.recipe())
+    form = (values.base_model, values.models, values.method, values.parameters, values.dtype, values.device)
+    shown = []
+    session = SimpleNamespace(session_hash="s")
+    newer = threading.Event()
+
+    def progress(value, desc=None, **kwargs):  # as gr.Progress: a call outside the event's context is lost
+        if LocalContext.event_id.get(None) == "event":
+            shown.append(desc)
+        handlers._cancels["s"] = newer  # a second merge of this page starts meanwhile
+
+    def in_the_event():
+        LocalContext.event_id.set("event")
+        return handlers.merge(*form, request=session, progress=progress)
+
+    contextvars.copy_context().run(in_the_event)
+    assert shown[0] == "Planning from headers" and "Merging" in shown
+    assert shown[-1] == "Merged: evaluating and writing the card"
+    assert handlers._cancels == {"s": newer}  # its Cancel still reaches it
+    assert handlers.cancel(session) == "Cancelled: nothing was written." and newer.is_set()
+
+
+@pytest.mark.slow
+def test_cancel_during_the_evaluation_stops_it_and_leaves_nothing(hub_models, local_hub, tmp_path, monkeypatch):
+    """Cancel said "nothing was written" while the evaluation went on and wrote its reports and card."""
+    import gradio as gr
+
+    from hubmerge.evaluation import loop
+    from hubmerge.ui import AppHandlers
+
+    os.environ.pop("HF_HUB_OFFLINE", None)
+    handlers = AppHandlers(endpoint=local_hub.endpoint, work_dir=tmp_path / "work", max_samples=16)
+    values = form_values(hub_models.recipe())
+    form = (values.base_model, values.models, values.method, values.parameters, values.dtype, values.device)
+    session = SimpleNamespace(session_hash="s")
+    prepare = loop._prepare
+    passes = []
+
+    def cancelled_as_it_starts(*args, **kwargs):  # the user presses Cancel once the evaluation runs
+        passes.append(args[0].task)
+        handlers.cancel(session)
+        return prepare(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "_prepare", cancelled_as_it_starts)
+    with pytest.raises(gr.Error, match="the evaluation was cancelled"):
+        handlers.merge(*form, request=session, progress=lambda *a, **k: None)
+    assert len(set(passes)) == 1  # the first task's pass stopped at its first batch: no other task's ran
+    assert list((tmp_path / "work").rglob("*")) == [tmp_path / "work" / "s"] and handlers._cancels == {}
 
 
 @pytest.mark.slow

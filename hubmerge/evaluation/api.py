@@ -30,6 +30,7 @@ from .report import (
 )
 
 if TYPE_CHECKING:
+    import threading
     from collections.abc import Sequence
 
     import torch
@@ -283,6 +284,7 @@ def evaluate_model(
     revision: str | None = None,
     token: str | None = None,
     console: Console | None = None,
+    cancel: threading.Event | None = None,
 ) -> EvalReport:
     """Evaluate a merged model (or a plain classifier) on each task, with that task's head.
 
@@ -297,6 +299,7 @@ def evaluate_model(
         revision: the model's revision when ``model`` is a repo id.
         token: Hub token for private models and datasets.
         console: draw progress bars on it (none when None or quiet).
+        cancel: set it to stop at the next batch (``CancelledError``).
 
     Returns:
         An :class:`EvalReport`; ``report.to_dict()`` is FusionBench's shape.
@@ -304,6 +307,7 @@ def evaluate_model(
     Raises:
         UnknownTaskError: a task is not among the merged output's tasks (they are listed).
         RecipeError: no task given and the recipe names no dataset; a bad argument.
+        CancelledError: ``cancel`` was set.
         DatasetError, HeadMismatchError: see :func:`evaluate_classifier`.
 
     Example:
@@ -312,7 +316,7 @@ def evaluate_model(
     from ..vision.loading import load_classifier, load_merged, model_tasks
 
     check_max_samples(max_samples)
-    settings = make_settings(device, batch_size, num_workers, match_labels, autocast, None)  # before any load
+    settings = make_settings(device, batch_size, num_workers, match_labels, autocast, None, cancel)  # before any load
     ref = _model_ref(model, revision)
     where = location(ref)
     known = list(model_tasks(where, revision=ref.revision, token=token))
@@ -343,6 +347,7 @@ def compare_inputs(
     revision: str | None = None,
     token: str | None = None,
     console: Console | None = None,
+    cancel: threading.Event | None = None,
 ) -> CompareReport:
     """Evaluate a merged output next to the models it was merged from.
 
@@ -367,6 +372,7 @@ def compare_inputs(
         UnknownTaskError: a task is not among the recipe's tasks.
         DatasetError, HeadMismatchError: see :func:`evaluate_classifier`; HubError: an input is gone.
         ModelFilesNotFoundError: an input that was a local directory is not there (checked first).
+        CancelledError: ``cancel`` was set.
 
     Example:
         >>> compare = compare_inputs("out/merged", max_samples=500)
@@ -375,7 +381,7 @@ def compare_inputs(
     from ..vision.loading import load_classifier, load_merged, model_tasks
 
     check_max_samples(max_samples)
-    settings = make_settings(device, batch_size, num_workers, match_labels, autocast, None)  # before any load
+    settings = make_settings(device, batch_size, num_workers, match_labels, autocast, None, cancel)  # before any load
     ref = _model_ref(output, revision)
     where = location(ref)
     recipe = _read_recipe(ref, token=token)

@@ -13,12 +13,13 @@ import contextlib
 import hashlib
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..errors import HeadMismatchError, RecipeError
+from ..errors import CancelledError, HeadMismatchError, RecipeError
 from .data import LabelMatch, TaskData, label_targets, load_task_data, names_differ
 from .report import TaskResult
 
@@ -63,7 +64,8 @@ _MIN_BATCHES_FOR_WORKERS = 8
 
 @dataclass(frozen=True)
 class Settings:
-    """How a run evaluates: device, batching, label matching, autocast, progress bars."""
+    """How a run evaluates: device, batching, label matching, autocast, progress bars; ``cancel`` stops it
+    at the next batch."""
 
     device: torch.device
     batch_size: int
@@ -71,6 +73,11 @@ class Settings:
     match_labels: LabelMatch
     autocast: bool
     progress: Progress | None
+    cancel: threading.Event | None = None
+
+    def check_cancelled(self) -> None:
+        if self.cancel is not None and self.cancel.is_set():
+            raise CancelledError("the evaluation")
 
 
 def make_settings(
@@ -80,6 +87,7 @@ def make_settings(
     match_labels: LabelMatch,
     autocast: bool,
     progress: Progress | None,
+    cancel: threading.Event | None = None,
 ) -> Settings:
     """Validate the arguments shared by every public entry point.
 
@@ -93,7 +101,7 @@ def make_settings(
     if num_workers is not None and num_workers < 0:
         raise RecipeError(f"num_workers must be 0 or more, got {num_workers}", field="num_workers")
     check_match_labels(match_labels)
-    return Settings(resolve_device(device), batch_size, num_workers, match_labels, autocast, progress)
+    return Settings(resolve_device(device), batch_size, num_workers, match_labels, autocast, progress, cancel)
 
 
 def check_match_labels(match_labels: str) -> None:
@@ -356,6 +364,7 @@ def run_pass(
     import torch
 
     started = time.perf_counter()
+    settings.check_cancelled()
     running = [_prepare(data, row, model, settings) for row, model in models]
     cuda = settings.device.type == "cuda"
     collate = _Collate(processor, data.image_column, data.label_column)
@@ -376,6 +385,7 @@ def run_pass(
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if use_autocast else contextlib.nullcontext()
     with torch.inference_mode(), autocast:
         for pixels, labels in loader:
+            settings.check_cancelled()
             pixels = pixels.to(settings.device, non_blocking=True)
             for r in running:
                 logits = _logits(r.model(pixels.to(r.dtype))).float()

@@ -7,6 +7,7 @@ plain data (``views``). Every failure reaches the page as ``gr.Error`` with the 
 the token redacted; tokens are never rendered. Long work runs in the queue, one job at a time.
 """
 
+import contextvars
 import logging
 import os
 import shutil
@@ -229,9 +230,12 @@ class AppHandlers:
         shutil.rmtree(folder, ignore_errors=True)  # one output per session: the previous one goes
         output = folder / f"merged-{uuid.uuid4().hex[:8]}"
         progress(0, desc="Planning from headers")
+        # gr.Progress finds its event through context variables, which the engine's reader threads lack
+        context = contextvars.copy_context()
 
         def on_progress(done: int, total: int) -> None:
-            progress((done, total), desc="Merging", unit="bytes")
+            what = "Merging" if done < total else "Merged: evaluating and writing the card"
+            context.copy().run(progress, (done, total), desc=what, unit="bytes")
 
         try:
             with _user_errors("Merge", secret):
@@ -239,11 +243,12 @@ class AppHandlers:
                 built = build(recipe, output, token=secret, endpoint=self.endpoint, max_samples=max_samples,
                               match_labels=match_labels,  # type: ignore[arg-type]
                               on_progress=on_progress, cancel=cancel)  # evaluates the tasks that name a dataset
-        except gr.Error:
-            shutil.rmtree(folder, ignore_errors=True)
+        except gr.Error:  # a merge started since in this session keeps its own output
+            shutil.rmtree(output, ignore_errors=True)
             raise
         finally:
-            self._cancels.pop(session, None)
+            if self._cancels.get(session) is cancel:  # not a newer merge's, which Cancel must still reach
+                del self._cancels[session]
         return self._results(built.output, built.comparison or built.report, built.merge.seconds)
 
     def end_session(self, request: gr.Request = None) -> None:  # type: ignore[assignment]
