@@ -241,6 +241,27 @@ def test_a_commit_made_after_the_target_was_checked_is_not_overwritten(api, hub_
     assert set(api.list_repo_files(repo_id)) == {".gitattributes", "notes.txt"}
 
 
+def test_a_push_that_creates_the_repo_does_not_land_on_anothers_commit(api, hub_models, local_hub, tmp_path,
+                                                                        monkeypatch):
+    """Two pushes to one new repo: the second saw it empty and committed; the first, which created it,
+    committed on top without a parent, and the repo held both outputs' files mixed, both pushes "done"."""
+    out = tmp_path / "out"
+    engine.merge(recipe_for(hub_models), out)
+    repo_id = fresh_repo()
+    target = check_target(repo_id, token=local_hub.alice_token)
+    create_repo = HfApi.create_repo
+
+    def created_then_another_push_lands(self, *args, **kwargs):
+        made = create_repo(self, *args, **kwargs)
+        api.upload_file(path_or_fileobj=b"theirs", path_in_repo="model.safetensors.index.json", repo_id=repo_id)
+        return made
+
+    monkeypatch.setattr(HfApi, "create_repo", created_then_another_push_lands)
+    with pytest.raises(PushError, match="changed meanwhile"):
+        push_folder(out, repo_id, token=local_hub.alice_token, target=target, commit_message="merge")
+    assert set(api.list_repo_files(repo_id)) == {".gitattributes", "model.safetensors.index.json"}  # theirs, kept
+
+
 def test_a_push_error_ends_each_sentence_once():
     error = PushError("a/b", "The revision (branch, tag or commit) does not exist.")
     assert str(error).endswith("does not exist. The repository was left as it was.")

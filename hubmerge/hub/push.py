@@ -194,13 +194,15 @@ def push_folder(
     operations += [CommitOperationDelete(path_in_repo=name) for name in stale]
 
     created = branched = False
+    parent = target.sha  # the commit looked at: one landing after it fails this push, not mixes with it
     try:
         with hub_errors(repo_id, revision=branch):
             if not target.exists:
                 api.create_repo(repo_id, private=private, exist_ok=False)
                 created = True
+                parent = api.list_repo_commits(repo_id)[-1].commit_id  # the repo's first commit
             if branch and target.branch_missing:
-                api.create_branch(repo_id, branch=branch, revision=target.sha, exist_ok=True)
+                api.create_branch(repo_id, branch=branch, revision=parent, exist_ok=True)
                 branched = True
             info = api.create_commit(
                 repo_id,
@@ -209,11 +211,11 @@ def push_folder(
                 commit_description=commit_description,
                 revision=branch,
                 create_pr=create_pr,
-                parent_commit=target.sha if not create_pr else None,
+                parent_commit=parent if not create_pr else None,
             )
     except (HubError, hf.HfHubHTTPError, OSError, ValueError) as exc:
-        try:  # undo what this push made; the original failure is what gets reported
-            if created:
+        try:  # undo what this push made, unless another's commit landed there since; the failure is reported
+            if created and api.model_info(repo_id).sha == parent:
                 api.delete_repo(repo_id, missing_ok=True)
             elif branched and branch:
                 api.delete_branch(repo_id, branch=branch)
