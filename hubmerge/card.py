@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from .atomic_file import write_atomically
 from .engine import HEADS_DIR, read_output_recipe
 from .errors import CardEditedError, RecipeError
 from .evaluation.report import AVERAGE, EVAL_COMPARISON_FILE, EVAL_RESULTS_FILE, EVAL_SCOPE_FILE
@@ -420,10 +421,7 @@ def write_card(
         raise CardEditedError(str(path))
     card = render_card(collect_card(output, repo_id=repo_id, revision=revision, token=token, endpoint=endpoint))
     body = str(card).rstrip("\n") + "\n"
-    tmp = output / f".{CARD_FILE}.tmp"
-    tmp.write_text(f"{body}\n<!-- hubmerge card {_digest(body)} -->\n", encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return write_atomically(path, f"{body}\n<!-- hubmerge card {_digest(body)} -->\n")
 
 
 def card_is_edited(output: str | Path) -> bool:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import engine
+from .atomic_file import write_atomically
 from .card import CARD_FILE, write_card
 from .errors import CancelledError, CardEditedError
 from .hub.auth import require_token
@@ -275,10 +276,8 @@ def _put_back(path: Path, content: bytes | None) -> None:
     """``path`` as it was: ``content``, or no file when it had none."""
     if content is None:
         path.unlink(missing_ok=True)
-        return
-    tmp = path.with_name(f".{path.name}.restore")
-    tmp.write_bytes(content)
-    tmp.replace(path)
+    else:
+        write_atomically(path, content)
 
 
 def _commit_title(recipe: Recipe) -> str:

@@ -94,6 +94,30 @@ def test_an_output_file_nested_past_parsing_is_said_in_words(tmp_path, family, c
     assert "is no JSON report" in capsys.readouterr().err
 
 
+def test_writers_of_one_card_at_once_each_replace_it_whole(tmp_path, family):
+    """Two pushes of one output (or two sessions of the web app) write its card at once: with one fixed
+    temporary name, one renamed the other's away and failed with FileNotFoundError."""
+    import threading
+
+    out = merged(tmp_path, family)
+    errors = []
+
+    def write(repo_id):
+        for _ in range(15):
+            try:
+                write_card(out, repo_id=repo_id, overwrite=True)
+            except Exception as exc:  # noqa: BLE001 - any failure is the finding
+                errors.append(repr(exc))
+
+    threads = [threading.Thread(target=write, args=(f"alice/r{i}",)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert not card_is_edited(out) and [p.name for p in out.glob(".README.md*")] == []
+
+
 def test_body(tmp_path, family):
     out = merged(tmp_path, family)
     text = str(render_card(collect_card(out, repo_id="alice/merged")))

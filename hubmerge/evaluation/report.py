@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..atomic_file import write_atomically
 from ..errors import WeightsError
 from ..json_files import read_json_file
 
@@ -216,7 +216,7 @@ def save_report(report: EvalReport | CompareReport, path: str | Path) -> Path:
     Returns:
         The path written.
     """
-    return _write_atomically(Path(path), report.to_json())
+    return write_atomically(Path(path), report.to_json())
 
 
 def save_output_reports(output: str | Path, report: EvalReport | CompareReport) -> Path:
@@ -230,7 +230,7 @@ def save_output_reports(output: str | Path, report: EvalReport | CompareReport) 
     else:
         (output / EVAL_COMPARISON_FILE).unlink(missing_ok=True)
         merged = report
-    _write_atomically(output / EVAL_SCOPE_FILE, json.dumps(merged.scope(), indent=2) + "\n")
+    write_atomically(output / EVAL_SCOPE_FILE, json.dumps(merged.scope(), indent=2) + "\n")
     return save_report(merged, output / EVAL_RESULTS_FILE)
 
 
@@ -252,17 +252,6 @@ def dropped_by_saving(output: str | Path, report: EvalReport | CompareReport) ->
         notes.append(f"the earlier comparison with the inputs ({EVAL_COMPARISON_FILE}) is removed, as its merged "
                      "row would disagree with these results; add --compare-inputs to save a new one")
     return notes
-
-
-def _write_atomically(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
 
 
 # ---------------------------------------------------------------------------- rendering
