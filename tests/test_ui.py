@@ -549,6 +549,17 @@ def test_the_form_starts_from_the_apps_sample_count(local_hub, monkeypatch):
     assert examples_field(build_app())["value"] == SPACE_EXAMPLES
 
 
+def test_a_push_does_not_wait_behind_other_visitors_merges():
+    """Merges and pushes shared one queue slot: a push (even one refused at once for having nothing merged)
+    waited behind every merge queued before it, hours on a CPU Space."""
+    from hubmerge.ui import build_app
+
+    app = build_app()
+    events = {fn.api_name: fn for fn in (app.fns.values() if isinstance(app.fns, dict) else app.fns)}
+    assert events["merge"].concurrency_limit == events["push"].concurrency_limit == 1
+    assert events["merge"].concurrency_id != events["push"].concurrency_id
+
+
 @pytest.mark.slow
 def test_a_stopped_app_leaves_no_cached_copies(hub_models, local_hub, tmp_path, monkeypatch):
     from gradio_client import Client

@@ -44,7 +44,8 @@ __all__ = ["AppHandlers", "build_app", "launch_app", "on_spaces"]
 log = logging.getLogger(__name__)
 
 TITLE = "hubmerge"
-HEAVY = "hubmerge-heavy"  # merges and pushes share one queue slot: CPU/GPU and memory are the limit
+MERGES = "hubmerge-merges"  # one merge at a time: CPU/GPU and memory are the limit
+PUSHES = "hubmerge-pushes"  # one upload at a time, not queued behind merges that may take hours on a CPU Space
 TABLE_HEIGHT = 2000  # px: a plan or a results table of 16 tasks shows whole
 
 
@@ -517,12 +518,12 @@ def build_app(
         merged = [status, results, chart, card, recipe_file, output_state, task]
         merging = merge_button.click(**collect).then(**_cleared(*merged, pushed)).then(
             handlers.merge, [*form, token_box, examples, match_labels], merged,
-            api_name="merge", concurrency_limit=1, concurrency_id=HEAVY,
+            api_name="merge", concurrency_limit=1, concurrency_id=MERGES,
         )
         cancel_button.click(handlers.cancel, None, status, cancels=[merging], api_name="cancel", queue=False)
         push_button.click(**_cleared(pushed)).then(
             handlers.push, [output_state, repo_id, private, overwrite, token_box], pushed,
-            api_name="push", concurrency_limit=1, concurrency_id=HEAVY,
+            api_name="push", concurrency_limit=1, concurrency_id=PUSHES,
         )
         try_button.click(handlers.try_it, [output_state, task, image], top5, api_name="try_it")
         app.unload(handlers.end_session)
