@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import os
 import threading
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -403,6 +404,29 @@ def test_closing_the_page_stops_its_merge_and_deletes_its_output(hub_models, loc
     with pytest.raises(gr.Error, match="CancelledError"):
         handlers.merge(*form, request=running, progress=lambda *a, **k: handlers.end_session(running))
     assert not (tmp_path / "work" / "running").exists() and handlers._cancels == {}
+
+
+def test_outputs_of_sessions_that_never_close_go_after_a_while(tmp_path):
+    """A client of the app's API has no page to close: each of its merges left a whole merged model in the
+    work folder until the app stopped. A merge deletes other sessions' outputs past ``keep_outputs_s``,
+    never a running merge's, nor a recent one."""
+    import gradio as gr
+
+    from hubmerge.ui import AppHandlers
+
+    handlers = AppHandlers(work_dir=tmp_path / "work", keep_outputs_s=600, local_paths=False)
+    for session in ("api-call", "running", "recent"):
+        (tmp_path / "work" / session / "merged-1234").mkdir(parents=True)
+    hour_ago = time.time() - 3600
+    for session in ("api-call", "running"):
+        os.utime(tmp_path / "work" / session, (hour_ago, hour_ago))
+    handlers._cancels["running"] = threading.Event()
+    with pytest.raises(gr.Error):  # refused at once (no model given): what came before it ran all the same
+        handlers.merge("", [], "simple_average", {}, "", "cpu", request=SimpleNamespace(session_hash="new"),
+                       progress=lambda *a, **k: None)
+    assert sorted(p.name for p in (tmp_path / "work").iterdir()) == ["recent", "running"]
+    with pytest.raises(gr.Error, match="no merged model in this session to push \\(one is kept for 10 minutes"):
+        handlers.push(str(tmp_path / "work" / "api-call" / "merged-1234"), "alice/x", False, False)
 
 
 @pytest.mark.slow

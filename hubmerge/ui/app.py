@@ -7,16 +7,17 @@ plain data (``views``). Every failure reaches the page as ``gr.Error`` with the 
 the token redacted; tokens are never rendered. Long work runs in the queue, one job at a time.
 """
 
+import contextlib
 import contextvars
 import logging
 import os
 import shutil
 import tempfile
 import threading
+import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -67,7 +68,7 @@ def _builtin_presets() -> dict[str, Callable[[], Recipe]]:
     return {name: (lambda name=name: load_preset(name)) for name in known_presets()}
 
 
-@contextmanager
+@contextlib.contextmanager
 def _user_errors(action: str, *secrets: str | None) -> Iterator[None]:
     """Turn any failure into a gr.Error the page shows until it is closed (a merge may fail while the
     user is on another tab): the typed message, never a trace or a token."""
@@ -93,6 +94,8 @@ class AppHandlers:
         default_token: used when the user gives none (the demo's; on a Space, none). Never shown.
         presets: name -> recipe factory, shown in the preset menu.
         work_dir: where each session's merged output lives until its next merge or until its page closes.
+        keep_outputs_s: how long after its merge a session's output is kept at most: a client of the app's
+            API never closes a page, and each of its merges would otherwise fill the disk until the app stops.
         max_samples: evaluate at most this many examples per task (None: the whole split); the form's
             starting value, which each merge may change.
         local_paths: whether a recipe may name folders on this machine; off where the app serves others
@@ -104,6 +107,7 @@ class AppHandlers:
     default_token: str | None = None
     presets: Mapping[str, Callable[[], Recipe]] = field(default_factory=dict)
     work_dir: Path = field(default_factory=lambda: Path(tempfile.gettempdir()) / "hubmerge-app")
+    keep_outputs_s: float = 3600.0
     max_samples: int | None = None
     local_paths: bool = True
     fields: dict[str, list[ParamField]] = field(default_factory=param_fields)
@@ -211,6 +215,25 @@ class AppHandlers:
     def _session_dir(self, session: str) -> Path:
         return self.work_dir / (session or "default")
 
+    @property
+    def _kept(self) -> str:
+        return f" (one is kept for {self.keep_outputs_s / 60:g} minutes after its merge)"
+
+    def _forget_outputs(self, folder: Path) -> None:
+        """Delete a session's output and the models "Try it" keeps loaded from it."""
+        with self._lock:
+            for key in [key for key in self._models if Path(key[0]).parent == folder]:
+                del self._models[key]
+        shutil.rmtree(folder, ignore_errors=True)
+
+    def _forget_stale_outputs(self) -> None:
+        """Delete the outputs of other sessions merged longer than ``keep_outputs_s`` ago, but for running ones."""
+        stale = time.time() - self.keep_outputs_s
+        for folder in self.work_dir.iterdir() if self.work_dir.is_dir() else ():
+            with contextlib.suppress(OSError):
+                if folder.name not in self._cancels and folder.stat().st_mtime < stale:
+                    self._forget_outputs(folder)
+
     def merge(self, base_model: str, models: Any, method: str, parameters: dict[str, Any] | None, dtype: str,
               device: str, token: str | None = None, examples: float | None = None, match_labels: str = "name",
               request: gr.Request = None,  # type: ignore[assignment]
@@ -227,8 +250,9 @@ class AppHandlers:
         max_samples = self.max_samples if examples is None else (int(examples) or None)
         session = getattr(request, "session_hash", None) or "default"
         cancel = self._cancels[session] = threading.Event()
+        self._forget_stale_outputs()
         folder = self._session_dir(session)
-        shutil.rmtree(folder, ignore_errors=True)  # one output per session: the previous one goes
+        self._forget_outputs(folder)  # one output per session: the previous one goes
         output = folder / f"merged-{uuid.uuid4().hex[:8]}"
         progress(0, desc="Planning from headers")
         # gr.Progress finds its event through context variables, which the engine's reader threads lack
@@ -258,11 +282,7 @@ class AppHandlers:
         event = self._cancels.get(session)
         if event is not None:
             event.set()  # the merge stops at its next tensor group and removes what it wrote
-        folder = self._session_dir(session)
-        with self._lock:
-            for key in [key for key in self._models if Path(key[0]).parent == folder]:
-                del self._models[key]
-        shutil.rmtree(folder, ignore_errors=True)
+        self._forget_outputs(self._session_dir(session))
 
     def _results(self, output: Path, report: Any, seconds: float) -> tuple[Any, ...]:
         from ..vision.loading import model_tasks
@@ -304,7 +324,7 @@ class AppHandlers:
             repo_id = (repo_id or "").strip()
             check_repo_id(repo_id)
             if not output or not Path(output).is_dir():
-                raise RecipeError("merge first: there is no merged model in this session to push")
+                raise RecipeError(f"merge first: there is no merged model in this session to push{self._kept}")
             if not secret:
                 raise AuthenticationError(
                     "no token: sign in with Hugging Face" if on_spaces() else
@@ -322,7 +342,7 @@ class AppHandlers:
 
         with _user_errors("Try it"):
             if not output or not Path(output).is_dir():
-                raise RecipeError("merge first: there is no merged model in this session")
+                raise RecipeError(f"merge first: there is no merged model in this session{self._kept}")
             if image is None:
                 raise RecipeError("upload an image first")
             if not task:
@@ -582,7 +602,7 @@ def _served_to_others(host: str | None) -> bool:
     return on_spaces() or share or served_on not in LOOPBACK_HOSTS
 
 
-@contextmanager
+@contextlib.contextmanager
 def _gradio_cache_in(folder: Path) -> Iterator[None]:
     """Point Gradio's cache at ``folder`` while the app runs, unless GRADIO_TEMP_DIR already names one.
 
