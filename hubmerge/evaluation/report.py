@@ -337,11 +337,11 @@ def _warn(reports: Mapping[str, EvalReport], console: Console) -> None:
     and which tasks' classes were matched by position against other names (their accuracies assume one order)."""
     from rich.markup import escape
 
-    if matched := list(dict.fromkeys(task for r in reports.values() for task, result in r.results.items()
-                                     if result.by_position)):
+    matched = dict.fromkeys(task for r in reports.values() for task, result in r.results.items() if result.by_position)
+    if matched:
         console.print(f"[yellow]Classes matched by position[/yellow] for {escape(', '.join(matched))}: the dataset "
-                      "names them "
-                      "otherwise than the head, so these accuracies hold only if both list them in the same order")
+                      "names them otherwise than the head, so these accuracies hold only if both list them in the "
+                      "same order")
     broken = {name: said for name, r in reports.items() if (said := r.non_finite())}
     if broken:
         where = "; ".join(f"{name}: {said}" for name, said in broken.items())
