@@ -11,7 +11,7 @@ from huggingface_hub import HfApi
 from safetensors.torch import load_file
 
 from hubmerge import engine
-from hubmerge.errors import AuthenticationError, RangeReadError, RepoNotFoundError
+from hubmerge.errors import AuthenticationError, HubError, RangeReadError, RepoNotFoundError
 from hubmerge.hub.source import HubSource
 from hubmerge.recipe import load_recipe
 from hubmerge.weights import http as ranged
@@ -131,6 +131,20 @@ def test_a_persistent_failure_names_repo_and_file_and_writes_nothing(tmp_path, f
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize(("status", "error", "words"), [
+    (403, AuthenticationError, "refused access"), (401, AuthenticationError, "refused access"),
+    (404, HubError, "HTTP 404"),
+])
+def test_a_refused_file_read_is_the_hub_error_at_once_not_retried(hub_family, hub_faults, status, error, words):
+    source = HubSource(hub_family["alpha"])
+    hub_faults.path_pattern = r"\.safetensors$"
+    hub_faults.status, hub_faults.status_times = status, 50
+    with pytest.raises(error, match=words) as info:
+        source.read_file("model.safetensors")
+    assert "alpha" in str(info.value) and "(file 'model.safetensors')" in str(info.value)
+    assert 50 - hub_faults.status_times == 2  # the direct request, then huggingface_hub's session's one
+
+
 def test_merge_reads_from_the_endpoint_it_is_given(tmp_path, family, hub_family, local_hub, monkeypatch):
     """``hubmerge.merge(..., endpoint=)`` as ``plan`` takes it, whatever HF_ENDPOINT says."""
     from huggingface_hub import constants
@@ -175,7 +189,6 @@ def test_revision_is_pinned_at_open(tmp_path, local_hub, hub_family):
 
 
 def test_offline_mode_is_a_clear_error(hub_offline):
-    from hubmerge.errors import HubError
     from hubmerge.vision.loading import resolve_model_dir
 
     with pytest.raises(HubError, match="HF_HUB_OFFLINE"):
@@ -186,8 +199,6 @@ def test_offline_mode_is_a_clear_error(hub_offline):
 
 
 def test_an_unreachable_hub_is_named_by_its_address(monkeypatch):
-    from hubmerge.errors import HubError
-
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     with pytest.raises(HubError, match=r"cannot reach the Hub at http://127\.0\.0\.1:9 for 'alice/anything': "
                                        r"ConnectError"):

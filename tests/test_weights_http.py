@@ -76,7 +76,7 @@ def direct() -> Iterator[DirectConnections]:
     connections.close()
 
 
-def read(url: str, offset: int, length: int, direct: DirectConnections, **kwargs: object) -> bytes:
+def read(url: str, offset: int, length: int, direct: DirectConnections | None, **kwargs: object) -> bytes:
     out = bytearray(length)
     read_range_into(url, offset, memoryview(out), where="r@s:f", policy=FAST, direct=direct, **kwargs)
     return bytes(out)
@@ -156,6 +156,47 @@ def test_error_answers_go_to_the_session_for_its_typed_errors(serve, direct, mon
     with pytest.raises(Typed):
         read(f"{server.url}/f", 0, 8, direct, raise_for_status=raise_typed)
     assert used == [f"{server.url}/f"] and len(server.seen) == 1
+
+
+@pytest.mark.parametrize("status", [401, 403, 404])
+@pytest.mark.parametrize("go_direct", [True, False], ids=["direct", "session"])
+def test_refusals_typed_by_huggingface_hub_are_final_not_retried(serve, direct, status, go_direct):
+    # huggingface_hub's HTTP errors are OSErrors: taken for transport failures, a 401 was retried six
+    # times and ended as "giving up after 6 attempts" instead of the error that says what is wrong.
+    from huggingface_hub.errors import HfHubHTTPError
+    from huggingface_hub.utils import hf_raise_for_status
+
+    server = serve(lambda h: (h.send_response(status), h.send_header("Content-Length", "0"), h.end_headers()))
+    with pytest.raises(HfHubHTTPError) as raised:
+        read(f"{server.url}/f", 0, 8, direct if go_direct else None, raise_for_status=hf_raise_for_status)
+    assert raised.value.response.status_code == status
+    assert len(server.seen) == (2 if go_direct else 1)  # the direct try, then the session's one request
+
+
+def test_retry_after_sets_the_wait_within_a_cap():
+    policy = RetryPolicy(base_wait=0, max_wait=0)
+    assert policy.wait(0, "7") == 7
+    assert policy.wait(3, "9999") == 60
+    assert policy.wait(0, "Wed, 21 Oct 2015 07:28:00 GMT") == 0  # a date: the policy's own wait
+
+
+def test_a_429_waits_as_long_as_its_retry_after_says(serve, direct, monkeypatch):
+    answers = iter([429, 206])
+
+    def handle(h: BaseHTTPRequestHandler) -> None:
+        if next(answers) == 429:
+            h.send_response(429)
+            h.send_header("Retry-After", "3")
+            h.send_header("Content-Length", "0")
+            h.end_headers()
+        else:
+            ranged_answer(h)
+
+    slept: list[float] = []
+    monkeypatch.setattr(ranged.time, "sleep", slept.append)
+    server = serve(handle)
+    assert read(f"{server.url}/f", 0, 8, direct) == DATA[:8]
+    assert slept == [3.0]
 
 
 def test_a_configured_proxy_leaves_the_reads_to_the_session(monkeypatch):

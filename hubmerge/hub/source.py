@@ -61,14 +61,15 @@ def hub_errors(repo_id: str, *, revision: str | None = None, path: str | None = 
         ) from None
     except hf.HfHubHTTPError as exc:
         status = exc.response.status_code if exc.response is not None else None
+        subject = f"'{repo_id}'" + (f" (file '{path}')" if path else "")
         if status in (401, 403):
             raise AuthenticationError(
-                f"the Hub refused access to '{repo_id}' (HTTP {status}): the token is missing, invalid or lacks rights"
+                f"the Hub refused access to {subject} (HTTP {status}): the token is missing, invalid or lacks rights"
             ) from None
         if status == 412:  # a commit's parent is no longer its branch's head
             raise HubError(f"'{repo_id}' changed meanwhile: a commit landed on {revision or 'its default branch'} after "
                            "hubmerge looked at it; see what it holds now, then push again") from None
-        raise HubError(f"the Hub answered HTTP {status} for '{repo_id}': {exc.server_message or 'no details'}") from None
+        raise HubError(f"the Hub answered HTTP {status} for {subject}: {exc.server_message or 'no details'}") from None
     except httpx2.TransportError as exc:
         raise HubError(f"cannot reach the Hub{_at(exc)} for '{repo_id}': {type(exc).__name__}: {exc}") from None
 

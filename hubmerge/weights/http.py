@@ -73,6 +73,17 @@ class _UseSession(Exception):
     """The direct path cannot take this answer: huggingface_hub's session redoes the request."""
 
 
+class _Refused(Exception):
+    """An error answer the caller's ``raise_for_status`` typed: final, never retried.
+
+    (huggingface_hub's HTTP errors are OSErrors, which the retry loop otherwise takes for transport failures.)
+    """
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 def _check_range(status: int, content_range: str | None, start: int, end: int, where: str) -> None:
     """Refuse a ``200`` (Range ignored) and a ``206`` whose ``Content-Range`` is not the one asked for."""
     if status == 200:
@@ -246,7 +257,10 @@ def _session_fetch_into(
         if status not in (200, 206):
             response.read()
             if raise_for_status is not None:
-                raise_for_status(response)
+                try:
+                    raise_for_status(response)
+                except Exception as exc:
+                    raise _Refused(exc) from None
             raise RangeReadError(where, f"HTTP {status}", offset=start, length=end - start + 1)
         _check_range(status, response.headers.get("Content-Range"), start, end, where)
         received = 0
@@ -284,6 +298,8 @@ def read_range_into(
     Raises:
         RangeReadError: the server ignored Range, sent the wrong range or too many bytes, or the
             read still failed after every retry.
+        What ``raise_for_status`` raises for an error answer (401, 403, 404, ...), at once: a refusal is
+            not retried.
     """
     import httpx2
 
@@ -312,6 +328,8 @@ def read_range_into(
                 raise _Retryable(f"the connection closed after {done} of {length} bytes")
         except RangeReadError:
             raise  # a wrong answer, not a failed transfer (and an OSError: keep it out of the retries)
+        except _Refused as refused:
+            raise refused.error from None
         except (_Retryable, httpx2.TransportError, OSError, http.client.HTTPException) as exc:
             reason = str(exc) or type(exc).__name__
             if attempt >= policy.max_retries:
