@@ -79,7 +79,7 @@ class _Refused(Exception):
     (huggingface_hub's HTTP errors are OSErrors, which the retry loop otherwise takes for transport failures.)
     """
 
-    def __init__(self, error: Exception) -> None:
+    def __init__(self, error: OSError) -> None:
         super().__init__(str(error))
         self.error = error
 
@@ -259,7 +259,7 @@ def _session_fetch_into(
             if raise_for_status is not None:
                 try:
                     raise_for_status(response)
-                except Exception as exc:
+                except OSError as exc:  # huggingface_hub's HTTP errors: kept out of the retries
                     raise _Refused(exc) from None
             raise RangeReadError(where, f"HTTP {status}", offset=start, length=end - start + 1)
         _check_range(status, response.headers.get("Content-Range"), start, end, where)
