@@ -24,6 +24,7 @@ from .engine import HEADS_DIR, read_output_recipe
 from .errors import CardEditedError, RecipeError
 from .evaluation.report import AVERAGE, EVAL_COMPARISON_FILE, EVAL_RESULTS_FILE, EVAL_SCOPE_FILE
 from .json_files import read_json_file
+from .output_stamp import OutputStamp
 from .recipe import DatasetRef, ModelRef, Recipe
 from .vision.heads import HEADS_INDEX
 from .vision.processors import describe_processor
@@ -414,13 +415,16 @@ def write_card(
     Raises:
         CardEditedError: ``README.md`` was edited by hand (or not written by hubmerge) and ``overwrite``
             is false: rewriting it would lose the edits.
+        OutputReplacedError: another command replaced ``output`` while the card was gathered.
     """
     output = Path(output)
     path = output / CARD_FILE
+    stamp = OutputStamp.take(output)  # what the card is gathered from is what it is written into
     if not overwrite and card_is_edited(output):
         raise CardEditedError(str(path))
     card = render_card(collect_card(output, repo_id=repo_id, revision=revision, token=token, endpoint=endpoint))
     body = str(card).rstrip("\n") + "\n"
+    stamp.check("the card")
     return write_atomically(path, f"{body}\n<!-- hubmerge card {_digest(body)} -->\n")
 
 

@@ -408,6 +408,7 @@ def evaluate(
     from rich.markup import escape
 
     from . import evaluation
+    from .output_stamp import OutputStamp
     from .recipe import RECIPE_FILE
 
     if save and not Path(model).is_dir():  # refused before any work, as below
@@ -432,6 +433,7 @@ def evaluate(
         console=console,
     )
     run = evaluation.compare_inputs if compare_inputs else evaluation.evaluate_model
+    stamp = OutputStamp.take(model) if save else None
     report = run(model, tasks, **options)  # type: ignore[arg-type]
     to_stdout = json_out is not None and str(json_out) == "-"
     evaluation.render_report(report, _console(stdout=not to_stdout))  # the result: stdout, unless the JSON takes it
@@ -442,7 +444,7 @@ def evaluate(
         console.print(f"[green]report[/green] written to {json_out}", soft_wrap=True)
     if save:
         dropped = evaluation.dropped_by_saving(model, report)
-        evaluation.save_output_reports(model, report)
+        evaluation.save_output_reports(model, report, stamp=stamp)
         for note in dropped:
             console.print(f"[yellow]note[/yellow]: {escape(note)}", soft_wrap=True)
         console.print(f"[green]reports[/green] written into {model}; `hubmerge card {model}` puts them in its card, "

@@ -27,6 +27,8 @@ token before they are shown.
     ├── OutputHoldsInputError (FileExistsError)  the output is or holds an input, the recipe, home or cwd
     ├── CardEditedError (FileExistsError)      the card was edited by hand and --overwrite was not given
     ├── OutputSpaceError (OSError)             the output's disk cannot hold it
+    ├── OutputNotWritableError (OSError)       the output's disk filled up or cannot be written
+    ├── OutputReplacedError (OSError)          another command replaced the output while this one worked on it
     ├── ListenError (OSError)                  a server cannot listen on --host / --port
     │   └── PortInUseError                     something listens there already
     ├── LocalHubRootError (OSError)            the local Hub's --root cannot be served (in use, bad tokens.json)
@@ -64,6 +66,7 @@ __all__ = [
     "OutputExistsError",
     "OutputHoldsInputError",
     "OutputNotWritableError",
+    "OutputReplacedError",
     "OutputSpaceError",
     "PlanError",
     "PortInUseError",
@@ -361,6 +364,18 @@ class OutputNotWritableError(HubmergeError, OSError):
 
     def __init__(self, path: str, problem: str, remedy: str) -> None:
         super().__init__(f"output '{path}' could not be written: {problem}; nothing partial was left. {remedy}")
+        self.path = path
+
+
+class OutputReplacedError(HubmergeError, OSError):
+    """The output folder was replaced or removed (another command's merge) while this command worked on it."""
+
+    def __init__(self, path: str, what: str, *, removed: bool = False) -> None:
+        happened = "was removed" if removed else "was replaced by another output (another command merged into it)"
+        super().__init__(
+            f"output '{path}' {happened} while this command worked on it; hubmerge did not write {what} into it, "
+            "as they were made from the folder that was there before. Run the command again once the other has ended."
+        )
         self.path = path
 
 

@@ -25,6 +25,7 @@ from .errors import CancelledError, CardEditedError
 from .hub.auth import require_token
 from .hub.push import PushResult, check_target, push_folder
 from .methods import get_method
+from .output_stamp import OutputStamp
 from .recipe import Recipe
 from .weights.writer import check_output
 
@@ -141,6 +142,7 @@ def build(
 
         options = dict(device=device or recipe.device, max_samples=max_samples, match_labels=match_labels,
                        token=token, console=console, cancel=cancel)
+        stamp = OutputStamp.take(output)
         if compare_inputs:
             comparison = evaluation.compare_inputs(output, datasets, **options)  # type: ignore[arg-type]
             if repo_id is not None:  # name the merged row by where it goes, not by a temporary path
@@ -148,7 +150,7 @@ def build(
             report = comparison.merged
         else:
             report = evaluation.evaluate_model(output, datasets, **options)  # type: ignore[arg-type]
-        evaluation.save_output_reports(output, comparison or report)
+        evaluation.save_output_reports(output, comparison or report, stamp=stamp)
         if console is not None:
             evaluation.render_report(comparison or report, console)
     card = write_card(output, repo_id=repo_id, revision=revision, token=token, endpoint=endpoint)

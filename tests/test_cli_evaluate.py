@@ -253,6 +253,44 @@ def test_evaluate_save_puts_the_reports_into_the_output_for_its_card(
     assert set(json.loads((out / EVAL_RESULTS_FILE).read_text())) == {fx.tasks[0], "average"}
 
 
+def test_an_output_replaced_while_it_is_evaluated_or_carded_gets_neither_reports_nor_card(
+    offline: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Another command's `merge --overwrite` to the same folder, landing while this one evaluates: the
+    # folder keeps its path but is another model, so results written then would describe the wrong one.
+    import hubmerge.card
+    import hubmerge.evaluation
+    import hubmerge.evaluation.api
+
+    fx = _fixtures("convnext")
+    out = _merge(tmp_path, fx, "simple_average")
+
+    def replacing(work: Any) -> Any:
+        def run(model: Any, *args: Any, **kwargs: Any) -> Any:
+            result = work(model, *args, **kwargs)
+            aside = tmp_path / f"aside-{uuid.uuid4().hex[:6]}"
+            Path(model).rename(aside)
+            shutil.copytree(aside, model)  # the same files at the same path: another folder
+            return result
+        return run
+
+    real_evaluate, real_collect = hubmerge.evaluation.evaluate_model, hubmerge.card.collect_card
+    monkeypatch.setattr(hubmerge.evaluation, "evaluate_model", replacing(real_evaluate))
+    monkeypatch.setattr(hubmerge.evaluation.api, "evaluate_model", replacing(real_evaluate))
+    monkeypatch.setattr(hubmerge.card, "collect_card", replacing(real_collect))
+    capsys.readouterr()
+    assert _evaluate(out, "--max-samples", "2", "--save") == 1
+    assert main(["merge", str(tmp_path / "simple_average.yaml"), "-o", str(tmp_path / "again"), "--device", "cpu",
+                 "--evaluate", "--max-samples", "2", "--quiet"]) == 1
+    assert main(["card", str(out)]) == 1
+    said = " ".join(capsys.readouterr().err.split())
+    assert said.count("was replaced by another output (another command merged into it) while this command worked "
+                      "on it") == 3
+    assert "hubmerge did not write the evaluation reports into it" in said and "did not write the card" in said
+    for folder in (out, tmp_path / "again"):
+        assert not {EVAL_RESULTS_FILE, EVAL_SCOPE_FILE, "README.md"} & {p.name for p in folder.iterdir()}
+
+
 def test_nan_outputs_count_as_wrong_and_every_display_says_so(
     offline: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import ModelFilesNotFoundError, RecipeError, UnknownTaskError, did_you_mean
+from ..output_stamp import OutputStamp
 from .data import LabelMatch, check_head_labels, check_hub_datasets, load_task_data
 from .loop import (
     DEFAULT_BATCH_SIZE,
@@ -491,6 +492,7 @@ def evaluate_recipe_tasks(
         if console is not None:
             console.print("[yellow]no task names a dataset in the recipe; nothing to evaluate[/yellow]")
         return EvalReport(str(output))
+    stamp = OutputStamp.take(output)
     report = evaluate_model(
         Path(output),
         refs,
@@ -501,7 +503,7 @@ def evaluate_recipe_tasks(
         token=token,
         console=console,
     )
-    path = save_output_reports(output, report)
+    path = save_output_reports(output, report, stamp=stamp)
     if console is not None:
         render_report(report, console)
         console.print(f"[green]evaluation report[/green] written to {path}")

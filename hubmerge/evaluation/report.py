@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from ..atomic_file import write_atomically
 from ..errors import WeightsError
 from ..json_files import read_json_file
+from ..output_stamp import OutputStamp
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -219,11 +220,19 @@ def save_report(report: EvalReport | CompareReport, path: str | Path) -> Path:
     return write_atomically(Path(path), report.to_json())
 
 
-def save_output_reports(output: str | Path, report: EvalReport | CompareReport) -> Path:
+def save_output_reports(
+    output: str | Path, report: EvalReport | CompareReport, *, stamp: OutputStamp | None = None
+) -> Path:
     """Write a merged output's reports: ``eval_results.json`` and ``eval_scope.json`` for the merged
     model and, for a comparison, ``eval_comparison.json`` (without one, an older comparison goes: its
-    merged row would disagree with the new results). Returns the path of ``eval_results.json``."""
+    merged row would disagree with the new results). Returns the path of ``eval_results.json``.
+
+    ``stamp``: the output as it was when its evaluation began (``OutputStamp.take``); if another command
+    replaced it since, an ``OutputReplacedError`` and nothing is written.
+    """
     output = Path(output)
+    if stamp is not None:
+        stamp.check("the evaluation reports")
     if isinstance(report, CompareReport):
         save_report(report, output / EVAL_COMPARISON_FILE)
         merged = report.merged
