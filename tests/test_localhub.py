@@ -135,6 +135,16 @@ def test_tree_paging_and_folders(alice, monkeypatch):
     assert sorted(alice.list_repo_files(repo_id)) == sorted(files)
 
 
+def test_list_models_hides_private_repos_from_all_but_their_owner(alice, bob, anonymous):
+    name = unique("listed")
+    alice.create_repo(f"alice/{name}-open")
+    alice.create_repo(f"alice/{name}-hidden", private=True)
+    seen = {api: sorted(m.id for m in api.list_models(author="alice", search=name)) for api in (alice, bob, anonymous)}
+    assert seen[alice] == [f"alice/{name}-hidden", f"alice/{name}-open"]
+    assert seen[bob] == seen[anonymous] == [f"alice/{name}-open"]
+    assert next(m for m in alice.list_models(search=f"{name}-hidden")).private is True
+
+
 # ----------------------------------------------------------------------------- downloads
 
 
@@ -234,6 +244,20 @@ def test_big_files_stream_from_disk(tmp_path):
             total = sum(len(chunk) for chunk in stream.iter_raw())
         assert total == 2 * 2**30
         assert rss() - before < 200 * 2**20
+
+
+def test_a_suffix_range_longer_than_the_file_is_the_whole_file(alice, local_hub):
+    """RFC 9110 §14.1.2: a suffix-length beyond the file names all of it (no negative start)."""
+    repo_id = f"alice/{unique()}"
+    alice.create_repo(repo_id)
+    blob = os.urandom(50)
+    alice.upload_file(path_or_fileobj=blob, path_in_repo="f.bin", repo_id=repo_id)
+    url = f"{local_hub.endpoint}/{repo_id}/resolve/main/f.bin"
+    for suffix in (50, 51, 1000):
+        response = httpx.get(url, headers={"Range": f"bytes=-{suffix}"})
+        assert response.status_code == 206, suffix
+        assert response.headers["Content-Range"] == "bytes 0-49/50"
+        assert response.content == blob
 
 
 # ----------------------------------------------------------------------------- commits
@@ -355,6 +379,45 @@ def test_concurrent_commits_all_land(alice):
     assert len(alice.list_repo_commits(repo_id)) == 9
 
 
+def test_an_lfs_upload_whose_bytes_do_not_match_its_oid_is_refused(alice, local_hub):
+    import hashlib
+
+    repo_id = f"alice/{unique()}"
+    alice.create_repo(repo_id)
+    data, wrong = os.urandom(64), os.urandom(64)
+    oid = hashlib.sha256(data).hexdigest()
+    auth = {"authorization": f"Bearer {local_hub.alice_token}"}
+    batch = httpx.post(f"{local_hub.endpoint}/{repo_id}.git/info/lfs/objects/batch", headers=auth,
+                       json={"operation": "upload", "objects": [{"oid": oid, "size": len(data)}]}).json()
+    actions = batch["objects"][0]["actions"]
+    refused = httpx.put(actions["upload"]["href"], content=wrong)
+    assert refused.status_code == 400 and "expected " + oid in refused.text
+    blobs = local_hub.root / "blobs"
+    assert not (blobs / oid).exists() and not (blobs / hashlib.sha256(wrong).hexdigest()).exists()
+    assert httpx.post(actions["verify"]["href"], headers=auth, json={"oid": oid, "size": 64}).status_code == 404
+    lines = [{"key": "header", "value": {"summary": "lfs"}},
+             {"key": "lfsFile", "value": {"path": "w.bin", "algo": "sha256", "oid": oid, "size": len(data)}}]
+    commit = httpx.post(f"{local_hub.endpoint}/api/models/{repo_id}/commit/main", content="\n".join(map(json.dumps, lines)),
+                        headers={**auth, "content-type": "application/x-ndjson"})
+    assert commit.status_code == 422 and "w.bin" not in alice.list_repo_files(repo_id)
+    assert httpx.put(actions["upload"]["href"], content=data).status_code == 200  # the right bytes are taken
+    assert (blobs / oid).read_bytes() == data
+
+
+def test_a_commit_to_a_tag_or_a_sha_is_refused(alice):
+    repo_id = f"alice/{unique()}"
+    alice.create_repo(repo_id)
+    head = alice.model_info(repo_id).sha
+    alice.create_tag(repo_id, tag="v1")
+    for revision in ("v1", head):
+        with pytest.raises(hf.HfHubHTTPError, match="not a branch") as refused:
+            alice.upload_file(path_or_fileobj=b"x", path_in_repo="x.txt", repo_id=repo_id, revision=revision)
+        assert refused.value.response.status_code == 400
+    refs = alice.list_repo_refs(repo_id)
+    assert [(b.name, b.target_commit) for b in refs.branches] == [("main", head)]
+    assert [(t.name, t.target_commit) for t in refs.tags] == [("v1", head)]
+
+
 # ----------------------------------------------------------------------------- branches, PRs, auth
 
 
@@ -386,6 +449,28 @@ def test_branches(alice, tmp_path):
         with pytest.raises(hf.HfHubHTTPError, match="Invalid reference name") as refused:
             alice.create_branch(repo_id, branch=name)
         assert refused.value.response.status_code == 400
+
+
+def test_the_main_branch_cannot_be_deleted(alice):
+    repo_id = f"alice/{unique()}"
+    alice.create_repo(repo_id)
+    head = alice.model_info(repo_id).sha
+    with pytest.raises(hf.HfHubHTTPError) as refused:
+        alice.delete_branch(repo_id, branch="main")
+    assert refused.value.response.status_code == 403
+    assert [(b.name, b.target_commit) for b in alice.list_repo_refs(repo_id).branches] == [("main", head)]
+    assert alice.model_info(repo_id).sha == head
+
+
+def test_an_unknown_sha_is_a_revision_not_found(alice, tmp_path):
+    repo_id = f"alice/{unique()}"
+    alice.create_repo(repo_id)
+    unknown = "0" * 40
+    with pytest.raises(hf.RevisionNotFoundError):
+        alice.model_info(repo_id, revision=unknown)
+    assert not alice.revision_exists(repo_id, unknown) and alice.repo_exists(repo_id)
+    with pytest.raises(hf.RevisionNotFoundError):
+        hf_hub_download(repo_id, ".gitattributes", revision=unknown, cache_dir=tmp_path / "c")
 
 
 def test_create_pr(alice, tmp_path):
