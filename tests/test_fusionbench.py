@@ -250,3 +250,42 @@ def test_task_keys_yaml_reads_as_numbers_are_task_names():
     """`1:` and `2:` under modelpool.models were an unexpected KeyError('1')."""
     recipe = Recipe.from_yaml("method: simple_average\nmodelpool: {models: {1: b/c, 2: d/e}}")
     assert [(m.task, str(m.model)) for m in recipe.models] == [("1", "b/c"), ("2", "d/e")]
+
+
+def test_a_taskpool_dataset_without_a_split_is_read_on_test():
+    text = """
+method: simple_average
+modelpool: {models: {eurosat: a/e, svhn: a/s}}
+taskpool:
+  test_datasets:
+    eurosat: {_target_: datasets.load_dataset, path: org/eurosat}
+    svhn: {_target_: datasets.load_dataset, _args_: [org/svhn, cropped_digits]}
+"""
+    recipe = Recipe.from_yaml(text)
+    assert [(m.dataset.path, m.dataset.name, m.dataset.split) for m in recipe.models] == [
+        ("org/eurosat", None, "test"), ("org/svhn", "cropped_digits", "test")]
+
+
+def test_dare_ties_without_a_scaling_factor_gets_fusionbenchs_0_5():
+    """FusionBench's config/method/dare/ties_merging.yaml says 0.5, not hubmerge's dare default (0.3)."""
+    text = ("method: {name: dare/ties_merging, threshold: 100}\n"
+            "modelpool: {models: {_pretrained_: a/base, t1: a/one, t2: a/two}}\n")
+    recipe = Recipe.from_yaml(text)
+    assert recipe.method == "dare" and recipe.parameters["combine"] == "ties"
+    assert recipe.parameters["scaling_factor"] == 0.5
+
+
+def test_the_taskpools_dataset_wins_over_the_modelpools_dataset_name():
+    """dataset_name gives a task's dataset only when the taskpool names none for it."""
+    text = """
+method: simple_average
+modelpool:
+  models:
+    mnist: {pretrained_model_name_or_path: a/m, dataset_name: mnist}
+    svhn: {pretrained_model_name_or_path: a/s, dataset_name: svhn}
+taskpool:
+  test_datasets:
+    mnist: {_target_: datasets.load_dataset, path: org/my-mnist, split: validation}
+"""
+    recipe = Recipe.from_yaml(text)
+    assert [str(m.dataset) for m in recipe.models] == ["org/my-mnist:validation", "ufldl-stanford/svhn:cropped_digits:test"]

@@ -57,6 +57,15 @@ def test_labels_from_the_config_and_placeholders_that_say_nothing():
     assert task_labels("my-task", None, None) is None
 
 
+def test_config_labels_are_ordered_by_their_numeric_ids():
+    """id2label keys are strings in config.json: "10" and "11" come after "9", not before "2"."""
+    names = [f"class {i}" for i in range(12)]
+    shuffled = {str(i): names[i] for i in reversed(range(12))}  # as a config may list them
+    assert task_labels("my-task", None, {"id2label": shuffled}) == (names, "config")
+    decision = decide_head("my-task", head_rows=12, config={"id2label": shuffled}, dataset=None)
+    assert list(decision.labels.values()) == names and decision.rows is None
+
+
 def test_dataset_label_errors(tmp_path):
     path = dataset_dir(tmp_path, ["a"]).path
     with pytest.raises(DatasetError, match=f"no split 'validation' .*, e.g. `dataset: {re.escape(path)}:test`"):

@@ -20,6 +20,7 @@ from hubmerge.errors import MethodParameterError, PushError, RecipeError
 from hubmerge.evaluation import CompareReport, EvalReport, TaskResult
 from hubmerge.methods import _registry, get_method
 from hubmerge.presets import load_preset
+from hubmerge.recipe import Recipe
 from hubmerge.ui.forms import AS_INPUTS, form_values, param_fields, recipe_from_form
 from hubmerge.ui.views import card_body, results_chart, results_note, results_table
 
@@ -50,6 +51,24 @@ def test_form_ignores_blank_rows_and_reads_cells():
     assert recipe.models[1].dataset.name == "cropped_digits" and recipe.models[1].dataset.split == "test"
     assert recipe.models[1].weight == 2.0 and recipe.dtype is None and str(recipe.base_model) == "org/base@main"
     assert recipe.parameters["seed"] == 3 and isinstance(recipe.parameters["seed"], int)
+
+
+def test_a_non_default_device_and_a_zero_weight_round_trip_through_the_form():
+    recipe = Recipe.from_dict({"method": "weighted_average", "device": "cpu",
+                               "models": [{"model": "org/a", "weight": 0}, {"model": "org/b", "weight": 1}]})
+    values = form_values(recipe)
+    assert values.device == "cpu" and [row[3] for row in values.models] == [0, 1]
+    back = recipe_from_form(base_model=values.base_model, models=values.models, method=values.method,
+                            parameters=values.parameters, dtype=values.dtype, device=values.device)
+    assert back.device == "cpu" and [e.weight for e in back.models] == [0.0, 1.0]
+
+
+def test_api_rows_shorter_than_the_table_are_padded():
+    """An API caller may send [model] or [model, task] rows: the missing cells are blank, not an error."""
+    recipe = recipe_from_form(base_model="org/base", models=[["org/a"], ["org/b", "svhn"]],
+                              method="task_arithmetic", parameters={})
+    assert [(str(e.model), e.task, e.dataset, e.weight) for e in recipe.models] == [
+        ("org/a", None, None, None), ("org/b", "svhn", None, None)]
 
 
 @pytest.mark.parametrize(
