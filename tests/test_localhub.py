@@ -404,11 +404,13 @@ def test_an_lfs_upload_whose_bytes_do_not_match_its_oid_is_refused(alice, local_
     assert (blobs / oid).read_bytes() == data
 
 
-def test_a_commit_to_a_tag_or_a_sha_is_refused(alice):
+def test_a_commit_to_a_tag_or_a_sha_is_refused(alice, local_hub):
     repo_id = f"alice/{unique()}"
     alice.create_repo(repo_id)
     head = alice.model_info(repo_id).sha
     alice.create_tag(repo_id, tag="v1")
+    commits = local_hub.root / "repos" / "model" / repo_id / "commits"
+    written = sorted(commits.iterdir())
     for revision in ("v1", head):
         with pytest.raises(hf.HfHubHTTPError, match="not a branch") as refused:
             alice.upload_file(path_or_fileobj=b"x", path_in_repo="x.txt", repo_id=repo_id, revision=revision)
@@ -416,6 +418,7 @@ def test_a_commit_to_a_tag_or_a_sha_is_refused(alice):
     refs = alice.list_repo_refs(repo_id)
     assert [(b.name, b.target_commit) for b in refs.branches] == [("main", head)]
     assert [(t.name, t.target_commit) for t in refs.tags] == [("v1", head)]
+    assert sorted(commits.iterdir()) == written  # refused before a commit was written
 
 
 # ----------------------------------------------------------------------------- branches, PRs, auth

@@ -393,6 +393,9 @@ class Store:
         with self.lock(repo_type, repo_id):
             refs = self.refs(repo_type, repo_id)
             head = self.resolve(repo_type, repo_id, revision)
+            branch = None if create_pr or revision.startswith("refs/pr/") else revision.removeprefix("refs/heads/")
+            if branch is not None and branch not in refs["branches"]:  # refused before any commit is written
+                raise StoreError(f"cannot commit to {revision}: not a branch", code=400)
             if parent_commit is not None and parent_commit != head:
                 raise CommitConflict(
                     f"parent commit {parent_commit} is not the head of {revision} ({head}); fetch and retry"
@@ -421,12 +424,9 @@ class Store:
             if create_pr:
                 pr_number = max((int(n) for n in refs["prs"]), default=0) + 1
                 refs["prs"][str(pr_number)] = commit.sha
-            elif revision.startswith("refs/pr/"):
+            elif branch is None:
                 refs["prs"][revision.removeprefix("refs/pr/")] = commit.sha
             else:
-                branch = revision.removeprefix("refs/heads/")
-                if branch not in refs["branches"]:
-                    raise StoreError(f"cannot commit to {revision}: not a branch", code=400)
                 refs["branches"][branch] = commit.sha
             self._save_refs(repo_type, repo_id, refs)
             return commit, pr_number
