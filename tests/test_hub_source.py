@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 
 import httpx2
@@ -186,6 +187,38 @@ def test_revision_is_pinned_at_open(tmp_path, local_hub, hub_family):
     api.upload_file(path_or_fileobj=b'{"changed": true}', path_in_repo="config.json", repo_id=repo_id)
     assert source.read_file("config.json") == before
     assert HubSource(repo_id).read_file("config.json") == b'{"changed": true}'
+
+
+def fresh_repo(local_hub, content: bytes, path: str = "blob.bin") -> tuple[HfApi, str]:
+    """A repo of alice's own holding ``path``: a test that pushes to it disturbs no other test."""
+    api = HfApi(endpoint=local_hub.endpoint, token=local_hub.alice_token)
+    repo_id = f"alice/blob-{uuid.uuid4().hex[:6]}"
+    api.create_repo(repo_id)
+    api.upload_file(path_or_fileobj=content, path_in_repo=path, repo_id=repo_id)
+    return api, repo_id
+
+
+def test_a_branch_name_is_pinned_to_its_commit_at_open(local_hub):
+    api, repo_id = fresh_repo(local_hub, b"A" * 64)
+    source = HubSource(repo_id, revision="main")
+    assert re.fullmatch("[0-9a-f]{40}", source.revision) and source.revision == api.model_info(repo_id).sha
+    assert source.label == f"{repo_id}@{source.revision[:12]}"
+    # the same size, other bytes
+    api.upload_file(path_or_fileobj=b"B" * 64, path_in_repo="blob.bin", repo_id=repo_id)
+    assert source.read_range("blob.bin", 0, 64) == b"A" * 64
+    assert HubSource(repo_id, revision="main").read_range("blob.bin", 0, 64) == b"B" * 64
+
+
+def test_only_a_read_from_byte_0_is_kept_as_the_files_prefix(local_hub):
+    data = bytes(range(256))
+    _, repo_id = fresh_repo(local_hub, data)
+    source = HubSource(repo_id)
+    assert source.read_range("blob.bin", 10, 10) == data[10:20]
+    assert source.read_range("blob.bin", 0, 30) == data[:30]  # not bytes 10.. served as the file's first ones
+    local_hub.stats.reset()
+    assert source.read_range("blob.bin", 5, 20) == data[5:25]  # inside the kept prefix: no request
+    assert source.read_range("blob.bin", 20, 20) == data[20:40]  # its tail fetched
+    assert sum(local_hub.stats.bytes_by_path.values()) == 10
 
 
 def test_offline_mode_is_a_clear_error(hub_offline):

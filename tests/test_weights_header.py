@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import struct
 
@@ -11,7 +12,7 @@ from safetensors.torch import save
 
 from hubmerge.errors import HeaderParseError
 from hubmerge.weights.dtypes import DTYPES, dtype_code, torch_dtype
-from hubmerge.weights.header import FIRST_READ_BYTES, MAX_HEADER_BYTES, parse_header, read_header
+from hubmerge.weights.header import FIRST_READ_BYTES, MAX_HEADER_BYTES, TensorInfo, parse_header, read_header
 
 
 def encode(header: dict, data: bytes = b"", *, pad: int = 0) -> bytes:
@@ -106,6 +107,25 @@ def t(dtype="F32", shape=(2,), offsets=(0, 8)):
 def test_inconsistent_headers_are_refused(header, data_len, problem):
     with pytest.raises(HeaderParseError, match=problem):
         parse(encode(header, b"\0" * data_len))
+
+
+@pytest.mark.parametrize("order", [*itertools.permutations(["__metadata__", "a", "empty", "b"])], ids="-".join)
+def test_key_order_does_not_change_the_parse(order):
+    # Offsets must tile the data in offset order, whatever order the JSON lists them in; the empty tensor
+    # sits at offset 8 with "b", so it must come first there (sorted by begin, then end).
+    entries = {
+        "__metadata__": {"format": "pt"},
+        "a": t(offsets=(0, 8)),
+        "empty": t(shape=(0,), offsets=(8, 8)),
+        "b": t(dtype="U8", shape=(8,), offsets=(8, 16)),
+    }
+    header = parse(encode({key: entries[key] for key in order}, bytes(range(16))))
+    assert header.metadata == {"format": "pt"}
+    assert header.tensors == {
+        "a": TensorInfo("a", "F32", (2,), 0, 8),
+        "empty": TensorInfo("empty", "F32", (0,), 8, 8),
+        "b": TensorInfo("b", "U8", (8,), 8, 16),
+    }
 
 
 def test_duplicate_tensor_names_are_refused():

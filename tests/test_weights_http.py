@@ -96,9 +96,12 @@ def test_ranges_arrive_whole_over_one_kept_alive_connection(serve, direct):
         (lambda h: (h.send_response(200), h.send_header("Content-Length", "3"), h.end_headers(), h.wfile.write(b"abc")),
          "ignored the Range header"),
         (lambda h: ranged_answer(h, content_range="bytes 0-9/16384"), "Content-Range"),
+        # only one end wrong (the body is still the 5 bytes asked for): each bound is checked on its own
+        (lambda h: ranged_answer(h, content_range="bytes 9-14/16384"), "Content-Range"),
+        (lambda h: ranged_answer(h, content_range="bytes 10-15/16384"), "Content-Range"),
         (lambda h: ranged_answer(h, body_extra=b"!!"), "more bytes"),
     ],
-    ids=["200", "wrong-content-range", "too-many-bytes"],
+    ids=["200", "wrong-content-range", "wrong-start-only", "wrong-end-only", "too-many-bytes"],
 )
 def test_wrong_answers_are_refused_not_retried(serve, direct, answer, message):
     server = serve(answer)

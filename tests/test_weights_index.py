@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import struct
 
 import pytest
 import torch
@@ -165,3 +166,36 @@ def test_unaligned_tensors_are_read_correctly(tmp_path):
     save_file(t, tmp_path / "model.safetensors")
     read = read_tensors(open_weights(LocalSource(tmp_path)), list(t))
     assert torch.equal(read["a_flag"], t["a_flag"]) and torch.equal(read["b_values"], t["b_values"])
+
+
+class UnmappedSource(LocalSource):
+    """A local source that cannot map, so reads go through pooled buffers as over HTTP."""
+
+    def view(self, path, offset, length):
+        return None
+
+
+@pytest.mark.parametrize("source_type", [LocalSource, UnmappedSource], ids=["mapped", "read"])
+def test_a_tensor_unaligned_for_its_dtype_is_read_correctly(tmp_path, source_type):
+    # safetensors' own writer sorts tensors by alignment, so save_file never makes this layout: built by
+    # hand, the F32 data starts at byte 3 of the data section, after a BOOL[3], in the same span.
+    flags = torch.tensor([True, False, True])
+    values = torch.tensor([1.5, -2.25, 3.0, 1e-3], dtype=torch.float32)
+    tail = torch.tensor([7, 250], dtype=torch.uint8)
+    header = {
+        "a_flag": {"dtype": "BOOL", "shape": [3], "data_offsets": [0, 3]},
+        "b_values": {"dtype": "F32", "shape": [4], "data_offsets": [3, 19]},
+        "c_tail": {"dtype": "U8", "shape": [2], "data_offsets": [19, 21]},
+    }
+    raw = json.dumps(header).encode()
+    data = flags.numpy().tobytes() + values.numpy().tobytes() + tail.numpy().tobytes()
+    (tmp_path / "model.safetensors").write_bytes(struct.pack("<Q", len(raw)) + raw + data)
+    weights = open_weights(source_type(tmp_path))
+    assert len(plan_spans(weights, list(header))) == 1  # one buffer, the F32 member 3 bytes into it
+    read = read_tensors(weights, list(header))
+    assert torch.equal(read["a_flag"], flags)
+    assert read["b_values"].dtype == torch.float32 and torch.equal(read["b_values"], values)
+    assert torch.equal(read["c_tail"], tail)
+    # only the unaligned tensor is copied: the others stay views of the span's one buffer
+    storage = {name: tensor.untyped_storage().data_ptr() for name, tensor in read.items()}
+    assert storage["a_flag"] == storage["c_tail"] != storage["b_values"]
