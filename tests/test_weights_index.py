@@ -161,13 +161,6 @@ def test_local_source_refuses_paths_outside(tmp_path):
         LocalSource(tmp_path / "m").file_size("../x")
 
 
-def test_unaligned_tensors_are_read_correctly(tmp_path):
-    t = {"a_flag": torch.tensor([True, False, True]), "b_values": torch.arange(4, dtype=torch.float32)}
-    save_file(t, tmp_path / "model.safetensors")
-    read = read_tensors(open_weights(LocalSource(tmp_path)), list(t))
-    assert torch.equal(read["a_flag"], t["a_flag"]) and torch.equal(read["b_values"], t["b_values"])
-
-
 class UnmappedSource(LocalSource):
     """A local source that cannot map, so reads go through pooled buffers as over HTTP."""
 
