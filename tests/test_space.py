@@ -30,9 +30,18 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_committed_space_files_are_the_generated_ones():
     generated = space_files()
-    assert (ROOT / "spaces" / "README.md").read_text() == generated["README.md"]
-    assert (ROOT / "spaces" / "requirements.txt").read_text() == generated["requirements.txt"]
+    assert (ROOT / "space" / "README.md").read_text() == generated["README.md"]
+    assert (ROOT / "space" / "requirements.txt").read_text() == generated["requirements.txt"]
     assert (ROOT / "app.py").read_text() == generated["app.py"]
+
+
+def test_no_folder_at_the_root_shadows_the_spaces_package_gradio_imports():
+    # On a Space gradio imports `spaces` (ZeroGPU) whenever one can be found; run from the repository's
+    # root (`python app.py`, or PYTHONPATH pointing there), a folder named `spaces` was taken for it as a
+    # namespace package and building the app failed: "module 'spaces' has no attribute 'gradio_auto_wrap'".
+    probe = "import importlib.util as u; s = u.find_spec('spaces'); print(list(s.submodule_search_locations or []) if s else [])"
+    found = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert str(ROOT) not in found.stdout
 
 
 def test_space_front_matter_pins_gradio_and_asks_for_write_repos():

@@ -2,7 +2,7 @@
 
 A Space needs ``README.md`` (front matter: Gradio SDK at the version the app is built for, OAuth with
 the ``write-repos`` scope so visitors push to their own account), ``requirements.txt``, ``app.py``
-and the package itself. ``space_files`` generates the first three (the repository's ``spaces/`` and
+and the package itself. ``space_files`` generates the first three (the repository's ``space/`` and
 ``app.py`` are these same files, checked by a test) and ``deploy_space`` uploads them with every
 file of the ``hubmerge`` package.
 """
