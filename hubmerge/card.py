@@ -419,12 +419,14 @@ def write_card(
     """
     output = Path(output)
     path = output / CARD_FILE
-    stamp = OutputStamp.take(output)  # what the card is gathered from is what it is written into
+    # what the card is gathered from is what it is written into (no folder: collect_card says so)
+    stamp = OutputStamp.take(output) if output.is_dir() else None
     if not overwrite and card_is_edited(output):
         raise CardEditedError(str(path))
     card = render_card(collect_card(output, repo_id=repo_id, revision=revision, token=token, endpoint=endpoint))
     body = str(card).rstrip("\n") + "\n"
-    stamp.check("the card")
+    if stamp is not None:
+        stamp.check("the card")
     return write_atomically(path, f"{body}\n<!-- hubmerge card {_digest(body)} -->\n")
 
 
