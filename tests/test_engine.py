@@ -18,6 +18,7 @@ from hubmerge.cli import main
 from hubmerge.engine import merger
 from hubmerge.errors import (
     CancelledError,
+    DtypeMismatchError,
     HeaderParseError,
     MissingTensorError,
     NonFiniteTensorError,
@@ -506,6 +507,93 @@ def test_inputs_of_different_families_are_refused(tmp_path, convnext, resnet):
                                                         {"model": str(resnet.base), "task": "b"}]}))
     with pytest.raises(PlanError, match="different model families: a=convnext, b=resnet"):
         engine.plan(recipe)
+
+
+def _save_models(root, **models):
+    """One directory per keyword under ``root``, holding that dict of tensors as model.safetensors."""
+    for name, tensors in models.items():
+        (root / name).mkdir()
+        save_file(tensors, root / name / "model.safetensors")
+    return {name: str(root / name) for name in models}
+
+
+def test_a_target_prefix_matches_whole_name_components_only(tmp_path):
+    """target_modules [layer1] merges layer1.*, never layer10.* (which the default input's copy keeps)."""
+    paths = _save_models(tmp_path, a={"layer1.w": torch.zeros(2), "layer10.w": torch.zeros(2)},
+                         b={"layer1.w": torch.ones(2), "layer10.w": torch.ones(2)})
+    engine.merge({"method": "simple_average", "target_modules": ["layer1"],
+                  "models": [{"model": paths["a"]}, {"model": paths["b"]}]}, tmp_path / "out")
+    merged = load_file(tmp_path / "out" / "model.safetensors")
+    assert torch.equal(merged["layer1.w"], torch.full((2,), 0.5))
+    assert torch.equal(merged["layer10.w"], torch.zeros(2))
+
+
+def test_only_inputs_other_than_the_default_have_their_untargeted_tensors_skipped(tmp_path):
+    """The default input's untargeted tensors are the output's own (copied), not "skipped" as the others' are."""
+    paths = _save_models(tmp_path, a={"enc.w": torch.zeros(2), "head.w": torch.zeros(2)},
+                         b={"enc.w": torch.ones(2), "head.w": torch.ones(2)})
+    merge_plan = engine.plan({"method": "simple_average", "target_modules": ["enc"],
+                              "models": [{"model": paths["a"]}, {"model": paths["b"]}]})
+    engine.close_plan(merge_plan)
+    assert merge_plan.skipped == (("model1", "head.w"),)
+    assert {t.name: (t.action, t.readers) for t in merge_plan.tensors} == {"enc.w": ("merge", (0, 1)),
+                                                                          "head.w": ("copy", (0,))}
+
+
+def test_a_base_the_method_does_not_take_is_not_read_for_the_merge_but_must_hold_its_tensors(tmp_path):
+    """simple_average with a base_model: the base gives files and integer buffers, never a merged tensor's
+    bytes or dtype; yet it must hold every merged tensor (a missing one is said, not a KeyError)."""
+    paths = _save_models(tmp_path, base={"w": torch.zeros(4, dtype=torch.float32)},
+                         a={"w": torch.zeros(4, dtype=torch.float16)}, b={"w": torch.ones(4, dtype=torch.float16)},
+                         empty={"other": torch.zeros(1)})
+    recipe = {"method": "simple_average", "base_model": paths["base"], "models": [{"model": paths["a"]},
+                                                                                 {"model": paths["b"]}]}
+    merge_plan = engine.plan(recipe)
+    engine.close_plan(merge_plan)
+    (merged,) = merge_plan.tensors
+    assert merged.readers == (1, 2) and merged.out_dtype == "F16"
+    assert merge_plan.bytes_to_read == 2 * 4 * 2
+    with pytest.raises(MissingTensorError, match="w: missing in base"):
+        engine.plan(recipe | {"base_model": paths["empty"]})
+
+
+def test_a_tensor_float_in_one_input_and_integer_in_another_is_refused(tmp_path):
+    paths = _save_models(tmp_path, a={"w": torch.zeros(2)}, b={"w": torch.zeros(2, dtype=torch.int64)})
+    with pytest.raises(DtypeMismatchError, match="w"):
+        engine.plan({"method": "simple_average", "models": [{"model": paths["a"]}, {"model": paths["b"]}]})
+
+
+def test_a_merge_that_overflows_the_output_dtype_blames_the_merge_not_an_input(tmp_path):
+    """Finite float16 inputs whose task vectors add up past float16's range: no input holds the Inf."""
+    paths = _save_models(tmp_path, base={"w": torch.zeros(2, dtype=torch.float16)},
+                         a={"w": torch.full((2,), 60000.0, dtype=torch.float16)},
+                         b={"w": torch.full((2,), 60000.0, dtype=torch.float16)})
+    with pytest.raises(NonFiniteTensorError, match="overflowed the output dtype") as info:
+        engine.merge({"method": "task_arithmetic", "parameters": {"scaling_factor": 1.0}, "base_model": paths["base"],
+                      "models": [{"model": paths["a"]}, {"model": paths["b"]}]}, tmp_path / "out")
+    assert info.value.tensor == "w" and not (tmp_path / "out").exists()
+
+
+def test_nan_in_an_averaged_running_statistic_is_reported_too(tmp_path):
+    """BatchNorm statistics are averaged, not merged, under methods that take a base: checked all the same."""
+    bad = torch.ones(2)
+    bad[1] = float("nan")
+    paths = _save_models(tmp_path, base={"bn.running_var": torch.ones(2)}, a={"bn.running_var": bad},
+                         b={"bn.running_var": torch.ones(2)})
+    recipe = {"method": "task_arithmetic", "base_model": paths["base"],
+              "models": [{"model": paths["a"]}, {"model": paths["b"]}]}
+    with pytest.raises(NonFiniteTensorError) as info:
+        engine.merge(recipe, tmp_path / "out")
+    assert info.value.tensor == "bn.running_var" and info.value.models == ("model0",)
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_merge_result_lists_every_file_it_wrote(tmp_path, convnext):
+    out = tmp_path / "out"
+    result = engine.merge(load_recipe(write_recipe(tmp_path / "r.yaml", convnext, "simple_average")), out)
+    written = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
+    assert {"config.json", "preprocessor_config.json"} <= written
+    assert set(result.files) == written
 
 
 def test_a_task_name_that_cannot_name_its_head_folder_is_refused_with_the_recipe(tmp_path, convnext):

@@ -41,6 +41,13 @@ def test_good_recipe_round_trips():
     assert again == recipe
 
 
+def test_a_device_other_than_auto_is_kept_in_the_yaml():
+    """The output's pinned recipe (to_yaml) reproduces the merge on the device it named."""
+    recipe = Recipe.from_yaml("method: simple_average\nmodels: [a/b]\ndevice: cuda:1")
+    assert recipe.to_dict()["device"] == "cuda:1" and Recipe.from_yaml(recipe.to_yaml()).device == "cuda:1"
+    assert "device" not in Recipe.from_yaml("method: simple_average\nmodels: [a/b]").to_dict()
+
+
 def test_defaults_are_filled_in():
     recipe = Recipe.from_yaml("method: ties\nbase_model: a/b\nmodels: [c/d, e/f]")
     assert recipe.parameters["density"] == 0.2 and recipe.parameters["scaling_factor"] == 0.3
@@ -97,6 +104,8 @@ def test_pinning_revisions():
         # eval_results.json's "average" is the mean: a task of that name lost its own accuracy to it
         ("method: simple_average\nmodels: [{model: a/b, task: average}]", RecipeError, "report's mean over the tasks"),
         ("method: simple_average\nmodels: ['not a repo!']", RecipeError, "valid repo id"),
+        # the Hub refuses '--' in a repo id (and the cache's models--org--name folders rely on it)
+        ("method: simple_average\nmodels: ['org/a--b']", RecipeError, "neither an existing directory nor a valid repo id"),
         ("method: simple_average\nmodels: ['a/b@']", RecipeError, "revision"),
         ("method: simple_average\nmodels: ['a/b@my branch']", RecipeError, "the revision after '@' is empty or has spaces"),
         ("method: simple_average\nmodels: [{model: a/b, task: x}, {model: a/c, task: x}]", RecipeError, "more than once"),
@@ -108,6 +117,11 @@ def test_pinning_revisions():
         ("method: ties\nmodels: [{model: a/b, task: x, task: y}]", RecipeError, "key 'task' appears twice"),
         ("method: simple_average\nmodels: [{model: a/b, weight: 1}, {model: a/c}]", RecipeError, "every model"),
         ("method: simple_average\nmodels: [{model: a/b, weight: heavy}]", RecipeError, "weight must be a number"),
+        # YAML's true is an int to Python: it was merged as a weight of 1
+        ("method: weighted_average\nmodels: [{model: a/b, weight: true}, {model: a/c, weight: 1}]", RecipeError,
+         "weight must be a number, got True"),
+        ("method: weighted_average\nmodels: [{model: a/b, weight: .nan}, {model: a/c, weight: 1}]", RecipeError,
+         "weights must be finite numbers"),
         ("method: weighted_average\nmodels: [a/b, a/c]", RecipeError, "weight"),
         ("method: weighted_average\nmodels: [{model: a/b, weight: -1}, {model: a/c, weight: 1}]",
          MethodParameterError, "sum to 0"),  # refused with the recipe, not after planning
@@ -115,6 +129,7 @@ def test_pinning_revisions():
         ("method: simple_average\nmodels: [a/b]\ndevice: tpu", RecipeError, "device"),
         ("method: slerp\nmodels: [a/b, a/c, a/d]", RecipeError, "at most 2"),
         ("method: simple_average\nmodels: [a/b]\ntarget_modules: 3", RecipeError, "prefixes"),
+        ("method: simple_average\nmodels: [a/b]\ntarget_modules: ['.']", RecipeError, "non-empty strings, got '.'"),
         # a number for default_task was an "unexpected error: TypeError('int' object is not iterable)"
         ("method: simple_average\nmodels: [{model: a/b, task: x}]\ndefault_task: 3", RecipeError,
          "default_task must be a name, got 3"),
