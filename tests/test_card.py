@@ -12,10 +12,10 @@ from huggingface_hub.repocard_data import model_index_to_eval_results
 
 import hubmerge
 from hubmerge import engine
-from hubmerge.card import card_is_edited, collect_card, render_card, write_card
+from hubmerge.card import CardFacts, card_is_edited, collect_card, render_card, write_card
 from hubmerge.cli import main
 from hubmerge.errors import CardEditedError, RecipeError
-from hubmerge.recipe import load_recipe
+from hubmerge.recipe import Recipe, load_recipe
 
 from ._models import cache_snapshot, make_family, write_recipe
 
@@ -190,6 +190,40 @@ def test_license_only_when_the_inputs_agree(tmp_path, family):
     card = render_card(collect_card(out))
     assert card.data.to_dict().get("license") is None
     assert "different licenses" in card.text
+
+
+def test_two_licenses_that_differ_are_flagged_too(tmp_path, family):
+    out = merged(tmp_path, family, licenses=("mit", "apache-2.0", "mit", "mit"))
+    card = render_card(collect_card(out))
+    assert card.data.to_dict().get("license") is None
+    assert "The inputs declare different licenses" in card.text
+
+
+def test_the_results_table_has_one_column_per_task_and_one_average(tmp_path, family):
+    out = merged(tmp_path, family)  # eval_results.json holds the tasks and their "average"
+    lines = render_card(collect_card(out)).text.splitlines()
+    header = next(line for line in lines if line.startswith("| model |"))
+    assert header == "| model | " + " | ".join(family.models) + " | average |"
+    merged_row = next(line for line in lines if line.startswith("| **merged** |"))
+    assert merged_row == "| **merged** | " + " | ".join(f"{50 + 10 * i:.1f}" for i in range(len(family.models))) + " | 60.0 |"
+
+
+def test_a_torchvision_model_is_carded_as_a_pytorch_library():
+    """The Hub picks its usage snippet by library_name: a torchvision ResNet is no transformers model."""
+    recipe = Recipe.from_dict({"method": "simple_average", "models": ["org/a", "org/b"]})
+    facts = CardFacts(recipe=recipe, tasks=(), default_task=None, model_type="torchvision-resnet")
+    assert render_card(facts).data.to_dict()["library_name"] == "pytorch"
+    assert render_card(CardFacts(recipe=recipe, tasks=(), default_task=None, model_type="convnext")).data.to_dict()[
+        "library_name"] == "transformers"
+
+
+def test_a_backbone_the_family_chose_is_named_like_one_the_recipe_chose(tmp_path, family):
+    """A recipe without target_modules merges the family's backbone: the card names it all the same."""
+    recipe = load_recipe(write_recipe(tmp_path / "r.yaml", family, "ties", target=False))
+    engine.merge(recipe, tmp_path / "out")
+    text = " ".join(render_card(collect_card(tmp_path / "out")).text.split())
+    assert f"The backbone (`{family.backbone}`) is shared by every task" in text
+    assert f"Merged tensors: those under `{family.backbone}`" in text
 
 
 def test_the_card_says_what_each_accuracy_was_measured_on(tmp_path, family):
