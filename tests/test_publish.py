@@ -14,7 +14,7 @@ from huggingface_hub.errors import RepositoryNotFoundError
 from hubmerge import engine
 from hubmerge.cli import main
 from hubmerge.errors import AuthenticationError, HeaderParseError, PushError
-from hubmerge.hub.push import check_target, push_folder
+from hubmerge.hub.push import check_repo_id, check_target, push_folder
 from hubmerge.publish import publish, publish_output
 from hubmerge.recipe import Recipe
 
@@ -92,6 +92,18 @@ def test_overwrite_replaces_the_content_in_one_commit(api, hub_models, local_hub
     publish(recipe_for(hub_models), repo_id, token=local_hub.alice_token, evaluate=False, overwrite=True)
     assert "stale.txt" not in api.list_repo_files(repo_id)
     assert len(api.list_repo_commits(repo_id)) == before + 1
+
+
+def test_overwrite_deletes_what_the_output_lacks_but_keeps_the_repos_gitattributes(api, local_hub, tmp_path):
+    """.gitattributes (the Hub's LFS rules, in every new repo) is no stale file of an earlier output."""
+    repo_id = fresh_repo()
+    api.create_repo(repo_id)
+    api.upload_file(path_or_fileobj=b"stale", path_in_repo="stale.txt", repo_id=repo_id)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "model.txt").write_text("new")
+    target = check_target(repo_id, token=local_hub.alice_token, overwrite=True)
+    push_folder(tmp_path / "out", repo_id, token=local_hub.alice_token, target=target)
+    assert set(api.list_repo_files(repo_id)) == {".gitattributes", "model.txt"}
 
 
 def test_no_token_says_how_to_give_one(hub_models, monkeypatch):
@@ -265,6 +277,14 @@ def test_a_push_that_creates_the_repo_does_not_land_on_anothers_commit(api, hub_
 def test_a_push_error_ends_each_sentence_once():
     error = PushError("a/b", "The revision (branch, tag or commit) does not exist.")
     assert str(error).endswith("does not exist. The repository was left as it was.")
+
+
+def test_a_repo_id_without_a_namespace_is_refused_before_any_work():
+    """The Hub would put 'merged-model' under the token's user, and the card's samples would name a repo
+    id that does not resolve."""
+    with pytest.raises(PushError, match="write it as namespace/name"):
+        check_repo_id("merged-model")
+    check_repo_id("alice/merged")
 
 
 def test_push_cli_never_prints_the_token(hub_models, local_hub, tmp_path, capsys):
