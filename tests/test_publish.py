@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -149,6 +152,32 @@ def test_a_refused_commit_leaves_an_existing_repo_unchanged(api, hub_models, loc
     with pytest.raises(PushError):
         push_folder(tmp_path / "out", target, token=local_hub.alice_token, target=state)
     assert api.model_info(target).sha == sha and api.repo_exists(target)
+
+
+def test_a_refused_commit_to_a_new_branch_leaves_no_branch_behind(api, local_hub, hub_faults, tmp_path):
+    target = fresh_repo()
+    api.create_repo(target)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "a.txt").write_text("a")
+    state = check_target(target, token=local_hub.alice_token, branch="trial")
+    hub_faults.path_pattern = r"/commit/"
+    hub_faults.status, hub_faults.status_times = 409, 1
+    with pytest.raises(PushError):
+        push_folder(tmp_path / "out", target, token=local_hub.alice_token, target=state, branch="trial")
+    assert [b.name for b in api.list_repo_refs(target).branches] == ["main"]
+
+
+def test_only_build_folders_of_ended_pushes_are_cleaned_up(tmp_path):
+    from hubmerge.publish import _WORK_PREFIX, _clean_stale_work_dirs
+
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                           check=True).stdout.strip()
+    live, dead = tmp_path / f"{_WORK_PREFIX}{os.getpid()}-a", tmp_path / f"{_WORK_PREFIX}{ended}-b"
+    other = tmp_path / f"{_WORK_PREFIX}notapid-c"
+    for folder in (live, dead, other):
+        (folder / "output").mkdir(parents=True)
+    _clean_stale_work_dirs(tmp_path)
+    assert live.is_dir() and other.is_dir() and not dead.exists()  # a running push's build stays
 
 
 def test_a_failed_push_of_an_output_leaves_its_card_as_it_was(api, hub_models, local_hub, hub_faults, tmp_path):
