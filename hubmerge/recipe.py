@@ -137,11 +137,13 @@ class DatasetRef:
     def parse(cls, value: Any, *, field: str = "dataset") -> DatasetRef:
         """``org/name``, ``org/name:split``, ``org/name:config:split`` or a mapping ``{path, name, split}``."""
         if isinstance(value, str) and value.strip():
-            parts = value.strip().split(":")
-            if len(parts) == 3 and all(parts):
+            parts = [part.strip() for part in value.strip().split(":")]
+            if len(parts) > 3 or not all(parts):  # 'org/name::test' was read as split ':test'
+                raise RecipeError(f"cannot read dataset {value!r}: write it 'org/name', 'org/name:split' or "
+                                  "'org/name:config:split'", field=field)
+            if len(parts) == 3:
                 return cls(path=parts[0], name=parts[1], split=parts[2])
-            path, _, split = value.strip().partition(":")
-            return cls(path=path, split=split or "test")
+            return cls(path=parts[0], split=parts[1] if len(parts) == 2 else "test")
         if isinstance(value, Mapping):
             unknown = set(value) - {"path", "name", "split"}
             if unknown or not isinstance(value.get("path"), str):

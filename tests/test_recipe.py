@@ -221,6 +221,12 @@ def test_a_dataset_is_shown_as_it_is_written(spelled):
     assert DatasetRef.parse(str(ref)) == ref
 
 
+@pytest.mark.parametrize("spelled", ["org/name::test", "org/name:", ":test", "org/name:a:b:c", "org/name:cfg:"])
+def test_a_dataset_spelled_wrong_is_refused_not_read_as_an_odd_split(spelled):
+    with pytest.raises(RecipeError, match="write it 'org/name', 'org/name:split' or 'org/name:config:split'"):
+        DatasetRef.parse(spelled)
+
+
 def test_errors_name_the_file(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("method: simple_average\nmodels: []\n")
