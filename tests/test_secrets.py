@@ -196,6 +196,26 @@ def test_typed_errors_and_their_tracebacks_never_hold_the_token(setup, sentinel_
         assert leaks(repr(info.value.args)) == [] and leaks(str(info.value)) == []
 
 
+def test_the_token_is_taken_trimmed_from_the_first_source_that_gives_one(tmp_path, monkeypatch):
+    """--token, then --token-file, then HF_TOKEN: a token pasted with a newline is trimmed; an empty --token
+    (an unset shell variable) is no token, so the file is read; an empty file is refused in its own words,
+    not replaced by HF_TOKEN, and a blank token is no token to push with."""
+    from hubmerge.errors import AuthenticationError
+    from hubmerge.hub.auth import require_token, resolve_token
+
+    monkeypatch.setenv("HF_TOKEN", "hf_from_the_environment")
+    token_file = tmp_path / "token.txt"
+    token_file.write_text("hf_from_the_file\n")
+    assert resolve_token(" hf_typed\n", token_file=token_file) == "hf_typed"
+    assert resolve_token("", token_file=token_file) == "hf_from_the_file"
+    assert resolve_token("") == "hf_from_the_environment"
+    token_file.write_text("\n")
+    with pytest.raises(AuthenticationError, match="is empty"):
+        resolve_token(None, token_file=token_file)
+    with pytest.raises(AuthenticationError, match="push needs a Hub token"):
+        require_token("  \n", action="push")
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
