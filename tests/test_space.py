@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import gradio
@@ -94,6 +95,54 @@ def test_deploy_without_a_token_is_refused(local_hub, capsys, monkeypatch):
     monkeypatch.setenv("HF_HOME", str(Path(os.environ["HF_HOME"]) / "nobody"))
     code = main(["space", "deploy", "--repo-id", "alice/no-token-space", "--endpoint", local_hub.endpoint])
     assert code == 1 and "AuthenticationError" in capsys.readouterr().err
+
+
+def test_only_the_packages_sources_and_data_go_up(tmp_path, monkeypatch):
+    """Bytecode and stray files beside the package (a local build, notes) are no part of the Space."""
+    from hubmerge.hub import space
+
+    for name in ("__init__.py", "py.typed", "sub/mod.py", "presets/p.yaml", "templates/card.md",
+                 "__pycache__/__init__.cpython-311.pyc", "sub/__pycache__/mod.cpython-311.pyc", "notes.txt",
+                 "_native.so"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("x")
+    monkeypatch.setattr(space, "_PACKAGE", tmp_path)
+    assert set(package_files()) == {"hubmerge/__init__.py", "hubmerge/py.typed", "hubmerge/sub/mod.py",
+                                    "hubmerge/presets/p.yaml", "hubmerge/templates/card.md"}
+
+
+def test_a_private_deploy_asks_for_a_private_space_on_the_hardware_given(local_hub, monkeypatch):
+    from hubmerge.hub.space import deploy_space
+
+    os.environ.pop("HF_HUB_OFFLINE", None)
+    asked: list[dict] = []
+    create_repo = HfApi.create_repo
+    monkeypatch.setattr(HfApi, "create_repo", lambda self, *a, **k: asked.append(k) or create_repo(self, *a, **k))
+    repo_id = f"alice/private-space-{uuid.uuid4().hex[:8]}"
+    deploy_space(repo_id, token=local_hub.alice_token, endpoint=local_hub.endpoint, private=True,
+                 hardware="t4-small")
+    assert [(k["private"], k["space_hardware"], k["repo_type"]) for k in asked] == [(True, "t4-small", "space")]
+    api = HfApi(endpoint=local_hub.endpoint, token=local_hub.alice_token)
+    assert api.space_info(repo_id).private
+
+
+def test_a_refused_deploy_removes_the_space_it_made_and_never_one_that_was_there(local_hub, hub_faults):
+    from hubmerge.errors import HubmergeError
+    from hubmerge.hub.space import deploy_space
+
+    os.environ.pop("HF_HUB_OFFLINE", None)
+    api = HfApi(endpoint=local_hub.endpoint, token=local_hub.alice_token)
+    new, existing = (f"alice/{what}-space-{uuid.uuid4().hex[:8]}" for what in ("new", "existing"))
+    api.create_repo(existing, repo_type="space", space_sdk="gradio")
+    api.upload_file(path_or_fileobj=b"the user's app", path_in_repo="app.py", repo_id=existing, repo_type="space")
+    sha = api.space_info(existing).sha
+    for repo_id in (new, existing):
+        hub_faults.path_pattern = r"/commit/"
+        hub_faults.status, hub_faults.status_times = 422, 1
+        with pytest.raises(HubmergeError, match="422"):
+            deploy_space(repo_id, token=local_hub.alice_token, endpoint=local_hub.endpoint)
+    assert not api.repo_exists(new, repo_type="space")
+    assert api.repo_exists(existing, repo_type="space") and api.space_info(existing).sha == sha
 
 
 @pytest.mark.slow
