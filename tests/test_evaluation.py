@@ -484,6 +484,25 @@ def test_evaluate_plain_classifier(fx: FixtureSet) -> None:
         evaluate_model(fx.models["digits_low"], device="cpu")  # not "its hubmerge_recipe.yaml has no 'dataset'"
 
 
+def test_the_revision_asked_for_is_the_one_evaluated(monkeypatch: pytest.MonkeyPatch) -> None:
+    """evaluate_model / compare_inputs(repo, revision=...): every look at the model is at that revision."""
+    from hubmerge.vision import loading
+
+    class Looked(Exception):
+        pass
+
+    def model_tasks(where: str, *, revision: str | None, token: str | None) -> list[str]:
+        raise Looked(where, revision)
+
+    monkeypatch.setattr(loading, "model_tasks", model_tasks)
+    with pytest.raises(Looked) as looked:
+        evaluate_model("alice/merged", {"a": "org/data"}, revision="v2", device="cpu")
+    assert looked.value.args == ("alice/merged", "v2")
+    with pytest.raises(Looked) as looked:
+        evaluate_model("alice/merged@v3", {"a": "org/data"}, device="cpu")
+    assert looked.value.args == ("alice/merged", "v3")
+
+
 def test_evaluate_merged_unknown_task(fx: FixtureSet, merged: Path) -> None:
     with pytest.raises(UnknownTaskError) as caught:
         evaluate_model(merged, {"digits_odd": str(fx.datasets["digits_low"])}, device="cpu")

@@ -116,6 +116,21 @@ def test_no_token_says_how_to_give_one(hub_models, monkeypatch):
         publish(recipe_for(hub_models), fresh_repo(), evaluate=False)
 
 
+def test_a_token_from_a_file_is_the_one_that_reads_and_pushes(api, family, local_hub, tmp_path, monkeypatch):
+    """From Python, token_file (or HF_TOKEN) gives the token: it reads the inputs and makes the commit, for a
+    build and for an output pushed as it is (None would have let huggingface_hub pick another)."""
+    private = upload_family(family, local_hub.endpoint, local_hub.alice_token, prefix="tokfile-", private=True)
+    monkeypatch.setenv("HF_TOKEN", "hf_someone_elses_token")  # what a token not passed on would fall back to
+    token_file = tmp_path / "token"
+    token_file.write_text(local_hub.alice_token + "\n")
+    built = publish(recipe_for(private), fresh_repo(), token_file=token_file, evaluate=False)
+    assert api.model_info(built.push.repo_id).sha == built.push.commit_sha
+    out = tmp_path / "out"
+    engine.merge(recipe_for(private), out, token=local_hub.alice_token)
+    pushed = publish_output(out, fresh_repo(), token_file=token_file)
+    assert api.model_info(pushed.repo_id).sha == pushed.commit_sha
+
+
 def test_a_corrupt_input_pushes_nothing(api, hub_models, family, local_hub, tmp_path):
     broken = tmp_path / "broken"
     shutil.copytree(family.models["beta"], broken)
@@ -502,6 +517,90 @@ def test_a_dataset_without_a_task_starts_no_evaluation(family, tmp_path):
     assert built.report is None and (tmp_path / "out" / "model.safetensors").is_file()
 
 
+def test_a_build_without_evaluation_evaluates_nothing(family, tmp_path, monkeypatch):
+    """evaluate=False (--no-evaluate, the app's box unticked): tasks that name datasets are neither checked on
+    the Hub nor evaluated, and the output has no reports."""
+    from hubmerge import evaluation
+    from hubmerge.publish import build
+
+    for name in ("check_recipe_datasets", "evaluate_model", "compare_inputs"):
+        monkeypatch.setattr(evaluation, name, lambda *a, **k: pytest.fail("evaluated with evaluate=False"))
+    recipe = Recipe.from_dict({
+        "method": "task_arithmetic",
+        "base_model": str(family.base),
+        "models": [{"model": str(path), "task": task, "dataset": "nobody/no-such-dataset"}
+                   for task, path in family.models.items()],
+        "target_modules": ["convnext"],
+    })
+    built = build(recipe, tmp_path / "out", evaluate=False)
+    assert built.report is None and built.comparison is None
+    assert not (tmp_path / "out" / "eval_results.json").exists() and built.card.is_file()
+
+
+@pytest.mark.parametrize("compare", [True, False])
+def test_a_build_evaluates_as_asked_and_names_the_merged_row_by_its_repo(family, tmp_path, monkeypatch, compare):
+    """The evaluation gets the build's sample limit, label matching and the recipe's device; with compare_inputs
+    the inputs are evaluated too, and the merged row is named by the repo it goes to, not the build folder."""
+    from hubmerge import evaluation
+    from hubmerge.evaluation import CompareReport, EvalReport
+    from hubmerge.publish import build
+
+    calls = []
+
+    def evaluated(kind):
+        def run(output, datasets, **options):
+            calls.append((kind, set(datasets), options))
+            merged = EvalReport(str(output))
+            return CompareReport(merged=merged, base=None, finetuned={}, tasks=()) if kind == "compare" else merged
+        return run
+
+    monkeypatch.setattr(evaluation, "check_recipe_datasets", lambda *a, **k: {})
+    monkeypatch.setattr(evaluation, "compare_inputs", evaluated("compare"))
+    monkeypatch.setattr(evaluation, "evaluate_model", evaluated("model"))
+    monkeypatch.setattr(evaluation, "save_output_reports", lambda *a, **k: None)
+    recipe = Recipe.from_dict({
+        "method": "task_arithmetic", "base_model": str(family.base), "device": "cpu",
+        "models": [{"model": str(path), "task": task, "dataset": "nobody/no-such-dataset"}
+                   for task, path in family.models.items()],
+        "target_modules": ["convnext"],
+    })
+    built = build(recipe, tmp_path / "out", compare_inputs=compare, max_samples=7, match_labels="position",
+                  repo_id="alice/merged")
+    [(kind, tasks, options)] = calls
+    assert kind == ("compare" if compare else "model") and tasks == set(family.models)
+    assert (options["device"], options["max_samples"], options["match_labels"]) == ("cpu", 7, "position")
+    if compare:
+        assert built.comparison is not None and built.report is built.comparison.merged
+        assert built.comparison.merged.model == "alice/merged"
+    else:
+        assert built.comparison is None and built.report is not None
+
+
+def test_a_cancel_that_comes_as_the_merge_ends_stops_the_build_before_its_card(family, tmp_path, monkeypatch):
+    """The app's Cancel, pressed as the merge finishes: no evaluation, no card, so nothing is pushed."""
+    import threading
+
+    from hubmerge.errors import CancelledError
+    from hubmerge.publish import build
+
+    from ._models import write_recipe
+
+    cancel = threading.Event()
+    execute = engine.execute
+
+    def merge_then_cancel(*args, **kwargs):
+        merged = execute(*args, **kwargs)
+        cancel.set()
+        return merged
+
+    monkeypatch.setattr(engine, "execute", merge_then_cancel)
+    recipe = Recipe.from_yaml(write_recipe(tmp_path / "r.yaml", family, "simple_average").read_text(),
+                              base_dir=tmp_path)
+    with pytest.raises(CancelledError):
+        build(recipe, tmp_path / "out", cancel=cancel)
+    assert (tmp_path / "out" / "model.safetensors").is_file() and not (tmp_path / "out" / "README.md").exists()
+
+
 def test_push_cli_refuses_what_a_pushed_output_cannot_change(hub_models, local_hub, tmp_path, capsys):
     repo_id = fresh_repo()
     assert main(["push", str(tmp_path), "--repo-id", repo_id, "--token", local_hub.alice_token]) == 1
@@ -592,3 +691,24 @@ def test_the_early_dataset_check_refuses_only_what_the_hub_says_is_missing(monke
 
     monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")  # nothing listens: the evaluation will say
     check_hub_datasets({"a": DatasetRef("org/anything"), "b": DatasetRef("not an id")}, token=None)
+
+
+def test_the_early_dataset_check_lets_a_gated_dataset_through(monkeypatch):
+    """A gated dataset exists (huggingface_hub's GatedRepoError is a RepositoryNotFoundError): whether the token
+    may read it is the evaluation's to find, not a reason to call it "not on the Hub"."""
+    import httpx2
+    from huggingface_hub import HfApi as Api
+    from huggingface_hub import constants
+    from huggingface_hub import errors as hf
+
+    from hubmerge.evaluation import data
+    from hubmerge.recipe import DatasetRef
+
+    def gated(self, repo_id, **kwargs):
+        response = httpx2.Response(403, request=httpx2.Request("GET", f"https://hub/api/datasets/{repo_id}"))
+        raise hf.GatedRepoError("gated", response=response)
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(Api, "dataset_info", gated)
+    monkeypatch.setattr(data, "_hub_info", lambda ref, token: pytest.fail("a gated dataset is not read here"))
+    assert data.check_hub_datasets({"a": DatasetRef("org/gated")}, token=None) == {}
