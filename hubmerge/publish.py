@@ -104,7 +104,8 @@ def build(
             ``"position"`` trusts that class i is output i (names that differ, same order).
         max_shard_size: split the merged weights into shards of at most this size (``"5GB"``, bytes).
         repo_id: where the output will be published (named in the card's code samples).
-        revision: the branch of ``repo_id`` it goes to, when not the default one (the samples load it).
+        revision: the branch of ``repo_id`` it goes to (committed, or by a pull request against it), when not the
+            default one (the samples load it).
         on_progress: ``(bytes read, total)`` during the merge. ``cancel``: set to stop the merge or its
             evaluation (``CancelledError``; an output already merged is then left without reports or card).
         console: where progress and tables are drawn (None: nothing is drawn).
@@ -208,7 +209,7 @@ def publish(
         built = build(
             recipe, Path(tmp) / "output", token=secret, endpoint=endpoint, device=device, evaluate=evaluate,
             compare_inputs=compare_inputs, max_samples=max_samples, match_labels=match_labels,
-            max_shard_size=max_shard_size, repo_id=repo_id, revision=None if create_pr else branch,
+            max_shard_size=max_shard_size, repo_id=repo_id, revision=branch,
             on_progress=on_progress, cancel=cancel, console=console,
         )
         pushed = push_folder(
@@ -259,7 +260,8 @@ def publish_output(
     card = Path(output) / CARD_FILE
     card_before = card.read_bytes() if card.is_file() else None
     try:
-        write_card(output, repo_id=repo_id, revision=None if create_pr else branch, token=secret, endpoint=endpoint)
+        write_card(  # a pull request is merged into ``branch``: the samples load that branch, as a commit's do
+            output, repo_id=repo_id, revision=branch, token=secret, endpoint=endpoint)
     except CardEditedError:
         step(0.25, f"{CARD_FILE} is not the card hubmerge wrote (edited by hand?): pushing it as it is")
     step(0.5, "Uploading in one commit")

@@ -233,6 +233,15 @@ def test_branch_and_pull_request(api, hub_models, local_hub):
     pr = publish(recipe_for(hub_models), repo_id, token=local_hub.alice_token, evaluate=False, create_pr=True)
     assert pr.push.pull_request_url and pr.push.pull_request_url.endswith("/discussions/1")
     assert {b.name: b.target_commit for b in api.list_repo_refs(repo_id).branches}["main"] == first.push.commit_sha
+    assert "revision=" not in local_hub_file(api, repo_id, "README.md", revision="refs/pr/1")  # meant for main
+    # a pull request to a branch is merged there: its card's samples load that branch, not the default one
+    to_branch = publish(recipe_for(hub_models), repo_id, token=local_hub.alice_token, evaluate=False,
+                        branch="experiment", create_pr=True)
+    assert to_branch.push.pull_request_url and to_branch.push.pull_request_url.endswith("/discussions/2")
+    card = local_hub_file(api, repo_id, "README.md", revision="refs/pr/2")
+    assert f'from_pretrained("{repo_id}", revision="experiment")' in card
+    assert {b.name: b.target_commit for b in api.list_repo_refs(repo_id).branches}["experiment"] == (
+        on_branch.push.commit_sha)
 
 
 def test_a_new_branch_holds_the_pushed_output_alone(api, hub_models, local_hub):
@@ -388,6 +397,9 @@ def test_push_cli_publishes_a_merged_output_as_it_is(api, hub_models, local_hub,
     assert main(["push", str(out), "--repo-id", on_branch, "--branch", "dev", "--token", local_hub.alice_token]) == 0
     assert capsys.readouterr().out.strip().endswith(f"/{on_branch}/tree/dev")
     assert f'from_pretrained("{on_branch}", revision="dev")' in local_hub_file(api, on_branch, "README.md", "dev")
+    assert main(["push", str(out), "--repo-id", on_branch, "--branch", "dev", "--create-pr", "--token",
+                 local_hub.alice_token]) == 0  # a pull request to dev is merged there: the samples load dev
+    assert f'from_pretrained("{on_branch}", revision="dev")' in local_hub_file(api, on_branch, "README.md", "refs/pr/1")
     card = out / "README.md"
     card.write_text(card.read_text() + "\nNotes added by hand.\n")
     again = fresh_repo()
