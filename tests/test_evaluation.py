@@ -178,9 +178,24 @@ def test_integer_labels_without_names(fx: FixtureSet, tmp_path: Path) -> None:
     plain = variant(low, tmp_path / "plain", plain_int_labels=True, rename={"label": "labels"})
     result = _evaluate(fx, "digits_low", plain)
     assert result.accuracy == pytest.approx(fx.accuracy["digits_low"], abs=1e-12)
+    fewer = variant(low, tmp_path / "fewer", plain_int_labels=True, relabel=lambda v: min(v, 2))
+    assert _evaluate(fx, "digits_low", fewer).num_samples == result.num_samples  # labels 0-2: the head has outputs to spare
     shifted = variant(low, tmp_path / "shifted", plain_int_labels=True, relabel=lambda v: v + 3)
     with pytest.raises(HeadMismatchError, match="the head has 5 outputs but .* has labels up to 7"):
         _evaluate(fx, "digits_low", shifted)
+
+
+def test_the_first_class_label_column_is_the_one_scored(fx: FixtureSet, tmp_path: Path) -> None:
+    """Like CIFAR-100's fine_label then coarse_label: the first ClassLabel is the labels, the one the early
+    check reads class names from too; a later one (coarser classes) is not what the head predicts."""
+    import datasets
+
+    part = datasets.load_from_disk(str(fx.datasets["digits_low"]))["test"]
+    features = datasets.Features({**part.features, "coarse_label": datasets.ClassLabel(names=["small", "big"])})
+    two = part.add_column("coarse_label", [int(v >= 3) for v in part["label"]], feature=features["coarse_label"])
+    two.cast(features).save_to_disk(str(tmp_path / "two"))
+    result = _evaluate(fx, "digits_low", tmp_path / "two")
+    assert result.accuracy == pytest.approx(fx.accuracy["digits_low"], abs=1e-12)
 
 
 def test_integer_label_equal_to_the_head_size_is_refused(fx: FixtureSet, tmp_path: Path) -> None:
@@ -205,6 +220,17 @@ def test_head_with_duplicate_names_is_not_remapped(fx: FixtureSet) -> None:
     assert data.class_names == ("even", "odd")
     with pytest.raises(HeadMismatchError, match="the head has 3 outputs but .* has 2 classes"):
         label_targets("digits_parity", data, id2label, 3)
+
+
+def test_names_are_matched_unless_every_head_label_is_a_placeholder() -> None:
+    """transformers' LABEL_0, LABEL_1, ... name no class, so such a head is matched by position; one placeholder
+    among real names does not make the others meaningless: they are still matched by name."""
+    from hubmerge.evaluation.data import check_head_labels
+
+    ref = DatasetRef("org/data")
+    check_head_labels("t", ref, ["cat", "dog"], {0: "LABEL_0", 1: "LABEL_1"})
+    with pytest.raises(HeadMismatchError, match="name their 2 classes differently"):
+        check_head_labels("t", ref, ["cat", "dog"], {0: "dog", 1: "LABEL_1"})
 
 
 def test_dataset_without_label_column(fx: FixtureSet, tmp_path: Path) -> None:

@@ -613,6 +613,25 @@ def test_a_cancel_that_comes_as_the_merge_ends_stops_the_build_before_its_card(f
     assert (tmp_path / "out" / "model.safetensors").is_file() and not (tmp_path / "out" / "README.md").exists()
 
 
+def test_a_head_its_datasets_classes_do_not_fit_is_refused_before_the_merge(family, tmp_path, monkeypatch):
+    """The class names a Hub dataset's card lists are checked against the planned heads before the merge (push,
+    the app), not found only by the evaluation after it."""
+    from hubmerge import evaluation
+    from hubmerge.errors import HeadMismatchError
+    from hubmerge.publish import build
+
+    monkeypatch.setattr(evaluation, "check_recipe_datasets",
+                        lambda *a, **k: {task: tuple(f"class {i}" for i in range(50)) for task in family.models})
+    monkeypatch.setattr(engine, "execute", lambda *a, **k: pytest.fail("merged before the labels were checked"))
+    recipe = Recipe.from_dict({
+        "method": "task_arithmetic", "base_model": str(family.base),
+        "models": [{"model": str(path), "task": task, "dataset": "nobody/data"} for task, path in family.models.items()],
+        "target_modules": ["convnext"],
+    })
+    with pytest.raises(HeadMismatchError, match="50 classes"):
+        build(recipe, tmp_path / "out")
+
+
 def test_push_cli_refuses_what_a_pushed_output_cannot_change(hub_models, local_hub, tmp_path, capsys):
     repo_id = fresh_repo()
     assert main(["push", str(tmp_path), "--repo-id", repo_id, "--token", local_hub.alice_token]) == 1
