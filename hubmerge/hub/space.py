@@ -89,8 +89,9 @@ def deploy_space(
         ``SpaceDeployment`` with the commit and URL.
 
     Raises:
-        PushError: the commit was refused; a Space this call created is removed again.
-        AuthenticationError / HubError: the Hub refused or could not be reached.
+        AuthenticationError / HubError: the Hub refused the Space or its commit, or could not be reached.
+        PushError: the upload failed otherwise (a package file that cannot be read).
+        Either way a Space this call created is removed again.
     """
     from huggingface_hub import CommitOperationAdd
     from huggingface_hub import errors as hf
