@@ -43,6 +43,8 @@ def test_other_state_dicts_are_not_torchvision_resnets():
     names = torchvision_names("resnet18")
     assert torchvision_architecture([n for n in names if not n.startswith("layer3.1.")]) is None  # 2,2,1,2 blocks
     assert torchvision_architecture([n for n in names if not n.startswith("layer3.0.")]) is None  # a gap
+    renumbered = [n.replace("layer3.1.", "layer3.2.") for n in names]  # blocks 0 and 2: two, but with a gap
+    assert torchvision_architecture(renumbered) is None
     assert torchvision_architecture([n for n in names if n != "fc.weight"]) is None
     with pytest.raises(UnsupportedArchitectureError, match="unrecognised tensor names"):
         detect_family(None, ["encoder.weight", "head.weight"], where="m")
@@ -55,6 +57,15 @@ def test_transformers_families_from_config():
     assert resnet.head_weight == "classifier.1.weight" and resnet.backbone == ("resnet",)
     assert detect_family({"architectures": ["ConvNextForImageClassification"]}, []) is convnext
     assert detect_family({"hubmerge_family": TORCHVISION_FAMILY}, []).library == "torchvision"
+    assert not convnext.in_backbone("convnext_extra.weight")  # a prefix is a whole name part
+
+
+def test_a_config_naming_an_unknown_family_is_not_guessed_from_its_classes_or_tensors():
+    """A model_type or architectures of no family (a ViT) is refused, whatever else the config or tensors say."""
+    with pytest.raises(UnsupportedArchitectureError, match="model_type 'vit'"):
+        detect_family({"model_type": "vit", "architectures": ["ConvNextForImageClassification"]}, [], where="m")
+    with pytest.raises(UnsupportedArchitectureError, match="ViTForImageClassification"):
+        detect_family({"architectures": ["ViTForImageClassification"]}, torchvision_names("resnet18"), where="m")
 
 
 @pytest.mark.parametrize("kind", ["convnext", "resnet"])

@@ -60,6 +60,9 @@ def test_shards_and_index(tmp_path):
 def test_shard_layout_gives_big_tensors_their_own_shard():
     tensors = [OutputTensor("s", "F32", (2,)), OutputTensor("big", "F32", (100,)), OutputTensor("t", "F32", (2,))]
     assert [[t.name for t in s] for s in shard_layout(tensors, 50)] == [["s"], ["big"], ["t"]]
+    # a shard may be exactly the limit: "at most --max-shard-size", not below it
+    exact = [OutputTensor("a", "F32", (10,)), OutputTensor("b", "F32", (15,))]  # 40 + 60 bytes
+    assert [[t.name for t in s] for s in shard_layout(exact, 100)] == [["a", "b"]]
 
 
 def test_writer_enforces_the_plan(tmp_path):
@@ -118,6 +121,7 @@ def test_existing_output_needs_overwrite(tmp_path):
     with atomic_output_dir(target, overwrite=True) as tmp:
         (tmp / "new").write_text("fresh")
     assert [p.name for p in target.iterdir()] == ["new"]
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]  # the replaced output is gone, not kept aside
 
 
 def test_an_output_made_meanwhile_is_not_replaced_without_overwrite(tmp_path):
@@ -181,6 +185,26 @@ def test_leftovers_of_killed_runs_are_cleaned(tmp_path):
     running.mkdir()
     (running / "half-written").write_text("x")
     clean_stale(tmp_path / "other")
+    assert (running / "half-written").exists()
+
+
+def test_leftovers_of_another_users_running_merge_are_kept(tmp_path, monkeypatch):
+    """A shared folder: a merge of another user is alive, but signalling it is refused (EPERM); its
+    temporary output must not be taken for a killed run's and deleted under it."""
+    import os
+
+    other_pid = 2**22 + 54321
+    running = tmp_path / f".out.hubmerge-tmp-{other_pid}-cafe"
+    running.mkdir()
+    (running / "half-written").write_text("x")
+
+    def kill(pid, signal):
+        if pid == other_pid:
+            raise PermissionError(1, "Operation not permitted")
+        return os.kill(pid, signal)
+
+    monkeypatch.setattr("hubmerge.weights.writer.os.kill", kill)
+    clean_stale(tmp_path / "out")
     assert (running / "half-written").exists()
 
 
