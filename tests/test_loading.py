@@ -261,3 +261,61 @@ def test_offline_a_file_the_cache_never_got_is_not_called_missing_from_the_model
     (tmp_path / "plain" / "config.json").write_text("{}")
     with pytest.raises(ModelFilesNotFoundError, match="has no preprocessor_config.json: save"):
         load_processor(tmp_path / "plain")
+
+
+def test_a_head_folder_without_a_config_gets_plain_labels_not_the_backbones(fixtures, tmp_path):
+    """Head tensors alone (a bare model.safetensors): the backbone's id2label, of another class count,
+    must not be kept for them."""
+    bare = tmp_path / "bare-head"
+    bare.mkdir()
+    shutil.copy(fixtures.models["digits_parity"] / "model.safetensors", bare / "model.safetensors")
+    model = load_classifier(fixtures.base, head_from=bare)
+    assert model.classifier.out_features == 2
+    assert model_labels(model) == {0: "LABEL_0", 1: "LABEL_1"} and model.config.label2id == {"LABEL_0": 0, "LABEL_1": 1}
+
+
+def test_an_output_without_a_heads_index_takes_its_default_task_from_its_recipe(fixtures, merged, tmp_path):
+    """Outputs written before hubmerge_heads.json: tasks from heads/, their order and default from the recipe."""
+    copy = tmp_path / "out"
+    shutil.copytree(merged, copy)
+    (copy / "hubmerge_heads.json").unlink()
+    assert model_tasks(copy) == list(fixtures.tasks)
+    default = fixtures.tasks[1]
+    assert torch.equal(load_merged(copy).classifier.weight, load_merged(copy, default).classifier.weight)
+
+
+def test_a_private_hub_output_loads_with_the_token(merged, local_hub, tmp_path, monkeypatch):
+    from huggingface_hub import HfApi, constants
+
+    repo_id = f"alice/private-merged-{uuid.uuid4().hex[:6]}"
+    api = HfApi(endpoint=local_hub.endpoint, token=local_hub.alice_token)
+    api.create_repo(repo_id, private=True)
+    api.upload_folder(folder_path=merged, repo_id=repo_id)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "cache"))
+    assert model_tasks(repo_id, token=local_hub.alice_token) == model_tasks(merged)
+    remote = load_merged(repo_id, "digits_low", token=local_hub.alice_token)
+    assert torch.equal(remote.classifier.weight, load_merged(merged, "digits_low").classifier.weight)
+
+
+def test_a_hub_output_is_read_at_one_commit_though_a_push_lands_meanwhile(merged, published, local_hub, monkeypatch):
+    """The index is read at the commit the repo pointed to when loading began; a push landing before the head
+    is downloaded must not hand over the new commit's head (of another task order, labels or size)."""
+    from huggingface_hub import HfApi
+    from safetensors.torch import save
+
+    from hubmerge.vision import loading
+
+    repo_id, _ = published
+    head = load_file(merged / "heads" / "digits_rotated" / "model.safetensors")
+    read_index = loading._local_index
+
+    def index_then_a_push_lands(*args, **kwargs):
+        found = read_index(*args, **kwargs)
+        HfApi(endpoint=local_hub.endpoint, token=local_hub.alice_token).upload_file(
+            path_or_fileobj=save({k: torch.zeros_like(v) for k, v in head.items()}),
+            path_in_repo="heads/digits_rotated/model.safetensors", repo_id=repo_id)
+        return found
+
+    monkeypatch.setattr(loading, "_local_index", index_then_a_push_lands)
+    model = load_merged(repo_id, "digits_rotated")
+    assert torch.equal(model.classifier.weight, head["classifier.weight"])
