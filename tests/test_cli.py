@@ -123,6 +123,18 @@ def test_a_busy_port_is_said_before_anything_announces_it(tmp_path, capsys, capl
     assert not (tmp_path / "hub").exists()
 
 
+def test_a_hub_token_without_its_user_or_secret_is_refused(capsys, tmp_path, monkeypatch):
+    """`--token :bob` let anyone write as bob with an empty token; `--token secret:` wrote as no one."""
+    served = []
+    monkeypatch.setattr("hubmerge.hub.localhub.serve", lambda *a, **k: served.append(k))
+    for pair in (":bob", "secret:", "no-colon"):
+        assert main(["hub", "serve", "--root", str(tmp_path / "hub"), "--token", pair]) == 2
+        assert "write --token TOKEN:USER" in capsys.readouterr().err
+    assert served == []
+    assert main(["hub", "serve", "--root", str(tmp_path / "hub"), "--token", "a:b:alice"]) == 0
+    assert served[0]["tokens"] == {"a:b": "alice"}
+
+
 def test_usage_errors_exit_2(capsys, tmp_path):
     assert main(["merge"]) == 2
     assert main(["no-such-command"]) == 2
@@ -133,6 +145,8 @@ def test_usage_errors_exit_2(capsys, tmp_path):
         assert "cannot read size 'lots'" in capsys.readouterr().err
     assert main(["plan", str(recipe), "--endpoint", "127.0.0.1:8080"]) == 2  # no scheme: refused before the Hub
     assert "is no Hub URL" in capsys.readouterr().err
+    assert main(["plan", str(recipe), "--preset", "convnext-base-224-8tasks"]) == 2  # not the preset in silence
+    assert "give a recipe file or --preset, not both" in capsys.readouterr().err
     for command in (["app", "--port", "99999"], ["hub", "serve", "--port", "-1"]):  # were unexpected errors
         assert main(command) == 2
         assert "--port" in capsys.readouterr().err

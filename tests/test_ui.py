@@ -339,6 +339,8 @@ def test_an_app_served_to_others_reads_no_local_folder(tmp_path, monkeypatch):
                         or launched)
     monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "g"))
     monkeypatch.delenv("GRADIO_SHARE", raising=False)
+    # the suite turns implicit tokens off for every test: on again, as for a user, or nothing tells it is turned off
+    monkeypatch.setattr(constants, "HF_HUB_DISABLE_IMPLICIT_TOKEN", False)
     before = constants.HF_HUB_DISABLE_IMPLICIT_TOKEN
     for host, space, told, local, token in (("127.0.0.1", None, None, True, "hf_owner"),
                                             ("0.0.0.0", None, None, False, None), (None, "alice/app", None, False, None),
@@ -355,6 +357,39 @@ def test_an_app_served_to_others_reads_no_local_folder(tmp_path, monkeypatch):
     assert (chosen["local"], chosen["token"]) == (False, None)
 
 
+def test_a_signed_in_visitor_acts_with_their_own_token():
+    """Sign-in first (a Space's visitor), then the token typed in, then the app's own (the demo's): a Space's
+    visitor who signed in had no token for their push, and the app's token outranked the one typed in."""
+    import gradio as gr
+
+    from hubmerge.ui.app import AppHandlers
+
+    handlers = AppHandlers(default_token="hf_owner")
+    visitor = gr.OAuthToken(token="hf_visitor", scope="write-repos", expires_at=0)
+    assert handlers.token_for("hf_typed", visitor) == "hf_visitor"
+    assert handlers.token_for(" hf_typed ", None) == "hf_typed"
+    for typed, oauth in (("", None), (None, None), ("  ", gr.OAuthToken(token="", scope="", expires_at=0))):
+        assert handlers.token_for(typed, oauth) == "hf_owner"
+    assert AppHandlers().token_for("", None) is None
+
+
+def test_a_push_without_the_visitors_token_never_falls_back_to_the_machines(tmp_path, monkeypatch):
+    """A visitor who neither signed in nor typed a token is refused: publishing would otherwise look the token up
+    itself and find the machine's (a Space's HF_TOKEN secret: its owner's)."""
+    import gradio as gr
+
+    from hubmerge import publish as publishing
+    from hubmerge.ui.app import AppHandlers
+
+    monkeypatch.setenv("HF_TOKEN", "hf_owner_secret")
+    pushed = []
+    monkeypatch.setattr(publishing, "publish_output", lambda *a, **k: pushed.append(k))
+    (tmp_path / "merged").mkdir()
+    with pytest.raises(gr.Error, match="no token: paste a token with write access") as caught:
+        AppHandlers().push(str(tmp_path / "merged"), "alice/x", False, False, "", None, progress=lambda *a, **k: None)
+    assert pushed == [] and "hf_owner_secret" not in caught.value.message
+
+
 def test_push_refuses_bad_repo_ids_before_any_work():
     from hubmerge.hub.push import check_repo_id
 
@@ -364,7 +399,7 @@ def test_push_refuses_bad_repo_ids_before_any_work():
     check_repo_id("alice/merged-model")
 
 
-def test_errors_stay_on_the_page_until_closed_and_name_no_token():
+def test_errors_stay_on_the_page_until_closed_and_name_no_token(caplog):
     """A merge can fail while the user is on another tab: Gradio's default toast goes after 10 s."""
     import gradio as gr
 
@@ -374,6 +409,7 @@ def test_errors_stay_on_the_page_until_closed_and_name_no_token():
         with pytest.raises(gr.Error) as caught, _user_errors("Merge", "hf_secret_value"):
             raise type(failure)(f"{failure.args[0]} with hf_secret_value")
         assert caught.value.duration is None and "hf_secret_value" not in caught.value.message
+    assert "oops with ***" in caplog.text and "hf_secret_value" not in caplog.text  # nor in the server's log
 
 
 def test_cancel_stops_the_merge_and_leaves_nothing(hub_models, local_hub, tmp_path):
