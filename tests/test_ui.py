@@ -480,6 +480,10 @@ def test_outputs_of_sessions_that_never_close_go_after_a_while(tmp_path):
         handlers.merge("", [], "simple_average", {}, "", "cpu", request=SimpleNamespace(session_hash="new"),
                        progress=lambda *a, **k: None)
     assert sorted(p.name for p in (tmp_path / "work").iterdir()) == ["recent", "running"]
+    with pytest.raises(gr.Error):  # a page's new merge replaces its earlier output (the page clears its results)
+        handlers.merge("", [], "simple_average", {}, "", "cpu", request=SimpleNamespace(session_hash="recent"),
+                       progress=lambda *a, **k: None)
+    assert not (tmp_path / "work" / "recent").exists()
     with pytest.raises(gr.Error, match="no merged model in this session to push \\(one is kept for 10 minutes"):
         handlers.push(str(tmp_path / "work" / "api-call" / "merged-1234"), "alice/x", False, False)
 
