@@ -45,6 +45,15 @@ def recipe_for(repos, *, models=None) -> Recipe:
     })
 
 
+def local_recipe_with_datasets(family, dataset: str = "nobody/no-such-dataset", **fields: object) -> Recipe:
+    """task_arithmetic of the family's local folders, every task naming ``dataset``."""
+    return Recipe.from_dict({
+        "method": "task_arithmetic", "base_model": str(family.base), **fields,
+        "models": [{"model": str(path), "task": task, "dataset": dataset} for task, path in family.models.items()],
+        "target_modules": ["convnext"],
+    })
+
+
 def fresh_repo() -> str:
     return f"alice/merged-{uuid.uuid4().hex[:8]}"
 
@@ -537,14 +546,7 @@ def test_a_build_without_evaluation_evaluates_nothing(family, tmp_path, monkeypa
 
     for name in ("check_recipe_datasets", "evaluate_model", "compare_inputs"):
         monkeypatch.setattr(evaluation, name, lambda *a, **k: pytest.fail("evaluated with evaluate=False"))
-    recipe = Recipe.from_dict({
-        "method": "task_arithmetic",
-        "base_model": str(family.base),
-        "models": [{"model": str(path), "task": task, "dataset": "nobody/no-such-dataset"}
-                   for task, path in family.models.items()],
-        "target_modules": ["convnext"],
-    })
-    built = build(recipe, tmp_path / "out", evaluate=False)
+    built = build(local_recipe_with_datasets(family), tmp_path / "out", evaluate=False)
     assert built.report is None and built.comparison is None
     assert not (tmp_path / "out" / "eval_results.json").exists() and built.card.is_file()
 
@@ -570,13 +572,7 @@ def test_a_build_evaluates_as_asked_and_names_the_merged_row_by_its_repo(family,
     monkeypatch.setattr(evaluation, "compare_inputs", evaluated("compare"))
     monkeypatch.setattr(evaluation, "evaluate_model", evaluated("model"))
     monkeypatch.setattr(evaluation, "save_output_reports", lambda *a, **k: None)
-    recipe = Recipe.from_dict({
-        "method": "task_arithmetic", "base_model": str(family.base), "device": "cpu",
-        "models": [{"model": str(path), "task": task, "dataset": "nobody/no-such-dataset"}
-                   for task, path in family.models.items()],
-        "target_modules": ["convnext"],
-    })
-    built = build(recipe, tmp_path / "out", compare_inputs=compare, max_samples=7, match_labels="position",
+    built = build(local_recipe_with_datasets(family, device="cpu"), tmp_path / "out", compare_inputs=compare, max_samples=7, match_labels="position",
                   repo_id="alice/merged")
     [(kind, tasks, options)] = calls
     assert kind == ("compare" if compare else "model") and tasks == set(family.models)
@@ -623,13 +619,8 @@ def test_a_head_its_datasets_classes_do_not_fit_is_refused_before_the_merge(fami
     monkeypatch.setattr(evaluation, "check_recipe_datasets",
                         lambda *a, **k: {task: tuple(f"class {i}" for i in range(50)) for task in family.models})
     monkeypatch.setattr(engine, "execute", lambda *a, **k: pytest.fail("merged before the labels were checked"))
-    recipe = Recipe.from_dict({
-        "method": "task_arithmetic", "base_model": str(family.base),
-        "models": [{"model": str(path), "task": task, "dataset": "nobody/data"} for task, path in family.models.items()],
-        "target_modules": ["convnext"],
-    })
     with pytest.raises(HeadMismatchError, match="50 classes"):
-        build(recipe, tmp_path / "out")
+        build(local_recipe_with_datasets(family, "nobody/data"), tmp_path / "out")
 
 
 def test_push_cli_refuses_what_a_pushed_output_cannot_change(hub_models, local_hub, tmp_path, capsys):
