@@ -424,15 +424,21 @@ def test_evaluate_bad_inputs(
         assert capsys.readouterr().err.startswith("error: RecipeError: 'device'")
 
 
+@pytest.mark.parametrize("which", ["fine-tune", "base"])
 def test_compare_inputs_says_which_local_inputs_are_gone_before_any_work(
-    convnext_average: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    convnext_average: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+    which: str,
 ) -> None:
-    """An output merged from local folders, looked at where (some of) those folders are not."""
+    """An output merged from local folders, looked at where (some of) those folders are not: a fine-tune's, or
+    the base's (an input too, whose row --compare-inputs loads)."""
     moved = tmp_path / "moved"
     shutil.copytree(convnext_average, moved)
     recipe = yaml.safe_load((moved / "hubmerge_recipe.yaml").read_text())
-    gone = str(tmp_path / "elsewhere" / "digits_high")
-    recipe["models"][1]["model"] = gone
+    gone = str(tmp_path / "elsewhere" / which)
+    if which == "base":
+        recipe["base_model"] = gone
+    else:
+        recipe["models"][1]["model"] = gone
     (moved / "hubmerge_recipe.yaml").write_text(yaml.safe_dump(recipe))
     monkeypatch.setattr("hubmerge.evaluation.api.run_jobs", lambda *a, **k: pytest.fail("evaluated first"))
     assert _evaluate(moved, "--compare-inputs") == 1
