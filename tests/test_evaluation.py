@@ -582,6 +582,17 @@ def test_compare_inputs(fx: FixtureSet, merged: Path) -> None:
         assert set(row) == {*fx.tasks, "average"}
 
 
+def test_compare_inputs_offline_says_the_hub_is_out_of_reach_not_that_it_has_no_recipe(
+    hub_offline: None,
+) -> None:
+    """The recipe is compare_inputs' first look at a Hub output: offline, with nothing cached, the Hub is
+    out of reach (HubError), not "has no hubmerge_recipe.yaml", no output of `hubmerge merge`."""
+    from hubmerge.errors import HubError
+
+    with pytest.raises(HubError, match="HF_HUB_OFFLINE is set"):
+        compare_inputs("alice/merged-never-cached", device="cpu")
+
+
 def test_compare_inputs_where_no_input_named_a_task(fx: FixtureSet, tmp_path: Path) -> None:
     """A mergekit-style recipe: no heads/, the root keeps the first input's head, so every task named on the
     command line is read with that head in every row (it raised KeyError)."""
