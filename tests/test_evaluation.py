@@ -566,6 +566,22 @@ def test_evaluate_recipe_tasks_writes_report(fx: FixtureSet, merged: Path) -> No
     assert "eval_results.json" in out.getvalue()
 
 
+def test_evaluate_recipe_tasks_runs_on_the_recipes_device_unless_told(
+    fx: FixtureSet, merged: Path, tmp_path: Path
+) -> None:
+    """After `hubmerge merge` a recipe's `device:` is where the evaluation runs too (its device argument, None,
+    is only --device): a recipe saying cpu on a GPU machine must not evaluate on the GPU."""
+    import shutil
+
+    out = tmp_path / "merged"
+    shutil.copytree(merged, out, ignore=shutil.ignore_patterns(EVAL_RESULTS_FILE))  # as merged, not evaluated
+    recipe = replace(_recipe(fx, "simple_average"), device="cuda:99")  # no machine here has it
+    with pytest.raises(RecipeError, match=r"CUDA was asked for|cuda:99 does not exist"):
+        evaluate_recipe_tasks(out, recipe)
+    assert not (out / EVAL_RESULTS_FILE).exists()
+    assert evaluate_recipe_tasks(out, recipe, device="cpu", max_samples=8).device == "cpu"  # told otherwise
+
+
 def test_compare_inputs(fx: FixtureSet, merged: Path) -> None:
     compare = compare_inputs(merged, device="cpu")
     assert compare.tasks == fx.tasks and compare.base is not None
