@@ -715,6 +715,31 @@ def test_the_early_dataset_check_refuses_only_what_the_hub_says_is_missing(monke
     check_hub_datasets({"a": DatasetRef("org/anything"), "b": DatasetRef("not an id")}, token=None)
 
 
+def test_the_early_dataset_check_reads_a_private_dataset_with_the_token(local_hub, tmp_path, monkeypatch):
+    """A private dataset that the token given may read is on the Hub, and its splits are checked: asked
+    without that token (the machine's, none here), the Hub hides it and the merge was refused as "not on
+    the Hub"."""
+    import pandas as pd
+
+    from hubmerge.errors import DatasetError
+    from hubmerge.evaluation.data import check_hub_datasets
+    from hubmerge.recipe import DatasetRef
+
+    from ._eval_helpers import hf_online
+
+    hf_online(monkeypatch, True)
+    dataset = f"alice/private-splits-{uuid.uuid4().hex[:6]}"
+    alice = HfApi(endpoint=local_hub.endpoint, token=local_hub.alice_token)
+    alice.create_repo(dataset, repo_type="dataset", private=True)
+    (tmp_path / "data").mkdir()
+    pd.DataFrame({"label": [0, 1]}).to_parquet(tmp_path / "data" / "test-00000-of-00001.parquet")
+    alice.upload_folder(folder_path=str(tmp_path / "data"), path_in_repo="data", repo_id=dataset,
+                        repo_type="dataset")
+    assert check_hub_datasets({"a": DatasetRef.parse(f"{dataset}:test")}, token=local_hub.alice_token) == {}
+    with pytest.raises(DatasetError, match="has no split 'validation' \\(its splits: test\\)"):
+        check_hub_datasets({"a": DatasetRef.parse(f"{dataset}:validation")}, token=local_hub.alice_token)
+
+
 def test_the_early_dataset_check_lets_a_gated_dataset_through(monkeypatch):
     """A gated dataset exists (huggingface_hub's GatedRepoError is a RepositoryNotFoundError): whether the token
     may read it is the evaluation's to find, not a reason to call it "not on the Hub"."""
