@@ -263,6 +263,17 @@ def test_unlabelled_split(fx: FixtureSet, tmp_path: Path) -> None:
         _evaluate(fx, "digits_low", unlabelled)
 
 
+def test_empty_split(fx: FixtureSet, tmp_path: Path) -> None:
+    """A split with no rows is said as such (it failed in numpy, reducing no labels, an error of no type)."""
+    import datasets
+
+    part = datasets.load_from_disk(str(fx.datasets["digits_low"]))["test"]
+    # one shard: saved with none (the default for no rows), datasets cannot load it back
+    datasets.DatasetDict({"test": part.select([])}).save_to_disk(str(tmp_path / "empty"), num_shards={"test": 1})
+    with pytest.raises(DatasetError, match="split 'test' is empty"):
+        _evaluate(fx, "digits_low", tmp_path / "empty")
+
+
 def test_missing_split(fx: FixtureSet) -> None:
     data = fx.datasets["digits_low"]
     with pytest.raises(DatasetError) as info:
