@@ -274,6 +274,17 @@ def test_empty_split(fx: FixtureSet, tmp_path: Path) -> None:
         _evaluate(fx, "digits_low", tmp_path / "empty")
 
 
+def test_a_split_saved_with_no_rows_is_a_dataset_error(fx: FixtureSet, tmp_path: Path) -> None:
+    """save_to_disk writes no shard for no rows, and datasets' load_from_disk then fails with an IndexError:
+    it came out as "unexpected error: IndexError('list index out of range')", naming no dataset."""
+    import datasets
+
+    part = datasets.load_from_disk(str(fx.datasets["digits_low"]))["test"]
+    datasets.DatasetDict({"test": part.select([])}).save_to_disk(str(tmp_path / "empty"))
+    with pytest.raises(DatasetError, match=r"cannot be loaded: .*IndexError.*a split saved with no rows"):
+        _evaluate(fx, "digits_low", tmp_path / "empty")
+
+
 def test_missing_split(fx: FixtureSet) -> None:
     data = fx.datasets["digits_low"]
     with pytest.raises(DatasetError) as info:

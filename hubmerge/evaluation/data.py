@@ -207,6 +207,11 @@ def _load_split(ref: DatasetRef, *, task: str, token: str | None) -> datasets.Da
             f"was not found ({exc}). Give a save_to_disk directory or a Hub dataset id."
             + _registry_hint(ref.path, task),
         ) from None
+    except IndexError as exc:  # load_from_disk of a split saved with no rows (save_to_disk wrote no shard)
+        raise DatasetError(
+            where, f"cannot be loaded: IndexError: {exc} (as datasets' load_from_disk fails on a split saved "
+            "with no rows)"
+        ) from None
     except (ValueError, OSError, hf_datasets.exceptions.DatasetsError) as exc:  # bad split / config names
         info = _hub_info(ref, token) if local is None else None
         if info is not None and info.splits and ref.split not in info.splits:  # name the splits there are
