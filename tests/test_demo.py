@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -34,6 +35,7 @@ def test_the_demo_runs_end_to_end(tmp_path):
         assert {"README.md", "model.safetensors", "hubmerge_recipe.yaml", "eval_results.json",
                 "eval_comparison.json", "eval_scope.json", "heads/digits_parity/model.safetensors"} <= files
         assert len(api.list_repo_commits(repo)) == 2  # created, then one commit with everything
+        assert api.repo_exists("hubmerge-demo/resnet-tiny-digits")  # the app's second preset (--ui) merges these
         readme = api.hf_hub_download(repo, "README.md", cache_dir=tmp_path / "cache")
         card = ModelCard.load(readme)
         assert card.data.base_model_relation == "merge" and len(card.data.base_model) == 5
@@ -51,6 +53,12 @@ def test_the_demo_runs_end_to_end(tmp_path):
     assert merged_row[-1] == f"{100 * results['average']['accuracy']:.2f}"
     assert "…" not in result.stderr and "num_proc" not in result.stderr
     assert f"hubmerge hub serve --root {workdir / 'hub'}" in result.stderr  # how to see it again
+    again = subprocess.run(  # in the Hub kept: the inputs are uploaded again, the merged repo is replaced
+        [sys.executable, "-m", "hubmerge.cli", "demo", "--workdir", str(workdir)],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert again.returncode == 0, again.stderr[-4000:]
+    assert again.stdout.strip().endswith("/hubmerge-demo/convnext-tiny-digits-merged")
 
 
 @pytest.mark.slow
@@ -65,3 +73,86 @@ def test_the_demo_leaves_nothing_behind_without_a_workdir(tmp_path):
     assert "temporary folder is gone" in result.stderr
     assert not list(tmp_path.glob("hubmerge-demo-*"))  # its Hub, HF_HOME and work files went with it
     assert not (tmp_path / "users-hf-home").exists()
+
+
+def test_the_demo_points_huggingface_hub_at_its_own_hub_and_home(tmp_path):
+    """Its client talks to its own local Hub, online even where the user works offline, and caches in its own
+    HF_HOME (never the user's); a huggingface_hub already imported, so already pointed elsewhere, is refused:
+    the demo's uploads and token would have gone to that endpoint."""
+    point = ("import sys; from pathlib import Path; from hubmerge.demo import _point_client_at; "
+             "_point_client_at('http://127.0.0.1:9', Path(sys.argv[1])); ")
+    show = ("import datasets; from huggingface_hub import constants; "
+            "print(constants.ENDPOINT, constants.HF_HOME, constants.HF_HUB_OFFLINE, datasets.config.HF_HUB_OFFLINE)")
+    env = {**os.environ, "HF_ENDPOINT": "http://127.0.0.1:8", "HF_HOME": str(tmp_path / "users-hf-home"),
+           "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    demo_home = tmp_path / "demo" / "hf_home"
+    done = subprocess.run([sys.executable, "-c", point + show, str(demo_home)], capture_output=True, text=True,
+                          env=env, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["http://127.0.0.1:9", str(demo_home), "False", "False"]
+    late = subprocess.run([sys.executable, "-c", "import huggingface_hub; " + point, str(demo_home)],
+                          capture_output=True, text=True, env=env, timeout=120, check=False)
+    assert late.returncode != 0 and "run the demo in a fresh process" in late.stderr
+
+
+class _Server:
+    """The demo's local Hub, as the command sees it: stopping it is all it does."""
+
+    def __init__(self, root: Path) -> None:
+        self.root, self.stopped_with_its_folder = root, None
+
+    def stop(self) -> None:
+        self.stopped_with_its_folder = (self.root / "hub").is_dir()
+
+
+def _fake_demo(monkeypatch, *, fail: BaseException | None = None) -> list:
+    """`hubmerge demo` in-process, its run_demo faked: what it was given, and its server, land in the list."""
+    from types import SimpleNamespace
+
+    from hubmerge import demo
+
+    runs: list = []
+
+    def run_demo(root: Path, *, console=None):
+        (root / "hub").mkdir(parents=True)
+        (root / "hub" / "repo.bin").write_bytes(b"x")  # the Hub's storage, and anything under it, must go
+        runs.append(root)
+        if fail is not None:
+            raise fail
+        server = _Server(root)
+        runs.append(server)
+        push = SimpleNamespace(url="http://127.0.0.1:9/hubmerge-demo/convnext-tiny-digits-merged")
+        return SimpleNamespace(hub=server, endpoint="http://127.0.0.1:9", token="t"), SimpleNamespace(push=push)
+
+    monkeypatch.setattr(demo, "run_demo", run_demo)
+    return runs
+
+
+def test_the_demos_temporary_folder_goes_after_its_hub_stops_even_on_error_or_ctrl_c(tmp_path, monkeypatch,
+                                                                                      capsys):
+    from hubmerge.cli import INTERRUPTED, main
+    from hubmerge.errors import HubError
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    runs = _fake_demo(monkeypatch)
+    assert main(["demo"]) == 0
+    root, server = runs
+    assert root.parent == tmp_path and root.name.startswith("hubmerge-demo-") and not root.exists()
+    assert server.stopped_with_its_folder is True  # stopped before its folder went, not serving a deleted one
+    out, err = capsys.readouterr()
+    assert out == "http://127.0.0.1:9/hubmerge-demo/convnext-tiny-digits-merged\n"  # stdout: the URL alone
+    assert "temporary folder is gone" in err
+    for fail, code in ((HubError("the Hub said no"), 1), (KeyboardInterrupt(), INTERRUPTED)):
+        runs = _fake_demo(monkeypatch, fail=fail)
+        assert main(["demo", "--quiet"]) == code
+        assert not runs[0].exists() and not list(tmp_path.iterdir())
+
+
+def test_the_demo_keeps_its_hub_in_the_workdir(tmp_path, monkeypatch, capsys):
+    from hubmerge.cli import main
+
+    runs = _fake_demo(monkeypatch)
+    assert main(["demo", "--workdir", str(tmp_path / "kept")]) == 0
+    root, server = runs
+    assert root == tmp_path / "kept" and (root / "hub" / "repo.bin").is_file() and server.stopped_with_its_folder
+    assert f"hubmerge hub serve --root {root / 'hub'}" in capsys.readouterr().err
