@@ -165,14 +165,28 @@ def demo_presets(demo: DemoHub) -> dict[str, Callable[[], Recipe]]:
 def run_demo(
     workdir: Path, *, console: Console | None = None, cache_dir: Path | None = None
 ) -> tuple[DemoHub, PublishResult]:
-    """Run the whole demo with its Hub and files in ``workdir``; returns the hub (still running) and the push."""
+    """Run the whole demo with its Hub and files in ``workdir``; returns the hub (still running) and the push.
+
+    On an error or Ctrl+C the Hub is stopped before the exception leaves, so ``workdir`` can go at once.
+    """
+    server, token = start_demo_hub(workdir)
+    try:
+        return _publish_demo(seed_demo_hub(server, token, cache_dir=cache_dir, console=console), token, workdir,
+                             console)
+    except BaseException:  # an error or Ctrl+C: the Hub stops before the caller deletes its folder
+        server.stop()  # type: ignore[attr-defined]
+        raise
+
+
+def _publish_demo(
+    demo: DemoHub, token: str, workdir: Path, console: Console | None
+) -> tuple[DemoHub, PublishResult]:
+    """Plan, merge, evaluate and push the demo's recipe on its running Hub."""
     from . import engine
     from .cli import render_plan
     from .progress import byte_progress
     from .publish import publish
 
-    server, token = start_demo_hub(workdir)
-    demo = seed_demo_hub(server, token, cache_dir=cache_dir, console=console)
     recipe = demo_recipe(demo)
     if console is not None:
         models = len(demo.bases) + sum(len(tasks) for tasks in demo.fine_tunes.values())

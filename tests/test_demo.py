@@ -156,3 +156,22 @@ def test_the_demo_keeps_its_hub_in_the_workdir(tmp_path, monkeypatch, capsys):
     root, server = runs
     assert root == tmp_path / "kept" and (root / "hub" / "repo.bin").is_file() and server.stopped_with_its_folder
     assert f"hubmerge hub serve --root {root / 'hub'}" in capsys.readouterr().err
+
+
+def test_a_failing_demo_stops_its_hub_before_the_error_leaves(tmp_path, monkeypatch):
+    """The caller deletes the Hub's folder as the error passes: a Hub still serving from its thread meanwhile
+    could write into a folder being removed."""
+    from types import SimpleNamespace
+
+    from hubmerge import demo
+
+    stopped: list[bool] = []
+    monkeypatch.setattr(demo, "start_demo_hub", lambda root: (SimpleNamespace(stop=lambda: stopped.append(True)), "t"))
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(demo, "seed_demo_hub", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        demo.run_demo(tmp_path)
+    assert stopped == [True]
