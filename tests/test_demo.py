@@ -55,7 +55,7 @@ def test_the_demo_runs_end_to_end(tmp_path):
     assert f"hubmerge hub serve --root {workdir / 'hub'}" in result.stderr  # how to see it again
     again = subprocess.run(  # in the Hub kept: the inputs are uploaded again, the merged repo is replaced
         [sys.executable, "-m", "hubmerge.cli", "demo", "--workdir", str(workdir)],
-        capture_output=True, text=True, timeout=600,
+        capture_output=True, text=True, timeout=600, check=False,
     )
     assert again.returncode == 0, again.stderr[-4000:]
     assert again.stdout.strip().endswith("/hubmerge-demo/convnext-tiny-digits-merged")
