@@ -209,8 +209,8 @@ def _load_split(ref: DatasetRef, *, task: str, token: str | None) -> datasets.Da
         ) from None
     except IndexError as exc:  # load_from_disk of a split saved with no rows (save_to_disk wrote no shard)
         raise DatasetError(
-            where, f"cannot be loaded: IndexError: {exc} (as datasets' load_from_disk fails on a split saved "
-            "with no rows)"
+            where, f"cannot be loaded: datasets' load_from_disk failed with IndexError: {exc}, as it does on a split "
+            "saved with no rows; save the split with its examples"
         ) from None
     except (ValueError, OSError, hf_datasets.exceptions.DatasetsError) as exc:  # bad split / config names
         info = _hub_info(ref, token) if local is None else None
