@@ -705,6 +705,8 @@ def test_wrong_size_heads_are_reinitialised_deterministically_and_reported(tmp_p
     assert new["classifier.weight"].shape == (3, base_head.shape[1]) and new["classifier.weight"].dtype == base_head.dtype
     bound = 1 / base_head.shape[1] ** 0.5  # nn.Linear's: uniform in ±1/sqrt(fan_in)
     assert 0.9 * bound < new["classifier.weight"].abs().max() <= bound and new["classifier.weight"].std() > 0
+    bias = new["classifier.bias"]  # nn.Linear's bound too, from a stream of its own: not the weight's first values
+    assert bias.shape == (3,) and bias.abs().max() <= bound and not torch.equal(bias, new["classifier.weight"].flatten()[:3])
     config = json.loads((tmp_path / "out" / "heads" / "first_three" / "config.json").read_text())
     assert config["hubmerge_head"]["reinitialized"] and "3 classes" in config["hubmerge_head"]["reason"]
     index = json.loads((tmp_path / "out" / "hubmerge_heads.json").read_text())

@@ -315,6 +315,21 @@ def test_a_commit_made_after_the_target_was_checked_is_not_overwritten(api, hub_
     assert set(api.list_repo_files(repo_id)) == {".gitattributes", "notes.txt"}
 
 
+def test_a_new_branch_starts_from_the_commit_the_push_looked_at(api, hub_models, local_hub, tmp_path):
+    """A commit landing on main after the check is not the base of the push's new branch: the commit goes
+    on top of the commit looked at, so a branch made from main's new head refused the push."""
+    out = tmp_path / "out"
+    engine.merge(recipe_for(hub_models), out)
+    repo_id = fresh_repo()
+    api.create_repo(repo_id)
+    target = check_target(repo_id, token=local_hub.alice_token, branch="merged")
+    api.upload_file(path_or_fileobj=b"theirs", path_in_repo="notes.txt", repo_id=repo_id)
+    pushed = push_folder(out, repo_id, token=local_hub.alice_token, target=target, branch="merged",
+                         commit_message="merge")
+    assert set(api.list_repo_files(repo_id, revision="merged")) == {".gitattributes", *pushed.files}
+    assert set(api.list_repo_files(repo_id)) == {".gitattributes", "notes.txt"}  # main: theirs, untouched
+
+
 def test_a_push_that_creates_the_repo_does_not_land_on_anothers_commit(api, hub_models, local_hub, tmp_path,
                                                                         monkeypatch):
     """Two pushes to one new repo: the second saw it empty and committed; the first, which created it,
