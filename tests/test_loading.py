@@ -159,6 +159,20 @@ def test_load_classifier_with_another_models_head(fixtures):
     assert torch.equal(crossed.classifier.weight, head) and crossed.classifier.out_features == 2
 
 
+
+def test_a_head_saved_in_another_dtype_runs_on_the_backbone(fixtures, tmp_path):
+    """A float16 or bfloat16 fine-tune's head on a float32 base (the base row of --compare-inputs) is cast to
+    the backbone's dtype: the forward pass raised 'mat1 and mat2 must have the same dtype'."""
+    half = tmp_path / "half"
+    shutil.copytree(fixtures.models["digits_parity"], half)
+    tensors = load_file(half / "model.safetensors")
+    save_file({k: v.to(torch.bfloat16) if v.is_floating_point() else v for k, v in tensors.items()},
+              half / "model.safetensors", metadata={"format": "pt"})
+    model = load_classifier(fixtures.base, head_from=half)
+    assert model.classifier.weight.dtype == torch.float32
+    assert torch.equal(model.classifier.weight, tensors["classifier.weight"].to(torch.bfloat16).float())
+    assert model(torch.zeros(1, 3, 32, 32)).logits.shape == (1, 2)
+
 @pytest.fixture
 def published(merged, local_hub, tmp_path, monkeypatch):
     """``(repo_id, sha)`` of ``merged`` uploaded to the local Hub, with an empty cache in ``tmp_path/cache``."""

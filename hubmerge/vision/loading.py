@@ -246,6 +246,15 @@ def _load_strict(model: torch.nn.Module, state: Mapping[str, torch.Tensor], wher
     return model.eval()
 
 
+def _float_dtype(state: Mapping[str, torch.Tensor], family: Family) -> torch.dtype | None:
+    """The dtype the backbone runs in (its own head's, else its first float tensor's): a head from a model saved
+    in another (a float16 fine-tune's on a float32 base) is cast to it, or the forward pass mixes dtypes."""
+    own = state.get(family.head_weight)
+    if own is not None and own.is_floating_point():
+        return own.dtype
+    return next((v.dtype for v in state.values() if v.is_floating_point()), None)
+
+
 def _compose(backbone_dir: Path, head_dir: Path | None, *, where: str) -> torch.nn.Module:
     """The model in ``backbone_dir``, with the head tensors and labels of ``head_dir`` when given."""
     state = _state_dict(backbone_dir)
@@ -256,8 +265,10 @@ def _compose(backbone_dir: Path, head_dir: Path | None, *, where: str) -> torch.
         head_state = _state_dict(head_dir)
         if family.head_weight not in head_state:
             raise WeightsError(f"{where}: '{head_dir}' holds no '{family.head_weight}' to use as a {family.name} head")
+        dtype = _float_dtype(state, family)
         state = {k: v for k, v in state.items() if not family.is_head(k)}
-        state.update({k: v for k, v in head_state.items() if family.is_head(k)})
+        state.update({k: v.to(dtype) if dtype is not None and v.is_floating_point() else v
+                      for k, v in head_state.items() if family.is_head(k)})
         config = dict(config or {})
         for key in ("id2label", "label2id", "num_classes"):
             config.pop(key, None)
