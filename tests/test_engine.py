@@ -509,6 +509,22 @@ def test_inputs_of_different_families_are_refused(tmp_path, convnext, resnet):
         engine.plan(recipe)
 
 
+
+def test_an_input_of_no_known_family_among_known_ones_says_why(tmp_path, convnext):
+    """A ConvNeXt V2 fine-tune on a ConvNeXt base: the refusal names its config and what it says, not only
+    'unknown'."""
+    v2 = tmp_path / "v2"
+    shutil.copytree(convnext.models["alpha"], v2)
+    config = json.loads((v2 / "config.json").read_text())
+    (v2 / "config.json").write_text(json.dumps({**config, "model_type": "convnextv2"}))
+    recipe = load_recipe(write_recipe(tmp_path / "r.yaml", convnext, "task_arithmetic",
+                                      extra={"models": [{"model": str(convnext.models["beta"]), "task": "beta"},
+                                                        {"model": str(v2), "task": "alpha"}]}))
+    with pytest.raises(PlanError) as info:
+        engine.plan(recipe)
+    assert "base=convnext, beta=convnext, alpha=unknown" in str(info.value)
+    assert f"alpha: {v2} (model_type 'convnextv2') is not a supported architecture. Supported: convnext" in str(info.value)
+
 def _save_models(root, **models):
     """One directory per keyword under ``root``, holding that dict of tensors as model.safetensors."""
     for name, tensors in models.items():

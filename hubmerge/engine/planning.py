@@ -157,17 +157,20 @@ def _detect_family(inputs: Sequence[InputModel]) -> Family | None:
         PlanError: the inputs are of different families, or only some are of a known one.
     """
     found: dict[str, Family | None] = {}
+    why: dict[str, str] = {}  # what made an input of no known family so (its model_type, say)
     for model in inputs:
         try:
-            found[model.label] = detect_family(model.config, model.weights.tensors, where=model.label)
-        except UnsupportedArchitectureError:
+            found[model.label] = detect_family(model.config, model.weights.tensors, where=model.weights.label)
+        except UnsupportedArchitectureError as exc:
             found[model.label] = None
+            why[model.label] = str(exc)
     names = {family.name if family else None for family in found.values()}
     if len(names) > 1:
         raise PlanError(
             "the inputs are of different model families: "
             + ", ".join(f"{label}={family.name if family else 'unknown'}" for label, family in found.items())
             + ". Merge fine-tunes of one base model."
+            + "".join(f" {label}: {reason}" for label, reason in why.items())
         )
     family = next(iter(found.values()))
     if family is None:
