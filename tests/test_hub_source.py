@@ -245,6 +245,22 @@ def test_an_unknown_name_says_it_is_no_local_directory_either(local_hub):
         resolve_model_dir("merged-typo")
 
 
+
+def test_a_repo_with_its_model_one_folder_down_says_how_to_get_it(local_hub, family):
+    """A recipe cannot name a Hub repo's subfolder: 'give those' (right for a local folder) is a download there."""
+    from hubmerge.errors import ModelFilesNotFoundError
+    from hubmerge.weights.index import open_weights
+
+    api = HfApi(endpoint=local_hub.endpoint, token=local_hub.alice_token)
+    repo_id = f"alice/nested-{uuid.uuid4().hex[:6]}"
+    api.create_repo(repo_id)
+    api.upload_folder(folder_path=family.models["alpha"], repo_id=repo_id, path_in_repo="weights")
+    with HubSource(repo_id) as source, pytest.raises(ModelFilesNotFoundError) as info:
+        open_weights(source)
+    assert str(info.value).endswith(
+        "It holds models one folder down (weights), which a recipe cannot name in a Hub repo: download one with "
+        f"`hf download {repo_id} --include 'weights/*' --local-dir DIR` and give DIR/weights.")
+
 def test_wrong_token_is_an_authentication_error(local_hub, hub_family):
     from huggingface_hub import errors as hf
 

@@ -99,18 +99,24 @@ def _choose_files(source: WeightSource, listing: list[str]) -> tuple[list[str], 
     top_level = [f for f in listing if f.endswith(".safetensors") and "/" not in f]
     if len(top_level) == 1:
         return top_level, None
-    raise ModelFilesNotFoundError(no_weights_message(source.label, listing), model=source.label)
+    message = no_weights_message(source.label, listing, repo_id=source.repo_id)
+    raise ModelFilesNotFoundError(message, model=source.label)
 
 
-def no_weights_message(label: str, listing: Sequence[str]) -> str:
+def no_weights_message(label: str, listing: Sequence[str], *, repo_id: str | None = None) -> str:
     """Why no weights were found in ``listing`` (a model's files), and the likely fix: models one folder down
-    (a folder of fine-tunes given for one of them), or weights in a format hubmerge does not read."""
+    (a folder of fine-tunes given for one of them; in Hub repo ``repo_id``, which a recipe cannot name, a
+    download), or weights in a format hubmerge does not read."""
     top_level = [f for f in listing if "/" not in f]
     safetensors = [f for f in top_level if f.endswith(".safetensors")]
     found = ", ".join(safetensors) or "no .safetensors file"
     message = f"{label}: expected {SINGLE_FILE} or {INDEX_FILE}, found {found}."
     nested = sorted({f.rsplit("/", 1)[0] for f in listing
                      if f.count("/") == 1 and f.endswith((f"/{SINGLE_FILE}", f"/{INDEX_FILE}"))})
+    if nested and not safetensors and repo_id is not None:
+        return (f"{message} It holds models one folder down ({listed(nested, 5)}), which a recipe cannot name in a "
+                f"Hub repo: download one with `hf download {repo_id} --include '{nested[0]}/*' --local-dir DIR` and "
+                f"give DIR/{nested[0]}.")
     if nested and not safetensors:
         return (f"{message} It holds models one folder down ({listed(nested, 5)}): give those, not the folder "
                 "that holds them.")

@@ -38,6 +38,8 @@ class WeightSource(ABC):
     label: str
     #: the pinned commit sha for Hub sources; None for local directories
     revision: str | None = None
+    #: the repo of Hub sources (``org/name``); None for local directories
+    repo_id: str | None = None
 
     @abstractmethod
     def list_files(self) -> list[str]:
