@@ -333,6 +333,10 @@ def merge(
 
         class_names = check_recipe_datasets(loaded, token=secret)  # a missing dataset before the merge, not after it
     merge_plan = engine.plan(loaded, token=secret, endpoint=endpoint)
+    if evaluate and loaded.datasets:
+        from .evaluation import check_planned_processor
+
+        check_planned_processor(merge_plan)
     if class_names:
         from .evaluation import check_planned_labels
 

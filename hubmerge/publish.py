@@ -128,6 +128,10 @@ def build(
         check_match_labels(match_labels)
         class_names = check_recipe_datasets(recipe, token=token)
     merge_plan = engine.plan(recipe, token=token, endpoint=endpoint)
+    if datasets:
+        from .evaluation import check_planned_processor
+
+        check_planned_processor(merge_plan)
     if class_names:
         from .evaluation import check_planned_labels
 

@@ -158,6 +158,26 @@ def test_a_failed_evaluation_keeps_the_merge_and_says_where(
     assert err.index("kept in") < err.index("error: DatasetError") and (out / "model.safetensors").is_file()
 
 
+
+def test_a_base_without_an_image_processor_is_refused_before_an_evaluated_merge(
+    offline: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The output takes the base's preprocessor_config.json and its evaluation needs one: a base without it (a
+    model saved without its processor) failed `merge --evaluate` and `push` only after the merge."""
+    fx = _fixtures("convnext")
+    base = tmp_path / "base"
+    shutil.copytree(fx.base, base)
+    (base / "preprocessor_config.json").unlink()
+    recipe = yaml.safe_load(_write_recipe(tmp_path / "r.yaml", fx, "simple_average").read_text())
+    recipe["base_model"] = str(base)
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
+    out = tmp_path / "out"
+    assert main(["merge", str(tmp_path / "r.yaml"), "-o", str(out), "--device", "cpu", "--evaluate"]) == 1
+    err = "".join(capsys.readouterr().err.split())  # the console wraps the long path anywhere
+    assert "".join(f"error: ModelFilesNotFoundError: {base}:preprocessor_config.json: not found".split()) in err
+    assert not out.exists()
+    assert main(["merge", str(tmp_path / "r.yaml"), "-o", str(out), "--device", "cpu", "--quiet"]) == 0  # unevaluated
+
 def test_classes_named_otherwise_are_matched_by_position_when_asked(
     offline: None, local_hub: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

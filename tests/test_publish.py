@@ -638,6 +638,24 @@ def test_a_head_its_datasets_classes_do_not_fit_is_refused_before_the_merge(fami
         build(local_recipe_with_datasets(family, "nobody/data"), tmp_path / "out")
 
 
+
+def test_a_base_without_an_image_processor_is_refused_before_an_evaluated_build(family, tmp_path, monkeypatch):
+    """push and the app: the output would take no preprocessor_config.json from the base, and its evaluation
+    needs one; refused before the merge, where the evaluation failed after it."""
+    import shutil
+
+    from hubmerge import evaluation
+    from hubmerge.errors import ModelFilesNotFoundError
+    from hubmerge.publish import build
+
+    base = tmp_path / "base"
+    shutil.copytree(family.base, base)
+    (base / "preprocessor_config.json").unlink()
+    monkeypatch.setattr(evaluation, "check_recipe_datasets", lambda *a, **k: {})
+    monkeypatch.setattr(engine, "execute", lambda *a, **k: pytest.fail("merged before the processor was checked"))
+    with pytest.raises(ModelFilesNotFoundError, match=f"{base}:preprocessor_config.json: not found"):
+        build(local_recipe_with_datasets(family, "nobody/data", base_model=str(base)), tmp_path / "out")
+
 def test_push_cli_refuses_what_a_pushed_output_cannot_change(hub_models, local_hub, tmp_path, capsys):
     repo_id = fresh_repo()
     assert main(["push", str(tmp_path), "--repo-id", repo_id, "--token", local_hub.alice_token]) == 1

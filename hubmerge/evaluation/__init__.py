@@ -54,6 +54,7 @@ from __future__ import annotations
 
 from .api import (
     check_planned_labels,
+    check_planned_processor,
     check_recipe_datasets,
     compare_inputs,
     evaluate_classifier,
@@ -84,6 +85,7 @@ __all__ = [
     "TaskResult",
     "accuracy_matrix",
     "check_planned_labels",
+    "check_planned_processor",
     "check_recipe_datasets",
     "compare_inputs",
     "dropped_by_saving",

@@ -30,6 +30,8 @@ from .report import (
     save_output_reports,
 )
 
+PROCESSOR_FILE = "preprocessor_config.json"
+
 if TYPE_CHECKING:
     import threading
     from collections.abc import Sequence
@@ -226,6 +228,24 @@ def check_planned_labels(merge_plan: MergePlan, class_names: Mapping[str, Sequen
             check_head_labels(head.task, datasets[head.task], class_names[head.task], head.labels,
                               match=match_labels)
 
+
+
+def check_planned_processor(merge_plan: MergePlan) -> None:
+    """Before a merge that will be evaluated: refuse one whose output would have no image processor (it takes
+    the base's, or the first input's, ``preprocessor_config.json``), which the evaluation finds only after it.
+
+    Raises:
+        ModelFilesNotFoundError: that input has none (torchvision families need none).
+    """
+    family = merge_plan.family
+    source = merge_plan.inputs[merge_plan.files_input].weights.source
+    if (family is None or family.processor == "image_processor") and PROCESSOR_FILE not in source.list_files():
+        raise ModelFilesNotFoundError(
+            f"{source.where(PROCESSOR_FILE)}: not found. The merged model takes its image processor from there, "
+            "and its evaluation needs one: save the processor with that model (processor.save_pretrained), "
+            "or merge without evaluating",
+            model=source.label, path=PROCESSOR_FILE,
+        )
 
 def _tasks_for(ref: ModelRef, tasks: TaskDatasets | None, known: Sequence[str], token: str | None
                ) -> dict[str, DatasetRef]:
