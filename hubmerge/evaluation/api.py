@@ -229,7 +229,6 @@ def check_planned_labels(merge_plan: MergePlan, class_names: Mapping[str, Sequen
                               match=match_labels)
 
 
-
 def check_planned_processor(merge_plan: MergePlan) -> None:
     """Before a merge that will be evaluated: refuse one whose output would have no image processor (it takes
     the base's, or the first input's, ``preprocessor_config.json``), which the evaluation finds only after it.
@@ -246,6 +245,7 @@ def check_planned_processor(merge_plan: MergePlan) -> None:
             "or merge without evaluating",
             model=source.label, path=PROCESSOR_FILE,
         )
+
 
 def _tasks_for(ref: ModelRef, tasks: TaskDatasets | None, known: Sequence[str], token: str | None
                ) -> dict[str, DatasetRef]:
