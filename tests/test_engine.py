@@ -847,7 +847,8 @@ def test_models_in_a_hugging_face_cache_snapshot_merge_as_from_their_own_folders
 
 def test_an_inputs_links_out_of_its_folder_and_its_reports_are_not_copied(tmp_path, convnext):
     """A cloned repo's `notes.txt -> ~/.cache/huggingface/token` was copied into the output, and pushed; its
-    eval_results.json became the merge's results in the card's metadata."""
+    eval_results.json became the merge's results in the card's metadata, and the Trainer's all_results.json
+    and trainer_state.json (that input's accuracy and training log) went out as the merge's."""
     base = tmp_path / "base"
     shutil.copytree(convnext.base, base)
     (tmp_path / "token").write_text("hf_secret")
@@ -855,8 +856,12 @@ def test_an_inputs_links_out_of_its_folder_and_its_reports_are_not_copied(tmp_pa
     (base / "eval_results.json").write_text('{"digits_low": {"accuracy": 0.999}}')
     (base / "EVAL_SCOPE.JSON").write_text("{}")
     (base / "LICENSE").write_text("kept")
+    trainer_reports = ("all_results.json", "train_results.json", "trainer_state.json")  # the Trainer's, of this input
+    for name in trainer_reports:
+        (base / name).write_text('{"eval_accuracy": 0.999}')
     recipe = load_recipe(write_recipe(tmp_path / "r.yaml", convnext, "task_arithmetic", extra={"base_model": str(base)}))
     engine.merge(recipe, tmp_path / "out")
+    assert not any((tmp_path / "out" / name).exists() for name in trainer_reports)
     assert not (tmp_path / "out" / "EVAL_SCOPE.JSON").exists()  # what a case-insensitive disk calls eval_scope.json
     assert not (tmp_path / "out" / "notes.txt").exists() and not (tmp_path / "out" / "eval_results.json").exists()
     assert (tmp_path / "out" / "LICENSE").read_text() == "kept"

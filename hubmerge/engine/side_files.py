@@ -20,9 +20,12 @@ log = logging.getLogger(__name__)
 
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack", ".onnx", ".gguf", ".npz")
 # An input's own card, indexes and reports are not the merge's: its eval_results.json would put numbers never
-# measured on the merge into the card's metadata.
+# measured on the merge into the card's metadata. Nor are the reports transformers' Trainer leaves in a
+# fine-tune it pushed (its accuracy, its training log): with no base, the first fine-tune's files are copied.
+_TRAINER_REPORTS = {"all_results.json", "train_results.json", "test_results.json", "predict_results.json",
+                    "trainer_state.json"}
 _NOT_COPIED = {"README.md", ".gitattributes", INDEX_FILE, "pytorch_model.bin.index.json", RECIPE_FILE, HEADS_INDEX,
-               EVAL_RESULTS_FILE, EVAL_SCOPE_FILE, EVAL_COMPARISON_FILE}
+               EVAL_RESULTS_FILE, EVAL_SCOPE_FILE, EVAL_COMPARISON_FILE, *_TRAINER_REPORTS}
 _MAX_COPIED_FILE = 50 * 2**20
 
 
