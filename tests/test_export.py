@@ -99,8 +99,13 @@ def test_a_checkpoint_that_does_not_fit_is_refused_saying_why(tmp_path):
     with pytest.raises(WeightsError, match="does not fit torchvision resnet18: unexpected layer1.2"):
         export_torchvision_resnet("resnet18", tmp_path / "a", checkpoint=tmp_path / "r34.pth")
     torch.save(torchvision.models.resnet18(), tmp_path / "whole.pth")  # a pickled module, not a state dict
-    with pytest.raises(WeightsError, match="cannot be read as a state dict .* torch.save\\(model.state_dict\\(\\)"):
+    with pytest.raises(WeightsError, match="a state dict .* torch.save\\(model.state_dict\\(\\)") as refused:
         export_torchvision_resnet("resnet18", tmp_path / "b", checkpoint=tmp_path / "whole.pth")
+    assert "GLOBAL torchvision.models.resnet.ResNet" in str(refused.value)  # what it holds, not how to unpickle it
+    assert "\x1b" not in str(refused.value) and "safe_globals" not in str(refused.value)
+    (tmp_path / "notes.pth").write_text("junk\n")  # not torch.save's format: the unpickler raised KeyError
+    with pytest.raises(WeightsError, match="cannot be read as a state dict \\(KeyError"):
+        export_torchvision_resnet("resnet18", tmp_path / "b", checkpoint=tmp_path / "notes.pth")
     (tmp_path / "empty.pth").touch()  # an interrupted save
     with pytest.raises(WeightsError, match="cannot be read as a state dict \\(EOFError\\)"):
         export_torchvision_resnet("resnet18", tmp_path / "b", checkpoint=tmp_path / "empty.pth")

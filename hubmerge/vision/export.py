@@ -141,10 +141,9 @@ def _read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
         raise ModelFilesNotFoundError(f"checkpoint '{path}' does not exist", path=str(path))
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as exc:
-        why = " ".join([type(exc).__name__, *str(exc).splitlines()[:1]])  # torch's advice runs on for lines
-        raise WeightsError(
-            f"checkpoint '{path}' cannot be read as a state dict ({why}); save one with "
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, KeyError, IndexError, ValueError) as exc:
+        raise WeightsError(  # garbage makes the weights-only unpickler fail in many ways, not only UnpicklingError
+            f"checkpoint '{path}' cannot be read as a state dict ({_load_failure(exc)}); save one with "
             "torch.save(model.state_dict(), path)"
         ) from None
     if isinstance(state, Mapping) and isinstance(state.get("state_dict"), Mapping):
@@ -152,6 +151,14 @@ def _read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise WeightsError(f"checkpoint '{path}' holds no state dict of tensors; save model.state_dict()")
     return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def _load_failure(exc: Exception) -> str:
+    """Why ``torch.load`` failed, in one line: the weights-only unpickler's own reason (a pickled model
+    class, a bad opcode), not torch's advice to unpickle code, which hubmerge never does."""
+    text = str(exc)
+    reason = text.split("WeightsUnpickler error:", 1)[1].strip() if "WeightsUnpickler error:" in text else text
+    return " ".join([type(exc).__name__, *[line.split(". ", 1)[0] for line in reason.splitlines()[:1]]])
 
 
 def _misfit(model: torch.nn.Module, state: Mapping[str, torch.Tensor]) -> str:
