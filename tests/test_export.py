@@ -51,7 +51,7 @@ def test_imagenet_weights_need_the_internet(tmp_path, monkeypatch):
         raise OSError(f"<urlopen error [Errno 101] Network is unreachable> ({url})")
 
     monkeypatch.setattr(torch.hub, "download_url_to_file", unreachable)
-    with pytest.raises(WeightsError, match="weights=None"):
+    with pytest.raises(WeightsError, match="no --imagenet; weights=None"):  # the CLI user has no weights=
         export_torchvision_resnet("resnet18", tmp_path / "m", weights="DEFAULT")
     assert not (tmp_path / "m").exists()
 

@@ -97,7 +97,8 @@ def export_torchvision_resnet(
     except (OSError, RuntimeError) as exc:  # URLError is an OSError
         raise WeightsError(
             f"could not download torchvision's ImageNet weights for {architecture} ({exc}). "
-            "Connect to the internet, or pass weights=None for a randomly initialised model."
+            "Connect to the internet, or leave the ImageNet weights out (no --imagenet; weights=None from "
+            "Python) for a randomly initialised model."
         ) from None
     if num_classes is not None and num_classes != model.fc.out_features:
         model.fc = torch.nn.Linear(model.fc.in_features, num_classes)
