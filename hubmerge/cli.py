@@ -332,7 +332,8 @@ def merge(
         from .evaluation import check_recipe_datasets
 
         class_names = check_recipe_datasets(loaded, token=secret)  # a missing dataset before the merge, not after it
-    merge_plan = engine.plan(loaded, token=secret, endpoint=endpoint)
+    merge_plan = engine.plan(loaded, token=secret, endpoint=endpoint,
+                             match_labels=match_labels)  # type: ignore[arg-type]
     if evaluate and loaded.datasets:
         from .evaluation import check_planned_processor
 

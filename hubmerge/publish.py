@@ -127,7 +127,8 @@ def build(
 
         check_match_labels(match_labels)
         class_names = check_recipe_datasets(recipe, token=token)
-    merge_plan = engine.plan(recipe, token=token, endpoint=endpoint)
+    merge_plan = engine.plan(recipe, token=token, endpoint=endpoint,
+                             match_labels=match_labels if datasets else "name")
     if datasets:
         from .evaluation import check_planned_processor
 

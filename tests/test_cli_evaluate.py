@@ -242,6 +242,28 @@ def test_classes_named_otherwise_are_matched_by_position_when_asked(
     assert flat(f"`hubmerge evaluate {by_position} --match-labels position --save`") in flat(capsys.readouterr().err)
 
 
+def test_a_local_dataset_named_otherwise_is_matched_by_position_when_asked(
+    offline: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A save_to_disk dataset in the recipe whose class names differ from the head's (same order): merge
+    --evaluate --match-labels position merges and scores it, as it does a Hub dataset; the plan refused it
+    whatever --match-labels said."""
+    fx = _fixtures("convnext")
+    task = fx.tasks[0]
+    renamed = variant(fx.datasets[task], tmp_path / "renamed", names=[f"digit {n}" for n in range(5)])
+    recipe = yaml.safe_load(_write_recipe(tmp_path / "r.yaml", fx, "simple_average").read_text())
+    recipe["models"][0]["dataset"] = str(renamed)
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
+    merge = ["merge", str(tmp_path / "r.yaml"), "--device", "cpu", "-q", "--evaluate", "--max-samples", "8"]
+    assert main([*merge, "-o", str(tmp_path / "by-name")]) == 1
+    assert "match them by position: --match-labels position" in " ".join(capsys.readouterr().err.split())
+    out = tmp_path / "by-position"
+    assert main([*merge, "-o", str(out), "--match-labels", "position"]) == 0
+    assert json.loads((out / EVAL_SCOPE_FILE).read_text())[task]["labels"] == "position"
+    head = json.loads((out / "heads" / task / "config.json").read_text())
+    assert head["id2label"] == json.loads((fx.models[task] / "config.json").read_text())["id2label"]
+
+
 def test_evaluate_save_puts_the_reports_into_the_output_for_its_card(
     offline: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -105,9 +105,20 @@ def test_labels_that_disagree_with_the_dataset_are_an_error(tmp_path):
     with pytest.raises(HeadMismatchError, match="'zebra' is not among the dataset's class names") as info:
         decide_head("x", head_rows=3, config=labelled(["a", "zebra", "c"]), dataset=ref)
     assert info.value.task == "x"
-    assert f"`hubmerge evaluate OUTPUT --task x={ref} --match-labels position`" in str(info.value)
+    assert "match them by position: --match-labels position (merge --evaluate, push;" in str(info.value)
     with pytest.raises(HeadMismatchError, match="repeat class names"):
         decide_head("x", head_rows=3, config=labelled(["a", "a", "b"]), dataset=dataset_dir(tmp_path, ["a", "b", "c"], "d2"))
+
+
+def test_classes_matched_by_position_keep_the_models_labels_and_rows(tmp_path):
+    """With match="position" (merge --evaluate --match-labels position) a local dataset's other names are
+    no mismatch, as a Hub dataset's are not: the evaluation meets them by index; the head stays as trained."""
+    ref = dataset_dir(tmp_path, ["zero", "one", "two"])
+    renamed = decide_head("x", head_rows=3, config=labelled(["0", "1", "2"]), dataset=ref, match="position")
+    assert renamed.labels == {0: "0", 1: "1", 2: "2"} and renamed.rows is None and not renamed.reinitialized
+    reordered = decide_head("x", head_rows=3, config=labelled(["two", "zero", "one"]), dataset=ref,
+                            match="position")
+    assert reordered.labels == {0: "two", 1: "zero", 2: "one"} and reordered.rows is None
 
 
 def test_a_head_of_the_wrong_size_is_reinitialised_and_says_why(tmp_path):

@@ -94,7 +94,11 @@ def _out_dtype(code: str, recipe: Recipe, merged: str | None = None) -> str:
 
 
 def plan(
-    recipe: Recipe | Mapping[str, Any] | str | Path, *, token: str | None = None, endpoint: str | None = None
+    recipe: Recipe | Mapping[str, Any] | str | Path,
+    *,
+    token: str | None = None,
+    endpoint: str | None = None,
+    match_labels: Literal["name", "position"] = "name",
 ) -> MergePlan:
     """Read headers only and decide, for every tensor, how the output gets it.
 
@@ -103,6 +107,8 @@ def plan(
             FusionBench YAML).
         token: Hub token for private inputs (never logged).
         endpoint: the Hub to read repos from (default: ``HF_ENDPOINT`` or huggingface.co).
+        match_labels: how the evaluation will meet each task's dataset classes (``"position"``: the
+            local datasets' names may differ from the heads'; see ``hubmerge.vision.heads.decide_head``).
 
     Returns:
         A ``MergePlan``; its inputs stay open until ``execute`` finishes (or ``close_plan``).
@@ -123,7 +129,7 @@ def plan(
         inputs: list[InputModel] = []
         for label, ref, role, entry, source in opened:
             inputs.append(InputModel(label, ref, role, entry, open_weights(source), _read_config(source)))
-        return _plan_from_inputs(recipe, method, inputs)
+        return _plan_from_inputs(recipe, method, inputs, match_labels)
     except BaseException:
         for *_, source in opened:
             source.close()
@@ -211,7 +217,8 @@ def _head_tensors(
     return out
 
 
-def _plan_from_inputs(recipe: Recipe, method: MergeMethod, inputs: list[InputModel]) -> MergePlan:
+def _plan_from_inputs(recipe: Recipe, method: MergeMethod, inputs: list[InputModel],
+                      match_labels: Literal["name", "position"] = "name") -> MergePlan:
     base_index = 0 if recipe.base_model is not None else None
     model_indices = [i for i, m in enumerate(inputs) if m.role == "model"]
     default_task = recipe.resolved_default_task
@@ -288,7 +295,7 @@ def _plan_from_inputs(recipe: Recipe, method: MergeMethod, inputs: list[InputMod
                 weight = model.weights.tensors.get(family.head_weight)
                 decision = decide_head(
                     task, head_rows=weight.info.shape[0] if weight is not None else 0, config=model.config,
-                    dataset=model.entry.dataset if model.entry is not None else None,
+                    dataset=model.entry.dataset if model.entry is not None else None, match=match_labels,
                 )
             copies = _head_tensors(inputs, i, own, family, decision, recipe, merged)
             if i == default_index:

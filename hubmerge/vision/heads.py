@@ -24,7 +24,8 @@ What happens to the head:
 * **mismatch**: a model whose ``id2label`` names other classes than its dataset is a
   ``HeadMismatchError``: silently relabelling a head would be worse than stopping. Registry names
   are a spelling convention, not the model's truth: when they disagree with (or reorder) the model's
-  own non-placeholder names, the model's names and order are kept, and its head is untouched.
+  own non-placeholder names, the model's names and order are kept, and its head is untouched. So are
+  they when the evaluation is to match the dataset's classes by position (``--match-labels position``).
 * **re-initialised**: a head whose size does not fit (e.g. the base model's ImageNet head used for a
   task) is replaced by a new ``nn.Linear``-initialised one of the right size, seeded by the task name
   (the same bytes on every run), in the dtype of the model's head, and reported with the reason:
@@ -241,6 +242,7 @@ def decide_head(
     head_rows: int,
     config: Mapping[str, Any] | None,
     dataset: DatasetRef | None,
+    match: Literal["name", "position"] = "name",
 ) -> HeadDecision:
     """Keep, reorder or re-initialise one task's head (the policy is in the module docstring).
 
@@ -249,6 +251,8 @@ def decide_head(
         head_rows: the model's head output size (from the header of its weight; 0 when it has none).
         config: the model's ``config.json`` (its ``id2label``).
         dataset: the task's dataset, when the recipe names one.
+        match: how the evaluation will meet the dataset's classes: with ``"position"`` (class i is
+            output i, the names differ), the dataset's names neither rename nor reorder the model's own.
 
     Returns:
         The decision, with the labels the output will carry.
@@ -278,6 +282,8 @@ def decide_head(
         )
     if own is None or len(own) != len(labels) or [_normalise(n) for n in own] == [_normalise(n) for n in labels]:
         return HeadDecision(task, dict(enumerate(labels)), source)
+    if source == "dataset" and match == "position":  # the evaluation matches by index, as for a Hub dataset
+        return HeadDecision(task, dict(enumerate(own)), "config")
     if source != "dataset":  # the model knows its labels better than a registry's spelling of them
         log.info("task %s: the model's labels (%s, ...) are not the registry's (%s, ...); keeping the model's",
                  task, ", ".join(own[:3]), ", ".join(labels[:3]))
@@ -296,8 +302,8 @@ def decide_head(
         f"{'is' if len(differing) == 1 else 'are'} not among the dataset's class names "
         f"(e.g. {', '.join(map(repr, labels[:5]))}). Check that the model was fine-tuned on this dataset, "
         "or name the right dataset for the task. If these are the model's classes in the same order under other "
-        "names, leave the dataset out of the recipe and evaluate the output with `hubmerge evaluate OUTPUT "
-        f"--task {task}={dataset} --match-labels position`.",
+        "names, match them by position: --match-labels position (merge --evaluate, push; from Python "
+        "match_labels='position'; web app: match classes by position).",
     )
 
 
