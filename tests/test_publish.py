@@ -773,6 +773,26 @@ def test_the_early_dataset_check_reads_a_private_dataset_with_the_token(local_hu
         check_hub_datasets({"a": DatasetRef.parse(f"{dataset}:validation")}, token=local_hub.alice_token)
 
 
+def test_a_hub_dataset_without_data_files_is_refused_before_the_merge(local_hub, tmp_path, monkeypatch):
+    """A dataset repo that holds no data (a push_to_hub that failed half-way) passed the early check, so the
+    merge ran and its evaluation then called the dataset "not found"; both now say it holds no data files."""
+    from hubmerge.errors import DatasetError
+    from hubmerge.evaluation.data import check_hub_datasets, load_task_data
+    from hubmerge.recipe import DatasetRef
+
+    from ._eval_helpers import hf_online
+
+    hf_online(monkeypatch, True)
+    dataset = f"alice/no-data-{uuid.uuid4().hex[:6]}"
+    HfApi(endpoint=local_hub.endpoint, token=local_hub.alice_token).create_repo(dataset, repo_type="dataset")
+    ref = DatasetRef.parse(f"{dataset}:test")
+    with pytest.raises(DatasetError, match=f"dataset '{dataset}:test': holds no data files .* add its data"):
+        check_hub_datasets({"a": ref}, token=local_hub.alice_token)
+    with pytest.raises(DatasetError, match="holds no data files") as info:
+        load_task_data("a", ref, token=local_hub.alice_token)
+    assert "was not found" not in str(info.value)
+
+
 def test_the_early_dataset_check_lets_a_gated_dataset_through(monkeypatch):
     """A gated dataset exists (huggingface_hub's GatedRepoError is a RepositoryNotFoundError): whether the token
     may read it is the evaluation's to find, not a reason to call it "not on the Hub"."""

@@ -96,8 +96,8 @@ def check_hub_datasets(datasets_by_task: Mapping[str, DatasetRef], *, token: str
         loading the data, for :func:`check_head_labels` once the heads are planned.
 
     Raises:
-        DatasetError: the Hub has no such dataset (or it is private and ``token`` cannot read it), or the
-            dataset has no such split.
+        DatasetError: the Hub has no such dataset (or it is private and ``token`` cannot read it), the
+            dataset holds no data files, or it has no such split.
     """
     import httpx2
     from huggingface_hub import HfApi, constants
@@ -133,15 +133,27 @@ def check_hub_datasets(datasets_by_task: Mapping[str, DatasetRef], *, token: str
 
 def _hub_info(ref: DatasetRef, token: str | None) -> datasets.DatasetInfo | None:
     """A Hub dataset's splits and (where its card lists them) features, or None when they cannot be told
-    without loading it (a config that must be named, a Hub that does not answer)."""
+    without loading it (a config that must be named, a Hub that does not answer).
+
+    Raises:
+        DatasetError: the dataset's repo holds no data files; no evaluation can load it.
+    """
     import datasets as hf_datasets
     import httpx2
+    from datasets.data_files import EmptyDatasetError
     from huggingface_hub import errors as hf
 
     try:
         return hf_datasets.get_dataset_config_info(ref.path, ref.name, token=token)
+    except EmptyDatasetError as exc:  # a FileNotFoundError, but the repo is there: say what it lacks
+        raise DatasetError(str(ref), _no_data_files(exc)) from None
     except (ValueError, OSError, hf_datasets.exceptions.DatasetsError, hf.HfHubHTTPError, httpx2.TransportError):
         return None
+
+
+def _no_data_files(exc: Exception) -> str:
+    return (f"holds no data files ({exc}), so there is nothing to evaluate on: add its data (an upload that "
+            "failed half-way leaves such a Hub repo), or name another dataset.")
 
 
 def _class_names(features: datasets.Features | None) -> tuple[str, ...] | None:
@@ -178,6 +190,7 @@ def _registry_hint(*names: str | None) -> str:
 
 def _load_split(ref: DatasetRef, *, task: str, token: str | None) -> datasets.Dataset:
     import datasets as hf_datasets
+    from datasets.data_files import EmptyDatasetError
 
     where = str(ref)
     local = resolve_dataset_path(ref)
@@ -201,6 +214,8 @@ def _load_split(ref: DatasetRef, *, task: str, token: str | None) -> datasets.Da
             "your connection (HF_ENDPOINT, HF_HUB_OFFLINE / HF_DATASETS_OFFLINE are honoured; offline, "
             "only datasets already in the cache load)." + _registry_hint(ref.path, task),
         ) from None
+    except EmptyDatasetError as exc:  # there, but with nothing to load: not "not found"
+        raise DatasetError(where, _no_data_files(exc)) from None
     except FileNotFoundError as exc:  # DatasetNotFoundError, DataFilesNotFoundError, missing files
         raise DatasetError(
             where,
