@@ -273,15 +273,15 @@ class Recipe:
             raise RecipeError(f"{method.name} works on task vectors and needs a 'base_model'", field="base_model")
         weights = [m.weight for m in self.models]
         if any(w is not None for w in weights):
+            if not method.uses_weights:  # merged without them, while the card's recipe still lists them
+                weighing = ", ".join(m.name for m in list_methods() if m.uses_weights)  # before "every model":
+                raise RecipeError(f"{method.name} uses no per-model weights, so each 'weight' would be ignored; "
+                                  f"remove them, or choose a method that weighs the models ({weighing})",
+                                  field="models")  # giving the rest a weight would not do
             if any(w is None for w in weights):
                 raise RecipeError("give a 'weight' to every model or to none", field="models")
             if not all(math.isfinite(w) for w in weights if w is not None):
                 raise RecipeError("weights must be finite numbers", field="models")
-            if not method.uses_weights:  # merged without them, while the card's recipe still lists them
-                weighing = ", ".join(m.name for m in list_methods() if m.uses_weights)
-                raise RecipeError(f"{method.name} uses no per-model weights, so each 'weight' would be ignored; "
-                                  f"remove them, or choose a method that weighs the models ({weighing})",
-                                  field="models")
         elif method.needs_weights:
             raise RecipeError(f"{method.name} needs a 'weight' for every model", field="models")
         if method.linear is not None:  # its coefficients (weights that sum to 0) fail here, not after the plan

@@ -115,7 +115,7 @@ def test_pinning_revisions():
         # PyYAML keeps the last of two equal keys: the second `models:` replaced the first without a word
         ("method: ties\nmodels: [a/b]\nmodels: [a/c]", RecipeError, "line 3, column 1: key 'models' appears twice"),
         ("method: ties\nmodels: [{model: a/b, task: x, task: y}]", RecipeError, "key 'task' appears twice"),
-        ("method: simple_average\nmodels: [{model: a/b, weight: 1}, {model: a/c}]", RecipeError, "every model"),
+        ("method: weighted_average\nmodels: [{model: a/b, weight: 1}, {model: a/c}]", RecipeError, "every model"),
         ("method: simple_average\nmodels: [{model: a/b, weight: heavy}]", RecipeError, "weight must be a number"),
         # YAML's true is an int to Python: it was merged as a weight of 1
         ("method: weighted_average\nmodels: [{model: a/b, weight: true}, {model: a/c, weight: 1}]", RecipeError,
@@ -145,6 +145,9 @@ def test_pinning_revisions():
           "method that weighs the models \\(weighted_average, task_arithmetic")),
         ("method: slerp\nmodels: [{model: a/b, weight: 2}, {model: a/c, weight: 0.5}]", RecipeError,
          "slerp uses no per-model weights"),
+        # one weight given: "give a 'weight' to every model" sent the user to add weights the method ignores
+        ("method: model_stock\nbase_model: a/b\nmodels: [a/c, {model: a/d, weight: 2}]", RecipeError,
+         "model_stock uses no per-model weights, so each 'weight' would be ignored; remove them"),
     ],
 )
 def test_bad_recipes_say_what_to_fix(text, error, message):
