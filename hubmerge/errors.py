@@ -24,6 +24,7 @@ token before they are shown.
     │   └── RangeReadError                     a byte range could not be read (local or HTTP)
     ├── NonFiniteTensorError (ValueError)      NaN / Inf met in the inputs
     ├── OutputExistsError (FileExistsError)    the output exists and --overwrite was not given
+    │   └── OutputNotOursError                 the output is a folder (or file) hubmerge did not write
     ├── OutputHoldsInputError (FileExistsError)  the output is or holds an input, the recipe, home or cwd
     ├── CardEditedError (FileExistsError)      the card was edited by hand and --overwrite was not given
     ├── OutputSpaceError (OSError)             the output's disk cannot hold it
@@ -65,6 +66,7 @@ __all__ = [
     "NonFiniteTensorError",
     "OutputExistsError",
     "OutputHoldsInputError",
+    "OutputNotOursError",
     "OutputNotWritableError",
     "OutputReplacedError",
     "OutputSpaceError",
@@ -327,6 +329,20 @@ class OutputExistsError(HubmergeError, FileExistsError):
     def __init__(self, path: str, *, is_file: bool = False) -> None:
         what = "is a file, not a directory" if is_file else "already exists and is not empty"
         super().__init__(f"output '{path}' {what}. Pass --overwrite (from Python: overwrite=True) to replace it.")
+        self.path = path
+
+
+class OutputNotOursError(OutputExistsError):
+    """--overwrite replaces an earlier output whole: a folder of other files it would delete is refused."""
+
+    def __init__(self, path: str, mark: str, *, is_file: bool = False) -> None:
+        what, lost = ("is a file, not an earlier output", "it") if is_file else (
+            f"is no earlier output (it holds no {mark})", "the files it holds")
+        HubmergeError.__init__(
+            self,
+            f"output '{path}' {what}: replacing it would delete {lost}, so hubmerge does not, even with "
+            "--overwrite. Choose another output directory, or delete that one yourself if it is not needed.",
+        )
         self.path = path
 
 

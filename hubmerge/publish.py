@@ -26,7 +26,7 @@ from .hub.auth import require_token
 from .hub.push import PushResult, check_target, push_folder
 from .methods import get_method
 from .output_stamp import OutputStamp
-from .recipe import Recipe
+from .recipe import RECIPE_FILE, Recipe
 from .weights.writer import check_output
 
 if TYPE_CHECKING:
@@ -118,7 +118,7 @@ def build(
         left as it was (the merge) or without reports (a failed evaluation).
     """
     output = Path(output)
-    check_output(output.absolute(), overwrite=overwrite, keep=recipe.local_paths)
+    check_output(output.absolute(), overwrite=overwrite, keep=recipe.local_paths, mark=RECIPE_FILE)
     datasets = recipe.datasets if evaluate else {}
     class_names: dict[str, tuple[str, ...]] = {}
     if datasets:  # what the evaluation will refuse is refused before the merge

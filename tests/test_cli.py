@@ -46,7 +46,7 @@ def test_typed_errors_are_one_line_and_exit_1(tmp_path, family, capsys):
     recipe = write_recipe(tmp_path / "r.yaml", family, "simple_average")
     out = tmp_path / "out"
     out.mkdir()
-    (out / "x").write_text("x")
+    (out / "hubmerge_recipe.yaml").write_text("x")  # an earlier output
     assert main(["merge", str(recipe), "-o", str(out), "--quiet"]) == 1
     err = capsys.readouterr().err
     assert "OutputExistsError" in err and "--overwrite" in err and "Traceback" not in err
@@ -67,9 +67,13 @@ def test_refusals_come_before_any_header_is_read(tmp_path, family, capsys, monke
     recipe = write_recipe(tmp_path / "r.yaml", family, "simple_average")
     out = tmp_path / "out"
     out.mkdir()
-    (out / "x").write_text("x")
+    (out / "hubmerge_recipe.yaml").write_text("x")  # an earlier output
     assert main(["merge", str(recipe), "-o", str(out)]) == 1
     assert capsys.readouterr().err.startswith("error: OutputExistsError")
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "x").write_text("x")  # no output: not replaced, --overwrite or not
+    assert main(["merge", str(recipe), "-o", str(tmp_path / "mine"), "--overwrite"]) == 1
+    assert capsys.readouterr().err.startswith("error: OutputNotOursError")
     assert main(["merge", str(recipe), "-o", str(tmp_path), "--overwrite"]) == 1  # the recipe's folder
     assert capsys.readouterr().err.startswith("error: OutputHoldsInputError")
     assert main(["merge", str(recipe), "-o", str(family.base), "--overwrite"]) == 1  # an input

@@ -24,6 +24,7 @@ from hubmerge.errors import (
     NonFiniteTensorError,
     OutputExistsError,
     OutputHoldsInputError,
+    OutputNotOursError,
     OutputSpaceError,
     PlanError,
     RangeReadError,
@@ -799,11 +800,11 @@ def test_nan_or_inf_in_an_input_is_reported_and_nothing_written(tmp_path, convne
     recipe = load_recipe(write_recipe(tmp_path / "r.yaml", family, "task_arithmetic"))
     out = tmp_path / "out"
     out.mkdir()
-    (out / "keep").write_text("previous output")
+    (out / "hubmerge_recipe.yaml").write_text("previous output")
     with pytest.raises(NonFiniteTensorError) as info:
         engine.merge(recipe, out, overwrite=True)
     assert info.value.tensor == name and info.value.models == ("beta",)
-    assert [p.name for p in out.iterdir()] == ["keep"]
+    assert [p.name for p in out.iterdir()] == ["hubmerge_recipe.yaml"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["broken", "out", "r.yaml"]
 
 
@@ -811,7 +812,7 @@ def test_failure_midway_leaves_the_output_untouched(tmp_path, convnext, monkeypa
     recipe = load_recipe(write_recipe(tmp_path / "r.yaml", convnext, "ties"))
     out = tmp_path / "out"
     out.mkdir()
-    (out / "keep").write_text("previous output")
+    (out / "hubmerge_recipe.yaml").write_text("previous output")
     calls = {"n": 0}
     original = LocalSource.read_into
 
@@ -824,7 +825,7 @@ def test_failure_midway_leaves_the_output_untouched(tmp_path, convnext, monkeypa
     monkeypatch.setattr(LocalSource, "read_into", flaky)
     with pytest.raises(RangeReadError, match="disk fell off"):
         engine.merge(recipe, out, overwrite=True, group_bytes=64 * 1024)
-    assert [p.name for p in out.iterdir()] == ["keep"]
+    assert [p.name for p in out.iterdir()] == ["hubmerge_recipe.yaml"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "r.yaml"]
 
 
@@ -877,13 +878,32 @@ def test_existing_output_is_refused_before_anything_is_read(tmp_path, convnext, 
     recipe = load_recipe(write_recipe(tmp_path / "r.yaml", convnext, "simple_average"))
     out = tmp_path / "out"
     out.mkdir()
-    (out / "keep").write_text("x")
+    (out / "hubmerge_recipe.yaml").write_text("x")  # an earlier output
     monkeypatch.setattr(engine, "plan", lambda *a, **k: pytest.fail("planned before checking the output"))
     with pytest.raises(OutputExistsError, match=r"--overwrite \(from Python: overwrite=True\)"):
         engine.merge(recipe, out)
     (tmp_path / "empty").touch()  # it was "already exists and is not empty"
-    with pytest.raises(OutputExistsError, match="output '.*empty' is a file, not a directory"):
+    with pytest.raises(OutputExistsError, match="output '.*empty' is a file, not an earlier output"):
         engine.merge(recipe, tmp_path / "empty")
+
+
+def test_overwrite_replaces_only_an_earlier_output(tmp_path, convnext):
+    """`merge -o results --overwrite` deleted a folder of the user's own files (no merge wrote it) and put the
+    merge in its place; only a folder holding hubmerge_recipe.yaml, as every output does, is replaced."""
+    recipe = load_recipe(write_recipe(tmp_path / "r.yaml", convnext, "simple_average"))
+    mine = tmp_path / "results"
+    mine.mkdir()
+    (mine / "runs.csv").write_text("a week of work")
+    (tmp_path / "notes.txt").write_text("mine")
+    for target in (mine, tmp_path / "notes.txt"):
+        for overwrite in (False, True):  # without --overwrite, it is not offered as the way out
+            with pytest.raises(OutputNotOursError, match="even with --overwrite. Choose another output directory"):
+                engine.merge(recipe, target, overwrite=overwrite)
+    assert (mine / "runs.csv").read_text() == "a week of work" and (tmp_path / "notes.txt").read_text() == "mine"
+    engine.merge(recipe, tmp_path / "merged")
+    engine.merge(recipe, tmp_path / "merged", overwrite=True)  # an earlier output is replaced
+    (tmp_path / "empty").mkdir()
+    engine.merge(recipe, tmp_path / "empty")  # an empty folder holds nothing to lose
 
 
 def test_an_output_that_is_or_holds_an_input_is_refused_even_with_overwrite(tmp_path, convnext, monkeypatch):

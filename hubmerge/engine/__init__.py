@@ -32,7 +32,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ..recipe import Recipe
+from ..recipe import RECIPE_FILE, Recipe
 from ..weights.writer import check_output
 from .execution import MergeResult, ProgressCallback, execute
 from .merger import resolve_device
@@ -75,6 +75,7 @@ def merge(
     """
     source = {} if isinstance(recipe, (Recipe, Mapping)) else {Path(recipe): "the recipe file"}
     recipe = as_recipe(recipe)
-    check_output(Path(output).absolute(), overwrite=overwrite, keep={**source, **recipe.local_paths})
+    check_output(Path(output).absolute(), overwrite=overwrite, keep={**source, **recipe.local_paths},
+                 mark=RECIPE_FILE)
     return execute(plan(recipe, token=token, endpoint=endpoint), output, overwrite=overwrite, **options)
 

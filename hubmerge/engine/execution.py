@@ -78,7 +78,8 @@ def execute(
         ``MergeResult`` with the files written and timings.
 
     Raises:
-        OutputExistsError: ``output`` exists and ``overwrite`` is false (checked before any read).
+        OutputExistsError: ``output`` exists and ``overwrite`` is false, or (``OutputNotOursError``) it
+            is no earlier output: a folder without ``hubmerge_recipe.yaml`` (checked before any read).
         OutputSpaceError: the output's disk has too little free space for it (checked before any read).
         NonFiniteTensorError: an input holds NaN/Inf in a merged tensor.
         WeightsError / HubError: reads failed after retries. CancelledError: ``cancel`` was set.
@@ -91,7 +92,8 @@ def execute(
     started = time.perf_counter()
     output = Path(output)
     try:
-        check_output(output.absolute(), overwrite=overwrite, keep=merge_plan.recipe.local_paths)
+        check_output(output.absolute(), overwrite=overwrite, keep=merge_plan.recipe.local_paths,
+                     mark=RECIPE_FILE)
         check_space(output.absolute(), merge_plan.bytes_to_write)
         torch_device = resolve_device(device or merge_plan.recipe.device)
         max_shard = parse_size(max_shard_size)

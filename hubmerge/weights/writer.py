@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, BinaryIO, TypeVar
 from ..errors import (
     OutputExistsError,
     OutputHoldsInputError,
+    OutputNotOursError,
     OutputNotWritableError,
     OutputSpaceError,
     PlanError,
@@ -242,12 +243,12 @@ def _is_nonempty(path: Path) -> bool:
     return path.exists() and (not path.is_dir() or any(path.iterdir()))
 
 
-def check_output(target: Path, *, overwrite: bool, keep: Mapping[Path, str] | None = None) -> None:
+def check_output(target: Path, *, overwrite: bool, keep: Mapping[Path, str] | None = None,
+                 mark: str | None = None) -> None:
     """Refuse an existing non-empty output unless ``overwrite``, and always one that is or holds the
-    home or current directory or a path of ``keep`` (what the merge reads, each with what it is): the
-    output replaces the folder whole. Called before any work starts."""
-    if _is_nonempty(target) and not overwrite:
-        raise OutputExistsError(str(target), is_file=not target.is_dir())
+    home or current directory or a path of ``keep`` (what the merge reads, each with what it is), or,
+    given ``mark`` (the file every output of the command holds), one that lacks it: the output replaces
+    the folder whole. Called before any work starts."""
     if not target.exists():
         return
     outputs = {Path(os.path.abspath(target)), target.resolve()}  # as written, and where its links lead
@@ -255,6 +256,10 @@ def check_output(target: Path, *, overwrite: bool, keep: Mapping[Path, str] | No
         for held in {Path(os.path.abspath(path)), path.resolve()}:
             if any(held == out or out in held.parents for out in outputs):
                 raise OutputHoldsInputError(os.path.abspath(target), str(held), what)
+    if _is_nonempty(target) and mark is not None and not (target / mark).is_file():
+        raise OutputNotOursError(str(target), mark, is_file=not target.is_dir())  # the user's files
+    if _is_nonempty(target) and not overwrite:
+        raise OutputExistsError(str(target), is_file=not target.is_dir())
 
 
 def _standing_folders() -> dict[Path, str]:
