@@ -773,6 +773,19 @@ def test_the_early_dataset_check_reads_a_private_dataset_with_the_token(local_hu
         check_hub_datasets({"a": DatasetRef.parse(f"{dataset}:validation")}, token=local_hub.alice_token)
 
 
+def test_a_push_offline_says_to_unset_hf_hub_offline_not_to_use_local_paths(monkeypatch):
+    """The offline error of a read ("or use local model paths") was given to pushes too, whose models may
+    well be local already: no local path stands in for the repo a push writes to."""
+    from huggingface_hub import constants
+
+    from hubmerge.errors import HubError
+    from hubmerge.hub.push import check_target
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(HubError, match="HF_HUB_OFFLINE is set. Unset it to publish there.$"):
+        check_target("alice/x", token="hf_testtoken", endpoint="http://127.0.0.1:9")
+
+
 def test_a_hub_dataset_without_data_files_is_refused_before_the_merge(local_hub, tmp_path, monkeypatch):
     """A dataset repo that holds no data (a push_to_hub that failed half-way) passed the early check, so the
     merge ran and its evaluation then called the dataset "not found"; both now say it holds no data files."""

@@ -109,7 +109,7 @@ def check_target(
 
     check_repo_id(repo_id)
     api = hub_api(token, endpoint)
-    with hub_errors(repo_id, revision=branch):
+    with hub_errors(repo_id, revision=branch, publishing=True):
         try:
             info = api.model_info(repo_id, revision=branch)
         except hf.RepositoryNotFoundError:
@@ -196,7 +196,7 @@ def push_folder(
     created = branched = False
     parent = target.sha  # the commit looked at: one landing after it fails this push, not mixes with it
     try:
-        with hub_errors(repo_id, revision=branch):
+        with hub_errors(repo_id, revision=branch, publishing=True):
             if not target.exists:
                 api.create_repo(repo_id, private=private, exist_ok=False)
                 created = True

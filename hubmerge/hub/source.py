@@ -29,8 +29,10 @@ _PREFIX_LIMIT = 256 * 1024
 
 
 @contextmanager
-def hub_errors(repo_id: str, *, revision: str | None = None, path: str | None = None) -> Iterator[None]:
-    """Turn huggingface_hub / HTTP errors raised inside the block into hubmerge's typed errors."""
+def hub_errors(repo_id: str, *, revision: str | None = None, path: str | None = None,
+               publishing: bool = False) -> Iterator[None]:
+    """Turn huggingface_hub / HTTP errors raised inside the block into hubmerge's typed errors
+    (``publishing``: the block writes to ``repo_id``, which no local path can stand in for)."""
     import httpx2
     from huggingface_hub import errors as hf
 
@@ -56,9 +58,8 @@ def hub_errors(repo_id: str, *, revision: str | None = None, path: str | None = 
         what = f"file '{path}' was not found" if path else "a file it needs was not found"
         raise ModelFilesNotFoundError(f"{repo_id}: {what}", model=repo_id, path=path) from None
     except hf.OfflineModeIsEnabled:
-        raise HubError(
-            f"cannot reach the Hub for '{repo_id}': HF_HUB_OFFLINE is set. Unset it, or use local model paths."
-        ) from None
+        remedy = "Unset it to publish there." if publishing else "Unset it, or use local model paths."
+        raise HubError(f"cannot reach the Hub for '{repo_id}': HF_HUB_OFFLINE is set. {remedy}") from None
     except hf.HfHubHTTPError as exc:
         status = exc.response.status_code if exc.response is not None else None
         subject = f"'{repo_id}'" + (f" (file '{path}')" if path else "")

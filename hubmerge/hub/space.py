@@ -102,7 +102,7 @@ def deploy_space(
     operations += [CommitOperationAdd(name, str(path)) for name, path in package_files().items()]
     created = False
     try:
-        with hub_errors(repo_id):
+        with hub_errors(repo_id, publishing=True):
             if not api.repo_exists(repo_id, repo_type="space"):
                 api.create_repo(repo_id, repo_type="space", space_sdk="gradio", private=private,
                                 space_hardware=hardware)  # type: ignore[arg-type]
