@@ -587,7 +587,8 @@ def export_resnet(
     from .vision.export import export_torchvision_resnet
     from .weights.writer import atomic_output_dir, check_output
 
-    check_output(output.absolute(), overwrite=overwrite, keep={checkpoint: "the checkpoint"} if checkpoint else None)
+    keep = {checkpoint: "the checkpoint"} if checkpoint else None
+    check_output(output.absolute(), overwrite=overwrite, keep=keep, mark="config.json")  # model folders only
     names = [name.strip() for name in labels.split(",")] if labels else []
     if not all(names):
         raise typer.BadParameter(f"give one name per class, comma-separated; got {labels!r}", param_hint="--labels")

@@ -143,3 +143,9 @@ def test_the_cli_exports_a_checkpoint_and_keeps_what_exists(tmp_path, capsys):
     assert "give one name per class" in capsys.readouterr().err
     assert json.loads((out / "config.json").read_text())["id2label"]["0"] == "sedan"  # the old folder, whole
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cars", "ft.pth"]  # no half-written folder
+    (tmp_path / "notes").mkdir()  # no model folder: --overwrite deleted it, to write the export there
+    (tmp_path / "notes" / "todo.txt").write_text("mine")
+    small = ["--num-classes", "2", "--overwrite"]
+    assert main(["export-resnet", "resnet18", str(tmp_path / "notes"), *small]) == 1
+    assert "OutputNotOursError" in capsys.readouterr().err and (tmp_path / "notes" / "todo.txt").is_file()
+    assert main(["export-resnet", "resnet18", str(out), *small]) == 0  # a model folder is replaced
