@@ -825,3 +825,19 @@ def test_the_early_dataset_check_lets_a_gated_dataset_through(monkeypatch):
     monkeypatch.setattr(Api, "dataset_info", gated)
     monkeypatch.setattr(data, "_hub_info", lambda ref, token: pytest.fail("a gated dataset is not read here"))
     assert data.check_hub_datasets({"a": DatasetRef("org/gated")}, token=None) == {}
+
+
+def test_a_folder_with_no_files_is_never_pushed(api, local_hub, tmp_path):
+    """An output deleted after its push was checked (the web app's next merge replaces it) made an empty commit
+    that said "Pushed 0 files", and with overwrite deleted every file of the repo."""
+    repo_id = fresh_repo()
+    api.create_repo(repo_id)
+    api.upload_file(path_or_fileobj=b"kept", path_in_repo="model.txt", repo_id=repo_id)
+    before = len(api.list_repo_commits(repo_id))
+    (tmp_path / "out" / "heads").mkdir(parents=True)  # folders, no files
+    for overwrite, target_id in ((True, repo_id), (False, fresh_repo())):
+        target = check_target(target_id, token=local_hub.alice_token, overwrite=overwrite)
+        with pytest.raises(PushError, match="holds no files \\(was it deleted\\?\\): there is nothing to push"):
+            push_folder(tmp_path / "out", target_id, token=local_hub.alice_token, target=target)
+    assert set(api.list_repo_files(repo_id)) == {".gitattributes", "model.txt"}
+    assert len(api.list_repo_commits(repo_id)) == before and not api.repo_exists(target_id)

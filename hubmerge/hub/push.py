@@ -187,6 +187,8 @@ def push_folder(
                                  "there, or remove the link")
     api = hub_api(token, endpoint)
     files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+    if not files:  # a folder deleted since it was checked: an empty commit, or with overwrite an emptied repo
+        raise PushError(repo_id, f"'{folder}' holds no files (was it deleted?): there is nothing to push")
     operations: list[CommitOperationAdd | CommitOperationDelete] = [
         CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(folder / name)) for name in files
     ]
