@@ -488,6 +488,36 @@ def test_outputs_of_sessions_that_never_close_go_after_a_while(tmp_path):
         handlers.push(str(tmp_path / "work" / "api-call" / "merged-1234"), "alice/x", False, False)
 
 
+def test_a_merge_or_a_closed_page_leaves_an_output_a_push_is_uploading(tmp_path, monkeypatch):
+    """A page that pressed Merge while its push uploaded the previous output deleted that output under the push,
+    which then committed nothing ("Pushed 0 files"); the push now ends with the output, then deletes it."""
+    import gradio as gr
+
+    from hubmerge import publish as publishing
+    from hubmerge.ui import AppHandlers
+
+    handlers = AppHandlers(work_dir=tmp_path / "work", default_token="hf_testtoken")
+    page = SimpleNamespace(session_hash="page")
+    folder = tmp_path / "work" / "page"
+    seen = []
+
+    def publish_output(output, repo_id, **kwargs):  # the page merges again, then closes, during the upload
+        with pytest.raises(gr.Error):  # refused at once (no model given), after forgetting the page's outputs
+            handlers.merge("", [], "simple_average", {}, "", "cpu", request=page, progress=lambda *a, **k: None)
+        seen.append(sorted(p.name for p in folder.rglob("*")))
+        handlers.end_session(page)
+        seen.append(sorted(p.name for p in folder.rglob("*")))
+        return SimpleNamespace(files=["model.safetensors"], commit_sha="0" * 40, url=f"http://hub/{repo_id}")
+
+    monkeypatch.setattr(publishing, "publish_output", publish_output)
+    for name in ("merged-0", "merged-1"):
+        (folder / name).mkdir(parents=True)
+        (folder / name / "model.safetensors").write_bytes(b"weights")
+    pushed = handlers.push(str(folder / "merged-1"), "alice/x", False, False, progress=lambda *a, **k: None)
+    assert pushed.startswith("Pushed 1 files") and seen == [["merged-1", "model.safetensors"]] * 2
+    assert not folder.exists() and not handlers._pushing and not handlers._orphans
+
+
 @pytest.mark.slow
 def test_progress_reaches_the_page_from_the_merges_reader_threads(hub_models, local_hub, tmp_path):
     """gr.Progress finds its event through context variables: called from the engine's reader threads, which

@@ -113,6 +113,8 @@ class AppHandlers:
     fields: dict[str, list[ParamField]] = field(default_factory=param_fields)
     _cancels: dict[str, threading.Event] = field(default_factory=dict, repr=False)
     _models: "OrderedDict[tuple[str, str], tuple[Any, Any]]" = field(default_factory=OrderedDict, repr=False)
+    _pushing: set[Path] = field(default_factory=set, repr=False)  # outputs a push is uploading
+    _orphans: set[Path] = field(default_factory=set, repr=False)  # of those, the ones forgotten since
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     # ---------------------------------------------------------------- form
@@ -220,11 +222,36 @@ class AppHandlers:
         return f" (one is kept for {self.keep_outputs_s / 60:g} minutes after its merge)"
 
     def _forget_outputs(self, folder: Path) -> None:
-        """Delete a session's output and the models "Try it" keeps loaded from it."""
+        """Delete a session's output and the models "Try it" keeps loaded from it; an output a push is
+        uploading is left to that push to delete when it ends (a new merge may start during a long upload)."""
         with self._lock:
             for key in [key for key in self._models if Path(key[0]).parent == folder]:
                 del self._models[key]
-        shutil.rmtree(folder, ignore_errors=True)
+            uploading = {path for path in self._pushing if path.parent == folder}
+            self._orphans |= uploading
+        if not uploading:
+            shutil.rmtree(folder, ignore_errors=True)
+            return
+        for path in folder.iterdir() if folder.is_dir() else ():
+            if path not in uploading:
+                shutil.rmtree(path, ignore_errors=True)
+
+    @contextlib.contextmanager
+    def _uploading(self, output: Path) -> Iterator[None]:
+        """Keep ``output`` while a push reads it; delete it after, if its session forgot it meanwhile."""
+        with self._lock:
+            self._pushing.add(output)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._pushing.discard(output)
+                orphan = output in self._orphans
+                self._orphans.discard(output)
+            if orphan:
+                shutil.rmtree(output, ignore_errors=True)
+                with contextlib.suppress(OSError):
+                    output.parent.rmdir()  # the session's folder, when the page closed meanwhile
 
     def _forget_stale_outputs(self) -> None:
         """Delete the outputs of other sessions merged longer than ``keep_outputs_s`` ago, but for running ones."""
@@ -329,8 +356,9 @@ class AppHandlers:
                 raise AuthenticationError(
                     "no token: sign in with Hugging Face" if on_spaces() else
                     "no token: paste a token with write access in the token field")
-            pushed = publish_output(output, repo_id, token=secret, private=private, overwrite=overwrite,
-                                    endpoint=self.endpoint, on_step=lambda done, what: progress(done, desc=what))
+            with self._uploading(Path(output)):
+                pushed = publish_output(output, repo_id, token=secret, private=private, overwrite=overwrite,
+                                        endpoint=self.endpoint, on_step=lambda done, what: progress(done, desc=what))
         return f"Pushed {len(pushed.files)} files in one commit ({pushed.commit_sha[:12]}): [{repo_id}]({pushed.url})"
 
     def try_it(self, output: str | None, task: str | None, image: Any) -> dict[str, float]:
