@@ -331,10 +331,13 @@ class AppHandlers:
         )
 
     def cancel(self, request: gr.Request = None) -> str:  # type: ignore[assignment]
-        """Stop this session's merge: the engine stops at the next tensor group and writes nothing."""
+        """Stop this session's merge: the engine stops at the next tensor group and writes nothing.
+
+        A merge still waiting in the queue never reaches here: the button's ``cancels`` takes it off the queue,
+        so "nothing to cancel" would be wrong then."""
         event = self._cancels.get(getattr(request, "session_hash", None) or "default")
         if event is None:
-            return "Nothing to cancel."
+            return "No merge is running in this page; one waiting in the queue, if any, will not start."
         event.set()
         return "Cancelled: nothing was written."
 
