@@ -116,6 +116,23 @@ def test_an_uploaded_recipe_fills_the_form(tmp_path):
         handlers.load_recipe_file(str(upload / "data.yaml"))
 
 
+def test_an_uploaded_recipes_errors_name_the_file_not_gradios_copy_on_the_server(tmp_path):
+    """They said "(in /tmp/hubmerge-app-x/gradio/398f…/r.yaml)": a path the visitor never chose, which shows
+    the server's folders to whoever reaches the app."""
+    import gradio as gr
+
+    from hubmerge.ui.app import AppHandlers
+
+    upload = tmp_path / "gradio" / "398fa5856acb"
+    upload.mkdir(parents=True)
+    for name, text, words in (("method.yaml", "method: tyes\nmodels:\n  - {model: org/a}\n", "Did you mean 'ties'?"),
+                              ("broken.yaml", "models: [ {model: a\n", "broken.yaml: the YAML cannot be parsed")):
+        (upload / name).write_text(text)
+        with pytest.raises(gr.Error, match=words) as caught:
+            AppHandlers().load_recipe_file(str(upload / name))
+        assert name in caught.value.message and str(tmp_path) not in caught.value.message
+
+
 def test_a_new_method_gets_form_fields_without_ui_code():
     @_registry.register("test_only_scaled_mean", pretty_name="Scaled mean (test)", bounds={"gain": (0.0, 2.0)})
     def scaled_mean(tensors, *, gain: float = 1.0, flip: bool = False, mode: str = "a"):

@@ -69,19 +69,27 @@ def _builtin_presets() -> dict[str, Callable[[], Recipe]]:
 
 
 @contextlib.contextmanager
-def _user_errors(action: str, *secrets: str | None) -> Iterator[None]:
+def _user_errors(action: str, *secrets: str | None, upload: str | None = None) -> Iterator[None]:
     """Turn any failure into a gr.Error the page shows until it is closed (a merge may fail while the
-    user is on another tab): the typed message, never a trace or a token."""
+    user is on another tab): the typed message, never a trace or a token. ``upload``: a file the user
+    uploaded, named as they know it rather than by the path of Gradio's copy on the server."""
+
+    def shown(text: str) -> str:
+        if upload:
+            for path in dict.fromkeys((upload, str(Path(upload).resolve()))):
+                text = text.replace(path, Path(upload).name)
+        return redact(text, *secrets)
+
     try:
         yield
     except gr.Error:
         raise
     except HubmergeError as exc:
-        raise gr.Error(redact(f"{type(exc).__name__}: {exc}", *secrets), title=f"{action} failed",
+        raise gr.Error(shown(f"{type(exc).__name__}: {exc}"), title=f"{action} failed",
                        duration=None, print_exception=False) from None
     except Exception as exc:
         log.error("%s failed: %s", action, redact(repr(exc), *secrets))
-        raise gr.Error(redact(f"unexpected error: {type(exc).__name__}: {exc}", *secrets),
+        raise gr.Error(shown(f"unexpected error: {type(exc).__name__}: {exc}"),
                        title=f"{action} failed", duration=None, print_exception=False) from None
 
 
@@ -170,7 +178,7 @@ class AppHandlers:
 
         if not path:
             raise gr.Error("no file was uploaded")
-        with _user_errors("Loading the recipe"):
+        with _user_errors("Loading the recipe", upload=path):
             recipe = load_recipe(path)
             self._check_hub_only(recipe)
             _check_uploaded_paths(recipe, Path(path).absolute().parent)
