@@ -320,6 +320,7 @@ def test_plan_errors_name_the_problem_and_never_the_token(client, local_hub):
                                                      "data": [["demo-org/nope", "t", "", ""]]},
                        "simple_average", {}, AS_INPUTS, "cpu", local_hub.alice_token, api_name="/plan")
     assert "does-not-exist" in str(caught.value) or "nope" in str(caught.value)
+    assert "in the web app, the token field or sign-in" in str(caught.value)  # not only the CLI's --token / HF_TOKEN
     assert local_hub.alice_token not in str(caught.value)
 
 

@@ -44,7 +44,8 @@ def hub_errors(repo_id: str, *, revision: str | None = None, path: str | None = 
         ) from None
     except hf.RepositoryNotFoundError:
         raise RepoNotFoundError(repo_id, hint="Check the name (no local directory has it either), or pass a token "
-                                         "(--token / HF_TOKEN) for a private repo.") from None
+                                         "(--token / HF_TOKEN; in the web app, the token field or sign-in) for a "
+                                         "private repo.") from None
     except hf.RevisionNotFoundError:
         raise RepoNotFoundError(repo_id, revision=revision, hint="The revision (branch, tag or commit) does not exist.") from None
     except hf.LocalEntryNotFoundError:  # offline, or the Hub unreachable, and nothing in the local cache
