@@ -692,6 +692,18 @@ def test_a_push_does_not_wait_behind_other_visitors_merges():
     assert events["merge"].concurrency_id != events["push"].concurrency_id
 
 
+def test_try_its_labels_go_with_the_model_task_or_image_they_were_for():
+    """After a new merge (of other models, other tasks) "Try it" still showed the last model's top-5 labels."""
+    from hubmerge.ui import build_app
+
+    config = build_app().config
+    ids = {c["props"].get("elem_id"): c["id"] for c in config["components"] if c.get("props", {}).get("elem_id")}
+    image = next(c["id"] for c in config["components"] if c.get("type") == "image")
+    clearing = [d for d in config["dependencies"] if ids["top5"] in d["outputs"] and d["api_name"] != "try_it"]
+    assert any(ids["results"] in d["outputs"] for d in clearing)  # the merge's clearing step
+    assert {(ids["task"], "change"), (image, "change")} <= {tuple(t) for d in clearing for t in d["targets"]}
+
+
 @pytest.mark.slow
 def test_a_stopped_app_leaves_no_cached_copies(hub_models, local_hub, tmp_path, monkeypatch):
     from gradio_client import Client

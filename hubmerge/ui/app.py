@@ -575,7 +575,7 @@ def build_app(
             handlers.plan, [*form, token_box], planned, api_name="plan"
         )
         merged = [status, results, chart, card, recipe_file, output_state, task]
-        merging = merge_button.click(**collect).then(**_cleared(*merged, pushed)).then(
+        merging = merge_button.click(**collect).then(**_cleared(*merged, pushed, top5)).then(
             handlers.merge, [*form, token_box, examples, match_labels], merged,
             api_name="merge", concurrency_limit=1, concurrency_id=MERGES,
         )
@@ -585,6 +585,8 @@ def build_app(
             api_name="push", concurrency_limit=1, concurrency_id=PUSHES,
         )
         try_button.click(handlers.try_it, [output_state, task, image], top5, api_name="try_it")
+        for chosen in (task, image):  # the labels in sight are always of the image, task and model in sight
+            chosen.change(**_cleared(top5))
         app.unload(handlers.end_session)
     app.queue(default_concurrency_limit=2, max_size=32)
     return app
