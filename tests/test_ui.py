@@ -704,6 +704,17 @@ def test_try_its_labels_go_with_the_model_task_or_image_they_were_for():
     assert {(ids["task"], "change"), (image, "change")} <= {tuple(t) for d in clearing for t in d["targets"]}
 
 
+def test_the_models_table_says_every_method_that_uses_a_weight():
+    """It said "weight (weighted_average)", so a task_arithmetic or ties user never learned they could weigh models."""
+    from hubmerge.methods import list_methods
+    from hubmerge.ui import build_app
+
+    table = next(c for c in build_app().config["components"] if c.get("props", {}).get("elem_id") == "models")
+    weighing = [m.name for m in list_methods() if m.uses_weights]
+    assert {"weighted_average", "task_arithmetic", "ties"} <= set(weighing)
+    assert table["props"]["label"].endswith(f"weight (used by {', '.join(weighing)})")
+
+
 @pytest.mark.slow
 def test_a_stopped_app_leaves_no_cached_copies(hub_models, local_hub, tmp_path, monkeypatch):
     from gradio_client import Client

@@ -490,7 +490,8 @@ def build_app(
             base = gr.Textbox(start.base_model, label="Base model (repo id[@revision] or path)", elem_id="base")
             models = gr.Dataframe(
                 start.models, headers=list(MODEL_COLUMNS), datatype=["str", "str", "str", "str"],
-                label="Models: repo id[@revision], task name, evaluation dataset[:split], weight (weighted_average)",
+                label="Models: repo id[@revision], task name, evaluation dataset[:split], weight (used by "
+                      f"{', '.join(m.name for m in list_methods() if m.uses_weights)})",
                 interactive=True, elem_id="models",
             )
             with gr.Row():
