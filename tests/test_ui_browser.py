@@ -154,3 +154,22 @@ def test_closing_the_page_deletes_its_merged_output(browser_app):
         time.sleep(0.2)
     assert not session.exists()
     assert set(browser_app.work_dir.iterdir()) == before  # the other page's output stays
+
+
+def test_merge_is_off_while_its_merge_runs_and_back_after_it_ends_or_fails(browser_app):
+    """Pressed again during a merge (after changing the method, say), Merge did nothing: Gradio dropped the second
+    merge without a word, and the first one's results stood for the changed form."""
+    from playwright.sync_api import expect
+
+    page = browser_app.open_page()
+    page.locator("#merge").click()
+    expect(page.locator("#merge")).to_be_disabled()
+    page.get_by_role("tab", name="Results").click()
+    expect(page.locator("#status")).to_contain_text("Merged in", timeout=240_000)
+    page.get_by_role("tab", name="Merge").click()
+    expect(page.locator("#merge")).to_be_enabled()
+    _field(page, "base").fill("alice/no-such-base-model")
+    page.locator("#merge").click()
+    expect(page.get_by_text("alice/no-such-base-model").first).to_be_visible()  # the error names it
+    expect(page.locator("#merge")).to_be_enabled()  # Gradio's .then does not follow a failure
+    page.close()

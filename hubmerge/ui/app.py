@@ -412,6 +412,12 @@ def _cleared(*components: gr.components.Component) -> dict[str, Any]:
                 api_visibility="private", show_progress="hidden", queue=False)
 
 
+def _usable(button: gr.Button, usable: bool) -> dict[str, Any]:
+    """Event arguments that turn ``button`` on or off at once, in the page."""
+    return dict(fn=lambda: gr.Button(interactive=usable), inputs=None, outputs=button, api_visibility="private",
+                show_progress="hidden", queue=False)
+
+
 def _check_uploaded_paths(recipe: Recipe, upload_folder: Path) -> None:
     """A recipe's relative paths are read from its own folder, which an uploaded copy does not keep: say so
     now, not as a missing model at the merge."""
@@ -576,10 +582,16 @@ def build_app(
             handlers.plan, [*form, token_box], planned, api_name="plan"
         )
         merged = [status, results, chart, card, recipe_file, output_state, task]
-        merging = merge_button.click(**collect).then(**_cleared(*merged, pushed, top5)).then(
+        # Merge is off while its merge runs or waits: pressed again, Gradio dropped the second merge without a word
+        # (the first one's results then stood for a form changed since); Cancel first, then merge again.
+        merging = merge_button.click(**_usable(merge_button, False)).then(**collect).then(
+            **_cleared(*merged, pushed, top5)
+        ).then(
             handlers.merge, [*form, token_box, examples, match_labels], merged,
             api_name="merge", concurrency_limit=1, concurrency_id=MERGES,
         )
+        merging.then(**_usable(merge_button, True))  # after a merge that ended or was cancelled
+        merging.failure(**_usable(merge_button, True))  # Gradio's .then does not follow a failed event
         cancel_button.click(handlers.cancel, None, status, cancels=[merging], api_name="cancel", queue=False)
         push_button.click(**_cleared(pushed)).then(
             handlers.push, [output_state, repo_id, private, overwrite, token_box], pushed,
