@@ -173,3 +173,17 @@ def test_merge_is_off_while_its_merge_runs_and_back_after_it_ends_or_fails(brows
     expect(page.get_by_text("alice/no-such-base-model").first).to_be_visible()  # the error names it
     expect(page.locator("#merge")).to_be_enabled()  # Gradio's .then does not follow a failure
     page.close()
+
+
+def test_picking_the_preset_in_sight_again_puts_its_values_back(browser_app):
+    """The preset loaded only when the menu's value changed: after an edit or an uploaded recipe, choosing the
+    preset the menu still showed did nothing, and the only way back was through another preset."""
+    from playwright.sync_api import expect
+
+    page = browser_app.open_page()
+    base = _field(page, "base").input_value()
+    _field(page, "base").fill("alice/a-typo")
+    page.get_by_role("combobox", name="Preset").click()
+    page.get_by_role("option", name=PRESET).click()
+    expect(_field(page, "base")).to_have_value(base)
+    page.close()

@@ -570,7 +570,8 @@ def build_app(
             pushed = gr.Markdown(label="Push", elem_id="pushed")
 
         form = [base, models, method, params_state, dtype, device]
-        preset.change(handlers.load_preset, preset, [base, models, method, params_state, dtype, device, *param_inputs],
+        # .select, not .change: the preset in sight, picked again after an edit or an upload, loads again
+        preset.select(handlers.load_preset, preset, [base, models, method, params_state, dtype, device, *param_inputs],
                       api_visibility="private")
         upload.upload(handlers.load_recipe_file, upload,
                       [base, models, method, params_state, dtype, device, *param_inputs], api_visibility="private")
