@@ -453,6 +453,22 @@ def test_cancel_stops_the_merge_and_leaves_nothing(hub_models, local_hub, tmp_pa
     assert handlers._cancels == {}
 
 
+def test_a_push_during_the_pages_merge_says_to_wait_for_it(tmp_path):
+    """The merge clears the page's output as it starts: Push then said "merge first", to a page that had."""
+    import gradio as gr
+
+    from hubmerge.ui import AppHandlers
+
+    handlers = AppHandlers(work_dir=tmp_path / "work", default_token="hf_testtoken")
+    merging, idle = SimpleNamespace(session_hash="merging"), SimpleNamespace(session_hash="idle")
+    handlers._cancels["merging"] = threading.Event()
+    quiet = {"progress": lambda *a, **k: None}
+    with pytest.raises(gr.Error, match="this page's merge is still running: push once it has ended"):
+        handlers.push(None, "alice/x", False, False, request=merging, **quiet)
+    with pytest.raises(gr.Error, match="merge first: there is no merged model in this session"):
+        handlers.push(None, "alice/x", False, False, request=idle, **quiet)
+
+
 @pytest.mark.slow
 def test_closing_the_page_stops_its_merge_and_deletes_its_output(hub_models, local_hub, tmp_path):
     import gradio as gr

@@ -352,7 +352,8 @@ class AppHandlers:
     # ---------------------------------------------------------------- push / try
 
     def push(self, output: str | None, repo_id: str, private: bool, overwrite: bool, token: str | None = None,
-             oauth_token: Optional[gr.OAuthToken] = None, progress: gr.Progress = gr.Progress()) -> str:
+             oauth_token: Optional[gr.OAuthToken] = None, request: gr.Request = None,  # type: ignore[assignment]
+             progress: gr.Progress = gr.Progress()) -> str:
         """Publish the session's merged output in one commit; returns a link to the repo."""
         from ..hub.push import check_repo_id
         from ..publish import publish_output
@@ -361,6 +362,9 @@ class AppHandlers:
         with _user_errors("Push", secret):
             repo_id = (repo_id or "").strip()
             check_repo_id(repo_id)
+            if not output and (getattr(request, "session_hash", None) or "default") in self._cancels:
+                raise RecipeError("this page's merge is still running: push once it has ended (the Results tab "
+                                  "shows its progress), or cancel it")
             if not output or not Path(output).is_dir():
                 raise RecipeError(f"merge first: there is no merged model in this session to push{self._kept}")
             if not secret:
