@@ -83,8 +83,11 @@ def test_linear_rules_reproduce_the_function(name, params, weights):
     torch.testing.assert_close(apply_linear(name, ts, base, weights, **params), call(name, ts, base, weights, **params))
 
 
-def test_ties_equals_a_direct_computation():
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_ties_equals_a_direct_computation(dtype):
+    """float32 is trimmed by the radix selection, float64 (an output written in it) by kthvalue."""
     base, ts = models(3, shape=(40,))
+    base, ts = base.to(dtype), [t.to(dtype) for t in ts]
     deltas = torch.stack([t - base for t in ts])
     k = math.ceil(0.3 * 40)
     trimmed = torch.zeros_like(deltas)
@@ -149,6 +152,15 @@ def test_ties_keep_count_is_not_inflated_by_float_error(density):
     torch.testing.assert_close(merged, base + _top_k_by_magnitude(ts[0] - base, k))
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_ties_and_breadcrumbs_with_density_zero_are_the_base(dtype):
+    """Keeping no entry selects nothing (no k-th largest of zero entries is asked for), in either dtype."""
+    base, ts = models(2, shape=(30,))
+    base, ts = base.to(dtype), [t.to(dtype) for t in ts]
+    assert torch.equal(call("ties", ts, base, density=0.0), base)
+    assert torch.equal(call("breadcrumbs", ts, base, density=0.0, gamma=0.0), base)
+
+
 def test_ties_with_density_one_and_one_model_is_task_arithmetic():
     base, ts = models(1)
     torch.testing.assert_close(call("ties", ts, base, density=1.0), call("task_arithmetic", ts, base))
@@ -167,6 +179,20 @@ def test_dare_hand_computed():
                                T([0.0, 4.0, 0.0, 4.0]))
     no_rescale = call("dare", tensors, base, seed_generator=gen(), scaling_factor=1.0, rescale=False)
     torch.testing.assert_close(no_rescale, T([0.0, 1.0, 0.0, 2.0]))
+
+
+def test_dare_ties_mean_averages_the_agreeing_entries():
+    """DARE-TIES with disjoint_merge mean: same drops as test_dare_hand_computed, where both models keep
+    entry 1 with the same sign: d1 -> [0, 4, 0, 0], d2 -> [0, 2, 0, 4];
+    sum [0, 6, 0, 4], mean [0, 3, 0, 4]."""
+    base = torch.zeros(4)
+    tensors = [T([1.0, 2.0, 3.0, 4.0]), T([0.5, 1.0, 1.5, 2.0])]
+    gen = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    summed = call("dare", tensors, base, seed_generator=gen(), scaling_factor=1.0, combine="ties")
+    torch.testing.assert_close(summed, T([0.0, 6.0, 0.0, 4.0]))
+    mean = call("dare", tensors, base, seed_generator=gen(), scaling_factor=1.0, combine="ties",
+                disjoint_merge="mean")
+    torch.testing.assert_close(mean, T([0.0, 3.0, 0.0, 4.0]))
 
 
 def test_dare_equals_a_direct_computation_and_is_seeded():
@@ -248,6 +274,7 @@ def test_slerp():
     torch.testing.assert_close(half, T([s, 2 * s]))
     torch.testing.assert_close(call("slerp", [a, 3 * a], t=0.5), 2 * a)  # colinear: linear
     torch.testing.assert_close(call("slerp", [a, torch.zeros(2)], t=0.25), 0.75 * a)
+    torch.testing.assert_close(call("slerp", [torch.zeros(2), a], t=0.25), 0.25 * a)  # either one zero
 
 
 def test_slerp_of_anti_parallel_tensors_is_linear():
@@ -317,6 +344,10 @@ def test_schemas_and_defaults():
     assert get_method("task_arithmetic").needs_base and not get_method("simple_average").accepts_base
     assert get_method("weighted_average").needs_weights and get_method("dare").needs_generator
     assert get_method("slerp").max_models == 2
+    # the help and the app show the docstring's first paragraph, not its details
+    assert get_method("model_stock").description == (
+        "``t * mean(tensors) + (1 - t) * base`` with ``t = N cos / (1 + (N - 1) cos)``."
+    )
 
 
 @pytest.mark.parametrize(
@@ -335,6 +366,9 @@ def test_schemas_and_defaults():
         ("dare", {"density": 0.5}, "'density' is 1 - 'drop_rate' here"),
         ("weighted_average", {"weights": [1, 2]}, "give each entry under 'models' a 'weight'"),
         ("dare", {"seed": 1.5}, "seed' must be an integer"),
+        ("dare", {"seed": True}, "seed' must be an integer, got True"),
+        ("ties", {"density": True}, "density' must be a number, got True"),
+        ("breadcrumbs", {"gamma": 1.5}, "gamma' must be <= 1.0"),
         ("dare", {"rescale": "yes"}, "true or false"),
         ("task_arithmetic", {"scaling_factor": -1}, ">= 0.0"),
         ("simple_average", {"x": 1}, "none"),
@@ -344,6 +378,13 @@ def test_bad_parameters_name_the_parameter(name, params, message):
     with pytest.raises(MethodParameterError, match=message) as info:
         get_method(name).resolve_params(params)
     assert info.value.field.startswith("parameters.")
+
+
+def test_weights_on_a_method_without_weights_get_no_per_model_hint():
+    """simple_average ignores weights: telling the user to give each model a 'weight' would mislead."""
+    with pytest.raises(MethodParameterError) as info:
+        get_method("simple_average").resolve_params({"weights": [1, 2]})
+    assert "Parameters of simple_average: none." in str(info.value) and "'weight'" not in str(info.value)
 
 
 def test_integers_are_accepted_as_floats():
@@ -398,6 +439,8 @@ def test_register_refuses_malformed_methods():
         register("bad3", pretty_name="x")(no_seed)
     with pytest.raises(ValueError, match="twice"):
         register("ties", pretty_name="x")(lambda tensors: tensors[0])
+    with pytest.raises(TypeError, match=r"bounds given for unknown parameters \['scale'\]"):
+        register("bad4", pretty_name="x", bounds={"scale": (0.0, 1.0)})(lambda tensors: tensors[0])
 
 
 def test_register_reads_string_annotations(monkeypatch):
