@@ -58,3 +58,30 @@ def test_leaving_on_an_error_of_the_block_waits_for_the_running_step_and_keeps_t
         behind.submit(lambda: (time.sleep(0.1), finished.set()))
         raise KeyError("the merge failed")
     assert finished.is_set()  # nothing writes into a directory being removed
+
+
+def test_an_earlier_steps_error_reaches_the_next_submit():
+    """A failed write stops the merge at the next group, not only when every group has been merged."""
+    def fail() -> None:
+        raise ValueError("step 0 failed")
+
+    behind = Behind(max_pending=8)
+    try:
+        behind.submit(fail)
+        deadline = time.monotonic() + 5
+        while not behind._pending[0].done() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        with pytest.raises(ValueError, match="step 0 failed"):
+            behind.submit(lambda: None)
+    finally:
+        behind.close()
+
+
+def test_leaving_on_an_error_of_the_block_keeps_it_over_a_steps_error():
+    """The block's own error (the merge's, or Ctrl+C) is what the caller sees, not a write's that followed."""
+    def fail() -> None:
+        raise ValueError("the write failed")
+
+    with pytest.raises(KeyError, match="the merge failed"), Behind() as behind:
+        behind.submit(fail)
+        raise KeyError("the merge failed")
