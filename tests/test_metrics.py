@@ -47,6 +47,19 @@ def test_accuracy() -> None:
     assert weighted == {"accuracy": pytest.approx(0.75)}
 
 
+def test_accuracy_refuses_what_it_cannot_score() -> None:
+    """No predictions, or a weight list of another length, are ValueErrors that say so (not a division by
+    zero or a weighted mean of the wrong pairs); an unweighted count is an integer (3, not 3.0)."""
+    metric = load_metric("accuracy")
+    with pytest.raises(ValueError, match="at least one prediction"):
+        metric.compute(predictions=[], references=[])
+    for weights in ([1.0], [1.0, 1.0, 1.0]):
+        with pytest.raises(ValueError, match=f"sample_weight has {len(weights)} values for 2 predictions"):
+            metric.compute(predictions=[0, 1], references=[0, 1], sample_weight=weights)
+    count = metric.compute(predictions=[0, 1, 2], references=[0, 1, 1], normalize=False)["accuracy"]
+    assert count == 2 and isinstance(count, int)
+
+
 def test_accuracy_in_batches_equals_numpy() -> None:
     rng = np.random.default_rng(0)
     predictions = rng.integers(0, 7, size=1000)
@@ -74,6 +87,17 @@ def test_cross_entropy_equals_torch(scale: float) -> None:
 def test_cross_entropy_checks_labels() -> None:
     with pytest.raises(ValueError, match=r"labels must lie in \[0, 2\)"):
         load_metric("cross_entropy").compute(predictions=[[0.0, 1.0]], references=[2])
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 2\), got -1"):  # not the last class's loss
+        load_metric("cross_entropy").compute(predictions=[[0.0, 1.0]], references=[-1])
+
+
+def test_cross_entropy_is_summed_in_float64() -> None:
+    """Logits near 1e4: float32's step there is 1e-3, so a float32 log-sum-exp is off by 7e-5 of the loss."""
+    logits = torch.tensor([[10000.0, 10000.5], [3.0, -2.0]])
+    labels = torch.tensor([0, 1])
+    loss = load_metric("cross_entropy").compute(predictions=logits.numpy(), references=labels.numpy())
+    expected = torch.nn.functional.cross_entropy(logits.double(), labels).item()
+    assert loss["cross_entropy"] == pytest.approx(expected, rel=1e-12)
 
 
 def test_loads_offline_into_a_fresh_hf_home(tmp_path: Path) -> None:
