@@ -288,6 +288,10 @@ def test_yaml_that_expands_without_end_is_refused_at_once():
     with pytest.raises(RecipeError, match=expanded):
         Recipe.from_yaml(f"method: simple_average\nmodels: [org/a, org/b]\ns0: &s0 [{long}, {long}]\n"
                          + _laughs(5, "b").replace("b0: &b0 [lol, lol", "b0: &b0 [*s0, *s0").replace("b4: &b4", "task: &b4"))
+    keyed = _laughs(5, "c").replace("c0: &c0 [lol, lol", "c0: &c0 [{*s0 : 1}, {*s0 : 2}")
+    keyed = keyed.replace("c4: &c4", "task: &c4")
+    with pytest.raises(RecipeError, match=expanded):  # the long string as a mapping's key, not its value
+        Recipe.from_yaml(f"method: simple_average\nmodels: [org/a, org/b]\ns0: &s0 {long}\n" + keyed)
     with pytest.raises(RecipeError, match="nests deeper than a recipe ever does"):
         Recipe.from_yaml("method: simple_average\nmodels: " + "[" * 5000 + "]" * 5000 + "\n")
     anchors = "method: simple_average\nshared: &m {model: org/a, task: a}\nmodels: [*m, {model: org/b, task: b}]\n"

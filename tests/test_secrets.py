@@ -209,6 +209,8 @@ def test_the_token_is_taken_trimmed_from_the_first_source_that_gives_one(tmp_pat
     assert resolve_token(" hf_typed\n", token_file=token_file) == "hf_typed"
     assert resolve_token("", token_file=token_file) == "hf_from_the_file"
     assert resolve_token("") == "hf_from_the_environment"
+    monkeypatch.setenv("HOME", str(tmp_path))  # --token-file=~/token.txt: no shell expands a ~ after "="
+    assert resolve_token(None, token_file="~/token.txt") == "hf_from_the_file"
     token_file.write_text("\n")
     with pytest.raises(AuthenticationError, match="is empty"):
         resolve_token(None, token_file=token_file)
