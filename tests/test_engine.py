@@ -751,6 +751,11 @@ def test_reordered_dataset_labels_permute_the_head_rows(tmp_path, trained):
         {"model": str(trained.models["digits_low"]), "task": "digits_low"}]}))
     merge_plan = engine.plan(recipe)
     assert merge_plan.heads[0].decision.rows == (1, 0)
+    from hubmerge.plan_summary import summary_rows
+
+    assert dict(summary_rows(merge_plan))["head: digits_parity"] == (  # what `plan` shows before the merge
+        "kept (fine-tuned), rows reordered to the dataset's labels; 2 classes from the dataset"
+    )
     engine.execute(merge_plan, tmp_path / "out")
     head = load_file(tmp_path / "out" / "heads" / "digits_parity" / "model.safetensors")
     original = state_dict(trained.models["digits_parity"])
@@ -977,6 +982,14 @@ def test_a_plan_prints_as_one_line(tmp_path, convnext):
         f"read {human_bytes(merge_plan.bytes_to_read)}, write {human_bytes(merge_plan.bytes_to_write)})"
     )
     engine.close_plan(merge_plan)
+
+
+@pytest.mark.parametrize(
+    "n, text",
+    [(0, "0 B"), (999, "999 B"), (1000, "1.00 kB"), (1_234_567, "1.23 MB"), (2.5e12, "2.50 TB")],
+)
+def test_sizes_are_in_decimal_units_as_the_hub_shows_them(n, text):
+    assert human_bytes(n) == text
 
 
 def test_plan_and_merge_take_a_recipe_file_or_dict_as_they_take_a_recipe(tmp_path, convnext):

@@ -73,3 +73,24 @@ def test_the_evaluation_display_leaves_no_blank_line_in_a_log(terminal):
     assert (progress is not None) is terminal
     if not terminal:
         assert screen.getvalue() == ""
+
+
+@pytest.mark.parametrize("was_on", [True, False])
+def test_the_hubs_own_bars_are_off_meanwhile_then_as_they_were(was_on, monkeypatch):
+    """Bars a caller had turned off stay off after hubmerge's work; bars that were on come back."""
+    import importlib
+
+    from huggingface_hub import utils as hub_utils
+
+    from hubmerge.progress import hub_bars_off
+
+    hub_tqdm = importlib.import_module("huggingface_hub.utils.tqdm")  # the module, not its tqdm class
+    monkeypatch.setattr(hub_tqdm, "HF_HUB_DISABLE_PROGRESS_BARS", None)  # the suite turns them off by environment
+    was_disabled = hub_utils.are_progress_bars_disabled()
+    try:
+        (hub_utils.enable_progress_bars if was_on else hub_utils.disable_progress_bars)()
+        with hub_bars_off():
+            assert hub_utils.are_progress_bars_disabled()
+        assert hub_utils.are_progress_bars_disabled() is not was_on
+    finally:
+        (hub_utils.disable_progress_bars if was_disabled else hub_utils.enable_progress_bars)()

@@ -228,3 +228,15 @@ def test_a_failed_final_rename_leaves_the_previous_output(tmp_path, monkeypatch)
         (tmp / "new").write_text("the new output")
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
     assert [p.name for p in target.iterdir()] == ["previous"]
+
+
+def test_a_file_written_atomically_leaves_no_temporary_file_when_it_cannot_replace(tmp_path):
+    """The replace fails (a folder of that name): the error reaches the caller, no ``.name.*.tmp`` stays."""
+    from hubmerge.atomic_file import write_atomically
+
+    assert write_atomically(tmp_path / "card.md", "text").read_text() == "text"
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "inside").write_text("x")
+    with pytest.raises(OSError):
+        write_atomically(tmp_path / "busy", b"bytes")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["busy", "card.md"]
