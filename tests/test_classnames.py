@@ -130,6 +130,7 @@ def test_fixture_tasks() -> None:
         ("CIFAR-100", "cifar100"),
         ("digits-low", "digits_low"),
         ("  EuroSAT ", "eurosat"),
+        ("_mnist_", "mnist"),  # separators at the ends are no part of the name
     ],
 )
 def test_aliases(alias: str, task: str) -> None:
@@ -163,8 +164,9 @@ def test_unknown_task_error() -> None:
     assert "register_task" in str(error)
     assert error.field == "task"
     assert "mnist" in error.known
-    with pytest.raises(UnknownTaskError):
-        id2label("")
+    for blank in ("", "  "):  # says what a task name is, not "Did you mean" the closest of every name
+        with pytest.raises(UnknownTaskError, match="A task name is a non-empty string"):
+            id2label(blank)
 
 
 def test_datasets() -> None:

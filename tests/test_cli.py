@@ -127,6 +127,23 @@ def test_a_busy_port_is_said_before_anything_announces_it(tmp_path, capsys, capl
     assert not (tmp_path / "hub").exists()
 
 
+def test_a_server_listens_on_the_ipv6_loopback_too():
+    """``--host ::1`` is one of LOOPBACK_HOSTS: it gets an IPv6 socket, not "Address family not supported"."""
+    import socket
+
+    from hubmerge.ports import bind_port
+
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6 here")
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+    with bind_port("::1", 0) as sock:
+        assert sock.family == socket.AF_INET6 and sock.getsockname()[0] == "::1"
+
+
 def test_a_hub_token_without_its_user_or_secret_is_refused(capsys, tmp_path, monkeypatch):
     """`--token :bob` let anyone write as bob with an empty token; `--token secret:` wrote as no one."""
     served = []

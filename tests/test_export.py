@@ -111,6 +111,9 @@ def test_a_checkpoint_that_does_not_fit_is_refused_saying_why(tmp_path):
         export_torchvision_resnet("resnet18", tmp_path / "b", checkpoint=tmp_path / "empty.pth")
     with pytest.raises(WeightsError, match="does not exist"):
         export_torchvision_resnet("resnet18", tmp_path / "c", checkpoint=tmp_path / "nowhere.pth")
+    torch.save({"model": torchvision.models.resnet18().state_dict(), "epoch": 3}, tmp_path / "trainer.pth")
+    with pytest.raises(WeightsError, match="holds no state dict of tensors; save model.state_dict"):
+        export_torchvision_resnet("resnet18", tmp_path / "c", checkpoint=tmp_path / "trainer.pth")
     with pytest.raises(RecipeError, match="not both"):
         export_torchvision_resnet("resnet18", tmp_path / "d", weights="DEFAULT", checkpoint=tmp_path / "r34.pth")
     assert not any((tmp_path / name).exists() for name in "abcd")
@@ -149,3 +152,29 @@ def test_the_cli_exports_a_checkpoint_and_keeps_what_exists(tmp_path, capsys):
     assert main(["export-resnet", "resnet18", str(tmp_path / "notes"), *small]) == 1
     assert "OutputNotOursError" in capsys.readouterr().err and (tmp_path / "notes" / "todo.txt").is_file()
     assert main(["export-resnet", "resnet18", str(out), *small]) == 0  # a model folder is replaced
+
+
+def test_a_data_parallel_checkpoint_loses_its_module_prefix(tmp_path):
+    """torch.nn.DataParallel saves every name under ``module.``; the exported names are torchvision's own."""
+    import torchvision
+
+    model = torchvision.models.resnet18(num_classes=3)
+    torch.save(torch.nn.DataParallel(model).state_dict(), tmp_path / "dp.pth")
+    exported = load_file(export_torchvision_resnet("resnet18", tmp_path / "m", checkpoint=tmp_path / "dp.pth")
+                         / "model.safetensors")
+    assert exported.keys() == model.state_dict().keys()
+    assert torch.equal(exported["fc.weight"], model.state_dict()["fc.weight"])
+
+
+def test_imagenet_weights_keep_their_head_when_num_classes_is_its_size(tmp_path, monkeypatch):
+    """num_classes=1000 with weights='DEFAULT' is ImageNet's own head: kept, not replaced by a random one."""
+    import torchvision
+
+    def pretrained(weights=None):  # stands in for the download
+        model = torchvision.models.resnet.ResNet(torchvision.models.resnet.BasicBlock, [2, 2, 2, 2])
+        torch.nn.init.constant_(model.fc.weight, 0.5)
+        return model
+
+    monkeypatch.setattr(torchvision.models, "resnet18", pretrained)
+    out = export_torchvision_resnet("resnet18", tmp_path / "m", weights="DEFAULT", num_classes=1000)
+    assert torch.all(load_file(out / "model.safetensors")["fc.weight"] == 0.5)

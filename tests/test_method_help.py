@@ -41,6 +41,17 @@ def test_one_method_in_full(capsys):
     assert recipe_start(get_method("ties")) in out
 
 
+def test_how_many_models_and_which_weights_a_method_takes(capsys):
+    """SLERP takes exactly two models, Model Stock two or more; a weight is marked optional where it is."""
+    assert main(["methods", "slerp"]) == 0
+    out = capsys.readouterr().out
+    assert "base model: not used; per-model weights: not used; models: 2 to 2" in out
+    assert main(["methods", "model_stock"]) == 0
+    assert "models: 2 or more" in capsys.readouterr().out
+    assert "    weight: 1.0   # optional\n" in recipe_start(get_method("task_arithmetic"))
+    assert "    weight: 1.0\n" in recipe_start(get_method("weighted_average"))
+
+
 def test_allowed_values_say_what_validation_accepts():
     dare = {spec.name: allowed_values(spec) for spec in get_method("dare").params}
     assert dare == {"drop_rate": "0 to 0.999", "rescale": "true | false", "seed": "any integer",
@@ -58,3 +69,20 @@ def test_an_unknown_or_foreign_name_is_a_usage_error(capsys):
 def test_listing_methods_imports_no_torch():
     out, imported = _main_in_fresh_interpreter(("torch", "numpy"), "methods", "dare")
     assert imported == [] and "drop_rate" in out
+
+
+def test_a_table_on_a_terminal_folds_to_its_width():
+    """Off a terminal a table is printed whole (test_one_method_in_full); on one it fits the window."""
+    import io
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from hubmerge.tables import print_table
+
+    screen = io.StringIO()
+    table = Table("parameter", "what it does")
+    table.add_row("density", "fraction of each task vector kept, by magnitude " * 3)
+    print_table(Console(file=screen, force_terminal=True, width=40, color_system=None), table)
+    lines = screen.getvalue().splitlines()
+    assert len(lines) > 5 and max(len(line) for line in lines) <= 40
