@@ -94,7 +94,10 @@ def _details(method: MergeMethod, console: Console) -> None:
     if method.paper:
         console.print(method.paper, highlight=False)
     console.print(escape(_plain(method.description)), highlight=False)
-    inputs = f"{method.min_models}" + (f" to {method.max_models}" if method.max_models else " or more")
+    if method.max_models == method.min_models:
+        inputs = f"exactly {method.min_models}"
+    else:
+        inputs = f"{method.min_models}" + (f" to {method.max_models}" if method.max_models else " or more")
     console.print(
         f"base model: {_usage(method.needs_base, method.accepts_base)}; "
         f"per-model weights: {_usage(method.needs_weights, method.uses_weights)}; models: {inputs}",

@@ -20,7 +20,7 @@ INPUT_COLUMNS = ("input", "model", "revision", "files", "tensors", "size")
 def human_bytes(n: float) -> str:
     """``1234567`` -> ``'1.23 MB'`` (decimal units, as the Hub shows sizes)."""
     for unit in ("B", "kB", "MB", "GB"):
-        if abs(n) < 1000:
+        if round(abs(n), 0 if unit == "B" else 2) < 1000:  # 999.999 GB would print as "1000.00 GB"
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
         n /= 1000
     return f"{n:.2f} TB"

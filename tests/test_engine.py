@@ -986,7 +986,8 @@ def test_a_plan_prints_as_one_line(tmp_path, convnext):
 
 @pytest.mark.parametrize(
     "n, text",
-    [(0, "0 B"), (999, "999 B"), (1000, "1.00 kB"), (1_234_567, "1.23 MB"), (2.5e12, "2.50 TB")],
+    [(0, "0 B"), (999, "999 B"), (1000, "1.00 kB"), (1_234_567, "1.23 MB"), (2.5e12, "2.50 TB"),
+     (999.6, "1.00 kB"), (999_994, "999.99 kB"), (999_995, "1.00 MB"), (999_999_999_999, "1.00 TB")],  # no "1000.00"
 )
 def test_sizes_are_in_decimal_units_as_the_hub_shows_them(n, text):
     assert human_bytes(n) == text

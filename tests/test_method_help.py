@@ -45,7 +45,7 @@ def test_how_many_models_and_which_weights_a_method_takes(capsys):
     """SLERP takes exactly two models, Model Stock two or more; a weight is marked optional where it is."""
     assert main(["methods", "slerp"]) == 0
     out = capsys.readouterr().out
-    assert "base model: not used; per-model weights: not used; models: 2 to 2" in out
+    assert "base model: not used; per-model weights: not used; models: exactly 2" in out
     assert main(["methods", "model_stock"]) == 0
     assert "models: 2 or more" in capsys.readouterr().out
     assert "    weight: 1.0   # optional\n" in recipe_start(get_method("task_arithmetic"))
