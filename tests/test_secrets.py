@@ -199,7 +199,7 @@ def test_typed_errors_and_their_tracebacks_never_hold_the_token(setup, sentinel_
 def test_the_token_is_taken_trimmed_from_the_first_source_that_gives_one(tmp_path, monkeypatch):
     """--token, then --token-file, then HF_TOKEN: a token pasted with a newline is trimmed; an empty --token
     (an unset shell variable) is no token, so the file is read; an empty file is refused in its own words,
-    not replaced by HF_TOKEN, and a blank token is no token to push with."""
+    not replaced by HF_TOKEN, and a blank --token is an empty one: no token to push with."""
     from hubmerge.errors import AuthenticationError
     from hubmerge.hub.auth import require_token, resolve_token
 
@@ -208,12 +208,14 @@ def test_the_token_is_taken_trimmed_from_the_first_source_that_gives_one(tmp_pat
     token_file.write_text("hf_from_the_file\n")
     assert resolve_token(" hf_typed\n", token_file=token_file) == "hf_typed"
     assert resolve_token("", token_file=token_file) == "hf_from_the_file"
+    assert resolve_token("  \n", token_file=token_file) == "hf_from_the_file"  # blank as empty: it was "" sent
     assert resolve_token("") == "hf_from_the_environment"
     monkeypatch.setenv("HOME", str(tmp_path))  # --token-file=~/token.txt: no shell expands a ~ after "="
     assert resolve_token(None, token_file="~/token.txt") == "hf_from_the_file"
     token_file.write_text("\n")
     with pytest.raises(AuthenticationError, match="is empty"):
         resolve_token(None, token_file=token_file)
+    monkeypatch.delenv("HF_TOKEN")
     with pytest.raises(AuthenticationError, match="push needs a Hub token"):
         require_token("  \n", action="push")
 

@@ -14,7 +14,7 @@ __all__ = ["require_token", "resolve_token"]
 
 def resolve_token(token: str | None = None, *, token_file: str | Path | None = None) -> str | None:
     """The first token found: ``token``, then ``token_file``, then HF_TOKEN / the login cache; or None."""
-    if token:
+    if token and token.strip():  # a blank --token (an unset shell variable, a stray space) is no token
         return token.strip()
     if token_file is not None:
         path = Path(token_file).expanduser()
