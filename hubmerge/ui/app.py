@@ -603,8 +603,8 @@ def build_app(
             api_name="push", concurrency_limit=1, concurrency_id=PUSHES,
         )
         try_button.click(handlers.try_it, [output_state, task, image], top5, api_name="try_it")
-        for chosen in (task, image):  # the labels in sight are always of the image, task and model in sight
-            chosen.change(**_cleared(top5))
+        for picked in (task, image):  # the labels in sight are always of the image, task and model in sight
+            picked.change(**_cleared(top5))
         app.unload(handlers.end_session)
     app.queue(default_concurrency_limit=2, max_size=32)
     return app
