@@ -713,12 +713,19 @@ def hub_serve(
     token: Annotated[
         Optional[list[str]], typer.Option("--token", help="TOKEN:USER pair allowed to write (repeatable).")
     ] = None,
+    lfs: Annotated[
+        bool,
+        typer.Option("--lfs", help="Take weights, data files (.safetensors, .parquet, ...) and files of 10 MiB or "
+                     "more by LFS, as huggingface.co does (datasets' push_to_hub needs it). Clients then need "
+                     "HF_HUB_DISABLE_XET=1: this server speaks LFS, not Xet."),
+    ] = False,
 ) -> None:
     """Serve a local Hugging Face Hub-compatible server (point HF_ENDPOINT at it).
 
     A repo's URL, http://HOST:PORT/ORG/NAME, opens a page with its card and files in a browser.
     """
     from .hub.localhub import serve
+    from .hub.localhub.storage import LFS_MIN_SIZE
 
     tokens = {}
     for pair in token or []:
@@ -726,7 +733,7 @@ def hub_serve(
         if not sep or not secret or not user:
             raise typer.BadParameter("write --token TOKEN:USER", param_hint="--token")
         tokens[secret] = user
-    serve(root, host=host, port=port, tokens=tokens or None)
+    serve(root, host=host, port=port, tokens=tokens or None, lfs_threshold=LFS_MIN_SIZE if lfs else None)
 
 
 INTERRUPTED = 130  # the exit code of a command stopped by Ctrl+C (128 + SIGINT); SIGTERM's 143, SIGHUP's 129

@@ -156,6 +156,18 @@ def test_a_hub_token_without_its_user_or_secret_is_refused(capsys, tmp_path, mon
     assert served[0]["tokens"] == {"a:b": "alice"}
 
 
+def test_hub_serve_takes_lfs_uploads_only_when_asked(tmp_path, monkeypatch):
+    """--lfs answers preupload as huggingface.co does (datasets' push_to_hub needs it); without it every
+    upload is regular, which clients with Xet on (their default) can make."""
+    from hubmerge.hub.localhub.storage import LFS_MIN_SIZE
+
+    served = []
+    monkeypatch.setattr("hubmerge.hub.localhub.serve", lambda *a, **k: served.append(k))
+    assert main(["hub", "serve", "--root", str(tmp_path / "hub")]) == 0
+    assert main(["hub", "serve", "--root", str(tmp_path / "hub"), "--lfs"]) == 0
+    assert [k["lfs_threshold"] for k in served] == [None, LFS_MIN_SIZE]
+
+
 def test_usage_errors_exit_2(capsys, tmp_path):
     assert main(["merge"]) == 2
     assert main(["no-such-command"]) == 2

@@ -326,6 +326,40 @@ def test_create_commit_lfs_with_xet_disabled(tmp_path, local_hub):
         assert "stolen.bin" not in bob.list_repo_files("bob/mine")
 
 
+DATASETS_PUSH_SCRIPT = """
+import sys
+import datasets
+rows = {"x": list(range(20)), "y": ["a", "b"] * 10}
+datasets.Dataset.from_dict(rows).push_to_hub("alice/pushed", token=sys.argv[1])
+back = datasets.load_dataset("alice/pushed", split="train")
+assert back.to_dict() == rows, back.to_dict()
+streamed = list(datasets.load_dataset("alice/pushed", split="train", streaming=True))
+assert [r["x"] for r in streamed] == rows["x"]
+print("PUSH-OK")
+"""
+
+
+def test_datasets_push_to_hub_with_lfs_answers(tmp_path, local_hub):
+    """datasets deletes its temporary parquet once preupload has taken it, as huggingface.co answers "lfs" for
+    .parquet; answered "regular", the commit then read a deleted file (FileNotFoundError). `hub serve --lfs`
+    answers as the Hub does, and the client goes by LFS with Xet off."""
+    from hubmerge.hub.localhub.storage import LFS_MIN_SIZE
+
+    tokens = {local_hub.alice_token: "alice"}
+    with LocalHub(tmp_path / "hub", tokens=tokens, lfs_threshold=LFS_MIN_SIZE) as hub:
+        env = {**os.environ, "HF_ENDPOINT": hub.endpoint, "HF_HOME": str(tmp_path / "home"),
+               "HF_HUB_DISABLE_XET": "1"}
+        for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
+            env.pop(name, None)
+        result = subprocess.run([sys.executable, "-c", DATASETS_PUSH_SCRIPT, local_hub.alice_token],
+                                env=env, capture_output=True, text=True, timeout=120)
+        assert "PUSH-OK" in result.stdout, result.stderr[-3000:]
+        assert hub.stats.requests.get("lfs_upload") == 1  # the parquet shard; the card goes as a regular file
+        files = HfApi(endpoint=hub.endpoint).list_repo_tree("alice/pushed", repo_type="dataset", recursive=True)
+        parquet = [f for f in files if f.path.endswith(".parquet")]
+        assert len(parquet) == 1 and parquet[0].lfs is not None
+
+
 def test_deletes_and_stale_parent(alice, tmp_path):
     repo_id = model_repo(alice, tmp_path)
     old = alice.model_info(repo_id).sha

@@ -112,6 +112,8 @@ def serve(
             app = create_app(root, tokens=allowed, orgs=orgs, lfs_threshold=lfs_threshold)
             log.warning("local hub on http://%s:%d, storing repos in %s; write tokens are in %s",
                         host, port, root, Path(root) / TOKENS_FILE)
+            if lfs_threshold is not None:  # else an upload's only error is hf-xet's "501 ... xet-write-token"
+                log.warning("uploads of weights and data files go by LFS: set HF_HUB_DISABLE_XET=1 for clients")
             uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
         finally:
             lock.release()
