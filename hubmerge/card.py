@@ -325,7 +325,8 @@ def render_card(facts: CardFacts) -> ModelCard:
         tags=["hubmerge", "merge", recipe.method, *([facts.model_type] if facts.model_type else [])],
         datasets=datasets or None,
         license=license_,
-        model_name=name,
+        # it only names the model-index: without results huggingface_hub would leave it as a key of its own
+        model_name=name if eval_results else None,
         eval_results=eval_results or None,
         base_model_relation="merge",
     )

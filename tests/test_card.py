@@ -275,6 +275,8 @@ def test_missing_results_are_said_with_the_reason(tmp_path, family):
            "`hubmerge evaluate OUTPUT --save` evaluates them, then `hubmerge card OUTPUT`)" in card.text
     assert f"No evaluation was run for: {first} (the recipe names no dataset for them)" in card.text
     assert "model-index" not in card.data.to_dict()
+    # model_name only names the model-index: with none it stayed in the metadata as a key the Hub has no use for
+    assert "model_name" not in card.data.to_dict()
     assert "individual fine-tunes above" not in card.text  # there is no table above
     assert "`hubmerge evaluate MODEL --compare-inputs` puts it next to the individual fine-tunes" in card.text
 
