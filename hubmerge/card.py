@@ -32,7 +32,7 @@ from .vision.processors import describe_processor
 if TYPE_CHECKING:
     from huggingface_hub import ModelCard
 
-__all__ = ["CARD_FILE", "CardFacts", "Measurement", "TaskFacts", "card_is_edited", "collect_card", "render_card", "write_card"]
+__all__ = ["CARD_FILE", "CardFacts", "License", "Measurement", "TaskFacts", "card_is_edited", "collect_card", "render_card", "write_card"]
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +80,18 @@ class Measurement:
 
 
 @dataclass(frozen=True)
+class License:
+    """A license as a card declares it: ``other`` is many licenses, told apart by ``license_name``."""
+
+    id: str
+    name: str | None = None  # license_name: which ``other`` license
+    link: str | None = None  # license_link: where its text is
+
+    def __str__(self) -> str:
+        return f"{self.id} ({self.name})" if self.name else self.id
+
+
+@dataclass(frozen=True)
 class CardFacts:
     """Everything the card says, gathered before rendering."""
 
@@ -89,7 +101,7 @@ class CardFacts:
     model_type: str | None
     results: dict[str, dict[str, float]] | None = None
     comparison: dict[str, Any] | None = None
-    licenses: dict[str, str | None] = field(default_factory=dict)
+    licenses: dict[str, License | None] = field(default_factory=dict)
     repo_id: str | None = None
     revision: str | None = None  # the branch it is published to, when not the default one
     hub_url: str = "https://huggingface.co"  # "" for links from the root of the Hub that serves the card
@@ -146,8 +158,8 @@ def _spellings(dataset: DatasetRef | None) -> tuple[str, ...]:
     return (dataset.spec, f"{dataset.path}/{dataset.name}:{dataset.split}" if dataset.name else dataset.spec)
 
 
-def _input_license(ref: ModelRef, token: str | None, endpoint: str | None) -> str | None:
-    """The ``license`` of an input's own card, at the commit merged, or None when it has no card, declares
+def _input_license(ref: ModelRef, token: str | None, endpoint: str | None) -> License | None:
+    """The ``license`` (with its ``license_name`` and ``license_link``) of an input's own card, at the commit merged, or None when it has no card, declares
     none, or the Hub cannot be reached (an unknown license is left out, not guessed)."""
     import httpx2
     from huggingface_hub import ModelCard, hf_hub_download
@@ -163,8 +175,10 @@ def _input_license(ref: ModelRef, token: str | None, endpoint: str | None) -> st
     except (OSError, ValueError, HfHubHTTPError, httpx2.TransportError) as exc:
         log.info("no card for %s (%s)", ref, type(exc).__name__)
         return None
-    license_ = card.data.get("license") if card is not None else None
-    return str(license_) if license_ else None
+    if card is None or not card.data.get("license"):
+        return None
+    name, link = card.data.get("license_name"), card.data.get("license_link")
+    return License(str(card.data.get("license")), str(name) if name else None, str(link) if link else None)
 
 
 def collect_card(
@@ -300,6 +314,8 @@ def render_card(facts: CardFacts) -> ModelCard:
     datasets = sorted({e.dataset.path for e in recipe.models if e.dataset and not e.dataset.is_local})
     licenses = set(facts.licenses.values())
     license_ = licenses.pop() if len(licenses) == 1 and None not in licenses else None
+    # the name and link say which `other` license it is; without them the Hub shows "other" and nothing more
+    license_keys = {"license_name": license_.name, "license_link": license_.link} if license_ else {}
     name = facts.repo_id.split("/")[-1] if facts.repo_id else (recipe.name or "merged-model")
     eval_results = []
     for measured in facts.measured:
@@ -324,11 +340,12 @@ def render_card(facts: CardFacts) -> ModelCard:
         pipeline_tag="image-classification",
         tags=["hubmerge", "merge", recipe.method, *([facts.model_type] if facts.model_type else [])],
         datasets=datasets or None,
-        license=license_,
+        license=license_.id if license_ else None,
         # it only names the model-index: without results huggingface_hub would leave it as a key of its own
         model_name=name if eval_results else None,
         eval_results=eval_results or None,
         base_model_relation="merge",
+        **{key: value for key, value in license_keys.items() if value},
     )
     limitations = [
         f"The head of **{t.name}** was {t.head}: it was not trained with this backbone, so its accuracy is "

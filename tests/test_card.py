@@ -199,6 +199,26 @@ def test_two_licenses_that_differ_are_flagged_too(tmp_path, family):
     assert "The inputs declare different licenses" in card.text
 
 
+def test_other_licenses_are_told_apart_by_their_names(tmp_path, family):
+    """``license: other`` is one of many licenses, named by ``license_name``: inputs under two such licenses
+    made a card declaring ``license: other`` alone, as if they agreed, with neither name nor link."""
+    out = merged(tmp_path, family)
+
+    def declare(*names):
+        for path, name in zip([family.base, *family.models.values()], names):
+            (path / "README.md").write_text(f"---\nlicense: other\nlicense_name: {name}\n"
+                                            f"license_link: https://example.com/{name}\n---\n# model\n")
+
+    declare("llama2", "gemma", "llama2", "llama2")
+    card = render_card(collect_card(out))
+    assert "license" not in card.data.to_dict()
+    assert "The inputs declare different licenses" in card.text and "other (gemma)" in card.text
+    declare("llama2", "llama2", "llama2", "llama2")
+    data = render_card(collect_card(out)).data.to_dict()
+    assert (data["license"], data["license_name"], data["license_link"]) == ("other", "llama2",
+                                                                            "https://example.com/llama2")
+
+
 def test_the_results_table_has_one_column_per_task_and_one_average(tmp_path, family):
     out = merged(tmp_path, family)  # eval_results.json holds the tasks and their "average"
     lines = render_card(collect_card(out)).text.splitlines()
