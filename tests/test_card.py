@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 import uuid
 
 import pytest
 import torch
 from huggingface_hub import HfApi, ModelCard, hf_hub_download
 from huggingface_hub.repocard_data import model_index_to_eval_results
+from safetensors.torch import load_file
 
 import hubmerge
 from hubmerge import engine
@@ -327,6 +329,21 @@ def test_a_card_edited_by_hand_is_never_replaced_unasked(tmp_path, family, capsy
     assert "Trained on Tuesdays" not in path.read_text() and not card_is_edited(out)
     path.write_text("# a card of my own\n")  # no signature at all: someone else's
     assert card_is_edited(out)
+
+
+def test_the_samples_of_a_card_without_a_repo_run_on_the_folder(tmp_path, family):
+    """`hubmerge card OUT` names no repo: its samples load "path/to/this/model", and the plain transformers one
+    read the head with hf_hub_download, which refuses a folder (HFValidationError), so it ran for no path."""
+    out = merged(tmp_path, family)
+    text = ModelCard.load(write_card(out)).text
+    samples = re.findall(r"```python\n(.*?)```", text, re.S)
+    assert len(samples) == 3
+    task = list(family.models)[-1]
+    for sample in samples:
+        scope: dict = {}
+        exec(sample.replace("path/to/this/model", str(out)), scope)  # noqa: S102 - the card's own code
+    head = load_file(family.models[task] / "model.safetensors")["classifier.weight"]
+    assert torch.equal(scope["model"].classifier.weight, head)
 
 
 def test_card_round_trips_through_the_hub_and_its_samples_work(tmp_path, family, local_hub):
