@@ -159,8 +159,9 @@ def _spellings(dataset: DatasetRef | None) -> tuple[str, ...]:
 
 
 def _input_license(ref: ModelRef, token: str | None, endpoint: str | None) -> License | None:
-    """The ``license`` (with its ``license_name`` and ``license_link``) of an input's own card, at the commit merged, or None when it has no card, declares
-    none, or the Hub cannot be reached (an unknown license is left out, not guessed)."""
+    """The ``license`` (with its ``license_name`` and ``license_link``) of an input's own card, at the commit
+    merged, or None when it has no card, declares none, or the Hub cannot be reached (an unknown license is
+    left out, not guessed)."""
     import httpx2
     from huggingface_hub import ModelCard, hf_hub_download
     from huggingface_hub.errors import HfHubHTTPError
