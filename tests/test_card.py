@@ -336,7 +336,7 @@ def test_the_samples_of_a_card_without_a_repo_run_on_the_folder(tmp_path, family
     read the head with hf_hub_download, which refuses a folder (HFValidationError), so it ran for no path."""
     out = merged(tmp_path, family)
     text = ModelCard.load(write_card(out)).text
-    samples = re.findall(r"```python\n(.*?)```", text, re.S)
+    samples = re.findall(r"```python\n(.*?)```", text, re.DOTALL)
     assert len(samples) == 3
     task = list(family.models)[-1]
     for sample in samples:

@@ -352,7 +352,7 @@ def test_datasets_push_to_hub_with_lfs_answers(tmp_path, local_hub):
         for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
             env.pop(name, None)
         result = subprocess.run([sys.executable, "-c", DATASETS_PUSH_SCRIPT, local_hub.alice_token],
-                                env=env, capture_output=True, text=True, timeout=120)
+                                env=env, capture_output=True, text=True, timeout=120, check=False)
         assert "PUSH-OK" in result.stdout, result.stderr[-3000:]
         assert hub.stats.requests.get("lfs_upload") == 1  # the parquet shard; the card goes as a regular file
         files = HfApi(endpoint=hub.endpoint).list_repo_tree("alice/pushed", repo_type="dataset", recursive=True)

@@ -173,7 +173,7 @@ def test_dare_hand_computed():
     # kept where >= 0.5: [[F, T, F, F], [F, T, F, T]]; rescaled by 1 / (1 - 0.5) = 2:
     #   d1 -> [0, 4, 0, 0]   d2 -> [0, -2, 0, 4]
     # linear: sum = [0, 2, 0, 4]; ties: signs [0, +, 0, +], agreeing [4], [4] -> [0, 4, 0, 4]
-    gen = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    gen = lambda: torch.Generator().manual_seed(0)
     torch.testing.assert_close(call("dare", tensors, base, seed_generator=gen(), scaling_factor=1.0), T([0.0, 2.0, 0.0, 4.0]))
     torch.testing.assert_close(call("dare", tensors, base, seed_generator=gen(), scaling_factor=1.0, combine="ties"),
                                T([0.0, 4.0, 0.0, 4.0]))
@@ -187,7 +187,7 @@ def test_dare_ties_mean_averages_the_agreeing_entries():
     sum [0, 6, 0, 4], mean [0, 3, 0, 4]."""
     base = torch.zeros(4)
     tensors = [T([1.0, 2.0, 3.0, 4.0]), T([0.5, 1.0, 1.5, 2.0])]
-    gen = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    gen = lambda: torch.Generator().manual_seed(0)
     summed = call("dare", tensors, base, seed_generator=gen(), scaling_factor=1.0, combine="ties")
     torch.testing.assert_close(summed, T([0.0, 6.0, 0.0, 4.0]))
     mean = call("dare", tensors, base, seed_generator=gen(), scaling_factor=1.0, combine="ties",
