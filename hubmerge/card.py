@@ -315,8 +315,6 @@ def render_card(facts: CardFacts) -> ModelCard:
     datasets = sorted({e.dataset.path for e in recipe.models if e.dataset and not e.dataset.is_local})
     licenses = set(facts.licenses.values())
     license_ = licenses.pop() if len(licenses) == 1 and None not in licenses else None
-    # the name and link say which `other` license it is; without them the Hub shows "other" and nothing more
-    license_keys = {"license_name": license_.name, "license_link": license_.link} if license_ else {}
     name = facts.repo_id.split("/")[-1] if facts.repo_id else (recipe.name or "merged-model")
     eval_results = []
     for measured in facts.measured:
@@ -342,11 +340,13 @@ def render_card(facts: CardFacts) -> ModelCard:
         tags=["hubmerge", "merge", recipe.method, *([facts.model_type] if facts.model_type else [])],
         datasets=datasets or None,
         license=license_.id if license_ else None,
+        # which `other` license it is, and where its text is; without them the Hub shows "other" and nothing more
+        license_name=license_.name if license_ else None,
+        license_link=license_.link if license_ else None,
         # it only names the model-index: without results huggingface_hub would leave it as a key of its own
         model_name=name if eval_results else None,
         eval_results=eval_results or None,
         base_model_relation="merge",
-        **{key: value for key, value in license_keys.items() if value},
     )
     limitations = [
         f"The head of **{t.name}** was {t.head}: it was not trained with this backbone, so its accuracy is "

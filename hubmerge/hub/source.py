@@ -88,6 +88,8 @@ def _at(exc: Any) -> str:
 class HubSource(WeightSource):
     """``repo_id`` at ``revision`` (default branch if None), pinned to the commit it points to now."""
 
+    repo_id: str
+
     def __init__(
         self,
         repo_id: str,
