@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file
 
 from hubmerge.errors import HeadMismatchError, RecipeError, UnsupportedArchitectureError, WeightsError
-from hubmerge.vision.export import export_torchvision_resnet
+from hubmerge.vision.export import _read_checkpoint, export_torchvision_resnet
 from hubmerge.vision.families import detect_family, torchvision_architecture
 
 
@@ -178,3 +178,21 @@ def test_imagenet_weights_keep_their_head_when_num_classes_is_its_size(tmp_path,
     monkeypatch.setattr(torchvision.models, "resnet18", pretrained)
     out = export_torchvision_resnet("resnet18", tmp_path / "m", weights="DEFAULT", num_classes=1000)
     assert torch.all(load_file(out / "model.safetensors")["fc.weight"] == 0.5)
+
+
+def test_a_cut_short_or_foreign_checkpoint_is_a_weights_error(tmp_path):
+    """A legacy-format checkpoint (torch.save before PyTorch 1.6, or _use_new_zipfile_serialization=False) cut
+    short made the weights-only unpickler raise struct.error, and a CSV file IndexError: the first came out as
+    "unexpected error: error('unpack requires a buffer of 2 bytes') ... please report it"."""
+    import io
+
+    buffer = io.BytesIO()
+    torch.save({"fc.weight": torch.zeros(3)}, buffer, _use_new_zipfile_serialization=False)
+    whole = buffer.getvalue()
+    (tmp_path / "scores.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(WeightsError, match="cannot be read as a state dict \\(IndexError"):
+        _read_checkpoint(tmp_path / "scores.csv")
+    for size in range(1, len(whole)):  # wherever the save was interrupted
+        (tmp_path / "cut.pth").write_bytes(whole[:size])
+        with pytest.raises(WeightsError, match="cannot be read as a state dict"):
+            _read_checkpoint(tmp_path / "cut.pth")

@@ -135,6 +135,7 @@ def _read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
     """A ``torch.save``d state dict (also under ``"state_dict"``, or with DataParallel's ``module.`` prefix),
     loaded with ``weights_only=True``: a checkpoint cannot run code."""
     import pickle
+    import struct
 
     import torch
 
@@ -142,7 +143,8 @@ def _read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
         raise ModelFilesNotFoundError(f"checkpoint '{path}' does not exist", path=str(path))
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, KeyError, IndexError, ValueError) as exc:
+    except (pickle.UnpicklingError, struct.error, RuntimeError, EOFError, OSError, KeyError, IndexError,
+            ValueError) as exc:  # struct.error: a legacy-format checkpoint cut short
         raise WeightsError(  # garbage makes the weights-only unpickler fail in many ways, not only UnpicklingError
             f"checkpoint '{path}' cannot be read as a state dict ({_load_failure(exc)}); save one with "
             "torch.save(model.state_dict(), path)"
