@@ -262,6 +262,13 @@ def test_a_local_dataset_named_otherwise_is_matched_by_position_when_asked(
     assert json.loads((out / EVAL_SCOPE_FILE).read_text())[task]["labels"] == "position"
     head = json.loads((out / "heads" / task / "config.json").read_text())
     assert head["id2label"] == json.loads((fx.models[task] / "config.json").read_text())["id2label"]
+    from hubmerge.publish import build  # push and the app: the plan is told how labels will be matched
+    from hubmerge.recipe import load_recipe
+
+    built = build(load_recipe(tmp_path / "r.yaml"), tmp_path / "built", device="cpu", compare_inputs=False,
+                  max_samples=8, match_labels="position")
+    assert built.report is not None
+    assert json.loads((tmp_path / "built" / EVAL_SCOPE_FILE).read_text())[task]["labels"] == "position"
 
 
 def test_evaluate_save_puts_the_reports_into_the_output_for_its_card(

@@ -862,7 +862,8 @@ def test_an_inputs_links_out_of_its_folder_and_its_reports_are_not_copied(tmp_pa
     (base / "eval_results.json").write_text('{"digits_low": {"accuracy": 0.999}}')
     (base / "EVAL_SCOPE.JSON").write_text("{}")
     (base / "LICENSE").write_text("kept")
-    trainer_reports = ("all_results.json", "train_results.json", "trainer_state.json")  # the Trainer's, of this input
+    trainer_reports = ("all_results.json", "train_results.json", "test_results.json", "predict_results.json",
+                       "trainer_state.json")  # the Trainer's, of this input
     for name in trainer_reports:
         (base / name).write_text('{"eval_accuracy": 0.999}')
     recipe = load_recipe(write_recipe(tmp_path / "r.yaml", convnext, "task_arithmetic", extra={"base_model": str(base)}))
@@ -904,6 +905,8 @@ def test_overwrite_replaces_only_an_earlier_output(tmp_path, convnext):
         for overwrite in (False, True):  # without --overwrite, it is not offered as the way out
             with pytest.raises(OutputNotOursError, match="even with --overwrite. Choose another output directory"):
                 engine.merge(recipe, target, overwrite=overwrite)
+    with pytest.raises(OutputNotOursError):  # execute checks again: Python may execute a plan directly
+        engine.execute(engine.plan(recipe), mine, overwrite=True)
     assert (mine / "runs.csv").read_text() == "a week of work" and (tmp_path / "notes.txt").read_text() == "mine"
     engine.merge(recipe, tmp_path / "merged")
     engine.merge(recipe, tmp_path / "merged", overwrite=True)  # an earlier output is replaced

@@ -656,6 +656,43 @@ def test_a_base_without_an_image_processor_is_refused_before_an_evaluated_build(
     with pytest.raises(ModelFilesNotFoundError, match=f"{base}:preprocessor_config.json: not found"):
         build(local_recipe_with_datasets(family, "nobody/data", base_model=str(base)), tmp_path / "out")
 
+
+def test_torchvision_models_need_no_image_processor_for_an_evaluated_build(tmp_path, monkeypatch):
+    """export-resnet writes no preprocessor_config.json (the ImageNet transforms are the family's): the check
+    that refuses an output without an image processor lets such a merge through to the merge itself."""
+    from hubmerge import evaluation
+    from hubmerge.publish import build
+    from hubmerge.vision.export import export_torchvision_resnet
+
+    for name in ("a", "b"):
+        export_torchvision_resnet("resnet18", tmp_path / name, num_classes=2)
+    recipe = Recipe.from_dict({"method": "simple_average", "models": [
+        {"model": str(tmp_path / name), "task": name, "dataset": "nobody/data"} for name in ("a", "b")]})
+    monkeypatch.setattr(evaluation, "check_recipe_datasets", lambda *a, **k: {})
+    def merged(*args, **kwargs):
+        raise RuntimeError("reached the merge")
+
+    monkeypatch.setattr(engine, "execute", merged)
+    with pytest.raises(RuntimeError, match="reached the merge"):
+        build(recipe, tmp_path / "out")
+
+
+def test_an_evaluated_build_refuses_a_folder_of_other_files_before_planning(family, tmp_path, monkeypatch):
+    """push and the app build through ``build``: a folder no merge wrote is refused before any header is read,
+    even with overwrite (the merge's own check came only after the datasets and the plan)."""
+    from hubmerge import evaluation
+    from hubmerge.errors import OutputNotOursError
+    from hubmerge.publish import build
+
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "runs.csv").write_text("a week of work")
+    monkeypatch.setattr(evaluation, "check_recipe_datasets", lambda *a, **k: pytest.fail("read datasets"))
+    monkeypatch.setattr(engine, "plan", lambda *a, **k: pytest.fail("planned before checking the output"))
+    with pytest.raises(OutputNotOursError):
+        build(local_recipe_with_datasets(family, "nobody/data"), tmp_path / "mine", overwrite=True)
+    assert (tmp_path / "mine" / "runs.csv").read_text() == "a week of work"
+
+
 def test_push_cli_refuses_what_a_pushed_output_cannot_change(hub_models, local_hub, tmp_path, capsys):
     repo_id = fresh_repo()
     assert main(["push", str(tmp_path), "--repo-id", repo_id, "--token", local_hub.alice_token]) == 1
@@ -784,6 +821,13 @@ def test_a_push_offline_says_to_unset_hf_hub_offline_not_to_use_local_paths(monk
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(HubError, match="HF_HUB_OFFLINE is set. Unset it to publish there.$"):
         check_target("alice/x", token="hf_testtoken", endpoint="http://127.0.0.1:9")
+    from hubmerge.hub.source import HubSource
+    from hubmerge.hub.space import deploy_space
+
+    with pytest.raises(HubError, match="HF_HUB_OFFLINE is set. Unset it to publish there.$"):
+        deploy_space("alice/app", token="hf_testtoken", endpoint="http://127.0.0.1:9")
+    with pytest.raises(HubError, match="HF_HUB_OFFLINE is set. Unset it, or use local model paths.$"):
+        HubSource("alice/model", endpoint="http://127.0.0.1:9")  # a read: a local copy of the model does
 
 
 def test_a_hub_dataset_without_data_files_is_refused_before_the_merge(local_hub, tmp_path, monkeypatch):
