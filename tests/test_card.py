@@ -194,6 +194,13 @@ def test_license_only_when_the_inputs_agree(tmp_path, family):
     assert "different licenses" in card.text
 
 
+def test_inputs_that_declare_no_license_give_the_card_none(tmp_path, family):
+    """Cards without a ``license`` are no license, not one called 'None' that the inputs would agree on."""
+    card = render_card(collect_card(merged(tmp_path, family, licenses=(None, None, None, None))))
+    assert card.data.to_dict().get("license") is None and "None" not in card.text
+    assert "different licenses" not in card.text
+
+
 def test_two_licenses_that_differ_are_flagged_too(tmp_path, family):
     out = merged(tmp_path, family, licenses=("mit", "apache-2.0", "mit", "mit"))
     card = render_card(collect_card(out))

@@ -553,6 +553,33 @@ def test_a_merge_or_a_closed_page_leaves_an_output_a_push_is_uploading(tmp_path,
     assert not folder.exists() and not handlers._pushing and not handlers._orphans
 
 
+def test_another_pages_merge_during_a_push_leaves_the_pushed_output_to_its_page(tmp_path, monkeypatch):
+    """Only the page that forgot an output hands it to the push to delete: another page merging during the
+    upload must not make the pushing page lose its output (its Try it, its next push) once the push ends."""
+    import gradio as gr
+
+    from hubmerge import publish as publishing
+    from hubmerge.ui import AppHandlers
+
+    handlers = AppHandlers(work_dir=tmp_path / "work", default_token="hf_testtoken")
+    other = SimpleNamespace(session_hash="other")
+    output = tmp_path / "work" / "page" / "merged-1"
+    output.mkdir(parents=True)
+    (output / "model.safetensors").write_bytes(b"weights")
+    (tmp_path / "work" / "other" / "merged-0").mkdir(parents=True)
+
+    def publish_output(path, repo_id, **kwargs):
+        with pytest.raises(gr.Error):  # the other page merges again: its own outputs go
+            handlers.merge("", [], "simple_average", {}, "", "cpu", request=other,
+                           progress=lambda *a, **k: None)
+        return SimpleNamespace(files=["model.safetensors"], commit_sha="0" * 40, url=f"http://hub/{repo_id}")
+
+    monkeypatch.setattr(publishing, "publish_output", publish_output)
+    handlers.push(str(output), "alice/x", False, False, progress=lambda *a, **k: None)
+    assert (output / "model.safetensors").is_file() and not handlers._orphans
+    assert not (tmp_path / "work" / "other" / "merged-0").exists()
+
+
 @pytest.mark.slow
 def test_progress_reaches_the_page_from_the_merges_reader_threads(hub_models, local_hub, tmp_path):
     """gr.Progress finds its event through context variables: called from the engine's reader threads, which
