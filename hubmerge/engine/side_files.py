@@ -83,9 +83,9 @@ def config_for(merge_plan: MergePlan, index: int) -> str | None:
 
 def heads_index_json(merge_plan: MergePlan, directory: Path, files: Sequence[str]) -> str:
     """``hubmerge_heads.json``: the tasks, their heads and decisions, the family and the processor."""
-    from ..vision.processors import processor_info
+    from ..vision.processors import PROCESSOR_FILE, processor_info
 
-    preprocessor = directory / "preprocessor_config.json"
+    preprocessor = directory / PROCESSOR_FILE
     tasks = [
         TaskHead(
             task=head.task,

@@ -45,7 +45,9 @@ _TORCHVISION_STAGES = {
     "val": "Resize(256)+CenterCrop(224)+ToTensor+Normalize(ImageNet mean/std)",
     "test": "Resize(256)+CenterCrop(224)+ToTensor+Normalize(ImageNet mean/std)",
 }
-_PROCESSOR_FILES = ("config.json", "preprocessor_config.json", "hubmerge_heads.json")
+#: the image processor's config a transformers model is saved with (a merged output has its base's)
+PROCESSOR_FILE = "preprocessor_config.json"
+_PROCESSOR_FILES = ("config.json", PROCESSOR_FILE, "hubmerge_heads.json")
 
 
 def torchvision_transforms(stage: Stage) -> Callable[[Image], torch.Tensor]:
@@ -100,7 +102,7 @@ def _info(directory: Path) -> dict[str, Any]:
         from .families import family_by_name
 
         family = family_by_name(TORCHVISION_FAMILY)
-    return processor_info(family, read_json_object(directory / "preprocessor_config.json"))
+    return processor_info(family, read_json_object(directory / PROCESSOR_FILE))
 
 
 def load_processor(
@@ -147,7 +149,7 @@ def load_processor(
             "(processor.save_pretrained)", path=str(directory))
     from transformers import AutoImageProcessor
 
-    for name in ("preprocessor_config.json", "config.json"):  # what transformers reads: a broken one in words
+    for name in (PROCESSOR_FILE, "config.json"):  # what transformers reads: a broken one in words
         read_json_object(directory / name)
     processor = AutoImageProcessor.from_pretrained(str(directory))  # the same for every stage: no augmentation
 
