@@ -336,13 +336,9 @@ def merge(
     merge_plan = engine.plan(loaded, token=secret, endpoint=endpoint,
                              match_labels=match_labels)  # type: ignore[arg-type]
     if evaluate and loaded.datasets:
-        from .evaluation import check_planned_processor
+        from .evaluation import check_planned_evaluation
 
-        check_planned_processor(merge_plan)
-    if class_names:
-        from .evaluation import check_planned_labels
-
-        check_planned_labels(merge_plan, class_names, match_labels)  # type: ignore[arg-type]
+        check_planned_evaluation(merge_plan, class_names, match_labels)  # type: ignore[arg-type]
     if not quiet:
         render_plan(merge_plan, console)
     with byte_progress(console, "merging", disable=quiet) as on_progress:

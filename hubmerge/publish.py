@@ -130,13 +130,9 @@ def build(
     merge_plan = engine.plan(recipe, token=token, endpoint=endpoint,
                              match_labels=match_labels if datasets else "name")
     if datasets:
-        from .evaluation import check_planned_processor
+        from .evaluation import check_planned_evaluation
 
-        check_planned_processor(merge_plan)
-    if class_names:
-        from .evaluation import check_planned_labels
-
-        check_planned_labels(merge_plan, class_names, match_labels)
+        check_planned_evaluation(merge_plan, class_names, match_labels)
     merged = engine.execute(merge_plan, output, device=device, overwrite=overwrite, max_shard_size=max_shard_size,
                             on_progress=on_progress, cancel=cancel)
     report: EvalReport | None = None

@@ -53,8 +53,8 @@ Example:
 from __future__ import annotations
 
 from .api import (
+    check_planned_evaluation,
     check_planned_labels,
-    check_planned_processor,
     check_recipe_datasets,
     compare_inputs,
     evaluate_classifier,
@@ -84,8 +84,8 @@ __all__ = [
     "EvalReport",
     "TaskResult",
     "accuracy_matrix",
+    "check_planned_evaluation",
     "check_planned_labels",
-    "check_planned_processor",
     "check_recipe_datasets",
     "compare_inputs",
     "dropped_by_saving",

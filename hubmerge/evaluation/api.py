@@ -30,8 +30,6 @@ from .report import (
     save_output_reports,
 )
 
-PROCESSOR_FILE = "preprocessor_config.json"
-
 if TYPE_CHECKING:
     import threading
     from collections.abc import Sequence
@@ -209,7 +207,7 @@ def check_recipe_datasets(recipe: Recipe, *, token: str | None = None) -> dict[s
 
     Returns:
         The class names of each task's Hub dataset, where its card lists them, for
-        :func:`check_planned_labels`.
+        :func:`check_planned_evaluation`.
     """
     return check_hub_datasets(recipe.datasets, token=token)
 
@@ -229,13 +227,24 @@ def check_planned_labels(merge_plan: MergePlan, class_names: Mapping[str, Sequen
                               match=match_labels)
 
 
-def check_planned_processor(merge_plan: MergePlan) -> None:
-    """Before a merge that will be evaluated: refuse one whose output would have no image processor (it takes
-    the base's, or the first input's, ``preprocessor_config.json``), which the evaluation finds only after it.
+def check_planned_evaluation(merge_plan: MergePlan, class_names: Mapping[str, Sequence[str]],
+                             match_labels: LabelMatch = "name") -> None:
+    """Before a merge that will be evaluated, what its evaluation would refuse only after it: an output with
+    no image processor, or heads whose labels their Hub datasets' ``class_names`` do not fit.
 
     Raises:
-        ModelFilesNotFoundError: that input has none (torchvision families need none).
+        ModelFilesNotFoundError: the output would have no ``preprocessor_config.json``.
+        HeadMismatchError: see :func:`check_planned_labels`.
     """
+    _check_planned_processor(merge_plan)
+    check_planned_labels(merge_plan, class_names, match_labels)
+
+
+def _check_planned_processor(merge_plan: MergePlan) -> None:
+    """Refuse a merge whose output would have no image processor: it takes the base's, or the first
+    input's, ``preprocessor_config.json`` (torchvision families need none)."""
+    from ..vision.processors import PROCESSOR_FILE
+
     family = merge_plan.family
     source = merge_plan.inputs[merge_plan.files_input].weights.source
     if (family is None or family.processor == "image_processor") and PROCESSOR_FILE not in source.list_files():
