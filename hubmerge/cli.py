@@ -315,14 +315,12 @@ def merge(
     from . import engine
     from .plan_summary import human_bytes
     from .progress import byte_progress
-    from .recipe import RECIPE_FILE
-    from .weights.writer import check_output
 
     if not evaluate:
         _evaluation_options_unused(max_samples, match_labels, "without --evaluate none runs")
     loaded = _with_overrides(_load(recipe, preset), dtype=dtype, device=device)
     keep = {**loaded.local_paths, **({recipe: "the recipe file"} if recipe is not None else {})}
-    check_output(output.absolute(), overwrite=overwrite, keep=keep, mark=RECIPE_FILE)  # before planning reads
+    engine.check_merge_output(output.absolute(), overwrite=overwrite, keep=keep)  # before planning reads a header
     _check_device(loaded)
     console = _console(quiet)
     # Local models and no evaluation: no token to look for (and huggingface_hub is never imported).

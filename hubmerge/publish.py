@@ -26,8 +26,7 @@ from .hub.auth import require_token
 from .hub.push import PushResult, check_target, push_folder
 from .methods import get_method
 from .output_stamp import OutputStamp
-from .recipe import RECIPE_FILE, Recipe
-from .weights.writer import check_output
+from .recipe import Recipe
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -118,7 +117,7 @@ def build(
         left as it was (the merge) or without reports (a failed evaluation).
     """
     output = Path(output)
-    check_output(output.absolute(), overwrite=overwrite, keep=recipe.local_paths, mark=RECIPE_FILE)
+    engine.check_merge_output(output.absolute(), overwrite=overwrite, keep=recipe.local_paths)
     datasets = recipe.datasets if evaluate else {}
     class_names: dict[str, tuple[str, ...]] = {}
     if datasets:  # what the evaluation will refuse is refused before the merge

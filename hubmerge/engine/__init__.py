@@ -32,11 +32,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ..recipe import RECIPE_FILE, Recipe
-from ..weights.writer import check_output
+from ..recipe import Recipe
 from .execution import MergeResult, ProgressCallback, execute
 from .merger import resolve_device
-from .outputs import HEADS_DIR, read_output_recipe
+from .outputs import HEADS_DIR, check_merge_output, read_output_recipe
 from .planning import as_recipe, close_plan, open_source, plan
 from .plans import HeadPlan, InputModel, MergePlan, TensorPlan
 
@@ -48,6 +47,7 @@ __all__ = [
     "MergeResult",
     "ProgressCallback",
     "TensorPlan",
+    "check_merge_output",
     "close_plan",
     "execute",
     "merge",
@@ -75,7 +75,6 @@ def merge(
     """
     source = {} if isinstance(recipe, (Recipe, Mapping)) else {Path(recipe): "the recipe file"}
     recipe = as_recipe(recipe)
-    check_output(Path(output).absolute(), overwrite=overwrite, keep={**source, **recipe.local_paths},
-                 mark=RECIPE_FILE)
+    check_merge_output(Path(output).absolute(), overwrite=overwrite, keep={**source, **recipe.local_paths})
     return execute(plan(recipe, token=token, endpoint=endpoint), output, overwrite=overwrite, **options)
 

@@ -17,13 +17,12 @@ from ..weights.writer import (
     OutputTensor,
     ShardedWriter,
     atomic_output_dir,
-    check_output,
     check_space,
     pack_in_order,
     parse_size,
 )
 from .merger import Merger, check_finite, init_tensor, resolve_device, torch_out_dtype
-from .outputs import HEADS_DIR
+from .outputs import HEADS_DIR, check_merge_output
 from .planning import close_plan
 from .plans import DEFAULT_BUDGET_BYTES, DEFAULT_GROUP_BYTES, MergePlan, TensorPlan
 from .side_files import config_for, copy_model_files, heads_index_json
@@ -92,8 +91,7 @@ def execute(
     started = time.perf_counter()
     output = Path(output)
     try:
-        check_output(output.absolute(), overwrite=overwrite, keep=merge_plan.recipe.local_paths,
-                     mark=RECIPE_FILE)
+        check_merge_output(output.absolute(), overwrite=overwrite, keep=merge_plan.recipe.local_paths)
         check_space(output.absolute(), merge_plan.bytes_to_write)
         torch_device = resolve_device(device or merge_plan.recipe.device)
         max_shard = parse_size(max_shard_size)

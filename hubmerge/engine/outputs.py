@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -10,8 +11,15 @@ from ..json_files import read_json_file
 from ..recipe import RECIPE_FILE, Recipe, load_recipe
 from ..vision.heads import HEADS_INDEX
 from ..weights.index import INDEX_FILE, SINGLE_FILE
+from ..weights.writer import check_output
 
 HEADS_DIR = "heads"
+
+
+def check_merge_output(target: Path, *, overwrite: bool, keep: Mapping[Path, str] | None = None) -> None:
+    """``check_output`` for a merge: what ``overwrite`` may replace is an earlier output, a folder holding
+    its recipe, never a folder of other files (``OutputNotOursError``)."""
+    check_output(target, overwrite=overwrite, keep=keep, mark=RECIPE_FILE)
 
 
 def read_output_recipe(output: str | Path) -> Recipe:
