@@ -407,19 +407,22 @@ class AppHandlers:
             return {labels.get(int(i), str(int(i))): float(p) for p, i in zip(top.values, top.indices)}
 
 
+def _in_page(fn: Callable[[], Any], outputs: Any) -> dict[str, Any]:
+    """Event arguments for a step that only changes the page, at once: no API endpoint, queue or spinner."""
+    return dict(fn=fn, inputs=None, outputs=outputs, api_visibility="private", show_progress="hidden", queue=False)
+
+
 def _cleared(*components: gr.components.Component) -> dict[str, Any]:
     """Event arguments that empty ``components`` before an action fills them again, so that a failed
     action never leaves the previous answer on screen as if it were this one's (a stale "Pushed", the
     results and recipe link of a merge whose folder the new merge already deleted)."""
     blank = [gr.update(value=None, choices=[]) if isinstance(c, gr.Dropdown) else None for c in components]
-    return dict(fn=lambda: blank if len(blank) > 1 else blank[0], inputs=None, outputs=list(components),
-                api_visibility="private", show_progress="hidden", queue=False)
+    return _in_page(lambda: blank if len(blank) > 1 else blank[0], list(components))
 
 
 def _usable(button: gr.Button, usable: bool) -> dict[str, Any]:
     """Event arguments that turn ``button`` on or off at once, in the page."""
-    return dict(fn=lambda: gr.Button(interactive=usable), inputs=None, outputs=button, api_visibility="private",
-                show_progress="hidden", queue=False)
+    return _in_page(lambda: gr.Button(interactive=usable), button)
 
 
 def _check_uploaded_paths(recipe: Recipe, upload_folder: Path) -> None:
