@@ -550,7 +550,7 @@ def test_a_merge_or_a_closed_page_leaves_an_output_a_push_is_uploading(tmp_path,
         (folder / name / "model.safetensors").write_bytes(b"weights")
     pushed = handlers.push(str(folder / "merged-1"), "alice/x", False, False, progress=lambda *a, **k: None)
     assert pushed.startswith("Pushed 1 files") and seen == [["merged-1", "model.safetensors"]] * 2
-    assert not folder.exists() and not handlers._pushing and not handlers._orphans
+    assert not folder.exists() and not handlers._uploads
 
 
 def test_another_pages_merge_during_a_push_leaves_the_pushed_output_to_its_page(tmp_path, monkeypatch):
@@ -576,7 +576,7 @@ def test_another_pages_merge_during_a_push_leaves_the_pushed_output_to_its_page(
 
     monkeypatch.setattr(publishing, "publish_output", publish_output)
     handlers.push(str(output), "alice/x", False, False, progress=lambda *a, **k: None)
-    assert (output / "model.safetensors").is_file() and not handlers._orphans
+    assert (output / "model.safetensors").is_file() and not handlers._uploads
     assert not (tmp_path / "work" / "other" / "merged-0").exists()
 
 

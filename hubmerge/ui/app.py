@@ -121,8 +121,8 @@ class AppHandlers:
     fields: dict[str, list[ParamField]] = field(default_factory=param_fields)
     _cancels: dict[str, threading.Event] = field(default_factory=dict, repr=False)
     _models: "OrderedDict[tuple[str, str], tuple[Any, Any]]" = field(default_factory=OrderedDict, repr=False)
-    _pushing: set[Path] = field(default_factory=set, repr=False)  # outputs a push is uploading
-    _orphans: set[Path] = field(default_factory=set, repr=False)  # of those, the ones forgotten since
+    # output a push is uploading -> whether its session forgot it since (then the push deletes it at its end)
+    _uploads: dict[Path, bool] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     # ---------------------------------------------------------------- form
@@ -235,8 +235,8 @@ class AppHandlers:
         with self._lock:
             for key in [key for key in self._models if Path(key[0]).parent == folder]:
                 del self._models[key]
-            uploading = {path for path in self._pushing if path.parent == folder}
-            self._orphans |= uploading
+            uploading = {path for path in self._uploads if path.parent == folder}
+            self._uploads.update(dict.fromkeys(uploading, True))
         if not uploading:
             shutil.rmtree(folder, ignore_errors=True)
             return
@@ -248,14 +248,12 @@ class AppHandlers:
     def _uploading(self, output: Path) -> Iterator[None]:
         """Keep ``output`` while a push reads it; delete it after, if its session forgot it meanwhile."""
         with self._lock:
-            self._pushing.add(output)
+            self._uploads[output] = False
         try:
             yield
         finally:
             with self._lock:
-                self._pushing.discard(output)
-                orphan = output in self._orphans
-                self._orphans.discard(output)
+                orphan = self._uploads.pop(output)
             if orphan:
                 shutil.rmtree(output, ignore_errors=True)
                 with contextlib.suppress(OSError):
