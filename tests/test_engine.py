@@ -1049,6 +1049,20 @@ def test_cancel_stops_and_writes_nothing(tmp_path, convnext):
     assert not (tmp_path / "out").exists()
 
 
+def test_a_merge_that_fails_midway_ends_its_reads_before_raising(tmp_path):
+    """The reader threads stop when execute raises, not when the caller lets go of the error (a web app's
+    session, a test's ``pytest.raises``, keeps it), and no read runs on after the inputs are closed."""
+    bad = torch.ones(2)
+    bad[0] = float("nan")
+    tensors = {f"w{i}": torch.ones(2) for i in range(12)}
+    paths = _save_models(tmp_path, a={**tensors, "w0": bad}, b=tensors)
+    recipe = {"method": "simple_average", "models": [{"model": paths["a"]}, {"model": paths["b"]}]}
+    with pytest.raises(NonFiniteTensorError) as info:
+        engine.merge(recipe, tmp_path / "out", group_bytes=1, workers=2)
+    assert info.value.tensor == "w0"
+    assert not [t.name for t in threading.enumerate() if t.name.startswith("hubmerge-read")]
+
+
 def test_progress_reaches_the_total(tmp_path, convnext):
     recipe = load_recipe(write_recipe(tmp_path / "r.yaml", convnext, "simple_average"))
     seen = []

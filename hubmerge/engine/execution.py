@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import threading
 import time
@@ -158,7 +159,8 @@ def execute(
         group_jobs = [jobs_for(group) for group in groups]
         results = prefetch((job for jobs in group_jobs for job in jobs), workers=workers, max_bytes=budget_bytes)
         use_linear = merger.linear is not None
-        with Behind() as behind:
+        # Closed on any exit: an error holds this frame (and the generator) for as long as it is kept.
+        with contextlib.closing(results), Behind() as behind:
             for group, jobs in zip(groups, group_jobs):
                 if cancel is not None and cancel.is_set():
                     raise CancelledError("the merge")
@@ -176,7 +178,6 @@ def execute(
                 merged = merger.linear_group(group, reads()) if use_linear else merger.gather_group(group, reads())
                 behind.submit(functools.partial(finish, group, merged, consumed, writer))
                 del merged
-        results.close()
 
     def write_part(directory: Path, tensors: Sequence[TensorPlan]) -> list[str]:
         directory.mkdir(parents=True, exist_ok=True)

@@ -7,7 +7,7 @@ caps how many bytes wait unconsumed, so memory is bounded by the budget, not by 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -25,11 +25,12 @@ class Job(Generic[T]):
     run: Callable[[], T]
 
 
-def prefetch(jobs: Iterable[Job[T]], *, workers: int, max_bytes: int) -> Iterator[T]:
+def prefetch(jobs: Iterable[Job[T]], *, workers: int, max_bytes: int) -> Generator[T, None, None]:
     """Yield the result of each job in order, running up to ``max_bytes`` of later jobs ahead.
 
     A job larger than the budget still runs, alone. When the consumer stops early or a job fails,
-    queued jobs are cancelled and running ones finish before this generator returns.
+    queued jobs are cancelled and running ones finish before this generator returns; a consumer
+    that may stop early closes it (``close()``), or the threads live on as long as the generator does.
     """
     pending: deque[tuple[int, Future[T]]] = deque()
     in_flight = 0
