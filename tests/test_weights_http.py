@@ -181,6 +181,7 @@ def test_retry_after_sets_the_wait_within_a_cap():
     assert policy.wait(0, "7") == 7
     assert policy.wait(3, "9999") == 60
     assert policy.wait(0, "Wed, 21 Oct 2015 07:28:00 GMT") == 0  # a date: the policy's own wait
+    assert policy.wait(0, "-1") == 0 and policy.wait(0, "nan") == 0  # time.sleep refuses both
 
 
 def test_a_429_waits_as_long_as_its_retry_after_says(serve, direct, monkeypatch):

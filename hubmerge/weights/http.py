@@ -54,9 +54,11 @@ class RetryPolicy:
     def wait(self, attempt: int, retry_after: str | None = None) -> float:
         if retry_after is not None:
             try:
-                return min(float(retry_after), 60.0)
+                asked = float(retry_after)
             except ValueError:
-                pass
+                asked = -1.0  # an HTTP date: not worth a clock comparison
+            if asked >= 0:  # time.sleep refuses a negative or NaN wait
+                return min(asked, 60.0)
         return min(self.max_wait, self.base_wait * 2**attempt) * (0.75 + 0.5 * random.random())
 
 
