@@ -70,11 +70,6 @@ class SafetensorsHeader:
     def data_start(self) -> int:
         return 8 + self.header_bytes
 
-    def absolute_range(self, name: str) -> tuple[int, int]:
-        """(offset, length) of tensor ``name`` within the whole file."""
-        info = self.tensors[name]
-        return self.data_start + info.begin, info.nbytes
-
 
 def header_length(first8: bytes, *, where: str, file_size: int) -> int:
     """Validate the 8-byte length prefix against the file size and return N."""
