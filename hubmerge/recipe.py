@@ -511,7 +511,8 @@ class Recipe:
         return out
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=False)
+        text: str = yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=False)
+        return text
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):  # type: ignore[misc]  # PyYAML ships no type hints

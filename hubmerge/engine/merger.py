@@ -12,6 +12,7 @@ from .plans import MergePlan, TensorPlan
 
 if TYPE_CHECKING:
     import torch
+    from torch import Tensor  # where a function's local ``torch`` (imported lazily) hides the module
 
 
 def resolve_device(device: str) -> torch.device:
@@ -92,9 +93,9 @@ class Merger:
         torch = self.torch
         anchored = self.linear.anchored and self.plan.base_input is not None
         coefficient = dict(zip(self.model_indices, self.linear.coefficients))
-        out: dict[str, torch.Tensor] = {}
-        anchors: dict[str, torch.Tensor] = {}
-        scratch: dict[str, torch.Tensor] = {}  # one task vector at a time, reused across inputs
+        out: dict[str, Tensor] = {}
+        anchors: dict[str, Tensor] = {}
+        scratch: dict[str, Tensor] = {}  # one task vector at a time, reused across inputs
         merged = [t for t in group if t.action == "merge"]
         averaged = [t for t in group if t.action == "average"]
         for index, tensors in reads:

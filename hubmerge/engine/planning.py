@@ -223,7 +223,8 @@ def _plan_from_inputs(recipe: Recipe, method: MergeMethod, inputs: list[InputMod
     model_indices = [i for i, m in enumerate(inputs) if m.role == "model"]
     default_task = recipe.resolved_default_task
     default_index = next(
-        (i for i in model_indices if inputs[i].entry and inputs[i].entry.task == default_task), model_indices[0]
+        (i for i in model_indices if (entry := inputs[i].entry) is not None and entry.task == default_task),
+        model_indices[0],
     )
     files_index = base_index if base_index is not None else model_indices[0]
     buffer_source = base_index if base_index is not None else model_indices[0]
@@ -263,8 +264,8 @@ def _plan_from_inputs(recipe: Recipe, method: MergeMethod, inputs: list[InputMod
     if missing:
         raise MissingTensorError(missing)
     if shapes:
-        roots = {name.split(".")[0] for name in target} - {name.split(".")[0] for name in shapes}
-        raise ShapeMismatchError(shapes, suggestion=sorted(roots))
+        agreeing = {name.split(".")[0] for name in target} - {name.split(".")[0] for name in shapes}
+        raise ShapeMismatchError(shapes, suggestion=sorted(agreeing))
     if kinds:
         raise DtypeMismatchError(kinds)
 

@@ -105,7 +105,7 @@ def deploy_space(
         with hub_errors(repo_id, publishing=True):
             if not api.repo_exists(repo_id, repo_type="space"):
                 api.create_repo(repo_id, repo_type="space", space_sdk="gradio", private=private,
-                                space_hardware=hardware)  # type: ignore[arg-type]
+                                space_hardware=hardware)
                 created = True
             info = api.create_commit(repo_id, operations, repo_type="space",
                                      commit_message="Deploy the hubmerge app",

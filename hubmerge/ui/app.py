@@ -9,6 +9,7 @@ the token redacted; tokens are never rendered. Long work runs in the queue, one 
 
 import contextlib
 import contextvars
+import functools
 import logging
 import os
 import shutil
@@ -65,7 +66,7 @@ ROOT_HEAD = "the root's head (no task was named)"
 def _builtin_presets() -> dict[str, Callable[[], Recipe]]:
     from ..presets import known_presets, load_preset
 
-    return {name: (lambda name=name: load_preset(name)) for name in known_presets()}
+    return {name: functools.partial(load_preset, name) for name in known_presets()}
 
 
 @contextlib.contextmanager

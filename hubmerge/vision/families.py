@@ -129,7 +129,7 @@ FAMILIES: tuple[Family, ...] = (
 )
 
 # torchvision ResNets: blocks per stage, and whether the block is a Bottleneck (has conv3).
-_TORCHVISION_BLOCKS = {
+_TORCHVISION_BLOCKS: dict[tuple[tuple[int, ...], bool], str] = {
     ((2, 2, 2, 2), False): "resnet18",
     ((3, 4, 6, 3), False): "resnet34",
     ((3, 4, 6, 3), True): "resnet50",

@@ -65,7 +65,8 @@ def torchvision_transforms(stage: Stage) -> Callable[[Image], torch.Tensor]:
         steps = [transforms.RandomResizedCrop(224), transforms.RandomHorizontalFlip()]
     else:
         steps = [transforms.Resize(256), transforms.CenterCrop(224)]
-    return transforms.Compose([*steps, transforms.ToTensor(), normalize])
+    process: Callable[[Image], torch.Tensor] = transforms.Compose([*steps, transforms.ToTensor(), normalize])
+    return process
 
 
 def processor_info(family: Family | None, preprocessor_config: Mapping[str, Any] | None) -> dict[str, Any]:

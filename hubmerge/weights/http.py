@@ -59,7 +59,7 @@ class RetryPolicy:
                 asked = -1.0  # an HTTP date: not worth a clock comparison
             if asked >= 0:  # time.sleep refuses a negative or NaN wait
                 return min(asked, 60.0)
-        return min(self.max_wait, self.base_wait * 2**attempt) * (0.75 + 0.5 * random.random())
+        return min(self.max_wait, self.base_wait * 2.0**attempt) * (0.75 + 0.5 * random.random())
 
 
 DEFAULT_RETRY = RetryPolicy()

@@ -319,7 +319,8 @@ class _Hub:
             return None
         if not isinstance(data, dict) or expanded_size(data) > MAX_SIZE:  # aliases of aliases: gigabytes
             return None
-        return json.loads(json.dumps(data, default=str))  # dates as text
+        plain: dict[str, Any] = json.loads(json.dumps(data, default=str))  # dates as text
+        return plain
 
     def no_such_repo(self, request: Request, body: bytes, name: str) -> Response:
         return _error(404, f"Repository {name} not found", "RepoNotFound")

@@ -318,9 +318,11 @@ class Store:
     def refs(self, repo_type: str, repo_id: str) -> dict[str, dict[str, str]]:
         self.get_repo(repo_type, repo_id)
         try:
-            return json.loads((self._dir(repo_type, repo_id) / "refs.json").read_text())
+            text = (self._dir(repo_type, repo_id) / "refs.json").read_text()
         except FileNotFoundError:  # deleted since get_repo: reads take no lock
             raise NotFound(f"Repository {repo_id} not found", "RepoNotFound") from None
+        refs: dict[str, dict[str, str]] = json.loads(text)
+        return refs
 
     def _save_refs(self, repo_type: str, repo_id: str, refs: dict[str, dict[str, str]]) -> None:
         _atomic_write(self._dir(repo_type, repo_id) / "refs.json", json.dumps(refs, indent=1).encode())
