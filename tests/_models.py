@@ -27,7 +27,12 @@ def _quiet() -> None:
 def save_model(kind: str, path: Path, *, seed: int, num_labels: int, max_shard_size: str | None = None) -> Path:
     """A randomly initialised tiny ConvNeXt / ResNet classifier saved like a Hub repo."""
     _quiet()
-    from transformers import ConvNextConfig, ConvNextForImageClassification, ResNetConfig, ResNetForImageClassification
+    from transformers import (
+        ConvNextConfig,
+        ConvNextForImageClassification,
+        ResNetConfig,
+        ResNetForImageClassification,
+    )
 
     torch.manual_seed(seed)
     labels = {i: f"class_{i}" for i in range(num_labels)}

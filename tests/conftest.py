@@ -45,7 +45,7 @@ os.environ.update(
     }
 )
 
-import pytest  # noqa: E402
+import pytest
 
 ALICE_TOKEN = "hf_aliceTestToken0000000000000000000"
 BOB_TOKEN = "hf_bobTestToken00000000000000000000000"
@@ -70,7 +70,7 @@ class Hub:
         return self.server.faults  # type: ignore[attr-defined]
 
 
-def pytest_sessionfinish(session, exitstatus):  # noqa: ARG001 - pytest hook signature
+def pytest_sessionfinish(session, exitstatus):  # `session` unused: the hook's signature
     _SOCKET.close()  # reserved at import; LocalHub closes it too when it was used
     if exitstatus in (0, 4, 5):  # passed, usage error, no tests; a failed run keeps it all to look at
         shutil.rmtree(_SESSION_DIR, ignore_errors=True)

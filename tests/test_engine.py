@@ -147,7 +147,7 @@ def test_output_is_a_transformers_model_with_per_task_heads(tmp_path, convnext):
 
     out = run_merge(tmp_path, convnext, "simple_average")
     model = AutoModelForImageClassification.from_pretrained(out)
-    first_task, first_path = next(iter(convnext.models.items()))
+    first_path = next(iter(convnext.models.values()))
     assert model.config.num_labels == len(json.loads((first_path / "config.json").read_text())["id2label"])
     assert model(torch.zeros(1, 3, 32, 32)).logits.shape == (1, model.config.num_labels)
     for task, path in convnext.models.items():
@@ -438,7 +438,7 @@ def test_overlapping_offsets(tmp_path, convnext):
 
     def overlap(header):
         names = [k for k in header if k != "__metadata__"]
-        a, b = sorted(names, key=lambda k: header[k]["data_offsets"][0])[:2]
+        _, b = sorted(names, key=lambda k: header[k]["data_offsets"][0])[:2]
         header[b]["data_offsets"] = [header[b]["data_offsets"][0] - 4, header[b]["data_offsets"][1] - 4]
 
     rewrite_header(target / "model.safetensors", overlap)

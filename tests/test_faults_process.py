@@ -90,7 +90,7 @@ def run_and_kill(args: list[str], env: dict[str, str], ready, pause: float, *, l
     try:
         while not ready():
             if proc.poll() is not None:
-                out, err = proc.communicate()
+                _, err = proc.communicate()
                 pytest.fail(f"hubmerge {args[0]} ended (rc {proc.returncode}) before the kill point:\n{err.decode()[-3000:]}")
             assert time.monotonic() < deadline, "the kill point was never reached"
             time.sleep(0.02)
@@ -102,7 +102,7 @@ def run_and_kill(args: list[str], env: dict[str, str], ready, pause: float, *, l
             _, err = proc.communicate(timeout=60)
             counts["kills" if sig == signal.SIGKILL else "interrupts"] += 1
             return "killed", proc.returncode, err.decode()
-        out, err = proc.communicate()
+        _, err = proc.communicate()
         assert proc.returncode == 0, err.decode()[-3000:]
         return "finished", 0, err.decode()
     finally:
@@ -129,10 +129,10 @@ def test_killed_merge_leaves_no_partial_output_and_the_next_run_succeeds(
         hub_faults.delay, hub_faults.delay_times = 0.4, None
         before = requests(local_hub, "resolve")
         if point == "reading headers":
-            ready = lambda: requests(local_hub, "resolve") > before  # noqa: E731
+            ready = lambda b=before: requests(local_hub, "resolve") > b
             pause = rng.uniform(0.0, 0.3)
         else:
-            ready = lambda: bool(stale(out.parent, out.name))  # noqa: E731 - the temp dir exists: streaming
+            ready = lambda out=out: bool(stale(out.parent, out.name))  # the temp dir exists: streaming
             pause = rng.uniform(0.0, 1.2)
         outcome, *_ = run_and_kill(["merge", str(recipe_file), "-o", str(out), "--quiet"], env, ready, pause)
         outcomes.append((point, round(pause, 2), outcome))
@@ -166,11 +166,11 @@ def test_killed_push_leaves_no_half_commit_and_the_next_run_succeeds(
         hub_faults.delay, hub_faults.delay_times = 0.4, None
         if point == "merging":
             before = requests(local_hub, "resolve")
-            ready = lambda: requests(local_hub, "resolve") > before + 4  # noqa: E731 - headers read, streaming
+            ready = lambda b=before: requests(local_hub, "resolve") > b + 4  # headers read, streaming
             pause = rng.uniform(0.0, 1.0)
         else:
             before = requests(local_hub, "preupload") + requests(local_hub, "commit")
-            ready = lambda: requests(local_hub, "preupload") + requests(local_hub, "commit") > before  # noqa: E731
+            ready = lambda b=before: requests(local_hub, "preupload") + requests(local_hub, "commit") > b
             pause = rng.uniform(0.0, 0.8)
         outcome, *_ = run_and_kill(["push", str(recipe_file), "--repo-id", repo_id, "--token", local_hub.alice_token,
                                     "--no-evaluate", "--quiet"], env, ready, pause)
@@ -205,7 +205,7 @@ def test_ctrl_c_cleans_up_at_once_and_says_so(tmp_path, local_hub, hub_faults, r
     hub_faults.path_pattern = r"\.safetensors$"
     hub_faults.delay, hub_faults.delay_times = 0.4, None
     out = tmp_path / "out"
-    streaming = lambda: bool(stale(out.parent, out.name))  # noqa: E731 - the temporary output exists
+    streaming = lambda: bool(stale(out.parent, out.name))  # the temporary output exists
     outcome, code, err = run_and_kill(["merge", str(recipe_file), "-o", str(out), "--quiet"], env, streaming, 0.2,
                                       sig=signal.SIGINT)
     assert (outcome, code) == ("killed", 130), err[-3000:]
@@ -225,7 +225,7 @@ def test_ctrl_c_cleans_up_at_once_and_says_so(tmp_path, local_hub, hub_faults, r
     repo_id = f"alice/proc-ctrl-c-{uuid.uuid4().hex[:6]}"
     api.create_repo(repo_id)
     before = requests(local_hub, "resolve")
-    merging = lambda: requests(local_hub, "resolve") > before + 4  # noqa: E731 - headers read, streaming
+    merging = lambda: requests(local_hub, "resolve") > before + 4  # headers read, streaming
     outcome, code, err = run_and_kill(["push", str(recipe_file), "--repo-id", repo_id, "--token",
                                        local_hub.alice_token, "--no-evaluate", "--quiet"], env, merging, 0.2,
                                       sig=signal.SIGINT)

@@ -26,8 +26,8 @@ import shutil
 import signal
 import struct
 import time
-import tracemalloc
 import traceback
+import tracemalloc
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -138,7 +138,7 @@ def generate_cases(shards: list[Shard], index: bytes, outside: Path, rng: random
 
     # -- truncation inside the length prefix, the header and the body, and at the boundaries
     for s in shards:
-        for cut in range(0, 8):
+        for cut in range(8):
             add(Case("truncate-prefix", f"{s.name}[:{cut}]", {s.name: s.data[:cut]}))
         for cut in [8, 9, 8 + s.n - 1, 8 + s.n, 8 + s.n + 1, len(s.data) - 1]:
             add(Case("truncate-boundary", f"{s.name}[:{cut}]", {s.name: s.data[:cut]}))
@@ -379,7 +379,7 @@ class CaseTimeout(Exception):
     """A case ran past CASE_WALL_LIMIT: a hang."""
 
 
-def _alarm(signum, frame):  # noqa: ARG001 - signal handler signature
+def _alarm(signum, frame):  # a signal handler's signature
     raise CaseTimeout(f"case ran longer than {CASE_WALL_LIMIT} s")
 
 
@@ -456,7 +456,7 @@ def run_case(case: Case, recipe, victim: Path, work: Path, reference: dict[str, 
             tally.failures.append(f"{where}: {type(exc).__name__} with an empty message")
     except CaseTimeout:
         tally.failures.append(f"{where}: HANG (over {CASE_WALL_LIMIT} s at {stage})")
-    except BaseException as exc:  # noqa: BLE001 - any non-typed error is the finding
+    except BaseException as exc:  # any non-typed error is the finding
         if isinstance(exc, KeyboardInterrupt):
             raise
         tally.failures.append(f"{where}: untyped {type(exc).__name__} at {stage}: {exc!r:.300}\n"

@@ -251,7 +251,7 @@ def test_client_plans_merges_tries_and_pushes(client, hub_models, local_hub, tmp
     assert [row[0] for row in inputs["data"]][:1] == ["base"] and len(inputs["data"]) == 5
     assert any(row[0] == "head: digits_parity" and "kept (fine-tuned)" in row[1] for row in summary["data"])
 
-    status, table, chart, card, recipe_file, tasks = client.predict(*_form(hub_models), "", api_name="/merge")
+    status, table, chart, card, recipe_file, _ = client.predict(*_form(hub_models), "", api_name="/merge")
     assert status.startswith("Merged in") and "4 task head(s)" in status
     assert "random subset of each split (examples: digits_low 48 of " in status  # the app's max_samples=48
     rows = {row[0]: row[1:] for row in table["data"]}

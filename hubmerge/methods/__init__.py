@@ -3,6 +3,6 @@
 from ._registry import LinearForm, MergeMethod, ParamSpec, get_method, list_methods, register
 
 # Importing the modules registers their methods.
-from . import linear, task_vectors, model_stock, slerp  # noqa: E402,F401  (isort: skip)
+from . import linear, task_vectors, model_stock, slerp  # noqa: F401  (isort: skip)
 
 __all__ = ["LinearForm", "MergeMethod", "ParamSpec", "get_method", "list_methods", "register"]

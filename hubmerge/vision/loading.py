@@ -473,7 +473,7 @@ def model_labels(model: torch.nn.Module) -> dict[int, str]:
         >>> model_labels(load_merged("out/merged", "eurosat"))[1]
         'forest'
     """
-    if model in _TORCHVISION_LABELS and _TORCHVISION_LABELS[model]:
+    if _TORCHVISION_LABELS.get(model):
         return dict(_TORCHVISION_LABELS[model])
     config = getattr(model, "config", None)
     if config is not None and getattr(config, "id2label", None):

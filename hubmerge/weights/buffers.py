@@ -20,7 +20,7 @@ import numpy as np
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["BufferPool", "SHARED_POOL"]
+__all__ = ["SHARED_POOL", "BufferPool"]
 
 _MIN_POOLED = 1 << 20  # smaller buffers come cheaply from malloc's small-object arenas
 

@@ -648,7 +648,7 @@ def create_app(
     app.state.hub = hub
 
     @app.api_route("/{anything:path}", methods=["GET", "HEAD", "POST", "PUT", "DELETE"])
-    async def handle(request: Request, anything: str) -> Response:  # noqa: ARG001 - routing is on the raw path
+    async def handle(request: Request, anything: str) -> Response:  # routing is on the raw path
         body = await request.body()
         return await run_in_threadpool(hub.dispatch, request, body)  # disk work off the event loop
 
