@@ -59,6 +59,22 @@ def test_space_front_matter_pins_gradio_and_asks_for_write_repos():
     assert any(r.startswith("torch") for r in requirements) and f"gradio[oauth]=={GRADIO_VERSION}" in requirements
 
 
+def test_the_oldest_huggingface_hub_allowed_speaks_httpx2():
+    """hubmerge imports httpx2 and catches its errors: huggingface_hub's HTTP client from 2.0 on (1.x ran on
+    httpx). A Space whose image already had a huggingface_hub 1.x kept it, as `>=1.0` allowed and `pip check`
+    found fine, and its first plan failed with "No module named 'httpx2'"."""
+    from packaging.requirements import Requirement
+    from packaging.version import Version
+
+    sources = "\n".join(p.read_text(encoding="utf-8") for p in package_files().values() if p.suffix == ".py")
+    assert "import httpx2" in sources
+    pins = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    committed = (ROOT / "space" / "requirements.txt").read_text().split()
+    for requirements in (pins, committed):
+        hub = next(Requirement(r) for r in requirements if Requirement(r).name == "huggingface_hub")
+        assert not hub.specifier.contains(Version("1.33.0")) and hub.specifier.contains(Version("2.0.0"))
+
+
 def test_deploy_uploads_a_working_space_in_one_commit(local_hub, tmp_path, capsys):
     os.environ.pop("HF_HUB_OFFLINE", None)
     repo_id = "alice/hubmerge-space"
