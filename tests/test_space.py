@@ -107,6 +107,26 @@ def test_deploy_uploads_a_working_space_in_one_commit(local_hub, tmp_path, capsy
     assert done.stdout.split("SPACE-OK", 1)[1].strip().startswith(str(space))  # the uploaded package, not ours
 
 
+def test_a_redeploy_deletes_the_package_files_an_earlier_one_left(local_hub):
+    """A preset or module since removed stayed in the Space, and the app, listing its presets' folder, still
+    offered it; the owner's own files outside hubmerge/ stay, and it is still one commit."""
+    from hubmerge.hub.space import deploy_space
+
+    os.environ.pop("HF_HUB_OFFLINE", None)
+    api = HfApi(endpoint=local_hub.endpoint, token=local_hub.alice_token)
+    repo_id = f"alice/redeployed-space-{uuid.uuid4().hex[:8]}"
+    deploy_space(repo_id, token=local_hub.alice_token, endpoint=local_hub.endpoint)
+    for left in ("hubmerge/presets/renamed-since.yaml", "hubmerge/old_module.py", "notes/owner.md"):
+        api.upload_file(path_or_fileobj=b"x", path_in_repo=left, repo_id=repo_id, repo_type="space")
+    commits = len(api.list_repo_commits(repo_id, repo_type="space"))
+    deployed = deploy_space(repo_id, token=local_hub.alice_token, endpoint=local_hub.endpoint)
+    files = set(api.list_repo_files(repo_id, repo_type="space"))
+    assert "notes/owner.md" in files and set(package_files()) <= files
+    assert {f for f in files if f.startswith("hubmerge/")} == set(package_files()) == set(deployed.files) - {
+        "README.md", "requirements.txt", "app.py"}
+    assert len(api.list_repo_commits(repo_id, repo_type="space")) == commits + 1
+
+
 def test_deploy_without_a_token_is_refused(local_hub, capsys, monkeypatch):
     monkeypatch.setenv("HF_HOME", str(Path(os.environ["HF_HOME"]) / "nobody"))
     code = main(["space", "deploy", "--repo-id", "alice/no-token-space", "--endpoint", local_hub.endpoint])

@@ -4,7 +4,7 @@ A Space needs ``README.md`` (front matter: Gradio SDK at the version the app is 
 the ``write-repos`` scope so visitors push to their own account), ``requirements.txt``, ``app.py``
 and the package itself. ``space_files`` generates the first three (the repository's ``space/`` and
 ``app.py`` are these same files, checked by a test) and ``deploy_space`` uploads them with every
-file of the ``hubmerge`` package.
+file of the ``hubmerge`` package, deleting the files an earlier deploy's package had and this one lacks.
 """
 
 from __future__ import annotations
@@ -14,10 +14,14 @@ import re
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import HubmergeError, PushError
 from .push import check_repo_id, hub_api
 from .source import hub_errors
+
+if TYPE_CHECKING:
+    from huggingface_hub import HfApi
 
 __all__ = ["GRADIO_VERSION", "SpaceDeployment", "deploy_space", "package_files", "space_files"]
 
@@ -85,6 +89,10 @@ def deploy_space(
         private: create the Space private (only when it does not exist yet).
         hardware: e.g. ``t4-small``, requested when the Space is created.
 
+    A Space deployed before keeps its ``hubmerge/`` in step with this package: the same commit deletes the
+    files it no longer has (a preset or module since removed stayed in the Space, and presets are found by
+    listing their folder, so the app still offered it). Files outside ``hubmerge/`` are left as they are.
+
     Returns:
         ``SpaceDeployment`` with the commit and URL.
 
@@ -93,12 +101,13 @@ def deploy_space(
         PushError: the upload failed otherwise (a package file that cannot be read).
         Either way a Space this call created is removed again.
     """
-    from huggingface_hub import CommitOperationAdd
+    from huggingface_hub import CommitOperationAdd, CommitOperationDelete
     from huggingface_hub import errors as hf
 
     check_repo_id(repo_id)
     api = hub_api(token, endpoint)
-    operations = [CommitOperationAdd(name, text.encode()) for name, text in space_files().items()]
+    operations: list[CommitOperationAdd | CommitOperationDelete] = [
+        CommitOperationAdd(name, text.encode()) for name, text in space_files().items()]
     operations += [CommitOperationAdd(name, str(path)) for name, path in package_files().items()]
     created = False
     try:
@@ -107,6 +116,8 @@ def deploy_space(
                 api.create_repo(repo_id, repo_type="space", space_sdk="gradio", private=private,
                                 space_hardware=hardware)
                 created = True
+            else:
+                operations += [CommitOperationDelete(path) for path in _stale_package_files(api, repo_id)]
             info = api.create_commit(repo_id, operations, repo_type="space",
                                      commit_message="Deploy the hubmerge app",
                                      commit_description="app.py, the hubmerge package, requirements and README.")
@@ -119,4 +130,12 @@ def deploy_space(
         if not isinstance(exc, HubmergeError) and isinstance(exc, (hf.HfHubHTTPError, OSError, ValueError)):
             raise PushError(repo_id, str(exc)) from None
         raise
-    return SpaceDeployment(repo_id, str(info.repo_url), info.oid, tuple(op.path_in_repo for op in operations))
+    return SpaceDeployment(repo_id, str(info.repo_url), info.oid,
+                           tuple(op.path_in_repo for op in operations if isinstance(op, CommitOperationAdd)))
+
+
+def _stale_package_files(api: HfApi, repo_id: str) -> list[str]:
+    """The Space's files under ``hubmerge/`` that this package does not have (an earlier deploy's)."""
+    current = set(package_files())
+    return sorted(path for path in api.list_repo_files(repo_id, repo_type="space")
+                  if path.startswith("hubmerge/") and path not in current)
