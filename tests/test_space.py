@@ -45,14 +45,16 @@ def test_no_folder_at_the_root_shadows_the_spaces_package_gradio_imports():
     assert str(ROOT) not in found.stdout
 
 
-def test_space_front_matter_pins_gradio_and_asks_for_write_repos():
+def test_space_front_matter_pins_gradio_and_asks_for_manage_repos():
     card = SpaceCard(space_files()["README.md"])
     data = card.data.to_dict()
     assert data["sdk"] == "gradio" and data["app_file"] == "app.py"
     assert data["sdk_version"] == GRADIO_VERSION == gradio.__version__
     pins = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
     assert f"gradio[oauth]=={GRADIO_VERSION}" in pins
-    assert data["hf_oauth"] is True and data["hf_oauth_scopes"] == ["write-repos"]
+    # a push creates the repo it names (and removes it if its commit fails): on the Hub only manage-repos
+    # grants that (write-repos writes to existing repos), so a signed-in visitor's push was refused
+    assert data["hf_oauth"] is True and data["hf_oauth_scopes"] == ["manage-repos"]
     assert {"title", "emoji", "colorFrom", "colorTo", "license"} <= set(data)
     assert 0 < len(data["short_description"]) <= 60
     requirements = space_files()["requirements.txt"].split()
@@ -99,7 +101,8 @@ def test_deploy_uploads_a_working_space_in_one_commit(local_hub, tmp_path, capsy
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False",
            # what a Space with hf_oauth sets (the values are placeholders)
            "SYSTEM": "spaces", "SPACE_ID": repo_id, "SPACE_HOST": "alice-hubmerge-space.hf.space",
-           "OAUTH_CLIENT_ID": "client", "OAUTH_CLIENT_SECRET": "secret", "OAUTH_SCOPES": "openid profile write-repos",
+           "OAUTH_CLIENT_ID": "client", "OAUTH_CLIENT_SECRET": "secret",
+           "OAUTH_SCOPES": "openid profile manage-repos",
            "OPENID_PROVIDER_URL": local_hub.endpoint}
     done = subprocess.run([sys.executable, "-c", script], cwd=space, env=env, capture_output=True, text=True,
                           timeout=300, check=False)

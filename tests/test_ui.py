@@ -383,7 +383,7 @@ def test_a_signed_in_visitor_acts_with_their_own_token():
     from hubmerge.ui.app import AppHandlers
 
     handlers = AppHandlers(default_token="hf_owner")
-    visitor = gr.OAuthToken(token="hf_visitor", scope="write-repos", expires_at=0)
+    visitor = gr.OAuthToken(token="hf_visitor", scope="manage-repos", expires_at=0)
     assert handlers.token_for("hf_typed", visitor) == "hf_visitor"
     assert handlers.token_for(" hf_typed ", None) == "hf_typed"
     for typed, oauth in (("", None), (None, None), ("  ", gr.OAuthToken(token="", scope="", expires_at=0))):

@@ -1,10 +1,12 @@
 """``hubmerge space deploy``: publish the web app as a Hugging Face Space, in one commit.
 
 A Space needs ``README.md`` (front matter: Gradio SDK at the version the app is built for, OAuth with
-the ``write-repos`` scope so visitors push to their own account), ``requirements.txt``, ``app.py``
-and the package itself. ``space_files`` generates the first three (the repository's ``space/`` and
-``app.py`` are these same files, checked by a test) and ``deploy_space`` uploads them with every
-file of the ``hubmerge`` package, deleting the files an earlier deploy's package had and this one lacks.
+the ``manage-repos`` scope so visitors push to their own account: ``write-repos`` only writes to repos that
+exist, ``manage-repos`` also creates the one a push names and removes it if its commit fails),
+``requirements.txt``, ``app.py`` and the package itself. ``space_files`` generates the first three (the
+repository's ``space/`` and ``app.py`` are these same files, checked by a test) and ``deploy_space`` uploads
+them with every file of the ``hubmerge`` package, deleting the files an earlier deploy's package had and
+this one lacks.
 """
 
 from __future__ import annotations
