@@ -96,7 +96,8 @@ def test_a_checkpoint_that_does_not_fit_is_refused_saying_why(tmp_path):
     import torchvision
 
     torch.save(torchvision.models.resnet34(num_classes=3).state_dict(), tmp_path / "r34.pth")
-    with pytest.raises(WeightsError, match="does not fit torchvision resnet18: unexpected layer1.2"):
+    with pytest.raises(WeightsError, match="does not fit torchvision resnet18 \\(it is a resnet34 checkpoint.*\\): "
+                                           "unexpected layer1.2"):
         export_torchvision_resnet("resnet18", tmp_path / "a", checkpoint=tmp_path / "r34.pth")
     torch.save(torchvision.models.resnet18(), tmp_path / "whole.pth")  # a pickled module, not a state dict
     with pytest.raises(WeightsError, match="a state dict .* torch.save\\(model.state_dict\\(\\)") as refused:
@@ -196,3 +197,19 @@ def test_a_cut_short_or_foreign_checkpoint_is_a_weights_error(tmp_path):
         (tmp_path / "cut.pth").write_bytes(whole[:size])
         with pytest.raises(WeightsError, match="cannot be read as a state dict"):
             _read_checkpoint(tmp_path / "cut.pth")
+
+
+def test_a_checkpoint_of_another_resnet_says_which_it_is(tmp_path):
+    """A resnet18 fine-tune exported as resnet50 (the FusionBench configs name both) listed ~200 missing and
+    reshaped tensors; the architecture the checkpoint's blocks spell is what the user needs to read."""
+    import torchvision
+
+    torch.save(torchvision.models.resnet18(num_classes=3).state_dict(), tmp_path / "r18.pth")
+    with pytest.raises(WeightsError, match="does not fit torchvision resnet50 \\(it is a resnet18 checkpoint: "
+                                           "export it as resnet18\\): missing"):
+        export_torchvision_resnet("resnet50", tmp_path / "a", checkpoint=tmp_path / "r18.pth")
+    torch.save({k: v for k, v in torchvision.models.resnet18().state_dict().items() if "layer4" not in k},
+               tmp_path / "cut.pth")  # no ResNet's blocks: the tensors alone say what is wrong
+    with pytest.raises(WeightsError, match="does not fit torchvision resnet18: missing layer4") as refused:
+        export_torchvision_resnet("resnet18", tmp_path / "b", checkpoint=tmp_path / "cut.pth")
+    assert "it is a" not in str(refused.value)

@@ -20,7 +20,7 @@ from ..errors import (
     UnsupportedArchitectureError,
     WeightsError,
 )
-from .families import TORCHVISION_ARCHITECTURES, TORCHVISION_FAMILY
+from .families import TORCHVISION_ARCHITECTURES, TORCHVISION_FAMILY, torchvision_architecture
 
 if TYPE_CHECKING:
     import torch
@@ -105,7 +105,9 @@ def export_torchvision_resnet(
     if state is not None:
         problems = _misfit(model, state)
         if problems:
-            raise WeightsError(f"checkpoint '{checkpoint}' does not fit torchvision {architecture}: {problems}")
+            found = torchvision_architecture(state)  # another ResNet's checkpoint: say which, not only its tensors
+            hint = f" (it is a {found} checkpoint: export it as {found})" if found not in (None, architecture) else ""
+            raise WeightsError(f"checkpoint '{checkpoint}' does not fit torchvision {architecture}{hint}: {problems}")
         model.load_state_dict(state)
     classes = model.fc.out_features
     labels = {int(k): str(v) for k, v in (id2label or {i: f"LABEL_{i}" for i in range(classes)}).items()}
