@@ -113,8 +113,13 @@ def test_a_checkpoint_that_does_not_fit_is_refused_saying_why(tmp_path):
     with pytest.raises(WeightsError, match="does not exist"):
         export_torchvision_resnet("resnet18", tmp_path / "c", checkpoint=tmp_path / "nowhere.pth")
     torch.save({"model": torchvision.models.resnet18().state_dict(), "epoch": 3}, tmp_path / "trainer.pth")
-    with pytest.raises(WeightsError, match="holds no state dict of tensors; save model.state_dict"):
+    with pytest.raises(WeightsError, match="holds no state dict of tensors; save model.state_dict\\(\\) \\(its "
+                                           "'model' entry is one: torch.save\\(checkpoint\\['model'\\], path\\)"):
         export_torchvision_resnet("resnet18", tmp_path / "c", checkpoint=tmp_path / "trainer.pth")
+    torch.save({"model": torchvision.models.resnet18().state_dict(), "ema": torchvision.models.resnet18().state_dict(),
+                "optimizer": {"state": {}, "param_groups": []}}, tmp_path / "two.pth")  # which one is not said
+    with pytest.raises(WeightsError, match="holds no state dict of tensors; save model.state_dict\\(\\)$"):
+        export_torchvision_resnet("resnet18", tmp_path / "c", checkpoint=tmp_path / "two.pth")
     with pytest.raises(RecipeError, match="not both"):
         export_torchvision_resnet("resnet18", tmp_path / "d", weights="DEFAULT", checkpoint=tmp_path / "r34.pth")
     assert not any((tmp_path / name).exists() for name in "abcd")

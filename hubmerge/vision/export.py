@@ -154,8 +154,22 @@ def _read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
     if isinstance(state, Mapping) and isinstance(state.get("state_dict"), Mapping):
         state = state["state_dict"]
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise WeightsError(f"checkpoint '{path}' holds no state dict of tensors; save model.state_dict()")
+        raise WeightsError(f"checkpoint '{path}' holds no state dict of tensors; save model.state_dict()"
+                           + _nested_state_hint(state))
     return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def _nested_state_hint(checkpoint: object) -> str:
+    """Where a trainer's dict keeps its state dict (``{"model": ..., "epoch": 3}``), as advice to save that
+    entry alone: only ``"state_dict"`` is taken as it is, since other keys may hold an optimizer's state."""
+    import torch
+
+    if not isinstance(checkpoint, Mapping):
+        return ""
+    keys = [str(key) for key, value in checkpoint.items() if isinstance(value, Mapping) and value
+            and all(isinstance(v, torch.Tensor) for v in value.values())]
+    return (f" (its '{keys[0]}' entry is one: torch.save(checkpoint['{keys[0]}'], path) writes it alone)"
+            if len(keys) == 1 else "")
 
 
 def _load_failure(exc: Exception) -> str:
