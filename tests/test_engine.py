@@ -474,6 +474,40 @@ def test_shape_mismatch_lists_every_offending_tensor(tmp_path, convnext):
         assert name in str(info.value)
 
 
+def test_resnets_of_other_sizes_are_named_beside_their_missing_tensors(tmp_path):
+    """A resnet34 fine-tune listed with resnet18 ones (or a transformers resnet-50 with resnet-18 ones) was
+    refused with dozens of missing tensors and "are these fine-tunes of the same base model?", never saying
+    that one is a model of another size; a plain missing tensor is not blamed on the architecture."""
+    from transformers import ResNetConfig, ResNetForImageClassification
+
+    from hubmerge.vision.export import export_torchvision_resnet
+
+    for name, arch in (("base", "resnet18"), ("a", "resnet18"), ("b", "resnet34")):
+        export_torchvision_resnet(arch, tmp_path / name, num_classes=2)
+    recipe = {"method": "task_arithmetic", "base_model": str(tmp_path / "base"),
+              "models": [{"model": str(tmp_path / t), "task": t} for t in "ab"]}
+    with pytest.raises(MissingTensorError, match=r"(?s)missing in base, a\n.*different torchvision-resnet models \("
+                                                 r"base: architecture=resnet18; a: architecture=resnet18; "
+                                                 r"b: architecture=resnet34\)\.$") as refused:
+        engine.plan(recipe)
+    assert str(refused.value).count("different") == 1
+    tensors = load_file(tmp_path / "a" / "model.safetensors")
+    del tensors["layer1.0.bn1.bias"]
+    save_file(tensors, tmp_path / "b" / "model.safetensors")  # a resnet18 with one tensor lost, in b's folder
+    with pytest.raises(MissingTensorError) as refused:
+        engine.plan(recipe)
+    assert "layer1.0.bn1.bias: missing in b" in str(refused.value) and "different" not in str(refused.value)
+
+    for name, layer_type, depths in (("t18", "basic", [1, 1]), ("t50", "bottleneck", [1, 2])):
+        config = ResNetConfig(embedding_size=4, hidden_sizes=[4, 8], depths=depths, layer_type=layer_type,
+                              num_labels=2)
+        ResNetForImageClassification(config).save_pretrained(tmp_path / name)
+    recipe = {"method": "simple_average", "models": [{"model": str(tmp_path / t), "task": t} for t in ("t18", "t50")]}
+    with pytest.raises(MissingTensorError, match=r"different resnet models \(t18: layer_type=basic, depths=\[1, 1\]; "
+                                                 r"t50: layer_type=bottleneck, depths=\[1, 2\]\)\.$"):
+        engine.plan(recipe)
+
+
 def test_the_family_decides_what_is_merged_when_the_recipe_does_not(tmp_path, convnext):
     recipe = load_recipe(write_recipe(tmp_path / "r.yaml", convnext, "simple_average", target=False))
     merge_plan = engine.plan(recipe)

@@ -20,7 +20,7 @@ from ..errors import (
 from ..json_files import parse_json
 from ..methods import MergeMethod, get_method
 from ..recipe import ModelEntry, ModelRef, Recipe, load_recipe
-from ..vision.families import Family, detect_family, is_running_statistic
+from ..vision.families import Family, detect_family, is_running_statistic, model_layout
 from ..vision.heads import HeadDecision, decide_head, head_seed
 from ..weights.dtypes import DTYPES, common_float, is_float, is_integer
 from ..weights.index import ModelWeights, open_weights
@@ -184,6 +184,19 @@ def _detect_family(inputs: Sequence[InputModel]) -> Family | None:
     return family
 
 
+def _architectures_differ(inputs: Sequence[InputModel], family: Family) -> str:
+    """How the inputs' architectures differ (a resnet18 fine-tune beside resnet50 ones), or '': a list of
+    missing or reshaped tensors does not say that the cause is a model of another size."""
+    layouts = {m.label: model_layout(family, m.config, m.weights.tensors) for m in inputs}
+    keys = dict.fromkeys(key for layout in layouts.values() for key in layout)  # in the layouts' order
+    differ = [key for key in keys if len({layout[key] for layout in layouts.values() if key in layout}) > 1]
+    if not differ:
+        return ""
+    said = [f"{label}: " + (", ".join(f"{key}={layout[key]}" for key in differ if key in layout) or "not said")
+            for label, layout in layouts.items()]
+    return f"The inputs are different {family.name} models ({'; '.join(said)})."
+
+
 def _head_tensors(
     inputs: Sequence[InputModel], index: int, names: Sequence[str], family: Family | None,
     decision: HeadDecision | None, recipe: Recipe, merged: str | None,
@@ -261,11 +274,13 @@ def _plan_from_inputs(recipe: Recipe, method: MergeMethod, inputs: list[InputMod
         for label, info in present.items():
             if DTYPES[info.dtype].torch_name is None or DTYPES[info.dtype].kind == "complex":
                 raise UnsupportedDtypeError(name, info.dtype, label)
-    if missing:
-        raise MissingTensorError(missing)
-    if shapes:
+    if missing or shapes:
         agreeing = {name.split(".")[0] for name in target} - {name.split(".")[0] for name in shapes}
-        raise ShapeMismatchError(shapes, suggestion=sorted(agreeing))
+        error: PlanError = (MissingTensorError(missing) if missing
+                            else ShapeMismatchError(shapes, suggestion=sorted(agreeing)))
+        if family is not None and (differ := _architectures_differ(inputs, family)):
+            error.append_to_message(differ)
+        raise error
     if kinds:
         raise DtypeMismatchError(kinds)
 

@@ -41,6 +41,7 @@ __all__ = [
     "detect_family",
     "family_by_name",
     "is_running_statistic",
+    "model_layout",
     "supported_families",
     "torchvision_architecture",
 ]
@@ -179,6 +180,25 @@ def torchvision_architecture(tensor_names: Iterable[str]) -> str | None:
         return None  # gaps in the block numbering: not a torchvision ResNet
     bottleneck = "layer1.0.conv3.weight" in names
     return _TORCHVISION_BLOCKS.get((counts, bottleneck))
+
+
+# config.json keys that fix a transformers model's layout: inputs that differ in one are not one architecture
+_LAYOUT_KEYS = ("layer_type", "depths", "hidden_sizes", "embedding_size")
+
+
+def model_layout(family: Family, config: Mapping[str, Any] | None, tensor_names: Iterable[str]) -> dict[str, str]:
+    """What says which model of ``family`` this is: torchvision's ``{"architecture": "resnet18"}`` (from the
+    tensor names), or a transformers config's layout keys (``layer_type``, ``depths``, ...) it has, as text.
+    The planner names those that differ when the inputs' tensors do not line up.
+
+    Example:
+        >>> model_layout(family_by_name("resnet"), {"layer_type": "basic", "depths": [2, 2, 2, 2]}, [])
+        {'layer_type': 'basic', 'depths': '[2, 2, 2, 2]'}
+    """
+    if family.library == "torchvision":
+        architecture = torchvision_architecture(tensor_names)
+        return {"architecture": architecture} if architecture else {}
+    return {key: str(config[key]) for key in _LAYOUT_KEYS if config is not None and key in config}
 
 
 def detect_family(
