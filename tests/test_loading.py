@@ -258,6 +258,26 @@ def test_torchvision_resnet18_merge_copies_int_buffers_and_loads_back(tmp_path):
     assert model_labels(load_classifier(paths[0])) == {j: f"c{j}" for j in range(3)}
 
 
+def test_a_torchvision_config_written_by_hand_leaves_out_what_the_tensors_say(tmp_path):
+    """The torchvision folder's config.json is optional, but one without num_classes and id2label (written by
+    hand from the README's example) made load_classifier, so evaluate --compare-inputs, fail with "unexpected
+    error: KeyError('num_classes')"; one without its architecture refused the model as torchvision 'None'."""
+    import torchvision
+
+    torch.manual_seed(0)
+    folder = export_torchvision_resnet("resnet18", tmp_path / "m", num_classes=3)
+    tensors = load_file(folder / "model.safetensors")
+    for config in ({"hubmerge_family": "torchvision-resnet", "architecture": "resnet18"},
+                   {"hubmerge_family": "torchvision-resnet", "num_classes": 3}):
+        (folder / "config.json").write_text(json.dumps(config))
+        model = load_classifier(folder)
+        assert isinstance(model, torchvision.models.ResNet) and model.fc.out_features == 3
+        assert torch.equal(model.fc.weight, tensors["fc.weight"]) and model_labels(model)[2] == "LABEL_2"
+    (folder / "config.json").write_text(json.dumps({"hubmerge_family": "torchvision-resnet", "architecture": "resnet34"}))
+    with pytest.raises(WeightsError, match="do not fit the model its config describes"):  # the config still rules
+        load_classifier(folder)
+
+
 def test_offline_a_file_the_cache_never_got_is_not_called_missing_from_the_model(published, local_hub, tmp_path,
                                                                                 monkeypatch):
     from huggingface_hub import constants, hf_hub_download

@@ -215,7 +215,7 @@ def _build(family: Family, config: Mapping[str, Any], where: str) -> torch.nn.Mo
             if builder is None:
                 raise UnsupportedArchitectureError(f"{where} (torchvision architecture {architecture!r})",
                                                    ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"])
-            classes = len(config["id2label"]) if config.get("id2label") else int(config["num_classes"])
+            classes = len(config["id2label"]) if config.get("id2label") else int(config.get("num_classes", 1000))
             model: torch.nn.Module = builder(weights=None, num_classes=classes)
             return model
         from transformers import AutoConfig, AutoModelForImageClassification
@@ -255,6 +255,15 @@ def _float_dtype(state: Mapping[str, torch.Tensor], family: Family) -> torch.dty
     return next((v.dtype for v in state.values() if v.is_floating_point()), None)
 
 
+def _torchvision_shape(state: Mapping[str, torch.Tensor], family: Family) -> dict[str, Any]:
+    """A torchvision ResNet's architecture and head size as its tensors say them: its ``config.json`` is
+    optional, and one written by hand without ``num_classes`` or ``id2label`` made loading raise KeyError."""
+    shape: dict[str, Any] = {"architecture": torchvision_architecture(state)}
+    if family.head_weight in state:
+        shape["num_classes"] = int(state[family.head_weight].shape[0])
+    return shape
+
+
 def _compose(backbone_dir: Path, head_dir: Path | None, *, where: str) -> torch.nn.Module:
     """The model in ``backbone_dir``, with the head tensors and labels of ``head_dir`` when given."""
     state = _state_dict(backbone_dir)
@@ -278,8 +287,8 @@ def _compose(backbone_dir: Path, head_dir: Path | None, *, where: str) -> torch.
             rows = head_state[family.head_weight].shape[0]
             config["id2label"] = {str(i): f"LABEL_{i}" for i in range(rows)}
             config["label2id"] = {f"LABEL_{i}": i for i in range(rows)}
-    if config is None and family.name == TORCHVISION_FAMILY:
-        config = {"architecture": torchvision_architecture(state), "num_classes": state[family.head_weight].shape[0]}
+    if family.name == TORCHVISION_FAMILY:  # a config written by hand may leave out what the tensors say
+        config = {**_torchvision_shape(state, family), **(config or {})}
     if config is None:
         if gap := offline_cache_gap(f"the config.json of '{backbone_dir}'", backbone_dir):
             raise gap
