@@ -76,6 +76,22 @@ def test_a_torchvision_output_says_which_transforms_it_uses(tmp_path):
     assert load_processor(tmp_path / "out", stage="val")(images()).shape == (3, 3, 224, 224)
 
 
+def test_a_torchvision_state_dict_without_a_config_uses_the_imagenet_transforms(tmp_path):
+    """The planner and the loader take a folder holding only a torchvision ResNet's model.safetensors, but its
+    processor was looked for in a preprocessor_config.json: evaluate (and --compare-inputs of a merge of such
+    folders) failed, telling the user to save a transformers image processor."""
+    from safetensors.torch import save_file
+
+    model = export_torchvision_resnet("resnet18", tmp_path / "tv", num_classes=2)
+    (model / "config.json").unlink()
+    assert load_processor(model)(images()).shape == (3, 3, 224, 224)
+    assert describe_processor(model).startswith("torchvision ImageNet transforms")
+    (tmp_path / "other").mkdir()  # weights of no torchvision ResNet, no config: nothing says what they need
+    save_file({"encoder.weight": torch.zeros(2)}, tmp_path / "other" / "model.safetensors")
+    with pytest.raises(ModelFilesNotFoundError, match="no preprocessor_config.json"):
+        load_processor(tmp_path / "other")
+
+
 def test_processor_info_and_errors(tmp_path):
     assert processor_info(family_by_name("torchvision-resnet"), None)["stages"]["test"].startswith("Resize(256)")
     assert processor_info(family_by_name("convnext"), None) == {"kind": "none"}

@@ -97,13 +97,30 @@ def _info(directory: Path) -> dict[str, Any]:
     index = read_json_object(directory / "hubmerge_heads.json")
     if index is not None and isinstance(index.get("processor"), dict):
         return dict(index["processor"])
-    config = read_json_object(directory / "config.json") or {}
+    config = read_json_object(directory / "config.json")
     family = None
-    if config.get("hubmerge_family") == TORCHVISION_FAMILY:
+    said = config.get("hubmerge_family") if config is not None else None
+    if said == TORCHVISION_FAMILY or (config is None and _torchvision_weights(directory)):
         from .families import family_by_name
 
         family = family_by_name(TORCHVISION_FAMILY)
     return processor_info(family, read_json_object(directory / PROCESSOR_FILE))
+
+
+def _torchvision_weights(directory: Path) -> bool:
+    """True for a folder whose weights are a torchvision ResNet's state dict: such a model needs no config.json
+    (the planner and the loader know it by its tensor names), so it has no preprocessor_config.json either."""
+    if not any(directory.glob("*.safetensors")):
+        return False  # a Hub snapshot holding only the processor's files: nothing to tell it by
+    from ..weights.index import open_weights
+    from ..weights.sources import LocalSource
+    from .families import torchvision_architecture
+
+    source = LocalSource(directory)
+    try:
+        return torchvision_architecture(open_weights(source).tensors) is not None
+    finally:
+        source.close()
 
 
 def load_processor(
