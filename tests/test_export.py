@@ -172,6 +172,24 @@ def test_a_data_parallel_checkpoint_loses_its_module_prefix(tmp_path):
     assert torch.equal(exported["fc.weight"], model.state_dict()["fc.weight"])
 
 
+def test_a_lightning_checkpoint_loses_its_attribute_prefix(tmp_path):
+    """A LightningModule holding the ResNet as ``self.model`` saves {"state_dict": {"model.conv1.weight": ...}};
+    read under "state_dict" but kept as named, it did not fit ("missing bn1.bias ...; unexpected model.bn1.bias
+    ...") and its head set no class count. Names under no single attribute are left as they are."""
+    import torchvision
+
+    model = torchvision.models.resnet18(num_classes=3)
+    state = {f"model.{k}": v for k, v in model.state_dict().items()}
+    torch.save({"state_dict": state}, tmp_path / "lightning.ckpt")
+    out = export_torchvision_resnet("resnet18", tmp_path / "m", checkpoint=tmp_path / "lightning.ckpt")
+    exported = load_file(out / "model.safetensors")
+    assert exported.keys() == model.state_dict().keys() and torch.equal(exported["fc.weight"], model.fc.weight)
+    assert json.loads((out / "config.json").read_text())["num_classes"] == 3
+    torch.save({**state, "extra.weight": torch.zeros(1)}, tmp_path / "two.pth")
+    with pytest.raises(WeightsError, match="unexpected extra.weight, model.bn1.bias"):
+        export_torchvision_resnet("resnet18", tmp_path / "n", checkpoint=tmp_path / "two.pth")
+
+
 def test_imagenet_weights_keep_their_head_when_num_classes_is_its_size(tmp_path, monkeypatch):
     """num_classes=1000 with weights='DEFAULT' is ImageNet's own head: kept, not replaced by a random one."""
     import torchvision

@@ -134,8 +134,9 @@ def export_torchvision_resnet(
 
 
 def _read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
-    """A ``torch.save``d state dict (also under ``"state_dict"``, or with DataParallel's ``module.`` prefix),
-    loaded with ``weights_only=True``: a checkpoint cannot run code."""
+    """A ``torch.save``d state dict (also under ``"state_dict"``, with DataParallel's ``module.`` prefix, or under
+    the attribute of a LightningModule holding the network), loaded with ``weights_only=True``: a checkpoint
+    cannot run code."""
     import pickle
     import struct
 
@@ -156,7 +157,16 @@ def _read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise WeightsError(f"checkpoint '{path}' holds no state dict of tensors; save model.state_dict()"
                            + _nested_state_hint(state))
-    return {k.removeprefix("module."): v for k, v in state.items()}
+    return _unwrapped({k.removeprefix("module."): v for k, v in state.items()})
+
+
+def _unwrapped(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``state`` without the one attribute name every tensor is under (a LightningModule's ``self.model``
+    saves ``model.conv1.weight``), when the ResNet's own names are below it; otherwise as it is."""
+    outer = {name.split(".", 1)[0] for name in state}
+    if "conv1.weight" in state or len(outer) != 1 or f"{next(iter(outer))}.conv1.weight" not in state:
+        return state
+    return {name.split(".", 1)[1]: tensor for name, tensor in state.items()}
 
 
 def _nested_state_hint(checkpoint: object) -> str:
