@@ -258,6 +258,27 @@ def test_torchvision_resnet18_merge_copies_int_buffers_and_loads_back(tmp_path):
     assert model_labels(load_classifier(paths[0])) == {j: f"c{j}" for j in range(3)}
 
 
+def test_a_task_gets_what_the_merge_kept_for_it_outside_target_modules(tmp_path):
+    """With target_modules narrowed to the ResNet's stages, conv1 and bn1 are kept per task in heads/<task>/ (as
+    the plan says, and as the card's transformers sample loads them), but load_merged took only fc from there:
+    every other task ran on the default task's stem, and the evaluation measured that model."""
+    torch.manual_seed(0)
+    paths = [export_torchvision_resnet("resnet18", tmp_path / f"m{i}", num_classes=2 + i) for i in range(2)]
+    recipe = Recipe.from_dict({"method": "simple_average", "target_modules": ["layer1", "layer2", "layer3", "layer4"],
+                               "models": [{"model": str(p), "task": f"t{i}"} for i, p in enumerate(paths)]})
+    engine.merge(recipe, tmp_path / "out")
+    inputs = [load_file(p / "model.safetensors") for p in paths]
+    merged = load_file(tmp_path / "out" / "model.safetensors")
+    for i, task in enumerate(("t0", "t1")):
+        model = load_merged(tmp_path / "out", task).state_dict()
+        for name in ("conv1.weight", "bn1.weight", "bn1.running_var", "fc.weight"):
+            assert torch.equal(model[name], inputs[i][name]), (task, name)
+        assert torch.equal(model["layer1.0.conv1.weight"], merged["layer1.0.conv1.weight"])
+    fine_tune = load_classifier(paths[0], head_from=tmp_path / "out" / "heads" / "t1").state_dict()
+    assert torch.equal(fine_tune["conv1.weight"], inputs[0]["conv1.weight"])  # another model's head: its fc alone
+    assert torch.equal(fine_tune["fc.weight"], inputs[1]["fc.weight"])
+
+
 def test_a_torchvision_config_written_by_hand_leaves_out_what_the_tensors_say(tmp_path):
     """The torchvision folder's config.json is optional, but one without num_classes and id2label (written by
     hand from the README's example) made load_classifier, so evaluate --compare-inputs, fail with "unexpected

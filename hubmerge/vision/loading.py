@@ -264,8 +264,14 @@ def _torchvision_shape(state: Mapping[str, torch.Tensor], family: Family) -> dic
     return shape
 
 
-def _compose(backbone_dir: Path, head_dir: Path | None, *, where: str) -> torch.nn.Module:
-    """The model in ``backbone_dir``, with the head tensors and labels of ``head_dir`` when given."""
+def _compose(
+    backbone_dir: Path, head_dir: Path | None, *, where: str, task_folder: bool = False
+) -> torch.nn.Module:
+    """The model in ``backbone_dir``, with the head tensors and labels of ``head_dir`` when given.
+
+    ``task_folder``: ``head_dir`` is an output's ``heads/<task>/``, whose every tensor is the task's own (its
+    head, and what the merge kept per task outside ``target_modules``), so all of them replace the root's;
+    from any other model only the head is taken."""
     state = _state_dict(backbone_dir)
     config = read_json_object(backbone_dir / "config.json")
     family = detect_family(config, state, where=str(backbone_dir))
@@ -277,7 +283,7 @@ def _compose(backbone_dir: Path, head_dir: Path | None, *, where: str) -> torch.
         dtype = _float_dtype(state, family)
         state = {k: v for k, v in state.items() if not family.is_head(k)}
         state.update({k: v.to(dtype) if dtype is not None and v.is_floating_point() else v
-                      for k, v in head_state.items() if family.is_head(k)})
+                      for k, v in head_state.items() if task_folder or family.is_head(k)})
         config = dict(config or {})
         for key in ("id2label", "label2id", "num_classes"):
             config.pop(key, None)
@@ -438,7 +444,8 @@ def load_merged(
         directory = ref.path
     else:
         directory = resolve_model_dir(str(ref.repo_id), revision=sha, token=token, subfolders=(head_folder,))
-    return _compose(directory, directory / head_folder, where=f"task '{chosen}' of {path_or_repo}")
+    return _compose(directory, directory / head_folder, where=f"task '{chosen}' of {path_or_repo}",
+                    task_folder=True)
 
 
 def load_classifier(
