@@ -236,3 +236,24 @@ def test_a_checkpoint_of_another_resnet_says_which_it_is(tmp_path):
     with pytest.raises(WeightsError, match="does not fit torchvision resnet18: missing layer4") as refused:
         export_torchvision_resnet("resnet18", tmp_path / "b", checkpoint=tmp_path / "cut.pth")
     assert "it is a" not in str(refused.value)
+
+
+def test_a_corrupted_checkpoint_is_a_weights_error(tmp_path):
+    """Bytes changed on disk or in transfer: torch's legacy loader asserts that every storage its key list
+    names was unpickled, which came out as an unexpected AssertionError to report; the newer format's
+    byte order record raises ValueError."""
+    import io
+    import re
+
+    legacy, current = io.BytesIO(), io.BytesIO()
+    torch.save({"fc.weight": torch.zeros(3)}, legacy, _use_new_zipfile_serialization=False)
+    torch.save({"fc.weight": torch.zeros(3)}, current)
+    whole = legacy.getvalue()
+    key = re.findall(rb"\d{8,}", whole)[-1]  # the storage's key, last in the list of keys after the tensors
+    at = whole.rindex(key)
+    other = key[:-1] + (b"1" if key.endswith(b"0") else b"0")
+    for name, data, why in (("key.pth", whole[:at] + other + whole[at + len(key):], "AssertionError"),
+                            ("order.pth", current.getvalue().replace(b"little", b"middle"), "ValueError")):
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(WeightsError, match=f"cannot be read as a state dict \\({why}"):
+            _read_checkpoint(tmp_path / name)

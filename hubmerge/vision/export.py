@@ -147,7 +147,8 @@ def _read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, struct.error, RuntimeError, EOFError, OSError, KeyError, IndexError,
-            ValueError) as exc:  # struct.error: a legacy-format checkpoint cut short
+            ValueError, AssertionError) as exc:  # struct.error: a legacy-format checkpoint cut short;
+        # AssertionError: one whose key list names a storage its pickle lacks (torch asserts they agree)
         raise WeightsError(  # garbage makes the weights-only unpickler fail in many ways, not only UnpicklingError
             f"checkpoint '{path}' cannot be read as a state dict ({_load_failure(exc)}); save one with "
             "torch.save(model.state_dict(), path)"
