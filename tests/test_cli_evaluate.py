@@ -177,6 +177,11 @@ def test_a_base_without_an_image_processor_is_refused_before_an_evaluated_merge(
     assert "".join(f"error: ModelFilesNotFoundError: {base}:preprocessor_config.json: not found".split()) in err
     assert not out.exists()
     assert main(["merge", str(tmp_path / "r.yaml"), "-o", str(out), "--device", "cpu", "--quiet"]) == 0  # unevaluated
+    for model in recipe["models"]:  # --evaluate with no dataset named evaluates nothing: no processor needed
+        del model["dataset"]
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
+    command = ["merge", str(tmp_path / "r.yaml"), "-o", str(tmp_path / "out2"), "--device", "cpu", "--quiet"]
+    assert main([*command, "--evaluate"]) == 0
 
 def test_classes_named_otherwise_are_matched_by_position_when_asked(
     offline: None, local_hub: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch

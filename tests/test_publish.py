@@ -681,7 +681,7 @@ def test_an_evaluated_build_refuses_a_folder_of_other_files_before_planning(fami
     """push and the app build through ``build``: a folder no merge wrote is refused before any header is read,
     even with overwrite (the merge's own check came only after the datasets and the plan)."""
     from hubmerge import evaluation
-    from hubmerge.errors import OutputNotOursError
+    from hubmerge.errors import OutputExistsError, OutputNotOursError
     from hubmerge.publish import build
 
     (tmp_path / "mine").mkdir()
@@ -691,6 +691,11 @@ def test_an_evaluated_build_refuses_a_folder_of_other_files_before_planning(fami
     with pytest.raises(OutputNotOursError):
         build(local_recipe_with_datasets(family, "nobody/data"), tmp_path / "mine", overwrite=True)
     assert (tmp_path / "mine" / "runs.csv").read_text() == "a week of work"
+    (tmp_path / "earlier").mkdir()  # an earlier output, without overwrite: refused as early
+    (tmp_path / "earlier" / "hubmerge_recipe.yaml").write_text("method: simple_average\n")
+    with pytest.raises(OutputExistsError) as refused:
+        build(local_recipe_with_datasets(family, "nobody/data"), tmp_path / "earlier")
+    assert not isinstance(refused.value, OutputNotOursError)
 
 
 def test_push_cli_refuses_what_a_pushed_output_cannot_change(hub_models, local_hub, tmp_path, capsys):
