@@ -104,6 +104,7 @@ def test_a_checkpoint_that_does_not_fit_is_refused_saying_why(tmp_path):
         export_torchvision_resnet("resnet18", tmp_path / "b", checkpoint=tmp_path / "whole.pth")
     assert "GLOBAL torchvision.models.resnet.ResNet" in str(refused.value)  # what it holds, not how to unpickle it
     assert "\x1b" not in str(refused.value) and "safe_globals" not in str(refused.value)
+    assert "documentation" not in str(refused.value)  # the reason's first line, not torch's advice after it
     (tmp_path / "notes.pth").write_text("junk\n")  # not torch.save's format: the unpickler raised KeyError
     with pytest.raises(WeightsError, match="cannot be read as a state dict \\(KeyError"):
         export_torchvision_resnet("resnet18", tmp_path / "b", checkpoint=tmp_path / "notes.pth")

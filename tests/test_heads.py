@@ -116,6 +116,7 @@ def test_classes_matched_by_position_keep_the_models_labels_and_rows(tmp_path):
     ref = dataset_dir(tmp_path, ["zero", "one", "two"])
     renamed = decide_head("x", head_rows=3, config=labelled(["0", "1", "2"]), dataset=ref, match="position")
     assert renamed.labels == {0: "0", 1: "1", 2: "2"} and renamed.rows is None and not renamed.reinitialized
+    assert renamed.label_source == "config"  # the note in the head's config: the labels are the model's own
     reordered = decide_head("x", head_rows=3, config=labelled(["two", "zero", "one"]), dataset=ref,
                             match="position")
     assert reordered.labels == {0: "two", 1: "zero", 2: "one"} and reordered.rows is None

@@ -202,6 +202,18 @@ def test_loading_from_the_hub_downloads_one_head(merged, published, tmp_path, mo
     assert torch.equal(again.classifier.weight, remote.classifier.weight)
 
 
+def test_a_hub_models_image_processor_is_downloaded_with_its_config(merged, published):
+    """Into an empty cache: the files a processor is read from include preprocessor_config.json."""
+    from PIL import Image
+
+    from hubmerge.vision.processors import describe_processor, load_processor
+
+    repo_id, sha = published
+    assert describe_processor(f"{repo_id}@{sha}") == describe_processor(merged)
+    image = [Image.new("RGB", (40, 30), (200, 10, 90))]
+    assert torch.equal(load_processor(f"{repo_id}@{sha}")(image), load_processor(merged)(image))
+
+
 def test_a_plain_hub_model_is_asked_for_its_tasks_without_the_librarys_bar_or_warning(
     fixtures, local_hub, tmp_path, monkeypatch, capsys, caplog
 ):
