@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
+from rich.console import Console
 
 from hubmerge.cli import main
-from hubmerge.method_help import allowed_values, recipe_start
+from hubmerge.method_help import _details, allowed_values, recipe_start
 from hubmerge.methods import get_method, list_methods
 from hubmerge.recipe import Recipe
 
@@ -48,6 +51,9 @@ def test_how_many_models_and_which_weights_a_method_takes(capsys):
     assert "base model: not used; per-model weights: not used; models: exactly 2" in out
     assert main(["methods", "model_stock"]) == 0
     assert "models: 2 or more" in capsys.readouterr().out
+    console = Console(record=True, width=200)  # a registered method may take a bounded range of models
+    _details(replace(get_method("model_stock"), max_models=4), console)
+    assert "models: 2 to 4" in console.export_text()
     assert "    weight: 1.0   # optional\n" in recipe_start(get_method("task_arithmetic"))
     assert "    weight: 1.0\n" in recipe_start(get_method("weighted_average"))
 

@@ -242,6 +242,7 @@ def test_every_api_output_has_a_name(client):
                for name, endpoint in client.view_api(print_info=False, return_format="dict")["named_endpoints"].items()}
     assert outputs["/plan"][0] == "Verdict" and outputs["/merge"][0] == "Status" and outputs["/push"] == ["Push"]
     assert not [label for labels in outputs.values() for label in labels if label.startswith("value_")]
+    assert sorted(outputs) == ["/cancel", "/merge", "/plan", "/push", "/try_it"]  # none for in-page steps
 
 
 @pytest.mark.slow
