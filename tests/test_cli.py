@@ -168,6 +168,21 @@ def test_hub_serve_takes_lfs_uploads_only_when_asked(tmp_path, monkeypatch):
     assert [k["lfs_threshold"] for k in served] == [None, LFS_MIN_SIZE]
 
 
+def test_hub_serve_with_lfs_tells_clients_to_turn_xet_off(tmp_path, monkeypatch, caplog):
+    """Clients with Xet on (their default) ask an LFS server for a Xet token: its 501 was their only error."""
+    import uvicorn
+
+    from hubmerge.hub.localhub import serve
+    from hubmerge.hub.localhub.storage import LFS_MIN_SIZE
+
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self, sockets=None: None)
+    with caplog.at_level("WARNING"):
+        serve(tmp_path / "regular", port=0)
+        assert "HF_HUB_DISABLE_XET" not in caplog.text
+        serve(tmp_path / "lfs", port=0, lfs_threshold=LFS_MIN_SIZE)
+    assert "set HF_HUB_DISABLE_XET=1 for clients" in caplog.text
+
+
 def test_usage_errors_exit_2(capsys, tmp_path):
     assert main(["merge"]) == 2
     assert main(["no-such-command"]) == 2
