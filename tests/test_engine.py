@@ -21,6 +21,7 @@ from hubmerge.errors import (
     DtypeMismatchError,
     HeaderParseError,
     MissingTensorError,
+    ModelFilesNotFoundError,
     NonFiniteTensorError,
     OutputExistsError,
     OutputHoldsInputError,
@@ -534,6 +535,22 @@ def test_inputs_of_no_known_family_are_merged_whole(tmp_path):
     assert merge_plan.family is None and merge_plan.target_modules == () and merge_plan.heads == ()
     engine.execute(merge_plan, tmp_path / "out")
     assert torch.equal(load_file(tmp_path / "out" / "model.safetensors")["encoder.w"], torch.full((2,), 0.5))
+
+
+def test_an_evaluated_merge_of_no_known_family_needs_an_image_processor(tmp_path):
+    """Only torchvision families have their transforms built in: any other output, a generic merge's too,
+    is evaluated with the preprocessor_config.json it takes from its first input."""
+    from hubmerge.evaluation import check_planned_evaluation
+
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        save_file({"encoder.w": torch.ones(2)}, tmp_path / name / "model.safetensors")
+        (tmp_path / name / "config.json").write_text('{"model_type": "mystery"}')
+    recipe = load_recipe(write_recipe(tmp_path / "r.yaml", _Paths(tmp_path), "simple_average", target=False, base=False))
+    with pytest.raises(ModelFilesNotFoundError, match="preprocessor_config.json: not found"):
+        check_planned_evaluation(engine.plan(recipe), {})
+    (tmp_path / "a" / "preprocessor_config.json").write_text("{}")
+    check_planned_evaluation(engine.plan(recipe), {})
 
 
 def test_inputs_of_different_families_are_refused(tmp_path, convnext, resnet):
