@@ -88,7 +88,13 @@ class License:
     link: str | None = None  # license_link: where its text is
 
     def __str__(self) -> str:
-        return f"{self.id} ({self.name})" if self.name else self.id
+        return self.spelled()
+
+    def spelled(self, *, link: bool = False) -> str:
+        """``other (llama2)``; with ``link``, where its text is too (two cards naming one license may link
+        two texts, and would otherwise read alike in a note saying that they differ)."""
+        said = [part for part in (self.name, self.link if link else None) if part]
+        return f"{self.id} ({', '.join(said)})" if said else self.id
 
 
 @dataclass(frozen=True)
@@ -374,8 +380,10 @@ def render_card(facts: CardFacts) -> ModelCard:
             "The accuracies come from a fixed random subset of each evaluation split (seed 0; see Results), "
             "not from the whole split, so on the full splits they will differ somewhat."
         )
-    if len(set(facts.licenses.values())) > 1:
-        spelled = ", ".join(f"{k}: {v or 'none declared'}" for k, v in facts.licenses.items())
+    if len(declared := set(facts.licenses.values())) > 1:
+        link = len({str(v) for v in declared}) < len(declared)  # some differ only in their license_link
+        spelled = ", ".join(f"{k}: {v.spelled(link=link) if v else 'none declared'}"
+                            for k, v in facts.licenses.items())
         limitations.append(f"The inputs declare different licenses ({spelled}); check them before you use this model.")
     if any(ref.path is not None and not ref.hub_copy for _, ref, _ in refs):
         limitations.append("Some inputs were local directories; the recipe cannot fetch them elsewhere.")

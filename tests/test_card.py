@@ -223,6 +223,13 @@ def test_other_licenses_are_told_apart_by_their_names(tmp_path, family):
     assert "license" not in card.data.to_dict()
     assert "The inputs declare different licenses" in card.text and "other (gemma)" in card.text
     declare("llama2", "llama2", "llama2", "llama2")
+    (family.base / "README.md").write_text("---\nlicense: other\nlicense_name: llama2\n"
+                                           "license_link: https://example.org/LICENSE\n---\n# model\n")
+    card = render_card(collect_card(out))  # one name, two texts: which one holds is for the user to check
+    assert "license" not in card.data.to_dict()
+    assert "other (llama2, https://example.org/LICENSE)" in card.text
+    assert "other (llama2, https://example.com/llama2)" in card.text
+    declare("llama2", "llama2", "llama2", "llama2")
     data = render_card(collect_card(out)).data.to_dict()
     assert (data["license"], data["license_name"], data["license_link"]) == ("other", "llama2",
                                                                             "https://example.com/llama2")
