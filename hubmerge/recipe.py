@@ -8,6 +8,7 @@ parsed into ``ModelRef`` at this boundary and never re-parsed later.
 from __future__ import annotations
 
 import math
+import os
 import re
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -57,15 +58,22 @@ class ModelRef:
             raise RecipeError("a model is either a repo id or a local path")
 
     @classmethod
-    def parse(cls, text: str, *, base_dir: Path | None = None, field: str = "model") -> ModelRef:
-        """``org/name``, ``org/name@revision``, or a path (``./dir``, ``/abs/dir``, ``~/dir``, an existing dir).
+    def parse(
+        cls, text: str | os.PathLike[str], *, base_dir: Path | None = None, field: str = "model"
+    ) -> ModelRef:
+        """``org/name``, ``org/name@revision``, or a path (``./dir``, ``/abs/dir``, ``~/dir``, an existing
+        dir, or any path object: ``str(Path("./merged"))`` is ``merged``, which must not become a repo id when
+        missing).
 
         A Hugging Face cache snapshot path (``.../models--org--name/snapshots/<commit>``) that is not on this
         machine, as in a recipe merged elsewhere, is ``org/name@<commit>``: the same files, from the Hub."""
+        path_object = isinstance(text, os.PathLike)
+        if path_object:
+            text = os.fspath(text)
         if not isinstance(text, str) or not text.strip():
             raise RecipeError(f"expected a repo id like 'org/name[@revision]' or a local path, got {text!r}", field=field)
         text = text.strip()
-        looks_local = text.startswith((".", "/", "~")) or "\\" in text
+        looks_local = path_object or text.startswith((".", "/", "~")) or "\\" in text
         candidate = Path(text).expanduser()
         if base_dir is not None and not candidate.is_absolute():
             candidate = base_dir / candidate

@@ -97,6 +97,22 @@ def test_the_folder_above_the_models_is_no_model(fixtures, tmp_path):
         load_classifier(tmp_path)
 
 
+def test_a_path_object_is_a_folder_never_a_repo_id(fixtures, tmp_path, monkeypatch):
+    """str(Path("./merged")) is 'merged': a missing folder given as a Path was asked of the Hub as repo
+    'merged' (RepoNotFoundError, or that repo's files had it existed), not said to be missing."""
+    from pathlib import Path
+
+    from hubmerge.recipe import ModelRef
+
+    monkeypatch.chdir(tmp_path)
+    assert ModelRef.parse(Path("merged")) == ModelRef(path=Path("merged"))
+    for call in (lambda: load_merged(Path("merged")), lambda: model_tasks(Path("merged")),
+                 lambda: load_classifier(Path("merged")),
+                 lambda: load_classifier(fixtures.base, head_from=Path("merged"))):
+        with pytest.raises(ModelFilesNotFoundError, match="^'merged' is not a model directory$"):
+            call()
+
+
 def test_an_output_whose_inputs_name_no_task_loads_as_its_root(fixtures, tmp_path):
     """No heads/ and no index: load_merged called it "no hubmerge output" and loaded nothing."""
     recipe = Recipe.from_dict({"method": "task_arithmetic", "base_model": str(fixtures.base),

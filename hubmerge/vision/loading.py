@@ -129,7 +129,7 @@ def resolve_model_dir(
         ModelFilesNotFoundError: a local path that is not a directory.
         RepoNotFoundError / HubError / AuthenticationError: for Hub repos.
     """
-    ref = ModelRef.parse(str(path_or_repo))
+    ref = ModelRef.parse(path_or_repo)
     if ref.path is not None:
         return _local_model_dir(ref.path)
     from huggingface_hub import snapshot_download
@@ -351,7 +351,7 @@ class _OutputIndex:
 
 def _output_index(path_or_repo: str | os.PathLike[str], revision: str | None, token: str | None) -> _OutputIndex:
     """The tasks and default task of a merged output, reading only ``hubmerge_heads.json`` (and its recipe)."""
-    ref = ModelRef.parse(str(path_or_repo))
+    ref = ModelRef.parse(path_or_repo)
     if ref.path is not None:
         if revision is not None:  # it was ignored: the folder was loaded as it is, whatever was asked for
             raise RecipeError(f"'{ref.path}' is a local folder, which has no revisions; revision= is for Hub repos",
