@@ -620,6 +620,22 @@ def test_compare_inputs(fx: FixtureSet, merged: Path) -> None:
         assert set(row) == {*fx.tasks, "average"}
 
 
+def test_a_missing_relative_folder_is_said_missing_not_asked_of_the_hub(
+    merged: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`evaluate ./gone` asked the Hub for repo 'gone' (the folder became a string, 'gone'), and
+    `--compare-inputs` said it had no hubmerge_recipe.yaml; a relative folder that is there still
+    evaluates."""
+    from hubmerge.errors import ModelFilesNotFoundError
+
+    monkeypatch.chdir(merged.parent)
+    for call in (evaluate_model, compare_inputs):
+        for gone in ("./gone", Path("gone")):
+            with pytest.raises(ModelFilesNotFoundError, match="^'gone' is not a model directory$"):
+                call(gone, device="cpu")
+    assert compare_inputs(f"./{merged.name}", device="cpu", max_samples=8).merged.results
+
+
 def test_compare_inputs_offline_says_the_hub_is_out_of_reach_not_that_it_has_no_recipe(
     hub_offline: None,
 ) -> None:

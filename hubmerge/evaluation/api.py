@@ -116,7 +116,7 @@ def _as_ref(name: str, value: DatasetRef | str) -> DatasetRef:
 def _model_ref(model: str | Path, revision: str | None) -> ModelRef:
     from ..recipe import ModelRef
 
-    ref = ModelRef.parse(str(model), field="model")
+    ref = ModelRef.parse(model, field="model")
     if revision is None or ref.path is not None:
         return ref
     return ModelRef(repo_id=ref.repo_id, revision=revision)
@@ -181,7 +181,9 @@ def _read_recipe(ref: ModelRef, *, token: str | None) -> Recipe | None:
     from ..recipe import RECIPE_FILE, Recipe
 
     if ref.path is not None:
-        path = ref.path / RECIPE_FILE
+        from ..vision.loading import resolve_model_dir
+
+        path = resolve_model_dir(ref.path) / RECIPE_FILE  # a missing folder is missing, not recipe-less
         if not path.is_file():
             return None
         return Recipe.from_yaml(path.read_text(encoding="utf-8"), base_dir=ref.path, source=str(path))
@@ -466,7 +468,7 @@ def compare_inputs(
     )
 
 
-def _check_local_inputs(recipe: Recipe, output: str) -> None:
+def _check_local_inputs(recipe: Recipe, output: str | Path) -> None:
     """Before any evaluation: every input that was a local directory is still there (an output merged on
     another machine, or from folders since moved, names paths this one lacks)."""
     inputs = [recipe.base_model] if recipe.base_model is not None else []
@@ -481,9 +483,9 @@ def _check_local_inputs(recipe: Recipe, output: str) -> None:
         )
 
 
-def _head_location(ref: ModelRef) -> str:
+def _head_location(ref: ModelRef) -> str | Path:
     """``head_from`` for ``load_classifier``: a directory, or ``repo@revision`` for a pinned Hub model."""
-    return str(ref)
+    return ref.path if ref.path is not None else str(ref)
 
 
 def evaluate_recipe_tasks(

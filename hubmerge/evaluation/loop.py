@@ -24,6 +24,8 @@ from .data import LabelMatch, TaskData, label_targets, load_task_data, names_dif
 from .report import TaskResult
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import torch
     from PIL.Image import Image as PILImage
     from rich.console import Console, RenderableType
@@ -197,9 +199,10 @@ def _library_bars_off() -> Iterator[None]:
 # ---------------------------------------------------------------------------- models and processors
 
 
-def location(ref: ModelRef) -> str:
-    """What the loaders take: a directory, or a repo id (its revision is passed on its own)."""
-    return str(ref.path) if ref.path is not None else str(ref.repo_id)
+def location(ref: ModelRef) -> str | Path:
+    """What the loaders take: a directory, or a repo id (its revision is passed on its own). The directory
+    stays a Path: as a string, ``./merged`` is ``merged``, which the loaders ask the Hub for when missing."""
+    return ref.path if ref.path is not None else str(ref.repo_id)
 
 
 def _logits(output: Any) -> torch.Tensor:
