@@ -422,6 +422,24 @@ def test_report_is_fusionbench_shaped(tmp_path: Path) -> None:
     assert EvalReport("empty").to_dict() == {}
 
 
+def test_output_reports_go_only_into_a_merged_output(tmp_path: Path) -> None:
+    """From Python, a mistyped output folder was made to hold the reports alone, and a plain model's folder
+    took them; `evaluate --save` refused both, and so does save_output_reports now, writing nothing."""
+    from hubmerge.errors import ModelFilesNotFoundError
+    from hubmerge.evaluation import save_output_reports
+
+    report = _report("m", {"a": (0.5, 1.0)})
+    with pytest.raises(ModelFilesNotFoundError, match="'.*typo' does not exist: give the folder `hubmerge"):
+        save_output_reports(tmp_path / "typo", report)
+    assert not (tmp_path / "typo").exists()
+    (tmp_path / "plain").mkdir()
+    with pytest.raises(RecipeError, match="holds no hubmerge_recipe.yaml; is it an output of `hubmerge"):
+        save_output_reports(tmp_path / "plain", report)
+    assert list((tmp_path / "plain").iterdir()) == []
+    (tmp_path / "plain" / "hubmerge_recipe.yaml").write_text("method: simple_average\n")
+    assert save_output_reports(tmp_path / "plain", report) == tmp_path / "plain" / EVAL_RESULTS_FILE
+
+
 def test_compare_report_shape_and_table() -> None:
     compare = CompareReport(
         merged=_report("out", {"a": (0.9, 0.3), "b": (0.8, 0.5)}),

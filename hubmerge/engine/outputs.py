@@ -22,6 +22,22 @@ def check_merge_output(target: Path, *, overwrite: bool, keep: Mapping[Path, str
     check_output(target, overwrite=overwrite, keep=keep, mark=RECIPE_FILE)
 
 
+def check_output_folder(output: str | Path) -> Path:
+    """``output``'s recipe file, once ``output`` is a folder a merge wrote: what reports, a card and a push
+    are for.
+
+    Raises:
+        ModelFilesNotFoundError: ``output`` is no folder. RecipeError: it holds no ``hubmerge_recipe.yaml``.
+    """
+    path = Path(output) / RECIPE_FILE
+    if not Path(output).is_dir():
+        what = "is a file" if Path(output).exists() else "does not exist"
+        raise ModelFilesNotFoundError(f"'{output}' {what}: give the folder `hubmerge merge` wrote", model=str(output))
+    if not path.is_file():
+        raise RecipeError(f"'{output}' holds no {RECIPE_FILE}; is it an output of `hubmerge merge`?")
+    return path
+
+
 def read_output_recipe(output: str | Path) -> Recipe:
     """The recipe a merged output records (every input pinned to its commit), once the output is whole:
     its card and a push describe it, so a head or shard deleted since the merge must not go unseen.
@@ -30,12 +46,7 @@ def read_output_recipe(output: str | Path) -> Recipe:
         RecipeError: ``output`` holds no ``hubmerge_recipe.yaml``: it is no output of a merge.
         ModelFilesNotFoundError: ``output`` is no folder, or a file its indexes name is missing.
     """
-    path = Path(output) / RECIPE_FILE
-    if not Path(output).is_dir():
-        what = "is a file" if Path(output).exists() else "does not exist"
-        raise ModelFilesNotFoundError(f"'{output}' {what}: give the folder `hubmerge merge` wrote", model=str(output))
-    if not path.is_file():
-        raise RecipeError(f"'{output}' holds no {RECIPE_FILE}; is it an output of `hubmerge merge`?")
+    path = check_output_folder(output)
     tasks = _json_object(Path(output) / HEADS_INDEX).get("tasks")
     if missing := _missing_output_files(Path(output), tasks):
         raise ModelFilesNotFoundError(

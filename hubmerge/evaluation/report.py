@@ -229,10 +229,18 @@ def save_output_reports(
 
     ``stamp``: the output as it was when its evaluation began (``OutputStamp.take``); if another command
     replaced it since, an ``OutputReplacedError`` and nothing is written.
+
+    Raises:
+        ModelFilesNotFoundError: ``output`` is no folder (a mistyped one was made to hold the reports);
+            RecipeError: it is no merged output (it holds no ``hubmerge_recipe.yaml``), as
+            ``evaluate --save`` says.
     """
+    from ..engine.outputs import check_output_folder
+
     output = Path(output)
     if stamp is not None:
         stamp.check("the evaluation reports")
+    check_output_folder(output)
     if isinstance(report, CompareReport):
         save_report(report, output / EVAL_COMPARISON_FILE)
         merged = report.merged
