@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 import hubmerge
 
 
@@ -70,3 +72,19 @@ def test_the_readmes_python_runs_as_written(local_hub, tmp_path, monkeypatch):
     assert namespace["model"].config.num_labels == len(namespace["model"].config.id2label)
     card = ModelCard.load(repo_id, token=local_hub.alice_token)
     assert "| **merged** |" in card.text and "16 of" in card.text  # the saved comparison, on a subset
+
+
+def test_a_mistyped_merge_option_fails_before_any_input_is_opened(tmp_path, monkeypatch):
+    """merge(..., dtype="float16") (a CLI flag, but a recipe field in Python) planned first, reading every
+    input's headers over the network, then failed in execute's call with the plan's inputs left open."""
+    from hubmerge import engine
+
+    def no_plan(*args, **kwargs):
+        raise AssertionError("planned before the options were checked")
+
+    monkeypatch.setattr(engine, "plan", no_plan)
+    recipe = {"method": "simple_average", "models": ["org/a", "org/b"]}
+    with pytest.raises(TypeError, match="dtype"):
+        hubmerge.merge(recipe, tmp_path / "out", dtype="float16")
+    with pytest.raises(AssertionError, match="planned"):  # the options execute takes pass
+        hubmerge.merge(recipe, tmp_path / "out", device="cpu", max_shard_size="1GB", workers=2)

@@ -29,6 +29,7 @@ output read back).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from inspect import signature
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +74,7 @@ def merge(
         >>> from hubmerge import merge
         >>> merge("recipe.yaml", "out/merged")  # or a Recipe, or {"method": "ties", "models": [...], ...}
     """
+    signature(execute).bind(None, output, **options)  # a mistyped option fails before the inputs are opened
     source = {} if isinstance(recipe, (Recipe, Mapping)) else {Path(recipe): "the recipe file"}
     recipe = as_recipe(recipe)
     check_merge_output(Path(output).absolute(), overwrite=overwrite, keep={**source, **recipe.local_paths})
