@@ -65,8 +65,10 @@ def export_torchvision_resnet(
             another size than ``num_classes``.
 
     Example:
-        >>> export_torchvision_resnet("resnet18", "models/r18-digits", num_classes=10)
-        >>> export_torchvision_resnet("resnet18", "models/r18-cifar10", checkpoint="resnet18_cifar10.pth")
+        >>> out = export_torchvision_resnet("resnet18", "models/r18-digits", num_classes=10)
+        >>> sorted(path.name for path in out.iterdir())
+        ['config.json', 'model.safetensors']
+        >>> out = export_torchvision_resnet("resnet18", "models/r18-cars", checkpoint="resnet18_cars.pth")
     """
     import torch
     import torchvision

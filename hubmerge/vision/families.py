@@ -164,6 +164,7 @@ def torchvision_architecture(tensor_names: Iterable[str]) -> str | None:
     identify the architecture; names of any other layout give None.
 
     Example:
+        >>> import torchvision
         >>> torchvision_architecture(torchvision.models.resnet50().state_dict())
         'resnet50'
     """

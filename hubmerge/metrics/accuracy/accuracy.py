@@ -30,7 +30,8 @@ Returns:
     accuracy (`float` or `int`): in [0, 1] when normalized, else the number of correct predictions.
 
 Examples:
-    >>> metric = evaluate.load("hubmerge/metrics/accuracy")
+    >>> from hubmerge.metrics import load_metric
+    >>> metric = load_metric("accuracy")  # evaluate.load of this folder, from any working directory
     >>> metric.compute(predictions=[0, 1, 2, 1], references=[0, 1, 1, 1])
     {'accuracy': 0.75}
 """

@@ -27,7 +27,8 @@ Returns:
     cross_entropy (`float`): the mean loss in nats.
 
 Examples:
-    >>> metric = evaluate.load("hubmerge/metrics/cross_entropy")
+    >>> from hubmerge.metrics import load_metric
+    >>> metric = load_metric("cross_entropy")  # evaluate.load of this folder, from any working directory
     >>> round(metric.compute(predictions=[[0.0, 0.0]], references=[1])["cross_entropy"], 4)
     0.6931
 """
