@@ -124,6 +124,15 @@ def test_a_fusionbench_file_is_read_by_load_recipe(tmp_path):
     assert load_recipe(path).tasks[:2] == ["sun397", "stanford-cars"]
 
 
+def test_plan_and_merge_take_a_fusionbench_configs_dict_as_they_take_its_file(tmp_path):
+    """The dict a FusionBench file holds went to Recipe.from_dict, which called its 'modelpool' unknown."""
+    from hubmerge.engine.planning import as_recipe
+
+    path = tmp_path / "fusion.yaml"
+    path.write_text(composed("ties_merging"))
+    assert as_recipe(yaml.safe_load(path.read_text())) == load_recipe(path)
+
+
 _DARE = {"drop_rate": 0.5, "rescale": True, "seed": 0, "combine": "linear", "disjoint_merge": "sum", "scaling_factor": 0.3}
 
 

@@ -17,6 +17,7 @@ from ..errors import (
     UnsupportedArchitectureError,
     UnsupportedDtypeError,
 )
+from ..fusionbench import from_fusionbench, is_fusionbench
 from ..json_files import parse_json
 from ..methods import MergeMethod, get_method
 from ..recipe import ModelEntry, ModelRef, Recipe, load_recipe
@@ -137,9 +138,12 @@ def plan(
 
 
 def as_recipe(recipe: Recipe | Mapping[str, Any] | str | Path) -> Recipe:
-    """A recipe as ``plan`` and ``merge`` take it: a Recipe, the dict a recipe file holds, or its path."""
+    """A recipe as ``plan`` and ``merge`` take it: a Recipe, the dict a recipe file holds, or its path. A
+    FusionBench config's dict is converted as its file is (``Recipe.from_dict`` refused its ``modelpool``)."""
     if isinstance(recipe, Recipe):
         return recipe
+    if is_fusionbench(recipe):
+        return from_fusionbench(recipe)
     return Recipe.from_dict(recipe) if isinstance(recipe, Mapping) else load_recipe(recipe)
 
 
