@@ -8,7 +8,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from hubmerge.errors import HeadMismatchError, RecipeError, UnsupportedArchitectureError, WeightsError
+from hubmerge.errors import (
+    HeadMismatchError,
+    OutputNotOursError,
+    RecipeError,
+    UnsupportedArchitectureError,
+    WeightsError,
+)
 from hubmerge.vision.export import _read_checkpoint, export_torchvision_resnet
 from hubmerge.vision.families import detect_family, torchvision_architecture
 
@@ -40,6 +46,10 @@ def test_bad_arguments(tmp_path):
         export_torchvision_resnet("vgg16", tmp_path / "v")
     with pytest.raises(RecipeError, match="DEFAULT"):
         export_torchvision_resnet("resnet18", tmp_path / "w", weights="IMAGENET1K_V2")  # type: ignore[arg-type]
+    (tmp_path / "notes.txt").write_text("x")  # no folder to write the model into: said before any work
+    with pytest.raises(OutputNotOursError, match="'.*notes.txt' is a file, not an earlier output"):
+        export_torchvision_resnet("resnet18", tmp_path / "notes.txt", checkpoint=tmp_path / "missing.pth")
+    assert (tmp_path / "notes.txt").read_text() == "x"
 
 
 def test_imagenet_weights_need_the_internet(tmp_path, monkeypatch):

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Literal
 from ..errors import (
     HeadMismatchError,
     ModelFilesNotFoundError,
+    OutputNotOursError,
     RecipeError,
     UnsupportedArchitectureError,
     WeightsError,
@@ -60,6 +61,7 @@ def export_torchvision_resnet(
         UnsupportedArchitectureError: an architecture other than the five ResNets.
         HeadMismatchError: ``id2label`` does not have one label per class.
         RecipeError: ``weights`` is neither ``"DEFAULT"`` nor None, or comes with a ``checkpoint``.
+        OutputNotOursError: ``out_dir`` is a file (checked before any work).
         WeightsError: the ImageNet weights could not be downloaded (offline: use ``weights=None``), or
             the checkpoint is missing, is no state dict, does not fit the architecture, or has a head of
             another size than ``num_classes``.
@@ -81,6 +83,9 @@ def export_torchvision_resnet(
     if weights is not None and checkpoint is not None:
         raise RecipeError("give weights='DEFAULT' or a checkpoint, not both: the checkpoint replaces every weight",
                           field="weights")
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():  # mkdir's FileExistsError, untyped, came once the model was built
+        raise OutputNotOursError(str(out), "config.json", is_file=True)
     state = _read_checkpoint(Path(checkpoint)) if checkpoint is not None else None
     size_from = "the labels"  # what set the head's size, for an error about labels that do not fit it
     if state is not None and "fc.weight" in state:
@@ -118,7 +123,6 @@ def export_torchvision_resnet(
                  else f"the labels are numbered {min(labels)}..{max(labels)}")
         raise HeadMismatchError(None, f"the {architecture} head has {classes} classes ({size_from}), but {given}; "
                                 f"give one label per class 0..{classes - 1}, in class order")
-    out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.contiguous() for k, v in model.state_dict().items()}
     save_file(tensors, out / "model.safetensors", metadata={"format": "pt"})
