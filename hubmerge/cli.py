@@ -645,6 +645,7 @@ def demo(
             from .ui import launch_app
 
             console.print("opening the web app on the demo's local Hub (Ctrl+C to stop)...")
+            _serving()
             launch_app(endpoint=hub.endpoint, token=hub.token, presets=demo_presets(hub))
     if workdir is None:
         console.print("[dim]the demo's local Hub has stopped and its temporary folder is gone; "
@@ -674,6 +675,7 @@ def web_app(
     """Serve the web app: plan, merge with progress, results, card, try, push (also the Space's app)."""
     from .ui import launch_app
 
+    _serving()
     launch_app(endpoint=endpoint, token=_token(token, token_file), host=host, port=port, max_samples=max_samples,
                local_paths=local_paths)
 
@@ -727,6 +729,7 @@ def hub_serve(
         if not sep or not secret or not user:
             raise typer.BadParameter("write --token TOKEN:USER", param_hint="--token")
         tokens[secret] = user
+    _serving()
     serve(root, host=host, port=port, tokens=tokens or None, lfs_threshold=LFS_MIN_SIZE if lfs else None)
 
 
@@ -772,6 +775,16 @@ def main(argv: list[str] | None = None) -> int:
 
 # Cyclic garbage collection every 50,000 net allocations instead of CPython's 700 (see ``run``).
 GC_THRESHOLD = (50_000, 20, 20)
+# The interpreter's own pace, read before ``run`` changes it: what the commands that serve until stopped keep.
+SERVING_GC_THRESHOLD = gc.get_threshold()
+
+
+def _serving() -> None:
+    """Give a command that serves until stopped (``app``, ``hub serve``, ``demo --ui``) the interpreter's
+    collector pace back. A request makes few objects, so at ``GC_THRESHOLD``'s pace a collection came every
+    hundred-odd requests, and what a dropped download left in reference cycles (its 4 MiB read) stayed until
+    then: ``hub serve`` grew by 4 MiB per dropped download, to 680 MB after 150 of them."""
+    gc.set_threshold(*SERVING_GC_THRESHOLD)
 
 
 _terminated = 0  # the signal that stopped the command, when not Ctrl+C
@@ -791,8 +804,8 @@ def run() -> None:
 
     Why the pace: a command's imports (torch alone, ~10^6 objects) are long-lived and tensors are
     freed by reference counting, so at the default pace the cyclic collector spent 0.3 s of a 2 s
-    merge (500 collections) finding nothing; at this one it runs ~6 times. It still runs, so the
-    long-lived commands (``app``, ``hub serve``) keep their memory bounded.
+    merge (500 collections) finding nothing; at this one it runs ~6 times. The commands that serve until
+    stopped (``app``, ``hub serve``) go back to the interpreter's pace (``_serving``).
 
     Why no teardown: once torch is imported, the interpreter's own teardown (clearing every module,
     a last collection over ~10^6 objects) takes 0.15-0.45 s. The output is written and closed by
