@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -390,6 +391,30 @@ def test_a_commit_that_fails_midway_changes_nothing(alice, local_hub, tmp_path):
     after = alice.model_info(repo_id)
     assert after.sha == before.sha
     assert sorted(s.rfilename for s in after.siblings) == sorted(s.rfilename for s in before.siblings)
+
+
+def test_a_refused_commit_stores_no_blob(alice, local_hub, tmp_path):
+    """Files sent in a commit become blobs only when it lands: each refused try (a stale parent, a file to
+    delete that is not there, a file that is also a folder) stored its files for good, so retries filled the
+    disk."""
+    repo_id = f"alice/{unique()}"
+    head = alice.create_commit(alice.create_repo(repo_id).repo_id, [CommitOperationAdd("a.txt", b"a")],
+                               commit_message="a").oid
+    alice.create_commit(repo_id, [CommitOperationAdd("b.txt", b"b")], commit_message="b")
+    sent = [os.urandom(16) for _ in range(4)]
+    refused = [
+        dict(operations=[CommitOperationAdd("c.txt", sent[0])], parent_commit=head),
+        dict(operations=[CommitOperationAdd("c.txt", sent[1]), CommitOperationDelete("nope.txt")]),
+        dict(operations=[CommitOperationAdd("c", sent[2]), CommitOperationAdd("c/d.txt", sent[3])]),
+    ]
+    for commit in refused:
+        with pytest.raises(hf.HfHubHTTPError):
+            alice.create_commit(repo_id, commit_message="refused", **commit)
+    blobs = local_hub.root / "blobs"
+    assert not [data for data in sent if (blobs / hashlib.sha256(data).hexdigest()).exists()]
+    alice.create_commit(repo_id, [CommitOperationAdd("c.txt", sent[0])], commit_message="c")
+    assert (blobs / hashlib.sha256(sent[0]).hexdigest()).read_bytes() == sent[0]
+    assert Path(alice.hf_hub_download(repo_id, "c.txt", cache_dir=tmp_path)).read_bytes() == sent[0]
 
 
 def test_concurrent_commits_all_land(alice):

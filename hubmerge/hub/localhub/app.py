@@ -427,8 +427,7 @@ class _Hub:
             elif key == "file":
                 if value.get("encoding", "base64") != "base64":
                     return _error(400, f"unsupported encoding {value.get('encoding')}")
-                blob = self.store.put_bytes(base64.b64decode(value["content"]))
-                operations.append(Operation("add", value["path"], blob.sha256))
+                operations.append(Operation.inline(value["path"], base64.b64decode(value["content"])))
             elif key == "lfsFile":
                 oid = str(value.get("oid"))
                 if not self.store.owns(repo_type, repo_id, oid):

@@ -7,9 +7,10 @@ Layout under ``root``::
     repos/<type>/<ns>/<name>/refs.json   {"branches": {name: sha}, "tags": {...}, "prs": {"1": sha}}
     repos/<type>/<ns>/<name>/commits/<sha>.json   parent, message, date, tree {path: FileEntry}
 
-A commit is applied under the repo's lock: blobs are stored first (harmless if the commit then
-fails), the commit object is written, and only then is the ref moved with an atomic replace, so a
-reader sees the old tree or the new one, never a mix, and a restart keeps everything.
+A commit is applied under the repo's lock: once it is checked, the files sent in it are stored as
+blobs (a refused commit stores none), the commit object is written, and only then is the ref moved
+with an atomic replace, so a reader sees the old tree or the new one, never a mix, and a restart
+keeps everything.
 """
 
 from __future__ import annotations
@@ -134,11 +135,21 @@ class RepoRecord:
 
 @dataclass(frozen=True)
 class Operation:
-    """A change in a commit: add ``path`` with blob ``sha256`` (None means delete ``path``)."""
+    """A change in a commit: add ``path`` with blob ``sha256`` (None means delete ``path``).
+
+    ``content``: the bytes of a file sent in the commit itself, stored as a blob only once the commit is
+    accepted; a refused commit (a stale parent, a missing file to delete) left them behind, one blob per try.
+    """
 
     kind: Literal["add", "delete_file", "delete_folder"]
     path: str
     sha256: str | None = None
+    content: bytes | None = field(default=None, repr=False)
+
+    @classmethod
+    def inline(cls, path: str, content: bytes) -> Operation:
+        """Add ``path`` with ``content`` sent in the commit (see ``content``)."""
+        return cls("add", path, hashlib.sha256(content).hexdigest(), content)
 
 
 def _now() -> str:
@@ -405,7 +416,11 @@ class Store:
             tree = dict(self.commit(repo_type, repo_id, head).tree)
             for op in operations:
                 path = _clean_path(op.path.rstrip("/")) if op.kind == "delete_folder" else _clean_path(op.path)
-                if op.kind == "add":
+                if op.kind == "add" and op.content is not None:
+                    size = len(op.content)
+                    sha256 = hashlib.sha256(op.content).hexdigest()
+                    tree[path] = FileEntry(sha256, size, git_blob_sha1(op.content), is_lfs(path, size))
+                elif op.kind == "add":
                     if op.sha256 is None or not self.has_blob(op.sha256):
                         raise StoreError(f"unknown object {op.sha256} for {op.path}", code=422)
                     tree[path] = self.entry_for(op.sha256, path)
@@ -420,6 +435,9 @@ class Store:
                     for p in doomed:
                         del tree[p]
             _check_no_file_is_a_folder(tree)
+            for op in operations:  # accepted: only now do the files sent inline become blobs
+                if op.content is not None:
+                    self.put_bytes(op.content)
             directory = self._dir(repo_type, repo_id)
             commit = self._write_commit(head, message, description, tree, directory, author)
             pr_number: int | None = None
