@@ -51,6 +51,27 @@ def resnet(tmp_path_factory):
     return make_family(tmp_path_factory.mktemp("resnet"), "resnet")
 
 
+
+def open_files_under(folder) -> int:
+    """How many of this process's file descriptors are open on files under ``folder``."""
+    links = (os.path.realpath(f"/proc/self/fd/{fd}") for fd in os.listdir("/proc/self/fd"))
+    return sum(link.startswith(f"{os.path.realpath(folder)}/") for link in links)
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="reads /proc")
+def test_a_plan_never_executed_or_closed_leaves_no_file_open(convnext, tmp_path):
+    """``print(hubmerge.plan(...))``, as the README shows it, neither executes nor closes the plan: each one
+    left its inputs' files open (two per input), and a loop of plans ran out of file descriptors."""
+    recipe = write_recipe(tmp_path / "r.yaml", convnext, "ties")
+    root = convnext.base.parent
+    before = open_files_under(root)
+    merge_plan = engine.plan(recipe)
+    assert open_files_under(root) > before  # the headers' files, open until the plan goes
+    del merge_plan
+    for _ in range(3):
+        assert engine.plan(recipe).bytes_to_read > 0
+    assert open_files_under(root) == before
+
 def reference_merge(family, method: str, parameters: dict) -> dict[str, torch.Tensor]:
     """Load every model whole, then call the method on each backbone tensor (what FusionBench does)."""
     spec = get_method(method)

@@ -13,6 +13,7 @@ import mmap
 import os
 import stat
 import threading
+import weakref
 from abc import ABC, abstractmethod
 from pathlib import Path, PurePosixPath
 
@@ -99,6 +100,15 @@ def _drop_pages(address: int, length: int) -> None:
     _libc.madvise(address, length, mmap.MADV_DONTNEED)
 
 
+def _close_fds(fds: dict[str, int]) -> None:
+    """Close the files of a source dropped without ``close()``: a plan only looked at (``print(plan(...))``)
+    is never executed or closed, and a loop of them ran out of file descriptors (10 more per plan of 5
+    inputs)."""
+    for fd in fds.values():
+        os.close(fd)
+    fds.clear()
+
+
 class LocalSource(WeightSource):
     """A model directory on local disk: memory-mapped views for tensors, ``os.preadv`` for the rest.
 
@@ -117,6 +127,7 @@ class LocalSource(WeightSource):
         self._fds: dict[str, int] = {}
         self._maps: dict[str, tuple[mmap.mmap, int]] = {}
         self._lock = threading.Lock()
+        weakref.finalize(self, _close_fds, self._fds)  # an owner that never calls close()
 
     def _path(self, path: str) -> Path:
         """``path`` inside the directory. The name is checked, not where a symlink in the directory leads: a
