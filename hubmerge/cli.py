@@ -818,6 +818,8 @@ def run() -> None:
     if code == INTERRUPTED and _terminated:
         code = 128 + _terminated
     for stream in (sys.stdout, sys.stderr):
+        if stream is None:  # started with that descriptor closed (`>&-`): Python gives None, print skips it
+            continue
         try:
             stream.flush()
         except (OSError, ValueError):

@@ -302,6 +302,16 @@ def test_serving_commands_collect_at_the_interpreters_pace(tmp_path, monkeypatch
     assert paces == [SERVING_GC_THRESHOLD] and SERVING_GC_THRESHOLD != GC_THRESHOLD
 
 
+def test_executable_with_stdout_or_stderr_closed_exits_0():
+    """A cron line or a script may start it with a descriptor closed (`>&-`); Python then has no sys.stdout.
+    The command's work succeeded, so its exit code is 0 and nothing reads as a crash."""
+    for closed in (1, 2):
+        done = subprocess.run([sys.executable, "-m", "hubmerge.cli", "--version"], capture_output=True,
+                              text=True, check=False, preexec_fn=lambda fd=closed: os.close(fd))
+        assert done.returncode == 0, done.stderr
+        assert "Traceback" not in done.stderr + done.stdout
+
+
 def _main_in_fresh_interpreter(modules: tuple[str, ...], *args: str) -> tuple[str, list[str]]:
     """``main(args)`` in a new interpreter (exit code 0 asserted): its stdout, and which of ``modules`` it imported."""
     code = (
