@@ -11,6 +11,7 @@ from __future__ import annotations
 import atexit
 import errno
 import gc
+import io
 import os
 import signal
 import sys
@@ -799,6 +800,14 @@ def _stop_as_if_interrupted(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def _escape_unencodable(stream: object) -> None:
+    """A character stdout's encoding lacks (PYTHONIOENCODING=ascii, cp1252 in a Windows redirect: a method's
+    lambda, a table title's dash) printed escaped, as Python prints it on stderr; it raised UnicodeEncodeError,
+    after the work, and the result never reached the script that waited for it."""
+    if isinstance(stream, io.TextIOWrapper) and stream.errors == "strict":
+        stream.reconfigure(errors="backslashreplace")
+
+
 def run() -> None:
     """The ``hubmerge`` executable: ``main`` with a slower collector pace, then exit without teardown.
 
@@ -812,6 +821,7 @@ def run() -> None:
     then; atexit handlers still run, and streams are flushed.
     """
     gc.set_threshold(*GC_THRESHOLD)
+    _escape_unencodable(sys.stdout)
     for stop in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(stop, _stop_as_if_interrupted)
     code = main()

@@ -312,6 +312,18 @@ def test_executable_with_stdout_or_stderr_closed_exits_0():
         assert "Traceback" not in done.stderr + done.stdout
 
 
+def test_executable_prints_what_stdouts_encoding_lacks_escaped():
+    """PYTHONIOENCODING=ascii (a Docker image's) or cp1252 (a Windows redirect) cannot encode task arithmetic's
+    lambda and sigma: the result is printed with them escaped, as on stderr, not lost to a UnicodeEncodeError."""
+    for encoding in ("ascii", "cp1252"):
+        env = {**os.environ, "PYTHONIOENCODING": encoding}
+        for args in (["methods"], ["methods", "task_arithmetic"]):
+            done = subprocess.run([sys.executable, "-m", "hubmerge.cli", *args], capture_output=True, env=env,
+                                  check=False)
+            assert done.returncode == 0, done.stderr.decode(encoding, "replace")
+            assert b"\\u03bb" in done.stdout and b"task_arithmetic" in done.stdout
+
+
 def _main_in_fresh_interpreter(modules: tuple[str, ...], *args: str) -> tuple[str, list[str]]:
     """``main(args)`` in a new interpreter (exit code 0 asserted): its stdout, and which of ``modules`` it imported."""
     code = (
