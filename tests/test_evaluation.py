@@ -501,6 +501,22 @@ def test_narrow_consoles_never_cut_a_number() -> None:
     assert all(any(n in line for line in lines) for n in numbers[:4])
 
 
+def test_a_terminal_too_narrow_for_the_comparison_keeps_every_column() -> None:
+    """FusionBench's 8 tasks need some 95 columns even folded: an 80-column terminal gets the table wider than
+    its window (the terminal wraps it), not cropped at 80, which lost the last task and the average."""
+    from rich.console import Console
+
+    tasks = ("sun397", "stanford-cars", "resisc45", "eurosat", "svhn", "gtsrb", "mnist", "dtd")
+    scores = {t: (0.5 + i / 100, 1.0) for i, t in enumerate(tasks)}
+    compare = CompareReport(merged=_report("m", scores), base=_report("b", scores),
+                            finetuned={t: _report(t, scores) for t in tasks}, tasks=tasks)
+    terminal = io.StringIO()
+    render_report(compare, Console(file=terminal, width=80, force_terminal=True, color_system=None))
+    text = terminal.getvalue()
+    assert all(f"{100 * a:.2f}" in text for a, _ in scores.values()) and "53.50" in text  # the average
+    assert "…" not in text
+
+
 def test_render_single_report() -> None:
     text = _render(_report("m", {"a": (0.5, 1.0), "b": (1.0, 0.0)}))
     assert "a:test" in text and "50.00" in text and "average" in text and "75.00" in text
