@@ -355,7 +355,7 @@ def merge(
         try:
             evaluate_recipe_tasks(result.output, loaded, console=console, device=device, max_samples=max_samples,
                                   match_labels=match_labels, token=secret)  # type: ignore[arg-type]
-        except HubmergeError:  # the merge itself is done and kept: say so next to the evaluation's error
+        except (HubmergeError, KeyboardInterrupt):  # the merge is done and kept: say so next to the error or Ctrl+C
             _console().print(f"[yellow]the merged model is kept in {result.output}[/yellow]; once its evaluation "
                              f"can run, `hubmerge evaluate {result.output} --save` adds the results", soft_wrap=True)
             raise

@@ -159,6 +159,28 @@ def test_a_failed_evaluation_keeps_the_merge_and_says_where(
 
 
 
+def test_ctrl_c_during_the_evaluation_says_the_merge_is_kept(
+    offline: None, hub_offline: None, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Interrupted after the merge, the output is whole and stays: it is named, or 'nothing partial was left'
+    alone sent the user to merge again, into an OutputExistsError."""
+    import hubmerge.evaluation
+    from hubmerge.cli import INTERRUPTED
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(hubmerge.evaluation, "evaluate_recipe_tasks", interrupted)
+    fx = _fixtures("convnext")
+    out = tmp_path / "out"
+    recipe = _write_recipe(tmp_path / "r.yaml", fx, "simple_average")
+    assert main(["merge", str(recipe), "-o", str(out), "--device", "cpu", "--evaluate", "-q"]) == INTERRUPTED
+    err = capsys.readouterr().err
+    assert f"the merged model is kept in {out}" in err and "interrupted" in err
+    assert (out / "model.safetensors").is_file()
+
+
 def test_a_base_without_an_image_processor_is_refused_before_an_evaluated_merge(
     offline: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
