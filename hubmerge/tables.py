@@ -1,8 +1,8 @@
 """Print rich tables whole, so that no number or repo id is cut to ``85.…``.
 
 Rich fits a table to the console's width and crops what does not fit. A terminal has a width to
-fit, and the tables fold long names to fit it, as far as every cell stays whole. A pipe or a log file has none (rich assumes 80
-columns), so there the table is printed at its natural width instead.
+fit, and the tables fold long names to fit it, as far as every cell stays whole. A pipe or a log file
+has none (rich assumes 80 columns), so there the table is printed at its natural width instead.
 """
 
 from __future__ import annotations
