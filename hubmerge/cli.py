@@ -742,16 +742,21 @@ _MACHINE_REFUSALS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.E
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the app, turn HubmergeError into one readable line and exit code 1.
 
-    Usage errors are click's (exit 2); Ctrl+C exits 130 with one line saying nothing partial was left;
+    Usage errors are click's (exit 2); Ctrl+C exits 130 with one line saying nothing partial was left (or,
+    for a command that serves until stopped, that it stopped);
     anything unexpected is one line too, unless HUBMERGE_DEBUG.
     """
     from rich.markup import escape
 
+    global _served
+    _served = False
     try:
         app(args=argv, standalone_mode=True)
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-        if code == INTERRUPTED:  # typer's exit for Ctrl+C, which it leaves unexplained
+        if code == INTERRUPTED and _served:  # how a server ends: no work was cut short
+            _console().print("[yellow]stopped[/yellow]", soft_wrap=True)
+        elif code == INTERRUPTED:  # typer's exit for Ctrl+C, which it leaves unexplained
             _console().print("[yellow]interrupted[/yellow]: outputs and commits are made only when complete, "
                              "so nothing partial was left", soft_wrap=True)
         return code
@@ -785,7 +790,12 @@ def _serving() -> None:
     collector pace back. A request makes few objects, so at ``GC_THRESHOLD``'s pace a collection came every
     hundred-odd requests, and what a dropped download left in reference cycles (its 4 MiB read) stayed until
     then: ``hub serve`` grew by 4 MiB per dropped download, to 680 MB after 150 of them."""
+    global _served
+    _served = True
     gc.set_threshold(*SERVING_GC_THRESHOLD)
+
+
+_served = False  # the command serves until stopped (``_serving``): Ctrl+C is how it ends, not work cut short
 
 
 _terminated = 0  # the signal that stopped the command, when not Ctrl+C

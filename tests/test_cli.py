@@ -302,6 +302,25 @@ def test_serving_commands_collect_at_the_interpreters_pace(tmp_path, monkeypatch
     assert paces == [SERVING_GC_THRESHOLD] and SERVING_GC_THRESHOLD != GC_THRESHOLD
 
 
+def test_ctrl_c_stops_a_server_without_claiming_work_was_cut_short(tmp_path, monkeypatch, capsys):
+    """Ctrl+C is how ``hub serve`` ends: it said "interrupted: ... nothing partial was left", as for a merge."""
+    import gc
+
+    def serve(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("hubmerge.hub.localhub.serve", serve)
+    before = gc.get_threshold()
+    try:
+        assert main(["hub", "serve", "--root", str(tmp_path / "hub")]) == 130
+    finally:
+        gc.set_threshold(*before)
+    err = capsys.readouterr().err
+    assert "stopped" in err and "interrupted" not in err
+    monkeypatch.setattr("hubmerge.method_help.print_methods", serve)  # a command that works, then Ctrl+C
+    assert main(["methods"]) == 130 and "nothing partial was left" in capsys.readouterr().err
+
+
 def test_executable_with_stdout_or_stderr_closed_exits_0():
     """A cron line or a script may start it with a descriptor closed (`>&-`); Python then has no sys.stdout.
     The command's work succeeded, so its exit code is 0 and nothing reads as a crash."""
