@@ -741,3 +741,61 @@ def test_downloads_during_an_evaluation_draw_on_our_display_only(
     drawn = screen.getvalue() + capfd.readouterr().err
     assert "Fetching" not in drawn and "it/s" not in drawn  # no tqdm bar of theirs
     assert "loading ft:digits_low for digits_high" in drawn  # a line of ours while the input downloads
+
+
+def test_cancel_stops_a_pass_before_its_next_model_on_the_same_batch(fx: FixtureSet) -> None:
+    """Cancel was looked at once a batch had gone through every model of the pass: a batch of 64 through the
+    six ConvNeXt-base models a pass holds takes minutes on a CPU, all of it after the user pressed Cancel."""
+    import threading
+
+    from hubmerge.errors import CancelledError
+    from hubmerge.evaluation import loop
+    from hubmerge.evaluation.data import load_task_data
+
+    task = "digits_low"
+    cancel = threading.Event()
+    calls: list[str] = []
+
+    def watched(row: str, model: Any) -> Any:
+        forward = model.forward
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            calls.append(row)
+            cancel.set()  # the user presses Cancel while this model runs
+            return forward(*args, **kwargs)
+
+        model.forward = counted
+        return model
+
+    models = [(row, watched(row, _model(fx, task))) for row in ("first", "second")]
+    data = load_task_data(task, DatasetRef.parse(f"{fx.datasets[task]}:test"), max_samples=16)
+    settings = loop.make_settings("cpu", 8, 0, "name", False, None, cancel)
+    with pytest.raises(CancelledError):
+        loop.run_pass(data, models, AutoProcessor(fx.models[task]), settings)
+    assert calls == ["first"]
+
+
+def test_cancel_stops_before_the_next_models_load(
+    fx: FixtureSet, merged: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pass loads up to six models before its first batch, each maybe a download of a Hub model: Cancel
+    pressed during the first load waited for all of them."""
+    import threading
+
+    from hubmerge.errors import CancelledError
+    from hubmerge.vision import loading
+
+    cancel = threading.Event()
+    loads: list[str] = []
+    load_classifier = loading.load_classifier
+
+    def pressed_while_loading(*args: Any, **kwargs: Any) -> Any:
+        loads.append(str(args[0]))
+        cancel.set()
+        return load_classifier(*args, **kwargs)
+
+    monkeypatch.setattr(loading, "load_classifier", pressed_while_loading)
+    with pytest.raises(CancelledError):
+        compare_inputs(merged, {"digits_low": str(fx.datasets["digits_low"])}, device="cpu", max_samples=8,
+                       cancel=cancel)
+    assert loads == [str(fx.base)]  # the base's load (after the merged model's); no fine-tune's

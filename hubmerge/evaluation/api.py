@@ -331,7 +331,7 @@ def evaluate_model(
         revision: the model's revision when ``model`` is a repo id.
         token: Hub token for private models and datasets.
         console: draw progress bars on it (none when None or quiet).
-        cancel: set it to stop at the next batch (``CancelledError``).
+        cancel: set it to stop before the next model's batch or load (``CancelledError``).
 
     Returns:
         An :class:`EvalReport`; ``report.to_dict()`` is FusionBench's shape.

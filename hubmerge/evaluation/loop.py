@@ -67,7 +67,7 @@ _MIN_BATCHES_FOR_WORKERS = 8
 @dataclass(frozen=True)
 class Settings:
     """How a run evaluates: device, batching, label matching, autocast, progress bars; ``cancel`` stops it
-    at the next batch."""
+    before the next model's batch, or its next load."""
 
     device: torch.device
     batch_size: int
@@ -388,9 +388,9 @@ def run_pass(
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if use_autocast else contextlib.nullcontext()
     with torch.inference_mode(), autocast:
         for pixels, labels in loader:
-            settings.check_cancelled()
             pixels = pixels.to(settings.device, non_blocking=True)
             for r in running:
+                settings.check_cancelled()  # a batch through several big models on a CPU takes minutes
                 logits = _logits(r.model(pixels.to(r.dtype))).float()
                 if logits.shape[-1] != r.head_size:
                     raise HeadMismatchError(
@@ -469,6 +469,7 @@ def run_jobs(
                 loaded: list[tuple[str, torch.nn.Module]] = []
                 budget = 0
                 while pending and (not loaded or budget < _PASS_PARAMETER_BYTES):
+                    settings.check_cancelled()  # each load may be a download of a model from the Hub
                     job = pending.pop(0)
                     with _library_bars_off(), _activity(settings.progress, f"loading {job.row} for {task}"):
                         model = job.load()
