@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
     from .evaluation import CompareReport, EvalReport
     from .evaluation.data import LabelMatch
+    from .evaluation.loop import EvalProgress
 
 __all__ = ["BuildResult", "PublishResult", "build", "publish", "publish_output"]
 
@@ -88,6 +89,7 @@ def build(
     on_progress: engine.ProgressCallback | None = None,
     cancel: threading.Event | None = None,
     console: Console | None = None,
+    on_eval_progress: EvalProgress | None = None,
 ) -> BuildResult:
     """Merge ``recipe`` into ``output``, evaluate the tasks that name a dataset, and write the card.
 
@@ -108,6 +110,8 @@ def build(
         on_progress: ``(bytes read, total)`` during the merge. ``cancel``: set to stop the merge or its
             evaluation (``CancelledError``; an output already merged is then left without reports or card).
         console: where progress and tables are drawn (None: nothing is drawn).
+        on_eval_progress: ``(what, images done, images in all)`` during the evaluation, pass by pass (the web
+            app's progress, where no console draws it).
 
     Returns:
         ``BuildResult``.
@@ -142,7 +146,7 @@ def build(
         from . import evaluation
 
         options = dict(device=device or recipe.device, max_samples=max_samples, match_labels=match_labels,
-                       token=token, console=console, cancel=cancel)
+                       token=token, console=console, cancel=cancel, on_progress=on_eval_progress)
         stamp = OutputStamp.take(output)
         if compare_inputs:
             comparison = evaluation.compare_inputs(output, datasets, **options)  # type: ignore[arg-type]

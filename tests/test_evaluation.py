@@ -775,6 +775,21 @@ def test_cancel_stops_a_pass_before_its_next_model_on_the_same_batch(fx: Fixture
     assert calls == ["first"]
 
 
+def test_progress_is_told_per_pass_in_images_done_of_all(fx: FixtureSet, merged: Path) -> None:
+    """Where no console draws bars (the web app), on_progress is the only word of an evaluation that takes hours
+    at FusionBench's scale: each pass starts at 0 and ends at its split's size, batch by batch."""
+    told: list[tuple[str, int, int]] = []
+    tasks = {task: str(fx.datasets[task]) for task in fx.tasks[:2]}
+    compare_inputs(merged, tasks, device="cpu", max_samples=20, batch_size=8,
+                   on_progress=lambda what, done, total: told.append((what, done, total)))
+    rows = "merged, base, ft:digits_low, ft:digits_high, ft:digits_parity, ft:digits_rotated"
+    assert told == [(f"evaluating {task} ({rows})", done, 20) for task in fx.tasks[:2] for done in (0, 8, 16, 20)]
+    told.clear()
+    evaluate_model(merged, tasks, device="cpu", max_samples=20, batch_size=16, num_workers=2,  # batches from workers
+                   on_progress=lambda *a: told.append(a))
+    assert told == [(f"evaluating {task} (model)", done, 20) for task in fx.tasks[:2] for done in (0, 16, 20)]
+
+
 def test_cancel_stops_before_the_next_models_load(
     fx: FixtureSet, merged: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

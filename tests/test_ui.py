@@ -602,15 +602,23 @@ def test_progress_reaches_the_page_from_the_merges_reader_threads(hub_models, lo
     def progress(value, desc=None, **kwargs):  # as gr.Progress: a call outside the event's context is lost
         if LocalContext.event_id.get(None) == "event":
             shown.append(desc)
+            counts.append((value, kwargs.get("unit")))
         handlers._cancels["s"] = newer  # a second merge of this page starts meanwhile
 
     def in_the_event():
         LocalContext.event_id.set("event")
         return handlers.merge(*form, request=session, progress=progress)
 
+    counts: list = []
     contextvars.copy_context().run(in_the_event)
     assert shown[0] == "Planning from headers" and "Merging" in shown
-    assert shown[-1] == "Merged: evaluating and writing the card"
+    assert "Merged: evaluating and writing the card" in shown
+    # then the evaluation, the long part at FusionBench's scale: each task's pass in images, done of all
+    # (the page said "Merged: evaluating and writing the card" on a full bar through all of it)
+    evaluating = [(desc, value) for desc, (value, unit) in zip(shown, counts) if unit == "images"]
+    tasks = [row[1] for row in values.models]
+    assert [desc.split(" (")[0] for desc, _ in evaluating[::2]] == [f"Evaluating {task}" for task in tasks]
+    assert [value for _, value in evaluating] == [(0, 4), (4, 4)] * len(tasks)
     assert handlers._cancels == {"s": newer}  # its Cancel still reaches it
     assert handlers.cancel(session) == "Cancelled: nothing was written." and newer.is_set()
 

@@ -12,6 +12,7 @@ from ..output_stamp import OutputStamp
 from .data import LabelMatch, check_head_labels, check_hub_datasets, load_task_data
 from .loop import (
     DEFAULT_BATCH_SIZE,
+    EvalProgress,
     Job,
     Processor,
     check_max_samples,
@@ -317,6 +318,7 @@ def evaluate_model(
     token: str | None = None,
     console: Console | None = None,
     cancel: threading.Event | None = None,
+    on_progress: EvalProgress | None = None,
 ) -> EvalReport:
     """Evaluate a merged model (or a plain classifier) on each task, with that task's head.
 
@@ -332,6 +334,8 @@ def evaluate_model(
         token: Hub token for private models and datasets.
         console: draw progress bars on it (none when None or quiet).
         cancel: set it to stop before the next model's batch or load (``CancelledError``).
+        on_progress: called with ``(what, images done, images in all)`` as each pass over a task's data
+            starts and after each batch (progress where no console draws it: the web app).
 
     Returns:
         An :class:`EvalReport`; ``report.to_dict()`` is FusionBench's shape.
@@ -361,7 +365,7 @@ def evaluate_model(
 
     jobs = [Job("model", task, loader(task), ref) for task in refs]
     with progress_bars(console) as progress:
-        settings = replace(settings, progress=progress)
+        settings = replace(settings, progress=progress, on_progress=on_progress)
         results = run_jobs(jobs, refs, settings=settings, max_samples=max_samples, token=token)
     return EvalReport(str(ref), {task: results["model"][task] for task in refs}, str(settings.device))
 
@@ -380,6 +384,7 @@ def compare_inputs(
     token: str | None = None,
     console: Console | None = None,
     cancel: threading.Event | None = None,
+    on_progress: EvalProgress | None = None,
 ) -> CompareReport:
     """Evaluate a merged output next to the models it was merged from.
 
@@ -453,7 +458,7 @@ def compare_inputs(
             Job(f"ft:{label}", task, classifier(entry.model, head_of(task)), entry.model) for task in refs
         ]
     with progress_bars(console) as progress:
-        settings = replace(settings, progress=progress)
+        settings = replace(settings, progress=progress, on_progress=on_progress)
         results = run_jobs(jobs, refs, settings=settings, max_samples=max_samples, token=token)
     dev = str(settings.device)
 

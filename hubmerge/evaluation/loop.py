@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_BATCH_SIZE",
+    "EvalProgress",
     "Job",
     "Processor",
     "Settings",
@@ -52,6 +53,9 @@ log = logging.getLogger(__name__)
 DEFAULT_BATCH_SIZE = 64
 #: What ``hubmerge.vision.processors.load_processor`` returns: images -> pixel tensor.
 Processor = Callable[[list["PILImage"]], "torch.Tensor"]
+#: ``(what, images done, images in all)`` as a pass over a task's data starts (0 done) and after each batch:
+#: progress for a page (the web app), where no console draws the bars.
+EvalProgress = Callable[[str, int, int], None]
 
 # A pass over a task's data stops taking more models once those it has hold this many parameter
 # bytes: 2 GiB is six ConvNeXt-base models in float32 (a few more as the last one may overshoot).
@@ -66,8 +70,8 @@ _MIN_BATCHES_FOR_WORKERS = 8
 
 @dataclass(frozen=True)
 class Settings:
-    """How a run evaluates: device, batching, label matching, autocast, progress bars; ``cancel`` stops it
-    before the next model's batch, or its next load."""
+    """How a run evaluates: device, batching, label matching, autocast, progress bars (and ``on_progress``);
+    ``cancel`` stops it before the next model's batch, or its next load."""
 
     device: torch.device
     batch_size: int
@@ -76,6 +80,7 @@ class Settings:
     autocast: bool
     progress: Progress | None
     cancel: threading.Event | None = None
+    on_progress: EvalProgress | None = None
 
     def check_cancelled(self) -> None:
         if self.cancel is not None and self.cancel.is_set():
@@ -380,10 +385,13 @@ def run_pass(
         pin_memory=cuda,
     )
     progress = settings.progress
+    rows = ", ".join(r.row for r in running)
     bar = None
     if progress is not None:
-        rows = ", ".join(r.row for r in running)
         bar = progress.add_task(f"[bold]evaluating[/bold] {data.task} [dim]({rows})[/dim]", total=len(data))
+    done = 0
+    if settings.on_progress is not None:
+        settings.on_progress(f"evaluating {data.task} ({rows})", done, len(data))
     use_autocast = cuda and settings.autocast
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if use_autocast else contextlib.nullcontext()
     with torch.inference_mode(), autocast:
@@ -406,8 +414,11 @@ def run_pass(
                 predictions = torch.where(finite, logits_cpu.argmax(dim=-1), -1)
                 r.accuracy.add_batch(predictions=predictions.numpy(), references=targets)
                 r.loss.add_batch(predictions=logits_cpu.numpy(), references=targets)
+            done += len(labels)
             if bar is not None and progress is not None:
                 progress.advance(bar, len(labels))
+            if settings.on_progress is not None:
+                settings.on_progress(f"evaluating {data.task} ({rows})", done, len(data))
     if bar is not None and progress is not None:
         progress.remove_task(bar)
     seconds = time.perf_counter() - started

@@ -296,12 +296,16 @@ class AppHandlers:
             what = "Merging" if done < total else "Merged: evaluating and writing the card"
             context.copy().run(progress, (done, total), desc=what, unit="bytes")
 
+        def on_eval_progress(what: str, done: int, total: int) -> None:  # each task's pass, images done of all
+            context.copy().run(progress, (done, total), desc=what[:1].upper() + what[1:], unit="images")
+
         try:
             with _user_errors("Merge", secret):
                 recipe = self.recipe(base_model, models, method, parameters, dtype, device)
                 built = build(recipe, output, token=secret, endpoint=self.endpoint, max_samples=max_samples,
                               match_labels=match_labels,  # type: ignore[arg-type]
-                              on_progress=on_progress, cancel=cancel)  # evaluates the tasks that name a dataset
+                              on_progress=on_progress, cancel=cancel,  # evaluates the tasks that name a dataset
+                              on_eval_progress=on_eval_progress)
         except gr.Error:  # a merge started since in this session keeps its own output
             shutil.rmtree(output, ignore_errors=True)
             raise
