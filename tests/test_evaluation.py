@@ -814,3 +814,23 @@ def test_cancel_stops_before_the_next_models_load(
         compare_inputs(merged, {"digits_low": str(fx.datasets["digits_low"])}, device="cpu", max_samples=8,
                        cancel=cancel)
     assert loads == [str(fx.base)]  # the base's load (after the merged model's); no fine-tune's
+
+
+def test_the_eta_is_told_when_a_batch_takes_longer_than_half_a_minute() -> None:
+    """rich estimates the rate from the last 30 s of updates: with a batch every minute (64 images through a
+    ConvNeXt-base on 2 cores take about that, through six of them several) it had one sample, no rate, and the
+    evaluation's ETA read -:--:-- from start to end."""
+    from rich.console import Console
+
+    from hubmerge.evaluation.loop import progress_bars
+
+    now = [0.0]
+    console = Console(file=io.StringIO(), force_terminal=True, force_interactive=True, width=100,
+                      get_time=lambda: now[0])
+    with progress_bars(console) as progress:
+        assert progress is not None
+        bar = progress.add_task("evaluating", total=640)
+        for _ in range(3):
+            now[0] += 60.0
+            progress.advance(bar, 64)
+        assert progress.tasks[0].time_remaining == pytest.approx(7 * 60.0)  # 448 images left at 64 a minute
