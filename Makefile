@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 PEERS := .venv-peers
 PEERS_STAMP := $(PEERS)/.installed
 
-.PHONY: demo test bench bench-peers install clean
+.PHONY: demo test bench bench-peers bench-eval install clean
 
 # --no-cache-dir: torch's wheels are several GB; a second copy in pip's cache can fill a small disk.
 $(STAMP): pyproject.toml
@@ -27,6 +27,9 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_merge.py
+
+bench-eval: $(STAMP)
+	$(PY) benchmarks/bench_eval.py
 
 $(PEERS_STAMP):
 	$(PYTHON) -m venv $(PEERS)
