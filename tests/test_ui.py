@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import threading
 import time
 from pathlib import Path
@@ -592,7 +593,7 @@ def test_progress_reaches_the_page_from_the_merges_reader_threads(hub_models, lo
     from hubmerge.ui import AppHandlers
 
     os.environ.pop("HF_HUB_OFFLINE", None)
-    handlers = AppHandlers(endpoint=local_hub.endpoint, work_dir=tmp_path / "work", max_samples=4)
+    handlers = AppHandlers(endpoint=local_hub.endpoint, work_dir=tmp_path / "work", max_samples=70)  # 2 batches
     values = form_values(hub_models.recipe())
     form = (values.base_model, values.models, values.method, values.parameters, values.dtype, values.device)
     shown = []
@@ -617,8 +618,9 @@ def test_progress_reaches_the_page_from_the_merges_reader_threads(hub_models, lo
     # (the page said "Merged: evaluating and writing the card" on a full bar through all of it)
     evaluating = [(desc, value) for desc, (value, unit) in zip(shown, counts) if unit == "images"]
     tasks = [row[1] for row in values.models]
-    assert [desc.split(" (")[0] for desc, _ in evaluating[::2]] == [f"Evaluating {task}" for task in tasks]
-    assert [value for _, value in evaluating] == [(0, 4), (4, 4)] * len(tasks)
+    assert [desc.split(" (")[0] for desc, _ in evaluating[::3]] == [f"Evaluating {task}" for task in tasks]
+    assert [value for _, value in evaluating] == [(0, 70), (64, 70), (70, 70)] * len(tasks)
+    assert all(re.search(r"\): about \d+ s left$", desc) for desc, _ in evaluating[1::3])  # from the first batch's rate
     assert handlers._cancels == {"s": newer}  # its Cancel still reaches it
     assert handlers.cancel(session) == "Cancelled: nothing was written." and newer.is_set()
 
@@ -794,3 +796,18 @@ def test_the_models_table_arrives_in_any_of_its_shapes():
                   {"headers": ["model", "task", "dataset", "weight"], "data": rows}):
         recipe = AppHandlers().recipe("org/base", table, "simple_average", {}, AS_INPUTS, "cpu")
         assert [str(e.model) for e in recipe.models] == expected == ["org/a", "org/b"]
+
+
+@pytest.mark.parametrize(("done", "elapsed", "line"), [
+    (0, 0.0, "Evaluating sun397 (merged, base)"),  # nothing to tell a rate by yet
+    (64, 30.0, "Evaluating sun397 (merged, base): about 9 min left"),  # 1136 images at 64 per 30 s
+    (640, 30.0, "Evaluating sun397 (merged, base): about 26 s left"),
+    (64, 600.0, "Evaluating sun397 (merged, base): about 3.0 h left"),
+    (1200, 600.0, "Evaluating sun397 (merged, base)"),  # done
+])
+def test_the_pages_evaluation_line_says_the_time_left(done: int, elapsed: float, line: str) -> None:
+    """gradio's bar shows the images done of all but no time left: an evaluation of hours on a CPU Space said
+    how far it was, never how long it would still take."""
+    from hubmerge.ui.app import evaluation_step
+
+    assert evaluation_step("evaluating sun397 (merged, base)", done, 1200, elapsed) == line

@@ -296,8 +296,13 @@ class AppHandlers:
             what = "Merging" if done < total else "Merged: evaluating and writing the card"
             context.copy().run(progress, (done, total), desc=what, unit="bytes")
 
+        passes: dict[str, float] = {}  # each pass's start, for its time left
+
         def on_eval_progress(what: str, done: int, total: int) -> None:  # each task's pass, images done of all
-            context.copy().run(progress, (done, total), desc=what[:1].upper() + what[1:], unit="images")
+            now = time.monotonic()
+            started = passes[what] = now if done == 0 else passes.get(what, now)
+            context.copy().run(progress, (done, total), desc=evaluation_step(what, done, total, now - started),
+                               unit="images")
 
         try:
             with _user_errors("Merge", secret):
@@ -408,6 +413,24 @@ class AppHandlers:
             labels = model_labels(model)
             top = probs.topk(min(5, probs.numel()))
             return {labels.get(int(i), str(int(i))): float(p) for p, i in zip(top.values, top.indices)}
+
+
+def evaluation_step(what: str, done: int, total: int, elapsed: float) -> str:
+    """The page's line for a pass of the evaluation: what it evaluates and, once a batch is done, the time left
+    at its rate so far (gradio's bar shows images done of all, and no time left of its own)."""
+    line = what[:1].upper() + what[1:]
+    if done <= 0 or done >= total or elapsed <= 0:
+        return line
+    left = elapsed * (total - done) / done
+    return f"{line}: about {_duration(left)} left"
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{max(1, round(seconds))} s"
+    if seconds < 90 * 60:
+        return f"{round(seconds / 60)} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def _in_page(fn: Callable[[], Any], outputs: Any) -> dict[str, Any]:
