@@ -102,3 +102,16 @@ def hub_offline(monkeypatch):
     from huggingface_hub import constants
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+
+
+@pytest.fixture
+def registry_snapshot():
+    """Undo runtime task registrations after a test (the class-name registry is process-wide)."""
+    from hubmerge.vision import classnames
+
+    tasks, aliases = dict(classnames._tasks), dict(classnames._aliases)
+    yield
+    classnames._tasks.clear()
+    classnames._tasks.update(tasks)
+    classnames._aliases.clear()
+    classnames._aliases.update(aliases)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from hubmerge.errors import RecipeError, UnknownTaskError
-from hubmerge.vision import classnames
 from hubmerge.vision.classnames import (
     FUSIONBENCH_DATASETS,
     FUSIONBENCH_TASKS,
@@ -45,17 +44,6 @@ SIZES = {
     "digits_parity": 2,
     "digits_rotated": 10,
 }
-
-
-@pytest.fixture
-def registry_snapshot():
-    """Undo runtime registrations after a test (the registry is process-wide)."""
-    tasks, aliases = dict(classnames._tasks), dict(classnames._aliases)
-    yield
-    classnames._tasks.clear()
-    classnames._tasks.update(tasks)
-    classnames._aliases.clear()
-    classnames._aliases.update(aliases)
 
 
 @pytest.mark.parametrize(("task", "size"), sorted(SIZES.items()))

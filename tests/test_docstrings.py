@@ -58,25 +58,12 @@ def _examples() -> list[doctest.DocTest]:
 EXAMPLES = _examples()
 
 
-@pytest.fixture
-def registry_kept():
-    """An example may register a task: the registry is as it was afterwards."""
-    from hubmerge.vision import classnames
-
-    tasks, aliases = dict(classnames._tasks), dict(classnames._aliases)
-    yield
-    classnames._tasks.clear()
-    classnames._tasks.update(tasks)
-    classnames._aliases.clear()
-    classnames._aliases.update(aliases)
-
-
 def test_every_illustrative_example_is_still_found():
     assert ILLUSTRATIVE <= {test.name for test in EXAMPLES}
 
 
 @pytest.mark.parametrize("test", [t for t in EXAMPLES if t.name not in ILLUSTRATIVE], ids=lambda t: t.name)
-def test_a_self_contained_example_runs_as_shown(test, tmp_path, monkeypatch, hub_offline, registry_kept):
+def test_a_self_contained_example_runs_as_shown(test, tmp_path, monkeypatch, hub_offline, registry_snapshot):
     monkeypatch.chdir(tmp_path)  # anything an example writes goes there
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # hub_offline for huggingface_hub, which read it at import
     runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
