@@ -67,7 +67,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from .errors import RecipeError
 from .recipe import Recipe
@@ -111,7 +111,7 @@ _MODEL_KEYS = ("pretrained_model_name_or_path", "config_path", "path")
 _TIES_THRESHOLD = 20  # FusionBench's config/method/ties_merging.yaml
 
 
-def is_fusionbench(data: Any) -> bool:
+def is_fusionbench(data: Any) -> TypeGuard[Mapping[str, Any]]:
     """True for a mapping shaped like a FusionBench config (a ``modelpool`` or a ``method`` mapping)."""
     return isinstance(data, Mapping) and (
         isinstance(data.get("modelpool"), Mapping) or isinstance(data.get("method"), Mapping)
