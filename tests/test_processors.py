@@ -92,6 +92,19 @@ def test_a_torchvision_state_dict_without_a_config_uses_the_imagenet_transforms(
         load_processor(tmp_path / "other")
 
 
+def test_a_torchvision_config_naming_no_family_uses_the_imagenet_transforms(tmp_path):
+    """A hand-written config.json of a torchvision state dict that names no family ({"num_classes": 3}): the
+    planner and the loader know the model by its tensors, as without a config, but its processor was looked
+    for in a preprocessor_config.json, so evaluate failed on a model load_classifier took."""
+    model = export_torchvision_resnet("resnet18", tmp_path / "tv", num_classes=3)
+    (model / "config.json").write_text(json.dumps({"num_classes": 3, "id2label": {"0": "a", "1": "b", "2": "c"}}))
+    assert load_processor(model)(images()).shape == (3, 3, 224, 224)
+    assert describe_processor(model).startswith("torchvision ImageNet transforms")
+    (model / "config.json").write_text(json.dumps({"model_type": "resnet"}))  # a family named: it rules
+    with pytest.raises(ModelFilesNotFoundError, match="no preprocessor_config.json"):
+        load_processor(model)
+
+
 def test_processor_info_and_errors(tmp_path):
     assert processor_info(family_by_name("torchvision-resnet"), None)["stages"]["test"].startswith("Resize(256)")
     assert processor_info(family_by_name("convnext"), None) == {"kind": "none"}

@@ -97,10 +97,11 @@ def _info(directory: Path) -> dict[str, Any]:
     index = read_json_object(directory / "hubmerge_heads.json")
     if index is not None and isinstance(index.get("processor"), dict):
         return dict(index["processor"])
-    config = read_json_object(directory / "config.json")
+    config = read_json_object(directory / "config.json") or {}
     family = None
-    said = config.get("hubmerge_family") if config is not None else None
-    if said == TORCHVISION_FAMILY or (config is None and _torchvision_weights(directory)):
+    # as in detect_family: a config naming no family ({"num_classes": 10}, by hand) leaves it to the tensors
+    named = any(config.get(key) for key in ("hubmerge_family", "model_type", "architectures"))
+    if config.get("hubmerge_family") == TORCHVISION_FAMILY or (not named and _torchvision_weights(directory)):
         from .families import family_by_name
 
         family = family_by_name(TORCHVISION_FAMILY)
@@ -108,8 +109,9 @@ def _info(directory: Path) -> dict[str, Any]:
 
 
 def _torchvision_weights(directory: Path) -> bool:
-    """True for a folder whose weights are a torchvision ResNet's state dict: such a model needs no config.json
-    (the planner and the loader know it by its tensor names), so it has no preprocessor_config.json either."""
+    """True for a folder whose weights are a torchvision ResNet's state dict: such a model needs no config.json,
+    nor one naming its family (the planner and the loader know it by its tensor names), so it has no
+    preprocessor_config.json either."""
     if not any(directory.glob("*.safetensors")):
         return False  # a Hub snapshot holding only the processor's files: nothing to tell it by
     from ..weights.index import open_weights
