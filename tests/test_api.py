@@ -88,3 +88,17 @@ def test_a_mistyped_merge_option_fails_before_any_input_is_opened(tmp_path, monk
         hubmerge.merge(recipe, tmp_path / "out", dtype="float16")
     with pytest.raises(AssertionError, match="planned"):  # the options execute takes pass
         hubmerge.merge(recipe, tmp_path / "out", device="cpu", max_shard_size="1GB", workers=2)
+
+
+def test_merge_takes_plan_s_match_labels(tmp_path, monkeypatch):
+    """A HeadMismatchError tells Python users to pass match_labels='position'; merge refused it as an option
+    execute does not take, so only plan then execute could follow that advice."""
+    from hubmerge import engine
+
+    def no_plan(*args, **kwargs):
+        raise AssertionError(f"planned with {kwargs}")
+
+    monkeypatch.setattr(engine, "plan", no_plan)
+    recipe = {"method": "simple_average", "models": ["org/a", "org/b"]}
+    with pytest.raises(AssertionError, match="'match_labels': 'position'"):
+        hubmerge.merge(recipe, tmp_path / "out", match_labels="position", device="cpu")

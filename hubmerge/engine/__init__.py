@@ -31,7 +31,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from inspect import signature
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from ..recipe import Recipe
 from .execution import MergeResult, ProgressCallback, execute
@@ -66,9 +66,11 @@ def merge(
     token: str | None = None,
     endpoint: str | None = None,
     overwrite: bool = False,
+    match_labels: Literal["name", "position"] = "name",
     **options: Any,
 ) -> MergeResult:
     """``plan`` then ``execute``: the whole merge in one call (see both for arguments and errors).
+    ``match_labels`` is plan's (what a ``HeadMismatchError`` says to pass); the other options are execute's.
 
     Example:
         >>> from hubmerge import merge
@@ -78,5 +80,6 @@ def merge(
     source = {} if isinstance(recipe, (Recipe, Mapping)) else {Path(recipe): "the recipe file"}
     recipe = as_recipe(recipe)
     check_merge_output(Path(output).absolute(), overwrite=overwrite, keep={**source, **recipe.local_paths})
-    return execute(plan(recipe, token=token, endpoint=endpoint), output, overwrite=overwrite, **options)
+    merge_plan = plan(recipe, token=token, endpoint=endpoint, match_labels=match_labels)
+    return execute(merge_plan, output, overwrite=overwrite, **options)
 
