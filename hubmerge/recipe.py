@@ -112,8 +112,11 @@ class ModelRef:
         return repo_id, found["commit"]
 
     def pinned(self, sha: str | None) -> ModelRef:
-        """The same model at commit ``sha`` (local directories stay as they are)."""
-        return self if self.path is not None or sha is None else replace(self, revision=sha)
+        """The same model at commit ``sha``; a local directory as an absolute path, the same folder from
+        anywhere (a merged output's recipe is read from the output's folder)."""
+        if self.path is not None:
+            return replace(self, path=self.path.absolute())
+        return self if sha is None else replace(self, revision=sha)
 
     def __str__(self) -> str:
         if self.path is not None:
@@ -387,11 +390,15 @@ class Recipe:
         return self.default_task or (self.tasks[0] if self.tasks else None)
 
     def with_revisions(self, shas: Mapping[ModelRef, str | None]) -> Recipe:
-        """A copy with every Hub model pinned to the commit sha it resolved to."""
+        """A copy with every Hub model pinned to the commit sha it resolved to, and every local folder
+        (model, ``./dataset``) absolute: written into an output, its recipe is read from there, where a path
+        relative to the working directory named another folder (a dataset) or a Hub repo (a model)."""
         return replace(
             self,
             base_model=self.base_model.pinned(shas.get(self.base_model)) if self.base_model else None,
-            models=tuple(replace(m, model=m.model.pinned(shas.get(m.model))) for m in self.models),
+            models=tuple(replace(m, model=m.model.pinned(shas.get(m.model)),
+                                 dataset=m.dataset.resolved(Path.cwd()) if m.dataset else None)
+                         for m in self.models),
         )
 
     # ------------------------------------------------------------------ YAML

@@ -80,6 +80,21 @@ def test_pinning_revisions():
     assert str(pinned.base_model) == f"facebook/convnext-base-224@{sha}"
 
 
+def test_the_pinned_recipe_names_local_folders_from_anywhere(tmp_path, monkeypatch):
+    """A recipe from Python with relative paths (no file to resolve them from) was written into the output as
+    it was given: read back from the output's folder, 'ft/a' was a Hub repo and './data' another folder."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "ft" / "a").mkdir(parents=True)
+    recipe = Recipe.from_dict({"method": "task_arithmetic", "base_model": "./ft/base",
+                               "models": [{"model": "./ft/a", "task": "a", "dataset": "./data"}, "org/b"]})
+    pinned = recipe.with_revisions({ModelRef.parse("org/b"): "b" * 40})
+    back = Recipe.from_yaml(pinned.to_yaml(), base_dir=tmp_path / "out")  # as read_output_recipe reads it
+    assert back.base_model == ModelRef(path=tmp_path / "ft" / "base")
+    assert back.models[0].model == ModelRef(path=tmp_path / "ft" / "a")
+    assert back.models[0].dataset == DatasetRef(str(tmp_path / "data"))
+    assert str(back.models[1].model) == f"org/b@{'b' * 40}"
+
+
 @pytest.mark.parametrize(
     "text, error, message",
     [
