@@ -28,11 +28,27 @@ def print_table(console: Console, table: Table) -> None:
 
     if console.is_terminal:
         _keep_cells_whole(console, table)
-        width = console.width
+        width = _floors_width(console, table)
     else:
         width = Measurement.get(console, console.options.update_width(_UNBOUNDED), table).maximum
     options = console.options.update_width(max(console.width, width))
     console.print(Segments(console.render(table, options)), crop=False)
+
+
+def _floors_width(console: Console, table: Table) -> int:
+    """The width ``table`` takes with every column at its floor (``_keep_cells_whole``), padding and borders
+    included. Given less, rich's last resort shrinks every column evenly and draws the first ones at no width:
+    at 30 columns the plan lost its inputs' names, models and revisions whole."""
+    from rich.measure import Measurement
+
+    widest = [column.max_width for column in table.columns]
+    for column in table.columns:
+        column.max_width = column.min_width
+    try:
+        return Measurement.get(console, console.options.update_width(_UNBOUNDED), table).maximum
+    finally:
+        for column, width in zip(table.columns, widest):
+            column.max_width = width
 
 
 def _keep_cells_whole(console: Console, table: Table) -> None:

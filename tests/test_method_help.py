@@ -96,7 +96,8 @@ def test_a_table_on_a_terminal_folds_to_its_width():
 
 def test_a_terminal_narrower_than_a_table_can_fold_keeps_every_cell():
     """At 40 columns the plan's numbers (no_wrap) left its names (folded) no width at all, and a long word in
-    a wrapped column ended in an ellipsis: the table is drawn wider than the window instead."""
+    a wrapped column ended in an ellipsis: the table is drawn wider than the window instead, as wide as the
+    columns' floors (at 30 columns, given only the window, rich shrank them evenly and the names went)."""
     import io
 
     from rich.console import Console
@@ -104,23 +105,27 @@ def test_a_terminal_narrower_than_a_table_can_fold_keeps_every_cell():
 
     from hubmerge.tables import print_table
 
-    table = Table()  # the plan's two tables, as render_plan draws them
-    for column in ("input", "model", "revision", "files", "tensors", "size"):
-        numeric = column in ("files", "tensors", "size")
-        table.add_column(column, overflow="fold", no_wrap=numeric)
-    table.add_row("digits_rotated", "hubmerge-demo/convnext-tiny-digits-rotated", "0236ca5bfcbf", "1", "56",
-                  "939.17 kB")
-    summary = Table(show_header=False)
-    summary.add_column(style="bold")
-    summary.add_column()
-    summary.add_row("method", "task_arithmetic (scaling_factor=0.3)")
-    summary.add_row("head: digits_rotated", "kept (fine-tuned); 10 classes from the registry")
-    summary.add_row("peak memory (buffers)", "12.10 MB")
-    screens = [io.StringIO(), io.StringIO()]
-    for each, screen in zip((table, summary), screens):
-        print_table(Console(file=screen, force_terminal=True, width=40, color_system=None), each)
-    rows = [line.split("│")[1:4] for line in screens[0].getvalue().splitlines() if line.startswith("│")]
-    names = ["".join(row[i].strip() for row in rows) for i in (0, 1, 2)]  # the folded pieces, joined again
-    assert names == ["digits_rotated", "hubmerge-demo/convnext-tiny-digits-rotated", "0236ca5bfcbf"]
-    assert "939.17 kB" in screens[0].getvalue() and "(scaling_factor=0.3)" in screens[1].getvalue()
-    assert not any("…" in screen.getvalue() for screen in screens)
+    for width in (40, 30, 20):  # below ~60 the floors alone are wider than the window
+        table = Table()  # the plan's two tables, as render_plan draws them
+        for column in ("input", "model", "revision", "files", "tensors", "size"):
+            numeric = column in ("files", "tensors", "size")
+            table.add_column(column, overflow="fold", no_wrap=numeric)
+        table.add_row("digits_rotated", "hubmerge-demo/convnext-tiny-digits-rotated", "0236ca5bfcbf", "1", "56",
+                      "939.17 kB")
+        table.add_row("b", "org/b", "0236ca5bfcbf", "1", "3141592653", "12.2 GB")  # wider than its header
+        summary = Table(show_header=False)
+        summary.add_column(style="bold")
+        summary.add_column()
+        summary.add_row("method", "task_arithmetic (scaling_factor=0.3)")
+        summary.add_row("head: digits_rotated", "kept (fine-tuned); 10 classes from the registry")
+        summary.add_row("peak memory (buffers)", "12.10 MB")
+        screens = [io.StringIO(), io.StringIO()]
+        for each, screen in zip((table, summary), screens):
+            print_table(Console(file=screen, force_terminal=True, width=width, color_system=None), each)
+        rows = [line.split("│")[1:4] for line in screens[0].getvalue().splitlines() if line.startswith("│")]
+        names = ["".join(row[i].strip() for row in rows) for i in (0, 1, 2)]  # the folded pieces, joined again
+        assert names == ["digits_rotatedb", "hubmerge-demo/convnext-tiny-digits-rotatedorg/b",
+                         "0236ca5bfcbf" * 2]  # the two rows' pieces
+        assert "3141592653" in screens[0].getvalue() and "939.17 kB" in screens[0].getvalue()
+        assert "(scaling_factor=0.3)" in screens[1].getvalue()
+        assert not any("…" in screen.getvalue() for screen in screens)
