@@ -105,6 +105,30 @@ def test_a_torchvision_config_naming_no_family_uses_the_imagenet_transforms(tmp_
         load_processor(model)
 
 
+def test_a_hub_torchvision_state_dict_without_a_config_uses_the_imagenet_transforms(tmp_path, local_hub):
+    """Only the processor's files are downloaded for a Hub model's processor, so a Hub repo holding only a
+    torchvision ResNet's model.safetensors (which the planner and the loader take) had nothing to tell it by:
+    evaluate said to save an image processor. Its weights' headers say it, as they say it to the planner."""
+    import uuid
+
+    from huggingface_hub import HfApi
+
+    model = export_torchvision_resnet("resnet18", tmp_path / "tv", num_classes=2)
+    (model / "config.json").unlink()
+    repo_id = f"alice/tv-no-config-{uuid.uuid4().hex[:6]}"  # a repo of its own: an empty cache
+    api = HfApi(endpoint=local_hub.endpoint, token=local_hub.alice_token)
+    api.create_repo(repo_id)
+    sha = api.upload_folder(folder_path=model, repo_id=repo_id).oid
+    assert describe_processor(f"{repo_id}@{sha}").startswith("torchvision ImageNet transforms")
+    assert load_processor(repo_id)(images()).shape == (3, 3, 224, 224)
+    from transformers import ConvNextImageProcessor
+
+    processor_only = f"alice/processor-{uuid.uuid4().hex[:6]}"  # no config.json, no weights: its processor
+    api.create_repo(processor_only)
+    ConvNextImageProcessor(size={"shortest_edge": 32}).push_to_hub(processor_only, token=local_hub.alice_token)
+    assert describe_processor(processor_only).startswith("ConvNextImageProcessor from preprocessor_config.json")
+
+
 def test_processor_info_and_errors(tmp_path):
     assert processor_info(family_by_name("torchvision-resnet"), None)["stages"]["test"].startswith("Resize(256)")
     assert processor_info(family_by_name("convnext"), None) == {"kind": "none"}

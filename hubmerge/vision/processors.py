@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from ..recipe import ModelRef
 from .families import TORCHVISION_FAMILY, Family
 from .loading import offline_cache_gap, read_json_object, resolve_model_dir
 
@@ -93,7 +95,7 @@ def processor_info(family: Family | None, preprocessor_config: Mapping[str, Any]
     }
 
 
-def _info(directory: Path) -> dict[str, Any]:
+def _info(directory: Path, hub: ModelRef | None = None, token: str | None = None) -> dict[str, Any]:
     index = read_json_object(directory / "hubmerge_heads.json")
     if index is not None and isinstance(index.get("processor"), dict):
         return dict(index["processor"])
@@ -101,28 +103,49 @@ def _info(directory: Path) -> dict[str, Any]:
     family = None
     # as in detect_family: a config naming no family ({"num_classes": 10}, by hand) leaves it to the tensors
     named = any(config.get(key) for key in ("hubmerge_family", "model_type", "architectures"))
-    if config.get("hubmerge_family") == TORCHVISION_FAMILY or (not named and _torchvision_weights(directory)):
+    if config.get("hubmerge_family") == TORCHVISION_FAMILY or (
+        not named and _torchvision_weights(directory, hub, token)
+    ):
         from .families import family_by_name
 
         family = family_by_name(TORCHVISION_FAMILY)
     return processor_info(family, read_json_object(directory / PROCESSOR_FILE))
 
 
-def _torchvision_weights(directory: Path) -> bool:
+def _torchvision_weights(directory: Path, hub: ModelRef | None = None, token: str | None = None) -> bool:
     """True for a folder whose weights are a torchvision ResNet's state dict: such a model needs no config.json,
     nor one naming its family (the planner and the loader know it by its tensor names), so it has no
-    preprocessor_config.json either."""
-    if not any(directory.glob("*.safetensors")):
-        return False  # a Hub snapshot holding only the processor's files: nothing to tell it by
+    preprocessor_config.json either.
+
+    ``hub``: the repo ``directory`` is a snapshot of, holding only the processor's files; its weights' headers
+    are read from the Hub, as the planner reads them (a Hub ResNet without config.json was told to save an
+    image processor)."""
+    from huggingface_hub import constants
+
+    from ..engine.planning import open_source
+    from ..errors import ModelFilesNotFoundError
     from ..weights.index import open_weights
     from ..weights.sources import LocalSource
     from .families import torchvision_architecture
 
-    source = LocalSource(directory)
+    if any(directory.glob("*.safetensors")):
+        source = LocalSource(directory)
+    elif hub is not None and not constants.is_offline_mode():
+        source = open_source(hub, token=token)
+    else:
+        return False  # nothing to tell it by
     try:
         return torchvision_architecture(open_weights(source).tensors) is not None
+    except ModelFilesNotFoundError:  # a repo of a processor alone
+        return False
     finally:
         source.close()
+
+
+def _hub_ref(path_or_repo: str | os.PathLike[str], revision: str | None) -> ModelRef | None:
+    """The Hub repo (at ``revision``) that ``path_or_repo`` names, or None for a folder."""
+    ref = ModelRef.parse(path_or_repo)
+    return None if ref.repo_id is None else replace(ref, revision=revision or ref.revision)
 
 
 def load_processor(
@@ -153,7 +176,7 @@ def load_processor(
     if stage not in _STAGES:
         raise ValueError(f"stage must be one of {', '.join(_STAGES)}, got {stage!r}")
     directory = resolve_model_dir(path_or_repo, revision=revision, token=token, files=_PROCESSOR_FILES)
-    info = _info(directory)
+    info = _info(directory, _hub_ref(path_or_repo, revision), token)
     if info["kind"] == "torchvision-imagenet":
         import torch
 
@@ -191,7 +214,7 @@ def describe_processor(
         'ConvNextImageProcessor from preprocessor_config.json (the same for train/val/test)'
     """
     directory = resolve_model_dir(path_or_repo, revision=revision, token=token, files=_PROCESSOR_FILES)
-    info = _info(directory)
+    info = _info(directory, _hub_ref(path_or_repo, revision), token)
     if info["kind"] == "torchvision-imagenet":
         return ("torchvision ImageNet transforms: train RandomResizedCrop(224)+RandomHorizontalFlip, "
                 "val/test Resize(256)+CenterCrop(224); ToTensor+Normalize(ImageNet mean/std)")
