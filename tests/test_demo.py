@@ -176,3 +176,25 @@ def test_a_failing_demo_stops_its_hub_before_the_error_leaves(tmp_path, monkeypa
     with pytest.raises(KeyboardInterrupt):
         demo.run_demo(tmp_path)
     assert stopped == [True]
+
+
+def test_the_demos_web_app_collects_at_the_interpreters_pace(tmp_path, monkeypatch):
+    """`demo --ui` serves until stopped, as `app` does: at the executable's slow pace a dropped download's
+    read stayed in a reference cycle for a hundred-odd requests."""
+    import gc
+
+    from hubmerge import demo
+    from hubmerge.cli import GC_THRESHOLD, SERVING_GC_THRESHOLD, main
+
+    _fake_demo(monkeypatch)
+    paces = []
+    monkeypatch.setattr(demo, "demo_presets", lambda hub: {})
+    launch = lambda **kwargs: paces.append(gc.get_threshold())  # noqa: E731
+    monkeypatch.setattr("hubmerge.ui.launch_app", launch, raising=False)  # not hubmerge.ui's lazy Gradio
+    before = gc.get_threshold()
+    gc.set_threshold(*GC_THRESHOLD)  # as ``run`` starts every command
+    try:
+        assert main(["demo", "--ui", "--quiet", "--workdir", str(tmp_path / "kept")]) == 0
+    finally:
+        gc.set_threshold(*before)
+    assert paces == [SERVING_GC_THRESHOLD] and SERVING_GC_THRESHOLD != GC_THRESHOLD
