@@ -432,6 +432,9 @@ def test_output_reports_go_only_into_a_merged_output(tmp_path: Path) -> None:
     with pytest.raises(ModelFilesNotFoundError, match="'.*typo' does not exist: give the folder `hubmerge"):
         save_output_reports(tmp_path / "typo", report)
     assert not (tmp_path / "typo").exists()
+    (tmp_path / "notes.txt").write_text("x")  # no folder at all: not told it lacks a recipe, as a folder is
+    with pytest.raises(ModelFilesNotFoundError, match="'.*notes.txt' is a file: give the folder `hubmerge"):
+        save_output_reports(tmp_path / "notes.txt", report)
     (tmp_path / "plain").mkdir()
     with pytest.raises(RecipeError, match="holds no hubmerge_recipe.yaml; is it an output of `hubmerge"):
         save_output_reports(tmp_path / "plain", report)
