@@ -528,6 +528,13 @@ def test_resnets_of_other_sizes_are_named_beside_their_missing_tensors(tmp_path)
     with pytest.raises(MissingTensorError, match=r"different resnet models \(t18: layer_type=basic, depths=\[1, 1\]; "
                                                  r"t50: layer_type=bottleneck, depths=\[1, 2\]\)\.$"):
         engine.plan(recipe)
+    shutil.copytree(tmp_path / "t50", tmp_path / "tx")  # a config edited by hand, without the layout's keys
+    config = json.loads((tmp_path / "tx" / "config.json").read_text())
+    (tmp_path / "tx" / "config.json").write_text(json.dumps({k: v for k, v in config.items()
+                                                             if k not in ("layer_type", "depths")}))
+    recipe["models"].append({"model": str(tmp_path / "tx"), "task": "tx"})
+    with pytest.raises(MissingTensorError, match=r"depths=\[1, 2\]; tx: not said\)\.$"):
+        engine.plan(recipe)
 
 
 def test_the_family_decides_what_is_merged_when_the_recipe_does_not(tmp_path, convnext):
