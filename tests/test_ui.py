@@ -802,6 +802,8 @@ def test_the_models_table_arrives_in_any_of_its_shapes():
     (0, 0.0, "Evaluating sun397 (merged, base)"),  # nothing to tell a rate by yet
     (64, 30.0, "Evaluating sun397 (merged, base): about 9 min left"),  # 1136 images at 64 per 30 s
     (640, 30.0, "Evaluating sun397 (merged, base): about 26 s left"),
+    (600, 80.0, "Evaluating sun397 (merged, base): about 80 s left"),  # seconds up to a minute and a half
+    (0, 5.0, "Evaluating sun397 (merged, base)"),  # no batch done yet: no rate, not a division by 0
     (64, 600.0, "Evaluating sun397 (merged, base): about 3.0 h left"),
     (1200, 600.0, "Evaluating sun397 (merged, base)"),  # done
 ])
