@@ -123,7 +123,8 @@ def test_a_checkpoint_that_does_not_fit_is_refused_saying_why(tmp_path):
         export_torchvision_resnet("resnet18", tmp_path / "b", checkpoint=tmp_path / "empty.pth")
     with pytest.raises(WeightsError, match="does not exist"):
         export_torchvision_resnet("resnet18", tmp_path / "c", checkpoint=tmp_path / "nowhere.pth")
-    torch.save({"model": torchvision.models.resnet18().state_dict(), "epoch": 3}, tmp_path / "trainer.pth")
+    torch.save({"model": torchvision.models.resnet18().state_dict(), "epoch": 3, "callbacks": {}},
+               tmp_path / "trainer.pth")  # an empty dict is no state dict
     with pytest.raises(WeightsError, match="holds no state dict of tensors; save model.state_dict\\(\\) \\(its "
                                            "'model' entry is one: torch.save\\(checkpoint\\['model'\\], path\\)"):
         export_torchvision_resnet("resnet18", tmp_path / "c", checkpoint=tmp_path / "trainer.pth")
@@ -199,6 +200,10 @@ def test_a_lightning_checkpoint_loses_its_attribute_prefix(tmp_path):
     torch.save({**state, "extra.weight": torch.zeros(1)}, tmp_path / "two.pth")
     with pytest.raises(WeightsError, match="unexpected extra.weight, model.bn1.bias"):
         export_torchvision_resnet("resnet18", tmp_path / "n", checkpoint=tmp_path / "two.pth")
+    torch.save({k: v for k, v in model.state_dict().items() if k.startswith("fc.")}, tmp_path / "head.pth")
+    with pytest.raises(WeightsError, match="does not fit torchvision resnet18: missing ") as refused:
+        export_torchvision_resnet("resnet18", tmp_path / "n", checkpoint=tmp_path / "head.pth")  # no ResNet in fc
+    assert "unexpected" not in str(refused.value)  # fc.weight kept as named, not read as 'weight' under 'fc'
 
 
 def test_imagenet_weights_keep_their_head_when_num_classes_is_its_size(tmp_path, monkeypatch):
@@ -246,6 +251,11 @@ def test_a_checkpoint_of_another_resnet_says_which_it_is(tmp_path):
                tmp_path / "cut.pth")  # no ResNet's blocks: the tensors alone say what is wrong
     with pytest.raises(WeightsError, match="does not fit torchvision resnet18: missing layer4") as refused:
         export_torchvision_resnet("resnet18", tmp_path / "b", checkpoint=tmp_path / "cut.pth")
+    assert "it is a" not in str(refused.value)
+    lost = {k: v for k, v in torchvision.models.resnet18().state_dict().items() if k != "layer1.0.bn1.bias"}
+    torch.save(lost, tmp_path / "lost.pth")  # the architecture asked for, a tensor short: nothing to export it as
+    with pytest.raises(WeightsError, match="resnet18: missing layer1.0.bn1.bias") as refused:
+        export_torchvision_resnet("resnet18", tmp_path / "c", checkpoint=tmp_path / "lost.pth")
     assert "it is a" not in str(refused.value)
 
 
