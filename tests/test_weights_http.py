@@ -182,6 +182,8 @@ def test_retry_after_sets_the_wait_within_a_cap():
     assert policy.wait(3, "9999") == 60
     assert policy.wait(0, "Wed, 21 Oct 2015 07:28:00 GMT") == 0  # a date: the policy's own wait
     assert policy.wait(0, "-1") == 0 and policy.wait(0, "nan") == 0  # time.sleep refuses both
+    own = RetryPolicy(base_wait=2, max_wait=2)  # a date gets the policy's wait (with its jitter), not none
+    assert 1.5 <= own.wait(0, "Wed, 21 Oct 2015 07:28:00 GMT") <= 2.5 and 1.5 <= own.wait(0, "-1") <= 2.5
 
 
 def test_a_429_waits_as_long_as_its_retry_after_says(serve, direct, monkeypatch):
