@@ -654,6 +654,33 @@ def test_cancel_during_the_evaluation_stops_it_and_leaves_nothing(hub_models, lo
 
 
 @pytest.mark.slow
+def test_cancel_during_the_last_batch_or_the_card_leaves_nothing(hub_models, local_hub, tmp_path, monkeypatch):
+    """The evaluation looks at Cancel before each model's batch: pressed during the last one (a minute through a
+    ConvNeXt-base on a CPU) or the card, the page said "Cancelled: nothing was written" while the merge went on
+    to write its reports and card, and the whole output stayed on disk with no page to show or push it."""
+    import gradio as gr
+
+    from hubmerge import publish
+    from hubmerge.ui import AppHandlers
+
+    os.environ.pop("HF_HUB_OFFLINE", None)
+    handlers = AppHandlers(endpoint=local_hub.endpoint, work_dir=tmp_path / "work", max_samples=16)
+    values = form_values(hub_models.recipe())
+    form = (values.base_model, values.models, values.method, values.parameters, values.dtype, values.device)
+    session = SimpleNamespace(session_hash="s")
+    write_card = publish.write_card
+
+    def cancelled_during_the_card(*args, **kwargs):  # after the evaluation's last look at Cancel
+        assert handlers.cancel(session) == "Cancelled: nothing was written."
+        return write_card(*args, **kwargs)
+
+    monkeypatch.setattr(publish, "write_card", cancelled_during_the_card)
+    with pytest.raises(gr.Error, match="was cancelled"):
+        handlers.merge(*form, request=session, progress=lambda *a, **k: None)
+    assert list((tmp_path / "work").rglob("*")) == [tmp_path / "work" / "s"] and handlers._cancels == {}
+
+
+@pytest.mark.slow
 def test_an_output_whose_inputs_name_no_task_is_tried_with_its_roots_head(hub_models, local_hub, tmp_path):
     """The models table left without tasks (as a mergekit user would): "Try it" offered no task to pick."""
     from hubmerge.ui import AppHandlers

@@ -25,7 +25,7 @@ from typing import Any, Optional
 
 import gradio as gr
 
-from ..errors import AuthenticationError, HubmergeError, RecipeError, redact
+from ..errors import AuthenticationError, CancelledError, HubmergeError, RecipeError, redact
 from ..methods import get_method, list_methods
 from ..plan_summary import INPUT_COLUMNS
 from ..ports import LOOPBACK_HOSTS, bind_port
@@ -311,6 +311,8 @@ class AppHandlers:
                               match_labels=match_labels,  # type: ignore[arg-type]
                               on_progress=on_progress, cancel=cancel,  # evaluates the tasks that name a dataset
                               on_eval_progress=on_eval_progress)
+                if cancel.is_set():  # pressed after the evaluation's last look (its last batch, the card):
+                    raise CancelledError("the merge")  # the page already said so and shows no result
         except gr.Error:  # a merge started since in this session keeps its own output
             shutil.rmtree(output, ignore_errors=True)
             raise
