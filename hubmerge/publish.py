@@ -110,8 +110,8 @@ def build(
         on_progress: ``(bytes read, total)`` during the merge. ``cancel``: set to stop the merge or its
             evaluation (``CancelledError``; an output already merged is then left without reports or card).
         console: where progress and tables are drawn (None: nothing is drawn).
-        on_eval_progress: ``(what, images done, images in all)`` during the evaluation, pass by pass (the web
-            app's progress, where no console draws it).
+        on_eval_progress: ``(what, images done, images in all)`` during the evaluation, pass by pass, and
+            ``(what, 0, 0)`` as each load starts (the web app's progress, where no console draws it).
 
     Returns:
         ``BuildResult``.

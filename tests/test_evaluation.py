@@ -786,11 +786,24 @@ def test_progress_is_told_per_pass_in_images_done_of_all(fx: FixtureSet, merged:
     compare_inputs(merged, tasks, device="cpu", max_samples=20, batch_size=8,
                    on_progress=lambda what, done, total: told.append((what, done, total)))
     rows = "merged, base, ft:digits_low, ft:digits_high, ft:digits_parity, ft:digits_rotated"
-    assert told == [(f"evaluating {task} ({rows})", done, 20) for task in fx.tasks[:2] for done in (0, 8, 16, 20)]
+    assert [t for t in told if t[2]] == [(f"evaluating {task} ({rows})", done, 20) for task in fx.tasks[:2]
+                                        for done in (0, 8, 16, 20)]
+    # and each load before a pass as (what, 0, 0): the page showed the last pass's full bar (or the merge's)
+    # through a task's dataset and six models, each maybe a download of minutes from the Hub
+    loads = [what for what, _, total in told if not total]
+    assert [what for what in loads if " for " in what] == [
+        f"loading {row} for {task}" for task in fx.tasks[:2] for row in rows.split(", ")]
+    for task in fx.tasks[:2]:
+        assert any(what.startswith(f"loading {task}'s dataset ") for what in loads)
+        assert told.index((f"evaluating {task} ({rows})", 0, 20)) - 1 == told.index(
+            (f"loading ft:digits_rotated for {task}", 0, 0))
     told.clear()
     evaluate_model(merged, tasks, device="cpu", max_samples=20, batch_size=16, num_workers=2,  # batches from workers
                    on_progress=lambda *a: told.append(a))
-    assert told == [(f"evaluating {task} (model)", done, 20) for task in fx.tasks[:2] for done in (0, 16, 20)]
+    assert [t for t in told if t[2]] == [(f"evaluating {task} (model)", done, 20) for task in fx.tasks[:2]
+                                        for done in (0, 16, 20)]
+    assert [what for what, _, total in told if " for " in what and not total] == [
+        f"loading model for {task}" for task in fx.tasks[:2]]
 
 
 def test_cancel_stops_before_the_next_models_load(

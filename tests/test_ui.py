@@ -621,6 +621,11 @@ def test_progress_reaches_the_page_from_the_merges_reader_threads(hub_models, lo
     assert [desc.split(" (")[0] for desc, _ in evaluating[::3]] == [f"Evaluating {task}" for task in tasks]
     assert [value for _, value in evaluating] == [(0, 70), (64, 70), (70, 70)] * len(tasks)
     assert all(re.search(r"\): about \d+ s left$", desc) for desc, _ in evaluating[1::3])  # from the first batch's rate
+    # before each pass, its loads (a dataset, six models: downloads on the Hub) say so, on an empty bar: the page
+    # kept the merge's full bar, or the last pass's, through them
+    loading = [(desc, value) for desc, (value, unit) in zip(shown, counts) if desc.startswith("Loading ")]
+    assert (f"Loading ft:{tasks[-1]} for {tasks[0]}", 0) in loading and all(value == 0 for _, value in loading)
+    assert shown.index(evaluating[0][0]) < shown.index(f"Loading merged for {tasks[1]}") < shown.index(evaluating[3][0])
     assert handlers._cancels == {"s": newer}  # its Cancel still reaches it
     assert handlers.cancel(session) == "Cancelled: nothing was written." and newer.is_set()
 

@@ -335,7 +335,8 @@ def evaluate_model(
         console: draw progress bars on it (none when None or quiet).
         cancel: set it to stop before the next model's batch or load (``CancelledError``).
         on_progress: called with ``(what, images done, images in all)`` as each pass over a task's data
-            starts and after each batch (progress where no console draws it: the web app).
+            starts and after each batch, and ``(what, 0, 0)`` as each load starts (progress where no console
+            draws it: the web app).
 
     Returns:
         An :class:`EvalReport`; ``report.to_dict()`` is FusionBench's shape.

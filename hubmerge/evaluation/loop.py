@@ -53,8 +53,9 @@ log = logging.getLogger(__name__)
 DEFAULT_BATCH_SIZE = 64
 #: What ``hubmerge.vision.processors.load_processor`` returns: images -> pixel tensor.
 Processor = Callable[[list["PILImage"]], "torch.Tensor"]
-#: ``(what, images done, images in all)`` as a pass over a task's data starts (0 done) and after each batch:
-#: progress for a page (the web app), where no console draws the bars.
+#: ``(what, images done, images in all)`` as a pass over a task's data starts (0 done) and after each batch, and
+#: ``(what, 0, 0)`` as a load starts (a dataset, a model: maybe a download): progress for a page (the web app),
+#: where no console draws the bars.
 EvalProgress = Callable[[str, int, int], None]
 
 # A pass over a task's data stops taking more models once those it has hold this many parameter
@@ -167,8 +168,12 @@ def _counted(column: ProgressColumn) -> ProgressColumn:
 
 
 @contextlib.contextmanager
-def _activity(progress: Progress | None, what: str) -> Iterator[None]:
-    """A line of our display while ``what`` runs: a load may be a download of minutes."""
+def _activity(settings: Settings, what: str) -> Iterator[None]:
+    """A line of our display while ``what`` runs: a load may be a download of minutes. ``on_progress`` hears of it
+    as ``(what, 0, 0)``, or the web app would show the last pass's full bar (or the merge's) through it."""
+    if settings.on_progress is not None:
+        settings.on_progress(what, 0, 0)
+    progress = settings.progress
     if progress is None:
         yield
         return
@@ -463,7 +468,7 @@ def run_jobs(
 
     def processor_for(ref: ModelRef) -> tuple[Processor, str]:
         if ref not in processors:
-            with _activity(settings.progress, f"loading the image processor of {ref}"):
+            with _activity(settings, f"loading the image processor of {ref}"):
                 processor = load_processor(location(ref), stage="test", revision=ref.revision, token=token)
             processors[ref] = (processor, _processor_key(processor))
         return processors[ref]
@@ -473,7 +478,7 @@ def run_jobs(
         task_jobs = [job for job in jobs if job.task == task]
         if not task_jobs:
             continue
-        with _activity(settings.progress, f"loading {task}'s dataset {ref}"):
+        with _activity(settings, f"loading {task}'s dataset {ref}"):
             data = load_task_data(task, ref, max_samples=max_samples, token=token)
         groups: dict[str, list[Job]] = {}
         for job in task_jobs:
@@ -487,7 +492,7 @@ def run_jobs(
                 while pending and (not loaded or budget < _PASS_PARAMETER_BYTES):
                     settings.check_cancelled()  # each load may be a download of a model from the Hub
                     job = pending.pop(0)
-                    with _library_bars_off(), _activity(settings.progress, f"loading {job.row} for {task}"):
+                    with _library_bars_off(), _activity(settings, f"loading {job.row} for {task}"):
                         model = job.load()
                     budget += _parameter_bytes(model)
                     loaded.append((job.row, model))

@@ -299,6 +299,9 @@ class AppHandlers:
         passes: dict[str, float] = {}  # each pass's start, for its time left
 
         def on_eval_progress(what: str, done: int, total: int) -> None:  # each task's pass, images done of all
+            if not total:  # a load (a dataset, a model, maybe a download): what the next pass waits on, at 0
+                context.copy().run(progress, 0, desc=what[:1].upper() + what[1:])  # gradio shows no desc for None
+                return
             now = time.monotonic()
             started = passes[what] = now if done == 0 else passes.get(what, now)
             context.copy().run(progress, (done, total), desc=evaluation_step(what, done, total, now - started),
