@@ -187,3 +187,49 @@ def test_picking_the_preset_in_sight_again_puts_its_values_back(browser_app):
     page.get_by_role("option", name=PRESET).click()
     expect(_field(page, "base")).to_have_value(base)
     page.close()
+
+
+def test_cancel_during_the_evaluation_in_the_browser(browser_app, monkeypatch):
+    """Cancel pressed while the evaluation runs: the page says so at once, Merge comes back, no output is left for
+    the page to show or push, and the next merge runs. The first pass waits for Cancel, as one through six
+    ConvNeXt-base models on a CPU (or their downloads) takes minutes."""
+    from playwright.sync_api import expect
+
+    from hubmerge.evaluation import loop
+
+    run_pass = loop.run_pass
+
+    def long_first_batch(data, models, processor, settings):  # type: ignore[no-untyped-def]
+        deadline = time.monotonic() + 60
+        while settings.cancel is not None and not settings.cancel.is_set() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return run_pass(data, models, processor, settings)
+
+    monkeypatch.setattr(loop, "run_pass", long_first_batch)
+    page = browser_app.open_page()
+    before = set(browser_app.work_dir.iterdir())
+    page.locator("#merge").click()
+    page.get_by_role("tab", name="Results").click()
+    expect(page.locator("#status")).to_contain_text("Loading ft:digits_rotated for digits_low")  # waits on Cancel
+    page.get_by_role("tab", name="Merge").click()
+    page.locator("#cancel").click()
+    expect(page.locator("#merge")).to_be_enabled(timeout=10_000)
+    page.get_by_role("tab", name="Results").click()
+    expect(page.locator("#status")).to_contain_text("Cancelled: nothing was written.")
+    page.screenshot(path=str(ARTIFACTS / "ui-cancelled.png"), full_page=True)
+    (session,) = set(browser_app.work_dir.iterdir()) - before
+    deadline = time.monotonic() + 30
+    while any(session.iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.2)  # the merge's thread stops at its next look at Cancel and deletes its output
+    assert not any(session.iterdir())
+    page.get_by_role("tab", name="Push").click()
+    _field(page, "repo-id").fill("alice/ui-browser-cancelled")
+    page.locator("#push").click()
+    expect(page.get_by_text("there is no merged model in this session to push").first).to_be_visible()
+
+    monkeypatch.setattr(loop, "run_pass", run_pass)
+    page.get_by_role("tab", name="Merge").click()
+    page.locator("#merge").click()
+    page.get_by_role("tab", name="Results").click()
+    expect(page.locator("#status")).to_contain_text("Merged in", timeout=240_000)
+    page.close()
