@@ -630,19 +630,25 @@ def test_progress_reaches_the_page_from_the_merges_reader_threads(hub_models, lo
     assert handlers.cancel(session) == "Cancelled: nothing was written." and newer.is_set()
 
 
-@pytest.mark.slow
-def test_cancel_during_the_evaluation_stops_it_and_leaves_nothing(hub_models, local_hub, tmp_path, monkeypatch):
-    """Cancel said "nothing was written" while the evaluation went on and wrote its reports and card."""
-    import gradio as gr
-
-    from hubmerge.evaluation import loop
+def _hub_merge_form(hub_models, local_hub, tmp_path):
+    """An app on the local Hub evaluating 16 examples per task, the demo recipe's form, and one page."""
     from hubmerge.ui import AppHandlers
 
     os.environ.pop("HF_HUB_OFFLINE", None)
     handlers = AppHandlers(endpoint=local_hub.endpoint, work_dir=tmp_path / "work", max_samples=16)
     values = form_values(hub_models.recipe())
     form = (values.base_model, values.models, values.method, values.parameters, values.dtype, values.device)
-    session = SimpleNamespace(session_hash="s")
+    return handlers, form, SimpleNamespace(session_hash="s")
+
+
+@pytest.mark.slow
+def test_cancel_during_the_evaluation_stops_it_and_leaves_nothing(hub_models, local_hub, tmp_path, monkeypatch):
+    """Cancel said "nothing was written" while the evaluation went on and wrote its reports and card."""
+    import gradio as gr
+
+    from hubmerge.evaluation import loop
+
+    handlers, form, session = _hub_merge_form(hub_models, local_hub, tmp_path)
     prepare = loop._prepare
     passes = []
 
@@ -666,13 +672,8 @@ def test_cancel_during_the_last_batch_or_the_card_leaves_nothing(hub_models, loc
     import gradio as gr
 
     from hubmerge import publish
-    from hubmerge.ui import AppHandlers
 
-    os.environ.pop("HF_HUB_OFFLINE", None)
-    handlers = AppHandlers(endpoint=local_hub.endpoint, work_dir=tmp_path / "work", max_samples=16)
-    values = form_values(hub_models.recipe())
-    form = (values.base_model, values.models, values.method, values.parameters, values.dtype, values.device)
-    session = SimpleNamespace(session_hash="s")
+    handlers, form, session = _hub_merge_form(hub_models, local_hub, tmp_path)
     write_card = publish.write_card
 
     def cancelled_during_the_card(*args, **kwargs):  # after the evaluation's last look at Cancel

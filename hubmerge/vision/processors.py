@@ -125,9 +125,10 @@ def _torchvision_weights(directory: Path, hub: ModelRef | None = None, token: st
     from ..engine.planning import open_source
     from ..errors import ModelFilesNotFoundError
     from ..weights.index import open_weights
-    from ..weights.sources import LocalSource
+    from ..weights.sources import LocalSource, WeightSource
     from .families import torchvision_architecture
 
+    source: WeightSource
     if any(directory.glob("*.safetensors")):
         source = LocalSource(directory)
     elif hub is not None and not constants.is_offline_mode():
