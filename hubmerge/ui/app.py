@@ -300,7 +300,7 @@ class AppHandlers:
 
         def on_eval_progress(what: str, done: int, total: int) -> None:  # each task's pass, images done of all
             if not total:  # a load (a dataset, a model, maybe a download): what the next pass waits on, at 0
-                context.copy().run(progress, 0, desc=what[:1].upper() + what[1:])  # gradio shows no desc for None
+                context.copy().run(progress, 0, desc=_sentence(what))  # gradio shows no desc for None
                 return
             now = time.monotonic()
             started = passes[what] = now if done == 0 else passes.get(what, now)
@@ -423,11 +423,16 @@ class AppHandlers:
 def evaluation_step(what: str, done: int, total: int, elapsed: float) -> str:
     """The page's line for a pass of the evaluation: what it evaluates and, once a batch is done, the time left
     at its rate so far (gradio's bar shows images done of all, and no time left of its own)."""
-    line = what[:1].upper() + what[1:]
+    line = _sentence(what)
     if done <= 0 or done >= total or elapsed <= 0:
         return line
     left = elapsed * (total - done) / done
     return f"{line}: about {_duration(left)} left"
+
+
+def _sentence(what: str) -> str:
+    """``what`` the evaluation does (``loading ...``, ``evaluating ...``) as the page's line begins it."""
+    return what[:1].upper() + what[1:]
 
 
 def _duration(seconds: float) -> str:

@@ -95,7 +95,7 @@ def processor_info(family: Family | None, preprocessor_config: Mapping[str, Any]
     }
 
 
-def _info(directory: Path, hub: ModelRef | None = None, token: str | None = None) -> dict[str, Any]:
+def _info(directory: Path, hub: ModelRef | None, token: str | None) -> dict[str, Any]:
     index = read_json_object(directory / "hubmerge_heads.json")
     if index is not None and isinstance(index.get("processor"), dict):
         return dict(index["processor"])
@@ -112,7 +112,7 @@ def _info(directory: Path, hub: ModelRef | None = None, token: str | None = None
     return processor_info(family, read_json_object(directory / PROCESSOR_FILE))
 
 
-def _torchvision_weights(directory: Path, hub: ModelRef | None = None, token: str | None = None) -> bool:
+def _torchvision_weights(directory: Path, hub: ModelRef | None, token: str | None) -> bool:
     """True for a folder whose weights are a torchvision ResNet's state dict: such a model needs no config.json,
     nor one naming its family (the planner and the loader know it by its tensor names), so it has no
     preprocessor_config.json either.
@@ -141,6 +141,15 @@ def _torchvision_weights(directory: Path, hub: ModelRef | None = None, token: st
         return False
     finally:
         source.close()
+
+
+def _processor_files(
+    path_or_repo: str | os.PathLike[str], revision: str | None, token: str | None
+) -> tuple[Path, dict[str, Any]]:
+    """The folder of a model's processor files (only those are downloaded from the Hub) and what its processor
+    is (``_info``)."""
+    directory = resolve_model_dir(path_or_repo, revision=revision, token=token, files=_PROCESSOR_FILES)
+    return directory, _info(directory, _hub_ref(path_or_repo, revision), token)
 
 
 def _hub_ref(path_or_repo: str | os.PathLike[str], revision: str | None) -> ModelRef | None:
@@ -176,8 +185,7 @@ def load_processor(
     """
     if stage not in _STAGES:
         raise ValueError(f"stage must be one of {', '.join(_STAGES)}, got {stage!r}")
-    directory = resolve_model_dir(path_or_repo, revision=revision, token=token, files=_PROCESSOR_FILES)
-    info = _info(directory, _hub_ref(path_or_repo, revision), token)
+    directory, info = _processor_files(path_or_repo, revision, token)
     if info["kind"] == "torchvision-imagenet":
         import torch
 
@@ -214,8 +222,7 @@ def describe_processor(
         >>> describe_processor("out/merged")
         'ConvNextImageProcessor from preprocessor_config.json (the same for train/val/test)'
     """
-    directory = resolve_model_dir(path_or_repo, revision=revision, token=token, files=_PROCESSOR_FILES)
-    info = _info(directory, _hub_ref(path_or_repo, revision), token)
+    _, info = _processor_files(path_or_repo, revision, token)
     if info["kind"] == "torchvision-imagenet":
         return ("torchvision ImageNet transforms: train RandomResizedCrop(224)+RandomHorizontalFlip, "
                 "val/test Resize(256)+CenterCrop(224); ToTensor+Normalize(ImageNet mean/std)")
