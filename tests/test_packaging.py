@@ -1,0 +1,28 @@
+"""hubmerge as pip installs it: what pyproject.toml declares builds, and the built package runs."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from packaging.requirements import Requirement
+from packaging.version import Version
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10, which the package supports: pytest brings tomli there
+    import tomli as tomllib
+
+ROOT = Path(__file__).resolve().parents[1]
+PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+
+
+def test_the_oldest_setuptools_allowed_reads_the_license_expression():
+    """`license = "Apache-2.0"` (an SPDX expression, PEP 639) is read by setuptools from 77 on; older ones
+    reject the whole pyproject ("project.license must be valid exactly by one definition"), and `>=69`
+    let a build without isolation, or a pinned build environment, pick such a one and fail."""
+    assert isinstance(PYPROJECT["project"]["license"], str)
+    setuptools = next(Requirement(r) for r in PYPROJECT["build-system"]["requires"]
+                      if Requirement(r).name == "setuptools")
+    assert not setuptools.specifier.contains(Version("76.1.0"))
+    assert setuptools.specifier.contains(Version("77.0.3"))
