@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 from pathlib import Path
 
 from packaging.requirements import Requirement
 from packaging.version import Version
+
+import hubmerge
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -26,3 +30,17 @@ def test_the_oldest_setuptools_allowed_reads_the_license_expression():
                       if Requirement(r).name == "setuptools")
     assert not setuptools.specifier.contains(Version("76.1.0"))
     assert setuptools.specifier.contains(Version("77.0.3"))
+
+
+def test_python_dash_m_hubmerge_is_the_executable(tmp_path):
+    """`python -m hubmerge` runs the CLI (pip's scripts folder is often not on PATH: `pip install --user`,
+    Windows); without a __main__ module Python said "'hubmerge' is a package and cannot be directly
+    executed"."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-m", "hubmerge", "--version"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"hubmerge {hubmerge.__version__}\n")
+    usage = subprocess.run([sys.executable, "-m", "hubmerge", "plan"], cwd=tmp_path, env=env,
+                           capture_output=True, text=True, timeout=120)
+    assert usage.returncode == 2 and "python -m hubmerge plan" in usage.stderr
