@@ -96,3 +96,13 @@ def test_the_wheel_built_from_the_sdist_holds_every_file_the_package_opens(dists
     assert {"hubmerge/templates/model_card.md", "hubmerge/metrics/accuracy/accuracy.py",
             "hubmerge/presets/convnext-base-224-8tasks.yaml", "hubmerge/py.typed"} <= dists["wheel"]
     assert not [name for name in dists["wheel"] if name.startswith(("tests/", "space/"))]
+
+
+def test_the_license_text_goes_with_the_sdist_and_the_wheel(dists):
+    """Apache-2.0 asks that every copy come with the license's text; the repository had none, so neither
+    the sdist nor the wheel carried it, only the expression in the metadata."""
+    assert PYPROJECT["project"]["license"] == "Apache-2.0"
+    text = (ROOT / "LICENSE").read_text(encoding="utf-8")
+    assert "Apache License" in text and "Version 2.0, January 2004" in text
+    assert "LICENSE" in dists["sdist"]
+    assert f"hubmerge-{hubmerge.__version__}.dist-info/licenses/LICENSE" in dists["wheel"]
