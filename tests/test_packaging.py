@@ -37,6 +37,12 @@ def test_the_oldest_setuptools_allowed_reads_the_license_expression():
     assert setuptools.specifier.contains(Version("77.0.3"))
 
 
+def test_the_package_says_the_version_pip_installs():
+    """`hubmerge --version`, the card and the Space's README say __version__; pip and the wheel's name say
+    pyproject's version. Two places to bump: one left behind would make bug reports and cards misname it."""
+    assert hubmerge.__version__ == PYPROJECT["project"]["version"]
+
+
 def test_python_dash_m_hubmerge_is_the_executable(tmp_path):
     """`python -m hubmerge` runs the CLI (pip's scripts folder is often not on PATH: `pip install --user`,
     Windows); without a __main__ module Python said "'hubmerge' is a package and cannot be directly
