@@ -162,16 +162,20 @@ def test_merge_is_off_while_its_merge_runs_and_back_after_it_ends_or_fails(brows
     from playwright.sync_api import expect
 
     page = browser_app.open_page()
+    expect(page.locator("#cancel")).to_be_disabled()  # with no merge, Cancel could only say there is none
     page.locator("#merge").click()
     expect(page.locator("#merge")).to_be_disabled()
+    expect(page.locator("#cancel")).to_be_enabled()
     page.get_by_role("tab", name="Results").click()
     expect(page.locator("#status")).to_contain_text("Merged in", timeout=240_000)
     page.get_by_role("tab", name="Merge").click()
     expect(page.locator("#merge")).to_be_enabled()
+    expect(page.locator("#cancel")).to_be_disabled()
     _field(page, "base").fill("alice/no-such-base-model")
     page.locator("#merge").click()
     expect(page.get_by_text("alice/no-such-base-model").first).to_be_visible()  # the error names it
     expect(page.locator("#merge")).to_be_enabled()  # Gradio's .then does not follow a failure
+    expect(page.locator("#cancel")).to_be_disabled()
     page.close()
 
 
@@ -214,6 +218,7 @@ def test_cancel_during_the_evaluation_in_the_browser(browser_app, monkeypatch):
     page.get_by_role("tab", name="Merge").click()
     page.locator("#cancel").click()
     expect(page.locator("#merge")).to_be_enabled(timeout=10_000)
+    expect(page.locator("#cancel")).to_be_disabled()
     page.get_by_role("tab", name="Results").click()
     expect(page.locator("#status")).to_contain_text("Cancelled: nothing was written.")
     page.screenshot(path=str(ARTIFACTS / "ui-cancelled.png"), full_page=True)

@@ -456,9 +456,10 @@ def _cleared(*components: gr.components.Component) -> dict[str, Any]:
     return _in_page(lambda: blank if len(blank) > 1 else blank[0], list(components))
 
 
-def _usable(button: gr.Button, usable: bool) -> dict[str, Any]:
-    """Event arguments that turn ``button`` on or off at once, in the page."""
-    return _in_page(lambda: gr.Button(interactive=usable), button)
+def _running(start: gr.Button, stop: gr.Button, running: bool) -> dict[str, Any]:
+    """Event arguments that turn ``start`` off and ``stop`` on while what they start and stop runs, or back
+    after it, at once, in the page."""
+    return _in_page(lambda: (gr.Button(interactive=not running), gr.Button(interactive=running)), [start, stop])
 
 
 def _check_uploaded_paths(recipe: Recipe, upload_folder: Path) -> None:
@@ -576,7 +577,7 @@ def build_app(
             with gr.Row():
                 plan_button = gr.Button("Plan", elem_id="plan")
                 merge_button = gr.Button("Merge", variant="primary", elem_id="merge")
-                cancel_button = gr.Button("Cancel", variant="stop", elem_id="cancel")
+                cancel_button = gr.Button("Cancel", variant="stop", elem_id="cancel", interactive=False)
             plan_headline_md = gr.Markdown(label="Verdict", elem_id="plan-headline")  # labels name API outputs
             # Every row in sight (Gradio scrolls a table past 500 px, and the plan's costs come last); before a
             # plan, the tables' own column names, not Gradio's placeholder 1, 2, 3.
@@ -627,15 +628,16 @@ def build_app(
         )
         merged = [status, results, chart, card, recipe_file, output_state, task]
         # Merge is off while its merge runs or waits: pressed again, Gradio dropped the second merge without a word
-        # (the first one's results then stood for a form changed since); Cancel first, then merge again.
-        merging = merge_button.click(**_usable(merge_button, False)).then(**collect).then(
+        # (the first one's results then stood for a form changed since); Cancel first, then merge again. Cancel is
+        # on only then: pressed with no merge, it could only say there was nothing to cancel.
+        merging = merge_button.click(**_running(merge_button, cancel_button, True)).then(**collect).then(
             **_cleared(*merged, pushed, top5)
         ).then(
             handlers.merge, [*form, token_box, examples, match_labels], merged,
             api_name="merge", concurrency_limit=1, concurrency_id=MERGES,
         )
-        merging.then(**_usable(merge_button, True))  # after a merge that ended or was cancelled
-        merging.failure(**_usable(merge_button, True))  # Gradio's .then does not follow a failed event
+        merging.then(**_running(merge_button, cancel_button, False))  # after a merge that ended or was cancelled
+        merging.failure(**_running(merge_button, cancel_button, False))  # Gradio's .then does not follow a failure
         cancel_button.click(handlers.cancel, None, status, cancels=[merging], api_name="cancel", queue=False)
         push_button.click(**_cleared(pushed)).then(
             handlers.push, [output_state, repo_id, private, overwrite, token_box], pushed,
