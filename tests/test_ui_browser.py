@@ -238,3 +238,27 @@ def test_cancel_during_the_evaluation_in_the_browser(browser_app, monkeypatch):
     page.get_by_role("tab", name="Results").click()
     expect(page.locator("#status")).to_contain_text("Merged in", timeout=240_000)
     page.close()
+
+
+PHONE = {"width": 390, "height": 844}
+
+
+def _phone_page(browser_app):  # type: ignore[no-untyped-def]
+    page = browser_app.browser.new_page(viewport=PHONE)
+    page.set_default_timeout(60_000)
+    page.goto(browser_app.url)
+    return page
+
+
+def test_at_a_phones_width_the_push_tabs_labels_show_whole(browser_app):
+    """Gradio lets checkboxes in a row shrink to nothing: at 390 px the row cut 'Overwrite a non-empty repo' to
+    'Overwri' instead of giving it a line of its own."""
+    from playwright.sync_api import expect
+
+    page = _phone_page(browser_app)
+    page.get_by_role("tab", name="Push").click()
+    expect(page.get_by_label("Overwrite a non-empty repo")).to_be_visible()
+    for elem_id in ("repo-id", "private", "overwrite"):
+        assert page.locator(f"#{elem_id}").evaluate("el => el.scrollWidth <= el.clientWidth + 1"), f"#{elem_id} is cut"
+    page.close()
+

@@ -608,8 +608,11 @@ def build_app(
         with gr.Tab("Push"):
             with gr.Row():
                 repo_id = gr.Textbox(label="Repo id (namespace/name)", placeholder="you/merged-model", elem_id="repo-id")
-                private = gr.Checkbox(label="Private")
-                overwrite = gr.Checkbox(label="Overwrite a non-empty repo")
+                # a column as wide as the longer label: Gradio lets checkboxes in a row shrink to nothing, so on a
+                # phone the row cut "Overwrite a non-empty repo" to "Overwri" rather than wrapping it to a line
+                with gr.Column(min_width=240):
+                    private = gr.Checkbox(label="Private", elem_id="private")
+                    overwrite = gr.Checkbox(label="Overwrite a non-empty repo", elem_id="overwrite")
             push_button = gr.Button("Push", variant="primary", elem_id="push")
             pushed = gr.Markdown(label="Push", elem_id="pushed")
 
