@@ -61,12 +61,13 @@ def free_port() -> int:
 def running_app(endpoint: str, models: HubModels, work_dir: Path, *, token: str | None = None) -> Iterator[str]:
     """The app on a free port with the fixtures as its first preset; yields its URL."""
     from hubmerge.ui import build_app
+    from hubmerge.ui.app import CSS
 
     app = build_app(endpoint=endpoint, token=token, presets={PRESET: partial(models.recipe)}, work_dir=work_dir,
                     max_samples=48)
     port = free_port()
     app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, show_error=True,
-               allowed_paths=[str(work_dir)])
+               allowed_paths=[str(work_dir)], css=CSS)  # as launch_app does
     try:
         yield f"http://127.0.0.1:{port}/"
     finally:

@@ -846,3 +846,15 @@ def test_the_pages_evaluation_line_says_the_time_left(done: int, elapsed: float,
     from hubmerge.ui.app import evaluation_step
 
     assert evaluation_step("evaluating sun397 (merged, base)", done, 1200, elapsed) == line
+
+
+def test_launch_app_serves_the_page_with_its_styles(monkeypatch, tmp_path):
+    """The styles are launch()'s since Gradio 6, not the Blocks': launch_app must hand them over, or the card's
+    tables break their numbers on a phone again (test_ui_browser checks what the styles do)."""
+    from hubmerge.ui import app as ui_app
+
+    launched: dict[str, object] = {}
+    monkeypatch.setattr(ui_app, "build_app", lambda **_: SimpleNamespace(launch=launched.update))
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "g"))
+    ui_app.launch_app(host="127.0.0.1")
+    assert launched["css"] == ui_app.CSS and "#card td" in ui_app.CSS

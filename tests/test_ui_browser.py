@@ -262,3 +262,21 @@ def test_at_a_phones_width_the_push_tabs_labels_show_whole(browser_app):
         assert page.locator(f"#{elem_id}").evaluate("el => el.scrollWidth <= el.clientWidth + 1"), f"#{elem_id} is cut"
     page.close()
 
+
+def test_at_a_phones_width_the_cards_tables_keep_their_numbers_whole(browser_app):
+    """Gradio's markdown breaks words anywhere: at 390 px the card's accuracy table read '93.' over '6' and its task
+    names a few letters a line. Each word of a cell stays on one line; the table scrolls sideways instead."""
+    from playwright.sync_api import expect
+
+    page = _phone_page(browser_app)
+    page.locator("#merge").click()
+    page.get_by_role("tab", name="Results").click()
+    expect(page.locator("#status")).to_contain_text("Merged in", timeout=240_000)
+    broken = page.locator("#card table").first.locator("th, td").evaluate_all("""cells => cells
+        .filter(cell => /^\\S+$/.test(cell.textContent.trim()))
+        .filter(cell => { const range = document.createRange(); range.selectNodeContents(cell);
+                          return new Set([...range.getClientRects()].map(r => Math.round(r.top))).size > 1; })
+        .map(cell => cell.textContent.trim())""")
+    assert broken == []
+    assert page.evaluate("document.documentElement.scrollWidth <= document.documentElement.clientWidth")
+    page.close()
