@@ -890,3 +890,39 @@ def test_a_folder_with_no_files_is_never_pushed(api, local_hub, tmp_path):
             push_folder(tmp_path / "out", target_id, token=local_hub.alice_token, target=target)
     assert set(api.list_repo_files(repo_id)) == {".gitattributes", "model.txt"}
     assert len(api.list_repo_commits(repo_id)) == before and not api.repo_exists(target_id)
+
+
+def test_a_lost_race_for_a_new_branch_leaves_the_winners_branch(api, local_hub, tmp_path):
+    """Two pushes to one new branch: both saw it missing; the first made it and committed, the second's
+    commit was refused (its parent is no longer the branch's head), and its undo deleted the branch it had
+    not made, with the first push's commit on it."""
+    repo_id = fresh_repo()
+    api.create_repo(repo_id)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "a.txt").write_text("a")
+    late = check_target(repo_id, token=local_hub.alice_token, branch="trial")
+    first = push_folder(tmp_path / "out", repo_id, token=local_hub.alice_token, branch="trial",
+                        target=check_target(repo_id, token=local_hub.alice_token, branch="trial"))
+    with pytest.raises(PushError, match="already"):
+        push_folder(tmp_path / "out", repo_id, token=local_hub.alice_token, target=late, branch="trial")
+    assert {b.name: b.target_commit for b in api.list_repo_refs(repo_id).branches}["trial"] == first.commit_sha
+
+
+def test_a_new_branch_another_commits_to_before_the_push_is_not_deleted(api, local_hub, tmp_path, monkeypatch):
+    """The push made the branch, then another's commit landed on it before the push's own: the push fails,
+    and its undo keeps the branch, with that commit on it."""
+    repo_id = fresh_repo()
+    api.create_repo(repo_id)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "a.txt").write_text("a")
+    target = check_target(repo_id, token=local_hub.alice_token, branch="trial")
+    create_branch = HfApi.create_branch
+
+    def made_then_another_commits(self, *args, **kwargs):
+        create_branch(self, *args, **kwargs)
+        api.upload_file(path_or_fileobj=b"theirs", path_in_repo="notes.txt", repo_id=repo_id, revision="trial")
+
+    monkeypatch.setattr(HfApi, "create_branch", made_then_another_commits)
+    with pytest.raises(PushError, match="changed meanwhile"):
+        push_folder(tmp_path / "out", repo_id, token=local_hub.alice_token, target=target, branch="trial")
+    assert set(api.list_repo_files(repo_id, revision="trial")) == {".gitattributes", "notes.txt"}

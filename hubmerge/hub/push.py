@@ -203,8 +203,8 @@ def push_folder(
                 api.create_repo(repo_id, private=private, exist_ok=False)
                 created = True
                 parent = api.list_repo_commits(repo_id)[-1].commit_id  # the repo's first commit
-            if branch and target.branch_missing:
-                api.create_branch(repo_id, branch=branch, revision=parent, exist_ok=True)
+            if branch and target.branch_missing:  # made since it was checked: another push's, never undone here
+                api.create_branch(repo_id, branch=branch, revision=parent, exist_ok=False)
                 branched = True
             info = api.create_commit(
                 repo_id,
@@ -219,7 +219,7 @@ def push_folder(
         try:  # undo what this push made, unless another's commit landed there since; the failure is reported
             if created and api.model_info(repo_id).sha == parent:
                 api.delete_repo(repo_id, missing_ok=True)
-            elif branched and branch:
+            elif branched and branch and api.model_info(repo_id, revision=branch).sha == parent:
                 api.delete_branch(repo_id, branch=branch)
         except Exception:
             log.warning("could not undo the repo/branch made by the failed push to %s", repo_id)
