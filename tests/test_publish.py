@@ -903,7 +903,7 @@ def test_a_lost_race_for_a_new_branch_leaves_the_winners_branch(api, local_hub, 
     late = check_target(repo_id, token=local_hub.alice_token, branch="trial")
     first = push_folder(tmp_path / "out", repo_id, token=local_hub.alice_token, branch="trial",
                         target=check_target(repo_id, token=local_hub.alice_token, branch="trial"))
-    with pytest.raises(PushError, match="already"):
+    with pytest.raises(PushError, match="changed meanwhile: branch 'trial' was created after hubmerge looked at it"):
         push_folder(tmp_path / "out", repo_id, token=local_hub.alice_token, target=late, branch="trial")
     assert {b.name: b.target_commit for b in api.list_repo_refs(repo_id).branches}["trial"] == first.commit_sha
 
@@ -926,3 +926,17 @@ def test_a_new_branch_another_commits_to_before_the_push_is_not_deleted(api, loc
     with pytest.raises(PushError, match="changed meanwhile"):
         push_folder(tmp_path / "out", repo_id, token=local_hub.alice_token, target=target, branch="trial")
     assert set(api.list_repo_files(repo_id, revision="trial")) == {".gitattributes", "notes.txt"}
+
+
+def test_a_lost_race_for_a_new_repo_says_it_was_created_meanwhile(api, local_hub, tmp_path):
+    """Two pushes to one new repo: the second to create it was told 'You already created this model repo',
+    the Hub's words for a user's mistake, not that another push made it first; the first's commit stays."""
+    repo_id = fresh_repo()
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "a.txt").write_text("a")
+    late = check_target(repo_id, token=local_hub.alice_token)
+    first = push_folder(tmp_path / "out", repo_id, token=local_hub.alice_token,
+                        target=check_target(repo_id, token=local_hub.alice_token))
+    with pytest.raises(PushError, match="changed meanwhile: the repository was created after hubmerge looked at it"):
+        push_folder(tmp_path / "out", repo_id, token=local_hub.alice_token, target=late)
+    assert api.model_info(repo_id).sha == first.commit_sha

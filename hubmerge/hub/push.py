@@ -11,6 +11,8 @@ so a failed push leaves the Hub as it was.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -147,6 +149,21 @@ def _names(info: ModelInfo) -> tuple[str, ...]:
     return tuple(sorted(sibling.rfilename for sibling in info.siblings or []))
 
 
+@contextmanager
+def _made_meanwhile(repo_id: str, what: str) -> Iterator[None]:
+    """A 409 creating ``what`` the check found missing: another push (or a user) made it since, so this one
+    lost the race; the Hub's own words ('You already created this model repo') blamed the user."""
+    from huggingface_hub import errors as hf
+
+    try:
+        yield
+    except hf.HfHubHTTPError as exc:
+        if exc.response is None or exc.response.status_code != 409:
+            raise
+        raise HubError(f"'{repo_id}' changed meanwhile: {what} was created after hubmerge looked at it (by another "
+                       "push?); see what it holds now, then push again") from None
+
+
 def push_folder(
     folder: Path,
     repo_id: str,
@@ -200,11 +217,13 @@ def push_folder(
     try:
         with hub_errors(repo_id, revision=branch, publishing=True):
             if not target.exists:
-                api.create_repo(repo_id, private=private, exist_ok=False)
+                with _made_meanwhile(repo_id, "the repository"):
+                    api.create_repo(repo_id, private=private, exist_ok=False)
                 created = True
                 parent = api.list_repo_commits(repo_id)[-1].commit_id  # the repo's first commit
             if branch and target.branch_missing:  # made since it was checked: another push's, never undone here
-                api.create_branch(repo_id, branch=branch, revision=parent, exist_ok=False)
+                with _made_meanwhile(repo_id, f"branch '{branch}'"):
+                    api.create_branch(repo_id, branch=branch, revision=parent, exist_ok=False)
                 branched = True
             info = api.create_commit(
                 repo_id,
