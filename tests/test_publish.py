@@ -940,3 +940,61 @@ def test_a_lost_race_for_a_new_repo_says_it_was_created_meanwhile(api, local_hub
     with pytest.raises(PushError, match="changed meanwhile: the repository was created after hubmerge looked at it"):
         push_folder(tmp_path / "out", repo_id, token=local_hub.alice_token, target=late)
     assert api.model_info(repo_id).sha == first.commit_sha
+
+
+def test_an_output_replaced_during_its_push_is_pushed_as_it_was_listed(api, hub_models, local_hub, tmp_path,
+                                                                        monkeypatch):
+    """Another command's merge --overwrite replaced the output while the commit read its files: the files
+    read before were the old output's, those after the new one's, and the repo held the old recipe beside
+    the new weights. The commit is the output as the push listed it, and nothing is left beside it."""
+    from huggingface_hub import CommitOperationAdd
+
+    out = tmp_path / "out"
+    engine.merge(recipe_for(hub_models), out)
+    listed = {name: (out / name).read_bytes() for name in ("hubmerge_recipe.yaml", "model.safetensors")}
+    other = Recipe.from_dict({**recipe_for(hub_models).to_dict(), "parameters": {"scaling_factor": 0.9}})
+    repo_id = fresh_repo()
+    target = check_target(repo_id, token=local_hub.alice_token)
+    b64content = CommitOperationAdd.b64content
+
+    def read_then_replaced(self):  # type: ignore[no-untyped-def]
+        content = b64content(self)
+        if self.path_in_repo == "hubmerge_recipe.yaml":
+            engine.merge(other, out, overwrite=True)
+        return content
+
+    monkeypatch.setattr(CommitOperationAdd, "b64content", read_then_replaced)
+    push_folder(out, repo_id, token=local_hub.alice_token, target=target, commit_message="merge")
+    assert (out / "model.safetensors").read_bytes() != listed["model.safetensors"]  # it was replaced
+    for name, content in listed.items():
+        assert Path(api.hf_hub_download(repo_id, name)).read_bytes() == content
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_an_output_replaced_while_its_push_lists_it_is_refused_and_one_without_links_is_read_as_it_is(
+        api, local_hub, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "a.txt").write_text("a")
+    repo_id = fresh_repo()
+    link = os.link
+
+    def replaced_meanwhile(source, destination):  # type: ignore[no-untyped-def]
+        link(source, destination)
+        out.rename(tmp_path / "old")
+        (tmp_path / "new").mkdir()
+        (tmp_path / "new" / "a.txt").write_text("new")
+        (tmp_path / "new").rename(out)
+
+    monkeypatch.setattr(os, "link", replaced_meanwhile)
+    with pytest.raises(PushError, match="was replaced by another output .* while the push read it"):
+        push_folder(out, repo_id, token=local_hub.alice_token, target=check_target(repo_id, token=local_hub.alice_token))
+    assert not api.repo_exists(repo_id)
+
+    def refused(source, destination):  # type: ignore[no-untyped-def]
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", refused)  # a filesystem without hard links: the folder itself is pushed
+    push_folder(out, repo_id, token=local_hub.alice_token, target=check_target(repo_id, token=local_hub.alice_token))
+    assert Path(api.hf_hub_download(repo_id, "a.txt")).read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["old", "out"]

@@ -582,6 +582,37 @@ def test_another_pages_merge_during_a_push_leaves_the_pushed_output_to_its_page(
     assert not (tmp_path / "work" / "other" / "merged-0").exists()
 
 
+def test_a_merge_during_a_real_push_leaves_what_the_push_reads(hub_models, local_hub, tmp_path, monkeypatch):
+    """The push reads the output through links in a folder beside it; the page's new merge forgot everything
+    in the page's folder but the output, those links too, and the push failed on files gone."""
+    import gradio as gr
+    from huggingface_hub import CommitOperationAdd
+
+    from hubmerge import engine
+    from hubmerge.ui import AppHandlers
+
+    os.environ.pop("HF_HUB_OFFLINE", None)
+    handlers = AppHandlers(endpoint=local_hub.endpoint, work_dir=tmp_path / "work")
+    output = tmp_path / "work" / "default" / "merged-1"
+    engine.merge(hub_models.recipe(), output)
+    b64content = CommitOperationAdd.b64content
+    merged_again = []
+
+    def the_page_merges_again(self):  # type: ignore[no-untyped-def]
+        if not merged_again:
+            merged_again.append(True)
+            with pytest.raises(gr.Error):  # refused at once (no model given), after forgetting the page's outputs
+                handlers.merge("", [], "simple_average", {}, "", "cpu", progress=lambda *a, **k: None)
+        return b64content(self)
+
+    monkeypatch.setattr(CommitOperationAdd, "b64content", the_page_merges_again)
+    repo_id = f"alice/ui-push-{os.getpid()}-{time.monotonic_ns()}"
+    pushed = handlers.push(str(output), repo_id, False, False, local_hub.alice_token, progress=lambda *a, **k: None)
+    assert merged_again and pushed.startswith("Pushed 1")
+    assert "model.safetensors" in HfApi(endpoint=local_hub.endpoint, token=local_hub.alice_token).list_repo_files(repo_id)
+    assert not output.exists()  # forgotten by its page during the push: the push deleted it at its end
+
+
 @pytest.mark.slow
 def test_progress_reaches_the_page_from_the_merges_reader_threads(hub_models, local_hub, tmp_path):
     """gr.Progress finds its event through context variables: called from the engine's reader threads, which

@@ -11,6 +11,8 @@ so a failed push leaves the Hub as it was.
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -19,10 +21,12 @@ from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from ..errors import HubError, PushError
+from ..output_stamp import OutputStamp
+from ..weights.writer import temporary_sibling
 from .source import hub_errors
 
 if TYPE_CHECKING:
-    from huggingface_hub import ModelInfo
+    from huggingface_hub import HfApi, ModelInfo
 
 __all__ = ["PushResult", "TargetState", "check_repo_id", "check_target", "push_folder", "repo_id_problem"]
 
@@ -195,17 +199,71 @@ def push_folder(
     Raises:
         PushError: the commit was refused; the repo is unchanged (and removed if this push made it).
     """
-    from huggingface_hub import CommitOperationAdd, CommitOperationDelete
-    from huggingface_hub import errors as hf
-
     if links := sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_symlink()):
         raise PushError(repo_id, f"'{folder / links[0]}' is a link: a push publishes the files an output holds, "
                                  "never what a link leads to (a file anywhere on this machine); put the file itself "
                                  "there, or remove the link")
     api = hub_api(token, endpoint)
+    stamp = OutputStamp.take(folder) if folder.is_dir() else None
     files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
-    if not files:  # a folder deleted since it was checked: an empty commit, or with overwrite an emptied repo
+    if not files or stamp is None:  # a folder deleted since it was checked: an empty commit, or an emptied repo
         raise PushError(repo_id, f"'{folder}' holds no files (was it deleted?): there is nothing to push")
+    with _frozen(folder, files, stamp, repo_id) as source:
+        return _push_files(source, files, repo_id, api=api, target=target, private=private, branch=branch,
+                           create_pr=create_pr, commit_message=commit_message,
+                           commit_description=commit_description)
+
+
+@contextmanager
+def _frozen(folder: Path, files: list[str], stamp: OutputStamp, repo_id: str) -> Iterator[Path]:
+    """``files`` of ``folder`` as they are now, as hard links in a folder beside it, for the commit to read.
+
+    Another command's ``merge --overwrite`` replaces an output by renames, and a card or report is replaced
+    by a new file, never written in place: a link keeps the file the push listed. Read from the folder
+    itself, the commit mixed the old output's files with the new one's (the old recipe with the new
+    weights). Where links cannot be made (a read-only parent folder, a filesystem without them), the folder
+    itself is read.
+
+    Raises:
+        PushError: ``folder`` was replaced while its files were linked.
+    """
+    snapshot: Path | None = temporary_sibling(folder)
+    try:
+        for name in files:
+            (snapshot / name).parent.mkdir(parents=True, exist_ok=True)
+            os.link(folder / name, snapshot / name)
+    except OSError:
+        shutil.rmtree(snapshot, ignore_errors=True)
+        snapshot = None
+    try:
+        try:
+            stamp.check("its files")
+        except OSError:
+            raise PushError(repo_id, f"'{folder}' was replaced by another output (another command merged into "
+                                     "it) while the push read it; push again once that command has ended") from None
+        yield snapshot or folder
+    finally:
+        if snapshot is not None:
+            shutil.rmtree(snapshot, ignore_errors=True)
+
+
+def _push_files(
+    folder: Path,
+    files: list[str],
+    repo_id: str,
+    *,
+    api: HfApi,
+    target: TargetState,
+    private: bool,
+    branch: str | None,
+    create_pr: bool,
+    commit_message: str,
+    commit_description: str,
+) -> PushResult:
+    """``push_folder``'s commit of ``files`` read from ``folder``."""
+    from huggingface_hub import CommitOperationAdd, CommitOperationDelete
+    from huggingface_hub import errors as hf
+
     operations: list[CommitOperationAdd | CommitOperationDelete] = [
         CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(folder / name)) for name in files
     ]

@@ -239,7 +239,8 @@ class AppHandlers:
 
     def _forget_outputs(self, folder: Path) -> None:
         """Delete a session's output and the models "Try it" keeps loaded from it; an output a push is
-        uploading is left to that push to delete when it ends (a new merge may start during a long upload)."""
+        uploading is left to that push to delete when it ends (a new merge may start during a long upload), with
+        the links to its files the push reads beside it (``.<output>.hubmerge-tmp-...``)."""
         with self._lock:
             for key in [key for key in self._models if Path(key[0]).parent == folder]:
                 del self._models[key]
@@ -249,7 +250,7 @@ class AppHandlers:
             shutil.rmtree(folder, ignore_errors=True)
             return
         for path in folder.iterdir() if folder.is_dir() else ():
-            if path not in uploading:
+            if not any(path == kept or path.name.startswith(f".{kept.name}.") for kept in uploading):
                 shutil.rmtree(path, ignore_errors=True)
 
     @contextlib.contextmanager

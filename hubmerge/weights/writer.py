@@ -44,6 +44,7 @@ __all__ = [
     "parse_size",
     "pid_alive",
     "shard_layout",
+    "temporary_sibling",
 ]
 
 T = TypeVar("T")
@@ -219,6 +220,12 @@ def _owner_pid(name: str, mark: str) -> int | None:
         return int(name.split(mark, 1)[1].split("-", 1)[0])
     except (IndexError, ValueError):
         return None
+
+
+def temporary_sibling(target: Path) -> Path:
+    """A new name beside ``target`` for work on it, which ``clean_stale`` removes once this process is gone."""
+    target = target.absolute()
+    return target.parent / f".{target.name}{_TMP_MARK}{os.getpid()}-{secrets.token_hex(4)}"
 
 
 def clean_stale(target: Path) -> None:
