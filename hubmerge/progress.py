@@ -7,13 +7,39 @@ The library only ever calls ``on_progress(done, total)``; the CLI turns that int
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from rich.console import Console
 
-__all__ = ["byte_progress", "hub_bars_off"]
+__all__ = ["byte_progress", "hub_bars_off", "setting_changed"]
+
+_settings_lock = threading.Lock()
+_setting_users: dict[str, int] = {}
+_settings_found: dict[str, Any] = {}
+
+
+@contextlib.contextmanager
+def setting_changed(key: str, read: Callable[[], Any], change: Callable[[], None],
+                    restore: Callable[[Any], None]) -> Iterator[None]:
+    """A process-wide setting (a library's bars, a logger's level) ``change``d while any thread of this
+    process works: the first one in ``read``s it, the last one out ``restore``s that. Each saving and
+    restoring its own, two merges or evaluations at once (the web app's sessions) restored the setting under
+    the other, and the last one out put back the other's 'off' for good."""
+    with _settings_lock:
+        if not _setting_users.get(key):
+            _settings_found[key] = read()
+            change()
+        _setting_users[key] = _setting_users.get(key, 0) + 1
+    try:
+        yield
+    finally:
+        with _settings_lock:
+            _setting_users[key] -= 1
+            if not _setting_users[key]:
+                restore(_settings_found.pop(key))
 
 
 @contextlib.contextmanager
@@ -24,16 +50,14 @@ def hub_bars_off() -> Iterator[None]:
 
     from huggingface_hub import utils as hub_utils
 
-    was_on = not hub_utils.are_progress_bars_disabled()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        hub_utils.disable_progress_bars()
-    try:
-        yield
-    finally:
+    def switch(on: bool) -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            (hub_utils.enable_progress_bars if was_on else hub_utils.disable_progress_bars)()
+            (hub_utils.enable_progress_bars if on else hub_utils.disable_progress_bars)()
+
+    with setting_changed("huggingface_hub bars", lambda: not hub_utils.are_progress_bars_disabled(),
+                         lambda: switch(False), switch):
+        yield
 
 
 @contextlib.contextmanager

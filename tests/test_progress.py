@@ -94,3 +94,73 @@ def test_the_hubs_own_bars_are_off_meanwhile_then_as_they_were(was_on, monkeypat
         assert hub_utils.are_progress_bars_disabled() is not was_on
     finally:
         (hub_utils.disable_progress_bars if was_disabled else hub_utils.enable_progress_bars)()
+
+
+def test_two_threads_quieting_the_hub_at_once_leave_its_bars_as_they_were(monkeypatch):
+    """Two merges or evaluations in one process (two sessions of the web app): each saved the setting as it
+    found it, so the second saved 'off' (the first had turned them off), restored it last, and the bars
+    stayed off for good; the last one out restores what the first one in found."""
+    import importlib
+    import threading
+
+    from huggingface_hub import utils as hub_utils
+
+    from hubmerge.progress import hub_bars_off
+
+    hub_tqdm = importlib.import_module("huggingface_hub.utils.tqdm")
+    monkeypatch.setattr(hub_tqdm, "HF_HUB_DISABLE_PROGRESS_BARS", None)
+    was_disabled = hub_utils.are_progress_bars_disabled()
+    second_in, first_out = threading.Event(), threading.Event()
+
+    def second() -> None:
+        with hub_bars_off():
+            second_in.set()
+            first_out.wait(10)
+
+    try:
+        hub_utils.enable_progress_bars()
+        thread = threading.Thread(target=second)
+        with hub_bars_off():
+            thread.start()
+            second_in.wait(10)
+        assert hub_utils.are_progress_bars_disabled()  # the second still works
+        first_out.set()
+        thread.join(10)
+        assert not hub_utils.are_progress_bars_disabled()
+    finally:
+        (hub_utils.disable_progress_bars if was_disabled else hub_utils.enable_progress_bars)()
+
+
+def test_two_evaluations_at_once_leave_the_libraries_bars_as_they_were(monkeypatch):
+    """The same for the bars transformers and datasets draw, which an evaluation turns off meanwhile."""
+    import importlib
+    import threading
+
+    import datasets
+    from transformers.utils import logging as hf_logging
+
+    from hubmerge.evaluation.loop import _library_bars_off
+
+    monkeypatch.setattr(importlib.import_module("huggingface_hub.utils.tqdm"), "HF_HUB_DISABLE_PROGRESS_BARS", None)
+    was = hf_logging.is_progress_bar_enabled(), datasets.is_progress_bar_enabled()
+    second_in, first_out = threading.Event(), threading.Event()
+
+    def second() -> None:
+        with _library_bars_off():
+            second_in.set()
+            first_out.wait(10)
+
+    try:
+        hf_logging.enable_progress_bar()
+        datasets.enable_progress_bars()
+        thread = threading.Thread(target=second)
+        with _library_bars_off():
+            thread.start()
+            second_in.wait(10)
+        assert not hf_logging.is_progress_bar_enabled() and not datasets.is_progress_bar_enabled()
+        first_out.set()
+        thread.join(10)
+        assert hf_logging.is_progress_bar_enabled() and datasets.is_progress_bar_enabled()
+    finally:
+        (hf_logging.enable_progress_bar if was[0] else hf_logging.disable_progress_bar)()
+        (datasets.enable_progress_bars if was[1] else datasets.disable_progress_bars)()

@@ -988,7 +988,8 @@ def test_an_output_replaced_while_its_push_lists_it_is_refused_and_one_without_l
 
     monkeypatch.setattr(os, "link", replaced_meanwhile)
     with pytest.raises(PushError, match="was replaced by another output .* while the push read it"):
-        push_folder(out, repo_id, token=local_hub.alice_token, target=check_target(repo_id, token=local_hub.alice_token))
+        push_folder(out, repo_id, token=local_hub.alice_token,
+                    target=check_target(repo_id, token=local_hub.alice_token))
     assert not api.repo_exists(repo_id)
 
     def refused(source, destination):  # type: ignore[no-untyped-def]

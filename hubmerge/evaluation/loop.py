@@ -188,27 +188,28 @@ def _activity(settings: Settings, what: str) -> Iterator[None]:
 def _library_bars_off() -> Iterator[None]:
     """transformers, huggingface_hub and datasets draw bars of their own (one per model load, file
     download, dataset step); ours already say what is going on. Each library's setting comes back
-    as it was (transformers' switch also turns huggingface_hub's off and on, so huggingface_hub's is
-    saved first and restored last)."""
+    as it was once no thread evaluates (``setting_changed``); transformers' switch also turns
+    huggingface_hub's off and on, so huggingface_hub's is saved first and restored last."""
     import warnings
 
     import datasets
     from transformers.utils import logging as hf_logging
 
-    from ..progress import hub_bars_off
+    from ..progress import hub_bars_off, setting_changed
 
-    transformers_on, datasets_on = hf_logging.is_progress_bar_enabled(), datasets.is_progress_bar_enabled()
+    transformers = setting_changed("transformers bars", hf_logging.is_progress_bar_enabled,
+                                   hf_logging.disable_progress_bar, _on_again(hf_logging.enable_progress_bar))
+    datasets_bars = setting_changed("datasets bars", datasets.is_progress_bar_enabled, datasets.disable_progress_bars,
+                                    _on_again(datasets.enable_progress_bars))
     with hub_bars_off(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # HF_HUB_DISABLE_PROGRESS_BARS set by the user has the last word
-        hf_logging.disable_progress_bar()
-        datasets.disable_progress_bars()
-        try:
+        with transformers, datasets_bars:
             yield
-        finally:
-            if transformers_on:
-                hf_logging.enable_progress_bar()
-            if datasets_on:
-                datasets.enable_progress_bars()
+
+
+def _on_again(enable: Callable[[], None]) -> Callable[[bool], None]:
+    """Bars that were on come back on; bars that were off are left alone."""
+    return lambda was_on: enable() if was_on else None
 
 
 # ---------------------------------------------------------------------------- models and processors

@@ -145,19 +145,15 @@ def resolve_model_dir(
 def _fetch_quietly() -> Iterator[None]:
     """Without huggingface_hub's "Fetching 2 files" bar and its "No files matched [...]" warning (a plain
     model has no ``hubmerge_heads.json``): next to hubmerge's own output they only puzzle. The settings
-    come back as they were."""
+    come back as they were once no thread fetches (``setting_changed``)."""
     import logging
 
-    from ..progress import hub_bars_off
+    from ..progress import hub_bars_off, setting_changed
 
     logger = logging.getLogger("huggingface_hub._snapshot_download")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        with hub_bars_off():
-            yield
-    finally:
-        logger.setLevel(level)
+    with setting_changed("snapshot_download's log level", lambda: logger.level,
+                         lambda: logger.setLevel(logging.ERROR), logger.setLevel), hub_bars_off():
+        yield
 
 
 def read_json_object(path: Path) -> dict[str, Any] | None:
