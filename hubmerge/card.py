@@ -32,7 +32,7 @@ from .vision.processors import describe_processor
 if TYPE_CHECKING:
     from huggingface_hub import ModelCard
 
-__all__ = ["CARD_FILE", "CardFacts", "License", "Measurement", "TaskFacts", "card_is_edited", "collect_card", "render_card", "write_card"]
+__all__ = ["CARD_FILE", "CardFacts", "License", "Measurement", "TaskFacts", "card_is_edited", "collect_card", "render_card", "write_card", "written_card"]
 
 log = logging.getLogger(__name__)
 
@@ -444,6 +444,21 @@ def write_card(
             is false: rewriting it would lose the edits.
         OutputReplacedError: another command replaced ``output`` while the card was gathered.
     """
+    return written_card(output, repo_id=repo_id, revision=revision, token=token, endpoint=endpoint,
+                        overwrite=overwrite)[0]
+
+
+def written_card(
+    output: str | Path,
+    *,
+    repo_id: str | None = None,
+    revision: str | None = None,
+    token: str | None = None,
+    endpoint: str | None = None,
+    overwrite: bool = False,
+) -> tuple[Path, str]:
+    """``write_card``, returning the text written too: a push commits that text, not what the file holds by
+    then (another push of the output may have rewritten it to name its own repo)."""
     output = Path(output)
     path = output / CARD_FILE
     # what the card is gathered from is what it is written into (no folder: collect_card says so)
@@ -454,7 +469,8 @@ def write_card(
     body = str(card).rstrip("\n") + "\n"
     if stamp is not None:
         stamp.check("the card")
-    return write_atomically(path, f"{body}\n<!-- hubmerge card {_digest(body)} -->\n")
+    text = f"{body}\n<!-- hubmerge card {_digest(body)} -->\n"
+    return write_atomically(path, text), text
 
 
 def card_is_edited(output: str | Path) -> bool:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from . import engine
 from .atomic_file import write_atomically
-from .card import CARD_FILE, write_card
+from .card import CARD_FILE, write_card, written_card
 from .errors import CancelledError, CardEditedError
 from .hub.auth import require_token
 from .hub.push import PushResult, check_target, push_folder
@@ -263,9 +263,10 @@ def publish_output(
     )
     card = Path(output) / CARD_FILE
     card_before = card.read_bytes() if card.is_file() else None
+    contents: dict[str, bytes] = {}  # the card committed is the one written here, whatever the file says by then
     try:
-        write_card(  # a pull request is merged into ``branch``: the samples load that branch, as a commit's do
-            output, repo_id=repo_id, revision=branch, token=secret, endpoint=endpoint)
+        contents[CARD_FILE] = written_card(  # a pull request is merged into ``branch``: the samples load that
+            output, repo_id=repo_id, revision=branch, token=secret, endpoint=endpoint)[1].encode()  # branch too
     except CardEditedError:
         step(0.25, f"{CARD_FILE} is not the card hubmerge wrote (edited by hand?): pushing it as it is")
     step(0.5, "Uploading in one commit")
@@ -273,7 +274,7 @@ def publish_output(
         return push_folder(
             Path(output), repo_id, token=secret, target=target, private=private, branch=branch,
             create_pr=create_pr, commit_message=_commit_title(recipe), commit_description=_COMMIT_DESCRIPTION,
-            endpoint=endpoint,
+            endpoint=endpoint, contents=contents,
         )
     except BaseException:  # nothing was published: the card goes back to what it said, not this repo's name
         _put_back(card, card_before)

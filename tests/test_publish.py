@@ -999,3 +999,28 @@ def test_an_output_replaced_while_its_push_lists_it_is_refused_and_one_without_l
     push_folder(out, repo_id, token=local_hub.alice_token, target=check_target(repo_id, token=local_hub.alice_token))
     assert Path(api.hf_hub_download(repo_id, "a.txt")).read_text() == "new"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["old", "out"]
+
+
+def test_two_pushes_of_one_output_at_once_each_commit_their_own_card(api, hub_models, local_hub, tmp_path,
+                                                                     monkeypatch):
+    """Two terminals push one output to two repos: each rewrites the output's card to name its repo, and the
+    second's card, written while the first was about to read the folder, was what the first committed, so
+    one repo's card told to load the other (seen in one run of six of two `hubmerge push` at once)."""
+    from hubmerge import card as cards
+
+    out = tmp_path / "out"
+    engine.merge(recipe_for(hub_models), out)
+    first, second = fresh_repo(), fresh_repo()
+    write_atomically = cards.write_atomically
+
+    def the_other_push_writes_its_card(path, content):  # type: ignore[no-untyped-def]
+        written = write_atomically(path, content)
+        if f'"{first}"' in content:  # the first push's card is written: the second push runs whole
+            publish_output(out, second, token=local_hub.alice_token)
+        return written
+
+    monkeypatch.setattr(cards, "write_atomically", the_other_push_writes_its_card)
+    publish_output(out, first, token=local_hub.alice_token)
+    for repo_id, other in ((first, second), (second, first)):
+        card = local_hub_file(api, repo_id, "README.md")
+        assert f'"{repo_id}"' in card and other not in card

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -180,6 +180,7 @@ def push_folder(
     commit_message: str = "Upload merged model with hubmerge",
     commit_description: str = "",
     endpoint: str | None = None,
+    contents: Mapping[str, bytes] | None = None,
 ) -> PushResult:
     """Upload every file under ``folder`` to ``repo_id`` in one commit (see the module docstring).
 
@@ -192,6 +193,8 @@ def push_folder(
         branch: commit to this branch (created from the default branch if missing, also in a repo this
             push creates).
         create_pr: open a pull request instead of committing to the branch.
+        contents: files the commit takes from here, not from ``folder`` (the card written for this push,
+            which another push of the same output may rewrite meanwhile).
 
     Returns:
         ``PushResult`` with the commit sha and URLs.
@@ -211,7 +214,7 @@ def push_folder(
     with _frozen(folder, files, stamp, repo_id) as source:
         return _push_files(source, files, repo_id, api=api, target=target, private=private, branch=branch,
                            create_pr=create_pr, commit_message=commit_message,
-                           commit_description=commit_description)
+                           commit_description=commit_description, contents=contents or {})
 
 
 @contextmanager
@@ -259,13 +262,16 @@ def _push_files(
     create_pr: bool,
     commit_message: str,
     commit_description: str,
+    contents: Mapping[str, bytes],
 ) -> PushResult:
-    """``push_folder``'s commit of ``files`` read from ``folder``."""
+    """``push_folder``'s commit of ``files`` read from ``folder``, or from ``contents``."""
     from huggingface_hub import CommitOperationAdd, CommitOperationDelete
     from huggingface_hub import errors as hf
 
+    files = sorted({*files, *contents})
     operations: list[CommitOperationAdd | CommitOperationDelete] = [
-        CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(folder / name)) for name in files
+        CommitOperationAdd(path_in_repo=name, path_or_fileobj=contents.get(name, str(folder / name)))
+        for name in files
     ]
     stale = [f for f in target.files if f not in files and f not in _SCAFFOLDING]
     operations += [CommitOperationDelete(path_in_repo=name) for name in stale]
