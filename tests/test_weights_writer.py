@@ -240,3 +240,50 @@ def test_a_file_written_atomically_leaves_no_temporary_file_when_it_cannot_repla
     with pytest.raises(OSError):
         write_atomically(tmp_path / "busy", b"bytes")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["busy", "card.md"]
+
+
+def test_an_overwrite_whose_output_another_merge_moved_aside_meanwhile_takes_its_place(tmp_path, monkeypatch):
+    """Two --overwrite merges to one place finishing at once: the other one moved the old output aside
+    between this one's check and its own move; that move raised a bare FileNotFoundError, the merge lost."""
+    from pathlib import Path
+
+    target = tmp_path / "out"
+    target.mkdir()
+    (target / "previous").write_text("the old output")
+    rename, other = Path.rename, tmp_path / "moved-by-the-other-merge"
+
+    def other_merge_first(self, destination):
+        if self == target and "hubmerge-old" in Path(destination).name and not other.exists():
+            rename(target, other)  # the other merge's own move aside, a moment earlier
+        return rename(self, destination)
+
+    monkeypatch.setattr(Path, "rename", other_merge_first)
+    with atomic_output_dir(target, overwrite=True) as tmp:
+        (tmp / "new").write_text("this merge")
+    assert [p.name for p in target.iterdir()] == ["new"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["moved-by-the-other-merge", "out"]
+
+
+def test_an_overwrite_replaces_an_output_another_merge_put_there_meanwhile(tmp_path, monkeypatch):
+    """Between this merge's move aside and its rename, another --overwrite merge put its output there: this
+    one, finishing later, replaces it as --overwrite says (it said 'pass --overwrite' before), and leaves no
+    folder aside."""
+    from pathlib import Path
+
+    target = tmp_path / "out"
+    target.mkdir()
+    (target / "previous").write_text("the old output")
+    rename, done = Path.rename, []
+
+    def other_merge_between(self, destination):
+        if Path(destination) == target and "hubmerge-tmp" in self.name and not done:
+            done.append(True)
+            target.mkdir()
+            (target / "theirs").write_text("the other merge")
+        return rename(self, destination)
+
+    monkeypatch.setattr(Path, "rename", other_merge_between)
+    with atomic_output_dir(target, overwrite=True) as tmp:
+        (tmp / "mine").write_text("this merge")
+    assert done and [p.name for p in target.iterdir()] == ["mine"]
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]

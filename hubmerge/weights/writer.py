@@ -51,6 +51,7 @@ T = TypeVar("T")
 
 _TMP_MARK = ".hubmerge-tmp-"
 _OLD_MARK = ".hubmerge-old-"
+_PLACE_TRIES = 3  # --overwrite merges to one place finishing at the same moment (see _take_place)
 
 
 @dataclass(frozen=True)
@@ -311,7 +312,7 @@ def atomic_output_dir(target: Path, *, overwrite: bool = False) -> Iterator[Path
     made = [p for p in (target.parent, *target.parent.parents) if not p.exists()]  # to remove on failure
     tag = f"{os.getpid()}-{secrets.token_hex(4)}"
     tmp = target.parent / f".{target.name}{_TMP_MARK}{tag}"
-    old = target.parent / f".{target.name}{_OLD_MARK}{tag}"
+    moved_aside: list[Path] = []  # what stood at ``target`` (with overwrite), the latest last
     try:
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -329,21 +330,46 @@ def atomic_output_dir(target: Path, *, overwrite: bool = False) -> Iterator[Path
                 raise
             raise OutputNotWritableError(str(target), "its disk filled up while it was written",
                                          "Free some space, or write it to another disk.") from None
-        if overwrite and target.exists():
-            target.rename(old)
-        try:  # without --overwrite, what appeared meanwhile (another merge's output) is not replaced: a
-            tmp.rename(target)  # rename onto a non-empty folder or a file fails, at once and atomically
-        except OSError as exc:
-            if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR, errno.EISDIR):
-                raise
-            raise OutputExistsError(str(target), is_file=target.is_file()) from None
+        _take_place(tmp, target, moved_aside, tag, overwrite=overwrite)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
-        if old.exists() and not target.exists():  # the old output was moved aside: it stays the output
-            old.rename(target)
+        if moved_aside and not target.exists():  # the old output was moved aside: it stays the output
+            moved_aside.pop().rename(target)
+        for aside in moved_aside:
+            _remove(aside)
         for folder in made:  # the nearest first; one that holds anything else stays
             with contextlib.suppress(OSError):
                 folder.rmdir()
         raise
-    if old.exists():
-        shutil.rmtree(old) if old.is_dir() else old.unlink()
+    for aside in moved_aside:
+        _remove(aside)
+
+
+def _take_place(tmp: Path, target: Path, moved_aside: list[Path], tag: str, *, overwrite: bool) -> None:
+    """Rename ``tmp`` to ``target``; with ``overwrite``, what stands there is first moved aside (into
+    ``moved_aside``). Another ``--overwrite`` merge to the same place may move it away or put its own output
+    there between the two renames: the later merge replaces that one too (a few tries), as it would a moment
+    later; it raised a bare ``FileNotFoundError`` before.
+
+    Raises:
+        OutputExistsError: without ``overwrite``, something appeared at ``target`` meanwhile (another merge's
+            output), which is not replaced.
+    """
+    for attempt in range(_PLACE_TRIES):
+        if overwrite:
+            aside = target.parent / f".{target.name}{_OLD_MARK}{tag}-{attempt}"
+            with contextlib.suppress(FileNotFoundError):  # moved away meanwhile by the other merge
+                target.rename(aside)
+                moved_aside.append(aside)
+        try:  # a rename onto a non-empty folder or a file fails, at once and atomically
+            tmp.rename(target)
+            return
+        except OSError as exc:
+            if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR, errno.EISDIR):
+                raise
+            if not overwrite or attempt == _PLACE_TRIES - 1:
+                raise OutputExistsError(str(target), is_file=target.is_file()) from None
+
+
+def _remove(path: Path) -> None:
+    shutil.rmtree(path) if path.is_dir() else path.unlink()
