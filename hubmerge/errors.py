@@ -316,10 +316,14 @@ class RangeReadError(WeightsError):
 
 
 class NonFiniteTensorError(HubmergeError, ValueError):
-    def __init__(self, tensor: str, models: Sequence[str]) -> None:
+    """NaN/Inf in an input's tensor; or, given ``overflowed`` (the output dtype), values past its range."""
+
+    def __init__(self, tensor: str, models: Sequence[str], *, overflowed: str | None = None) -> None:
+        advice = (f"{overflowed} cannot hold its values: write the output in float32 (the recipe's "
+                  "`dtype: float32`, or --dtype float32)." if overflowed is not None else
+                  "Merging would spread them into the output; fix or drop that model.")
         super().__init__(
-            f"tensor '{tensor}' holds NaN or Inf values in {', '.join(models)}. "
-            "Merging would spread them into the output; fix or drop that model. Nothing was written."
+            f"tensor '{tensor}' holds NaN or Inf values in {', '.join(models)}. {advice} Nothing was written."
         )
         self.tensor = tensor
         self.models = tuple(models)

@@ -668,6 +668,9 @@ def test_a_merge_that_overflows_the_output_dtype_blames_the_merge_not_an_input(t
         engine.merge({"method": "task_arithmetic", "parameters": {"scaling_factor": 1.0}, "base_model": paths["base"],
                       "models": [{"model": paths["a"]}, {"model": paths["b"]}]}, tmp_path / "out")
     assert info.value.tensor == "w" and not (tmp_path / "out").exists()
+    # the inputs are fine: the advice is a dtype that holds the result, not "fix or drop that model"
+    assert "fix or drop" not in str(info.value)
+    assert "float16 cannot hold its values: write the output in float32" in str(info.value)
 
 
 def test_nan_in_an_averaged_running_statistic_is_reported_too(tmp_path):

@@ -172,9 +172,12 @@ def check_finite(merge_plan: MergePlan, tensor: TensorPlan, value: torch.Tensor)
         original = read_tensors(model.weights, [tensor.name])[tensor.name]
         if original.is_floating_point() and not bool(torch.isfinite(original.float()).all()):
             culprits.append(model.label)
-    if not culprits:
-        culprits = [f"the merge result ({merge_plan.method.name} overflowed the output dtype)"]
-    raise NonFiniteTensorError(tensor.name, culprits)
+    if culprits:
+        raise NonFiniteTensorError(tensor.name, culprits)
+    narrow = torch.finfo(value.dtype).max < torch.finfo(torch.float32).max  # float32 would hold it: say so
+    result = f"the merge result ({merge_plan.method.name} overflowed the output dtype)"
+    written = str(value.dtype).removeprefix("torch.")
+    raise NonFiniteTensorError(tensor.name, [result], overflowed=written if narrow else None)
 
 
 def init_tensor(tensor: TensorPlan) -> torch.Tensor:
