@@ -673,6 +673,27 @@ def test_a_merge_that_overflows_the_output_dtype_blames_the_merge_not_an_input(t
     assert "float16 cannot hold its values: write the output in float32" in str(info.value)
 
 
+def test_a_copied_tensor_past_the_recipe_dtypes_range_is_refused_not_written_as_inf(tmp_path):
+    """A task's head kept as it is, cast to the recipe's float16: its 1e5 was written as Inf in silence (only
+    merged tensors were checked), and that task's logits were no numbers. An input's own NaN is still copied as it is."""
+    kept = torch.ones(2, 2)
+    kept[0, 0] = 1e5
+    nan = torch.ones(2, 2)
+    nan[0, 0] = float("nan")
+    paths = _save_models(tmp_path, a={"body.w": torch.zeros(2), "head.w": kept},
+                         b={"body.w": torch.ones(2), "head.w": nan}, c={"body.w": torch.ones(2), "head.w": kept / 1e5})
+    recipe = {"method": "simple_average", "target_modules": ["body"], "dtype": "float16",
+              "models": [{"model": paths["a"], "task": "ta"}, {"model": paths["b"], "task": "tb"}]}
+    with pytest.raises(NonFiniteTensorError, match="ta's tensor cast to float16. float16 cannot hold") as info:
+        engine.merge(recipe, tmp_path / "out")
+    assert info.value.tensor == "head.w" and not (tmp_path / "out").exists()
+    engine.merge({**recipe, "dtype": "float32"}, tmp_path / "out")
+    assert float(load_file(tmp_path / "out" / "heads" / "ta" / "model.safetensors")["head.w"][0, 0]) == 1e5
+    nan_head = [{"model": paths["b"], "task": "tb"}, {"model": paths["c"], "task": "tc"}]
+    engine.merge({**recipe, "models": nan_head}, tmp_path / "nan")  # tb's NaN is its own: copied as it is
+    assert torch.isnan(load_file(tmp_path / "nan" / "heads" / "tb" / "model.safetensors")["head.w"][0, 0])
+
+
 def test_nan_in_an_averaged_running_statistic_is_reported_too(tmp_path):
     """BatchNorm statistics are averaged, not merged, under methods that take a base: checked all the same."""
     bad = torch.ones(2)

@@ -22,7 +22,7 @@ from ..weights.writer import (
     pack_in_order,
     parse_size,
 )
-from .merger import Merger, check_finite, init_tensor, resolve_device, torch_out_dtype
+from .merger import Merger, cast_copy, check_finite, init_tensor, resolve_device, torch_out_dtype
 from .outputs import HEADS_DIR, check_merge_output
 from .planning import close_plan
 from .plans import DEFAULT_BUDGET_BYTES, DEFAULT_GROUP_BYTES, MergePlan, TensorPlan
@@ -81,7 +81,8 @@ def execute(
         OutputExistsError: ``output`` exists and ``overwrite`` is false, or (``OutputNotOursError``) it
             is no earlier output: a folder without ``hubmerge_recipe.yaml`` (checked before any read).
         OutputSpaceError: the output's disk has too little free space for it (checked before any read).
-        NonFiniteTensorError: an input holds NaN/Inf in a merged tensor.
+        NonFiniteTensorError: an input holds NaN/Inf in a merged tensor, or a tensor's values are past the
+            output dtype's range (a merge result, or a copied head cast to the recipe's float16).
         WeightsError / HubError: reads failed after retries. CancelledError: ``cancel`` was set.
     """
     from ..weights.behind import Behind
@@ -144,7 +145,7 @@ def execute(
                 value = value.index_select(0, merger.torch.tensor(t.rows))
             out_dtype = torch_out_dtype(t.out_dtype)
             if value.dtype != out_dtype:
-                value = value.to(out_dtype)
+                value = cast_copy(merge_plan, t, value, out_dtype) if t.action == "copy" else value.to(out_dtype)
             if t.action in ("merge", "average"):
                 check_finite(merge_plan, t, value)
             writer.write(t.name, value)

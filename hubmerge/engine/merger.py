@@ -180,6 +180,22 @@ def check_finite(merge_plan: MergePlan, tensor: TensorPlan, value: torch.Tensor)
     raise NonFiniteTensorError(tensor.name, [result], overflowed=written if narrow else None)
 
 
+def cast_copy(merge_plan: MergePlan, tensor: TensorPlan, value: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """A copied tensor (a head, a tensor outside the merge) in the output's ``dtype``: values past its range (a
+    recipe's float16) are an error, as in a merged tensor, not Inf written in silence. An input's own NaN/Inf
+    is copied as it is: the copy makes nothing worse."""
+    import torch
+
+    cast = value.to(dtype)
+    if not cast.is_floating_point() or math.isfinite(float(cast.sum(dtype=torch.float32))):
+        return cast
+    if bool((torch.isfinite(cast) | ~torch.isfinite(value)).all()):
+        return cast  # finite values whose float32 sum overflowed, or the input's own NaN/Inf
+    written = str(dtype).removeprefix("torch.")
+    label = merge_plan.inputs[tensor.readers[0]].label
+    raise NonFiniteTensorError(tensor.name, [f"{label}'s tensor cast to {written}"], overflowed=written)
+
+
 def init_tensor(tensor: TensorPlan) -> torch.Tensor:
     """A new head tensor, initialised like ``nn.Linear`` (uniform in ±1/sqrt(fan_in)), seeded per task."""
     import torch
