@@ -18,14 +18,15 @@ __all__ = ["parse_json", "read_json_file"]
 OnError = Callable[[str], Exception]
 
 
-def parse_json(text: str | bytes, on_error: OnError) -> Any:
-    """``text`` parsed.
+def parse_json(text: str | bytes, on_error: OnError,
+               object_pairs_hook: Callable[[list[tuple[str, Any]]], Any] | None = None) -> Any:
+    """``text`` parsed (its objects by ``object_pairs_hook``, as ``json.loads`` takes it, when given).
 
     Raises:
         ``on_error(problem)``: the text is no JSON (or no UTF-8), or nests too deeply to be parsed.
     """
     try:
-        return json.loads(text)
+        return json.loads(text, object_pairs_hook=object_pairs_hook)
     except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         raise on_error(f"not valid JSON ({exc})") from None
     except RecursionError:  # json.loads recurses once per level

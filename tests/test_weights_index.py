@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import struct
 
 import pytest
@@ -117,6 +118,34 @@ def test_index_that_disagrees_with_the_shards(tmp_path):
     index["weight_map"]["a"] = index["weight_map"]["b"]
     (tmp_path / "model.safetensors.index.json").write_text(json.dumps(index))
     with pytest.raises(ShardIndexError, match="does not hold it"):
+        open_weights(LocalSource(tmp_path))
+
+
+@pytest.mark.parametrize("twice, said", [
+    ('"a": "model-00002-of-00002.safetensors"', "'a' is listed twice: in model-00001-of-00002.safetensors and in "
+                                                "model-00002-of-00002.safetensors"),
+    ('"a": "model-00001-of-00002.safetensors"', None),  # the same shard twice: harmless, read as one
+])
+def test_a_tensor_listed_twice_in_the_index_is_refused_when_the_shards_differ(tmp_path, twice, said):
+    """json keeps a key's last value: the index listing 'a' in both shards was refused for the wrong one
+    ('mapped to model-00002 but that shard does not hold it'), and where the last was right, silently taken."""
+    sharded(tmp_path, [{"a": torch.zeros(2)}, {"b": torch.zeros(2)}])
+    index = (tmp_path / "model.safetensors.index.json").read_text()
+    (tmp_path / "model.safetensors.index.json").write_text(index.replace("}}", f", {twice}}}}}"))
+    if said is None:
+        assert open_weights(LocalSource(tmp_path)).tensors["a"].file == "model-00001-of-00002.safetensors"
+        return
+    with pytest.raises(ShardIndexError, match=re.escape(said)):
+        open_weights(LocalSource(tmp_path))
+
+
+def test_an_index_with_two_weight_maps_is_refused_not_read_as_the_last(tmp_path):
+    """The first map's tensors were left out unsaid: 'b' missing from a model whose shard holds it."""
+    sharded(tmp_path, [{"a": torch.zeros(2)}, {"b": torch.zeros(2)}])
+    index = (tmp_path / "model.safetensors.index.json").read_text()
+    (tmp_path / "model.safetensors.index.json").write_text(
+        index.replace("}}", '}, "weight_map": {"a": "model-00001-of-00002.safetensors"}}'))
+    with pytest.raises(ShardIndexError, match="'weight_map' is listed twice"):
         open_weights(LocalSource(tmp_path))
 
 

@@ -7,9 +7,10 @@ Reads only the index JSON and the headers; validates that the index cannot point
 from __future__ import annotations
 
 import posixpath
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 from ..errors import HeaderParseError, ModelFilesNotFoundError, ShardIndexError, listed
 from ..json_files import parse_json
@@ -72,9 +73,27 @@ def safe_shard_name(where: str, name: object) -> str:
     return normalised
 
 
+def _one_value_per_key(where: str) -> Callable[[list[tuple[str, Any]]], dict[str, Any]]:
+    """A JSON object hook refusing a key given twice with two values (a tensor listed in two shards, two
+    'weight_map's): json keeps the last, so the error named the wrong shard, or the first map's tensors were
+    left out unsaid. A key repeated with the same value, as some writers do, is harmless."""
+
+    def hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in pairs:
+            if key in out and out[key] != value:
+                given = f": in {out[key]} and in {value}" if isinstance(value, str) else " with two values"
+                raise ShardIndexError(where, f"{key!r} is listed twice{given}")
+            out[key] = value
+        return out
+
+    return hook
+
+
 def _weight_map(source: WeightSource) -> dict[str, str]:
     where = source.where(INDEX_FILE)
-    index = parse_json(source.read_file(INDEX_FILE), lambda problem: ShardIndexError(where, problem))
+    index = parse_json(source.read_file(INDEX_FILE), lambda problem: ShardIndexError(where, problem),
+                       object_pairs_hook=_one_value_per_key(where))
     if not isinstance(index, dict) or not isinstance(index.get("weight_map"), dict):
         raise ShardIndexError(where, "it has no 'weight_map' object")
     weight_map = index["weight_map"]
