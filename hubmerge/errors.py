@@ -268,9 +268,11 @@ class UnsupportedDtypeError(PlanError):
 
 
 class UnsupportedArchitectureError(PlanError):
-    def __init__(self, what: str, supported: Sequence[str]) -> None:
+    def __init__(self, what: str, supported: Sequence[str], *, wrapper: str | None = None) -> None:
+        """``wrapper``: the prefix (``module.``) before names that would otherwise be a supported family's."""
         super().__init__(f"{what} is not a supported architecture. Supported: {listed(supported, 50)}.")
         self.supported = tuple(supported)
+        self.wrapper = wrapper
 
 
 # ---------------------------------------------------------------- weights IO

@@ -145,3 +145,23 @@ def test_every_method_merges_the_same_layouts_from_the_hub(layouts, local_hub, t
         out = tmp_path / method
         engine.merge(_recipe(method, repos.__getitem__), out, token=local_hub.alice_token)
         _check(out, _expected(method, state))
+
+
+def test_fine_tunes_saved_under_a_training_wrappers_prefix_are_refused_not_merged_as_no_familys(tmp_path):
+    """Every input 'module.'-prefixed (saved from DataParallel): each failed its config's family, so the plan took
+    them all for models of no family and merged them whole, writing ConvNeXt's config over names transformers
+    does not load (it made every weight anew)."""
+    from hubmerge.errors import UnsupportedArchitectureError
+
+    from ._models import save_model, state_dict
+
+    refs = []
+    for i in range(2):
+        folder = save_model("convnext", tmp_path / f"m{i}", seed=i, num_labels=3)
+        tensors = state_dict(folder)
+        (folder / "model.safetensors").unlink()
+        save_file({f"module.{n}": v for n, v in tensors.items()}, folder / "model.safetensors")
+        refs.append({"model": str(folder), "task": f"t{i}"})
+    with pytest.raises(UnsupportedArchitectureError, match="every name starts with 'module.'"):
+        engine.merge({"method": "simple_average", "models": refs}, tmp_path / "out")
+    assert not (tmp_path / "out").exists()

@@ -87,6 +87,25 @@ def test_unsupported_architecture_lists_the_supported_ones():
     assert set(info.value.supported) == set(supported_families()) and len(supported_families()) == len(FAMILIES)
 
 
+@pytest.mark.parametrize("prefix", ["module.", "model."])
+def test_a_model_saved_under_a_training_wrappers_prefix_is_told_so(prefix):
+    """DataParallel's 'module.', Lightning's 'model.': the error said only that no tensor was under the backbone
+    (or that the names were unrecognised), and the planner took such inputs for models of no family."""
+    convnext = ["convnext.embeddings.patch_embeddings.weight", "classifier.weight"]
+    with pytest.raises(UnsupportedArchitectureError, match=f"every name starts with '{prefix}', a training") as info:
+        detect_family({"model_type": "convnext"}, [prefix + n for n in convnext], where="m")
+    assert info.value.wrapper == prefix
+    with pytest.raises(UnsupportedArchitectureError, match="unrecognised tensor names; every name") as info:
+        detect_family(None, [prefix + n for n in torchvision_names("resnet18")], where="m")
+    assert info.value.wrapper == prefix
+    for config, names in [({"model_type": "convnext"}, ["embeddings.patch_embeddings.weight"]),  # a ConvNextModel
+                          ({"model_type": "convnext"}, [prefix + "embeddings.weight", prefix + "encoder.weight"]),
+                          (None, [prefix + "encoder.weight", prefix + "head.weight"])]:
+        with pytest.raises(UnsupportedArchitectureError) as info:
+            detect_family(config, names, where="m")
+        assert info.value.wrapper is None and "wrapper" not in str(info.value)
+
+
 def test_a_config_whose_tensors_or_class_do_not_fit_is_refused():
     with pytest.raises(UnsupportedArchitectureError, match="no tensor is under convnext"):
         detect_family({"model_type": "convnext"}, ["embeddings.patch_embeddings.weight"], where="m")

@@ -172,6 +172,8 @@ def _detect_family(inputs: Sequence[InputModel]) -> Family | None:
         try:
             found[model.label] = detect_family(model.config, model.weights.tensors, where=model.weights.label)
         except UnsupportedArchitectureError as exc:
+            if exc.wrapper is not None:  # a family's model under a wrapper's prefix: merged as no family's,
+                raise  # its output held the family's config over names that no loader reads
             found[model.label] = None
             why[model.label] = str(exc)
     names = {family.name if family else None for family in found.values()}

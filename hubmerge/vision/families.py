@@ -27,7 +27,7 @@ This module imports nothing heavy: the planner imports it.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -202,6 +202,20 @@ def model_layout(family: Family, config: Mapping[str, Any] | None, tensor_names:
     return {key: str(config[key]) for key in _LAYOUT_KEYS if config is not None and key in config}
 
 
+def _wrapper_prefix(names: list[str], fits: Callable[[list[str]], bool]) -> str | None:
+    """The first part all ``names`` share, when without it they fit a family (``fits``): the prefix a training
+    wrapper adds (DataParallel's ``module.``), which transformers and torchvision do not load either."""
+    first = {name.split(".", 1)[0] for name in names}
+    prefix = f"{first.pop()}." if len(first) == 1 and all("." in name for name in names) else None
+    return prefix if prefix is not None and fits([name.removeprefix(prefix) for name in names]) else None
+
+
+def _unwrap_hint(prefix: str | None) -> str:
+    if prefix is None:
+        return ""
+    return f"; every name starts with '{prefix}', a training wrapper's prefix: save the unwrapped model"
+
+
 def detect_family(
     config: Mapping[str, Any] | None, tensor_names: Iterable[str], *, where: str = "the model"
 ) -> Family:
@@ -222,7 +236,8 @@ def detect_family(
 
     Raises:
         UnsupportedArchitectureError: none of the known families (the message lists them), or a
-            config that names a family whose tensors or classifier class are not there.
+            config that names a family whose tensors or classifier class are not there; its ``wrapper``
+            is the prefix (``module.``) a training wrapper put before names that would be a family's.
 
     Example:
         >>> detect_family({"model_type": "convnext"}, []).backbone
@@ -238,9 +253,12 @@ def detect_family(
         if family is None and not architectures and torchvision_architecture(names) is not None:
             family = family_by_name(TORCHVISION_FAMILY)
     if family is None:
+        wrapper = None if model_type or architectures else _wrapper_prefix(
+            names, lambda bare: torchvision_architecture(bare) is not None)
         named = f"model_type '{model_type}'" if model_type else (
-            f"architectures {architectures}" if architectures else "no config.json and unrecognised tensor names")
-        raise UnsupportedArchitectureError(f"{where} ({named})", supported_families())
+            f"architectures {architectures}" if architectures else
+            f"no config.json and unrecognised tensor names{_unwrap_hint(wrapper)}")
+        raise UnsupportedArchitectureError(f"{where} ({named})", supported_families(), wrapper=wrapper)
     if architectures and family.architectures and not set(family.architectures) & set(architectures):
         raise UnsupportedArchitectureError(
             f"{where} (a {family.name} {'/'.join(architectures)}, not an image classifier with a head: "
@@ -248,8 +266,10 @@ def detect_family(
             supported_families(),
         )
     if names and not any(family.in_backbone(n) for n in names):
+        wrapper = _wrapper_prefix(names, lambda bare: any(map(family.in_backbone, bare)))
         raise UnsupportedArchitectureError(
-            f"{where} (its config says {family.name}, but no tensor is under {'/'.join(family.backbone)})",
-            supported_families(),
+            f"{where} (its config says {family.name}, but no tensor is under {'/'.join(family.backbone)}"
+            f"{_unwrap_hint(wrapper)})",
+            supported_families(), wrapper=wrapper,
         )
     return family
