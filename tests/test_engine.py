@@ -892,6 +892,7 @@ def test_target_prefix_that_matches_nothing(tmp_path, convnext):
 def test_path_traversal_in_weight_map(tmp_path, convnext):
     family, target = broken_copy(tmp_path, convnext)
     names = list(state_dict(target))
+    (target / "model.safetensors").unlink()  # beside it, model.safetensors is the model, as in transformers
     (target / "model.safetensors.index.json").write_text(
         json.dumps({"weight_map": {n: "../../etc/model.safetensors" for n in names}})
     )

@@ -146,6 +146,7 @@ def test_a_shard_index_naming_files_outside_the_model_is_refused(merged, tmp_pat
     elsewhere = tmp_path / "private.safetensors"
     shutil.copy(copy / "model.safetensors", elsewhere)
     weights = load_file(copy / "model.safetensors")
+    (copy / "model.safetensors").unlink()  # beside it, model.safetensors is the model, as in transformers
     for name in (str(elsewhere), "../private.safetensors"):
         (copy / "model.safetensors.index.json").write_text(json.dumps({"weight_map": dict.fromkeys(weights, name)}))
         with pytest.raises(WeightsError, match="points outside the model directory"):

@@ -106,6 +106,20 @@ def test_corrupt_index(tmp_path, content):
         open_weights(LocalSource(tmp_path))
 
 
+def test_model_safetensors_beside_an_index_is_the_model_as_transformers_reads_it(tmp_path):
+    """Shards and an index an earlier upload left beside a newer model.safetensors (upload_folder deletes
+    nothing): transformers' from_pretrained and huggingface_hub read model.safetensors, the merge read the stale
+    shards, so it merged other weights than the model evaluated and loaded as that input."""
+    from hubmerge.vision.loading import _weight_files
+
+    sharded(tmp_path, [{"a": torch.zeros(2)}, {"b": torch.zeros(2)}])
+    save_file({"a": torch.ones(2), "b": torch.ones(2)}, tmp_path / "model.safetensors")
+    weights = open_weights(LocalSource(tmp_path))
+    assert weights.files == ("model.safetensors",)
+    assert torch.equal(read_tensors(weights, ["a"])["a"], torch.ones(2))
+    assert _weight_files(tmp_path) == [tmp_path / "model.safetensors"]  # as hubmerge loads a model folder
+
+
 def test_index_naming_a_missing_shard(tmp_path):
     (tmp_path / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"a": "gone.safetensors"}}))
     with pytest.raises(ModelFilesNotFoundError, match="gone.safetensors"):

@@ -170,12 +170,12 @@ def _weight_files(directory: Path) -> list[Path]:
     from ..weights.index import INDEX_FILE as WEIGHT_INDEX
     from ..weights.index import safe_shard_name
 
+    if (directory / "model.safetensors").is_file():  # before an index beside it, as the merge reads a model
+        return [directory / "model.safetensors"]
     index = read_json_object(directory / WEIGHT_INDEX)
     if index is not None and isinstance(index.get("weight_map"), dict):  # a published repo's: names checked
         where = str(directory / WEIGHT_INDEX)
         return [directory / safe_shard_name(where, name) for name in sorted(set(index["weight_map"].values()))]
-    if (directory / "model.safetensors").is_file():
-        return [directory / "model.safetensors"]
     return sorted(directory.glob("*.safetensors"))
 
 

@@ -103,6 +103,11 @@ def _weight_map(source: WeightSource) -> dict[str, str]:
 
 
 def _choose_files(source: WeightSource, listing: list[str]) -> tuple[list[str], dict[str, str] | None]:
+    """The files that hold the model: ``model.safetensors`` where there is one beside an index (shards an
+    earlier upload left, or the reverse), as transformers' ``from_pretrained`` and huggingface_hub read it, so
+    the merge reads the weights that evaluating or loading the input gives."""
+    if SINGLE_FILE in listing:
+        return [SINGLE_FILE], None
     if INDEX_FILE in listing:
         weight_map = _weight_map(source)
         shards = sorted(set(weight_map.values()))
@@ -113,8 +118,6 @@ def _choose_files(source: WeightSource, listing: list[str]) -> tuple[list[str], 
                 model=source.label,
             )
         return shards, weight_map
-    if SINGLE_FILE in listing:
-        return [SINGLE_FILE], None
     top_level = [f for f in listing if f.endswith(".safetensors") and "/" not in f]
     if len(top_level) == 1:
         return top_level, None
