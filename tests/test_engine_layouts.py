@@ -165,3 +165,28 @@ def test_fine_tunes_saved_under_a_training_wrappers_prefix_are_refused_not_merge
     with pytest.raises(UnsupportedArchitectureError, match="every name starts with 'module.'"):
         engine.merge({"method": "simple_average", "models": refs}, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_tied_weights_saved_once_merge_as_the_same_model_saved_whole(tmp_path):
+    """One fine-tune saved by safetensors' save_model (tied weights once, the other name in its metadata), one
+    saved whole: the merge was refused ('out.weight: missing in model0'); both names are the average now."""
+    from safetensors.torch import save_model
+
+    class Tied(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb, self.out = torch.nn.Linear(4, 3, bias=False), torch.nn.Linear(4, 3, bias=False)
+            self.out.weight = self.emb.weight
+
+    once, whole = Tied(), Tied()
+    for name in ("once", "whole"):
+        (tmp_path / name).mkdir()
+    save_model(once, str(tmp_path / "once" / "model.safetensors"))
+    save_file({n: v.clone() for n, v in whole.state_dict().items()}, tmp_path / "whole" / "model.safetensors")
+    models = [{"model": str(tmp_path / "once")}, {"model": str(tmp_path / "whole")}]
+    engine.merge({"method": "simple_average", "models": models}, tmp_path / "out")
+    merged = load_file(tmp_path / "out" / "model.safetensors")
+    expected = (once.emb.weight + whole.emb.weight).detach() / 2
+    assert merged.keys() == {"emb.weight", "out.weight"}
+    torch.testing.assert_close(merged["emb.weight"], expected)
+    torch.testing.assert_close(merged["out.weight"], expected)

@@ -120,6 +120,26 @@ def test_model_safetensors_beside_an_index_is_the_model_as_transformers_reads_it
     assert _weight_files(tmp_path) == [tmp_path / "model.safetensors"]  # as hubmerge loads a model folder
 
 
+def test_tied_weights_saved_once_read_under_each_name(tmp_path):
+    """safetensors' save_model keeps one name of tied weights and records the others in the metadata; they
+    were no tensors of the model, so it was refused beside the model saved whole ('out.weight: missing')."""
+    from safetensors.torch import save_model
+
+    class Tied(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb, self.out = torch.nn.Linear(4, 3, bias=False), torch.nn.Linear(4, 3, bias=False)
+            self.out.weight = self.emb.weight
+
+    model = Tied()
+    save_model(model, str(tmp_path / "model.safetensors"), metadata={"format": "pt", "note": "emb.weight"})
+    weights = open_weights(LocalSource(tmp_path))
+    assert sorted(weights.tensors) == ["emb.weight", "out.weight"]  # "note" names a tensor but is none
+    read = read_tensors(weights, ["emb.weight", "out.weight"])
+    assert torch.equal(read["out.weight"], model.emb.weight.detach())
+    assert torch.equal(read["emb.weight"], read["out.weight"])
+
+
 def test_index_naming_a_missing_shard(tmp_path):
     (tmp_path / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"a": "gone.safetensors"}}))
     with pytest.raises(ModelFilesNotFoundError, match="gone.safetensors"):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import posixpath
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ..errors import HeaderParseError, ModelFilesNotFoundError, ShardIndexError, listed
@@ -152,6 +152,23 @@ def no_weights_message(label: str, listing: Sequence[str], *, repo_id: str | Non
     return f"{message}."
 
 
+def _tied(
+    headers: dict[str, SafetensorsHeader], tensors: dict[str, TensorLocation]
+) -> dict[str, TensorLocation]:
+    """Tied weights saved once: safetensors' ``save_model`` keeps one name of a shared tensor and records each
+    one it dropped in the metadata as ``{dropped: kept}`` (``load_model`` ties them back). Each dropped name
+    reads the kept tensor, so the model lines up with the same model saved whole. Only a name of the kept
+    one's kind (``.weight`` for a ``.weight``) is taken: other metadata may name a tensor too."""
+    tied: dict[str, TensorLocation] = {}
+    for file, head in headers.items():
+        for dropped, kept in (head.metadata or {}).items():
+            location = tensors.get(kept)
+            same_kind = "." in dropped and dropped.rsplit(".", 1)[-1] == kept.rsplit(".", 1)[-1]
+            if same_kind and dropped not in tensors and location is not None and location.file == file:
+                tied[dropped] = TensorLocation(file, location.offset, replace(location.info, name=dropped))
+    return tied
+
+
 def open_weights(source: WeightSource, *, max_workers: int = 8) -> ModelWeights:
     """Read the layout of the model behind ``source`` from its index and shard headers.
 
@@ -198,4 +215,5 @@ def open_weights(source: WeightSource, *, max_workers: int = 8) -> ModelWeights:
         unmapped = sorted(set(tensors) - set(weight_map))
         if unmapped:
             raise ShardIndexError(where, f"shards hold tensors the index does not list: {', '.join(unmapped[:10])}")
+    tensors.update(_tied(headers, tensors))
     return ModelWeights(source, tuple(files), headers, tensors)
