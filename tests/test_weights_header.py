@@ -161,6 +161,14 @@ def test_read_header_uses_one_read_for_small_headers_and_two_for_big_ones():
     header = read_header(reader(big), where="b", file_size=len(big))
     assert len(header.tensors) == 3000
     assert len(calls) == 2 and calls[1][0] == FIRST_READ_BYTES
+    # the second read takes the rest of the header only, not as much again (up to 100 MB more)
+    assert calls[1] == (FIRST_READ_BYTES, header.data_start - FIRST_READ_BYTES)
+
+
+def test_a_prefix_short_of_the_header_is_refused_even_inside_its_padding():
+    blob = encode({"x": {"dtype": "U8", "shape": [2], "data_offsets": [0, 2]}}, b"ab", pad=5)
+    with pytest.raises(HeaderParseError, match="only .* bytes given"):
+        parse_header(blob[: len(blob) - 2 - 3], where="short", file_size=len(blob))
 
 
 def test_read_header_survives_a_source_that_returns_short():
