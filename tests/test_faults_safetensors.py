@@ -450,6 +450,8 @@ def run_case(case: Case, recipe, victim: Path, work: Path, reference: dict[str, 
         engine.execute(merge_plan, output, workers=1)
     except HubmergeError as exc:
         tally.typed[f"{stage}:{type(exc).__name__}"] += 1
+        if case.neutral:
+            tally.failures.append(f"{where}: a meaning-preserving change was refused: {type(exc).__name__}: {exc}")
         if output.exists():
             tally.failures.append(f"{where}: {type(exc).__name__} but the output exists")
         if not str(exc):

@@ -12,6 +12,7 @@ from safetensors.torch import save_file
 
 from hubmerge.errors import HeaderParseError, ModelFilesNotFoundError, RangeReadError, ShardIndexError
 from hubmerge.weights import LocalSource, open_weights
+from hubmerge.weights.index import no_weights_message
 from hubmerge.weights.reader import plan_spans, read_tensors
 
 
@@ -91,7 +92,7 @@ def test_missing_directory(tmp_path):
 @pytest.mark.parametrize(
     "shard",
     ["../outside.safetensors", "/etc/passwd.safetensors", "sub/../../x.safetensors", "C:\\x.safetensors",
-     "..\\x.safetensors", "model.bin"],
+     "..\\x.safetensors", "model.bin", "a\x00.safetensors"],
 )
 def test_index_cannot_point_outside_the_model(tmp_path, shard):
     (tmp_path / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"a": shard}}))
@@ -181,6 +182,37 @@ def test_an_index_with_two_weight_maps_is_refused_not_read_as_the_last(tmp_path)
         index.replace("}}", '}, "weight_map": {"a": "model-00001-of-00002.safetensors"}}'))
     with pytest.raises(ShardIndexError, match="'weight_map' is listed twice"):
         open_weights(LocalSource(tmp_path))
+
+
+def test_an_index_that_swaps_two_tensors_shards_is_refused(tmp_path):
+    # both shards are still named, so every tensor is found somewhere: only the file the index names is wrong
+    sharded(tmp_path, [{"a": torch.zeros(2)}, {"b": torch.zeros(2)}])
+    index = json.loads((tmp_path / "model.safetensors.index.json").read_text())
+    index["weight_map"] = {"a": index["weight_map"]["b"], "b": index["weight_map"]["a"]}
+    (tmp_path / "model.safetensors.index.json").write_text(json.dumps(index))
+    with pytest.raises(ShardIndexError, match="does not hold it"):
+        open_weights(LocalSource(tmp_path))
+
+
+def test_an_index_that_leaves_a_tensor_out_is_refused(tmp_path):
+    sharded(tmp_path, [{"a": torch.zeros(2), "c": torch.zeros(1)}, {"b": torch.zeros(2)}])
+    index = json.loads((tmp_path / "model.safetensors.index.json").read_text())
+    del index["weight_map"]["c"]
+    (tmp_path / "model.safetensors.index.json").write_text(json.dumps(index))
+    with pytest.raises(ShardIndexError, match="does not list: c$"):
+        open_weights(LocalSource(tmp_path))
+
+
+def test_total_bytes_are_the_files_sizes_headers_included(tmp_path):
+    sharded(tmp_path, [{"a": torch.zeros(2)}, {"b": torch.zeros(3)}])
+    weights = open_weights(LocalSource(tmp_path))
+    assert weights.total_bytes == sum((tmp_path / f).stat().st_size for f in weights.files)
+
+
+def test_a_hub_repo_with_weights_beside_models_one_folder_down_is_told_to_keep_one_file():
+    listing = ["a.safetensors", "b.safetensors", "cars/model.safetensors"]
+    message = no_weights_message("org/m", listing, repo_id="org/m")
+    assert "keep one, or add the index" in message and "hf download" not in message
 
 
 def test_tensor_in_two_shards(tmp_path):
