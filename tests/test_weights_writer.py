@@ -8,9 +8,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from hubmerge.errors import OutputExistsError, PlanError, RecipeError
+from hubmerge.errors import OutputExistsError, OutputHoldsInputError, PlanError, RecipeError
 from hubmerge.weights import LocalSource, ShardedWriter, atomic_output_dir, open_weights
-from hubmerge.weights.writer import OutputTensor, clean_stale, parse_size, shard_layout
+from hubmerge.weights.writer import OutputTensor, check_output, clean_stale, parse_size, shard_layout
 
 
 def sample():
@@ -34,6 +34,14 @@ def write_all(directory, tensors, max_shard_size):
     for name, value in tensors.items():
         writer.write(name, value)
     return writer.close()
+
+
+def test_a_strided_tensor_is_written_as_its_values(tmp_path):
+    strided = torch.arange(8, dtype=torch.float32)[::2]  # 1-D and not contiguous: reshape(-1) keeps it so
+    writer = ShardedWriter(tmp_path, [OutputTensor("s", "F32", (4,))], max_shard_size=100)
+    writer.write("s", strided)
+    writer.close()
+    assert torch.equal(load_file(tmp_path / "model.safetensors")["s"], torch.tensor([0.0, 2.0, 4.0, 6.0]))
 
 
 def test_single_file_round_trips_through_safetensors(tmp_path):
@@ -63,6 +71,9 @@ def test_shard_layout_gives_big_tensors_their_own_shard():
     # a shard may be exactly the limit: "at most --max-shard-size", not below it
     exact = [OutputTensor("a", "F32", (10,)), OutputTensor("b", "F32", (15,))]  # 40 + 60 bytes
     assert [[t.name for t in s] for s in shard_layout(exact, 100)] == [["a", "b"]]
+    # a first tensor over the limit gets its shard too, with no empty shard before it
+    first_big = [OutputTensor("big", "F32", (100,)), OutputTensor("s", "F32", (2,))]
+    assert [[t.name for t in s] for s in shard_layout(first_big, 50)] == [["big"], ["s"]]
 
 
 def test_writer_enforces_the_plan(tmp_path):
@@ -160,6 +171,14 @@ def test_a_disk_that_refuses_the_output_is_said_in_words(tmp_path, monkeypatch):
     assert "hubmerge-tmp" not in str(refused.value)
 
 
+def test_an_output_that_links_to_an_input_is_refused(tmp_path):
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "model.safetensors").write_bytes(b"x")
+    (tmp_path / "out").symlink_to(tmp_path / "model")
+    with pytest.raises(OutputHoldsInputError, match="the input model"):
+        check_output(tmp_path / "out", overwrite=True, keep={tmp_path / "model": "the input model"})
+
+
 def test_empty_existing_directory_is_fine(tmp_path):
     (tmp_path / "out").mkdir()
     with atomic_output_dir(tmp_path / "out") as tmp:
@@ -186,6 +205,19 @@ def test_leftovers_of_killed_runs_are_cleaned(tmp_path):
     (running / "half-written").write_text("x")
     clean_stale(tmp_path / "other")
     assert (running / "half-written").exists()
+
+
+def test_an_output_left_aside_by_a_run_killed_after_its_rename_is_removed(tmp_path):
+    # killed between renaming its new output into place and removing the old one: the new one stays
+    dead_pid = 2**22 + 12345  # above pid_max on Linux: never alive
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "current").write_text("the new output")
+    moved_aside = tmp_path / f".out.hubmerge-old-{dead_pid}-abcd"
+    moved_aside.mkdir()
+    (moved_aside / "previous").write_text("the old output")
+    clean_stale(tmp_path / "out")
+    assert not moved_aside.exists()
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["current"]
 
 
 def test_leftovers_of_another_users_running_merge_are_kept(tmp_path, monkeypatch):
