@@ -262,6 +262,7 @@ def test_errors_name_the_file(tmp_path):
         ("gpt2", ModelRef(repo_id="gpt2")),
         ("./local", ModelRef(path=Path("local"))),
         ("/abs/dir", ModelRef(path=Path("/abs/dir"))),
+        ("models\\ft", ModelRef(path=Path("models\\ft"))),  # a Windows path, even where it does not exist
     ],
 )
 def test_model_refs(text, expected):
@@ -333,3 +334,26 @@ def test_yaml_merge_keys_still_override_as_yaml_says():
     recipe = Recipe.from_yaml("method: weighted_average\nmodels:\n  - &first {model: a/b, task: x, weight: 2}\n"
                               "  - {<<: *first, model: a/c, task: y}\n")
     assert [(str(m.model), m.task, m.weight) for m in recipe.models] == [("a/b", "x", 2.0), ("a/c", "y", 2.0)]
+
+
+def test_a_repo_id_with_two_dots_in_a_row_is_refused():
+    # the Hub refuses '..' in a repo id as it does '--'; the regex alone lets it through
+    with pytest.raises(RecipeError, match="neither an existing directory nor a valid repo id"):
+        ModelRef.parse("org/a..b")
+
+
+def test_one_target_prefix_may_be_written_as_a_string():
+    recipe = Recipe.from_yaml("method: simple_average\nmodels: [a/b]\ntarget_modules: convnext\n")
+    assert recipe.target_modules == ("convnext",)
+
+
+def test_a_recipe_loaded_by_a_relative_path_names_its_local_models_absolutely(tmp_path, monkeypatch):
+    (tmp_path / "ft").mkdir()
+    (tmp_path / "r.yaml").write_text("method: simple_average\nmodels:\n  - model: ./ft\n")
+    monkeypatch.chdir(tmp_path)
+    assert load_recipe("r.yaml").models[0].model.path == tmp_path / "ft"
+
+
+def test_a_dataset_mapping_with_an_empty_split_is_evaluated_on_test():
+    dataset = DatasetRef.parse({"path": "org/data", "name": "cfg", "split": None})
+    assert dataset == DatasetRef("org/data", "cfg", "test")
