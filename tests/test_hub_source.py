@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from types import SimpleNamespace
 
 import httpx2
 import pytest
@@ -12,8 +13,8 @@ from huggingface_hub import HfApi
 from safetensors.torch import load_file
 
 from hubmerge import engine
-from hubmerge.errors import AuthenticationError, HubError, RangeReadError, RepoNotFoundError
-from hubmerge.hub.source import HubSource
+from hubmerge.errors import AuthenticationError, HubError, ModelFilesNotFoundError, RangeReadError, RepoNotFoundError
+from hubmerge.hub.source import HubSource, hub_errors
 from hubmerge.recipe import load_recipe
 from hubmerge.weights import http as ranged
 from hubmerge.weights.http import RetryPolicy, read_range_into
@@ -219,6 +220,30 @@ def test_only_a_read_from_byte_0_is_kept_as_the_files_prefix(local_hub):
     assert source.read_range("blob.bin", 5, 20) == data[5:25]  # inside the kept prefix: no request
     assert source.read_range("blob.bin", 20, 20) == data[20:40]  # its tail fetched
     assert sum(local_hub.stats.bytes_by_path.values()) == 10
+
+
+def test_a_read_before_the_start_or_past_the_end_is_refused(local_hub):
+    _, repo_id = fresh_repo(local_hub, bytes(range(64)))
+    source = HubSource(repo_id)
+    source.read_range("blob.bin", 0, 8)  # a kept prefix, which a negative offset would slice from its end
+    for offset, length in ((-4, 8), (60, 5)):
+        with pytest.raises(RangeReadError, match="blob.bin.*past the end"):
+            source.read_range("blob.bin", offset, length)
+
+
+def test_a_file_the_hub_lacks_is_a_missing_model_file_by_its_name():
+    from huggingface_hub import errors as hf
+
+    with pytest.raises(ModelFilesNotFoundError, match="org/m: file 'model.safetensors' was not found"):
+        with hub_errors("org/m", path="model.safetensors"):
+            raise hf.EntryNotFoundError("404 for model.safetensors")
+
+
+def test_a_hub_that_names_no_commit_is_refused(monkeypatch):
+    # every read goes to /resolve/<sha>/: without one, no read could be pinned
+    monkeypatch.setattr(HfApi, "model_info", lambda self, *args, **kwargs: SimpleNamespace(sha=None, siblings=[]))
+    with pytest.raises(HubError, match="did not say which commit 'org/m@main' points to"):
+        HubSource("org/m", revision="main")
 
 
 def test_offline_mode_is_a_clear_error(hub_offline):
