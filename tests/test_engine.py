@@ -1211,3 +1211,20 @@ def test_gpu_merge_equals_cpu_merge(tmp_path, convnext, method):
     a, b = load_file(tmp_path / "cpu" / "model.safetensors"), load_file(tmp_path / "gpu" / "model.safetensors")
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
+
+
+def test_a_task_named_as_another_input_leaves_each_inputs_missing_tensors_said(tmp_path):
+    """A task 'base' beside the base model, or 'model1' beside an untasked second model: one label for both
+    inputs hid the one's missing tensor behind the other's, and the merge ended in a KeyError."""
+    paths = _save_models(tmp_path, base={"w": torch.zeros(2)}, a={"w": torch.ones(2), "x": torch.ones(1)},
+                         b={"w": torch.ones(2), "x": torch.ones(1)}, c={"w": torch.ones(2)})
+    with pytest.raises(MissingTensorError, match="x: missing in base_model\n"):
+        engine.plan({"method": "task_arithmetic", "base_model": paths["base"],
+                     "models": [{"model": paths["a"], "task": "base"}, {"model": paths["b"], "task": "beta"}]})
+    with pytest.raises(MissingTensorError, match=r"x: missing in models\[1\]\n"):
+        engine.plan({"method": "simple_average", "models": [{"model": paths["a"], "task": "model1"},
+                                                            {"model": paths["c"]}]})
+    merge_plan = engine.plan({"method": "simple_average", "base_model": paths["base"],
+                              "models": [{"model": paths["c"], "task": "base"}, {"model": paths["c"]}]})
+    engine.close_plan(merge_plan)
+    assert [m.label for m in merge_plan.inputs] == ["base_model", "base", "model1"]

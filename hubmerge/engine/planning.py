@@ -47,10 +47,16 @@ def _open_inputs(
     recipe: Recipe, token: str | None, endpoint: str | None
 ) -> list[tuple[str, ModelRef, Literal["base", "model"], ModelEntry | None, WeightSource]]:
     wanted: list[tuple[str, ModelRef, Literal["base", "model"], ModelEntry | None]] = []
+    # The plan keys inputs by label: a task named as another input would be ('base', 'model1') leaves that
+    # input the recipe's name for it, as one label for two hid one's missing tensors (a KeyError at the merge);
+    # brackets are in no task's name.
+    tasks = set(recipe.tasks)
     if recipe.base_model is not None:
-        wanted.append(("base", recipe.base_model, "base", None))
+        label = next(name for name in ("base", "base_model", "[base_model]") if name not in tasks)
+        wanted.append((label, recipe.base_model, "base", None))
     for i, entry in enumerate(recipe.models):
-        wanted.append((entry.task or f"model{i}", entry.model, "model", entry))
+        untasked = f"model{i}" if f"model{i}" not in tasks else f"models[{i}]"
+        wanted.append((entry.task or untasked, entry.model, "model", entry))
     with ThreadPoolExecutor(max_workers=min(8, len(wanted))) as pool:
         futures = [pool.submit(open_source, ref, token=token, endpoint=endpoint) for _, ref, _, _ in wanted]
         sources: list[WeightSource] = []
