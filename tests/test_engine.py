@@ -32,6 +32,7 @@ from hubmerge.errors import (
     RecipeError,
     ShapeMismatchError,
     ShardIndexError,
+    UnsupportedDtypeError,
 )
 from hubmerge.methods import get_method
 from hubmerge.plan_summary import human_bytes
@@ -404,6 +405,7 @@ def test_plan_reports_counts_and_sizes(convnext, tmp_path):
         assert read < 4.2 * model_bytes  # base + 3 models, no header bytes counted twice
         data = merge_plan.to_dict()
         assert data["method"] == "ties" and len(data["inputs"]) == 4
+        assert {task: d["classes"] for task, d in data["head_decisions"].items()} == {"alpha": 3, "beta": 5, "gamma": 4}
         assert json.dumps(data)
     finally:
         engine.close_plan(merge_plan)
@@ -1213,6 +1215,39 @@ def test_gpu_merge_equals_cpu_merge(tmp_path, convnext, method):
         torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
 
 
+def test_the_output_keeps_its_default_inputs_tensors_in_that_inputs_file_order(tmp_path):
+    """Sequential reads: tensors come in the order of the default input's shards, then of each shard's data
+    (by absolute offset alone, the second shard's small header put its tensor before the first's)."""
+    (tmp_path / "a").mkdir()
+    save_file({"b1": torch.zeros(100), "b2": torch.zeros(1)}, tmp_path / "a" / "model-00001-of-00002.safetensors")
+    save_file({"a": torch.zeros(1)}, tmp_path / "a" / "model-00002-of-00002.safetensors")
+    (tmp_path / "a" / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {
+        "b1": "model-00001-of-00002.safetensors", "b2": "model-00001-of-00002.safetensors",
+        "a": "model-00002-of-00002.safetensors"}}))
+    paths = _save_models(tmp_path, b={"a": torch.ones(1), "b1": torch.ones(100), "b2": torch.ones(1)})
+    merge_plan = engine.plan({"method": "simple_average", "models": [{"model": str(tmp_path / "a")},
+                                                                     {"model": paths["b"]}]})
+    engine.close_plan(merge_plan)
+    assert [t.name for t in merge_plan.tensors] == ["b1", "b2", "a"]
+
+
+def test_an_integer_tensor_outside_the_targets_keeps_its_dtype_beside_a_recipe_dtype(tmp_path):
+    paths = _save_models(tmp_path, a={"enc.w": torch.zeros(2), "steps": torch.tensor(3)},
+                         b={"enc.w": torch.ones(2), "steps": torch.tensor(4)})
+    for dtype in ({"dtype": "float16"}, {}):
+        merge_plan = engine.plan({"method": "simple_average", "target_modules": ["enc"], **dtype,
+                                  "models": [{"model": paths["a"]}, {"model": paths["b"]}]})
+        engine.close_plan(merge_plan)
+        assert {t.name: t.out_dtype for t in merge_plan.tensors}["steps"] == "I64"
+
+
+def test_a_complex_tensor_to_merge_is_refused(tmp_path):
+    paths = _save_models(tmp_path, a={"w": torch.zeros(2, dtype=torch.complex64)},
+                         b={"w": torch.ones(2, dtype=torch.complex64)})
+    with pytest.raises(UnsupportedDtypeError, match="C64"):
+        engine.plan({"method": "simple_average", "models": [{"model": paths["a"]}, {"model": paths["b"]}]})
+
+
 def test_a_task_named_as_another_input_leaves_each_inputs_missing_tensors_said(tmp_path):
     """A task 'base' beside the base model, or 'model1' beside an untasked second model: one label for both
     inputs hid the one's missing tensor behind the other's, and the merge ended in a KeyError."""
@@ -1228,3 +1263,32 @@ def test_a_task_named_as_another_input_leaves_each_inputs_missing_tensors_said(t
                               "models": [{"model": paths["c"], "task": "base"}, {"model": paths["c"]}]})
     engine.close_plan(merge_plan)
     assert [m.label for m in merge_plan.inputs] == ["base_model", "base", "model1"]
+
+
+def test_a_plans_counts_and_bytes_take_its_heads_and_averaged_statistics(tmp_path):
+    tensors = {"enc.w": torch.zeros(4), "enc.bn.running_mean": torch.zeros(2), "head.w": torch.zeros(3),
+               "steps": torch.tensor(1)}
+    paths = _save_models(tmp_path, base=tensors, a=tensors, b=tensors)
+    recipe = {"method": "task_arithmetic", "base_model": paths["base"], "target_modules": ["enc"],
+              "models": [{"model": paths["a"], "task": "alpha"}, {"model": paths["b"], "task": "beta"}]}
+    merge_plan = engine.plan(recipe)
+    engine.close_plan(merge_plan)
+    assert merge_plan.counts == {"merged": 1, "averaged": 1, "copied": 2, "head": 4, "skipped": 2}
+    # the root: 16 + 8 merged and averaged, head.w 12 and steps 8 copied; each task's head the same 12 + 8
+    assert merge_plan.bytes_to_write == 16 + 8 + 12 + 8 + 2 * (12 + 8)
+    statistics_only = engine.plan(recipe | {"target_modules": ["enc.bn"]})
+    engine.close_plan(statistics_only)
+    assert statistics_only.merged_dtypes == ("float32",)  # averaged tensors are written in it too
+
+
+def test_a_small_plans_peak_memory_is_its_own_size_not_the_budgets(tmp_path):
+    """Under the read-ahead budget and one group, the estimate is what the plan reads (held ahead, then as
+    read) plus its working set: three copies for a running sum, one per input and the result otherwise."""
+    paths = _save_models(tmp_path, base={"w": torch.zeros(64)}, a={"w": torch.ones(64)}, b={"w": torch.ones(64)})
+    for method, copies in (("task_arithmetic", 3), ("ties", 4)):
+        merge_plan = engine.plan({"method": method, "base_model": paths["base"],
+                                  "models": [{"model": paths["a"]}, {"model": paths["b"]}]})
+        engine.close_plan(merge_plan)
+        assert merge_plan.bytes_to_read == 3 * 64 * 4
+        assert merge_plan.peak_memory_estimate() == 2 * merge_plan.bytes_to_read + copies * 64 * 4
+        assert "tensors: 1 merged, 0 copied, 0 head, 0 skipped," in repr(merge_plan)  # only 'averaged' left out at 0
