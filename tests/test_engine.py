@@ -36,7 +36,7 @@ from hubmerge.errors import (
 )
 from hubmerge.methods import get_method
 from hubmerge.plan_summary import human_bytes
-from hubmerge.recipe import DatasetRef, load_recipe
+from hubmerge.recipe import DatasetRef, Recipe, load_recipe
 from hubmerge.weights.sources import LocalSource
 
 from ._models import cache_snapshot, make_family, snapshot, state_dict, write_recipe
@@ -1292,3 +1292,16 @@ def test_a_small_plans_peak_memory_is_its_own_size_not_the_budgets(tmp_path):
         assert merge_plan.bytes_to_read == 3 * 64 * 4
         assert merge_plan.peak_memory_estimate() == 2 * merge_plan.bytes_to_read + copies * 64 * 4
         assert "tensors: 1 merged, 0 copied, 0 head, 0 skipped," in repr(merge_plan)  # only 'averaged' left out at 0
+
+
+def test_per_model_weights_reach_a_method_that_is_no_running_sum(tmp_path):
+    """TIES takes each model's weight as its task vector's factor: the merge must hand them over."""
+    a, b = torch.tensor([1.0, -2.0, 3.0, 0.5]), torch.tensor([2.0, 1.0, -1.0, 0.25])
+    paths = _save_models(tmp_path, base={"w": torch.zeros(4)}, a={"w": a}, b={"w": b})
+    recipe = Recipe.from_dict({"method": "ties", "base_model": paths["base"],
+                               "models": [{"model": paths["a"], "weight": 1.0}, {"model": paths["b"], "weight": 0.25}]})
+    engine.merge(recipe, tmp_path / "out")
+    merged = load_file(tmp_path / "out" / "model.safetensors")["w"]
+    method, params = get_method("ties"), dict(recipe.parameters)
+    assert torch.allclose(merged, method.fn([a, b], base=torch.zeros(4), weights=[1.0, 0.25], **params).float())
+    assert not torch.allclose(merged, method.fn([a, b], base=torch.zeros(4), weights=None, **params).float())
