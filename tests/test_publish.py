@@ -247,6 +247,7 @@ def test_branch_and_pull_request(api, hub_models, local_hub):
     to_branch = publish(recipe_for(hub_models), repo_id, token=local_hub.alice_token, evaluate=False,
                         branch="experiment", create_pr=True)
     assert to_branch.push.pull_request_url and to_branch.push.pull_request_url.endswith("/discussions/2")
+    assert to_branch.push.url.endswith(f"/{repo_id}")  # the pull request's commit is not on the branch's page
     card = local_hub_file(api, repo_id, "README.md", revision="refs/pr/2")
     assert f'from_pretrained("{repo_id}", revision="experiment")' in card
     assert {b.name: b.target_commit for b in api.list_repo_refs(repo_id).branches}["experiment"] == (
