@@ -1305,3 +1305,12 @@ def test_per_model_weights_reach_a_method_that_is_no_running_sum(tmp_path):
     method, params = get_method("ties"), dict(recipe.parameters)
     assert torch.allclose(merged, method.fn([a, b], base=torch.zeros(4), weights=[1.0, 0.25], **params).float())
     assert not torch.allclose(merged, method.fn([a, b], base=torch.zeros(4), weights=None, **params).float())
+
+
+def test_large_finite_values_whose_sum_overflows_are_no_nan_or_inf(tmp_path):
+    """The check sums each merged tensor once: a sum past float32's range is looked at value by value."""
+    big = torch.full((4,), 3e38)
+    paths = _save_models(tmp_path, a={"w": big}, b={"w": big})
+    engine.merge({"method": "simple_average", "models": [{"model": paths["a"]}, {"model": paths["b"]}]},
+                 tmp_path / "out")
+    assert torch.equal(load_file(tmp_path / "out" / "model.safetensors")["w"], big)
