@@ -1191,6 +1191,8 @@ def test_small_budgets_give_identical_results(tmp_path, convnext):
 def test_unknown_device(tmp_path, convnext):
     with pytest.raises(RecipeError, match="device"):
         engine.resolve_device("cuda:99" if torch.cuda.is_available() else "cuda")
+    with pytest.raises(RecipeError, match="unknown device 'tpu:x'; use auto, cpu or cuda"):  # execute(device=...)
+        engine.resolve_device("tpu:x")
 
 
 @pytest.mark.skipif(torch.backends.mps.is_available(), reason="this machine has an Apple GPU")
@@ -1314,3 +1316,21 @@ def test_large_finite_values_whose_sum_overflows_are_no_nan_or_inf(tmp_path):
     engine.merge({"method": "simple_average", "models": [{"model": paths["a"]}, {"model": paths["b"]}]},
                  tmp_path / "out")
     assert torch.equal(load_file(tmp_path / "out" / "model.safetensors")["w"], big)
+
+
+def test_the_recipes_target_modules_win_over_the_familys_backbone(tmp_path, convnext):
+    recipe = load_recipe(write_recipe(tmp_path / "r.yaml", convnext, "task_arithmetic",
+                                      extra={"target_modules": ["convnext.encoder"]}))
+    merge_plan = engine.plan(recipe)
+    engine.close_plan(merge_plan)
+    assert merge_plan.target_modules == ("convnext.encoder",)
+    actions = {t.name: t.action for t in merge_plan.tensors}
+    assert {a for n, a in actions.items() if n.startswith("convnext.embeddings.")} == {"copy"}
+    assert "merge" in {a for n, a in actions.items() if n.startswith("convnext.encoder.")}
+
+
+def test_a_random_methods_seed_per_tensor_stays_what_it_was():
+    """DARE drops each tensor's entries with a generator seeded from the recipe's seed and the tensor's name:
+    the same recipe must give the same merge in every hubmerge version."""
+    assert merger._seed_for(0, "convnext.w") == 5018118928687955268
+    assert merger._seed_for(42, "a") == 5137005794012959639
