@@ -1334,3 +1334,14 @@ def test_a_random_methods_seed_per_tensor_stays_what_it_was():
     the same recipe must give the same merge in every hubmerge version."""
     assert merger._seed_for(0, "convnext.w") == 5018118928687955268
     assert merger._seed_for(42, "a") == 5137005794012959639
+
+
+def test_execute_refuses_to_overwrite_an_earlier_output_it_reads_as_an_input(tmp_path):
+    """An earlier output is one execute may replace, but not while the plan reads it as an input."""
+    paths = _save_models(tmp_path, a={"w": torch.zeros(2)}, b={"w": torch.ones(2)})
+    engine.merge({"method": "simple_average", "models": [{"model": paths["a"]}, {"model": paths["b"]}]},
+                 tmp_path / "earlier")
+    merge_plan = engine.plan({"method": "simple_average",
+                              "models": [{"model": str(tmp_path / "earlier")}, {"model": paths["b"]}]})
+    with pytest.raises(OutputHoldsInputError, match="is the input model of models\\[0\\]"):
+        engine.execute(merge_plan, tmp_path / "earlier", overwrite=True)
