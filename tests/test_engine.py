@@ -1345,3 +1345,13 @@ def test_execute_refuses_to_overwrite_an_earlier_output_it_reads_as_an_input(tmp
                               "models": [{"model": str(tmp_path / "earlier")}, {"model": paths["b"]}]})
     with pytest.raises(OutputHoldsInputError, match="is the input model of models\\[0\\]"):
         engine.execute(merge_plan, tmp_path / "earlier", overwrite=True)
+
+
+def test_the_output_weights_say_who_merged_them_and_how(tmp_path):
+    from safetensors import safe_open
+
+    paths = _save_models(tmp_path, a={"w": torch.zeros(2)}, b={"w": torch.ones(2)})
+    engine.merge({"method": "simple_average", "models": [{"model": paths["a"]}, {"model": paths["b"]}]},
+                 tmp_path / "out")
+    with safe_open(tmp_path / "out" / "model.safetensors", "pt") as weights:
+        assert weights.metadata() == {"format": "pt", "merged_by": "hubmerge", "method": "simple_average"}
