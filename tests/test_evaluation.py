@@ -119,6 +119,31 @@ def test_image_folder_directory(fx: FixtureSet, tmp_path: Path) -> None:
     assert result.num_samples == 40 and result.accuracy == pytest.approx(expected.accuracy, abs=1e-12)
 
 
+# datasets' decode leaves the file of an image that fails to load open, to the GC
+@pytest.mark.filterwarnings("ignore:unclosed file:ResourceWarning",
+                            "ignore:Exception ignored in. <_io.FileIO:pytest.PytestUnraisableExceptionWarning")
+@pytest.mark.parametrize("num_workers", [0, 2])
+@pytest.mark.parametrize("damage", ["not an image", "cut short"])
+def test_an_unreadable_image_is_a_dataset_error(fx: FixtureSet, tmp_path: Path, num_workers: int,
+                                                damage: str) -> None:
+    """A corrupt or truncated file among a folder's images names the dataset, the example and its file; PIL's
+    UnidentifiedImageError came out as the CLI's "unexpected error", after the merge and part of the split."""
+    import datasets
+
+    part = datasets.load_from_disk(str(fx.datasets["digits_low"]))["test"].select(range(12))
+    for index, row in enumerate(part):
+        folder = tmp_path / "images" / "test" / str(row["label"])
+        folder.mkdir(parents=True, exist_ok=True)
+        row["image"].save(folder / f"{index}.png")
+    bad = next((tmp_path / "images" / "test").iterdir()) / "bad.png"
+    whole = io.BytesIO()
+    part[0]["image"].save(whole, format="PNG")
+    bad.write_bytes(b"not an image" if damage == "not an image" else whole.getvalue()[:100])
+    with pytest.raises(DatasetError, match=r"images:test': example \d+ of the 13 evaluated \(.*bad\.png\) "
+                                           r"cannot be read: "):
+        _evaluate(fx, "digits_low", tmp_path / "images", batch_size=4, num_workers=num_workers)
+
+
 def test_array_images_and_single_split_dataset(fx: FixtureSet, tmp_path: Path) -> None:
     """Images stored as uint8 arrays in a column named 'img'; a Dataset saved without splits."""
     import datasets

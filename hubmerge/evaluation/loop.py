@@ -15,11 +15,11 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..errors import CancelledError, HeadMismatchError, RecipeError
+from ..errors import CancelledError, DatasetError, HeadMismatchError, RecipeError
 from .data import LabelMatch, TaskData, label_targets, load_task_data, names_differ
 from .report import TaskResult
 
@@ -328,6 +328,71 @@ def _reaches_workers(collate: _Collate) -> bool:
     return True
 
 
+def _batches(loader: Iterable[tuple[torch.Tensor, torch.Tensor]], data: TaskData, batch_size: int
+             ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """``loader``'s batches; an image that cannot be decoded (a corrupt or truncated file) is a
+    :class:`~hubmerge.errors.DatasetError` naming the dataset, the example and its file, not PIL's error of no
+    dataset (the CLI's "unexpected error", maybe hours into a split).
+
+    Raises:
+        DatasetError: an image of the split cannot be read.
+    """
+    from PIL import Image
+
+    iterator = iter(loader)
+    start = 0
+    while True:
+        try:
+            batch = next(iterator)
+        except StopIteration:
+            return
+        except (OSError, Image.DecompressionBombError) as exc:  # PIL's UnidentifiedImageError is an OSError
+            lines = str(exc).strip().splitlines()  # from a DataLoader worker: its traceback, PIL's words last
+            raise DatasetError(
+                str(data.ref),
+                f"{_unreadable(data, start, min(start + batch_size, len(data)))} cannot be read: "
+                f"{lines[-1] if lines else type(exc).__name__}. Replace or remove it (a file cut short by a "
+                "failed download or copy reads so).",
+            ) from None
+        start += len(batch[1])
+        yield batch
+
+
+def _unreadable(data: TaskData, start: int, end: int) -> str:
+    """Which of examples ``start`` to ``end - 1`` fails to decode, with its file where the split names one."""
+    import datasets
+
+    rows = data.dataset
+    where = f"of the {len(data)} evaluated"
+    if isinstance(rows.features[data.image_column], datasets.Image):
+        raw = rows.cast_column(data.image_column, datasets.Image(decode=False))[data.image_column][start:end]
+        for index, image in enumerate(raw, start):
+            if not _decodes(image):
+                file = image.get("path")
+                return f"example {index} {where}" + (f" ({file})" if file else "")
+    return f"an image among examples {start} to {end - 1} {where}"
+
+
+def _decodes(image: Mapping[str, Any]) -> bool:
+    """An undecoded ``Image()`` value (its bytes, or a local file) opens in PIL; one that is neither is let be."""
+    import io
+
+    from PIL import Image
+
+    if image.get("bytes") is not None:
+        source: Any = io.BytesIO(image["bytes"])
+    elif image.get("path") and os.path.isfile(image["path"]):
+        source = image["path"]
+    else:
+        return True
+    try:
+        with Image.open(source) as opened:  # closed, unlike datasets' decode of a file it cannot read
+            opened.load()
+    except (OSError, Image.DecompressionBombError):
+        return False
+    return True
+
+
 # ---------------------------------------------------------------------------- passes
 
 
@@ -406,7 +471,7 @@ def run_pass(
     use_autocast = cuda and settings.autocast
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if use_autocast else contextlib.nullcontext()
     with torch.inference_mode(), autocast:
-        for pixels, labels in loader:
+        for pixels, labels in _batches(loader, data, settings.batch_size):
             pixels = pixels.to(settings.device, non_blocking=True)
             for r in running:
                 settings.check_cancelled()  # a batch through several big models on a CPU takes minutes
