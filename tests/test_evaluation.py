@@ -160,6 +160,29 @@ def test_array_images_and_single_split_dataset(fx: FixtureSet, tmp_path: Path) -
     assert result.accuracy == pytest.approx(fx.accuracy["digits_low"], abs=1e-12)
 
 
+@pytest.mark.parametrize("stored", ["bytes", "bytes and path"])
+def test_parquet_of_image_bytes_without_datasets_metadata(fx: FixtureSet, tmp_path: Path, stored: str) -> None:
+    """Parquet written by pandas or pyarrow holds PNG bytes (bare, or as {bytes, path}) and no Image() feature: they
+    are decoded as images, as in parquet that datasets wrote; they were taken for pixel arrays (a TypeError)."""
+    import datasets
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    part = datasets.load_from_disk(str(fx.datasets["digits_low"]))["test"].select(range(40))
+    encoded = []
+    for image in part["image"]:
+        png = io.BytesIO()
+        image.save(png, format="PNG")
+        encoded.append(png.getvalue() if stored == "bytes" else {"bytes": png.getvalue(), "path": None})
+    (tmp_path / "parquet" / "data").mkdir(parents=True)
+    pq.write_table(pa.table({"image": encoded, "label": pa.array(part["label"], pa.int64())}),
+                   tmp_path / "parquet" / "data" / "test-00000-of-00001.parquet")
+    part.save_to_disk(str(tmp_path / "same"))
+    expected = _evaluate(fx, "digits_low", tmp_path / "same")
+    result = _evaluate(fx, "digits_low", tmp_path / "parquet")
+    assert (result.num_samples, result.accuracy, result.loss) == (40, expected.accuracy, expected.loss)
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_with_and_without_autocast(fx: FixtureSet) -> None:

@@ -7,7 +7,8 @@ the dataset or task at fault and says what to do:
   directory of data files, or a Hub dataset id (``datasets.load_dataset``, which honours
   ``HF_ENDPOINT`` and the offline variables) -> :class:`~hubmerge.errors.DatasetError`;
 - the image column is the first ``Image()`` feature (else a column named image / img /
-  pixel_values), the label column the first ``ClassLabel`` (else label / labels / fine_label);
+  pixel_values, its PNG / JPEG bytes decoded as images), the label column the first ``ClassLabel`` (else
+  label / labels / fine_label);
 - a dataset's class names are matched onto the head's ``id2label`` by name (case, spaces, ``_`` and
   ``-`` ignored), so a dataset whose class order differs from the head's is remapped, not misread
   -> :class:`~hubmerge.errors.HeadMismatchError` when they cannot be matched.
@@ -261,6 +262,22 @@ def _find_columns(data: datasets.Dataset, where: str) -> tuple[str, str, tuple[s
     return image, label, None
 
 
+def _as_images(data: datasets.Dataset, column: str) -> datasets.Dataset:
+    """``data`` with ``column`` an ``Image()`` where it holds encoded images without saying so: parquet written
+    by pandas or pyarrow (no datasets metadata) has PNG / JPEG bytes, bare or as ``{bytes, path}``, which
+    the batches would take for pixel arrays."""
+    import datasets as hf_datasets
+
+    feature = data.features[column]
+    binary = ("binary", "large_binary")
+    if (isinstance(feature, hf_datasets.Value) and feature.dtype in binary) or (
+        isinstance(feature, dict) and set(feature) <= {"bytes", "path"}
+        and isinstance(feature.get("bytes"), hf_datasets.Value) and feature["bytes"].dtype in binary
+    ):
+        return data.cast_column(column, hf_datasets.Image())
+    return data
+
+
 def _column(features: Any, kind: type, what: str, typed: str, fallbacks: Sequence[str], where: str) -> str:
     """The first column of feature type ``kind``, else the first of the usual ``fallbacks`` names."""
     found = next((name for name, f in features.items() if isinstance(f, kind)), None)
@@ -294,7 +311,7 @@ def load_task_data(
     where = str(ref)
     data = _load_split(ref, task=task, token=token)
     image, label, names = _find_columns(data, where)
-    data = data.select_columns([image, label])
+    data = _as_images(data.select_columns([image, label]), image)
     total = len(data)
     if total == 0:
         raise DatasetError(where, f"split '{ref.split}' is empty")
