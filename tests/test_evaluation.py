@@ -341,6 +341,24 @@ def test_missing_split(fx: FixtureSet) -> None:
                                     f"evaluate on after a colon, e.g. `dataset: {data}:test`")
 
 
+def test_missing_split_of_a_folder_of_images(fx: FixtureSet, tmp_path: Path) -> None:
+    """A folder of images with a validation split alone, evaluated on the default 'test': the splits there are and
+    the line that names one, as for a save_to_disk folder or a Hub dataset; it was datasets' 'cannot be loaded:
+    Unknown split "test"'."""
+    import datasets
+
+    part = datasets.load_from_disk(str(fx.datasets["digits_low"]))["test"].select(range(4))
+    for index, row in enumerate(part):
+        folder = tmp_path / "images" / "validation" / str(row["label"])
+        folder.mkdir(parents=True, exist_ok=True)
+        row["image"].save(folder / f"{index}.png")
+    with pytest.raises(DatasetError) as info:
+        _evaluate(fx, "digits_low", tmp_path / "images")
+    assert str(info.value).endswith(f"has no split 'test' (its splits: validation); name the one to evaluate on "
+                                    f"after a colon, e.g. `dataset: {tmp_path / 'images'}:validation`")
+    assert _evaluate(fx, "digits_low", f"{tmp_path / 'images'}:validation").num_samples == 4
+
+
 def test_missing_local_directory(fx: FixtureSet, tmp_path: Path) -> None:
     with pytest.raises(DatasetError, match="is not a directory"):
         _evaluate(fx, "digits_low", str(tmp_path / "nowhere"))

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -133,8 +133,8 @@ def check_hub_datasets(datasets_by_task: Mapping[str, DatasetRef], *, token: str
 
 
 def _hub_info(ref: DatasetRef, token: str | None) -> datasets.DatasetInfo | None:
-    """A Hub dataset's splits and (where its card lists them) features, or None when they cannot be told
-    without loading it (a config that must be named, a Hub that does not answer).
+    """A Hub dataset's (or a local folder of data files') splits and (where its card lists them) features, or
+    None when they cannot be told without loading it (a config that must be named, a Hub that does not answer).
 
     Raises:
         DatasetError: the dataset's repo holds no data files; no evaluation can load it.
@@ -202,12 +202,13 @@ def _load_split(ref: DatasetRef, *, task: str, token: str | None) -> datasets.Da
             "a directory of data files, or a Hub dataset id like 'org/name'."
             + _registry_hint(ref.path, task),
         )
+    saved = local is not None and any((local / marker).is_file() for marker in _SAVE_TO_DISK_MARKERS)
+    files = replace(ref, path=str(local)) if local is not None else ref  # what load_dataset reads
     try:
-        if local is not None and any((local / marker).is_file() for marker in _SAVE_TO_DISK_MARKERS):
+        if saved:
             data: Any = hf_datasets.load_from_disk(str(local))
         else:
-            path = str(local) if local else ref.path
-            data = hf_datasets.load_dataset(path, ref.name, split=ref.split, token=token)
+            data = hf_datasets.load_dataset(files.path, ref.name, split=ref.split, token=token)
     except ConnectionError as exc:
         raise DatasetError(
             where,
@@ -229,7 +230,7 @@ def _load_split(ref: DatasetRef, *, task: str, token: str | None) -> datasets.Da
             "saved with no rows; save the split with its examples"
         ) from None
     except (ValueError, OSError, hf_datasets.exceptions.DatasetsError) as exc:  # bad split / config names
-        info = _hub_info(ref, token) if local is None else None
+        info = None if saved else _hub_info(files, token)  # a folder of data files, as a Hub repo
         if info is not None and info.splits and ref.split not in info.splits:  # name the splits there are
             raise DatasetError(where, ref.missing_split(list(info.splits))) from None
         raise DatasetError(where, f"cannot be loaded: {exc}") from None
