@@ -183,6 +183,30 @@ def test_parquet_of_image_bytes_without_datasets_metadata(fx: FixtureSet, tmp_pa
     assert (result.num_samples, result.accuracy, result.loss) == (40, expected.accuracy, expected.loss)
 
 
+def test_image_files_by_path_and_undecoded_images(fx: FixtureSet, tmp_path: Path) -> None:
+    """An image column of file paths (a CSV's, a dict's) and one saved as Image(decode=False) are decoded as
+    images; the batches took them for pixel arrays (numpy's UFuncNoLoopError, a TypeError). A missing file
+    is named."""
+    import datasets
+
+    part = datasets.load_from_disk(str(fx.datasets["digits_low"]))["test"].select(range(20))
+    paths = []
+    for index, image in enumerate(part["image"]):
+        paths.append(str(tmp_path / f"{index}.png"))
+        image.save(paths[-1])
+    datasets.Dataset.from_dict({"image": paths, "label": part["label"]}).save_to_disk(str(tmp_path / "paths"))
+    part.cast_column("image", datasets.Image(decode=False)).save_to_disk(str(tmp_path / "undecoded"))
+    part.save_to_disk(str(tmp_path / "same"))
+    expected = _evaluate(fx, "digits_low", tmp_path / "same")
+    for stored in ("paths", "undecoded"):
+        result = _evaluate(fx, "digits_low", tmp_path / stored)
+        assert (result.num_samples, result.accuracy, result.loss) == (20, expected.accuracy, expected.loss)
+    Path(paths[13]).unlink()
+    with pytest.raises(DatasetError, match=r"paths:test': example 13 of the 20 evaluated \(.*13\.png\) cannot be "
+                                           r"read: .*No such file"):
+        _evaluate(fx, "digits_low", tmp_path / "paths", batch_size=8)
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_with_and_without_autocast(fx: FixtureSet) -> None:

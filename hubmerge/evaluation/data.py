@@ -7,7 +7,7 @@ the dataset or task at fault and says what to do:
   directory of data files, or a Hub dataset id (``datasets.load_dataset``, which honours
   ``HF_ENDPOINT`` and the offline variables) -> :class:`~hubmerge.errors.DatasetError`;
 - the image column is the first ``Image()`` feature (else a column named image / img /
-  pixel_values, its PNG / JPEG bytes decoded as images), the label column the first ``ClassLabel`` (else
+  pixel_values; its PNG / JPEG bytes or files decoded as images), the label column the first ``ClassLabel`` (else
   label / labels / fine_label);
 - a dataset's class names are matched onto the head's ``id2label`` by name (case, spaces, ``_`` and
   ``-`` ignored), so a dataset whose class order differs from the head's is remapped, not misread
@@ -264,16 +264,19 @@ def _find_columns(data: datasets.Dataset, where: str) -> tuple[str, str, tuple[s
 
 
 def _as_images(data: datasets.Dataset, column: str) -> datasets.Dataset:
-    """``data`` with ``column`` an ``Image()`` where it holds encoded images without saying so: parquet written
-    by pandas or pyarrow (no datasets metadata) has PNG / JPEG bytes, bare or as ``{bytes, path}``, which
-    the batches would take for pixel arrays."""
+    """``data`` with ``column`` an ``Image()`` that decodes, where it holds images without saying so, which the
+    batches would take for pixel arrays: parquet written by pandas or pyarrow (no datasets metadata) has PNG /
+    JPEG bytes, bare or as ``{bytes, path}``; a CSV or a dict has the images' files (paths or URLs); a dataset
+    saved after ``cast_column(..., Image(decode=False))`` has them undecoded."""
     import datasets as hf_datasets
 
     feature = data.features[column]
-    binary = ("binary", "large_binary")
-    if (isinstance(feature, hf_datasets.Value) and feature.dtype in binary) or (
+    encoded = ("binary", "large_binary", "string", "large_string")
+    if isinstance(feature, hf_datasets.Image):
+        return data if feature.decode else data.cast_column(column, replace(feature, decode=True))
+    if (isinstance(feature, hf_datasets.Value) and feature.dtype in encoded) or (
         isinstance(feature, dict) and set(feature) <= {"bytes", "path"}
-        and isinstance(feature.get("bytes"), hf_datasets.Value) and feature["bytes"].dtype in binary
+        and isinstance(feature.get("bytes"), hf_datasets.Value) and feature["bytes"].dtype in encoded[:2]
     ):
         return data.cast_column(column, hf_datasets.Image())
     return data

@@ -374,15 +374,17 @@ def _unreadable(data: TaskData, start: int, end: int) -> str:
 
 
 def _decodes(image: Mapping[str, Any]) -> bool:
-    """An undecoded ``Image()`` value (its bytes, or a local file) opens in PIL; one that is neither is let be."""
+    """An undecoded ``Image()`` value (its bytes, or a local file) opens in PIL; a file that is missing does not,
+    and one elsewhere (a URL, in an archive) is let be."""
     import io
 
     from PIL import Image
 
+    path = image.get("path")
     if image.get("bytes") is not None:
         source: Any = io.BytesIO(image["bytes"])
-    elif image.get("path") and os.path.isfile(image["path"]):
-        source = image["path"]
+    elif path and "://" not in path:
+        source = path
     else:
         return True
     try:
