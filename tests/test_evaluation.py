@@ -144,6 +144,47 @@ def test_an_unreadable_image_is_a_dataset_error(fx: FixtureSet, tmp_path: Path, 
         _evaluate(fx, "digits_low", tmp_path / "images", batch_size=4, num_workers=num_workers)
 
 
+def test_images_as_users_have_them_score_as_a_direct_computation(fx: FixtureSet, tmp_path: Path) -> None:
+    """A folder of images in every mode a 3-channel model meets (grayscale, alpha, palette, CMYK, 16-bit, 1-bit),
+    EXIF-rotated JPEGs, 1x1 and large images: the numbers of the model's own processor on each image as PIL shows
+    it (EXIF applied), converted to RGB, argmax and cross-entropy in plain torch."""
+    import datasets
+    import torch
+    from PIL import Image, ImageOps
+    from transformers import AutoImageProcessor, AutoModelForImageClassification
+
+    part = datasets.load_from_disk(str(fx.datasets["digits_low"]))["test"].select(range(30))
+    modes = ["L", "RGBA", "P", "CMYK", "LA", "I;16", "1", "RGB", "RGB"]
+    files = []
+    for index, row in enumerate(part):
+        mode = modes[index % len(modes)]
+        image = row["image"].resize({3: (1, 1), 7: (640, 480)}.get(index, row["image"].size))
+        folder = tmp_path / "images" / "test" / part.features["label"].int2str(row["label"])
+        folder.mkdir(parents=True, exist_ok=True)
+        if mode == "CMYK" or index % len(modes) == 8:  # a JPEG, the last ones stored on their side with EXIF
+            files.append(folder / f"{index}.jpg")
+            exif = Image.Exif()
+            if mode == "RGB":
+                exif[0x0112] = 6  # Orientation: to be shown rotated 90 degrees clockwise
+                image = image.transpose(Image.Transpose.ROTATE_90)
+            image.convert(mode).save(files[-1], quality=95, exif=exif)
+        else:
+            files.append(folder / f"{index}.png")
+            image.convert(mode).save(files[-1])
+    result = _evaluate(fx, "digits_low", tmp_path / "images", batch_size=8)
+
+    model_dir = fx.models["digits_low"]
+    model = AutoModelForImageClassification.from_pretrained(str(model_dir)).eval()
+    images = [ImageOps.exif_transpose(Image.open(file)).convert("RGB") for file in files]
+    pixels = AutoImageProcessor.from_pretrained(str(model_dir))(images=images, return_tensors="pt")["pixel_values"]
+    with torch.inference_mode():
+        logits = model(pixel_values=pixels).logits.double()
+    targets = torch.tensor(part["label"])
+    assert result.num_samples == result.split_size == 30
+    assert result.accuracy == pytest.approx(float((logits.argmax(-1) == targets).double().mean()), abs=1e-12)
+    assert result.loss == pytest.approx(float(torch.nn.functional.cross_entropy(logits, targets)), rel=1e-6)
+
+
 def test_array_images_and_single_split_dataset(fx: FixtureSet, tmp_path: Path) -> None:
     """Images stored as uint8 arrays in a column named 'img'; a Dataset saved without splits."""
     import datasets
