@@ -320,6 +320,28 @@ def test_integer_label_equal_to_the_head_size_is_refused(fx: FixtureSet, tmp_pat
         _evaluate(fx, "digits_low", shifted)
 
 
+@pytest.mark.parametrize("match_labels", ["name", "position"])
+def test_labels_beyond_the_class_names_of_the_card_are_a_dataset_error(fx: FixtureSet, tmp_path: Path,
+                                                                       match_labels: str) -> None:
+    """A dataset card that lists 3 class names over labels 0-4: datasets reads the ClassLabel from the card without
+    checking the labels (as it checks them building a dataset), and matched by name the pass failed on the first
+    label past the names (an IndexError, the CLI's "unexpected error"); by position, it went on, with labels past the
+    head's outputs a ValueError of the metric."""
+    import datasets
+
+    part = datasets.load_from_disk(str(fx.datasets["digits_low"]))["test"].select(range(30))
+    (tmp_path / "carded" / "data").mkdir(parents=True)
+    part.cast_column("label", datasets.Value("int64")).to_parquet(
+        str(tmp_path / "carded" / "data" / "test-00000-of-00001.parquet"))
+    (tmp_path / "carded" / "README.md").write_text(
+        "---\ndataset_info:\n  features:\n  - name: image\n    dtype: image\n  - name: label\n    dtype:\n"
+        "      class_label:\n        names:\n          '0': '0'\n          '1': '1'\n          '2': '2'\n---\n")
+    assert max(part["label"]) == 4
+    with pytest.raises(DatasetError, match=r"carded:test': split 'test' has labels up to 4 but its ClassLabel "
+                                           r"'label' names 3 classes"):
+        _evaluate(fx, "digits_low", tmp_path / "carded", match_labels=match_labels)
+
+
 def test_head_with_duplicate_names_is_not_remapped(fx: FixtureSet) -> None:
     """Two outputs named 'even': matching by name would pick the first and ignore the other, so which
     output means 'even' is a guess; it must be refused, before the merge and at evaluation."""

@@ -308,7 +308,7 @@ def load_task_data(
 
     Raises:
         DatasetError: the dataset, split or columns cannot be found, labels are negative
-            (an unlabelled split), or the split is empty.
+            (an unlabelled split) or beyond the class names, or the split is empty.
     """
     import numpy as np
 
@@ -329,6 +329,13 @@ def load_task_data(
             where,
             f"split '{ref.split}' has examples without a label ({label} = {labels.min()}); "
             "evaluate on a labelled split (e.g. :validation).",
+        )
+    if names is not None and labels.max() >= len(names):  # a ClassLabel read from metadata is not checked
+        raise DatasetError(
+            where,
+            f"split '{ref.split}' has labels up to {labels.max()} but its ClassLabel '{label}' names "
+            f"{len(names)} classes: its features (in its card, or its parquet files' metadata) list too few class "
+            "names; correct them.",
         )
     return task_data
 
