@@ -248,6 +248,22 @@ def test_image_files_by_path_and_undecoded_images(fx: FixtureSet, tmp_path: Path
         _evaluate(fx, "digits_low", tmp_path / "paths", batch_size=8)
 
 
+def test_pixel_values_already_normalised_are_refused(fx: FixtureSet, tmp_path: Path) -> None:
+    """A split kept from training as the processor's pixel_values (its images removed): read as images, normalised
+    values are dark smudges, and it was scored without a word (about 20% where the images give 97%)."""
+    import datasets
+
+    part = datasets.load_from_disk(str(fx.datasets["digits_low"]))["test"].select(range(20))
+    processor = AutoProcessor(fx.models["digits_low"])
+    processed = part.map(lambda batch: {"pixel_values": processor(batch["image"]).numpy()}, batched=True,
+                         remove_columns=["image"])
+    processed.save_to_disk(str(tmp_path / "processed"))
+    with pytest.raises(DatasetError, match=r"processed:test': image column 'pixel_values' holds pixel values an "
+                                           r"image processor has normalised \(the first example's values run from "
+                                           r"-2\.\d\d to .*give the split with its images"):
+        _evaluate(fx, "digits_low", tmp_path / "processed")
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_with_and_without_autocast(fx: FixtureSet) -> None:

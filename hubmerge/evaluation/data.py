@@ -282,6 +282,29 @@ def _as_images(data: datasets.Dataset, column: str) -> datasets.Dataset:
     return data
 
 
+def _check_pixels(data: datasets.Dataset, column: str, where: str) -> None:
+    """Refuse an image column of pixel values that an image processor has already normalised (a ``pixel_values``
+    column kept from training, often without its images): the evaluation runs each model's own processor on images,
+    and read as an image such an array is a dark smudge, scored without a word (near chance on the fixtures).
+
+    Raises:
+        DatasetError: the first example's pixels are floats below 0, which no image holds.
+    """
+    import datasets as hf_datasets
+    import numpy as np
+
+    if isinstance(data.features[column], hf_datasets.Image):
+        return
+    first = np.asarray(data[0][column])
+    if first.dtype.kind == "f" and first.size and first.min() < 0:
+        raise DatasetError(
+            where,
+            f"image column '{column}' holds pixel values an image processor has normalised (the first "
+            f"example's values run from {first.min():.2f} to {first.max():.2f}), not images; the evaluation "
+            "runs each model's own processor on the images: give the split with its images.",
+        )
+
+
 def _column(features: Any, kind: type, what: str, typed: str, fallbacks: Sequence[str], where: str) -> str:
     """The first column of feature type ``kind``, else the first of the usual ``fallbacks`` names."""
     found = next((name for name, f in features.items() if isinstance(f, kind)), None)
@@ -308,7 +331,8 @@ def load_task_data(
 
     Raises:
         DatasetError: the dataset, split or columns cannot be found, labels are negative
-            (an unlabelled split) or beyond the class names, or the split is empty.
+            (an unlabelled split) or beyond the class names, the images are pixel values already
+            normalised, or the split is empty.
     """
     import numpy as np
 
@@ -319,6 +343,7 @@ def load_task_data(
     total = len(data)
     if total == 0:
         raise DatasetError(where, f"split '{ref.split}' is empty")
+    _check_pixels(data, image, where)
     if max_samples is not None and max_samples < total:
         chosen = np.sort(np.random.default_rng(_SUBSET_SEED).choice(total, size=max_samples, replace=False))
         data = data.select(chosen.tolist())
