@@ -264,6 +264,32 @@ def test_pixel_values_already_normalised_are_refused(fx: FixtureSet, tmp_path: P
         _evaluate(fx, "digits_low", tmp_path / "processed")
 
 
+@pytest.mark.parametrize("mode", ["RGB", "L"])
+def test_array_images_one_pixel_wide_or_high(fx: FixtureSet, tmp_path: Path, mode: str) -> None:
+    """Array images of 1x1, 1xN and Nx1 pixels are the images they are: squeezed whole, a 1x1 colour pixel was a
+    grey image 3 pixels wide, a colour column a grey image 3 wide, a grey 1x1 an IndexError."""
+    import datasets
+    import torch
+    from PIL import Image
+    from transformers import AutoImageProcessor, AutoModelForImageClassification
+
+    part = datasets.load_from_disk(str(fx.datasets["digits_low"]))["test"].select(range(6))
+    sizes = [(1, 1), (9, 1), (1, 9)]
+    arrays = [np.asarray(row["image"].resize(sizes[i % 3]).convert(mode)) for i, row in enumerate(part)]
+    datasets.Dataset.from_dict({"img": [a.tolist() for a in arrays], "label": part["label"]}).save_to_disk(
+        str(tmp_path / "arrays"))
+    result = _evaluate(fx, "digits_low", tmp_path / "arrays")
+
+    model_dir = fx.models["digits_low"]
+    model = AutoModelForImageClassification.from_pretrained(str(model_dir)).eval()
+    images = [Image.fromarray(a).convert("RGB") for a in arrays]
+    pixels = AutoImageProcessor.from_pretrained(str(model_dir))(images=images, return_tensors="pt")["pixel_values"]
+    with torch.inference_mode():
+        logits = model(pixel_values=pixels).logits.double()
+    expected = float(torch.nn.functional.cross_entropy(logits, torch.tensor(part["label"])))
+    assert result.loss == pytest.approx(expected, rel=1e-6)
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_with_and_without_autocast(fx: FixtureSet) -> None:

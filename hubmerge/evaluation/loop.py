@@ -298,7 +298,9 @@ def _to_rgb(value: Any) -> PILImage:
         array = array.transpose(1, 2, 0)  # CHW -> HWC
     if array.dtype != np.uint8:
         array = np.clip(array * (255 if array.max() <= 1.0 else 1), 0, 255).astype(np.uint8)
-    return Image.fromarray(array.squeeze()).convert("RGB")
+    if array.ndim == 3 and array.shape[-1] == 1:
+        array = array[..., 0]  # only the channel: squeeze() took a 1-pixel side too (1x1 was an IndexError)
+    return Image.fromarray(array).convert("RGB")
 
 
 def _workers(settings: Settings, samples: int, collate: _Collate) -> int:
