@@ -185,6 +185,17 @@ def test_images_as_users_have_them_score_as_a_direct_computation(fx: FixtureSet,
     assert result.loss == pytest.approx(float(torch.nn.functional.cross_entropy(logits, targets)), rel=1e-6)
 
 
+def test_an_os_error_of_no_image_is_not_blamed_on_the_images(fx: FixtureSet) -> None:
+    """An OSError while batching that no image of the batch causes (here the processor's) is left as it is: it is
+    not the data's, and 'example N cannot be read' would send the user to files that read."""
+    def failing(images: list[Any]) -> Any:
+        raise OSError(24, "Too many open files")
+
+    model = _model(fx, "digits_low")
+    with pytest.raises(OSError, match="Too many open files"):  # a DatasetError is no OSError
+        evaluate_classifier(model, str(fx.datasets["digits_low"]), processor=failing, task="digits_low", device="cpu")
+
+
 def test_array_images_and_single_split_dataset(fx: FixtureSet, tmp_path: Path) -> None:
     """Images stored as uint8 arrays in a column named 'img'; a Dataset saved without splits."""
     import datasets

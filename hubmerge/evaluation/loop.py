@@ -349,30 +349,33 @@ def _batches(loader: Iterable[tuple[torch.Tensor, torch.Tensor]], data: TaskData
         except StopIteration:
             return
         except (OSError, Image.DecompressionBombError) as exc:  # PIL's UnidentifiedImageError is an OSError
+            culprit = _unreadable(data, start, min(start + batch_size, len(data)))
+            if culprit is None:
+                raise  # no image of the batch fails alone: not the data's fault (or not one we can open to tell)
             lines = str(exc).strip().splitlines()  # from a DataLoader worker: its traceback, PIL's words last
             raise DatasetError(
                 str(data.ref),
-                f"{_unreadable(data, start, min(start + batch_size, len(data)))} cannot be read: "
-                f"{lines[-1] if lines else type(exc).__name__}. Replace or remove it (a file cut short by a "
-                "failed download or copy reads so).",
+                f"{culprit} cannot be read: {lines[-1] if lines else type(exc).__name__}. Replace or remove it "
+                "(a file cut short by a failed download or copy reads so).",
             ) from None
         start += len(batch[1])
         yield batch
 
 
-def _unreadable(data: TaskData, start: int, end: int) -> str:
-    """Which of examples ``start`` to ``end - 1`` fails to decode, with its file where the split names one."""
+def _unreadable(data: TaskData, start: int, end: int) -> str | None:
+    """Which of examples ``start`` to ``end - 1`` fails to decode, with its file where the split names one; None
+    when none does."""
     import datasets
 
     rows = data.dataset
-    where = f"of the {len(data)} evaluated"
-    if isinstance(rows.features[data.image_column], datasets.Image):
-        raw = rows.cast_column(data.image_column, datasets.Image(decode=False))[data.image_column][start:end]
-        for index, image in enumerate(raw, start):
-            if not _decodes(image):
-                file = image.get("path")
-                return f"example {index} {where}" + (f" ({file})" if file else "")
-    return f"an image among examples {start} to {end - 1} {where}"
+    if not isinstance(rows.features[data.image_column], datasets.Image):
+        return None
+    raw = rows.cast_column(data.image_column, datasets.Image(decode=False))[start:end][data.image_column]
+    for index, image in enumerate(raw, start):
+        if not _decodes(image):
+            file = image.get("path")
+            return f"example {index} of the {len(data)} evaluated" + (f" ({file})" if file else "")
+    return None
 
 
 def _decodes(image: Mapping[str, Any]) -> bool:
