@@ -164,3 +164,43 @@ def test_two_evaluations_at_once_leave_the_libraries_bars_as_they_were(monkeypat
     finally:
         (hf_logging.enable_progress_bar if was[0] else hf_logging.disable_progress_bar)()
         (datasets.enable_progress_bars if was[1] else datasets.disable_progress_bars)()
+
+
+def test_an_evaluation_ending_leaves_the_hubs_bars_off_under_another_threads_fetch(monkeypatch):
+    """transformers' switch turns huggingface_hub's bars on with its own: an evaluation ending while another
+    thread fetched or merged (hub_bars_off) turned the Hub's bars back on under it; they stay off until that
+    one ends, then come back as they were."""
+    import importlib
+    import threading
+
+    from huggingface_hub import utils as hub_utils
+    from transformers.utils import logging as hf_logging
+
+    from hubmerge.evaluation.loop import _library_bars_off
+    from hubmerge.progress import hub_bars_off
+
+    monkeypatch.setattr(importlib.import_module("huggingface_hub.utils.tqdm"), "HF_HUB_DISABLE_PROGRESS_BARS", None)
+    was = hub_utils.are_progress_bars_disabled(), hf_logging.is_progress_bar_enabled()
+    fetching, evaluated = threading.Event(), threading.Event()
+    seen: list[bool] = []
+
+    def fetch() -> None:
+        with hub_bars_off():
+            fetching.set()
+            evaluated.wait(10)
+            seen.append(hub_utils.are_progress_bars_disabled())
+
+    try:
+        hf_logging.enable_progress_bar()  # the Hub's too
+        thread = threading.Thread(target=fetch)
+        thread.start()
+        fetching.wait(10)
+        with _library_bars_off():
+            pass
+        evaluated.set()
+        thread.join(10)
+        assert seen == [True]
+        assert not hub_utils.are_progress_bars_disabled() and hf_logging.is_progress_bar_enabled()
+    finally:
+        (hf_logging.enable_progress_bar if was[1] else hf_logging.disable_progress_bar)()
+        (hub_utils.disable_progress_bars if was[0] else hub_utils.enable_progress_bars)()

@@ -189,7 +189,8 @@ def _library_bars_off() -> Iterator[None]:
     """transformers, huggingface_hub and datasets draw bars of their own (one per model load, file
     download, dataset step); ours already say what is going on. Each library's setting comes back
     as it was once no thread evaluates (``setting_changed``); transformers' switch also turns
-    huggingface_hub's off and on, so huggingface_hub's is saved first and restored last."""
+    huggingface_hub's off and on, so huggingface_hub's is saved first and restored last, and left off
+    when transformers' come back on (see ``_transformers_bars_on``)."""
     import warnings
 
     import datasets
@@ -198,13 +199,25 @@ def _library_bars_off() -> Iterator[None]:
     from ..progress import hub_bars_off, setting_changed
 
     transformers = setting_changed("transformers bars", hf_logging.is_progress_bar_enabled,
-                                   hf_logging.disable_progress_bar, _on_again(hf_logging.enable_progress_bar))
+                                   hf_logging.disable_progress_bar, _transformers_bars_on)
     datasets_bars = setting_changed("datasets bars", datasets.is_progress_bar_enabled, datasets.disable_progress_bars,
                                     _on_again(datasets.enable_progress_bars))
     with hub_bars_off(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # HF_HUB_DISABLE_PROGRESS_BARS set by the user has the last word
         with transformers, datasets_bars:
             yield
+
+
+def _transformers_bars_on(was_on: bool) -> None:
+    """transformers' bars back on (if they were), not huggingface_hub's with them: its switch turns both on, so
+    the last evaluation out turned the Hub's bars on under another thread's merge or fetch, whose
+    ``hub_bars_off`` holds them off (as this thread's does around this call); its last user restores them."""
+    from huggingface_hub import utils as hub_utils
+    from transformers.utils import logging as hf_logging
+
+    if was_on:
+        hf_logging.enable_progress_bar()
+        hub_utils.disable_progress_bars()
 
 
 def _on_again(enable: Callable[[], None]) -> Callable[[bool], None]:
