@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from rich.console import Console
 
-__all__ = ["byte_progress", "hub_bars_off", "setting_changed"]
+__all__ = ["byte_progress", "hub_bars_off", "quietly", "setting_changed"]
 
 _settings_lock = threading.Lock()
 _setting_users: dict[str, int] = {}
@@ -42,18 +42,30 @@ def setting_changed(key: str, read: Callable[[], Any], change: Callable[[], None
                 restore(_settings_found.pop(key))
 
 
+def quietly(switch: Callable[[], None]) -> Callable[[], None]:
+    """``switch`` without the warnings it gives (bars the user's environment variable keeps off, which has the
+    last word): for ``setting_changed``'s ``change`` and ``restore``, which run under its lock. The warnings
+    filters are the whole process's: changed around work that other threads do too, the last one out restored
+    the 'ignore' another had added, and the process showed no warning again."""
+
+    def run() -> None:
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            switch()
+
+    return run
+
+
 @contextlib.contextmanager
 def hub_bars_off() -> Iterator[None]:
     """huggingface_hub's own bars off meanwhile, then as they were; HF_HUB_DISABLE_PROGRESS_BARS, when the
     user set it, has the last word either way (its warnings that it does are not shown)."""
-    import warnings
-
     from huggingface_hub import utils as hub_utils
 
     def switch(on: bool) -> None:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            (hub_utils.enable_progress_bars if on else hub_utils.disable_progress_bars)()
+        quietly(hub_utils.enable_progress_bars if on else hub_utils.disable_progress_bars)()
 
     with setting_changed("huggingface_hub bars", lambda: not hub_utils.are_progress_bars_disabled(),
                          lambda: switch(False), switch):

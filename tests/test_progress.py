@@ -204,3 +204,34 @@ def test_an_evaluation_ending_leaves_the_hubs_bars_off_under_another_threads_fet
     finally:
         (hf_logging.enable_progress_bar if was[1] else hf_logging.disable_progress_bar)()
         (hub_utils.disable_progress_bars if was[0] else hub_utils.enable_progress_bars)()
+
+
+def test_two_evaluations_at_once_leave_the_warnings_filters_as_they_were():
+    """The evaluation silenced the bar switches' warnings by changing the process's warnings filters around
+    its whole work: the first one out put back the filters it found, the second one the 'ignore' the first had
+    added, and the process showed no warning again."""
+    import threading
+    import warnings
+
+    from hubmerge.evaluation.loop import _library_bars_off
+
+    first_in, second_in, first_out = threading.Event(), threading.Event(), threading.Event()
+
+    def second() -> None:
+        first_in.wait(10)
+        with _library_bars_off():
+            second_in.set()
+            first_out.wait(10)
+
+    with warnings.catch_warnings():  # the filters come back whatever happens here
+        before = list(warnings.filters)
+        thread = threading.Thread(target=second)
+        thread.start()
+        try:
+            with _library_bars_off():
+                first_in.set()
+                second_in.wait(10)
+        finally:
+            first_out.set()
+            thread.join(10)
+        assert warnings.filters == before

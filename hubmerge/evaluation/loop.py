@@ -191,33 +191,33 @@ def _library_bars_off() -> Iterator[None]:
     as it was once no thread evaluates (``setting_changed``); transformers' switch also turns
     huggingface_hub's off and on, so huggingface_hub's is saved first and restored last, and left off
     when transformers' come back on (see ``_transformers_bars_on``)."""
-    import warnings
-
     import datasets
     from transformers.utils import logging as hf_logging
 
-    from ..progress import hub_bars_off, setting_changed
+    from ..progress import hub_bars_off, quietly, setting_changed
 
+    # the switches' warnings unshown (HF_HUB_DISABLE_PROGRESS_BARS set by the user has the last word)
     transformers = setting_changed("transformers bars", hf_logging.is_progress_bar_enabled,
-                                   hf_logging.disable_progress_bar, _transformers_bars_on)
-    datasets_bars = setting_changed("datasets bars", datasets.is_progress_bar_enabled, datasets.disable_progress_bars,
-                                    _on_again(datasets.enable_progress_bars))
-    with hub_bars_off(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # HF_HUB_DISABLE_PROGRESS_BARS set by the user has the last word
-        with transformers, datasets_bars:
-            yield
+                                   quietly(hf_logging.disable_progress_bar), _transformers_bars_on)
+    datasets_bars = setting_changed("datasets bars", datasets.is_progress_bar_enabled,
+                                    quietly(datasets.disable_progress_bars),
+                                    _on_again(quietly(datasets.enable_progress_bars)))
+    with hub_bars_off(), transformers, datasets_bars:
+        yield
 
 
 def _transformers_bars_on(was_on: bool) -> None:
-    """transformers' bars back on (if they were), not huggingface_hub's with them: its switch turns both on, so
-    the last evaluation out turned the Hub's bars on under another thread's merge or fetch, whose
+    """transformers' bars back on (if they were), not huggingface_hub's with them: its switch turns both on,
+    so the last evaluation out turned the Hub's bars on under another thread's merge or fetch, whose
     ``hub_bars_off`` holds them off (as this thread's does around this call); its last user restores them."""
     from huggingface_hub import utils as hub_utils
     from transformers.utils import logging as hf_logging
 
+    from ..progress import quietly
+
     if was_on:
-        hf_logging.enable_progress_bar()
-        hub_utils.disable_progress_bars()
+        quietly(hf_logging.enable_progress_bar)()
+        quietly(hub_utils.disable_progress_bars)()
 
 
 def _on_again(enable: Callable[[], None]) -> Callable[[bool], None]:
