@@ -153,6 +153,20 @@ def test_a_shard_index_naming_files_outside_the_model_is_refused(merged, tmp_pat
             load_merged(copy)
 
 
+def test_model_safetensors_beside_a_stale_shard_index_is_the_model_loaded(merged, tmp_path):
+    """As the merge reads an input and transformers loads it: model.safetensors before an index beside it
+    (shards an earlier upload left); taken the other way round, the evaluation ran the stale shards."""
+    copy = tmp_path / "out"
+    shutil.copytree(merged, copy)
+    weights = load_file(copy / "model.safetensors")
+    save_file({name: torch.zeros_like(t) for name, t in weights.items()}, copy / "model-00001-of-00001.safetensors")
+    index = {"weight_map": dict.fromkeys(weights, "model-00001-of-00001.safetensors")}
+    (copy / "model.safetensors.index.json").write_text(json.dumps(index))
+    state = load_merged(copy).state_dict()
+    assert all(torch.equal(state[name], t) for name, t in weights.items() if name in state)
+    assert any(t.abs().sum() > 0 for t in weights.values())
+
+
 def test_loading_is_strict_and_names_what_does_not_fit(merged, tmp_path):
     broken = tmp_path / "broken"
     shutil.copytree(merged, broken)
