@@ -9,6 +9,7 @@ one commit; a failure at any step leaves the Hub as it was and the temporary fil
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -21,7 +22,7 @@ from typing import TYPE_CHECKING
 from . import engine
 from .atomic_file import write_atomically
 from .card import CARD_FILE, write_card, written_card
-from .errors import CancelledError, CardEditedError
+from .errors import CancelledError, CardEditedError, OutputReplacedError
 from .hub.auth import require_token
 from .hub.push import PushResult, check_target, push_folder
 from .methods import get_method
@@ -261,6 +262,7 @@ def publish_output(
         repo_id, token=secret, branch=branch, overwrite=overwrite, create_pr=create_pr, private=private,
         endpoint=endpoint,
     )
+    stamp = OutputStamp.take(output)  # the output the card is for: another one put there is not pushed
     card = Path(output) / CARD_FILE
     card_before = card.read_bytes() if card.is_file() else None
     contents: dict[str, bytes] = {}  # the card committed is the one written here, whatever the file says by then
@@ -274,10 +276,12 @@ def publish_output(
         return push_folder(
             Path(output), repo_id, token=secret, target=target, private=private, branch=branch,
             create_pr=create_pr, commit_message=_commit_title(recipe), commit_description=_COMMIT_DESCRIPTION,
-            endpoint=endpoint, contents=contents,
+            endpoint=endpoint, contents=contents, stamp=stamp,
         )
     except BaseException:  # nothing was published: the card goes back to what it said, not this repo's name
-        _put_back(card, card_before)
+        with contextlib.suppress(OutputReplacedError):  # not into another output put there, with its card
+            stamp.check(CARD_FILE)
+            _put_back(card, card_before)
         raise
 
 

@@ -1025,3 +1025,35 @@ def test_two_pushes_of_one_output_at_once_each_commit_their_own_card(api, hub_mo
     for repo_id, other in ((first, second), (second, first)):
         card = local_hub_file(api, repo_id, "README.md")
         assert f'"{repo_id}"' in card and other not in card
+
+
+def test_an_output_replaced_after_its_card_was_written_is_not_pushed_under_it(api, hub_models, local_hub,
+                                                                              tmp_path, monkeypatch):
+    """The commit takes the card written for the push, not README.md: another command's merge --overwrite
+    replacing the output once that card was written made the commit the new output's weights and recipe
+    under the old one's card (its recipe, its results). The push is refused; the new output keeps its card."""
+    from hubmerge import card as cards
+
+    out = tmp_path / "out"
+    engine.merge(recipe_for(hub_models), out)
+    cards.write_card(out)  # the old output's card, which a failed push puts back
+    other = Recipe.from_dict({**recipe_for(hub_models).to_dict(), "parameters": {"scaling_factor": 0.9}})
+    repo_id = fresh_repo()
+    write_atomically = cards.write_atomically
+    new_card: list[bytes | None] = []
+
+    def card_now() -> bytes | None:
+        return (out / "README.md").read_bytes() if (out / "README.md").is_file() else None
+
+    def replaced_once_written(path, content):  # type: ignore[no-untyped-def]
+        written = write_atomically(path, content)
+        if f'"{repo_id}"' in content:
+            engine.merge(other, out, overwrite=True)
+            new_card.append(card_now())
+        return written
+
+    monkeypatch.setattr(cards, "write_atomically", replaced_once_written)
+    with pytest.raises(PushError, match="was replaced by another output"):
+        publish_output(out, repo_id, token=local_hub.alice_token)
+    assert not api.repo_exists(repo_id)
+    assert new_card and card_now() == new_card[0]  # not the old output's card put back into it

@@ -181,6 +181,7 @@ def push_folder(
     commit_description: str = "",
     endpoint: str | None = None,
     contents: Mapping[str, bytes] | None = None,
+    stamp: OutputStamp | None = None,
 ) -> PushResult:
     """Upload every file under ``folder`` to ``repo_id`` in one commit (see the module docstring).
 
@@ -195,6 +196,8 @@ def push_folder(
         create_pr: open a pull request instead of committing to the branch.
         contents: files the commit takes from here, not from ``folder`` (the card written for this push,
             which another push of the same output may rewrite meanwhile).
+        stamp: ``folder`` as it was when ``contents`` were made from it: another output put there since
+            (another command's merge --overwrite) is refused, not pushed under the card of the one before.
 
     Returns:
         ``PushResult`` with the commit sha and URLs.
@@ -207,7 +210,8 @@ def push_folder(
                                  "never what a link leads to (a file anywhere on this machine); put the file itself "
                                  "there, or remove the link")
     api = hub_api(token, endpoint)
-    stamp = OutputStamp.take(folder) if folder.is_dir() else None
+    if stamp is None and folder.is_dir():
+        stamp = OutputStamp.take(folder)
     files = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
     if not files or stamp is None:  # a folder deleted since it was checked: an empty commit, or an emptied repo
         raise PushError(repo_id, f"'{folder}' holds no files (was it deleted?): there is nothing to push")
