@@ -319,3 +319,28 @@ def test_an_overwrite_replaces_an_output_another_merge_put_there_meanwhile(tmp_p
         (tmp / "mine").write_text("this merge")
     assert done and [p.name for p in target.iterdir()] == ["mine"]
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+def test_an_overwrite_that_other_merges_keep_beating_says_so_and_leaves_theirs(tmp_path, monkeypatch):
+    """Other merges put their output there before each of this one's tries: it gives up saying so, not
+    'pass --overwrite' (it was given), and leaves the last one's output whole, its own gone."""
+    from pathlib import Path
+
+    from hubmerge.errors import OutputNotWritableError
+
+    target = tmp_path / "out"
+    rename, others = Path.rename, []
+
+    def others_first(self, destination):
+        if Path(destination) == target and "hubmerge-tmp" in self.name:
+            target.mkdir()
+            others.append(target / f"theirs-{len(others)}")
+            others[-1].write_text("another merge")
+        return rename(self, destination)
+
+    monkeypatch.setattr(Path, "rename", others_first)
+    with pytest.raises(OutputNotWritableError, match="other merges put their outputs there 3 times"):
+        with atomic_output_dir(target, overwrite=True) as tmp:
+            (tmp / "mine").write_text("this merge")
+    assert [p.name for p in target.iterdir()] == ["theirs-2"]
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]

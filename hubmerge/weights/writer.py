@@ -354,6 +354,7 @@ def _take_place(tmp: Path, target: Path, moved_aside: list[Path], tag: str, *, o
     Raises:
         OutputExistsError: without ``overwrite``, something appeared at ``target`` meanwhile (another merge's
             output), which is not replaced.
+        OutputNotWritableError: with ``overwrite``, other merges kept putting their outputs there.
     """
     for attempt in range(_PLACE_TRIES):
         if overwrite:
@@ -367,8 +368,10 @@ def _take_place(tmp: Path, target: Path, moved_aside: list[Path], tag: str, *, o
         except OSError as exc:
             if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR, errno.EISDIR):
                 raise
-            if not overwrite or attempt == _PLACE_TRIES - 1:
+            if not overwrite:
                 raise OutputExistsError(str(target), is_file=target.is_file()) from None
+    raise OutputNotWritableError(str(target), f"other merges put their outputs there {_PLACE_TRIES} times while "
+                                 "this one took its place", "Run one merge at a time into one output.")
 
 
 def _remove(path: Path) -> None:
