@@ -275,6 +275,26 @@ def test_pixel_values_already_normalised_are_refused(fx: FixtureSet, tmp_path: P
         _evaluate(fx, "digits_low", tmp_path / "processed")
 
 
+@pytest.mark.parametrize("top", [1.0, 255.0])
+def test_float_images_dipping_below_0_are_images(fx: FixtureSet, tmp_path: Path, top: float) -> None:
+    """Float images (in [0, 1] or [0, 255]) a little below 0 here and there, as bicubic or Lanczos resampling
+    leaves them, are read as images, the dip clipped to black as before; any value below 0 was taken for
+    normalised pixels and the split refused."""
+    import datasets
+
+    part = datasets.load_from_disk(str(fx.datasets["digits_low"]))["test"].select(range(10))
+    stored = {}
+    for name, dip in (("clipped", 0.0), ("undershoot", -0.06 * top)):
+        arrays = [np.asarray(image, dtype=np.float32) / 255 * top for image in part["image"]]
+        for array in arrays:
+            array[0, 0] = dip
+        rows = {"img": [a.tolist() for a in arrays], "label": part["label"]}
+        datasets.Dataset.from_dict(rows).save_to_disk(str(tmp_path / name))
+        stored[name] = _evaluate(fx, "digits_low", tmp_path / name)
+    undershoot, clipped = stored["undershoot"], stored["clipped"]
+    assert (undershoot.accuracy, undershoot.loss) == (clipped.accuracy, clipped.loss)
+
+
 @pytest.mark.parametrize("mode", ["RGB", "L"])
 def test_array_images_one_pixel_wide_or_high(fx: FixtureSet, tmp_path: Path, mode: str) -> None:
     """Array images of 1x1, 1xN and Nx1 pixels are the images they are: squeezed whole, a 1x1 colour pixel was a
