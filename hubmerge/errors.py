@@ -382,7 +382,8 @@ class OutputSpaceError(HubmergeError, OSError):
 
 
 class OutputNotWritableError(HubmergeError, OSError):
-    """The output's disk refused it (full, read-only, not the user's); nothing partial was left."""
+    """The output could not be put in place (its disk full, read-only or not the user's; other merges kept taking
+    its place); nothing partial was left."""
 
     def __init__(self, path: str, problem: str, remedy: str) -> None:
         super().__init__(f"output '{path}' could not be written: {problem}; nothing partial was left. {remedy}")
