@@ -482,12 +482,13 @@ def run_pass(
     )
     progress = settings.progress
     rows = ", ".join(r.row for r in running)
+    what = f"evaluating {data.task} ({rows})"  # the pass, as on_progress hears of it
     bar = None
     if progress is not None:
         bar = progress.add_task(f"[bold]evaluating[/bold] {data.task} [dim]({rows})[/dim]", total=len(data))
     done = 0
     if settings.on_progress is not None:
-        settings.on_progress(f"evaluating {data.task} ({rows})", done, len(data))
+        settings.on_progress(what, done, len(data))
     use_autocast = cuda and settings.autocast
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if use_autocast else contextlib.nullcontext()
     with torch.inference_mode(), autocast:
@@ -514,7 +515,7 @@ def run_pass(
             if bar is not None and progress is not None:
                 progress.advance(bar, len(labels))
             if settings.on_progress is not None:
-                settings.on_progress(f"evaluating {data.task} ({rows})", done, len(data))
+                settings.on_progress(what, done, len(data))
     if bar is not None and progress is not None:
         progress.remove_task(bar)
     seconds = time.perf_counter() - started
