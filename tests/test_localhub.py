@@ -698,3 +698,16 @@ def test_byte_counter_and_cut_connection(alice, local_hub, hub_faults, tmp_path)
     hub_faults.status, hub_faults.status_times = 429, 1
     assert httpx.get(url).status_code == 429
     assert httpx.get(url).status_code == 200
+
+
+def test_cleared_faults_match_file_downloads_again(local_hub):
+    """clear() kept a test's ``path_pattern``: a later test's cut of a download matched nothing (it
+    passed only in files run after the one that set ``/commit/``)."""
+    faults = local_hub.faults
+    faults.path_pattern, faults.cut_after, faults.cut_times = r"/commit/", 10, 1
+    faults.clear()
+    faults.cut_after, faults.cut_times = 10, 1
+    try:
+        assert faults.take_cut("/alice/m/resolve/main/model.safetensors") == 10
+    finally:
+        faults.clear()

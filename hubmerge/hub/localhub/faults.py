@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 
 __all__ = ["Cut", "FaultPolicy", "HubStats"]
 
+_DEFAULT_PATH_PATTERN = r"/resolve/"  # file downloads; clear() sets it back, or one test's choice binds the next
+
 
 @dataclass
 class HubStats:
@@ -46,7 +48,7 @@ class FaultPolicy:
     ``path_pattern`` (a regex searched in the raw path) selects the requests.
     """
 
-    path_pattern: str = r"/resolve/"
+    path_pattern: str = _DEFAULT_PATH_PATTERN
     cut_after: int | None = None
     cut_times: int = 0
     status: int | None = None
@@ -83,6 +85,7 @@ class FaultPolicy:
 
     def clear(self) -> None:
         with self.lock:
+            self.path_pattern = _DEFAULT_PATH_PATTERN
             self.cut_after, self.cut_times, self.status, self.status_times = None, 0, None, 0
             self.retry_after, self.delay, self.delay_times = None, 0.0, None
 
