@@ -200,10 +200,14 @@ EndpointOpt = Annotated[
 
 def _console(quiet: bool = False, *, stdout: bool = False) -> Console:
     """Where the CLI prints: stderr (progress, notes, errors) unless ``stdout``. Emoji codes are off, or a
-    dataset spelled ``org/name:a:b`` would print as ``org/name🅰b``."""
+    dataset spelled ``org/name:a:b`` would print as ``org/name🅰b``. Printed to a file or a pipe, a line
+    is not folded at 80 columns, which would split paths and messages for grep and copy-paste (tables
+    keep their width)."""
     from rich.console import Console
 
-    return Console(stderr=not stdout, quiet=quiet, emoji=False)
+    console = Console(stderr=not stdout, quiet=quiet, emoji=False)
+    console.soft_wrap = not console.is_terminal
+    return console
 
 
 def _token(token: str | None, token_file: Path | None) -> str | None:

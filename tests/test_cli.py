@@ -212,6 +212,15 @@ def test_messages_print_emoji_codes_as_written(tmp_path, capsys):
     assert "got'x=org/data:a:b:c'" in err
 
 
+def test_an_error_printed_to_a_file_is_one_line(tmp_path, capsys):
+    """Written to a pipe or a log, rich folded an error at 80 columns, splitting its path for grep."""
+    missing = tmp_path / ("a-folder-with-a-name-long-enough-to-pass-eighty-columns-" * 2) / "recipe.yaml"
+    assert main(["plan", str(missing)]) == 1
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0].startswith("error: ") and str(missing) in lines[0], lines
+    assert lines[1:] == ["(set HUBMERGE_DEBUG=1 for the traceback)"]
+
+
 def test_a_merged_output_named_where_a_recipe_goes_points_to_its_recipe(tmp_path, family, capsys):
     recipe = write_recipe(tmp_path / "r.yaml", family, "simple_average")
     out = tmp_path / "out"
