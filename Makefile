@@ -21,9 +21,12 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/hubmerge demo
 
+# One pytest process per core (pytest-xdist), each test file whole in one of them, so that a file's
+# fixtures are made once; `make test PYTEST_ARGS=` runs the suite in one process.
+PYTEST_ARGS ?= -n auto --dist loadfile
 # pytest exits 5 when it collects no test: not a failure of the code under test.
 test: $(STAMP)
-	$(PY) -m pytest; status=$$?; if [ $$status -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$status
+	$(PY) -m pytest $(PYTEST_ARGS); status=$$?; if [ $$status -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$status
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_merge.py
