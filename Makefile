@@ -21,9 +21,10 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/hubmerge demo
 
-# One pytest process per core (pytest-xdist), each test file whole in one of them, so that a file's
-# fixtures are made once; `make test PYTEST_ARGS=` runs the suite in one process.
-PYTEST_ARGS ?= -n auto --dist loadfile
+# One pytest process per core, four at most (each holds its own torch, Gradio and local Hub),
+# each test file whole in one of them, so that a file's fixtures are made once (pytest-xdist);
+# `make test PYTEST_ARGS=` runs the suite in one process.
+PYTEST_ARGS ?= -n auto --maxprocesses 4 --dist loadfile
 # pytest exits 5 when it collects no test: not a failure of the code under test.
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS); status=$$?; if [ $$status -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$status
