@@ -126,11 +126,14 @@ class ModelRef:
 
 @dataclass(frozen=True)
 class DatasetRef:
-    """A dataset to evaluate a task on: a Hub dataset id (+ config) or a ``save_to_disk`` directory."""
+    """A dataset to evaluate a task on: a Hub dataset id (+ config) or a ``save_to_disk`` directory, and the
+    columns of its labels and images where the evaluation cannot find them (None: found by type or usual name)."""
 
     path: str
     name: str | None = None
     split: str = "test"
+    label_column: str | None = None
+    image_column: str | None = None
 
     @property
     def is_local(self) -> bool:
@@ -146,7 +149,8 @@ class DatasetRef:
 
     @classmethod
     def parse(cls, value: Any, *, field: str = "dataset") -> DatasetRef:
-        """``org/name``, ``org/name:split``, ``org/name:config:split`` or a mapping ``{path, name, split}``."""
+        """``org/name``, ``org/name:split``, ``org/name:config:split`` or a mapping ``{path, name, split,
+        label_column, image_column}``."""
         if isinstance(value, str) and value.strip():
             parts = [part.strip() for part in value.strip().split(":")]
             if len(parts) > 3 or not all(parts):  # 'org/name::test' was read as split ':test'
@@ -156,26 +160,40 @@ class DatasetRef:
                 return cls(path=parts[0], name=parts[1], split=parts[2])
             return cls(path=parts[0], split=parts[1] if len(parts) == 2 else "test")
         if isinstance(value, Mapping):
-            unknown = set(value) - {"path", "name", "split"}
+            unknown = set(value) - {"path", *_DATASET_OPTIONAL}
             if unknown or not isinstance(value.get("path"), str):
                 raise RecipeError(
-                    "a dataset is 'org/name[:split]' or a mapping with 'path' and optional 'name', 'split'",
+                    "a dataset is 'org/name[:split]' or a mapping with 'path' and optional "
+                    + ", ".join(f"'{key}'" for key in _DATASET_OPTIONAL),
                     field=field,
                 )
-            return cls(path=value["path"], name=value.get("name"), split=value.get("split") or "test")
+            columns = {key: _column_name(value.get(key), f"{field}.{key}") for key in _DATASET_COLUMNS}
+            return cls(path=value["path"], name=value.get("name"), split=value.get("split") or "test", **columns)
         raise RecipeError(f"expected a dataset id like 'org/name[:split]', got {value!r}", field=field)
 
     def to_yaml(self) -> str | dict[str, str]:
-        if self.name is None:
+        """The one-line form where it says everything, else the mapping (a config or a column named)."""
+        if self.name is None and self.label_column is None and self.image_column is None:
             return self.path if self.split == "test" else f"{self.path}:{self.split}"
-        return {"path": self.path, "name": self.name, "split": self.split}
+        out = {"path": self.path, "name": self.name, "split": self.split, "label_column": self.label_column,
+               "image_column": self.image_column}
+        return {key: value for key, value in out.items() if value is not None}
+
+    @property
+    def recipe_line(self) -> str:
+        """``dataset: ...`` as a recipe writes it, on one line (a mapping in flow style)."""
+        written = self.to_yaml()
+        if isinstance(written, str):
+            return f"dataset: {written}"
+        return "dataset: {" + ", ".join(f"{key}: {value}" for key, value in written.items()) + "}"
 
     def __str__(self) -> str:
         return self.spec  # shown as the user writes it, so a hint's `--task NAME=DATASET` parses back
 
     @property
     def spec(self) -> str:
-        """The one-line form ``parse`` reads back: ``path[:config]:split``."""
+        """The one-line form ``parse`` reads back: ``path[:config]:split`` (its columns are the recipe's
+        mapping's, or ``--label-column`` / ``--image-column``)."""
         return f"{self.path}:{self.name}:{self.split}" if self.name else f"{self.path}:{self.split}"
 
     def missing_split(self, splits: Sequence[str]) -> str:
@@ -183,8 +201,22 @@ class DatasetRef:
         if not splits:
             return f"has no split '{self.split}', nor any other"
         other = replace(self, split=next((s for s in ("test", "validation") if s in splits), splits[0]))
-        return (f"has no split '{self.split}' (its splits: {', '.join(splits)}); name the one to evaluate on "
-                f"after a colon, e.g. `dataset: {other.spec}`")
+        named = other.label_column or other.image_column  # columns only a mapping names
+        how = f": `{other.recipe_line}`" if named else f" after a colon, e.g. `dataset: {other.spec}`"
+        return f"has no split '{self.split}' (its splits: {', '.join(splits)}); name the one to evaluate on{how}"
+
+
+_DATASET_COLUMNS = ("label_column", "image_column")
+_DATASET_OPTIONAL = ("name", "split", *_DATASET_COLUMNS)
+
+
+def _column_name(value: Any, field: str) -> str | None:
+    """A dataset's column as the recipe names it: a non-empty name, or None (not named)."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise RecipeError(f"a column's name, e.g. 'coarse_label', got {value!r}", field=field)
+    return value
 
 
 @dataclass(frozen=True)

@@ -357,3 +357,43 @@ def test_a_recipe_loaded_by_a_relative_path_names_its_local_models_absolutely(tm
 def test_a_dataset_mapping_with_an_empty_split_is_evaluated_on_test():
     dataset = DatasetRef.parse({"path": "org/data", "name": "cfg", "split": None})
     assert dataset == DatasetRef("org/data", "cfg", "test")
+
+
+def test_a_dataset_mapping_names_its_label_and_image_columns_and_keeps_them():
+    """Columns the evaluation cannot find (CIFAR-100's coarse_label) are named in the dataset's mapping; they come
+    back from the YAML, and the output's pinned recipe keeps them. A dataset that names none keeps its one line."""
+    recipe = Recipe.from_yaml(
+        "method: simple_average\nmodels:\n"
+        "  - {model: org/a, task: a, dataset: {path: uoft-cs/cifar100, label_column: coarse_label}}\n"
+        "  - {model: org/b, task: b, dataset: {path: org/d, name: cfg, split: val, image_column: img_path}}\n"
+        "  - {model: org/c, task: c, dataset: org/e:validation}\n")
+    a, b, c = (entry.dataset for entry in recipe.models)
+    assert a == DatasetRef("uoft-cs/cifar100", None, "test", label_column="coarse_label")
+    assert b == DatasetRef("org/d", "cfg", "val", image_column="img_path")
+    assert [d.to_yaml() for d in (a, b, c)] == [
+        {"path": "uoft-cs/cifar100", "split": "test", "label_column": "coarse_label"},
+        {"path": "org/d", "name": "cfg", "split": "val", "image_column": "img_path"},
+        "org/e:validation",
+    ]
+    pinned = recipe.with_revisions({ModelRef.parse("org/a"): "a" * 40})
+    assert Recipe.from_yaml(pinned.to_yaml()).datasets == recipe.datasets
+    assert str(a) == "uoft-cs/cifar100:test"  # the one line that reports, cards and --task spell
+    assert a.recipe_line == "dataset: {path: uoft-cs/cifar100, split: test, label_column: coarse_label}"
+    assert yaml.safe_load(a.recipe_line)["dataset"] == a.to_yaml()  # the hint's line is YAML that reads back
+
+
+@pytest.mark.parametrize("column", ["", "  ", 3, ["coarse_label"]])
+def test_a_dataset_column_that_is_no_name_is_refused(column):
+    with pytest.raises(RecipeError, match=r"models\[0\]\.dataset\.label_column.*a column's name"):
+        Recipe.from_dict({"method": "simple_average", "models": [
+            {"model": "org/a", "dataset": {"path": "org/d", "label_column": column}}]})
+    with pytest.raises(RecipeError, match="optional 'name', 'split', 'label_column', 'image_column'"):
+        DatasetRef.parse({"path": "org/d", "label": "coarse_label"})
+
+
+def test_a_missing_split_hint_keeps_the_named_columns():
+    ref = DatasetRef("org/d", split="train", label_column="coarse_label")
+    assert ref.missing_split(["test"]).endswith(
+        "name the one to evaluate on: `dataset: {path: org/d, split: test, label_column: coarse_label}`")
+    plain = DatasetRef("org/d", split="train")
+    assert plain.missing_split(["test"]).endswith("after a colon, e.g. `dataset: org/d:test`")

@@ -66,7 +66,7 @@ def parse_task(text: str) -> tuple[str, DatasetRef | None]:
 
     Example:
         >>> parse_task("svhn=ufldl-stanford/svhn:cropped_digits:test")
-        ('svhn', DatasetRef(path='ufldl-stanford/svhn', name='cropped_digits', split='test'))
+        ('svhn', DatasetRef(path='ufldl-stanford/svhn', name='cropped_digits', split='test', ...))
     """
     from ..recipe import DatasetRef
 
