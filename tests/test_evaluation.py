@@ -45,11 +45,12 @@ def _model(fx: FixtureSet, task: str):  # type: ignore[no-untyped-def]
     return AutoModelForImageClassification.from_pretrained(str(fx.models.get(task, fx.base)))
 
 
-def _evaluate(fx: FixtureSet, task: str, dataset: Path | str, **kwargs: Any) -> TaskResult:
+def _evaluate(fx: FixtureSet, task: str, dataset: Path | str | DatasetRef, **kwargs: Any) -> TaskResult:
     """``task``'s fine-tune (the base for other names) on ``dataset``, on the CPU unless told."""
     processor = AutoProcessor(fx.models.get(task, fx.base))
     kwargs.setdefault("device", "cpu")
-    return evaluate_classifier(_model(fx, task), str(dataset), processor=processor, task=task, **kwargs)
+    ref = dataset if isinstance(dataset, DatasetRef) else str(dataset)
+    return evaluate_classifier(_model(fx, task), ref, processor=processor, task=task, **kwargs)
 
 
 # ---------------------------------------------------------------- numbers
@@ -384,6 +385,52 @@ def test_the_first_class_label_column_is_the_one_scored(fx: FixtureSet, tmp_path
     assert result.accuracy == pytest.approx(fx.accuracy["digits_low"], abs=1e-12)
 
 
+def test_a_named_label_column_is_scored_as_label_is(fx: FixtureSet, tmp_path: Path) -> None:
+    """Labels under another name (CIFAR-100's coarse_label, a CSV's target) were refused with no way to name
+    them; named, they give the numbers the same data gives under 'label'."""
+    low = fx.datasets["digits_low"]
+    coarse = variant(low, tmp_path / "coarse", plain_int_labels=True, rename={"label": "coarse_label"})
+    with pytest.raises(DatasetError, match="has no label column"):
+        _evaluate(fx, "digits_low", coarse)
+    named = _evaluate(fx, "digits_low", DatasetRef(str(coarse), label_column="coarse_label"))
+    accuracy, loss = direct_scores(fx.models["digits_low"], low)
+    assert named.accuracy == pytest.approx(accuracy, abs=1e-12)
+    assert named.loss == pytest.approx(loss, rel=1e-5)
+    assert named.num_samples == _evaluate(fx, "digits_low", low).num_samples
+    assert named.dataset == f"{coarse}:test"  # the report's dataset as --task spells it
+
+
+def test_a_named_column_wins_over_the_first_of_its_type(fx: FixtureSet, tmp_path: Path) -> None:
+    """CIFAR-100 has fine_label then coarse_label, both ClassLabels: the first was read, with no way to take the
+    other; an Image() column before the images (thumbnails, masks) likewise. Named, each is the one read, its
+    class names included (matched onto the head by name)."""
+    import datasets
+
+    part = datasets.load_from_disk(str(fx.datasets["digits_low"]))["test"]
+    blank = [img.point(lambda _: 0) for img in part["image"]]
+    features = datasets.Features({"mask": datasets.Image(), "label": datasets.ClassLabel(names=["small", "big"]),
+                                  "image": part.features["image"], "coarse_label": part.features["label"]})
+    datasets.Dataset.from_dict({"mask": blank, "label": [int(v >= 3) for v in part["label"]], "image": part["image"],
+                                "coarse_label": part["label"]}, features=features).save_to_disk(str(tmp_path / "two"))
+    with pytest.raises(HeadMismatchError, match="the head has 5 outputs but .* has 2 classes"):
+        _evaluate(fx, "digits_low", tmp_path / "two")
+    ref = DatasetRef(str(tmp_path / "two"), label_column="coarse_label", image_column="image")
+    assert _evaluate(fx, "digits_low", ref).accuracy == pytest.approx(fx.accuracy["digits_low"], abs=1e-12)
+    masked = _evaluate(fx, "digits_low", replace(ref, image_column=None))  # the first Image(): blank images
+    assert masked.accuracy < fx.accuracy["digits_low"] - 0.3
+
+
+def test_a_named_column_that_is_not_there_is_refused_with_the_columns(fx: FixtureSet) -> None:
+    low = str(fx.datasets["digits_low"])
+    with pytest.raises(DatasetError, match=r"has no column 'coarse' \(named as its label_column\)\. "
+                                           r"Its columns: image \(Image\), label \(ClassLabel\)\."):
+        _evaluate(fx, "digits_low", DatasetRef(low, label_column="coarse"))
+    with pytest.raises(DatasetError, match=r"has no column 'picture' \(named as its image_column\)"):
+        _evaluate(fx, "digits_low", DatasetRef(low, image_column="picture"))
+    with pytest.raises(DatasetError, match="label column 'image' holds .*integer class labels"):
+        _evaluate(fx, "digits_low", DatasetRef(low, label_column="image"))  # refused as a found one would be
+
+
 def test_integer_label_equal_to_the_head_size_is_refused(fx: FixtureSet, tmp_path: Path) -> None:
     """Labels 1..5 on a 5-output head: label 5 has no output, off by one is still out of range (it
     would index past the logits, or be scored against the wrong class)."""
@@ -443,8 +490,10 @@ def test_names_are_matched_unless_every_head_label_is_a_placeholder() -> None:
 
 def test_dataset_without_label_column(fx: FixtureSet, tmp_path: Path) -> None:
     unlabeled = variant(fx.datasets["digits_low"], tmp_path / "nolabel", drop=["label"])
-    with pytest.raises(DatasetError, match=r"has no label column.*Its columns: image \(Image\)"):
+    with pytest.raises(DatasetError, match=r"has no label column.*Its columns: image \(Image\)") as caught:
         _evaluate(fx, "digits_low", unlabeled)
+    assert (f"Name the one to read: `dataset: {{path: {unlabeled}, split: test, label_column: COLUMN}}` in a recipe, "
+            "--label-column COLUMN for `hubmerge evaluate`.") in str(caught.value)
 
 
 def test_dataset_without_image_column(fx: FixtureSet, tmp_path: Path) -> None:

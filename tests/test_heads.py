@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 
 import datasets
 import pytest
@@ -42,6 +43,24 @@ def dataset_dir(tmp_path, names, name="data"):
 def test_labels_from_a_local_dataset_come_first(tmp_path):
     ref = dataset_dir(tmp_path, ["x", "y"])
     assert task_labels("eurosat", ref, labelled(["p", "q"])) == (["x", "y"], "dataset")
+
+
+def test_labels_from_a_local_dataset_come_from_its_named_label_column(tmp_path):
+    """The plan reads the class names the evaluation scores: the named column's (CIFAR-100's coarse_label after
+    fine_label), not the first ClassLabel's; a named column of plain integers names none; a missing one is refused."""
+    features = datasets.Features({"fine_label": datasets.ClassLabel(names=["a", "b", "c"]),
+                                  "coarse_label": datasets.ClassLabel(names=["x", "y"]),
+                                  "target": datasets.Value("int64")})
+    data = datasets.Dataset.from_dict({"fine_label": [0, 2], "coarse_label": [0, 1], "target": [1, 0]},
+                                      features=features)
+    datasets.DatasetDict({"test": data}).save_to_disk(str(tmp_path / "two"))
+    ref = DatasetRef(str(tmp_path / "two"))
+    assert read_dataset_labels(ref) == ["a", "b", "c"]
+    assert task_labels("my-task", replace(ref, label_column="coarse_label"), None) == (["x", "y"], "dataset")
+    assert read_dataset_labels(replace(ref, label_column="target")) is None
+    with pytest.raises(DatasetError, match=r"has no column 'coarse' \(named as its label_column\)\. Its columns: "
+                                           r"fine_label \(ClassLabel\), coarse_label \(ClassLabel\), target \(Value\)"):
+        read_dataset_labels(replace(ref, label_column="coarse"))
 
 
 def test_labels_from_the_registry_by_dataset_id_then_task_name():

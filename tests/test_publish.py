@@ -816,6 +816,28 @@ def test_the_early_dataset_check_reads_a_private_dataset_with_the_token(local_hu
         check_hub_datasets({"a": DatasetRef.parse(f"{dataset}:validation")}, token=local_hub.alice_token)
 
 
+def test_the_early_dataset_check_reads_the_class_names_of_the_named_label_column(local_hub, tmp_path, monkeypatch):
+    """The head check before the merge takes the class names the evaluation will score: a named label column's
+    (CIFAR-100's coarse_label after fine_label), not the first ClassLabel's, which refused a fitting head."""
+    import datasets
+
+    from hubmerge.evaluation.data import check_hub_datasets
+    from hubmerge.recipe import DatasetRef
+
+    from ._eval_helpers import hf_online, upload_dataset
+
+    hf_online(monkeypatch, True)
+    features = datasets.Features({"fine_label": datasets.ClassLabel(names=["a", "b", "c"]),
+                                  "coarse_label": datasets.ClassLabel(names=["x", "y"])})
+    data = datasets.Dataset.from_dict({"fine_label": [0, 2], "coarse_label": [0, 1]}, features=features)
+    datasets.DatasetDict({"test": data}).save_to_disk(str(tmp_path / "saved"))
+    alice = HfApi(endpoint=local_hub.endpoint, token=local_hub.alice_token)
+    repo = upload_dataset(alice, f"alice/two-labels-{uuid.uuid4().hex[:6]}", tmp_path / "saved", tmp_path / "up")
+    token = local_hub.alice_token
+    assert check_hub_datasets({"a": DatasetRef(repo)}, token=token) == {"a": ("a", "b", "c")}
+    assert check_hub_datasets({"a": DatasetRef(repo, label_column="coarse_label")}, token=token) == {"a": ("x", "y")}
+
+
 def test_a_push_offline_says_to_unset_hf_hub_offline_not_to_use_local_paths(monkeypatch):
     """The offline error of a read ("or use local model paths") was given to pushes too, whose models may
     well be local already: no local path stands in for the repo a push writes to."""

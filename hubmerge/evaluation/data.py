@@ -6,9 +6,9 @@ the dataset or task at fault and says what to do:
 - a dataset is a local ``save_to_disk`` directory (``datasets.load_from_disk``), another local
   directory of data files, or a Hub dataset id (``datasets.load_dataset``, which honours
   ``HF_ENDPOINT`` and the offline variables) -> :class:`~hubmerge.errors.DatasetError`;
-- the image column is the first ``Image()`` feature (else a column named image / img /
-  pixel_values; its PNG / JPEG bytes or files decoded as images), the label column the first ``ClassLabel`` (else
-  label / labels / fine_label);
+- the image column is the one the dataset's ``image_column`` names, else the first ``Image()`` feature (else a
+  column named image / img / pixel_values; its PNG / JPEG bytes or files decoded as images), the label column the
+  one its ``label_column`` names, else the first ``ClassLabel`` (else label / labels / fine_label);
 - a dataset's class names are matched onto the head's ``id2label`` by name (case, spaces, ``_`` and
   ``-`` ignored), so a dataset whose class order differs from the head's is remapped, not misread
   -> :class:`~hubmerge.errors.HeadMismatchError` when they cannot be matched.
@@ -31,8 +31,8 @@ if TYPE_CHECKING:
 
     from ..recipe import DatasetRef
 
-__all__ = ["LabelMatch", "TaskData", "check_head_labels", "check_hub_datasets", "label_targets", "load_task_data",
-           "resolve_dataset_path"]
+__all__ = ["LabelMatch", "TaskData", "check_column", "check_head_labels", "check_hub_datasets", "label_targets",
+           "load_task_data", "resolve_dataset_path"]
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +128,7 @@ def check_hub_datasets(datasets_by_task: Mapping[str, DatasetRef], *, token: str
             continue
         if info.splits and ref.split not in info.splits:
             raise DatasetError(str(ref), ref.missing_split(list(info.splits)))
-        if names := _class_names(info.features):
+        if names := _class_names(info.features, ref.label_column):
             class_names[task] = names
     return class_names
 
@@ -158,12 +158,13 @@ def _no_data_files(exc: Exception) -> str:
             "failed half-way leaves such a Hub repo), or name another dataset.")
 
 
-def _class_names(features: datasets.Features | None) -> tuple[str, ...] | None:
-    """The names of the first ``ClassLabel`` column, the one the evaluation reads labels from."""
+def _class_names(features: datasets.Features | None, label_column: str | None) -> tuple[str, ...] | None:
+    """The names of the ``ClassLabel`` the evaluation reads labels from: the named column's, else the first."""
     import datasets as hf_datasets
 
-    found = next((f for f in (features or {}).values() if isinstance(f, hf_datasets.ClassLabel)), None)
-    return tuple(found.names) if found is not None else None
+    found = (features or {}).get(label_column) if label_column is not None else next(
+        (f for f in (features or {}).values() if isinstance(f, hf_datasets.ClassLabel)), None)
+    return tuple(found.names) if isinstance(found, hf_datasets.ClassLabel) else None
 
 
 def _registry_hint(*names: str | None) -> str:
@@ -246,12 +247,17 @@ def _load_split(ref: DatasetRef, *, task: str, token: str | None) -> datasets.Da
     return data
 
 
-def _find_columns(data: datasets.Dataset, where: str) -> tuple[str, str, tuple[str, ...] | None]:
+def _find_columns(data: datasets.Dataset, ref: DatasetRef) -> tuple[str, str, tuple[str, ...] | None]:
     import datasets as hf_datasets
 
-    features = data.features
-    image = _column(features, hf_datasets.Image, "image", "Image() feature", _IMAGE_FALLBACKS, where)
-    label = _column(features, hf_datasets.ClassLabel, "label", "ClassLabel feature", _LABEL_FALLBACKS, where)
+    features, where = data.features, str(ref)
+    for named in (ref.image_column, ref.label_column):
+        if named is not None:
+            check_column(features, named, ref)
+    image = ref.image_column or _column(features, hf_datasets.Image, "image", "Image() feature",
+                                        _IMAGE_FALLBACKS, ref)
+    label = ref.label_column or _column(features, hf_datasets.ClassLabel, "label", "ClassLabel feature",
+                                        _LABEL_FALLBACKS, ref)
     feature = features[label]
     if isinstance(feature, hf_datasets.ClassLabel):
         return image, label, tuple(feature.names)
@@ -310,16 +316,38 @@ def _check_pixels(data: datasets.Dataset, column: str, where: str) -> None:
         )
 
 
-def _column(features: Any, kind: type, what: str, typed: str, fallbacks: Sequence[str], where: str) -> str:
+def _column(features: Any, kind: type, what: str, typed: str, fallbacks: Sequence[str], ref: DatasetRef) -> str:
     """The first column of feature type ``kind``, else the first of the usual ``fallbacks`` names."""
     found = next((name for name, f in features.items() if isinstance(f, kind)), None)
     found = found or next((name for name in fallbacks if name in features), None)
     if found is None:
-        columns = ", ".join(f"{name} ({type(f).__name__})" for name, f in features.items()) or "none"
+        named = replace(ref, **{f"{what}_column": "COLUMN"})
         raise DatasetError(
-            where, f"has no {what} column: no {typed} and none named {', '.join(fallbacks)}. Its columns: {columns}."
+            str(ref), f"has no {what} column: no {typed} and none named {', '.join(fallbacks)}. Its columns: "
+            f"{_columns(features)}. Name the one to read: `{named.recipe_line}` in a recipe, "
+            f"--{what}-column COLUMN for `hubmerge evaluate`.",
         )
     return found
+
+
+def check_column(features: Any, column: str, ref: DatasetRef) -> None:
+    """Refuse a ``column`` that ``ref`` names (its ``label_column`` or ``image_column``) and its split lacks.
+
+    Raises:
+        DatasetError: the split has no such column (a ``label_column`` or ``image_column`` misspelt); its
+            columns are listed.
+    """
+    if column not in features:
+        raise DatasetError(str(ref), f"has no column '{column}' (named as its {_naming(ref, column)}). "
+                                     f"Its columns: {_columns(features)}.")
+
+
+def _naming(ref: DatasetRef, column: str) -> str:
+    return " and ".join(key for key in ("label_column", "image_column") if getattr(ref, key) == column)
+
+
+def _columns(features: Any) -> str:
+    return ", ".join(f"{name} ({type(f).__name__})" for name, f in features.items()) or "none"
 
 
 def load_task_data(
@@ -335,15 +363,15 @@ def load_task_data(
     call: a prefix would be biased on datasets that are sorted by class.
 
     Raises:
-        DatasetError: the dataset, split or columns cannot be found, labels are negative
-            (an unlabelled split) or beyond the class names, the images are pixel values already
+        DatasetError: the dataset, split or columns (found, or named by ``ref``) cannot be found, labels are
+            negative (an unlabelled split) or beyond the class names, the images are pixel values already
             normalised, or the split is empty.
     """
     import numpy as np
 
     where = str(ref)
     data = _load_split(ref, task=task, token=token)
-    image, label, names = _find_columns(data, where)
+    image, label, names = _find_columns(data, ref)
     data = _as_images(data.select_columns([image, label]), image)
     total = len(data)
     if total == 0:

@@ -122,7 +122,8 @@ def _normalise(name: str) -> str:
 
 
 def read_dataset_labels(ref: DatasetRef) -> list[str] | None:
-    """Class names of a local ``save_to_disk`` dataset's first ``ClassLabel`` column; None when not local.
+    """Class names of a local ``save_to_disk`` dataset's ``label_column``, else its first ``ClassLabel`` column;
+    None when not local.
 
     Only the dataset's features are read (its arrow files are memory-mapped, not read). A Hub
     dataset id gives None: it is not fetched at plan time.
@@ -132,11 +133,11 @@ def read_dataset_labels(ref: DatasetRef) -> list[str] | None:
 
     Returns:
         The class names in label order, or None for a Hub dataset (or a local directory of raw
-        data files, whose labels only a full load would tell).
+        data files, whose labels only a full load would tell, or a named label column of plain integers).
 
     Raises:
-        DatasetError: a local-looking path that does not exist, a split that is not there, or no
-            ClassLabel column.
+        DatasetError: a local-looking path that does not exist, a split that is not there, a named label
+            column that is not there, or no ClassLabel column.
 
     Example:
         >>> read_dataset_labels(DatasetRef("data/eurosat_test"))
@@ -163,6 +164,12 @@ def read_dataset_labels(ref: DatasetRef) -> list[str] | None:
         if ref.split not in loaded:
             raise DatasetError(ref.path, ref.missing_split(list(loaded)))
         loaded = loaded[ref.split]
+    if ref.label_column is not None:  # the evaluation's labels: their names, if the column has them
+        from ..evaluation.data import check_column
+
+        check_column(loaded.features, ref.label_column, ref)
+        named = loaded.features[ref.label_column]
+        return list(named.names) if isinstance(named, datasets.ClassLabel) else None
     for feature in loaded.features.values():
         if isinstance(feature, datasets.ClassLabel):
             return list(feature.names)
