@@ -16,8 +16,9 @@ import os
 import signal
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
 
     from .engine import MergePlan
     from .hub.push import PushResult
-    from .recipe import Recipe
+    from .recipe import DatasetRef, Recipe
 
 app = typer.Typer(
     name="hubmerge",
@@ -181,6 +182,33 @@ MatchLabelsOpt = Annotated[
 ]
 
 
+def _check_column(value: str | None) -> str | None:
+    if value is not None and not value.strip():
+        raise typer.BadParameter("name a column of the datasets, e.g. coarse_label")
+    return value
+
+
+def _column_option(name: str, what: str) -> Any:
+    return typer.Option(name, callback=_check_column,
+                        help=f"The column of {what} in each dataset given with --task NAME=DATASET, where it is not "
+                        "found by its type or usual names (a recipe names it in its dataset's mapping).")
+
+
+def _with_columns(pairs: list[tuple[str, DatasetRef | None]], *, label_column: str | None, image_column: str | None
+                  ) -> list[tuple[str, DatasetRef | None]]:
+    """--label-column / --image-column on each dataset --task gives; refused where it gives none (a recipe's
+    datasets name their columns in the recipe), as an option that changes nothing."""
+    columns = {key: value for key, value in (("label_column", label_column), ("image_column", image_column))
+               if value is not None}
+    if columns and all(ref is None for _, ref in pairs):
+        raise typer.BadParameter(
+            "applies to the datasets given with --task NAME=DATASET, and no --task gives one; a recipe names its "
+            "dataset's columns itself: `dataset: {path: ..., split: ..., label_column: ...}`",
+            param_hint="--label-column" if label_column is not None else "--image-column",
+        )
+    return [(name, replace(ref, **columns) if ref is not None else None) for name, ref in pairs]
+
+
 def _use_endpoint(value: str | None) -> str | None:
     """--endpoint for every library the command uses, not only for the merge and the push, which take it
     as an argument: the evaluation loads models and datasets through the libraries, which read HF_ENDPOINT."""
@@ -232,8 +260,6 @@ def _load(recipe_path: Path | None, preset: str | None) -> Recipe:
 
 def _with_overrides(recipe: Recipe, *, dtype: str | None, device: str | None) -> Recipe:
     """The recipe with the command line's --dtype and --device in place of its own, validated again."""
-    from dataclasses import replace
-
     if dtype is None and device is None:
         return recipe
     return replace(recipe, dtype=dtype or recipe.dtype, device=device or recipe.device)
@@ -394,6 +420,8 @@ def evaluate(
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per forward pass.")] = 64,
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
     match_labels: MatchLabelsOpt = "name",
+    label_column: Annotated[Optional[str], _column_option("--label-column", "class labels (integers)")] = None,
+    image_column: Annotated[Optional[str], _column_option("--image-column", "images")] = None,
     json_out: Annotated[
         Optional[Path],
         typer.Option("--json", callback=_check_report_path, help="Write the JSON report to this file (- for stdout, "
@@ -423,7 +451,8 @@ def evaluate(
     if save and not (Path(model) / RECIPE_FILE).is_file():
         raise typer.BadParameter(f"'{model}' is no merged output directory (it holds no {RECIPE_FILE})",
                                  param_hint="--save")
-    pairs = [evaluation.parse_task(spec) for spec in task or []]
+    pairs = _with_columns([evaluation.parse_task(spec) for spec in task or []], label_column=label_column,
+                          image_column=image_column)
     names = [name for name, _ in pairs]
     if repeated := sorted({name for name in names if names.count(name) > 1}):
         raise typer.BadParameter(f"each task once: {', '.join(repeated)} is given more than once", param_hint="--task")

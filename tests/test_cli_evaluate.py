@@ -523,3 +523,59 @@ def test_compare_inputs_says_which_local_inputs_are_gone_before_any_work(
             f"names, and 1 of them, local directories, are not here: {gone}. Run it where they are, or evaluate "
             "the output alone (without --compare-inputs).")
     assert err.startswith("".join(said.split()))
+
+
+def _said(capsys: pytest.CaptureFixture[str]) -> str:
+    return " ".join(capsys.readouterr().err.replace("│", "").split())
+
+
+def test_a_dataset_with_labels_under_another_name_is_evaluated_once_named(
+    convnext_average: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Labels in another column (CIFAR-100's coarse_label, a CSV's target) were refused with no way to name them;
+    --label-column names them for the datasets --task gives, which then score as the same data under 'label'."""
+    fx = _fixtures("convnext")
+    low = fx.datasets["digits_low"]
+    coarse = variant(low, tmp_path / "coarse", plain_int_labels=True, rename={"label": "coarse_label"})
+    as_label, named = tmp_path / "label.json", tmp_path / "named.json"
+    assert _evaluate(convnext_average, "-t", f"digits_low={low}", "--json", str(as_label)) == 0
+    assert _evaluate(convnext_average, "-t", f"digits_low={coarse}") == 1
+    assert "has no label column" in (err := _said(capsys)) and "--label-column COLUMN for `hubmerge evaluate`" in err
+    assert _evaluate(convnext_average, "-t", f"digits_low={coarse}", "--label-column", "coarse_label",
+                     "--json", str(named)) == 0
+    expected, got = json.loads(as_label.read_text())["digits_low"], json.loads(named.read_text())["digits_low"]
+    assert got["accuracy"] == pytest.approx(expected["accuracy"], abs=1e-12)
+    assert got["loss"] == pytest.approx(expected["loss"], rel=1e-6)
+    capsys.readouterr()
+    assert _evaluate(convnext_average, "-t", f"digits_low={coarse}", "--label-column", "coarse") == 1
+    assert ("has no column 'coarse' (named as its label_column). Its columns: image (Image), coarse_label (Value)."
+            in _said(capsys))
+    # usage errors: no dataset given to name a column of (the recipe's name their own), a blank name
+    assert _evaluate(convnext_average, "-t", "digits_low", "--label-column", "coarse_label") == 2
+    assert "applies to the datasets given with --task NAME=DATASET, and no --task gives one" in _said(capsys)
+    assert _evaluate(convnext_average, "-t", f"digits_low={low}", "--image-column", " ") == 2
+    assert "name a column of the datasets" in _said(capsys)
+
+
+def test_a_recipes_named_label_column_reaches_the_output_and_its_evaluation(
+    offline: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fx = _fixtures("convnext")
+    coarse = variant(fx.datasets["digits_low"], tmp_path / "coarse", plain_int_labels=True,
+                     rename={"label": "coarse_label"})
+    recipe = yaml.safe_load(_write_recipe(tmp_path / "r.yaml", fx, "simple_average").read_text())
+    recipe["models"] = [m for m in recipe["models"] if m["task"] in ("digits_low", "digits_parity")]
+    recipe["models"][0]["dataset"] = {"path": str(coarse), "label_column": "coarse_label"}
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
+    out = tmp_path / "out"
+    assert main(["merge", str(tmp_path / "r.yaml"), "-o", str(out), "--device", "cpu", "--quiet", "--evaluate"]) == 0
+    stored = yaml.safe_load((out / "hubmerge_recipe.yaml").read_text())
+    assert stored["models"][0]["dataset"] == {"path": str(coarse), "split": "test", "label_column": "coarse_label"}
+    merged = json.loads((out / EVAL_RESULTS_FILE).read_text())
+    assert _evaluate(out, "--json", str(tmp_path / "again.json")) == 0  # the datasets of the stored recipe
+    assert json.loads((tmp_path / "again.json").read_text())["digits_low"] == merged["digits_low"]
+    assert _evaluate(out, "-t", f"digits_low={fx.datasets['digits_low']}", "--json", str(tmp_path / "l.json")) == 0
+    assert json.loads((tmp_path / "l.json").read_text())["digits_low"]["accuracy"] == pytest.approx(
+        merged["digits_low"]["accuracy"], abs=1e-12)
+    assert main(["card", str(out)]) == 0  # the card names the dataset as it is spelled on one line
+    assert f"digits_low on {coarse}:test" in (out / "README.md").read_text()
