@@ -305,8 +305,11 @@ def test_bad_repo_id_and_missing_merge_are_readable_errors(client, app_url, loca
     from gradio_client import Client
     from gradio_client.exceptions import AppError
 
-    with pytest.raises(AppError, match="merge first"):  # a new session has merged nothing
-        Client(app_url, verbose=False).predict("alice/x", False, False, local_hub.alice_token, api_name="/push")
+    fresh = Client(app_url, verbose=False)  # a new session has merged nothing; its page's buttons are off,
+    with pytest.raises(AppError, match="merge first"):  # but the API reaches the handlers all the same
+        fresh.predict("alice/x", False, False, local_hub.alice_token, api_name="/push")
+    with pytest.raises(AppError, match="merge first: there is no merged model in this session"):
+        fresh.predict(None, None, api_name="/try_it")
     with pytest.raises(AppError, match="not a valid repo id"):
         client.predict("not a repo id", False, False, local_hub.alice_token, api_name="/push")
     with pytest.raises(AppError, match="no_such_method is not in the list of choices"):
@@ -820,6 +823,36 @@ def test_try_its_labels_go_with_the_model_task_or_image_they_were_for():
     clearing = [d for d in config["dependencies"] if ids["top5"] in d["outputs"] and d["api_name"] != "try_it"]
     assert any(ids["results"] in d["outputs"] for d in clearing)  # the merge's clearing step
     assert {(ids["task"], "change"), (image, "change")} <= {tuple(t) for d in clearing for t in d["targets"]}
+
+
+@pytest.mark.filterwarnings("ignore:Gradio does not support OAuth features outside of a Space")
+@pytest.mark.parametrize("space", [False, True])
+def test_push_and_classify_are_off_until_the_page_has_a_merged_output(space, local_hub, monkeypatch, tmp_path):
+    """Push and Classify were on before any merge (and during one, after a failed or cancelled one) and could only
+    answer "merge first". They start off and follow the page's output, read on the server, as on a Space."""
+    from hubmerge.ui import build_app
+
+    if space:
+        monkeypatch.setenv("SPACE_ID", "alice/hubmerge")
+        monkeypatch.setenv("HF_TOKEN", local_hub.alice_token)  # Gradio's sign-in button, outside a Space, asks whoami
+    app = build_app()
+    config = app.config
+    ids = {c["props"].get("elem_id"): c["id"] for c in config["components"] if c.get("props", {}).get("elem_id")}
+    buttons = [ids["push"], ids["classify"]]
+    assert [c["props"]["interactive"] for c in config["components"] if c["id"] in buttons] == [False, False]
+
+    fns = list(app.fns.values() if isinstance(app.fns, dict) else app.fns)
+    steps = [i for i, fn in enumerate(fns) if [c._id for c in fn.outputs] == buttons]
+    after = [fns[config["dependencies"][i]["trigger_after"]] for i in steps]
+    state = next(fn for fn in fns if fn.api_name == "push").inputs[0]._id  # the page's output
+    public = {"merge", "push", "try_it"}  # after a merge; after a push or a try that was refused
+    assert sorted(fn.api_name for fn in after if fn.api_name in public) == sorted(public)
+    # and as a merge starts, after the step that clears the page's output
+    assert [state in [c._id for c in fn.outputs] for fn in after if fn.api_name not in public] == [True]
+    output = tmp_path / "merged-1234"
+    for value, on in ((None, False), ("", False), (str(output), False), (str(tmp_path), True)):
+        for step in steps:
+            assert [update.interactive for update in fns[step].fn(value)] == [on, on], (value, step)
 
 
 def test_the_models_table_says_every_method_that_uses_a_weight():

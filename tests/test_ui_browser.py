@@ -74,6 +74,18 @@ def _assert_every_row_shows(page, elem_id: str) -> None:  # type: ignore[no-unty
     assert scroller.evaluate("el => el.scrollHeight <= el.clientHeight + 1"), f"#{elem_id}'s last rows are hidden"
 
 
+def _expect_output_actions(page, enabled: bool) -> None:  # type: ignore[no-untyped-def]
+    """Push and Classify, each on its own tab, are both on (the page has a merged output) or both off."""
+    from playwright.sync_api import expect
+
+    for tab, elem_id in (("Push", "push"), ("Try it", "classify")):
+        page.get_by_role("tab", name=tab).click()
+        if enabled:
+            expect(page.locator(f"#{elem_id}")).to_be_enabled()
+        else:
+            expect(page.locator(f"#{elem_id}")).to_be_disabled()
+
+
 def test_plan_merge_and_push_in_the_browser(page, local_hub):
     from playwright.sync_api import expect
 
@@ -214,7 +226,9 @@ def test_cancel_during_the_evaluation_in_the_browser(browser_app, monkeypatch):
     before = set(browser_app.work_dir.iterdir())
     page.locator("#merge").click()
     page.get_by_role("tab", name="Results").click()
-    expect(page.locator("#status")).to_contain_text("Loading ft:digits_rotated for digits_low")  # waits on Cancel
+    expect(page.locator("#status")).to_contain_text("Loading ft:digits_rotated for digits_low",
+                                                    timeout=60_000)  # waits on Cancel (a first load imports)
+    _expect_output_actions(page, enabled=False)  # nothing to push or try while the merge runs
     page.get_by_role("tab", name="Merge").click()
     page.locator("#cancel").click()
     expect(page.locator("#merge")).to_be_enabled(timeout=10_000)
@@ -227,16 +241,36 @@ def test_cancel_during_the_evaluation_in_the_browser(browser_app, monkeypatch):
     while any(session.iterdir()) and time.monotonic() < deadline:
         time.sleep(0.2)  # the merge's thread stops at its next look at Cancel and deletes its output
     assert not any(session.iterdir())
-    page.get_by_role("tab", name="Push").click()
-    _field(page, "repo-id").fill("alice/ui-browser-cancelled")
-    page.locator("#push").click()
-    expect(page.get_by_text("there is no merged model in this session to push").first).to_be_visible()
+    _expect_output_actions(page, enabled=False)  # nor after it was cancelled
 
     monkeypatch.setattr(loop, "run_pass", run_pass)
     page.get_by_role("tab", name="Merge").click()
     page.locator("#merge").click()
     page.get_by_role("tab", name="Results").click()
     expect(page.locator("#status")).to_contain_text("Merged in", timeout=240_000)
+    page.close()
+
+
+def test_push_and_classify_are_on_only_while_the_page_has_a_merged_output(browser_app):
+    """Push and Classify were on before any merge and after a failed one, and could only answer "merge first". They
+    are on once a merge has ended with its output (off while one runs or after Cancel: the test above)."""
+    from playwright.sync_api import expect
+
+    page = browser_app.open_page()
+    _expect_output_actions(page, enabled=False)  # no merge yet
+    page.get_by_role("tab", name="Merge").click()
+    page.locator("#merge").click()
+    page.get_by_role("tab", name="Results").click()
+    expect(page.locator("#status")).to_contain_text("Merged in", timeout=240_000)
+    _expect_output_actions(page, enabled=True)
+    page.screenshot(path=str(ARTIFACTS / "ui-classify-on.png"), full_page=True)
+
+    page.get_by_role("tab", name="Merge").click()
+    _field(page, "base").fill("alice/no-such-base-model")
+    page.locator("#merge").click()  # the new merge deletes the last one's output as it starts
+    expect(page.get_by_text("alice/no-such-base-model").first).to_be_visible()  # the error names it
+    expect(page.locator("#merge")).to_be_enabled()
+    _expect_output_actions(page, enabled=False)  # after it failed
     page.close()
 
 

@@ -230,6 +230,12 @@ class AppHandlers:
             finally:
                 engine.close_plan(merge_plan)
 
+    @staticmethod
+    def has_output(output: str | None) -> bool:
+        """Whether the page's merged output is there to try or push: none before a merge, during one (it clears
+        the page's), after a failed or cancelled one, or once deleted (``keep_outputs_s``)."""
+        return bool(output and Path(output).is_dir())
+
     def _session_dir(self, session: str) -> Path:
         return self.work_dir / (session or "default")
 
@@ -386,7 +392,7 @@ class AppHandlers:
             if not output and (getattr(request, "session_hash", None) or "default") in self._cancels:
                 raise RecipeError("this page's merge is still running: push once it has ended (the Results tab "
                                   "shows its progress), or cancel it")
-            if not output or not Path(output).is_dir():
+            if not self.has_output(output):
                 raise RecipeError(f"merge first: there is no merged model in this session to push{self._kept}")
             if not secret:
                 raise AuthenticationError(
@@ -405,7 +411,7 @@ class AppHandlers:
         from ..vision.processors import load_processor
 
         with _user_errors("Try it"):
-            if not output or not Path(output).is_dir():
+            if not self.has_output(output):
                 raise RecipeError(f"merge first: there is no merged model in this session{self._kept}")
             if image is None:
                 raise RecipeError("upload an image first")
@@ -451,9 +457,9 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def _in_page(fn: Callable[[], Any], outputs: Any) -> dict[str, Any]:
+def _in_page(fn: Callable[..., Any], outputs: Any, inputs: Any = None) -> dict[str, Any]:
     """Event arguments for a step that only changes the page, at once: no API endpoint, queue or spinner."""
-    return dict(fn=fn, inputs=None, outputs=outputs, api_visibility="private", show_progress="hidden", queue=False)
+    return dict(fn=fn, inputs=inputs, outputs=outputs, api_visibility="private", show_progress="hidden", queue=False)
 
 
 def _cleared(*components: gr.components.Component) -> dict[str, Any]:
@@ -468,6 +474,12 @@ def _running(start: gr.Button, stop: gr.Button, running: bool) -> dict[str, Any]
     """Event arguments that turn ``start`` off and ``stop`` on while what they start and stop runs, or back
     after it, at once, in the page."""
     return _in_page(lambda: (gr.Button(interactive=not running), gr.Button(interactive=running)), [start, stop])
+
+
+def _following(usable: Callable[[Any], bool], state: gr.State, buttons: list[gr.Button]) -> dict[str, Any]:
+    """Event arguments that turn ``buttons`` on when ``usable(state's value)``, off otherwise, at once, in the page;
+    the value is read on the server, where the session's state and output live (also on a Space)."""
+    return _in_page(lambda value: [gr.Button(interactive=usable(value)) for _ in buttons], buttons, state)
 
 
 def _check_uploaded_paths(recipe: Recipe, upload_folder: Path) -> None:
@@ -610,7 +622,7 @@ def build_app(
                 image = gr.Image(type="pil", label="Image", height=320)  # one box size, whatever the image
                 with gr.Column():
                     task = gr.Dropdown([], label="Task", elem_id="task")
-                    try_button = gr.Button("Classify", elem_id="classify")
+                    try_button = gr.Button("Classify", elem_id="classify", interactive=False)
                     top5 = gr.Label(num_top_classes=5, label="Top-5 labels", elem_id="top5")
 
         with gr.Tab("Push"):
@@ -621,7 +633,7 @@ def build_app(
                 with gr.Column(min_width=240):
                     private = gr.Checkbox(label="Private", elem_id="private")
                     overwrite = gr.Checkbox(label="Overwrite a non-empty repo", elem_id="overwrite")
-            push_button = gr.Button("Push", variant="primary", elem_id="push")
+            push_button = gr.Button("Push", variant="primary", elem_id="push", interactive=False)
             pushed = gr.Markdown(label="Push", elem_id="pushed")
 
         form = [base, models, method, params_state, dtype, device]
@@ -638,23 +650,28 @@ def build_app(
             handlers.plan, [*form, token_box], planned, api_name="plan"
         )
         merged = [status, results, chart, card, recipe_file, output_state, task]
+        # Push and Classify are on only while the page has a merged output: pressed before a merge, during one or
+        # after a failed or cancelled one, they could only answer "merge first". The handlers still check (the API
+        # calls them directly), and a refusal turns them off if the output went meanwhile (keep_outputs_s).
+        follow_output = _following(handlers.has_output, output_state, [push_button, try_button])
         # Merge is off while its merge runs or waits: pressed again, Gradio dropped the second merge without a word
         # (the first one's results then stood for a form changed since); Cancel first, then merge again. Cancel is
         # on only then: pressed with no merge, it could only say there was nothing to cancel.
         merging = merge_button.click(**_running(merge_button, cancel_button, True)).then(**collect).then(
             **_cleared(*merged, pushed, top5)
-        ).then(
+        ).then(**follow_output).then(
             handlers.merge, [*form, token_box, examples, match_labels], merged,
             api_name="merge", concurrency_limit=1, concurrency_id=MERGES,
         )
         merging.then(**_running(merge_button, cancel_button, False))  # after a merge that ended or was cancelled
+        merging.then(**follow_output)  # on after a merge with its output; a failed one leaves them off from its start
         merging.failure(**_running(merge_button, cancel_button, False))  # Gradio's .then does not follow a failure
         cancel_button.click(handlers.cancel, None, status, cancels=[merging], api_name="cancel", queue=False)
         push_button.click(**_cleared(pushed)).then(
             handlers.push, [output_state, repo_id, private, overwrite, token_box], pushed,
             api_name="push", concurrency_limit=1, concurrency_id=PUSHES,
-        )
-        try_button.click(handlers.try_it, [output_state, task, image], top5, api_name="try_it")
+        ).failure(**follow_output)
+        try_button.click(handlers.try_it, [output_state, task, image], top5, api_name="try_it").failure(**follow_output)
         for picked in (task, image):  # the labels in sight are always of the image, task and model in sight
             picked.change(**_cleared(top5))
         app.unload(handlers.end_session)
