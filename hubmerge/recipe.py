@@ -10,9 +10,9 @@ from __future__ import annotations
 import math
 import os
 import re
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 import yaml
@@ -21,7 +21,8 @@ from .errors import PER_MODEL_WEIGHTS, ModelFilesNotFoundError, RecipeError, did
 from .methods import get_method, list_methods
 from .yaml_limits import MAX_SIZE, expanded_size
 
-__all__ = ["RECIPE_FILE", "DatasetRef", "ModelEntry", "ModelRef", "Recipe", "load_recipe", "task_name_problem"]
+__all__ = ["RECIPE_FILE", "DatasetRef", "ModelEntry", "ModelRef", "Recipe", "load_recipe", "shared_names",
+           "task_name_problem"]
 
 RECIPE_FILE = "hubmerge_recipe.yaml"  # the recipe a merged output keeps, every input pinned to its commit
 
@@ -119,8 +120,9 @@ class ModelRef:
         return self if sha is None else replace(self, revision=sha)
 
     def __str__(self) -> str:
-        if self.path is not None:
-            return str(self.path)
+        if self.path is not None:  # a relative one as ./dir: 'dir' alone reads back as a Hub repo id
+            text = str(self.path)
+            return text if self.path.is_absolute() or text.startswith(".") else f"./{self.path.as_posix()}"
         return f"{self.repo_id}@{self.revision}" if self.revision else str(self.repo_id)
 
 
@@ -170,6 +172,12 @@ class DatasetRef:
             columns = {key: _column_name(value.get(key), f"{field}.{key}") for key in _DATASET_COLUMNS}
             return cls(path=value["path"], name=value.get("name"), split=value.get("split") or "test", **columns)
         raise RecipeError(f"expected a dataset id like 'org/name[:split]', got {value!r}", field=field)
+
+    def shared(self, names: Mapping[Path, str]) -> DatasetRef:
+        """The same dataset named as ``names`` (``shared_names``) names its folder, when it is a local one."""
+        if not self.is_local or (name := names.get(Path(self.path).expanduser())) is None:
+            return self
+        return replace(self, path=name)
 
     def to_yaml(self) -> str | dict[str, str]:
         """The one-line form where it says everything, else the mapping (a config or a column named)."""
@@ -404,10 +412,14 @@ class Recipe:
         return found
 
     @property
+    def inputs(self) -> list[ModelRef]:
+        """The base model (when there is one), then every model, in order."""
+        return ([self.base_model] if self.base_model else []) + [m.model for m in self.models]
+
+    @property
     def on_hub(self) -> bool:
         """Whether any model (or the base) is a Hub repo rather than a local directory."""
-        refs = [m.model for m in self.models] + ([self.base_model] if self.base_model else [])
-        return any(not ref.is_local for ref in refs)
+        return any(not ref.is_local for ref in self.inputs)
 
     @property
     def inputs_in_words(self) -> str:
@@ -430,6 +442,21 @@ class Recipe:
             base_model=self.base_model.pinned(shas.get(self.base_model)) if self.base_model else None,
             models=tuple(replace(m, model=m.model.pinned(shas.get(m.model)),
                                  dataset=m.dataset.resolved(Path.cwd()) if m.dataset else None)
+                         for m in self.models),
+        )
+
+    def shared(self, names: Mapping[Path, str]) -> Recipe:
+        """The recipe as it is published: each local folder (model, dataset) by its name in ``names``
+        (``shared_names``), Hub inputs as they are. It parses, and merges again where those folders are laid
+        out beside it; its local paths are not this machine's."""
+        def shared_ref(ref: ModelRef) -> ModelRef:
+            name = names.get(ref.path) if ref.path is not None else None
+            return ref if name is None else ModelRef(path=Path(name))
+
+        return replace(
+            self,
+            base_model=shared_ref(self.base_model) if self.base_model else None,
+            models=tuple(replace(m, model=shared_ref(m.model), dataset=m.dataset.shared(names) if m.dataset else None)
                          for m in self.models),
         )
 
@@ -589,6 +616,42 @@ _UniqueKeyLoader.add_implicit_resolver(  # after YAML 1.1's own float rule, for 
     "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
     list("-+0123456789"),
 )
+
+
+def shared_names(folders: Iterable[Path]) -> dict[Path, str]:
+    """How a published recipe, card or report names each local folder: ``./`` and its path below the folders'
+    common parent (``/home/alice/work/base`` and ``/home/alice/work/task1`` are ``./base`` and ``./task1``), so
+    that no path of this machine (home folder, user name, disk layout) is published. A Hugging Face cache
+    snapshot is ``./models--org--name/snapshots/<commit>``, which reads back as that commit on the Hub.
+
+    Where that parent is a filesystem root or above the home folder (inputs on two disks, or in two users'
+    homes), each folder is named by the fewest last components that tell the folders apart instead.
+    """
+    found = {folder: Path(os.path.abspath(folder)) for folder in folders}
+    names = {folder: "./" + PurePath(*path.parts[-3:]).as_posix() for folder, path in found.items()
+             if ModelRef(path=path).hub_copy}
+    rest = {folder: path for folder, path in found.items() if folder not in names}
+    if not rest:
+        return names
+    parent = _common_parent(list(rest.values()))
+    if parent is not None:
+        return names | {folder: f"./{path.relative_to(parent).as_posix()}" for folder, path in rest.items()}
+    below_root = [path.parts[1:] for path in rest.values()]
+    for count in range(1, max(map(len, below_root)) + 1):
+        tails = [PurePath(*parts[-count:]).as_posix() for parts in below_root]
+        if len(set(tails)) == len(tails):
+            break
+    return names | {folder: f"./{tail}" for folder, tail in zip(rest, tails)}
+
+
+def _common_parent(paths: list[Path]) -> Path | None:
+    """The folder ``paths`` are all below, or None where naming them from there would show this machine's
+    layout: a filesystem root, or a folder above the home folder (``/home``: the user name below it)."""
+    try:
+        parent = Path(os.path.commonpath([path.parent for path in paths]))
+    except ValueError:  # on two drives
+        return None
+    return None if parent == Path(parent.anchor) or parent in Path.home().parents else parent
 
 
 def _entry_name(index: int, entry: ModelEntry) -> str:

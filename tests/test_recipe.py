@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from hubmerge.errors import MethodParameterError, RecipeError, UnknownMethodError
-from hubmerge.recipe import DatasetRef, ModelRef, Recipe, load_recipe, task_name_problem
+from hubmerge.recipe import DatasetRef, ModelRef, Recipe, load_recipe, shared_names, task_name_problem
 
 GOOD = """
 method: task_arithmetic
@@ -397,3 +397,44 @@ def test_a_missing_split_hint_keeps_the_named_columns():
         "name the one to evaluate on: `dataset: {path: org/d, split: test, label_column: coarse_label}`")
     plain = DatasetRef("org/d", split="train")
     assert plain.missing_split(["test"]).endswith("after a colon, e.g. `dataset: org/d:test`")
+
+
+def test_a_relative_local_path_is_written_so_that_it_reads_back_as_a_folder(tmp_path):
+    """``Path("./merged")`` is ``merged``: written so, a recipe read it back as the Hub repo 'merged'."""
+    ref = ModelRef(path=Path("./merged"))
+    assert str(ref) == "./merged" and ModelRef.parse(str(ref)) == ref
+    assert str(ModelRef(path=Path("../up"))) == "../up" and str(ModelRef(path=tmp_path)) == str(tmp_path)
+
+
+def test_published_names_are_paths_below_the_inputs_common_parent(monkeypatch):
+    monkeypatch.setattr(Path, "home", classmethod(lambda cls: Path("/home/alice")))
+    work = Path("/home/alice/work")
+    assert shared_names([work / "ckpt" / "base", work / "ckpt" / "t1", work / "data" / "d1"]) == {
+        work / "ckpt" / "base": "./ckpt/base", work / "ckpt" / "t1": "./ckpt/t1", work / "data" / "d1": "./data/d1"}
+    assert shared_names([work / "t1"]) == {work / "t1": "./t1"}  # one folder: its name alone
+    assert shared_names([work, work / "data"]) == {work: "./work", work / "data": "./work/data"}
+    # from / or /home the names would start with this machine's layout or the user name: the fewest last
+    # components that tell the folders apart
+    assert shared_names([work / "ckpt" / "t1", Path("/mnt/disk/d1")]) == {
+        work / "ckpt" / "t1": "./t1", Path("/mnt/disk/d1"): "./d1"}
+    assert shared_names([work / "a" / "final", Path("/home/bob/b/final")]) == {
+        work / "a" / "final": "./a/final", Path("/home/bob/b/final"): "./b/final"}
+    # a Hugging Face cache copy keeps the part that reads back as its Hub commit, and leaves the parent alone
+    snapshot = Path("/home/alice/.cache/huggingface/hub/models--org--name/snapshots") / ("a" * 40)
+    names = shared_names([snapshot, work / "t1"])
+    assert names == {snapshot: f"./models--org--name/snapshots/{'a' * 40}", work / "t1": "./t1"}
+    assert ModelRef.parse(names[snapshot]) == ModelRef(repo_id="org/name", revision="a" * 40)
+
+
+def test_a_shared_recipe_names_local_folders_and_keeps_hub_inputs(tmp_path):
+    for name in ("base", "t1"):
+        (tmp_path / "w" / name).mkdir(parents=True)
+    recipe = Recipe.from_dict({"method": "task_arithmetic", "base_model": str(tmp_path / "w" / "base"), "models": [
+        {"model": str(tmp_path / "w" / "t1"), "task": "t1", "dataset": {"path": str(tmp_path / "d"), "split": "val"}},
+        {"model": "org/t2@abc", "task": "t2", "dataset": "org/data"}]})
+    shared = recipe.shared(shared_names(recipe.local_paths))
+    assert [str(ref) for ref in shared.inputs] == ["./w/base", "./w/t1", "org/t2@abc"]
+    assert shared.datasets == {"t1": DatasetRef("./d", split="val"), "t2": DatasetRef("org/data")}
+    again = Recipe.from_yaml(shared.to_yaml(), base_dir=tmp_path)  # parses, and beside the folders reads them
+    assert again.inputs == recipe.inputs and again.datasets["t1"].path == str(tmp_path / "d")
+    assert str(tmp_path) not in shared.to_yaml()
