@@ -25,6 +25,14 @@ from .errors import CardEditedError, RecipeError
 from .evaluation.report import AVERAGE, EVAL_COMPARISON_FILE, EVAL_RESULTS_FILE, EVAL_SCOPE_FILE
 from .json_files import read_json_file
 from .output_stamp import OutputStamp
+from .published import (
+    LOCAL_FOLDERS,
+    has_local_folders,
+    published_comparison,
+    published_names,
+    published_refs,
+    published_scope,
+)
 from .recipe import DatasetRef, ModelRef, Recipe
 from .vision.heads import HEADS_INDEX
 from .vision.processors import describe_processor
@@ -99,7 +107,8 @@ class License:
 
 @dataclass(frozen=True)
 class CardFacts:
-    """Everything the card says, gathered before rendering."""
+    """Everything the card says, gathered before rendering; local inputs by their published names
+    (``published_names``), never by this machine's paths."""
 
     recipe: Recipe
     tasks: tuple[TaskFacts, ...]
@@ -212,18 +221,22 @@ def collect_card(
     output = Path(output)
     recipe = read_output_recipe(output)
     config = _read_json(output / "config.json") or {}
-    refs = ([recipe.base_model] if recipe.base_model else []) + [e.model for e in recipe.models]
     heads = _read_json(output / HEADS_INDEX) or {}
     results = _read_json(output / EVAL_RESULTS_FILE)
+    scope = _read_json(output / EVAL_SCOPE_FILE) or {}
+    names = published_names(recipe, scope)
+    shared = recipe.shared(names)
+    renamed = published_refs(recipe, shared)
+    comparison = _read_json(output / EVAL_COMPARISON_FILE)
     return CardFacts(
-        recipe=recipe,
-        tasks=tuple(_head_facts(output, recipe)),
+        recipe=shared,
+        tasks=tuple(_head_facts(output, shared)),
         default_task=recipe.resolved_default_task,
-        measured=tuple(_measurements(recipe, results, _read_json(output / EVAL_SCOPE_FILE) or {})),
+        measured=tuple(_measurements(shared, results, published_scope(scope, names))),
         model_type=config.get("model_type") or config.get("hubmerge_family"),
         results=results,
-        comparison=_read_json(output / EVAL_COMPARISON_FILE),
-        licenses={str(ref): _input_license(ref, token, endpoint) for ref in refs},
+        comparison=published_comparison(comparison, renamed) if isinstance(comparison, dict) else comparison,
+        licenses={renamed[str(ref)]: _input_license(ref, token, endpoint) for ref in recipe.inputs},
         repo_id=repo_id,
         revision=revision,
         hub_url=_link_base(endpoint or _default_endpoint()),
@@ -385,8 +398,8 @@ def render_card(facts: CardFacts) -> ModelCard:
         spelled = ", ".join(f"{k}: {v.spelled(link=link) if v else 'none declared'}"
                             for k, v in facts.licenses.items())
         limitations.append(f"The inputs declare different licenses ({spelled}); check them before you use this model.")
-    if any(ref.path is not None and not ref.hub_copy for _, ref, _ in refs):
-        limitations.append("Some inputs were local directories; the recipe cannot fetch them elsewhere.")
+    if has_local_folders(recipe):
+        limitations.append(LOCAL_FOLDERS)
     if any(ref.hub_copy for _, ref, _ in refs):
         limitations.append("Some inputs were read from a Hugging Face cache, and the recipe names them by their paths "
                            "there; on a machine without those folders, hubmerge reads the same commits from the Hub.")

@@ -512,7 +512,8 @@ def push(
     """Publish to REPO_ID in one commit: a recipe, merged, evaluated and with its card; or an output as it is.
 
     A merged output directory (made by `hubmerge merge`, perhaps with `hubmerge evaluate OUTPUT --save`
-    after it) is pushed as it is: nothing is merged or evaluated again.
+    after it) is pushed as it is: nothing is merged or evaluated again. Local input folders are published as
+    ./PATH below their common parent, never by this machine's absolute paths.
     """
     from . import publish as publishing
     from .hub.auth import require_token

@@ -5,6 +5,8 @@
 one commit; a failure at any step leaves the Hub as it was and the temporary files are removed.
 ``publish_output`` pushes an output that is already built (``hubmerge merge``, then perhaps
 ``hubmerge evaluate --save``) as it is, in one commit, so what was inspected is what is published.
+Either way the commit names local inputs without this machine's paths (``hubmerge.published``); the output
+keeps its own files, which its later commands read.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from .hub.auth import require_token
 from .hub.push import PushResult, check_target, push_folder
 from .methods import get_method
 from .output_stamp import OutputStamp
+from .published import published_files
 from .recipe import Recipe
 
 if TYPE_CHECKING:
@@ -220,6 +223,7 @@ def publish(
         pushed = push_folder(
             built.output, repo_id, token=secret, target=target, private=private, branch=branch, create_pr=create_pr,
             commit_message=_commit_title(recipe), commit_description=_COMMIT_DESCRIPTION, endpoint=endpoint,
+            contents=published_files(built.output, engine.read_output_recipe(built.output)),
         )
     return PublishResult(built, pushed)
 
@@ -265,8 +269,8 @@ def publish_output(
     stamp = OutputStamp.take(output)  # the output the card is for: another one put there is not pushed
     card = Path(output) / CARD_FILE
     card_before = card.read_bytes() if card.is_file() else None
-    contents: dict[str, bytes] = {}  # the card committed is the one written here, whatever the file says by then
-    try:
+    contents = published_files(Path(output), recipe)  # its local inputs named without this machine's paths
+    try:  # the card committed is the one written here, whatever the file says by then
         contents[CARD_FILE] = written_card(  # a pull request is merged into ``branch``: the samples load that
             output, repo_id=repo_id, revision=branch, token=secret, endpoint=endpoint)[1].encode()  # branch too
     except CardEditedError:

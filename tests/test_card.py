@@ -17,7 +17,7 @@ from hubmerge import engine
 from hubmerge.card import CardFacts, card_is_edited, collect_card, render_card, write_card
 from hubmerge.cli import main
 from hubmerge.errors import CardEditedError, RecipeError
-from hubmerge.recipe import Recipe, load_recipe
+from hubmerge.recipe import ModelRef, Recipe, load_recipe
 
 from ._models import cache_snapshot, make_family, write_recipe
 
@@ -151,7 +151,10 @@ def test_inputs_read_from_a_hugging_face_cache_are_named_by_their_hub_repos(tmp_
                 in card.text)
     assert card.text.count(f"| {commit} |") == len(repos) and "(local) |" not in card.text
     assert "Some inputs were read from a Hugging Face cache" in card.text
-    assert "Some inputs were local directories" not in card.text
+    assert "Some inputs were local folders" not in card.text
+    # its recipe names them by the part of their cache paths that reads back as the commit, not by this machine's
+    assert f"base_model: ./models--org--{family.base.name}/snapshots/{commit}" in card.text
+    assert str(tmp_path) not in card.text
     # on a Hub on this machine the links start at its root: its port changes when it is served again
     # (the demo's cards linked to the port of a server long gone)
     local = render_card(collect_card(tmp_path / "out", endpoint="http://127.0.0.1:36895"))
@@ -386,3 +389,26 @@ def test_card_round_trips_through_the_hub_and_its_samples_work(tmp_path, family,
     assert torch.equal(model.classifier.weight, head)
     labels = json.loads((family.models[task] / "config.json").read_text())["id2label"]
     assert {str(k): v for k, v in model.config.id2label.items()} == labels
+
+
+def test_a_card_names_local_inputs_by_their_paths_below_their_common_parent(tmp_path, family):
+    """The card's recipe block, its dataset columns and its license note named local inputs by this machine's
+    absolute paths (home folder, user name), which a push published."""
+    out = merged(tmp_path, family, licenses=("mit", "apache-2.0", "mit", "mit"))
+    first, *rest = family.models
+    local = tmp_path / "data" / "my-digits"
+    scope = {first: {"dataset": f"{local}:test", "samples": 60, "split_size": 60}}
+    (out / "eval_scope.json").write_text(json.dumps(scope))
+    comparison = json.loads((out / "eval_comparison.json").read_text())
+    comparison["finetuned"] = {str(family.models[first]): comparison["merged"]}  # an input without a task
+    (out / "eval_comparison.json").write_text(json.dumps(comparison))
+    card = render_card(collect_card(out))
+    parent = family.base.parent.parent  # the common parent of the family's folders and the dataset's
+    assert str(parent) not in str(card)
+    names = {path: f"./{path.relative_to(parent).as_posix()}" for path in [family.base, *family.models.values()]}
+    assert f"base_model: {names[family.base]}" in card.text
+    assert f"{first} on ./{local.relative_to(parent).as_posix()}:test (all 60 examples)" in card.text
+    assert f"{names[family.base]}: mit, {names[family.models[first]]}: apache-2.0" in card.text
+    assert f"| {names[family.models[first]]} backbone + task heads |" in card.text
+    assert "Some inputs were local folders, not on the Hub" in card.text
+    assert load_recipe(out / "hubmerge_recipe.yaml").base_model == ModelRef(path=family.base)  # the output's own

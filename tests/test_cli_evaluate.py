@@ -140,7 +140,8 @@ def test_merge_evaluate_writes_report(offline: None, tmp_path: Path) -> None:
         t: (1, s["split_size"]) for t, s in whole.items()}
     assert main(["card", str(one)]) == 0  # the card says the accuracies rest on one example each
     card = (one / "README.md").read_text()
-    assert f"{fx.tasks[0]} on {whole[fx.tasks[0]]['dataset']} (1 of {whole[fx.tasks[0]]['split_size']} examples" in card
+    named = f"./{fx.datasets[fx.tasks[0]].relative_to(fx.base.parents[1]).as_posix()}:test"  # below the inputs' parent
+    assert f"{fx.tasks[0]} on {named} (1 of {whole[fx.tasks[0]]['split_size']} examples" in card
     assert "fixed random subset of each evaluation split" in card
 
 

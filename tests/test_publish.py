@@ -16,7 +16,7 @@ from huggingface_hub.errors import RepositoryNotFoundError
 
 from hubmerge import engine
 from hubmerge.cli import main
-from hubmerge.errors import AuthenticationError, HeaderParseError, PushError
+from hubmerge.errors import AuthenticationError, HeaderParseError, PushError, RecipeError
 from hubmerge.hub.push import check_repo_id, check_target, push_folder
 from hubmerge.publish import publish, publish_output
 from hubmerge.recipe import Recipe
@@ -740,8 +740,10 @@ def test_the_endpoint_option_reaches_the_evaluation_too(api, local_hub, tmp_path
     repo_id = fresh_repo()
     _cli_with_endpoint_option(local_hub, tmp_path, "push", str(recipe), "--repo-id", repo_id)
     assert "eval_comparison.json" in api.list_repo_files(repo_id)  # base and fine-tunes were loaded from the Hub
-    # evaluate takes the option too: a merged output on the Hub, next to its inputs, all loaded from there
-    _cli_with_endpoint_option(local_hub, tmp_path, "evaluate", repo_id, "--compare-inputs",
+    # evaluate takes the option too: a merged output on the Hub, next to its inputs, all loaded from there (its
+    # recipe names the local datasets by paths below their parent folder, which are given here)
+    given = [arg for task, path in fixtures.datasets.items() for arg in ("--task", f"{task}={path}")]
+    _cli_with_endpoint_option(local_hub, tmp_path, "evaluate", repo_id, "--compare-inputs", *given,
                               "--json", str(tmp_path / "report.json"))
     report = json.loads((tmp_path / "report.json").read_text())
     assert set(report["merged"]) == {*fixtures.models, "average"} and len(report["finetuned"]) == len(fixtures.models)
@@ -1079,3 +1081,80 @@ def test_an_output_replaced_after_its_card_was_written_is_not_pushed_under_it(ap
         publish_output(out, repo_id, token=local_hub.alice_token)
     assert not api.repo_exists(repo_id)
     assert new_card and card_now() == new_card[0]  # not the old output's card put back into it
+
+
+def _local_folders(root: Path) -> tuple[Path, Recipe]:
+    """The convnext fixtures copied to ``root``/ckpt and ``root``/data: a recipe of two tasks with their
+    datasets, and a third fine-tune without a task (the comparison keys its row by its path)."""
+    from hubmerge.fixtures import build_fixtures
+
+    fx = build_fixtures(family="convnext")
+    shutil.copytree(fx.base, root / "ckpt" / "base")
+    for task in fx.tasks[:3]:
+        shutil.copytree(fx.models[task], root / "ckpt" / task)
+        shutil.copytree(fx.datasets[task], root / "data" / task)
+    low, high, untasked = fx.tasks[:3]
+    return root, Recipe.from_dict({
+        "method": "task_arithmetic", "base_model": str(root / "ckpt" / "base"), "target_modules": ["convnext"],
+        "models": [*({"model": str(root / "ckpt" / t), "task": t, "dataset": str(root / "data" / t)} for t in (low, high)),
+                   {"model": str(root / "ckpt" / untasked)}],
+    })
+
+
+def _pushed_files(api: HfApi, repo_id: str, into: Path) -> dict[str, bytes]:
+    pushed = Path(api.snapshot_download(repo_id, local_dir=into))
+    return {p.relative_to(pushed).as_posix(): p.read_bytes() for p in pushed.rglob("*")
+            if p.is_file() and ".cache" not in p.relative_to(pushed).parts and p.name != ".gitattributes"}
+
+
+def test_a_push_of_local_folders_publishes_no_path_of_this_machine(api, local_hub, tmp_path):
+    """The recipe, card and reports of an output merged from local folders named them by absolute paths: a
+    push published the home folder, user name and layout of the machine that merged. The commit names each
+    by its path below the folders' common parent; the output keeps its absolute paths for its later commands."""
+    from hubmerge.evaluation import evaluate_model
+    from hubmerge.publish import build
+    from hubmerge.recipe import load_recipe
+
+    work, recipe = _local_folders(tmp_path / "alice-home" / "merge-work-7f3")
+    built = build(recipe, tmp_path / "out", device="cpu", max_samples=8)
+    assert built.comparison is not None and str(work / "ckpt") in json.dumps(built.comparison.to_dict())
+    kept = {name: (built.output / name).read_bytes() for name in ("hubmerge_recipe.yaml", "eval_scope.json",
+                                                                   "hubmerge_heads.json", "eval_comparison.json")}
+    secret = {part for part in work.parts if part not in ("/", "tmp")}  # every folder name above the inputs
+    for repo_id, push in ((fresh_repo(), "output"), (fresh_repo(), "recipe")):
+        if push == "output":
+            publish_output(built.output, repo_id, token=local_hub.alice_token)
+        else:  # built in a temporary folder, evaluated without comparison
+            publish(recipe, repo_id, token=local_hub.alice_token, device="cpu", max_samples=8, compare_inputs=False)
+        files = _pushed_files(api, repo_id, tmp_path / repo_id)
+        assert {"README.md", "hubmerge_recipe.yaml", "eval_scope.json", "hubmerge_heads.json"} <= set(files)
+        leaks = sorted(f"{name}: {part}" for name, data in files.items() for part in secret if part.encode() in data)
+        assert not leaks
+        text = files["hubmerge_recipe.yaml"].decode()
+        assert text.startswith("# Some inputs were local folders, not on the Hub")
+        pushed = Recipe.from_yaml(text)
+        assert [str(ref) for ref in pushed.inputs] == ["./ckpt/base", *(f"./ckpt/{p.name}" for p in
+                                                                           (m.model.path for m in recipe.models))]
+        assert [m.dataset and m.dataset.path for m in pushed.models] == [
+            f"./data/{recipe.models[0].task}", f"./data/{recipe.models[1].task}", None]
+        card = files["README.md"].decode()
+        assert "Some inputs were local folders, not on the Hub" in card and "base_model: ./ckpt/base" in card
+        assert f"on ./data/{recipe.models[0].task}:test (8 of" in card
+        scope = json.loads(files["eval_scope.json"])
+        assert scope[recipe.models[0].task]["dataset"] == f"./data/{recipe.models[0].task}:test"
+        heads = json.loads(files["hubmerge_heads.json"])["tasks"]
+        assert heads[recipe.models[1].task]["model"] == f"./ckpt/{recipe.models[1].task}"
+        if push == "output":
+            assert f"./ckpt/{recipe.models[2].model.path.name}" in json.loads(files["eval_comparison.json"])["finetuned"]
+            # the rest is the output's, byte for byte
+            assert files["model.safetensors"] == (built.output / "model.safetensors").read_bytes()
+        with pytest.raises(RecipeError, match=rf"'{repo_id}' was evaluated on local folders of the machine that "
+                           rf"merged it \(\./data/.*--task {recipe.models[0].task}=DATASET"):
+            evaluate_model(repo_id, token=local_hub.alice_token)  # not a folder of the working directory
+    assert {name: (built.output / name).read_bytes() for name in kept} == kept  # the output keeps its own paths
+    assert str(work / "ckpt" / "base") in kept["hubmerge_recipe.yaml"].decode()
+    # beside the folders it names, the published recipe reads the same inputs
+    (work / "hubmerge_recipe.yaml").write_bytes(files["hubmerge_recipe.yaml"])
+    again = load_recipe(work / "hubmerge_recipe.yaml")
+    assert again.inputs == load_recipe(built.output / "hubmerge_recipe.yaml").inputs
+    assert again.datasets == load_recipe(built.output / "hubmerge_recipe.yaml").datasets

@@ -274,7 +274,7 @@ def _tasks_for(ref: ModelRef, tasks: TaskDatasets | None, known: Sequence[str], 
         recipe = _read_recipe(ref, token=token)
         if recipe is not None and known:
             recipe.check_heads(known, ref)
-        stored = recipe.datasets if recipe is not None else {}
+        stored = _recipe_datasets(ref, recipe)
         if not stored:
             names = f" with NAME one of {', '.join(known)}" if known else ""
             why = ("its hubmerge_recipe.yaml has no 'dataset' entries" if recipe is not None
@@ -298,10 +298,31 @@ def _tasks_for(ref: ModelRef, tasks: TaskDatasets | None, known: Sequence[str], 
             refs[name] = _as_ref(name, value)
             continue
         if named is None:
-            recipe = _read_recipe(ref, token=token)
-            named = recipe.datasets if recipe is not None else {}
+            named = _recipe_datasets(ref, _read_recipe(ref, token=token), [t for t, v in tasks.items() if v is None])
         refs[name] = named[name] if name in named else _usual_dataset(name)
     return refs
+
+
+def _recipe_datasets(ref: ModelRef, recipe: Recipe | None, tasks: Sequence[str] | None = None
+                     ) -> dict[str, DatasetRef]:
+    """The datasets ``recipe``, ``ref``'s own, names (for ``tasks``, default all). A pushed recipe names a local
+    folder ``./...``, below the folders of the machine that merged (``hubmerge.published``): refused for an
+    output on the Hub, where it named a folder of this working directory, or none.
+
+    Raises:
+        RecipeError: a dataset asked for is such a folder; it says how to give one here.
+    """
+    stored = dict(recipe.datasets) if recipe is not None else {}
+    if ref.repo_id is None:
+        return stored
+    elsewhere = [task for task, dataset in stored.items() if (tasks is None or task in tasks) and dataset.is_local
+                 and not Path(dataset.path).expanduser().is_absolute()]
+    if elsewhere:
+        folders = ", ".join(stored[task].path for task in elsewhere)
+        given = " ".join(f"--task {task}=DATASET" for task in elsewhere)
+        raise RecipeError(f"'{ref}' was evaluated on local folders of the machine that merged it ({folders}); give "
+                          f"the datasets to evaluate on: {given}", field="task")
+    return stored
 
 
 def evaluate_model(

@@ -1,0 +1,116 @@
+"""An output as it is published: its local inputs named without this machine's paths.
+
+A merged output names its local inputs (models, datasets) by absolute paths: its later commands (``card``,
+``evaluate``, ``push``) read them again from there. Its published copy (the card, the recipe and the reports of
+a push) names each by its path below the inputs' common parent folder instead (``./base``, ``./data/eurosat``),
+which tells a reader which folder it was without publishing the home folder, user name or layout of the
+machine that merged. Hub inputs stay as they are (repo id and commit).
+"""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from .errors import RecipeError
+from .evaluation.report import EVAL_COMPARISON_FILE, EVAL_SCOPE_FILE
+from .json_files import read_json_file
+from .recipe import RECIPE_FILE, DatasetRef, Recipe, shared_names
+from .vision.heads import HEADS_INDEX
+
+__all__ = ["LOCAL_FOLDERS", "has_local_folders", "published_files", "published_names", "published_refs",
+           "published_scope"]
+
+#: What the card and the published recipe say where some inputs were local folders.
+LOCAL_FOLDERS = ("Some inputs were local folders, not on the Hub: the recipe names each ./... by its path below "
+                 "their common parent folder on the machine that merged, so it merges again only where those "
+                 "folders are put beside it, laid out so.")
+
+
+def published_names(recipe: Recipe, scope: Mapping[str, Any]) -> dict[Path, str]:
+    """How an output's published copy names each local folder it was made from: its recipe's models and
+    datasets, and those its results were measured on (``scope``, its ``eval_scope.json``)."""
+    measured = [Path(d.path).expanduser() for d in _scope_datasets(scope).values() if d.is_local]
+    return shared_names([*recipe.local_paths, *measured])
+
+
+def published_refs(recipe: Recipe, shared: Recipe) -> dict[str, str]:
+    """Each input as ``recipe`` names it (and ``hubmerge_heads.json``, and an untasked input's row of
+    ``eval_comparison.json``) -> as ``shared``, its published copy, names it."""
+    return {str(ref): str(published) for ref, published in zip(recipe.inputs, shared.inputs)}
+
+
+def published_scope(scope: Mapping[str, Any], names: Mapping[Path, str]) -> dict[str, Any]:
+    """``eval_scope.json`` with each local dataset by its name in ``names`` (``published_names``)."""
+    datasets = _scope_datasets(scope)
+    return {task: where | {"dataset": datasets[task].shared(names).spec} if task in datasets else where
+            for task, where in scope.items()}
+
+
+def has_local_folders(recipe: Recipe) -> bool:
+    """Whether a model or dataset of ``recipe`` is a local folder (a Hugging Face cache copy is a Hub commit)."""
+    return any(ref.path is not None and not ref.hub_copy for ref in recipe.inputs) or any(
+        e.dataset.is_local for e in recipe.models if e.dataset)
+
+
+def published_files(output: Path, recipe: Recipe) -> dict[str, bytes]:
+    """The files of ``output`` that name its local inputs (``recipe``, the output's own), as a push commits
+    them: the recipe, ``eval_scope.json``, ``eval_comparison.json`` and ``hubmerge_heads.json``, with every
+    local folder by its published name; {} where no input is local. The output keeps its files as they are.
+
+    Raises:
+        RecipeError: one of those files is no JSON.
+    """
+    scope = _read_json(output / EVAL_SCOPE_FILE) or {}
+    names = published_names(recipe, scope)
+    if not names:
+        return {}
+    shared = recipe.shared(names)
+    renamed = published_refs(recipe, shared)
+    note = "".join(f"# {line}\n" for line in textwrap.wrap(LOCAL_FOLDERS, 100)) if has_local_folders(shared) else ""
+    files = {RECIPE_FILE: note + shared.to_yaml()}
+    if scope:
+        files[EVAL_SCOPE_FILE] = _json_text(published_scope(scope, names))
+    heads = _read_json(output / HEADS_INDEX)
+    if isinstance(heads, dict) and isinstance(heads.get("tasks"), dict):
+        heads["tasks"] = {task: head | {"model": renamed[head["model"]]}
+                          if isinstance(head, dict) and str(head.get("model")) in renamed else head
+                          for task, head in heads["tasks"].items()}
+        files[HEADS_INDEX] = _json_text(heads)
+    comparison = _read_json(output / EVAL_COMPARISON_FILE)
+    if isinstance(comparison, dict):
+        files[EVAL_COMPARISON_FILE] = _json_text(published_comparison(comparison, renamed))
+    return {name: text.encode() for name, text in files.items()}
+
+
+def published_comparison(comparison: dict[str, Any], renamed: Mapping[str, str]) -> dict[str, Any]:
+    """``eval_comparison.json`` with each fine-tune's row by its published name: an input without a task is
+    keyed by its path (``published_refs``)."""
+    finetuned = comparison.get("finetuned")
+    if not isinstance(finetuned, dict):
+        return comparison
+    return comparison | {"finetuned": {renamed.get(label, label): row for label, row in finetuned.items()}}
+
+
+def _scope_datasets(scope: Mapping[str, Any]) -> dict[str, DatasetRef]:
+    """The datasets ``eval_scope.json`` records, by task (none for an entry it cannot read)."""
+    found = {}
+    for task, where in scope.items():
+        recorded = where.get("dataset") if isinstance(where, dict) else None
+        if isinstance(recorded, str) and recorded.strip():
+            try:
+                found[task] = DatasetRef.parse(recorded)
+            except RecipeError:
+                continue
+    return found
+
+
+def _read_json(path: Path) -> Any:
+    return read_json_file(path, lambda problem: RecipeError(f"{path} is {problem}"))
+
+
+def _json_text(data: Any) -> str:
+    return json.dumps(data, indent=2) + "\n"
