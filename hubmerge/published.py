@@ -21,8 +21,8 @@ from .json_files import read_json_file
 from .recipe import RECIPE_FILE, DatasetRef, Recipe, shared_names
 from .vision.heads import HEADS_INDEX
 
-__all__ = ["LOCAL_FOLDERS", "has_local_folders", "published_files", "published_names", "published_refs",
-           "published_scope"]
+__all__ = ["LOCAL_FOLDERS", "has_local_folders", "published_comparison", "published_files", "published_names",
+           "published_refs", "published_scope"]
 
 #: What the card and the published recipe say where some inputs were local folders.
 LOCAL_FOLDERS = ("Some inputs were local folders, not on the Hub: the recipe names each ./... by its path below "
