@@ -180,20 +180,38 @@ class DatasetRef:
         return replace(self, path=name)
 
     def to_yaml(self) -> str | dict[str, str]:
-        """The one-line form where it says everything, else the mapping (a config or a column named)."""
+        """The one-line form where it says everything and reads back, else the mapping (a config or a column
+        named, a Windows path, whose colon the one line would take for a split's)."""
         if self.name is None and self.label_column is None and self.image_column is None:
-            return self.path if self.split == "test" else f"{self.path}:{self.split}"
+            line = self.path if self.split == "test" else f"{self.path}:{self.split}"
+            if self.reads_back(line):
+                return line
         out = {"path": self.path, "name": self.name, "split": self.split, "label_column": self.label_column,
                "image_column": self.image_column}
         return {key: value for key, value in out.items() if value is not None}
 
+    def reads_back(self, line: str) -> bool:
+        """Whether ``line``, parsed as a one-line dataset, is this one (not so for a Windows path's colon, nor
+        for columns, which only a mapping names)."""
+        try:
+            return DatasetRef.parse(line) == self
+        except RecipeError:
+            return False
+
+    @property
+    def one_line(self) -> str:
+        """``to_yaml`` as YAML on one line: the one-line form, or the mapping in flow style, quoted where YAML
+        needs it (a column named ``a: b``); recipe hints and the web form's dataset cell show it."""
+        written = self.to_yaml()
+        if isinstance(written, str):
+            return written
+        return str(yaml.safe_dump(written, default_flow_style=True, sort_keys=False, allow_unicode=True,
+                                  width=math.inf)).strip()
+
     @property
     def recipe_line(self) -> str:
         """``dataset: ...`` as a recipe writes it, on one line (a mapping in flow style)."""
-        written = self.to_yaml()
-        if isinstance(written, str):
-            return f"dataset: {written}"
-        return "dataset: {" + ", ".join(f"{key}: {value}" for key, value in written.items()) + "}"
+        return f"dataset: {self.one_line}"
 
     def __str__(self) -> str:
         return self.spec  # shown as the user writes it, so a hint's `--task NAME=DATASET` parses back

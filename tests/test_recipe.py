@@ -382,6 +382,20 @@ def test_a_dataset_mapping_names_its_label_and_image_columns_and_keeps_them():
     assert yaml.safe_load(a.recipe_line)["dataset"] == a.to_yaml()  # the hint's line is YAML that reads back
 
 
+@pytest.mark.parametrize("ref", [
+    DatasetRef("C:\\data\\eurosat"), DatasetRef("D:\\d", split="val"),  # the colon was read as a split's
+    DatasetRef("org/d", label_column="label: fine"), DatasetRef("org/d", image_column="#img"),  # unquoted YAML
+    DatasetRef("org/d", "cfg", "val", label_column="coarse_label"), DatasetRef("org/d", split="validation"),
+])
+def test_a_dataset_reads_back_as_the_recipe_and_its_hints_write_it(ref):
+    """The output's pinned recipe and a hint's `dataset: ...` line read back as the same dataset: a Windows path
+    came back as path 'C', a column named 'label: fine' or '#img' made the hint's line YAML that fails."""
+    recipe = Recipe.from_dict({"method": "simple_average", "models": [{"model": "org/a", "task": "a",
+                                                                      "dataset": ref.to_yaml()}]})
+    assert Recipe.from_yaml(recipe.to_yaml()).datasets == {"a": ref}
+    assert DatasetRef.parse(yaml.safe_load(ref.recipe_line)["dataset"]) == ref
+
+
 @pytest.mark.parametrize("column", ["", "  ", 3, ["coarse_label"]])
 def test_a_dataset_column_that_is_no_name_is_refused(column):
     with pytest.raises(RecipeError, match=r"models\[0\]\.dataset\.label_column.*a column's name"):
