@@ -21,7 +21,7 @@ from hubmerge.errors import MethodParameterError, PushError, RecipeError
 from hubmerge.evaluation import CompareReport, EvalReport, TaskResult
 from hubmerge.methods import _registry, get_method
 from hubmerge.presets import load_preset
-from hubmerge.recipe import Recipe
+from hubmerge.recipe import DatasetRef, Recipe
 from hubmerge.ui.forms import AS_INPUTS, form_values, param_fields, recipe_from_form
 from hubmerge.ui.views import card_body, results_chart, results_note, results_table
 
@@ -64,6 +64,24 @@ def test_a_non_default_device_and_a_zero_weight_round_trip_through_the_form():
     assert back.device == "cpu" and [e.weight for e in back.models] == [0.0, 1.0]
 
 
+def test_a_recipes_named_columns_and_windows_paths_round_trip_through_the_form():
+    """A loaded recipe's dataset that names its columns (or has a Windows path) is shown as its mapping on one line,
+    which the merge reads back: the cell showed `path:split`, so a merge from the form lost the columns."""
+    datasets = [DatasetRef("uoft-cs/cifar100", label_column="coarse_label"),
+                DatasetRef("org/d", "cfg", "val", image_column="img: path"), DatasetRef("C:\\data\\eurosat"),
+                DatasetRef("org/e", "cfg", "validation"), DatasetRef("org/f")]
+    recipe = Recipe.from_dict({"method": "simple_average", "models": [
+        {"model": f"org/m{i}", "task": f"t{i}", "dataset": d.to_yaml()} for i, d in enumerate(datasets)]})
+    values = form_values(recipe)
+    assert [row[2] for row in values.models] == [
+        "{path: uoft-cs/cifar100, split: test, label_column: coarse_label}",
+        "{path: org/d, name: cfg, split: val, image_column: 'img: path'}",
+        "{path: 'C:\\data\\eurosat', split: test}", "org/e:cfg:validation", "org/f:test"]
+    back = recipe_from_form(base_model=values.base_model, models=values.models, method=values.method,
+                            parameters=values.parameters)
+    assert back.datasets == recipe.datasets
+
+
 def test_api_rows_shorter_than_the_table_are_padded():
     """An API caller may send [model] or [model, task] rows: the missing cells are blank, not an error."""
     recipe = recipe_from_form(base_model="org/base", models=[["org/a"], ["org/b", "svhn"]],
@@ -82,6 +100,9 @@ def test_api_rows_shorter_than_the_table_are_padded():
         # an API caller's JSON text or list was an unexpected AttributeError ('str' object has no 'items')
         ([["org/a", "", "", ""]], '{"scaling_factor": 0.3}', RecipeError, "parameters must be a mapping like"),
         ([["org/a", "", "", ""]], [1], RecipeError, "parameters must be a mapping like"),
+        ([["org/a", "", "{path: org/d, label_column: [", ""]], {}, RecipeError, "row 1: the dataset .* is no YAML"),
+        ([["org/a", "", "{label_column: y}", ""]], {}, RecipeError, r"models\[0\]\.dataset.* a mapping with 'path'"),
+        ([["org/a", "", "{path: org/d, label_column: ''}", ""]], {}, RecipeError, "label_column.*a column's name"),
     ],
 )
 def test_bad_form_values_are_typed_errors(models, parameters, error, words):

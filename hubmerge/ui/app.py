@@ -560,7 +560,8 @@ def build_app(
             base = gr.Textbox(start.base_model, label="Base model (repo id[@revision] or path)", elem_id="base")
             models = gr.Dataframe(
                 start.models, headers=list(MODEL_COLUMNS), datatype=["str", "str", "str", "str"],
-                label="Models: repo id[@revision], task name, evaluation dataset[:split], weight (used by "
+                label="Models: repo id[@revision], task name, evaluation dataset[:split] (or {path: ..., split: ..., "
+                      "label_column: ...}), weight (used by "
                       f"{', '.join(m.name for m in list_methods() if m.uses_weights)})",
                 interactive=True, elem_id="models",
             )

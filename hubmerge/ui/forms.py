@@ -13,9 +13,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import yaml
+
 from ..errors import RecipeError
 from ..methods import MergeMethod, get_method, list_methods
-from ..recipe import Recipe
+from ..recipe import DatasetRef, Recipe
 
 __all__ = [
     "AS_INPUTS",
@@ -86,7 +88,7 @@ class FormValues:
 def form_values(recipe: Recipe) -> FormValues:
     """A recipe (a preset, an uploaded YAML) as field values."""
     rows = [
-        [str(e.model), e.task or "", e.dataset.spec if e.dataset is not None else "",
+        [str(e.model), e.task or "", _dataset_cell(e.dataset) if e.dataset is not None else "",
          "" if e.weight is None else e.weight]
         for e in recipe.models
     ]
@@ -99,6 +101,26 @@ def form_values(recipe: Recipe) -> FormValues:
         device=recipe.device,
         name=recipe.name or "",
     )
+
+
+def _dataset_cell(ref: DatasetRef) -> str:
+    """``path[:config]:split`` where it reads back as ``ref``, else the recipe's mapping on one line: a merge
+    from the form then keeps the columns a loaded recipe names (and a Windows path whole)."""
+    return ref.spec if ref.reads_back(ref.spec) else ref.one_line
+
+
+def _dataset(value: Any, row: int) -> Any:
+    """A dataset cell as the recipe takes it: the one line, or a mapping written ``{path: ..., label_column: ...}``
+    (YAML flow style, as :func:`form_values` shows one), which the recipe then checks."""
+    text = str(value).strip()
+    if not text.startswith("{"):
+        return text
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise RecipeError(f"models row {row}: the dataset {text!r} is no YAML mapping ({problem}); write it "
+                          "as {path: org/name, split: test, label_column: COLUMN}") from None
 
 
 def _blank(value: Any) -> bool:
@@ -159,7 +181,7 @@ def recipe_from_form(
         if not _blank(task):
             entry["task"] = str(task).strip()
         if not _blank(dataset):
-            entry["dataset"] = str(dataset).strip()
+            entry["dataset"] = _dataset(dataset, number)
         if (value := _weight(weight, number)) is not None:
             entry["weight"] = value
         entries.append(entry)
