@@ -431,6 +431,24 @@ def test_a_named_column_that_is_not_there_is_refused_with_the_columns(fx: Fixtur
         _evaluate(fx, "digits_low", DatasetRef(low, label_column="image"))  # refused as a found one would be
 
 
+def test_a_named_image_column_of_numbers_is_refused_with_the_columns(fx: FixtureSet, tmp_path: Path) -> None:
+    """`--image-column label` (the labels' column, or one column named for both) or an ids' column: no image is
+    one number per example; the pass failed with a TypeError or an IndexError ('unexpected error')."""
+    import datasets
+
+    low = str(fx.datasets["digits_low"])
+    plain = str(variant(fx.datasets["digits_low"], tmp_path / "plain", plain_int_labels=True))
+    part = datasets.load_from_disk(low)["test"]
+    part.add_column("idx", list(range(len(part)))).save_to_disk(str(tmp_path / "ids"))
+    for ref, column, held in ((DatasetRef(low, image_column="label"), "label", "ClassLabel"),
+                              (DatasetRef(low, image_column="label", label_column="label"), "label", "ClassLabel"),
+                              (DatasetRef(plain, image_column="label"), "label", "Value"),
+                              (DatasetRef(str(tmp_path / "ids"), image_column="idx"), "idx", "Value")):
+        with pytest.raises(DatasetError, match=rf"image column '{column}' holds {held}\(.*\), one number per "
+                                               r"example, not images .*Its columns: image \(Image\), label "):
+            _evaluate(fx, "digits_low", ref)
+
+
 def test_integer_label_equal_to_the_head_size_is_refused(fx: FixtureSet, tmp_path: Path) -> None:
     """Labels 1..5 on a 5-output head: label 5 has no output, off by one is still out of range (it
     would index past the logits, or be scored against the wrong class)."""

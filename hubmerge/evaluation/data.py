@@ -40,6 +40,7 @@ LabelMatch = Literal["name", "position"]
 
 _IMAGE_FALLBACKS = ("image", "img", "pixel_values")
 _LABEL_FALLBACKS = ("label", "labels", "fine_label")
+_ENCODED = ("binary", "large_binary", "string", "large_string")  # a Value of images' bytes, paths or URLs
 _SAVE_TO_DISK_MARKERS = ("dataset_dict.json", "state.json")
 _SEPARATORS = re.compile(r"[\s_\-]+")
 _GENERIC_LABEL = re.compile(r"^label_?\d+$", re.IGNORECASE)
@@ -258,6 +259,7 @@ def _find_columns(data: datasets.Dataset, ref: DatasetRef) -> tuple[str, str, tu
                                         _IMAGE_FALLBACKS, ref)
     label = ref.label_column or _column(features, hf_datasets.ClassLabel, "label", "ClassLabel feature",
                                         _LABEL_FALLBACKS, ref)
+    _check_image_column(features, image, where)
     feature = features[label]
     if isinstance(feature, hf_datasets.ClassLabel):
         return image, label, tuple(feature.names)
@@ -270,6 +272,22 @@ def _find_columns(data: datasets.Dataset, ref: DatasetRef) -> tuple[str, str, tu
     return image, label, None
 
 
+def _check_image_column(features: Any, column: str, where: str) -> None:
+    """Refuse an image column of class labels or numbers (an ``image_column`` naming the labels' or ids' column):
+    no image is one number, and the pass failed on it with a TypeError or an IndexError ('unexpected error')."""
+    import datasets as hf_datasets
+
+    feature = features[column]
+    if isinstance(feature, hf_datasets.ClassLabel) or (
+        isinstance(feature, hf_datasets.Value) and feature.dtype not in _ENCODED
+    ):
+        raise DatasetError(
+            where,
+            f"image column '{column}' holds {feature!r}, one number per example, not images (an Image(), their "
+            f"bytes or files, or pixel arrays). Its columns: {_columns(features)}.",
+        )
+
+
 def _as_images(data: datasets.Dataset, column: str) -> datasets.Dataset:
     """``data`` with ``column`` an ``Image()`` that decodes, where it holds images without saying so, which the
     batches would take for pixel arrays: parquet written by pandas or pyarrow (no datasets metadata) has PNG /
@@ -278,12 +296,11 @@ def _as_images(data: datasets.Dataset, column: str) -> datasets.Dataset:
     import datasets as hf_datasets
 
     feature = data.features[column]
-    encoded = ("binary", "large_binary", "string", "large_string")
     if isinstance(feature, hf_datasets.Image):
         return data if feature.decode else data.cast_column(column, replace(feature, decode=True))
-    if (isinstance(feature, hf_datasets.Value) and feature.dtype in encoded) or (
+    if (isinstance(feature, hf_datasets.Value) and feature.dtype in _ENCODED) or (
         isinstance(feature, dict) and set(feature) <= {"bytes", "path"}
-        and isinstance(feature.get("bytes"), hf_datasets.Value) and feature["bytes"].dtype in encoded[:2]
+        and isinstance(feature.get("bytes"), hf_datasets.Value) and feature["bytes"].dtype in _ENCODED[:2]
     ):
         return data.cast_column(column, hf_datasets.Image())
     return data
