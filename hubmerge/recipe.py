@@ -21,8 +21,8 @@ from .errors import PER_MODEL_WEIGHTS, ModelFilesNotFoundError, RecipeError, did
 from .methods import get_method, list_methods
 from .yaml_limits import MAX_SIZE, expanded_size
 
-__all__ = ["RECIPE_FILE", "DatasetRef", "ModelEntry", "ModelRef", "Recipe", "load_recipe", "shared_names",
-           "task_name_problem"]
+__all__ = ["RECIPE_FILE", "DatasetRef", "ModelEntry", "ModelRef", "Recipe", "load_recipe", "read_yaml",
+           "shared_names", "task_name_problem"]
 
 RECIPE_FILE = "hubmerge_recipe.yaml"  # the recipe a merged output keeps, every input pinned to its commit
 
@@ -554,20 +554,9 @@ class Recipe:
 
     @classmethod
     def from_yaml(cls, text: str, *, base_dir: Path | None = None, source: str | None = None) -> Recipe:
-        try:
-            data = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader: no Python objects
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-            problem = getattr(exc, "problem", None) or str(exc)
-            raise RecipeError(f"the YAML cannot be parsed{where}: {problem}", source=source) from None
-        except RecursionError:
-            raise RecipeError("the YAML nests deeper than a recipe ever does", source=source) from None
+        data = read_yaml(text, source=source)
         if data is None:
             raise RecipeError("the recipe is empty", source=source)
-        if expanded_size(data) > MAX_SIZE:  # before a message's repr or the card's dump writes it all out
-            raise RecipeError(f"the YAML writes out to more than {MAX_SIZE:,} values and characters once its "
-                              "aliases are expanded (aliases of aliases?); a recipe is a few thousand", source=source)
         from .fusionbench import from_fusionbench, is_fusionbench
 
         if is_fusionbench(data):
@@ -634,6 +623,28 @@ _UniqueKeyLoader.add_implicit_resolver(  # after YAML 1.1's own float rule, for 
     "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
     list("-+0123456789"),
 )
+
+
+def read_yaml(text: str, *, source: str | None = None) -> Any:
+    """YAML as a recipe (or a part of one, such as the web form's dataset cell) is read: safely, a key given
+    twice refused, and refused where it nests or expands (aliases of aliases) past anything a recipe holds.
+
+    Raises:
+        RecipeError: the text is no YAML, or nests or expands too far.
+    """
+    try:
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader: no Python objects
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise RecipeError(f"the YAML cannot be parsed{where}: {problem}", source=source) from None
+    except RecursionError:
+        raise RecipeError("the YAML nests deeper than a recipe ever does", source=source) from None
+    if data is not None and expanded_size(data) > MAX_SIZE:  # before a message's repr or a dump writes it all out
+        raise RecipeError(f"the YAML writes out to more than {MAX_SIZE:,} values and characters once its "
+                          "aliases are expanded (aliases of aliases?); a recipe is a few thousand", source=source)
+    return data
 
 
 def shared_names(folders: Iterable[Path]) -> dict[Path, str]:

@@ -103,6 +103,10 @@ def test_api_rows_shorter_than_the_table_are_padded():
         ([["org/a", "", "{path: org/d, label_column: [", ""]], {}, RecipeError, "row 1: the dataset .* is no YAML"),
         ([["org/a", "", "{label_column: y}", ""]], {}, RecipeError, r"models\[0\]\.dataset.* a mapping with 'path'"),
         ([["org/a", "", "{path: org/d, label_column: ''}", ""]], {}, RecipeError, "label_column.*a column's name"),
+        # aliases of aliases (ten million strings): the error's repr of the column wrote them all out
+        ([["org/a", "", "{path: org/d, l0: &a0 [l, l, l, l, l, l, l, l, l, l], " + ", ".join(
+            f"l{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 7)) + ", label_column: *a6}", ""]],
+         {}, RecipeError, "row 1: the dataset .* writes out to more than 1,000,000"),
     ],
 )
 def test_bad_form_values_are_typed_errors(models, parameters, error, words):

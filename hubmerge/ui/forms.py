@@ -13,11 +13,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import yaml
-
 from ..errors import RecipeError
 from ..methods import MergeMethod, get_method, list_methods
-from ..recipe import DatasetRef, Recipe
+from ..recipe import DatasetRef, Recipe, read_yaml
 
 __all__ = [
     "AS_INPUTS",
@@ -115,11 +113,10 @@ def _dataset(value: Any, row: int) -> Any:
     text = str(value).strip()
     if not text.startswith("{"):
         return text
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise RecipeError(f"models row {row}: the dataset {text!r} is no YAML mapping ({problem}); write it "
+    try:  # the recipe's own reading: a cell of aliases of aliases would write out gigabytes in an error's repr
+        return read_yaml(text)
+    except RecipeError as exc:
+        raise RecipeError(f"models row {row}: the dataset {text[:200]!r} is no YAML mapping ({exc}); write it "
                           "as {path: org/name, split: test, label_column: COLUMN}") from None
 
 
