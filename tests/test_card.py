@@ -395,7 +395,7 @@ def test_a_card_names_local_inputs_by_their_paths_below_their_common_parent(tmp_
     """The card's recipe block, its dataset columns and its license note named local inputs by this machine's
     absolute paths (home folder, user name), which a push published."""
     out = merged(tmp_path, family, licenses=("mit", "apache-2.0", "mit", "mit"))
-    first, *rest = family.models
+    first = next(iter(family.models))
     local = tmp_path / "data" / "my-digits"
     scope = {first: {"dataset": f"{local}:test", "samples": 60, "split_size": 60}}
     (out / "eval_scope.json").write_text(json.dumps(scope))
