@@ -21,7 +21,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import gradio as gr
 
@@ -40,6 +40,9 @@ from .views import (
     results_note,
     results_table,
 )
+
+if TYPE_CHECKING:
+    from typing_extensions import TypeIs
 
 __all__ = ["AppHandlers", "build_app", "launch_app", "on_spaces"]
 
@@ -231,7 +234,7 @@ class AppHandlers:
                 engine.close_plan(merge_plan)
 
     @staticmethod
-    def has_output(output: str | None) -> bool:
+    def has_output(output: str | None) -> "TypeIs[str]":
         """Whether the page's merged output is there to try or push: none before a merge, during one (it clears
         the page's), after a failed or cancelled one, or once deleted (``keep_outputs_s``)."""
         return bool(output and Path(output).is_dir())
