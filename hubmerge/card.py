@@ -21,9 +21,8 @@ import yaml
 
 from .atomic_file import write_atomically
 from .engine import HEADS_DIR, read_output_recipe
-from .errors import CardEditedError, RecipeError
+from .errors import CardEditedError
 from .evaluation.report import AVERAGE, EVAL_COMPARISON_FILE, EVAL_RESULTS_FILE, EVAL_SCOPE_FILE
-from .json_files import read_json_file
 from .output_stamp import OutputStamp
 from .published import (
     LOCAL_FOLDERS,
@@ -32,6 +31,7 @@ from .published import (
     published_names,
     published_refs,
     published_scope,
+    read_output_json,
 )
 from .recipe import DatasetRef, ModelRef, Recipe
 from .vision.heads import HEADS_INDEX
@@ -130,16 +130,11 @@ class CardFacts:
 # ---------------------------------------------------------------------------- gathering
 
 
-def _read_json(path: Path) -> Any:
-    """One of the output's JSON files (None when absent): a broken one is a ``RecipeError`` naming it."""
-    return read_json_file(path, lambda problem: RecipeError(f"{path} is {problem}"))
-
-
 def _head_facts(output: Path, recipe: Recipe) -> list[TaskFacts]:
     datasets = recipe.datasets
     facts = []
     for task in recipe.tasks:
-        config = _read_json(output / HEADS_DIR / task / "config.json") or {}
+        config = read_output_json(output / HEADS_DIR / task / "config.json") or {}
         report = config.get("hubmerge_head") or {}
         reinitialized = bool(report.get("reinitialized"))
         how = f"re-initialized ({report.get('reason', 'head did not fit the task')})" if reinitialized else "fine-tuned (kept)"
@@ -220,14 +215,14 @@ def collect_card(
     """
     output = Path(output)
     recipe = read_output_recipe(output)
-    config = _read_json(output / "config.json") or {}
-    heads = _read_json(output / HEADS_INDEX) or {}
-    results = _read_json(output / EVAL_RESULTS_FILE)
-    scope = _read_json(output / EVAL_SCOPE_FILE) or {}
+    config = read_output_json(output / "config.json") or {}
+    heads = read_output_json(output / HEADS_INDEX) or {}
+    results = read_output_json(output / EVAL_RESULTS_FILE)
+    scope = read_output_json(output / EVAL_SCOPE_FILE) or {}
     names = published_names(recipe, scope)
     shared = recipe.shared(names)
     renamed = published_refs(recipe, shared)
-    comparison = _read_json(output / EVAL_COMPARISON_FILE)
+    comparison = read_output_json(output / EVAL_COMPARISON_FILE)
     return CardFacts(
         recipe=shared,
         tasks=tuple(_head_facts(output, shared)),

@@ -22,7 +22,7 @@ from .recipe import RECIPE_FILE, DatasetRef, Recipe, shared_names
 from .vision.heads import HEADS_INDEX
 
 __all__ = ["LOCAL_FOLDERS", "has_local_folders", "published_comparison", "published_files", "published_names",
-           "published_refs", "published_scope"]
+           "published_refs", "published_scope", "read_output_json"]
 
 #: What the card and the published recipe say where some inputs were local folders.
 LOCAL_FOLDERS = ("Some inputs were local folders, not on the Hub: the recipe names each ./... by its path below "
@@ -64,7 +64,7 @@ def published_files(output: Path, recipe: Recipe) -> dict[str, bytes]:
     Raises:
         RecipeError: one of those files is no JSON.
     """
-    scope = _read_json(output / EVAL_SCOPE_FILE) or {}
+    scope = read_output_json(output / EVAL_SCOPE_FILE) or {}
     names = published_names(recipe, scope)
     if not names:
         return {}
@@ -74,13 +74,13 @@ def published_files(output: Path, recipe: Recipe) -> dict[str, bytes]:
     files = {RECIPE_FILE: note + shared.to_yaml()}
     if scope:
         files[EVAL_SCOPE_FILE] = _json_text(published_scope(scope, names))
-    heads = _read_json(output / HEADS_INDEX)
+    heads = read_output_json(output / HEADS_INDEX)
     if isinstance(heads, dict) and isinstance(heads.get("tasks"), dict):
         heads["tasks"] = {task: head | {"model": renamed[head["model"]]}
                           if isinstance(head, dict) and str(head.get("model")) in renamed else head
                           for task, head in heads["tasks"].items()}
         files[HEADS_INDEX] = _json_text(heads)
-    comparison = _read_json(output / EVAL_COMPARISON_FILE)
+    comparison = read_output_json(output / EVAL_COMPARISON_FILE)
     if isinstance(comparison, dict):
         files[EVAL_COMPARISON_FILE] = _json_text(published_comparison(comparison, renamed))
     return {name: text.encode() for name, text in files.items()}
@@ -108,8 +108,14 @@ def _scope_datasets(scope: Mapping[str, Any]) -> dict[str, DatasetRef]:
     return found
 
 
-def _read_json(path: Path) -> Any:
-    return read_json_file(path, lambda problem: RecipeError(f"{path} is {problem}"))
+def read_output_json(path: Path) -> dict[str, Any] | None:
+    """One of an output's JSON files (config, heads index, reports), each an object; None when absent. A
+    broken one, or one holding another value (a list, edited by hand), is a ``RecipeError`` naming it: the
+    card and the push read it as an object."""
+    data = read_json_file(path, lambda problem: RecipeError(f"{path} is {problem}"))
+    if data is not None and not isinstance(data, dict):
+        raise RecipeError(f"{path} is not a JSON object (it holds a {type(data).__name__})")
+    return data
 
 
 def _json_text(data: Any) -> str:

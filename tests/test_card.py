@@ -78,6 +78,25 @@ def test_local_datasets_stay_out_of_the_metadata(tmp_path, family):
     assert str(tmp_path) not in json.dumps(data)
 
 
+def test_an_output_file_holding_no_json_object_is_said_in_words(tmp_path, family, capsys, local_hub):
+    """An eval_scope.json (or index, report, config) edited into a list was an "unexpected error:
+    AttributeError" from `card` and from `push`: the file is named instead, and nothing is pushed."""
+    out = merged(tmp_path, family)
+    for name in ("eval_scope.json", "eval_results.json", "hubmerge_heads.json", "config.json"):
+        kept = (out / name).read_text() if (out / name).exists() else None
+        (out / name).write_text("[1, 2]")
+        push = ["push", str(out), "--repo-id", "alice/never-made", "--token", local_hub.alice_token]
+        for command in (["card", str(out)], push):
+            assert main(command) == 1
+            err = " ".join(capsys.readouterr().err.split())
+            assert f"{name} is not a JSON object (it holds a list)" in err and "unexpected" not in err, (name, err)
+        if kept is None:
+            (out / name).unlink()
+        else:
+            (out / name).write_text(kept)
+    assert not HfApi(endpoint=local_hub.endpoint).repo_exists("alice/never-made", token=local_hub.alice_token)
+
+
 def test_an_output_file_nested_past_parsing_is_said_in_words(tmp_path, family, capsys):
     """A report or index nested 100,000 levels deep (kilobytes, within any size cap) was an "unexpected
     error: RecursionError" from `card`; every JSON reader names the file instead."""
