@@ -62,7 +62,7 @@ def published_files(output: Path, recipe: Recipe) -> dict[str, bytes]:
     local folder by its published name; {} where no input is local. The output keeps its files as they are.
 
     Raises:
-        RecipeError: one of those files is no JSON.
+        RecipeError: one of those files is no JSON object.
     """
     scope = read_output_json(output / EVAL_SCOPE_FILE) or {}
     names = published_names(recipe, scope)
