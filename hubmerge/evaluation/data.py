@@ -31,8 +31,8 @@ if TYPE_CHECKING:
 
     from ..recipe import DatasetRef
 
-__all__ = ["LabelMatch", "TaskData", "check_column", "check_head_labels", "check_hub_datasets", "label_targets",
-           "load_task_data", "resolve_dataset_path"]
+__all__ = ["LabelMatch", "TaskData", "check_column", "check_head_labels", "check_hub_datasets", "label_class_names",
+           "label_targets", "load_task_data", "resolve_dataset_path"]
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +129,7 @@ def check_hub_datasets(datasets_by_task: Mapping[str, DatasetRef], *, token: str
             continue
         if info.splits and ref.split not in info.splits:
             raise DatasetError(str(ref), ref.missing_split(list(info.splits)))
-        if names := _class_names(info.features, ref.label_column):
+        if names := label_class_names(info.features, ref.label_column):
             class_names[task] = names
     return class_names
 
@@ -159,8 +159,9 @@ def _no_data_files(exc: Exception) -> str:
             "failed half-way leaves such a Hub repo), or name another dataset.")
 
 
-def _class_names(features: datasets.Features | None, label_column: str | None) -> tuple[str, ...] | None:
-    """The names of the ``ClassLabel`` the evaluation reads labels from: the named column's, else the first."""
+def label_class_names(features: datasets.Features | None, label_column: str | None) -> tuple[str, ...] | None:
+    """The names of the ``ClassLabel`` the evaluation reads labels from: the named column's, else the first;
+    None where that column is no ``ClassLabel`` (plain integers) or there is none."""
     import datasets as hf_datasets
 
     found = (features or {}).get(label_column) if label_column is not None else next(

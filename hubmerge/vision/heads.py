@@ -164,16 +164,14 @@ def read_dataset_labels(ref: DatasetRef) -> list[str] | None:
         if ref.split not in loaded:
             raise DatasetError(ref.path, ref.missing_split(list(loaded)))
         loaded = loaded[ref.split]
-    if ref.label_column is not None:  # the evaluation's labels: their names, if the column has them
-        from ..evaluation.data import check_column
+    from ..evaluation.data import check_column, label_class_names
 
+    if ref.label_column is not None:
         check_column(loaded.features, ref.label_column, ref)
-        named = loaded.features[ref.label_column]
-        return list(named.names) if isinstance(named, datasets.ClassLabel) else None
-    for feature in loaded.features.values():
-        if isinstance(feature, datasets.ClassLabel):
-            return list(feature.names)
-    raise DatasetError(ref.path, f"has no ClassLabel column (columns: {', '.join(loaded.features)})")
+    names = label_class_names(loaded.features, ref.label_column)  # the evaluation's labels' names
+    if names is None and ref.label_column is None:
+        raise DatasetError(ref.path, f"has no ClassLabel column (columns: {', '.join(loaded.features)})")
+    return list(names) if names is not None else None  # a named column of plain integers has no names
 
 
 def _config_labels(config: Mapping[str, Any] | None) -> list[str] | None:
