@@ -29,7 +29,6 @@ from .published import (
     has_local_folders,
     published_comparison,
     published_names,
-    published_refs,
     published_scope,
     read_output_json,
 )
@@ -219,19 +218,17 @@ def collect_card(
     heads = read_output_json(output / HEADS_INDEX) or {}
     results = read_output_json(output / EVAL_RESULTS_FILE)
     scope = read_output_json(output / EVAL_SCOPE_FILE) or {}
-    names = published_names(recipe, scope)
-    shared = recipe.shared(names)
-    renamed = published_refs(recipe, shared)
+    published = published_names(recipe, scope)
     comparison = read_output_json(output / EVAL_COMPARISON_FILE)
     return CardFacts(
-        recipe=shared,
-        tasks=tuple(_head_facts(output, shared)),
+        recipe=published.recipe,
+        tasks=tuple(_head_facts(output, published.recipe)),
         default_task=recipe.resolved_default_task,
-        measured=tuple(_measurements(shared, results, published_scope(scope, names))),
+        measured=tuple(_measurements(published.recipe, results, published_scope(scope, published.folders))),
         model_type=config.get("model_type") or config.get("hubmerge_family"),
         results=results,
-        comparison=published_comparison(comparison, renamed) if isinstance(comparison, dict) else comparison,
-        licenses={renamed[str(ref)]: _input_license(ref, token, endpoint) for ref in recipe.inputs},
+        comparison=published_comparison(comparison, published.refs) if comparison is not None else None,
+        licenses={published.refs[str(ref)]: _input_license(ref, token, endpoint) for ref in recipe.inputs},
         repo_id=repo_id,
         revision=revision,
         hub_url=_link_base(endpoint or _default_endpoint()),

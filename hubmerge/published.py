@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import textwrap
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +22,8 @@ from .json_files import read_json_file
 from .recipe import RECIPE_FILE, DatasetRef, Recipe, shared_names
 from .vision.heads import HEADS_INDEX
 
-__all__ = ["LOCAL_FOLDERS", "has_local_folders", "published_comparison", "published_files", "published_names",
-           "published_refs", "published_scope", "read_output_json"]
+__all__ = ["LOCAL_FOLDERS", "PublishedNames", "has_local_folders", "published_comparison", "published_files",
+           "published_names", "published_scope", "read_output_json"]
 
 #: What the card and the published recipe say where some inputs were local folders.
 LOCAL_FOLDERS = ("Some inputs were local folders, not on the Hub: the recipe names each ./... by its path below "
@@ -30,17 +31,30 @@ LOCAL_FOLDERS = ("Some inputs were local folders, not on the Hub: the recipe nam
                  "folders are put beside it, laid out so.")
 
 
-def published_names(recipe: Recipe, scope: Mapping[str, Any]) -> dict[Path, str]:
+@dataclass(frozen=True)
+class PublishedNames:
+    """How an output's published copy names its local inputs (``published_names``).
+
+    Attributes:
+        folders: each local folder (model, dataset) -> its published name, ``./...``.
+        recipe: the output's recipe with those names.
+        refs: each input as the output's recipe names it (and ``hubmerge_heads.json``, and an untasked input's
+            row of ``eval_comparison.json``) -> as ``recipe`` names it.
+    """
+
+    folders: dict[Path, str]
+    recipe: Recipe
+    refs: dict[str, str]
+
+
+def published_names(recipe: Recipe, scope: Mapping[str, Any]) -> PublishedNames:
     """How an output's published copy names each local folder it was made from: its recipe's models and
     datasets, and those its results were measured on (``scope``, its ``eval_scope.json``)."""
     measured = [Path(d.path).expanduser() for d in _scope_datasets(scope).values() if d.is_local]
-    return shared_names([*recipe.local_paths, *measured])
-
-
-def published_refs(recipe: Recipe, shared: Recipe) -> dict[str, str]:
-    """Each input as ``recipe`` names it (and ``hubmerge_heads.json``, and an untasked input's row of
-    ``eval_comparison.json``) -> as ``shared``, its published copy, names it."""
-    return {str(ref): str(published) for ref, published in zip(recipe.inputs, shared.inputs)}
+    folders = shared_names([*recipe.local_paths, *measured])
+    shared = recipe.shared(folders)
+    refs = {str(ref): str(published) for ref, published in zip(recipe.inputs, shared.inputs)}
+    return PublishedNames(folders, shared, refs)
 
 
 def published_scope(scope: Mapping[str, Any], names: Mapping[Path, str]) -> dict[str, Any]:
@@ -65,30 +79,30 @@ def published_files(output: Path, recipe: Recipe) -> dict[str, bytes]:
         RecipeError: one of those files is no JSON object.
     """
     scope = read_output_json(output / EVAL_SCOPE_FILE) or {}
-    names = published_names(recipe, scope)
-    if not names:
+    published = published_names(recipe, scope)
+    if not published.folders:
         return {}
-    shared = recipe.shared(names)
-    renamed = published_refs(recipe, shared)
-    note = "".join(f"# {line}\n" for line in textwrap.wrap(LOCAL_FOLDERS, 100)) if has_local_folders(shared) else ""
-    files = {RECIPE_FILE: note + shared.to_yaml()}
+    renamed = published.refs
+    note = ("".join(f"# {line}\n" for line in textwrap.wrap(LOCAL_FOLDERS, 100))
+            if has_local_folders(published.recipe) else "")
+    files = {RECIPE_FILE: note + published.recipe.to_yaml()}
     if scope:
-        files[EVAL_SCOPE_FILE] = _json_text(published_scope(scope, names))
+        files[EVAL_SCOPE_FILE] = _json_text(published_scope(scope, published.folders))
     heads = read_output_json(output / HEADS_INDEX)
-    if isinstance(heads, dict) and isinstance(heads.get("tasks"), dict):
+    if heads is not None and isinstance(heads.get("tasks"), dict):
         heads["tasks"] = {task: head | {"model": renamed[head["model"]]}
                           if isinstance(head, dict) and str(head.get("model")) in renamed else head
                           for task, head in heads["tasks"].items()}
         files[HEADS_INDEX] = _json_text(heads)
     comparison = read_output_json(output / EVAL_COMPARISON_FILE)
-    if isinstance(comparison, dict):
+    if comparison is not None:
         files[EVAL_COMPARISON_FILE] = _json_text(published_comparison(comparison, renamed))
     return {name: text.encode() for name, text in files.items()}
 
 
 def published_comparison(comparison: dict[str, Any], renamed: Mapping[str, str]) -> dict[str, Any]:
     """``eval_comparison.json`` with each fine-tune's row by its published name: an input without a task is
-    keyed by its path (``published_refs``)."""
+    keyed by its path (``PublishedNames.refs``)."""
     finetuned = comparison.get("finetuned")
     if not isinstance(finetuned, dict):
         return comparison
