@@ -141,7 +141,8 @@ class DatasetRef:
     def is_local(self) -> bool:
         """A folder on this machine (``./d``, ``/abs/d``, ``~/d``, a Windows path, or any path that exists)
         rather than a Hub dataset id: how the evaluation, the head check, the card and the output check tell."""
-        return self.path.startswith((".", "/", "~")) or "\\" in self.path or Path(self.path).expanduser().exists()
+        return (self.path.startswith((".", "/", "~")) or "\\" in self.path or _DRIVE.match(self.path) is not None
+                or Path(self.path).expanduser().exists())
 
     def resolved(self, base_dir: Path | None) -> DatasetRef:
         """The same dataset with a relative local path (``./data``) taken from ``base_dir``."""
@@ -154,7 +155,7 @@ class DatasetRef:
         """``org/name``, ``org/name:split``, ``org/name:config:split`` or a mapping ``{path, name, split,
         label_column, image_column}``."""
         if isinstance(value, str) and value.strip():
-            parts = [part.strip() for part in value.strip().split(":")]
+            parts = [part.strip() for part in _spec_parts(value.strip())]
             if len(parts) > 3 or not all(parts):  # 'org/name::test' was read as split ':test'
                 raise RecipeError(f"cannot read dataset {value!r}: write it 'org/name', 'org/name:split' or "
                                   "'org/name:config:split'", field=field)
@@ -181,10 +182,10 @@ class DatasetRef:
 
     def to_yaml(self) -> str | dict[str, str]:
         """The one-line form where it says everything and reads back, else the mapping (a config or a column
-        named, a Windows path, whose colon the one line would take for a split's)."""
+        named, a Windows path, whose drive's colon earlier hubmerge versions took for a split's)."""
         if self.name is None and self.label_column is None and self.image_column is None:
             line = self.path if self.split == "test" else f"{self.path}:{self.split}"
-            if self.reads_back(line):
+            if self.reads_back(line) and not _DRIVE.match(self.path):
                 return line
         out = {"path": self.path, "name": self.name, "split": self.split, "label_column": self.label_column,
                "image_column": self.image_column}
@@ -227,13 +228,25 @@ class DatasetRef:
         if not splits:
             return f"has no split '{self.split}', nor any other"
         other = replace(self, split=next((s for s in ("test", "validation") if s in splits), splits[0]))
-        named = other.label_column or other.image_column  # columns only a mapping names
-        how = f": `{other.recipe_line}`" if named else f" after a colon, e.g. `dataset: {other.spec}`"
+        if other.reads_back(other.spec):  # a drive's colon too; not columns, which only a mapping names
+            how = f" after a colon, e.g. `dataset: {other.spec}`"
+        else:
+            how = f": `{other.recipe_line}`"
         return f"has no split '{self.split}' (its splits: {', '.join(splits)}); name the one to evaluate on{how}"
 
 
 _DATASET_COLUMNS = ("label_column", "image_column")
 _DATASET_OPTIONAL = ("name", "split", *_DATASET_COLUMNS)
+# A Windows drive at the start of a dataset's path (C:\data, d:/x): its colon separates no split.
+_DRIVE = re.compile(r"[A-Za-z]:[\\/]")
+
+
+def _spec_parts(text: str) -> list[str]:
+    """``DATASET[:CONFIG][:SPLIT]`` cut at its colons, a drive's kept in ``DATASET``: the one reader of the
+    one-line form (a recipe's, ``--task``'s, a report's)."""
+    drive = text[:2] if _DRIVE.match(text) else ""
+    first, *rest = text[len(drive):].split(":")
+    return [drive + first, *rest]
 
 
 def _column_name(value: Any, field: str) -> str | None:

@@ -685,9 +685,23 @@ def test_parse_task() -> None:
         "svhn", DatasetRef("ufldl-stanford/svhn", "cropped_digits", "test")
     )
     assert parse_task("svhn") == ("svhn", None)  # the model's recipe's dataset for it, else its usual one
-    for bad in ("=x", "a=", "a=b:c:d:e", "a=b::c", "average=x", "average"):
+    for bad in ("=x", "a=", "a=b:c:d:e", "a=b::c", "average=x", "average", "a=C:\\x:c:d:e"):
         with pytest.raises(RecipeError):
             parse_task(bad)
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("x=C:\\data\\x", DatasetRef("C:\\data\\x")),  # was path 'C', split '\data\x'
+    ("x=C:/data/x:test", DatasetRef("C:/data/x", split="test")),
+    ("x=d:\\x:cfg:train", DatasetRef("d:\\x", "cfg", "train")),
+    ("x=mnist:test", DatasetRef("mnist", split="test")),  # one letter or more before a colon, no slash: a split
+    ("x=org/ds:cfg:train", DatasetRef("org/ds", "cfg", "train")),
+    ("x=c:train", DatasetRef("c", split="train")),
+])
+def test_parse_task_takes_a_windows_drive_for_part_of_the_path(text: str, expected: DatasetRef) -> None:
+    assert parse_task(text) == ("x", expected)
+    assert DatasetRef.parse(text.partition("=")[2]) == expected  # the recipe's one line: the same reader
+    assert expected.is_local == (expected.path[1:2] == ":")  # a folder, not a Hub id, even where it does not exist
 
 
 # ---------------------------------------------------------------- reports

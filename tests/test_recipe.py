@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -411,6 +413,17 @@ def test_a_missing_split_hint_keeps_the_named_columns():
         "name the one to evaluate on: `dataset: {path: org/d, split: test, label_column: coarse_label}`")
     plain = DatasetRef("org/d", split="train")
     assert plain.missing_split(["test"]).endswith("after a colon, e.g. `dataset: org/d:test`")
+
+
+@pytest.mark.parametrize("ref", [DatasetRef("C:\\data\\x", split="train"), DatasetRef("d:/x", "cfg", "train"),
+                                 DatasetRef("/data/a:b", split="train")])
+def test_a_missing_split_hint_on_a_windows_path_reads_back(ref):
+    """The hint's one line for a drive's path parses back as that folder (it came back as path 'C'); a colon of a
+    path's own, which no one line can say, gets the mapping."""
+    said = ref.missing_split(["test"])
+    line = re.search(r"`(dataset: [^`]+)`$", said).group(1)
+    assert DatasetRef.parse(yaml.safe_load(line)["dataset"]) == replace(ref, split="test")
+    assert ("after a colon" in said) == (ref.path != "/data/a:b")
 
 
 def test_a_relative_local_path_is_written_so_that_it_reads_back_as_a_folder(tmp_path):

@@ -65,8 +65,9 @@ def test_a_non_default_device_and_a_zero_weight_round_trip_through_the_form():
 
 
 def test_a_recipes_named_columns_and_windows_paths_round_trip_through_the_form():
-    """A loaded recipe's dataset that names its columns (or has a Windows path) is shown as its mapping on one line,
-    which the merge reads back: the cell showed `path:split`, so a merge from the form lost the columns."""
+    """A loaded recipe's dataset that names its columns is shown as its mapping on one line, which the merge reads
+    back: the cell showed `path:split`, so a merge from the form lost the columns. A Windows path's one line reads
+    back too (its drive's colon is no split's)."""
     datasets = [DatasetRef("uoft-cs/cifar100", label_column="coarse_label"),
                 DatasetRef("org/d", "cfg", "val", image_column="img: path"), DatasetRef("C:\\data\\eurosat"),
                 DatasetRef("org/e", "cfg", "validation"), DatasetRef("org/f")]
@@ -76,7 +77,7 @@ def test_a_recipes_named_columns_and_windows_paths_round_trip_through_the_form()
     assert [row[2] for row in values.models] == [
         "{path: uoft-cs/cifar100, split: test, label_column: coarse_label}",
         "{path: org/d, name: cfg, split: val, image_column: 'img: path'}",
-        "{path: 'C:\\data\\eurosat', split: test}", "org/e:cfg:validation", "org/f:test"]
+        "C:\\data\\eurosat:test", "org/e:cfg:validation", "org/f:test"]
     back = recipe_from_form(base_model=values.base_model, models=values.models, method=values.method,
                             parameters=values.parameters)
     assert back.datasets == recipe.datasets

@@ -56,10 +56,11 @@ __all__ = [
 def parse_task(text: str) -> tuple[str, DatasetRef | None]:
     """Parse a ``--task`` value: ``NAME=DATASET[:SPLIT]``, ``NAME=DATASET:CONFIG:SPLIT`` or ``NAME``.
 
-    ``DATASET`` is a local ``save_to_disk`` directory or a Hub dataset id; the split defaults to
-    ``test``. A bare ``NAME`` gives None: the evaluation then takes the dataset the model's recipe names
-    for that task, else the task's usual one (``hubmerge.vision.classnames``: ``svhn`` ->
-    ``ufldl-stanford/svhn``, config ``cropped_digits``, split ``test``).
+    ``DATASET`` is a local ``save_to_disk`` directory (a Windows drive's colon, ``C:\\data``, is no split's)
+    or a Hub dataset id; the split defaults to ``test``. A bare ``NAME`` gives None: the evaluation then
+    takes the dataset the model's recipe names for that task, else the task's usual one
+    (``hubmerge.vision.classnames``: ``svhn`` -> ``ufldl-stanford/svhn``, config ``cropped_digits``,
+    split ``test``).
 
     Raises:
         RecipeError: the text is malformed.
@@ -78,14 +79,12 @@ def parse_task(text: str) -> tuple[str, DatasetRef | None]:
         raise RecipeError(f"'{AVERAGE}' is reserved for the report's mean; rename the task", field="task")
     if not sep:
         return name, None
-    parts = dataset.strip().split(":")
-    if len(parts) > 3 or not all(parts):
+    try:
+        return name, DatasetRef.parse(dataset.strip(), field="task")  # a recipe's one line, a drive's colon kept
+    except RecipeError:
         raise RecipeError(
             f"write --task NAME=DATASET[:SPLIT] or NAME=DATASET:CONFIG:SPLIT, got {text!r}", field="task"
-        )
-    if len(parts) == 3:
-        return name, DatasetRef(parts[0], parts[1], parts[2])
-    return name, DatasetRef.parse(dataset.strip(), field="task")
+        ) from None
 
 
 def _usual_dataset(name: str) -> DatasetRef:
