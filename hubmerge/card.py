@@ -31,6 +31,7 @@ from .published import (
     published_names,
     published_scope,
     read_output_json,
+    scope_datasets,
 )
 from .recipe import DatasetRef, ModelRef, Recipe
 from .vision.heads import HEADS_INDEX
@@ -55,7 +56,7 @@ class TaskFacts:
     num_labels: int
     head: str  # how the head was obtained, e.g. "fine-tuned (kept)" or "re-initialized: ..."
     reinitialized: bool
-    dataset: str | None  # the one the recipe names for it
+    dataset: str | None  # the one the recipe names for it, and its named columns (DatasetRef.described)
 
 
 @dataclass(frozen=True)
@@ -139,32 +140,23 @@ def _head_facts(output: Path, recipe: Recipe) -> list[TaskFacts]:
         how = f"re-initialized ({report.get('reason', 'head did not fit the task')})" if reinitialized else "fine-tuned (kept)"
         labels = config.get("id2label") or {}
         dataset = datasets.get(task)
-        facts.append(TaskFacts(task, len(labels), how, reinitialized, str(dataset) if dataset else None))
+        facts.append(TaskFacts(task, len(labels), how, reinitialized, dataset.described if dataset else None))
     return facts
 
 
 def _measurements(recipe: Recipe, results: dict[str, Any] | None, scope: dict[str, Any]) -> list[Measurement]:
     """One per evaluated task: on the dataset ``eval_scope.json`` records, else (older outputs) the recipe's."""
     named = recipe.datasets
+    recorded = scope_datasets(scope, named)
     measured = []
     for task in results or {}:
         if task == AVERAGE:
             continue
         where = scope.get(task) or {}
-        recorded = where.get("dataset")
-        dataset = named.get(task)
-        if isinstance(recorded, str) and recorded.strip() and recorded not in _spellings(dataset):
-            dataset = DatasetRef.parse(recorded)
-        measured.append(Measurement(task, dataset, int(where.get("samples") or 0), int(where.get("split_size") or 0),
-                                    int(where.get("non_finite") or 0), where.get("labels") == "position"))
+        measured.append(Measurement(task, recorded.get(task, named.get(task)), int(where.get("samples") or 0),
+                                    int(where.get("split_size") or 0), int(where.get("non_finite") or 0),
+                                    where.get("labels") == "position"))
     return measured
-
-
-def _spellings(dataset: DatasetRef | None) -> tuple[str, ...]:
-    """How ``eval_scope.json`` spells ``dataset``: as the recipe does, or as older outputs did (``path/config:split``)."""
-    if dataset is None:
-        return ()
-    return (dataset.spec, f"{dataset.path}/{dataset.name}:{dataset.split}" if dataset.name else dataset.spec)
 
 
 def _input_license(ref: ModelRef, token: str | None, endpoint: str | None) -> License | None:
@@ -421,7 +413,8 @@ def render_card(facts: CardFacts) -> ModelCard:
         processor=facts.processor,
         library=library,
         tasks=[asdict(t) for t in facts.tasks],
-        measured_on=[f"{m.task} on {m.dataset or 'its dataset'} ({m.examples})" for m in facts.measured if m.examples],
+        measured_on=[f"{m.task} on {m.dataset.described if m.dataset else 'its dataset'} ({m.examples})"
+                     for m in facts.measured if m.examples],
         inputs=[{"role": role, "link": _link(ref, facts.hub_url), "task": task, "revision": _commit(ref)} for role, ref, task in refs],
         results_table=_results_table(facts),
         comparison=facts.comparison is not None,

@@ -405,7 +405,8 @@ def evaluate(
             "-t",
             help="NAME=DATASET[:SPLIT] or NAME=DATASET:CONFIG:SPLIT (repeatable); DATASET is a save_to_disk "
             "directory or a Hub dataset id; a bare NAME takes the dataset MODEL's recipe names for it. "
-            "Default: the datasets named in MODEL's hubmerge_recipe.yaml.",
+            "Default: the datasets named in MODEL's hubmerge_recipe.yaml (with the columns its saved results "
+            "read them with, in eval_scope.json).",
         ),
     ] = None,
     compare_inputs: Annotated[

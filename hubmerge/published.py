@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import textwrap
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ from .recipe import RECIPE_FILE, DatasetRef, Recipe, shared_names
 from .vision.heads import HEADS_INDEX
 
 __all__ = ["LOCAL_FOLDERS", "PublishedNames", "has_local_folders", "published_comparison", "published_files",
-           "published_names", "published_scope", "read_output_json"]
+           "published_names", "published_scope", "read_output_json", "scope_datasets"]
 
 #: What the card and the published recipe say where some inputs were local folders.
 LOCAL_FOLDERS = ("Some inputs were local folders, not on the Hub: the recipe names each ./... by its path below "
@@ -50,7 +50,7 @@ class PublishedNames:
 def published_names(recipe: Recipe, scope: Mapping[str, Any]) -> PublishedNames:
     """How an output's published copy names each local folder it was made from: its recipe's models and
     datasets, and those its results were measured on (``scope``, its ``eval_scope.json``)."""
-    measured = [Path(d.path).expanduser() for d in _scope_datasets(scope).values() if d.is_local]
+    measured = [Path(d.path).expanduser() for d in scope_datasets(scope).values() if d.is_local]
     folders = shared_names([*recipe.local_paths, *measured])
     shared = recipe.shared(folders)
     refs = {str(ref): str(published) for ref, published in zip(recipe.inputs, shared.inputs)}
@@ -59,7 +59,7 @@ def published_names(recipe: Recipe, scope: Mapping[str, Any]) -> PublishedNames:
 
 def published_scope(scope: Mapping[str, Any], names: Mapping[Path, str]) -> dict[str, Any]:
     """``eval_scope.json`` with each local dataset by its name in ``names`` (``published_names``)."""
-    datasets = _scope_datasets(scope)
+    datasets = scope_datasets(scope)
     return {task: where | {"dataset": datasets[task].shared(names).spec} if task in datasets else where
             for task, where in scope.items()}
 
@@ -109,17 +109,33 @@ def published_comparison(comparison: dict[str, Any], renamed: Mapping[str, str])
     return comparison | {"finetuned": {renamed.get(label, label): row for label, row in finetuned.items()}}
 
 
-def _scope_datasets(scope: Mapping[str, Any]) -> dict[str, DatasetRef]:
-    """The datasets ``eval_scope.json`` records, by task (none for an entry it cannot read)."""
+def scope_datasets(scope: Mapping[str, Any], named: Mapping[str, DatasetRef] | None = None
+                   ) -> dict[str, DatasetRef]:
+    """The dataset each task of ``eval_scope.json`` was measured on, with the columns its entry names (none for
+    an entry it cannot read). An entry that spells the dataset ``named`` gives for its task (the recipe's, as
+    the recipe or an older output spelled it) is that one, with the recipe's columns where it names none: an
+    output from before the entries named their columns."""
     found = {}
     for task, where in scope.items():
         recorded = where.get("dataset") if isinstance(where, dict) else None
-        if isinstance(recorded, str) and recorded.strip():
-            try:
-                found[task] = DatasetRef.parse(recorded)
-            except RecipeError:
-                continue
+        if not isinstance(recorded, str) or not recorded.strip():
+            continue
+        label, image = (name if isinstance(name := where.get(key), str) and name.strip() else None
+                        for key in ("label_column", "image_column"))
+        own = (named or {}).get(task)
+        if own is not None and recorded in _spellings(own):
+            found[task] = replace(own, label_column=label, image_column=image) if label or image else own
+            continue
+        try:
+            found[task] = replace(DatasetRef.parse(recorded), label_column=label, image_column=image)
+        except RecipeError:
+            continue
     return found
+
+
+def _spellings(dataset: DatasetRef) -> tuple[str, ...]:
+    """How ``eval_scope.json`` spells ``dataset``: as the recipe does, or as older outputs did (``path/config:split``)."""
+    return (dataset.spec, f"{dataset.path}/{dataset.name}:{dataset.split}" if dataset.name else dataset.spec)
 
 
 def read_output_json(path: Path) -> dict[str, Any] | None:

@@ -223,6 +223,18 @@ class DatasetRef:
         mapping's, or ``--label-column`` / ``--image-column``)."""
         return f"{self.path}:{self.name}:{self.split}" if self.name else f"{self.path}:{self.split}"
 
+    @property
+    def described(self) -> str:
+        """``spec`` and the columns named for it, which the one line cannot say: how the card names the dataset,
+        e.g. ``org/d:test, label column coarse_label``."""
+        named = [f"{what} column {name}" for what, name in (("label", self.label_column), ("image", self.image_column))
+                 if name is not None]
+        return ", ".join([self.spec, *named])
+
+    def same_split(self, other: DatasetRef) -> bool:
+        """Whether ``other`` is this dataset's split, whichever columns either names."""
+        return (self.path, self.name, self.split) == (other.path, other.name, other.split)
+
     def missing_split(self, splits: Sequence[str]) -> str:
         """Why this split cannot be read, and the recipe line that picks one of ``splits`` instead."""
         if not splits:

@@ -17,7 +17,8 @@ from hubmerge import engine
 from hubmerge.card import CardFacts, card_is_edited, collect_card, render_card, write_card
 from hubmerge.cli import main
 from hubmerge.errors import CardEditedError, RecipeError
-from hubmerge.recipe import ModelRef, Recipe, load_recipe
+from hubmerge.published import scope_datasets
+from hubmerge.recipe import DatasetRef, ModelRef, Recipe, load_recipe
 
 from ._models import cache_snapshot, make_family, write_recipe
 
@@ -323,6 +324,30 @@ def test_the_card_names_the_dataset_each_accuracy_was_measured_on_not_the_recipe
     _, results = model_index_to_eval_results(card.data.to_dict()["model-index"])
     assert {r.dataset_name: r.dataset_type for r in results}[first] == "my-digits"
     assert str(tmp_path) not in str(card.data.to_dict())
+
+
+def test_the_card_names_the_columns_each_accuracy_was_measured_with(tmp_path, family):
+    """`evaluate --task NAME=DATASET --label-column C --save`: the card named the dataset alone, as if its usual
+    columns had been read."""
+    out = merged(tmp_path, family)
+    first, second, *_ = family.models
+    scope = {t: {"dataset": f"org/{t}-data:test", "samples": 50, "split_size": 50} for t in family.models}
+    scope[first] |= {"label_column": "coarse_label"}  # the recipe's dataset, read with a column named
+    scope[second] = {"dataset": "org/other:train", "samples": 60, "split_size": 60, "image_column": "img"}
+    (out / "eval_scope.json").write_text(json.dumps(scope))
+    text = " ".join(render_card(collect_card(out)).text.split())
+    assert f"{first} on org/{first}-data:test, label column coarse_label (all 50 examples)" in text
+    assert f"{second} on org/other:train, image column img (all 60 examples)" in text
+
+
+def test_a_scope_entry_naming_no_columns_keeps_the_recipes():
+    """Outputs from before eval_scope.json named the columns: their recipe's dataset was measured with its own."""
+    own = DatasetRef("org/d", "cfg", "test", label_column="coarse_label")
+    scope = {"older": {"dataset": "org/d/cfg:test"}, "named": {"dataset": "org/d:cfg:test", "image_column": "img"},
+             "other": {"dataset": "org/e:test", "label_column": "y"}, "broken": {"dataset": "a::b"}}
+    assert scope_datasets(scope, {"older": own, "named": own, "other": own}) == {
+        "older": own, "named": DatasetRef("org/d", "cfg", "test", image_column="img"),
+        "other": DatasetRef("org/e", label_column="y")}
 
 
 def test_missing_results_are_said_with_the_reason(tmp_path, family):

@@ -21,7 +21,7 @@ from hubmerge.cli import main
 from hubmerge.evaluation import EVAL_RESULTS_FILE, EVAL_SCOPE_FILE
 from hubmerge.fixtures import FAMILIES, FixtureSet, build_fixtures
 
-from ._eval_helpers import hf_online, offline_hf, upload_dataset, variant
+from ._eval_helpers import direct_scores, hf_online, offline_hf, upload_dataset, variant
 
 # Asserted margins in accuracy points (mean over the four tasks, each with its own head), set a bit
 # below what this pipeline measured on the fixtures as built here (printed with -s); they are the
@@ -581,4 +581,55 @@ def test_a_recipes_named_label_column_reaches_the_output_and_its_evaluation(
         merged["digits_low"]["accuracy"], abs=1e-12)
     assert main(["card", str(out)]) == 0  # the card names the dataset on one line, as it is published
     card = (out / "README.md").read_text()
-    assert re.search(r"digits_low on \./\S*coarse:test", card) and str(tmp_path) not in card
+    assert re.search(r"digits_low on \./\S*coarse:test, label column coarse_label \(all ", card)
+    assert re.search(r"\| \./\S*coarse:test, label column coarse_label \|", card) and str(tmp_path) not in card
+
+
+def test_evaluate_save_records_the_named_columns_for_the_card_and_the_next_evaluation(
+    offline: None, local_hub: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`evaluate --save --label-column` recorded its dataset as path:split alone: the card did not say the column,
+    and a later `evaluate OUTPUT` (or of its pushed repo) read the first ClassLabel, 'label', which holds other
+    classes here. The columns are in eval_scope.json and the card, and a later evaluation reads them."""
+    import datasets
+    from huggingface_hub import HfApi
+
+    fx = _fixtures("convnext")
+    task = fx.tasks[0]  # the output's default task: its root has this head, for the direct computation
+    part = datasets.load_from_disk(str(fx.datasets[task]))["test"]
+    classes = part.features["label"]
+    features = datasets.Features({"image": part.features["image"], "label": classes, "true": classes})
+    shifted = [(v + 1) % classes.num_classes for v in part["label"]]  # 'label' holds other classes than the images
+    datasets.DatasetDict({"test": datasets.Dataset.from_dict(
+        {"image": part["image"], "label": shifted, "true": part["label"]}, features=features)}
+    ).save_to_disk(str(tmp_path / "two"))
+    api = HfApi(endpoint=local_hub.endpoint, token=local_hub.alice_token)
+    repo = upload_dataset(api, f"alice/two-{uuid.uuid4().hex[:8]}", tmp_path / "two", tmp_path / "up")
+    recipe = yaml.safe_load(_write_recipe(tmp_path / "r.yaml", fx, "simple_average").read_text())
+    recipe["models"] = [m for m in recipe["models"] if m["task"] in fx.tasks[:2]]
+    recipe["models"][0]["dataset"] = repo  # named without its column: read as 'label' unless told
+    del recipe["models"][1]["dataset"]  # a local one, which the pushed repo's evaluation would ask for
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
+    hf_online(monkeypatch, True)
+    out = tmp_path / "out"
+    assert main(["merge", str(tmp_path / "r.yaml"), "-o", str(out), "--device", "cpu", "--quiet"]) == 0
+    expected, _ = direct_scores(out, fx.datasets[task])  # 'true' holds the fixture's own labels
+    as_label = tmp_path / "as_label.json"
+    assert _evaluate(out, "-t", task, "--json", str(as_label)) == 0
+    assert json.loads(as_label.read_text())[task]["accuracy"] < expected - 0.5  # the column matters here
+
+    assert _evaluate(out, "-t", f"{task}={repo}", "--label-column", "true", "--save", "--quiet") == 0
+    scope = json.loads((out / EVAL_SCOPE_FILE).read_text())[task]
+    assert scope["dataset"] == f"{repo}:test" and scope["label_column"] == "true" and "image_column" not in scope
+    assert json.loads((out / EVAL_RESULTS_FILE).read_text())[task]["accuracy"] == pytest.approx(expected, abs=1e-12)
+    assert main(["card", str(out)]) == 0
+    card = " ".join((out / "README.md").read_text().split())
+    assert f"{task} on {repo}:test, label column true (all " in card
+    assert f"| {repo}:test |" in card  # the tasks' table: the recipe's dataset, which names no column
+
+    pushed = f"alice/two-merge-{uuid.uuid4().hex[:8]}"
+    assert main(["push", str(out), "--repo-id", pushed, "--token", local_hub.alice_token, "--quiet"]) == 0
+    for model in (str(out), pushed):  # no --task: the recipe's dataset, read with the column measured with
+        again = tmp_path / f"again-{model.replace('/', '_')[-8:]}.json"
+        assert _evaluate(model, "--json", str(again), "--token", local_hub.alice_token, "--quiet") == 0
+        assert json.loads(again.read_text())[task]["accuracy"] == pytest.approx(expected, abs=1e-12)

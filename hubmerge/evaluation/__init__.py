@@ -18,6 +18,9 @@ Reports (JSON):
 
       {"<task>": {"dataset": "tanganke/eurosat:test", "samples": 500, "split_size": 2700}, ...}
 
+  with ``"label_column"`` / ``"image_column"`` where the dataset named them (a later evaluation of the
+  output reads that dataset with them).
+
 - :meth:`CompareReport.to_dict` (``--compare-inputs``; ``eval_comparison.json`` in an output) puts
   the merged model next to its inputs, every entry in the same FusionBench shape::
 

@@ -24,6 +24,7 @@ from .loop import (
 )
 from .report import (
     AVERAGE,
+    EVAL_SCOPE_FILE,
     CompareReport,
     EvalReport,
     TaskResult,
@@ -176,31 +177,54 @@ def evaluate_classifier(
     return run_pass(data, [(task, model)], processor, settings)[task]
 
 
-def _read_recipe(ref: ModelRef, *, token: str | None) -> Recipe | None:
-    """The recipe stored with a merged output, or None when it has none."""
-    from ..recipe import RECIPE_FILE, Recipe
-
+def _output_file(ref: ModelRef, name: str, *, token: str | None) -> Path | None:
+    """One of a merged output's files (its folder's, or downloaded from its repo), or None when it has none."""
     if ref.path is not None:
         from ..vision.loading import resolve_model_dir
 
-        path = resolve_model_dir(ref.path) / RECIPE_FILE  # a missing folder is missing, not recipe-less
-        if not path.is_file():
-            return None
-        return Recipe.from_yaml(path.read_text(encoding="utf-8"), base_dir=ref.path, source=str(path))
+        path = resolve_model_dir(ref.path) / name  # a missing folder is missing, not file-less
+        return path if path.is_file() else None
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 
     from ..hub.source import hub_errors
 
     repo_id = str(ref.repo_id)
-    with hub_errors(repo_id, revision=ref.revision, path=RECIPE_FILE):
+    with hub_errors(repo_id, revision=ref.revision, path=name):
         try:
-            local = hf_hub_download(repo_id, RECIPE_FILE, revision=ref.revision, token=token)
+            return Path(hf_hub_download(repo_id, name, revision=ref.revision, token=token))
         except LocalEntryNotFoundError:
-            raise  # not a missing recipe: the Hub is out of reach, which hub_errors says
+            raise  # not a missing file: the Hub is out of reach, which hub_errors says
         except EntryNotFoundError:
             return None
-    return Recipe.from_yaml(Path(local).read_text(encoding="utf-8"), source=f"{ref}/{RECIPE_FILE}")
+
+
+def _read_recipe(ref: ModelRef, *, token: str | None) -> Recipe | None:
+    """The recipe stored with a merged output, or None when it has none."""
+    from ..recipe import RECIPE_FILE, Recipe
+
+    path = _output_file(ref, RECIPE_FILE, token=token)
+    if path is None:
+        return None
+    if ref.path is not None:
+        return Recipe.from_yaml(path.read_text(encoding="utf-8"), base_dir=ref.path, source=str(path))
+    return Recipe.from_yaml(path.read_text(encoding="utf-8"), source=f"{ref}/{RECIPE_FILE}")
+
+
+def _measured_columns(ref: ModelRef, datasets: Mapping[str, DatasetRef], *, token: str | None
+                      ) -> dict[str, DatasetRef]:
+    """``datasets`` (an output's recipe's) read with the columns the output's saved results were measured with
+    (``eval_scope.json``: ``evaluate --save --label-column``), where they were measured on the same split.
+
+    Raises:
+        RecipeError: its ``eval_scope.json`` is no JSON object.
+    """
+    from ..published import read_output_json, scope_datasets
+
+    path = _output_file(ref, EVAL_SCOPE_FILE, token=token) if datasets else None
+    measured = scope_datasets(read_output_json(path) or {}, datasets) if path is not None else {}
+    return {task: measured[task] if task in measured and measured[task].same_split(dataset) else dataset
+            for task, dataset in datasets.items()}
 
 
 def check_recipe_datasets(recipe: Recipe, *, token: str | None = None) -> dict[str, tuple[str, ...]]:
@@ -273,7 +297,7 @@ def _tasks_for(ref: ModelRef, tasks: TaskDatasets | None, known: Sequence[str], 
         recipe = _read_recipe(ref, token=token)
         if recipe is not None and known:
             recipe.check_heads(known, ref)
-        stored = _recipe_datasets(ref, recipe)
+        stored = _recipe_datasets(ref, recipe, None, token)
         if not stored:
             names = f" with NAME one of {', '.join(known)}" if known else ""
             why = ("its hubmerge_recipe.yaml has no 'dataset' entries" if recipe is not None
@@ -297,21 +321,23 @@ def _tasks_for(ref: ModelRef, tasks: TaskDatasets | None, known: Sequence[str], 
             refs[name] = _as_ref(name, value)
             continue
         if named is None:
-            named = _recipe_datasets(ref, _read_recipe(ref, token=token), [t for t, v in tasks.items() if v is None])
+            named = _recipe_datasets(ref, _read_recipe(ref, token=token), [t for t, v in tasks.items() if v is None],
+                                     token)
         refs[name] = named[name] if name in named else _usual_dataset(name)
     return refs
 
 
-def _recipe_datasets(ref: ModelRef, recipe: Recipe | None, tasks: Sequence[str] | None = None
+def _recipe_datasets(ref: ModelRef, recipe: Recipe | None, tasks: Sequence[str] | None, token: str | None
                      ) -> dict[str, DatasetRef]:
-    """The datasets ``recipe``, ``ref``'s own, names (for ``tasks``, default all). A pushed recipe names a local
-    folder ``./...``, below the folders of the machine that merged (``hubmerge.published``): refused for an
-    output on the Hub, where it named a folder of this working directory, or none.
+    """The datasets ``recipe``, ``ref``'s own, names (for ``tasks``, default all), with the columns its saved
+    results were measured with (``_measured_columns``). A pushed recipe names a local folder ``./...``, below
+    the folders of the machine that merged (``hubmerge.published``): refused for an output on the Hub, where it
+    named a folder of this working directory, or none.
 
     Raises:
         RecipeError: a dataset asked for is such a folder; it says how to give one here.
     """
-    stored = dict(recipe.datasets) if recipe is not None else {}
+    stored = _measured_columns(ref, recipe.datasets, token=token) if recipe is not None else {}
     if ref.repo_id is None:
         return stored
     elsewhere = [task for task, dataset in stored.items() if (tasks is None or task in tasks) and dataset.is_local

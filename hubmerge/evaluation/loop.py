@@ -529,6 +529,8 @@ def run_pass(
             split_size=data.total,
             non_finite=r.non_finite,
             by_position=r.by_position,
+            label_column=data.ref.label_column,
+            image_column=data.ref.image_column,
         )
         for r in running
     }

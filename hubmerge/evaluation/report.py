@@ -56,6 +56,8 @@ class TaskResult:
             or a float16 overflow); the loss is then NaN.
         by_position: the dataset names its classes otherwise than the head, and they were matched by
             position (``match_labels="position"``): the accuracy holds only if both list them in one order.
+        label_column, image_column: the columns named for the dataset (``--label-column``, a recipe's
+            mapping), which ``dataset``'s one line cannot say; None: found by type or usual name.
     """
 
     accuracy: float
@@ -66,6 +68,8 @@ class TaskResult:
     split_size: int = 0
     non_finite: int = 0
     by_position: bool = False
+    label_column: str | None = None
+    image_column: str | None = None
 
     def to_dict(self) -> dict[str, float]:
         return {"accuracy": self.accuracy, "loss": self.loss}
@@ -129,13 +133,15 @@ class EvalReport:
         return ", ".join(task for task, r in self.results.items() if r.by_position)
 
     def scope(self) -> dict[str, dict[str, Any]]:
-        """What each task was measured on, ``{task: {dataset, samples, split_size[, non_finite][, labels]}}``:
-        FusionBench's shape has no room for it, and a card must not pass a subset's accuracy off as the
-        whole split's, nor hide outputs that were NaN, nor classes matched by position alone."""
+        """What each task was measured on, ``{task: {dataset, samples, split_size[, non_finite][, labels]
+        [, label_column][, image_column]}}``: FusionBench's shape has no room for it, and a card must not pass
+        a subset's accuracy off as the whole split's, nor hide outputs that were NaN, nor classes matched by
+        position alone; the columns named for a dataset are read again by a later evaluation."""
         return {
             task: {"dataset": r.dataset, "samples": r.num_samples, "split_size": r.split_size}
             | ({"non_finite": r.non_finite} if r.non_finite else {})
             | ({"labels": "position"} if r.by_position else {})
+            | {key: name for key, name in (("label_column", r.label_column), ("image_column", r.image_column)) if name}
             for task, r in self.results.items()
         }
 
