@@ -12,8 +12,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
+import selectors
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -220,23 +221,35 @@ def test_the_token_is_taken_trimmed_from_the_first_source_that_gives_one(tmp_pat
         require_token("  \n", action="push")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def _served_at(proc: subprocess.Popen[bytes], *, timeout: float = 60) -> tuple[str, bytes]:
+    """Where ``hub serve --port 0`` listens, from the line that announces it (stderr), and what it said so far.
+    A port chosen here and closed before the server binds it could be taken meanwhile by another pytest process."""
+    assert proc.stderr is not None
+    said = b""
+    deadline = time.monotonic() + timeout
+    with selectors.DefaultSelector() as selector:
+        selector.register(proc.stderr, selectors.EVENT_READ)
+        while (left := deadline - time.monotonic()) > 0 and selector.select(timeout=left):
+            line = proc.stderr.readline()
+            said += line
+            if not line:  # it ended
+                break
+            if found := re.search(rb"local hub on (http://\S+?),", line):
+                return found.group(1).decode(), said
+    pytest.fail(f"hub serve did not say where it listens: {said[-2000:]!r}")
 
 
 def test_hub_serve_with_a_token_never_shows_it(tmp_path):
     root = tmp_path / "hub"
-    port = _free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("HF_TOKEN", "HF_HUB_OFFLINE")}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "hubmerge.cli", "hub", "serve", "--root", str(root), "--port", str(port),
+        [sys.executable, "-m", "hubmerge.cli", "hub", "serve", "--root", str(root), "--port", "0",
          "--token", f"{SENTINEL}:alice"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )
+    announced = b""
     try:
-        endpoint = f"http://127.0.0.1:{port}"
+        endpoint, announced = _served_at(proc)
         api = HfApi(endpoint=endpoint, token=SENTINEL)
         deadline = time.monotonic() + 60
         while True:
@@ -258,7 +271,7 @@ def test_hub_serve_with_a_token_never_shows_it(tmp_path):
         except subprocess.TimeoutExpired:
             proc.kill()
             out, err = proc.communicate()
-    assert leaks(out) == [] and leaks(err) == []
+    assert leaks(out) == [] and leaks(announced + err) == []
     store = root / "tokens.json"
     assert SENTINEL in json.loads(store.read_text())  # the server's own token store, readable by its owner only
     assert store.stat().st_mode & 0o077 == 0

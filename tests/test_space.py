@@ -19,7 +19,7 @@ from huggingface_hub import HfApi, SpaceCard, snapshot_download
 from hubmerge.cli import main
 from hubmerge.hub.space import GRADIO_VERSION, package_files, space_files
 
-from ._ui_helpers import free_port
+from ._ui_helpers import on_free_port
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -184,28 +184,37 @@ def test_a_refused_deploy_removes_the_space_it_made_and_never_one_that_was_there
     assert api.repo_exists(existing, repo_type="space") and api.space_info(existing).sha == sha
 
 
-@pytest.mark.slow
-def test_hubmerge_app_serves_the_page_and_leaves_nothing_behind(local_hub, tmp_path):
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "GRADIO_TEMP_DIR")}
-    env["TMPDIR"] = str(tmp_path)  # the only temporary directory the app may use
+def _app_answering(port: int, endpoint: str, env: dict[str, str]) -> tuple[subprocess.Popen[str], httpx.Response]:
+    """`hubmerge app --port PORT` and its page, once it answers; an OSError where the port was taken before the
+    app bound it (for ``on_free_port``)."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "hubmerge.cli", "app", "--port", str(port), "--endpoint", local_hub.endpoint],
+        [sys.executable, "-m", "hubmerge.cli", "app", "--port", str(port), "--endpoint", endpoint],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        try:
+            page = httpx.get(f"http://127.0.0.1:{port}/", timeout=5)
+            if page.status_code == 200:
+                return process, page
+        except httpx.TransportError:
+            pass
+        if process.poll() is not None:
+            said = process.communicate()[0]
+            if "already in use" in said or "Cannot find empty port" in said:  # hubmerge's check, or Gradio's
+                raise OSError(said)
+            pytest.fail(said)
+        time.sleep(1)
+    process.kill()
+    pytest.fail(f"hubmerge app did not answer within 180 s: {process.communicate()[0]}")
+
+
+@pytest.mark.slow
+def test_hubmerge_app_serves_the_page_and_leaves_nothing_behind(local_hub, tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "GRADIO_TEMP_DIR")}
+    env["TMPDIR"] = str(tmp_path)  # the only temporary directory the app may use
+    (process, page), port = on_free_port(lambda port: _app_answering(port, local_hub.endpoint, env))
     try:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            try:
-                page = httpx.get(f"http://127.0.0.1:{port}/", timeout=5)
-                if page.status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert process.poll() is None, process.stdout.read() if process.stdout else ""
-            time.sleep(1)
-        else:
-            pytest.fail("hubmerge app did not answer within 180 s")
         assert "hubmerge" in page.text
         config = httpx.get(f"http://127.0.0.1:{port}/config", timeout=5).json()
         assert any(d.get("api_name") == "merge" for d in config["dependencies"])

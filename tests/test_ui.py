@@ -250,6 +250,27 @@ def app_url(local_hub, hub_models, tmp_path_factory):
         yield url
 
 
+def test_the_app_starts_on_another_port_where_the_one_chosen_was_taken(local_hub, hub_models, tmp_path, monkeypatch):
+    """A free port is closed before Gradio binds it, and another pytest process (pytest-xdist) may take it
+    meanwhile: the app is then started on another one, not failed."""
+    import socket
+
+    import httpx
+
+    from . import _ui_helpers
+
+    os.environ.pop("HF_HUB_OFFLINE", None)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy, free_port = taken.getsockname()[1], _ui_helpers.free_port
+        chosen = iter([busy])  # then free ones
+        monkeypatch.setattr(_ui_helpers, "free_port", lambda: next(chosen, None) or free_port())
+        with running_app(local_hub.endpoint, hub_models, tmp_path) as url:
+            assert next(chosen, None) is None  # the taken one was tried first
+            assert not url.endswith(f":{busy}/") and httpx.get(url, timeout=30).status_code == 200
+
+
 @pytest.fixture(scope="module")
 def client(app_url):
     from gradio_client import Client
