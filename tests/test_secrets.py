@@ -285,14 +285,14 @@ def test_app_never_shows_token(sentinel_hub, tmp_path, caplog):
     from gradio_client import Client
     from gradio_client.exceptions import AppError
 
-    from hubmerge.ui.forms import form_values
+    from hubmerge.ui.forms import MODEL_COLUMNS, form_values
 
     from ._ui_helpers import publish_fixtures, running_app
 
     os.environ.pop("HF_HUB_OFFLINE", None)
     models = publish_fixtures(sentinel_hub.endpoint, sentinel_hub.alice_token)
     values = form_values(models.recipe("simple_average"))
-    form = [values.base_model, {"headers": ["model", "task", "dataset", "weight"], "data": values.models},
+    form = [values.base_model, {"headers": list(MODEL_COLUMNS), "data": values.models},
             values.method, values.parameters, values.dtype, values.device]
     seen: list[str] = []
     caplog.set_level(logging.DEBUG)

@@ -22,7 +22,7 @@ from hubmerge.evaluation import CompareReport, EvalReport, TaskResult
 from hubmerge.methods import _registry, get_method
 from hubmerge.presets import load_preset
 from hubmerge.recipe import DatasetRef, Recipe
-from hubmerge.ui.forms import AS_INPUTS, form_values, param_fields, recipe_from_form
+from hubmerge.ui.forms import AS_INPUTS, MODEL_COLUMNS, form_values, param_fields, recipe_from_form
 from hubmerge.ui.views import card_body, results_chart, results_note, results_table
 
 from ._ui_helpers import HubModels, publish_fixtures, running_app
@@ -65,22 +65,34 @@ def test_a_non_default_device_and_a_zero_weight_round_trip_through_the_form():
 
 
 def test_a_recipes_named_columns_and_windows_paths_round_trip_through_the_form():
-    """A loaded recipe's dataset that names its columns is shown as its mapping on one line, which the merge reads
-    back: the cell showed `path:split`, so a merge from the form lost the columns. A Windows path's one line reads
-    back too (its drive's colon is no split's)."""
+    """A loaded recipe's dataset that names its columns shows them in their own cells, which the merge reads back:
+    the cell showed `path:split`, so a merge from the form lost the columns. A Windows path's one line reads back
+    too (its drive's colon is no split's)."""
     datasets = [DatasetRef("uoft-cs/cifar100", label_column="coarse_label"),
                 DatasetRef("org/d", "cfg", "val", image_column="img: path"), DatasetRef("C:\\data\\eurosat"),
                 DatasetRef("org/e", "cfg", "validation"), DatasetRef("org/f")]
     recipe = Recipe.from_dict({"method": "simple_average", "models": [
         {"model": f"org/m{i}", "task": f"t{i}", "dataset": d.to_yaml()} for i, d in enumerate(datasets)]})
     values = form_values(recipe)
-    assert [row[2] for row in values.models] == [
-        "{path: uoft-cs/cifar100, split: test, label_column: coarse_label}",
-        "{path: org/d, name: cfg, split: val, image_column: 'img: path'}",
-        "C:\\data\\eurosat:test", "org/e:cfg:validation", "org/f:test"]
+    assert [[row[2], *row[4:]] for row in values.models] == [
+        ["uoft-cs/cifar100:test", "coarse_label", ""], ["org/d:cfg:val", "", "img: path"],
+        ["C:\\data\\eurosat:test", "", ""], ["org/e:cfg:validation", "", ""], ["org/f:test", "", ""]]
     back = recipe_from_form(base_model=values.base_model, models=values.models, method=values.method,
                             parameters=values.parameters)
     assert back.datasets == recipe.datasets
+
+
+def test_the_form_names_a_datasets_label_and_image_columns_in_their_own_cells():
+    """The columns could only be named in the dataset cell as a YAML mapping on one line; a blank cell names none
+    (the evaluation finds the columns by type or usual name), a mapping's own columns still count."""
+    recipe = recipe_from_form(base_model="org/base", method="simple_average", parameters={}, models=[
+        ["org/a", "a", "org/d:cfg:val", "", " coarse_label ", "img"], ["org/b", "b", "org/e", "", " ", None],
+        ["org/c", "c", "{path: 'C:\\data\\x', label_column: fine}", "", "", "picture"],
+        ["org/e", "e", "{path: org/f, image_column: img}", "", "", "img"]])
+    assert recipe.datasets == {"a": DatasetRef("org/d", "cfg", "val", "coarse_label", "img"), "b": DatasetRef("org/e"),
+                               "c": DatasetRef("C:\\data\\x", label_column="fine", image_column="picture"),
+                               "e": DatasetRef("org/f", image_column="img")}
+    assert recipe.to_dict()["models"][1]["dataset"] == "org/e"  # no columns written for blank cells
 
 
 def test_api_rows_shorter_than_the_table_are_padded():
@@ -104,6 +116,10 @@ def test_api_rows_shorter_than_the_table_are_padded():
         ([["org/a", "", "{path: org/d, label_column: [", ""]], {}, RecipeError, "row 1: the dataset .* is no YAML"),
         ([["org/a", "", "{label_column: y}", ""]], {}, RecipeError, r"models\[0\]\.dataset.* a mapping with 'path'"),
         ([["org/a", "", "{path: org/d, label_column: ''}", ""]], {}, RecipeError, "label_column.*a column's name"),
+        ([["org/a", "a", "", "", "label"]], {}, RecipeError, "row 1: a label or image column .* give the dataset too"),
+        ([["org/a", "a", "{path: org/d, label_column: y}", "", "z"]], {}, RecipeError,
+         "row 1: the dataset names label_column 'y' and its label column cell 'z': name it once"),
+        ([["org/a", "a", "org/d::test", "", "z"]], {}, RecipeError, r"'models\[0\]\.dataset': cannot read dataset"),
         # aliases of aliases (ten million strings): the error's repr of the column wrote them all out
         ([["org/a", "", "{path: org/d, l0: &a0 [l, l, l, l, l, l, l, l, l, l], " + ", ".join(
             f"l{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 7)) + ", label_column: *a6}", ""]],
@@ -280,7 +296,7 @@ def client(app_url):
 
 def _form(hub_models: HubModels, method: str = "task_arithmetic", parameters: dict | None = None) -> list:
     values = form_values(hub_models.recipe(method))
-    table = {"headers": ["model", "task", "dataset", "weight"], "data": values.models}
+    table = {"headers": list(MODEL_COLUMNS), "data": values.models}
     return [values.base_model, table, values.method, parameters or values.parameters, values.dtype, values.device]
 
 
@@ -362,6 +378,21 @@ def test_bad_repo_id_and_missing_merge_are_readable_errors(client, app_url, loca
     with pytest.raises(AppError, match="no_such_method is not in the list of choices"):
         client.predict("org/base", {"headers": ["model", "task", "dataset", "weight"], "data": [["org/a", "", "", ""]]},
                        "no_such_method", {}, AS_INPUTS, "cpu", "", api_name="/plan")
+
+
+@pytest.mark.slow
+def test_the_forms_dataset_columns_reach_the_merges_recipe(app_url, hub_models):
+    """The label and image column cells (read by name where the evaluation would not find them) are the recipe's
+    `label_column` / `image_column`; a blank cell leaves them out."""
+    from gradio_client import Client
+
+    base, table, *rest = _form(hub_models)
+    table["data"] = [[*row[:4], "label", "image"] if number == 0 else [*row[:4], " ", ""]
+                     for number, row in enumerate(table["data"])]
+    recipe_file = Client(app_url, verbose=False).predict(base, table, *rest, "", 4, "name", api_name="/merge")[4]
+    datasets = [entry["dataset"] for entry in yaml.safe_load(Path(recipe_file).read_text())["models"]]
+    assert (datasets[0]["label_column"], datasets[0]["image_column"]) == ("label", "image")
+    assert len(datasets) == 4 and all(isinstance(dataset, str) for dataset in datasets[1:])  # path:split, no columns
 
 
 def test_plan_errors_name_the_problem_and_never_the_token(client, local_hub):
@@ -777,7 +808,7 @@ def test_an_output_whose_inputs_name_no_task_is_tried_with_its_roots_head(hub_mo
     handlers = AppHandlers(endpoint=local_hub.endpoint, work_dir=tmp_path / "work", max_samples=16)
     values = form_values(hub_models.recipe())
     first_task = values.models[0][1]
-    untasked = [[model, "", "", weight] for model, _, _, weight in values.models]
+    untasked = [[model, "", "", weight] for model, _, _, weight, *_ in values.models]
     quiet = {"request": SimpleNamespace(session_hash="s"), "progress": lambda *a, **k: None}
     status, *_, output, tasks = handlers.merge(values.base_model, untasked, values.method, values.parameters,
                                                values.dtype, values.device, **quiet)
@@ -824,7 +855,8 @@ def test_a_merge_can_match_classes_by_position(hub_models, local_hub, tmp_path, 
     api = HfApi(endpoint=local_hub.endpoint, token=local_hub.alice_token)
     repo = upload_dataset(api, f"alice/ui-renamed-{uuid.uuid4().hex[:8]}", renamed, tmp_path / "up")
     values = form_values(hub_models.recipe())
-    rows = [[model, task, repo if task == "digits_low" else data, weight] for model, task, data, weight in values.models]
+    rows = [[model, task, repo if task == "digits_low" else data, weight]
+            for model, task, data, weight, *_ in values.models]
     form = (values.base_model, rows, values.method, values.parameters, values.dtype, values.device, "", 8)
     handlers = AppHandlers(endpoint=local_hub.endpoint, work_dir=tmp_path / "work")
     quiet = {"request": SimpleNamespace(session_hash="s"), "progress": lambda *a, **k: None}
@@ -910,7 +942,7 @@ def test_the_models_table_says_every_method_that_uses_a_weight():
     table = next(c for c in build_app().config["components"] if c.get("props", {}).get("elem_id") == "models")
     weighing = [m.name for m in list_methods() if m.uses_weights]
     assert {"weighted_average", "task_arithmetic", "ties"} <= set(weighing)
-    assert table["props"]["label"].endswith(f"weight (used by {', '.join(weighing)})")
+    assert f"weight (used by {', '.join(weighing)})" in table["props"]["label"]
 
 
 @pytest.mark.slow

@@ -562,10 +562,11 @@ def build_app(
                 upload = gr.UploadButton("Load recipe YAML", file_types=[".yaml", ".yml"], scale=1)
             base = gr.Textbox(start.base_model, label="Base model (repo id[@revision] or path)", elem_id="base")
             models = gr.Dataframe(
-                start.models, headers=list(MODEL_COLUMNS), datatype=["str", "str", "str", "str"],
-                label="Models: repo id[@revision], task name, evaluation dataset[:split] (or {path: ..., split: ..., "
-                      "label_column: ...}), weight (used by "
-                      f"{', '.join(m.name for m in list_methods() if m.uses_weights)})",
+                start.models, headers=list(MODEL_COLUMNS), datatype=["str"] * len(MODEL_COLUMNS),
+                label="Models: repo id[@revision], task name, evaluation dataset[:config][:split], weight (used by "
+                      f"{', '.join(m.name for m in list_methods() if m.uses_weights)}), and the dataset's label and "
+                      "image columns where the evaluation would not find them (blank: its first ClassLabel and "
+                      "Image() columns, else the usual names)",
                 interactive=True, elem_id="models",
             )
             with gr.Row():

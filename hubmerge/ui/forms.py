@@ -1,8 +1,8 @@
 """The app's form as data: Recipe <-> the values of its fields, with no Gradio in sight.
 
-The web form has a base model, a table of models (model, task, dataset, weight), a method with its
-parameters (one field per ``ParamSpec`` of the methods registry), a dtype and a device. These
-functions turn a preset into field values and field values into a validated Recipe, so the app's
+The web form has a base model, a table of models (model, task, dataset, weight, the dataset's label and image
+columns), a method with its parameters (one field per ``ParamSpec`` of the methods registry), a dtype and a
+device. These functions turn a preset into field values and field values into a validated Recipe, so the app's
 handlers stay thin and the conversion is tested on its own.
 """
 
@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ..errors import RecipeError
 from ..methods import MergeMethod, get_method, list_methods
-from ..recipe import DatasetRef, Recipe, read_yaml
+from ..recipe import DatasetRef, ModelEntry, Recipe, read_yaml
 
 __all__ = [
     "AS_INPUTS",
@@ -29,7 +29,9 @@ __all__ = [
     "recipe_from_form",
 ]
 
-MODEL_COLUMNS = ("model", "task", "dataset", "weight")
+#: The models table's columns; the dataset's columns come last, so a row of the first four (an API caller's) reads as
+#: it did before they were added.
+MODEL_COLUMNS = ("model", "task", "dataset", "weight", "label column", "image column")
 AS_INPUTS = "as inputs"
 DTYPES = (AS_INPUTS, "float32", "float16", "bfloat16")
 DEVICES = ("auto", "cpu", "cuda")
@@ -85,14 +87,9 @@ class FormValues:
 
 def form_values(recipe: Recipe) -> FormValues:
     """A recipe (a preset, an uploaded YAML) as field values."""
-    rows = [
-        [str(e.model), e.task or "", _dataset_cell(e.dataset) if e.dataset is not None else "",
-         "" if e.weight is None else e.weight]
-        for e in recipe.models
-    ]
     return FormValues(
         base_model=str(recipe.base_model) if recipe.base_model is not None else "",
-        models=rows,
+        models=[_row(entry) for entry in recipe.models],
         method=recipe.method,
         parameters=get_method(recipe.method).resolve_params(recipe.parameters),
         dtype=recipe.dtype or AS_INPUTS,
@@ -101,23 +98,45 @@ def form_values(recipe: Recipe) -> FormValues:
     )
 
 
+def _row(entry: ModelEntry) -> list[Any]:
+    """One input as a row of MODEL_COLUMNS; the dataset's columns in their own cells (blank: not named)."""
+    ref = entry.dataset
+    dataset = "" if ref is None else _dataset_cell(replace(ref, label_column=None, image_column=None))
+    columns = ["", ""] if ref is None else [ref.label_column or "", ref.image_column or ""]
+    return [str(entry.model), entry.task or "", dataset, "" if entry.weight is None else entry.weight, *columns]
+
+
 def _dataset_cell(ref: DatasetRef) -> str:
     """``path[:config]:split`` where it reads back as ``ref``, else the recipe's mapping on one line: a merge
-    from the form then keeps the columns a loaded recipe names (and a Windows path whole)."""
+    from the form then keeps a Windows path whole (the one line took its colon for a split's)."""
     return ref.spec if ref.reads_back(ref.spec) else ref.one_line
 
 
-def _dataset(value: Any, row: int) -> Any:
+def _dataset(value: Any, row: int, columns: Mapping[str, Any]) -> Any:
     """A dataset cell as the recipe takes it: the one line, or a mapping written ``{path: ..., label_column: ...}``
-    (YAML flow style, as :func:`form_values` shows one), which the recipe then checks."""
+    (YAML flow style, as :func:`form_values` shows a Windows path's), which the recipe then checks; with ``columns``
+    (recipe key -> cell) named, the mapping with them."""
     text = str(value).strip()
-    if not text.startswith("{"):
-        return text
-    try:  # the recipe's own reading: a cell of aliases of aliases would write out gigabytes in an error's repr
-        return read_yaml(text)
-    except RecipeError as exc:
-        raise RecipeError(f"models row {row}: the dataset {text[:200]!r} is no YAML mapping ({exc}); write it "
-                          "as {path: org/name, split: test, label_column: COLUMN}") from None
+    dataset: Any = text
+    if text.startswith("{"):
+        try:  # the recipe's own reading: a cell of aliases of aliases would write out gigabytes in an error's repr
+            dataset = read_yaml(text)
+        except RecipeError as exc:
+            raise RecipeError(f"models row {row}: the dataset {text[:200]!r} is no YAML mapping ({exc}); write it "
+                              "as {path: org/name, split: test}, its columns in their own cells") from None
+    named = {key: str(cell).strip() for key, cell in columns.items() if not _blank(cell)}
+    return _with_columns(dataset, row, named) if named else dataset
+
+
+def _with_columns(dataset: Any, row: int, named: Mapping[str, str]) -> Any:
+    """``dataset`` as the recipe's mapping naming the ``named`` columns; one also named in the dataset's own
+    mapping otherwise is refused, as the two would leave the evaluation to guess."""
+    ref = DatasetRef.parse(dataset, field=f"models[{row - 1}].dataset")
+    for key, name in named.items():
+        if getattr(ref, key) not in (None, name):
+            raise RecipeError(f"models row {row}: the dataset names {key} {getattr(ref, key)!r} and its "
+                              f"{key.replace('_', ' ')} cell {name!r}: name it once, in the cell")
+    return replace(ref, **named).to_yaml()
 
 
 def _blank(value: Any) -> bool:
@@ -169,8 +188,9 @@ def recipe_from_form(
     entries: list[dict[str, Any]] = []
     for number, row in enumerate(models, start=1):
         cells = list(row) + [None] * (len(MODEL_COLUMNS) - len(row))
-        model, task, dataset, weight = cells[: len(MODEL_COLUMNS)]
-        if all(_blank(c) for c in (model, task, dataset, weight)):
+        model, task, dataset, weight, label_column, image_column = cells[: len(MODEL_COLUMNS)]
+        columns = {"label_column": label_column, "image_column": image_column}
+        if all(_blank(c) for c in (model, task, dataset, weight, *columns.values())):
             continue
         if _blank(model):
             raise RecipeError(f"models row {number}: give a model (repo id[@revision] or a local path)")
@@ -178,7 +198,10 @@ def recipe_from_form(
         if not _blank(task):
             entry["task"] = str(task).strip()
         if not _blank(dataset):
-            entry["dataset"] = _dataset(dataset, number)
+            entry["dataset"] = _dataset(dataset, number, columns)
+        elif not all(_blank(c) for c in columns.values()):
+            raise RecipeError(f"models row {number}: a label or image column is one of the task's evaluation "
+                              "dataset: give the dataset too")
         if (value := _weight(weight, number)) is not None:
             entry["weight"] = value
         entries.append(entry)
