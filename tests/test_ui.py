@@ -924,14 +924,69 @@ def test_push_and_classify_are_off_until_the_page_has_a_merged_output(space, loc
     steps = [i for i, fn in enumerate(fns) if [c._id for c in fn.outputs] == buttons]
     after = [fns[config["dependencies"][i]["trigger_after"]] for i in steps]
     state = next(fn for fn in fns if fn.api_name == "push").inputs[0]._id  # the page's output
-    public = {"merge", "push", "try_it"}  # after a merge; after a push or a try that was refused
-    assert sorted(fn.api_name for fn in after if fn.api_name in public) == sorted(public)
+    public = ["merge", "push", "push", "try_it"]  # after a merge; after a push, done or refused; after a refused try
+    assert sorted(fn.api_name for fn in after if fn.api_name in public) == public
     # and as a merge starts, after the step that clears the page's output
     assert [state in [c._id for c in fn.outputs] for fn in after if fn.api_name not in public] == [True]
     output = tmp_path / "merged-1234"
     for value, on in ((None, False), ("", False), (str(output), False), (str(tmp_path), True)):
         for step in steps:
             assert [update.interactive for update in fns[step].fn(value)] == [on, on], (value, step)
+
+
+def _elem_ids(config: dict) -> dict[str, int]:
+    return {c["props"].get("elem_id"): c["id"] for c in config["components"] if c.get("props", {}).get("elem_id")}
+
+
+def _events(app) -> tuple[list, list[dict]]:
+    """The app's event steps and their wiring (``trigger_after``: the step each follows), in the same order."""
+    return list(app.fns.values() if isinstance(app.fns, dict) else app.fns), app.config["dependencies"]
+
+
+def test_push_is_off_from_its_click_until_its_push_ends():
+    """Clicked again during an upload, Push started a second push of the same model (only the step clearing the
+    last answer ran at the click). Its first step turns it off; it comes back after the push, done or refused."""
+    from hubmerge.ui import build_app
+
+    app = build_app()
+    ids = _elem_ids(app.config)
+    fns, deps = _events(app)
+    push = next(i for i, fn in enumerate(fns) if fn.api_name == "push")
+    click = deps[push]["trigger_after"]
+    assert deps[click]["targets"] == [(ids["push"], "click")] and deps[click]["trigger_after"] is None
+    assert [c.elem_id for c in fns[click].outputs] == ["pushed", "push"]
+    assert fns[click].fn()[1].interactive is False and fns[click].queue is False  # at once, in the page
+    back = [(d["trigger_only_on_success"], d["trigger_only_on_failure"]) for d in deps if d["trigger_after"] == push]
+    assert sorted(back) == [(False, False), (False, True)]  # Gradio's .then does not follow a failure
+
+
+def test_a_push_of_an_output_a_push_is_uploading_is_refused(tmp_path, monkeypatch):
+    """The API reaches the push handler however the page's button stands: a second push of the output a push is
+    uploading committed it again. Another output pushes meanwhile, and the output again once its push ended."""
+    import gradio as gr
+
+    from hubmerge import publish as publishing
+    from hubmerge.ui import AppHandlers
+
+    handlers = AppHandlers(work_dir=tmp_path / "work", default_token="hf_testtoken")
+    output, other = tmp_path / "work" / "page" / "merged-1", tmp_path / "work" / "other" / "merged-2"
+    quiet = {"progress": lambda *a, **k: None}
+    pushes: list[str] = []
+
+    def publish_output(path, repo_id, **kwargs):
+        pushes.append(repo_id)
+        if len(pushes) == 1:  # during the first push
+            with pytest.raises(gr.Error, match="this merged model is being pushed already: its push's answer comes"):
+                handlers.push(str(output), "alice/again", False, True, **quiet)
+            assert handlers.push(str(other), "alice/other", False, False, **quiet).startswith("Pushed")
+        return SimpleNamespace(files=["model.safetensors"], commit_sha="0" * 40, url=f"http://hub/{repo_id}")
+
+    monkeypatch.setattr(publishing, "publish_output", publish_output)
+    for folder in (output, other):
+        folder.mkdir(parents=True)
+    assert handlers.push(str(output), "alice/x", False, False, **quiet).startswith("Pushed")
+    assert pushes == ["alice/x", "alice/other"] and not handlers._uploads
+    assert handlers.push(str(output), "alice/x", False, True, **quiet).startswith("Pushed")
 
 
 def test_the_models_table_says_every_method_that_uses_a_weight():

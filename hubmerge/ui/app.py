@@ -265,7 +265,10 @@ class AppHandlers:
     @contextlib.contextmanager
     def _uploading(self, output: Path) -> Iterator[None]:
         """Keep ``output`` while a push reads it; delete it after, if its session forgot it meanwhile."""
-        with self._lock:
+        with self._lock:  # a push of the same output running already (an API caller's) would commit it again
+            if output in self._uploads:
+                raise RecipeError("this merged model is being pushed already: its push's answer comes when it "
+                                  "ends; push again after that if need be")
             self._uploads[output] = False
         try:
             yield
@@ -672,10 +675,16 @@ def build_app(
         merging.then(**follow_output)  # on after a merge with its output; a failed one leaves them off from its start
         merging.failure(**_running(merge_button, cancel_button, False))  # Gradio's .then does not follow a failure
         cancel_button.click(handlers.cancel, None, status, cancels=[merging], api_name="cancel", queue=False)
-        push_button.click(**_cleared(pushed)).then(
+        # Push is off from its click (the first step, which Gradio does not start again while it runs) until its
+        # push ends: clicked again during an upload, it started a second push of the same model
+        pushing = push_button.click(
+            **_in_page(lambda: (None, gr.Button(interactive=False)), [pushed, push_button])
+        ).then(
             handlers.push, [output_state, repo_id, private, overwrite, token_box], pushed,
             api_name="push", concurrency_limit=1, concurrency_id=PUSHES,
-        ).failure(**follow_output)
+        )
+        pushing.then(**follow_output)
+        pushing.failure(**follow_output)
         try_button.click(handlers.try_it, [output_state, task, image], top5, api_name="try_it").failure(**follow_output)
         for picked in (task, image):  # the labels in sight are always of the image, task and model in sight
             picked.change(**_cleared(top5))
