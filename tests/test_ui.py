@@ -916,22 +916,28 @@ def test_push_and_classify_are_off_until_the_page_has_a_merged_output(space, loc
         monkeypatch.setenv("HF_TOKEN", local_hub.alice_token)  # Gradio's sign-in button, outside a Space, asks whoami
     app = build_app()
     config = app.config
-    ids = {c["props"].get("elem_id"): c["id"] for c in config["components"] if c.get("props", {}).get("elem_id")}
+    ids = _elem_ids(config)
     buttons = [ids["push"], ids["classify"]]
     assert [c["props"]["interactive"] for c in config["components"] if c["id"] in buttons] == [False, False]
 
-    fns = list(app.fns.values() if isinstance(app.fns, dict) else app.fns)
+    fns, deps = _events(app)
     steps = [i for i, fn in enumerate(fns) if [c._id for c in fn.outputs] == buttons]
-    after = [fns[config["dependencies"][i]["trigger_after"]] for i in steps]
+    after = [fns[deps[i]["trigger_after"]] for i in steps if deps[i]["trigger_after"] is not None]
     state = next(fn for fn in fns if fn.api_name == "push").inputs[0]._id  # the page's output
     public = ["merge", "push", "push", "try_it"]  # after a merge; after a push, done or refused; after a refused try
     assert sorted(fn.api_name for fn in after if fn.api_name in public) == public
     # and as a merge starts, after the step that clears the page's output
     assert [state in [c._id for c in fn.outputs] for fn in after if fn.api_name not in public] == [True]
+    image = next(c["id"] for c in config["components"] if c.get("type") == "image")
+    assert [t for i in steps if deps[i]["trigger_after"] is None for t in deps[i]["targets"]] == [(image, "change")]
     output = tmp_path / "merged-1234"
-    for value, on in ((None, False), ("", False), (str(output), False), (str(tmp_path), True)):
-        for step in steps:
-            assert [update.interactive for update in fns[step].fn(value)] == [on, on], (value, step)
+    picture = {"path": str(tmp_path / "digit.png"), "meta": {"_type": "gradio.FileData"}}  # an image as sent
+    for value, given, push, classify in ((None, None, False, False), ("", picture, False, False),
+                                         (str(output), picture, False, False), (str(tmp_path), None, True, False),
+                                         (str(tmp_path), picture, True, True)):
+        for step in steps:  # Classify once given an image too: it could only answer "upload an image first"
+            assert [u.interactive for u in fns[step].fn(value, given)] == [push, classify], (value, step)
+        assert fns[steps[0]].preprocess is False  # the image as sent: no decoding of a photo at each step
 
 
 def _elem_ids(config: dict) -> dict[str, int]:

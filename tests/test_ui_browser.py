@@ -251,12 +251,16 @@ def test_cancel_during_the_evaluation_in_the_browser(browser_app, monkeypatch):
     page.close()
 
 
-def test_push_and_classify_are_on_only_while_the_page_has_a_merged_output(browser_app):
+def test_push_and_classify_are_on_only_while_the_page_has_a_merged_output(browser_app, tmp_path):
     """Push and Classify were on before any merge and after a failed one, and could only answer "merge first". They
     are on once a merge has ended with its output (off while one runs or after Cancel: the test above)."""
+    from PIL import Image
     from playwright.sync_api import expect
 
     page = browser_app.open_page()
+    Image.new("RGB", (32, 32), "white").save(tmp_path / "digit.png")
+    page.get_by_role("tab", name="Try it").click()
+    page.locator("#image input[type=file]").set_input_files(str(tmp_path / "digit.png"))  # Classify needs one too
     _expect_output_actions(page, enabled=False)  # no merge yet
     page.get_by_role("tab", name="Merge").click()
     page.locator("#merge").click()

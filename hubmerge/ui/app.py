@@ -482,10 +482,16 @@ def _running(start: gr.Button, stop: gr.Button, running: bool) -> dict[str, Any]
     return _in_page(lambda: (gr.Button(interactive=not running), gr.Button(interactive=running)), [start, stop])
 
 
-def _following(usable: Callable[[Any], bool], state: gr.State, buttons: list[gr.Button]) -> dict[str, Any]:
-    """Event arguments that turn ``buttons`` on when ``usable(state's value)``, off otherwise, at once, in the page;
-    the value is read on the server, where the session's state and output live (also on a Space)."""
-    return _in_page(lambda value: [gr.Button(interactive=usable(value)) for _ in buttons], buttons, state)
+def _following(output: gr.State, image: gr.Image, push: gr.Button, classify: gr.Button) -> dict[str, Any]:
+    """Event arguments that set what needs the page's merged output by whether it has one, at once, in the page:
+    Push, and Classify with an image given too. The output is read on the server, where the session's state and
+    output live (also on a Space); the image as sent, not decoded."""
+
+    def follow(value: str | None, picture: Any) -> tuple[Any, ...]:
+        there = AppHandlers.has_output(value)
+        return gr.Button(interactive=there), gr.Button(interactive=there and picture is not None)
+
+    return {**_in_page(follow, [push, classify], [output, image]), "preprocess": False}
 
 
 def _check_uploaded_paths(recipe: Recipe, upload_folder: Path) -> None:
@@ -627,7 +633,8 @@ def build_app(
 
         with gr.Tab("Try it"):
             with gr.Row():
-                image = gr.Image(type="pil", label="Image", height=320)  # one box size, whatever the image
+                # one box size, whatever the image
+                image = gr.Image(type="pil", label="Image", height=320, elem_id="image")
                 with gr.Column():
                     task = gr.Dropdown([], label="Task", elem_id="task")
                     try_button = gr.Button("Classify", elem_id="classify", interactive=False)
@@ -658,10 +665,11 @@ def build_app(
             handlers.plan, [*form, token_box], planned, api_name="plan"
         )
         merged = [status, results, chart, card, recipe_file, output_state, task]
-        # Push and Classify are on only while the page has a merged output: pressed before a merge, during one or
-        # after a failed or cancelled one, they could only answer "merge first". The handlers still check (the API
-        # calls them directly), and a refusal turns them off if the output went meanwhile (keep_outputs_s).
-        follow_output = _following(handlers.has_output, output_state, [push_button, try_button])
+        # Push and Classify are on only while the page has a merged output (Classify, once given an image too):
+        # pressed before a merge, during one or after a failed or cancelled one, they could only answer "merge
+        # first". The handlers still check (the API calls them directly), and a refusal turns them off if the output
+        # went meanwhile (keep_outputs_s).
+        follow_output = _following(output_state, image, push_button, try_button)
         # Merge is off while its merge runs or waits: pressed again, Gradio dropped the second merge without a word
         # (the first one's results then stood for a form changed since); Cancel first, then merge again. Cancel is
         # on only then: pressed with no merge, it could only say there was nothing to cancel.
@@ -688,6 +696,7 @@ def build_app(
         try_button.click(handlers.try_it, [output_state, task, image], top5, api_name="try_it").failure(**follow_output)
         for picked in (task, image):  # the labels in sight are always of the image, task and model in sight
             picked.change(**_cleared(top5))
+        image.change(**follow_output)  # Classify could only answer "upload an image first"
         app.unload(handlers.end_session)
     app.queue(default_concurrency_limit=2, max_size=32)
     return app
