@@ -395,6 +395,38 @@ def test_the_forms_dataset_columns_reach_the_merges_recipe(app_url, hub_models):
     assert len(datasets) == 4 and all(isinstance(dataset, str) for dataset in datasets[1:])  # path:split, no columns
 
 
+@pytest.mark.slow
+def test_an_output_deleted_by_the_cleanup_is_said_so_by_every_action(hub_models, local_hub, tmp_path):
+    """A session's output deleted an hour after its merge (another session's merge cleans up) was answered "merge
+    first", to a session that had; Push and Try it now say what happened, in the words the page shows."""
+    from gradio_client import Client
+    from gradio_client.exceptions import AppError
+
+    os.environ.pop("HF_HUB_OFFLINE", None)
+    values = form_values(hub_models.recipe())
+    table = {"headers": ["model", "task"], "data": [row[:2] for row in values.models]}  # no datasets: no evaluation
+    form = (values.base_model, table, values.method, values.parameters, values.dtype, values.device, "")
+    with running_app(local_hub.endpoint, hub_models, tmp_path / "work") as url:
+        client = Client(url, verbose=False)
+        assert client.predict(*form, api_name="/merge")[0].startswith("Merged in")
+        (session,) = (tmp_path / "work").iterdir()
+        hours_ago = time.time() - 2 * 3600
+        os.utime(session, (hours_ago, hours_ago))
+        with pytest.raises(AppError, match="add at least one model"):  # another visitor's merge, refused at once
+            Client(url, verbose=False).predict(*form[:1], {"headers": list(MODEL_COLUMNS), "data": []}, *form[2:],
+                                               api_name="/merge")
+        assert not session.exists()
+        answers = []
+        for args, endpoint in (((f"alice/x-{os.getpid()}", False, False, local_hub.alice_token), "/push"),
+                               ((values.models[0][1], None), "/try_it")):
+            with pytest.raises(AppError) as caught:
+                client.predict(*args, api_name=endpoint)
+            answers.append(str(caught.value))
+    gone = ("RecipeError: this session's merged model was deleted: the app keeps one for 60 minutes after its merge, "
+            "until the session's next merge; merge again to try or push it")
+    assert answers == [gone, gone]
+
+
 def test_plan_errors_name_the_problem_and_never_the_token(client, local_hub):
     from gradio_client.exceptions import AppError
 
@@ -602,8 +634,13 @@ def test_outputs_of_sessions_that_never_close_go_after_a_while(tmp_path):
         handlers.merge("", [], "simple_average", {}, "", "cpu", request=SimpleNamespace(session_hash="recent"),
                        progress=lambda *a, **k: None)
     assert not (tmp_path / "work" / "recent").exists()
-    with pytest.raises(gr.Error, match="no merged model in this session to push \\(one is kept for 10 minutes"):
+    gone = "this session's merged model was deleted: the app keeps one for 10 minutes after its merge"
+    with pytest.raises(gr.Error, match=gone):  # not "merge first", to a session that had
         handlers.push(str(tmp_path / "work" / "api-call" / "merged-1234"), "alice/x", False, False)
+    with pytest.raises(gr.Error, match=gone):
+        handlers.try_it(str(tmp_path / "work" / "api-call" / "merged-1234"), "t", None)
+    with pytest.raises(gr.Error, match="merge first: there is no merged model in this session to push \\(one is kept"):
+        handlers.push(None, "alice/x", False, False)
 
 
 def test_a_merge_or_a_closed_page_leaves_an_output_a_push_is_uploading(tmp_path, monkeypatch):
@@ -921,7 +958,7 @@ def test_push_and_classify_are_off_until_the_page_has_a_merged_output(space, loc
     assert [c["props"]["interactive"] for c in config["components"] if c["id"] in buttons] == [False, False]
 
     fns, deps = _events(app)
-    steps = [i for i, fn in enumerate(fns) if [c._id for c in fn.outputs] == buttons]
+    steps = [i for i, fn in enumerate(fns) if [c._id for c in fn.outputs][:2] == buttons and len(fn.outputs) == 3]
     after = [fns[deps[i]["trigger_after"]] for i in steps if deps[i]["trigger_after"] is not None]
     state = next(fn for fn in fns if fn.api_name == "push").inputs[0]._id  # the page's output
     public = ["merge", "push", "push", "try_it"]  # after a merge; after a push, done or refused; after a refused try
@@ -936,7 +973,8 @@ def test_push_and_classify_are_off_until_the_page_has_a_merged_output(space, loc
                                          (str(output), picture, False, False), (str(tmp_path), None, True, False),
                                          (str(tmp_path), picture, True, True)):
         for step in steps:  # Classify once given an image too: it could only answer "upload an image first"
-            assert [u.interactive for u in fns[step].fn(value, given)] == [push, classify], (value, step)
+            updates = fns[step].fn(value, given)
+            assert [u.interactive for u in updates[:2]] + [updates[2].active] == [push, classify, push], (value, step)
         assert fns[steps[0]].preprocess is False  # the image as sent: no decoding of a photo at each step
 
 
@@ -993,6 +1031,38 @@ def test_a_push_of_an_output_a_push_is_uploading_is_refused(tmp_path, monkeypatc
     assert handlers.push(str(output), "alice/x", False, False, **quiet).startswith("Pushed")
     assert pushes == ["alice/x", "alice/other"] and not handlers._uploads
     assert handlers.push(str(output), "alice/x", False, True, **quiet).startswith("Pushed")
+
+
+@pytest.mark.filterwarnings("ignore:Gradio does not support OAuth features outside of a Space")
+@pytest.mark.parametrize("space", [False, True])
+def test_the_page_says_at_once_that_its_output_was_deleted(space, local_hub, monkeypatch, tmp_path):
+    """An output deleted by the cleanup (keep_outputs_s) was noticed only at the next click. While the page holds one,
+    a timer looks every OUTPUT_CHECK_S on the server (also on a Space); once it is gone, the page says so with the
+    actions' own words, forgets it and turns them off; else the step changes nothing (a push running keeps Push off)."""
+    from hubmerge.ui import build_app
+    from hubmerge.ui.app import OUTPUT_CHECK_S
+
+    if space:
+        monkeypatch.setenv("SPACE_ID", "alice/hubmerge")
+        monkeypatch.setenv("HF_TOKEN", local_hub.alice_token)  # Gradio's sign-in button, outside a Space, asks whoami
+    app = build_app(work_dir=tmp_path)
+    ids = _elem_ids(app.config)
+    timer = next(c for c in app.config["components"] if c.get("type") == "timer")
+    assert (timer["props"]["value"], timer["props"]["active"]) == (OUTPUT_CHECK_S, False) and OUTPUT_CHECK_S <= 60
+    fns, deps = _events(app)
+    (tick,) = [i for i, d in enumerate(deps) if d["targets"] == [(timer["id"], "tick")]]
+    assert [c.elem_id for c in fns[tick].outputs[1:4]] == ["notice", "push", "classify"] and fns[tick].queue is False
+    handlers = next(fn for fn in fns if fn.api_name == "push").fn.__self__
+    for there in (None, str(tmp_path)):
+        assert fns[tick].fn(there) == {"__type__": "update"}  # nothing changes
+    state, notice, push, classify, checks = fns[tick].fn(str(tmp_path / "s" / "merged-1234"))
+    assert state is None and notice == ("**This session's merged model was deleted: the app keeps one for 60 "
+                                        "minutes after its merge, until the session's next merge; merge again to try "
+                                        "or push it.**")
+    assert notice[3:-3] == handlers.output_gone[1:]
+    assert (push.interactive, classify.interactive, checks.active) == (False, False, False)
+    clearing = next(d for d in deps if ids["results"] in d["outputs"] and d["api_name"] != "merge")
+    assert ids["notice"] in clearing["outputs"]  # the next merge takes the line away
 
 
 def test_the_models_table_says_every_method_that_uses_a_weight():

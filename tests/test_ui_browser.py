@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -276,6 +279,66 @@ def test_push_and_classify_are_on_only_while_the_page_has_a_merged_output(browse
     expect(page.locator("#merge")).to_be_enabled()
     _expect_output_actions(page, enabled=False)  # after it failed
     page.close()
+
+
+def test_push_and_classify_follow_what_can_be_done_in_the_browser(browser_app, local_hub, tmp_path, monkeypatch):
+    """Push stayed on during its upload (clicked again, a second push of the same model), Classify was on with no
+    image (it could only say "upload an image first"), and an output deleted by the cleanup (keep_outputs_s) was
+    noticed only at the next click. The page looks at its output every OUTPUT_CHECK_S, here every second."""
+    from PIL import Image
+    from playwright.sync_api import expect
+
+    from hubmerge import publish as publishing
+    from hubmerge.ui import app as ui_app
+
+    monkeypatch.setattr(ui_app, "OUTPUT_CHECK_S", 1.0)
+    uploading, pushes = threading.Event(), []
+
+    def publish_output(output, repo_id, **kwargs):  # type: ignore[no-untyped-def]
+        pushes.append(repo_id)
+        uploading.wait(60)  # until the test has seen the page during the upload
+        return SimpleNamespace(files=["model.safetensors"], commit_sha="0" * 40, url=f"{local_hub.endpoint}/{repo_id}")
+
+    monkeypatch.setattr(publishing, "publish_output", publish_output)
+    digit = tmp_path / "digit.png"
+    Image.new("RGB", (32, 32), "white").save(digit)
+    work_dir = tmp_path / "work"
+    models = publish_fixtures(local_hub.endpoint, local_hub.alice_token)
+    with running_app(local_hub.endpoint, models, work_dir) as url:
+        page = BrowserApp(url, work_dir, browser_app.browser).open_page()
+        _field(page, "examples").fill("4")
+        _field(page, "token").fill(local_hub.alice_token)
+        page.locator("#merge").click()
+        page.get_by_role("tab", name="Results").click()
+        expect(page.locator("#status")).to_contain_text("Merged in", timeout=240_000)
+
+        page.get_by_role("tab", name="Try it").click()
+        expect(page.locator("#classify")).to_be_disabled()  # no image yet
+        page.locator("#image input[type=file]").set_input_files(str(digit))
+        expect(page.locator("#classify")).to_be_enabled()
+        page.locator("#classify").click()
+        expect(page.locator("#top5")).to_contain_text("%")
+        page.locator("#image").get_by_role("button", name="Remove Image").click()
+        expect(page.locator("#classify")).to_be_disabled()  # the image cleared
+
+        page.get_by_role("tab", name="Push").click()
+        _field(page, "repo-id").fill("alice/ui-browser-once")
+        page.locator("#push").dblclick()  # one push, however often it is clicked
+        expect(page.locator("#push")).to_be_disabled()
+        page.wait_for_timeout(2_500)  # the page's looks at its output, which is there, leave Push off
+        expect(page.locator("#push")).to_be_disabled()
+        uploading.set()
+        expect(page.locator("#pushed")).to_contain_text("Pushed 1 files")
+        expect(page.locator("#push")).to_be_enabled()
+        page.wait_for_timeout(1_000)  # a second push would have started by now
+        assert pushes == ["alice/ui-browser-once"]
+
+        (session,) = work_dir.iterdir()
+        shutil.rmtree(session)  # as the cleanup does, an hour after the merge
+        expect(page.locator("#notice")).to_contain_text("This session's merged model was deleted", timeout=10_000)
+        _expect_output_actions(page, enabled=False)
+        page.screenshot(path=str(ARTIFACTS / "ui-output-deleted.png"), full_page=True)
+        page.close()
 
 
 PHONE = {"width": 390, "height": 844}

@@ -52,6 +52,9 @@ TITLE = "hubmerge"
 MERGES = "hubmerge-merges"  # one merge at a time: CPU/GPU and memory are the limit
 PUSHES = "hubmerge-pushes"  # one upload at a time, not queued behind merges that may take hours on a CPU Space
 TABLE_HEIGHT = 2000  # px: a plan or a results table of 16 tasks shows whole
+#: Seconds between a page's looks at whether its merged output is still there (``keep_outputs_s`` deletes it): one
+#: stat on the server, and only while the page holds an output.
+OUTPUT_CHECK_S = 60.0
 #: The page's own styles (``launch(css=...)``): the card's tables scroll sideways where they are wider than the
 #: page, whole words and numbers in their cells; Gradio's markdown breaks words anywhere, so on a phone
 #: an accuracy of 93.6 read "93." over "6" and a task name one letter a line.
@@ -246,6 +249,20 @@ class AppHandlers:
     def _kept(self) -> str:
         return f" (one is kept for {self.keep_outputs_s / 60:g} minutes after its merge)"
 
+    @property
+    def output_gone(self) -> str:
+        """What every action needing the session's output, and the page, say once it was deleted."""
+        return (f"this session's merged model was deleted: the app keeps one for {self.keep_outputs_s / 60:g} "
+                "minutes after its merge, until the session's next merge; merge again to try or push it")
+
+    def _merged(self, output: str | None, what: str) -> Path:
+        """The session's merged output, or a RecipeError saying why there is none to ``what``."""
+        if not output:
+            raise RecipeError(f"merge first: there is no merged model in this session{what}{self._kept}")
+        if not self.has_output(output):
+            raise RecipeError(self.output_gone)
+        return Path(output)
+
     def _forget_outputs(self, folder: Path) -> None:
         """Delete a session's output and the models "Try it" keeps loaded from it; an output a push is
         uploading is left to that push to delete when it ends (a new merge may start during a long upload), with
@@ -398,14 +415,13 @@ class AppHandlers:
             if not output and (getattr(request, "session_hash", None) or "default") in self._cancels:
                 raise RecipeError("this page's merge is still running: push once it has ended (the Results tab "
                                   "shows its progress), or cancel it")
-            if not self.has_output(output):
-                raise RecipeError(f"merge first: there is no merged model in this session to push{self._kept}")
+            merged = self._merged(output, " to push")
             if not secret:
                 raise AuthenticationError(
                     "no token: sign in with Hugging Face" if on_spaces() else
                     "no token: paste a token with write access in the token field")
-            with self._uploading(Path(output)):
-                pushed = publish_output(output, repo_id, token=secret, private=private, overwrite=overwrite,
+            with self._uploading(merged):
+                pushed = publish_output(merged, repo_id, token=secret, private=private, overwrite=overwrite,
                                         endpoint=self.endpoint, on_step=lambda done, what: progress(done, desc=what))
         return f"Pushed {len(pushed.files)} files in one commit ({pushed.commit_sha[:12]}): [{repo_id}]({pushed.url})"
 
@@ -417,8 +433,7 @@ class AppHandlers:
         from ..vision.processors import load_processor
 
         with _user_errors("Try it"):
-            if not self.has_output(output):
-                raise RecipeError(f"merge first: there is no merged model in this session{self._kept}")
+            output = str(self._merged(output, ""))
             if image is None:
                 raise RecipeError("upload an image first")
             if not task:
@@ -482,16 +497,32 @@ def _running(start: gr.Button, stop: gr.Button, running: bool) -> dict[str, Any]
     return _in_page(lambda: (gr.Button(interactive=not running), gr.Button(interactive=running)), [start, stop])
 
 
-def _following(output: gr.State, image: gr.Image, push: gr.Button, classify: gr.Button) -> dict[str, Any]:
+def _following(output: gr.State, image: gr.Image, push: gr.Button, classify: gr.Button,
+               checks: gr.Timer) -> dict[str, Any]:
     """Event arguments that set what needs the page's merged output by whether it has one, at once, in the page:
-    Push, and Classify with an image given too. The output is read on the server, where the session's state and
-    output live (also on a Space); the image as sent, not decoded."""
+    Push, Classify (with an image given too) and the look at whether it is still there. The output is read on the
+    server, where the session's state and output live (also on a Space); the image as sent, not decoded."""
 
     def follow(value: str | None, picture: Any) -> tuple[Any, ...]:
         there = AppHandlers.has_output(value)
-        return gr.Button(interactive=there), gr.Button(interactive=there and picture is not None)
+        return (gr.Button(interactive=there), gr.Button(interactive=there and picture is not None),
+                gr.Timer(active=there))
 
-    return {**_in_page(follow, [push, classify], [output, image]), "preprocess": False}
+    return {**_in_page(follow, [push, classify, checks], [output, image]), "preprocess": False}
+
+
+def _noticing_gone(handlers: AppHandlers, output: gr.State, notice: gr.Markdown, buttons: list[gr.Button],
+                   checks: gr.Timer) -> dict[str, Any]:
+    """Event arguments that, once the page's output was deleted (``keep_outputs_s``), say so in the page, forget it
+    and turn off what needs it; else change nothing (a push running keeps Push off)."""
+
+    def look(value: str | None) -> Any:
+        if not value or handlers.has_output(value):
+            return gr.skip()  # every output as it is
+        return [None, f"**{_sentence(handlers.output_gone)}.**", *(gr.Button(interactive=False) for _ in buttons),
+                gr.Timer(active=False)]
+
+    return _in_page(look, [output, notice, *buttons, checks], output)
 
 
 def _check_uploaded_paths(recipe: Recipe, upload_folder: Path) -> None:
@@ -562,7 +593,9 @@ def build_app(
             "# hubmerge\nMerge fine-tuned image classifiers from the Hub without downloading them whole: "
             "plan from headers, stream the merge, keep every task's head, evaluate, publish."
         )
+        notice = gr.Markdown(elem_id="notice")  # what the page learns later: its merged model was deleted
         output_state = gr.State(None)
+        output_checks = gr.Timer(OUTPUT_CHECK_S, active=False)  # on while the page holds a merged output
         params_state = gr.JSON(value=start.parameters, visible=False)
         with gr.Tab("Merge"):
             with gr.Row():
@@ -668,13 +701,14 @@ def build_app(
         # Push and Classify are on only while the page has a merged output (Classify, once given an image too):
         # pressed before a merge, during one or after a failed or cancelled one, they could only answer "merge
         # first". The handlers still check (the API calls them directly), and a refusal turns them off if the output
-        # went meanwhile (keep_outputs_s).
-        follow_output = _following(output_state, image, push_button, try_button)
+        # went meanwhile; a gentle timer says so sooner (keep_outputs_s).
+        follow_output = _following(output_state, image, push_button, try_button, output_checks)
+        output_checks.tick(**_noticing_gone(handlers, output_state, notice, [push_button, try_button], output_checks))
         # Merge is off while its merge runs or waits: pressed again, Gradio dropped the second merge without a word
         # (the first one's results then stood for a form changed since); Cancel first, then merge again. Cancel is
         # on only then: pressed with no merge, it could only say there was nothing to cancel.
         merging = merge_button.click(**_running(merge_button, cancel_button, True)).then(**collect).then(
-            **_cleared(*merged, pushed, top5)
+            **_cleared(*merged, pushed, top5, notice)
         ).then(**follow_output).then(
             handlers.merge, [*form, token_box, examples, match_labels], merged,
             api_name="merge", concurrency_limit=1, concurrency_id=MERGES,
