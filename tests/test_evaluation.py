@@ -511,7 +511,7 @@ def test_dataset_without_label_column(fx: FixtureSet, tmp_path: Path) -> None:
     with pytest.raises(DatasetError, match=r"has no label column.*Its columns: image \(Image\)") as caught:
         _evaluate(fx, "digits_low", unlabeled)
     assert (f"Name the one to read: `dataset: {{path: {unlabeled}, split: test, label_column: COLUMN}}` in a recipe, "
-            "--label-column COLUMN for `hubmerge evaluate`.") in str(caught.value)
+            "--label-column COLUMN for `hubmerge evaluate`, its label column cell in the web app.") in str(caught.value)
 
 
 def test_dataset_without_image_column(fx: FixtureSet, tmp_path: Path) -> None:

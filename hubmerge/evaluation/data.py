@@ -343,7 +343,7 @@ def _column(features: Any, kind: type, what: str, typed: str, fallbacks: Sequenc
         raise DatasetError(
             str(ref), f"has no {what} column: no {typed} and none named {', '.join(fallbacks)}. Its columns: "
             f"{_columns(features)}. Name the one to read: `{named.recipe_line}` in a recipe, "
-            f"--{what}-column COLUMN for `hubmerge evaluate`.",
+            f"--{what}-column COLUMN for `hubmerge evaluate`, its {what} column cell in the web app.",
         )
     return found
 
