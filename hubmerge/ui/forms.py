@@ -108,7 +108,7 @@ def _row(entry: ModelEntry) -> list[Any]:
 
 def _dataset_cell(ref: DatasetRef) -> str:
     """``path[:config]:split`` where it reads back as ``ref``, else the recipe's mapping on one line: a merge
-    from the form then keeps a Windows path whole (the one line took its colon for a split's)."""
+    from the form then keeps whole a path with a colon of its own (``/data/a:b``), which the one line splits."""
     return ref.spec if ref.reads_back(ref.spec) else ref.one_line
 
 
