@@ -8,6 +8,7 @@ the commands, so ``hubmerge --help`` and argument errors stay fast.
 
 from __future__ import annotations
 
+import _thread
 import atexit
 import errno
 import gc
@@ -15,6 +16,7 @@ import io
 import os
 import signal
 import sys
+import threading
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -845,6 +847,24 @@ def _stop_as_if_interrupted(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+REDELIVERY_S = 0.02  # how long after a finalizer swallowed a Ctrl+C it is delivered again
+
+
+def _interrupt_again(unraisable: sys.UnraisableHookArgs) -> None:
+    """``sys.unraisablehook``: a Ctrl+C (or a SIGTERM / SIGHUP raised as one) that landed in a finalizer (a
+    ``__del__``, a weakref callback) is delivered again, to the code that runs once the finalizer is done;
+    Python swallows an exception raised there, printing its traceback, and the command went on (a push
+    published). Anything else is reported as Python reports it."""
+    if unraisable.exc_type is not None and issubclass(unraisable.exc_type, KeyboardInterrupt):
+        # A moment later, from another thread: raised in this hook or the finalizer, it would be swallowed
+        # again (and one that lands in the next finalizer comes back here, for another try).
+        timer = threading.Timer(REDELIVERY_S, _thread.interrupt_main)
+        timer.daemon = True
+        timer.start()
+        return
+    sys.__unraisablehook__(unraisable)
+
+
 def _escape_unencodable(stream: object) -> None:
     """A character stdout's encoding lacks (PYTHONIOENCODING=ascii, cp1252 in a Windows redirect: a method's
     lambda, a table title's dash) printed escaped, as Python prints it on stderr; it raised UnicodeEncodeError,
@@ -869,6 +889,7 @@ def run() -> None:
     _escape_unencodable(sys.stdout)
     for stop in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(stop, _stop_as_if_interrupted)
+    sys.unraisablehook = _interrupt_again
     code = main()
     if code == INTERRUPTED and _terminated:
         code = 128 + _terminated

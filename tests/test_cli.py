@@ -330,6 +330,33 @@ def test_ctrl_c_stops_a_server_without_claiming_work_was_cut_short(tmp_path, mon
     assert main(["methods"]) == 130 and "nothing partial was left" in capsys.readouterr().err
 
 
+def test_ctrl_c_that_lands_in_a_finalizer_still_stops_the_command():
+    """Python swallows an exception raised in a ``__del__`` (it prints "Exception ignored in" and goes on), so a
+    Ctrl+C that arrived while one ran was lost: a push went on to publish, a traceback in its output."""
+    code = """
+import sys, time
+from hubmerge import cli, method_help
+
+class Finalized:
+    def __del__(self):
+        raise KeyboardInterrupt  # as Ctrl+C's handler does, wherever the signal lands
+
+def work(*args, **kwargs):
+    Finalized()
+    for _ in range(1000):  # the rest of the command's work: 10 s
+        time.sleep(0.01)
+    print("went on")
+
+method_help.print_methods = work
+sys.argv = ["hubmerge", "methods"]
+cli.run()
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert done.returncode == 130, done.stderr
+    assert "went on" not in done.stdout
+    assert "interrupted" in done.stderr and "Exception ignored" not in done.stderr, done.stderr
+
+
 def test_executable_with_stdout_or_stderr_closed_exits_0():
     """A cron line or a script may start it with a descriptor closed (`>&-`); Python then has no sys.stdout.
     The command's work succeeded, so its exit code is 0 and nothing reads as a crash."""
