@@ -139,16 +139,22 @@ class DatasetRef:
 
     @property
     def is_local(self) -> bool:
-        """A folder on this machine (``./d``, ``/abs/d``, ``~/d``, a Windows path, or any path that exists)
-        rather than a Hub dataset id: how the evaluation, the head check, the card and the output check tell."""
-        return (self.path.startswith((".", "/", "~")) or "\\" in self.path or _DRIVE.match(self.path) is not None
+        """A folder on this machine (``./d``, ``/abs/d``, ``~/d``, a Windows path, any path that exists, or one
+        no Hub id could be: ``my data/d``, ``a/b/c``) rather than a Hub dataset id: how the evaluation, the head
+        check, the card and the output check tell."""
+        return (self.path.startswith((".", "/", "~")) or "\\" in self.path or not _REPO_ID.match(self.path)
                 or Path(self.path).expanduser().exists())
 
     def resolved(self, base_dir: Path | None) -> DatasetRef:
-        """The same dataset with a relative local path (``./data``) taken from ``base_dir``."""
-        if base_dir is None or not self.path.startswith((".", "~")):
+        """The same dataset with a relative local path taken from ``base_dir``: ``./data``, or a bare ``data/d``
+        that is a folder there or no Hub id could be, as a model's path is read (from the working directory,
+        a recipe's bare folder was a Hub id to the evaluation once the merge was done)."""
+        if base_dir is None or self.path.startswith("/") or "\\" in self.path or _DRIVE.match(self.path):
             return self
-        return replace(self, path=str((base_dir / Path(self.path).expanduser()).resolve()))
+        path = base_dir / Path(self.path).expanduser()
+        if self.path.startswith((".", "~")) or path.is_dir() or not _REPO_ID.match(self.path):
+            return replace(self, path=str(path.resolve()))
+        return self
 
     @classmethod
     def parse(cls, value: Any, *, field: str = "dataset") -> DatasetRef:

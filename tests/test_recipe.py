@@ -285,6 +285,24 @@ def test_local_dataset_paths_resolve_against_the_recipe_file(tmp_path):
     assert hub.models[0].dataset.path == "org/data"
 
 
+def test_a_bare_dataset_folder_is_read_from_the_recipe_file_as_a_models_is(tmp_path, monkeypatch):
+    """``dataset: my data/t`` (no ``./``), beside the recipe as ``model: my models/m`` may be: run from another
+    folder, it was a Hub id to the evaluation, which failed once the merge was done ('Repo id must use ...')."""
+    (tmp_path / "my models" / "m").mkdir(parents=True)
+    (tmp_path / "my data" / "t").mkdir(parents=True)
+    (tmp_path / "data" / "u").mkdir(parents=True)
+    (tmp_path / "r.yaml").write_text("method: simple_average\nmodels:\n"
+                                     "  - {model: my models/m, task: t, dataset: my data/t}\n"
+                                     "  - {model: my models/m, task: u, dataset: data/u}\n"
+                                     "  - {model: my models/m, task: v, dataset: my data/typo}\n"
+                                     "  - {model: my models/m, task: w, dataset: org/data}\n")
+    monkeypatch.chdir(tmp_path.parent)  # another folder
+    t, u, v, w = (entry.dataset for entry in load_recipe(tmp_path / "r.yaml").models)
+    assert (t.path, u.path) == (str(tmp_path / "my data" / "t"), str(tmp_path / "data" / "u"))
+    assert v.path == str(tmp_path / "my data" / "typo") and v.is_local  # no Hub id: a missing folder, said so
+    assert w.path == "org/data" and not w.is_local
+
+
 def _laughs(levels: int, key: str = "a") -> str:
     """YAML aliases of aliases: a few hundred bytes that write out as 10**levels values."""
     lines = [f"{key}0: &{key}0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
