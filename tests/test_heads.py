@@ -93,8 +93,11 @@ def test_dataset_label_errors(tmp_path):
     datasets.DatasetDict({"test": plain}).save_to_disk(str(tmp_path / "plain"))
     with pytest.raises(DatasetError, match="no ClassLabel"):
         read_dataset_labels(DatasetRef(str(tmp_path / "plain")))
-    with pytest.raises(DatasetError, match="not a directory"):
+    with pytest.raises(DatasetError, match="'.*missing' does not exist. Give a directory"):  # not 'not a directory'
         read_dataset_labels(DatasetRef(str(tmp_path / "missing")))
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(DatasetError, match="'.*file' is a file, not a folder"):
+        read_dataset_labels(DatasetRef(str(tmp_path / "file")))
     assert read_dataset_labels(DatasetRef("org/remote-dataset")) is None  # not downloaded at plan time
 
 

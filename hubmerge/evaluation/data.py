@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from ..recipe import DatasetRef
 
 __all__ = ["LabelMatch", "TaskData", "check_column", "check_head_labels", "check_hub_datasets", "label_class_names",
-           "label_targets", "load_task_data", "resolve_dataset_path"]
+           "label_targets", "load_task_data", "local_dataset_dir", "resolve_dataset_path"]
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +86,24 @@ class TaskData:
 def resolve_dataset_path(ref: DatasetRef) -> Path | None:
     """The local directory ``ref`` names, or None when it is not local (a Hub dataset id)."""
     return Path(ref.path).expanduser() if ref.is_local else None
+
+
+def local_dataset_dir(ref: DatasetRef, *, task: str | None = None) -> Path | None:
+    """``resolve_dataset_path``, once the folder is there: what the plan's head check and the evaluation both
+    refuse, in one message (a typo in a path said 'is not a directory', as if a file were in the way).
+
+    Raises:
+        DatasetError: ``ref`` names a local folder that does not exist, or a file.
+    """
+    local = resolve_dataset_path(ref)
+    if local is None or local.is_dir():
+        return local
+    what = "is a file, not a folder" if local.exists() else "does not exist"
+    raise DatasetError(
+        str(ref),
+        f"'{ref.path}' {what}. Give a directory written by Dataset.save_to_disk, a directory of data files, "
+        "or a Hub dataset id like 'org/name'." + _registry_hint(ref.path, task),
+    )
 
 
 def check_hub_datasets(datasets_by_task: Mapping[str, DatasetRef], *, token: str | None
@@ -198,14 +216,7 @@ def _load_split(ref: DatasetRef, *, task: str, token: str | None) -> datasets.Da
     from datasets.data_files import EmptyDatasetError
 
     where = str(ref)
-    local = resolve_dataset_path(ref)
-    if local is not None and not local.is_dir():
-        raise DatasetError(
-            where,
-            f"'{ref.path}' is not a directory. Give a directory written by Dataset.save_to_disk, "
-            "a directory of data files, or a Hub dataset id like 'org/name'."
-            + _registry_hint(ref.path, task),
-        )
+    local = local_dataset_dir(ref, task=task)
     saved = local is not None and any((local / marker).is_file() for marker in _SAVE_TO_DISK_MARKERS)
     files = replace(ref, path=str(local)) if local is not None else ref  # what load_dataset reads
     try:

@@ -50,7 +50,6 @@ import logging
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from .. import __version__
@@ -143,15 +142,11 @@ def read_dataset_labels(ref: DatasetRef) -> list[str] | None:
         >>> read_dataset_labels(DatasetRef("data/eurosat_test"))
         ['annual crop land', 'forest', ...]
     """
-    if not ref.is_local:
+    from ..evaluation.data import check_column, label_class_names, local_dataset_dir
+
+    path = local_dataset_dir(ref)
+    if path is None:
         return None
-    path = Path(ref.path).expanduser()
-    if not path.is_dir():
-        raise DatasetError(
-            ref.path,
-            "is not a directory. Give a directory written by Dataset.save_to_disk or a Hub dataset id "
-            "like 'org/name'.",
-        )
     if not any((path / marker).is_file() for marker in _SAVE_TO_DISK_MARKERS):
         return None  # a folder of data files: its labels are only known once loaded
     import datasets
@@ -164,8 +159,6 @@ def read_dataset_labels(ref: DatasetRef) -> list[str] | None:
         if ref.split not in loaded:
             raise DatasetError(ref.path, ref.missing_split(list(loaded)))
         loaded = loaded[ref.split]
-    from ..evaluation.data import check_column, label_class_names
-
     if ref.label_column is not None:
         check_column(loaded.features, ref.label_column, ref)
     names = label_class_names(loaded.features, ref.label_column)  # the evaluation's labels' names
