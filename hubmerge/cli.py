@@ -14,7 +14,9 @@ import errno
 import gc
 import io
 import os
+import shlex
 import signal
+import subprocess
 import sys
 import threading
 from collections.abc import Callable
@@ -345,6 +347,8 @@ def merge(
     token_file: TokenFileOpt = None,
 ) -> None:
     """Merge the models of RECIPE tensor by tensor into OUTPUT."""
+    from rich.markup import escape
+
     from . import engine
     from .plan_summary import human_bytes
     from .progress import byte_progress
@@ -388,8 +392,9 @@ def merge(
             evaluate_recipe_tasks(result.output, loaded, console=console, device=device, max_samples=max_samples,
                                   match_labels=match_labels, token=secret)  # type: ignore[arg-type]
         except (HubmergeError, KeyboardInterrupt):  # the merge is done and kept: say so next to the error or Ctrl+C
-            _console().print(f"[yellow]the merged model is kept in {result.output}[/yellow]; once its evaluation "
-                             f"can run, `hubmerge evaluate {result.output} --save` adds the results", soft_wrap=True)
+            _console().print(f"[yellow]the merged model is kept in {escape(str(result.output))}[/yellow]; once its "
+                             f"evaluation can run, `hubmerge evaluate {escape(_word(result.output))} --save` adds the "
+                             "results", soft_wrap=True)
             raise
     print(result.output)
 
@@ -484,8 +489,9 @@ def evaluate(
         evaluation.save_output_reports(model, report, stamp=stamp)
         for note in dropped:
             console.print(f"[yellow]note[/yellow]: {escape(note)}", soft_wrap=True)
-        console.print(f"[green]reports[/green] written into {model}; `hubmerge card {model}` puts them in its card, "
-                      f"`hubmerge push {model} --repo-id NAME` publishes it with them", soft_wrap=True)
+        word = escape(_word(model))
+        console.print(f"[green]reports[/green] written into {escape(model)}; `hubmerge card {word}` puts them in its "
+                      f"card, `hubmerge push {word} --repo-id NAME` publishes it with them", soft_wrap=True)
 
 
 @app.command()
@@ -527,9 +533,9 @@ def push(
             "--preset": (preset, "give the recipe or the output, not both"),
             "--device": (device, "merge again to change how it is made"),
             "--dtype": (dtype, "merge again with --dtype"),
-            "--max-samples": (max_samples, f"first run `hubmerge evaluate {recipe} --max-samples N --save`"),
+            "--max-samples": (max_samples, f"first run `hubmerge evaluate {_word(recipe)} --max-samples N --save`"),
             "--match-labels": (None if match_labels == "name" else match_labels,
-                               f"first run `hubmerge evaluate {recipe} --match-labels {match_labels} --save`"),
+                               f"first run `hubmerge evaluate {_word(recipe)} --match-labels {match_labels} --save`"),
         }
         for option, (value, remedy) in remedies.items():
             if value is not None:
@@ -670,6 +676,8 @@ def demo(
     import tempfile
     from contextlib import ExitStack
 
+    from rich.markup import escape
+
     from .demo import run_demo
 
     console = _console(quiet)
@@ -689,8 +697,8 @@ def demo(
         console.print("[dim]the demo's local Hub has stopped and its temporary folder is gone; "
                       "keep them with --workdir DIR[/dim]", soft_wrap=True)
     else:
-        console.print(f"the demo's Hub is kept in {workdir / 'hub'}; serve it again with "
-                      f"`hubmerge hub serve --root {workdir / 'hub'}`", soft_wrap=True, highlight=False)
+        console.print(f"the demo's Hub is kept in {escape(str(workdir / 'hub'))}; serve it again with "
+                      f"`hubmerge hub serve --root {escape(_word(workdir / 'hub'))}`", soft_wrap=True, highlight=False)
 
 
 @app.command("app")
@@ -769,6 +777,13 @@ def hub_serve(
         tokens[secret] = user
     _serving()
     serve(root, host=host, port=port, tokens=tokens or None, lfs_threshold=LFS_MIN_SIZE if lfs else None)
+
+
+def _word(value: object) -> str:
+    """``value`` (a path) as one word of a command the user is told to run: quoted where the shell would split
+    it, so that a folder named with a space can be copied and pasted."""
+    text = str(value)
+    return subprocess.list2cmdline([text]) if os.name == "nt" else shlex.quote(text)
 
 
 INTERRUPTED = 130  # the exit code of a command stopped by Ctrl+C (128 + SIGINT); SIGTERM's 143, SIGHUP's 129

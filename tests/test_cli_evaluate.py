@@ -183,6 +183,26 @@ def test_ctrl_c_during_the_evaluation_says_the_merge_is_kept(
     assert (out / "model.safetensors").is_file()
 
 
+def test_a_command_to_run_next_names_a_folder_with_a_space_as_one_word(
+    offline: None, hub_offline: None, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`hubmerge evaluate my out --save`, pasted, evaluated a model 'my' with a task 'out'."""
+    import hubmerge.evaluation
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(hubmerge.evaluation, "evaluate_recipe_tasks", interrupted)
+    out = tmp_path / "my out"
+    recipe = _write_recipe(tmp_path / "r.yaml", _fixtures("convnext"), "simple_average")
+    main(["merge", str(recipe), "-o", str(out), "--device", "cpu", "--evaluate", "-q"])
+    assert f"`hubmerge evaluate '{out}' --save`" in capsys.readouterr().err
+    assert main(["push", str(out), "--repo-id", "a/b", "--max-samples", "5"]) == 2
+    err = "".join(capsys.readouterr().err.replace("│", " ").split())  # the panel wraps the long path anywhere
+    assert "".join(f"`hubmerge evaluate '{out}' --max-samples N --save`".split()) in err
+
+
 def test_a_base_without_an_image_processor_is_refused_before_an_evaluated_merge(
     offline: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
