@@ -1195,6 +1195,19 @@ def test_unknown_device(tmp_path, convnext):
         engine.resolve_device("tpu:x")
 
 
+@pytest.mark.parametrize("build", [None, "13.0"])
+def test_a_cuda_device_this_machine_lacks_says_why_and_what_to_use(build, monkeypatch, capsys, tmp_path, convnext):
+    """`--device cuda` on a CPU-only machine said only that there was no CUDA device, not what to ask for."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.version, "cuda", build)
+    why = "a build without CUDA" if build is None else "built for CUDA 13.0. finds no usable GPU"
+    with pytest.raises(RecipeError, match=f"CUDA was asked for but this torch .*{why}.*; use cpu, or auto"):
+        engine.resolve_device("cuda:0")
+    recipe = write_recipe(tmp_path / "r.yaml", convnext, "simple_average")
+    assert main(["merge", str(recipe), "-o", str(tmp_path / "out"), "--device", "cuda", "--quiet"]) == 1
+    assert "--device cpu, or `device: auto` in the recipe" in capsys.readouterr().err
+
+
 @pytest.mark.skipif(torch.backends.mps.is_available(), reason="this machine has an Apple GPU")
 def test_an_apple_gpu_this_machine_lacks_is_a_typed_error(tmp_path, convnext, capsys):
     """The recipe accepts `device: mps`; without one, torch's RuntimeError came out as an 'unexpected error'."""

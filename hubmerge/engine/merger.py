@@ -27,15 +27,31 @@ def resolve_device(device: str) -> torch.device:
         raise RecipeError(f"unknown device '{device}'; use auto, cpu or cuda[:N]", field="device") from None
     if resolved.type == "cuda":
         if not torch.cuda.is_available():
-            raise RecipeError("CUDA was asked for but this machine has no usable CUDA device", field="device")
+            raise RecipeError(f"CUDA was asked for but {_no_cuda()}; {_INSTEAD}", field="device")
         if resolved.index is not None and resolved.index >= torch.cuda.device_count():
             raise RecipeError(
-                f"cuda:{resolved.index} does not exist; this machine has {torch.cuda.device_count()} CUDA device(s)",
+                f"cuda:{resolved.index} does not exist; this machine has {torch.cuda.device_count()} CUDA device(s), "
+                f"cuda:0 to cuda:{torch.cuda.device_count() - 1}",
                 field="device",
             )
     if resolved.type == "mps" and not torch.backends.mps.is_available():
-        raise RecipeError("mps (an Apple GPU) was asked for but this machine has none usable", field="device")
+        raise RecipeError(f"mps (an Apple GPU) was asked for but this machine has none usable; {_INSTEAD}",
+                          field="device")
     return resolved
+
+
+# What to ask for instead of a device the machine lacks, where it is asked for.
+_INSTEAD = "use cpu, or auto (a GPU where there is one): --device cpu, or `device: auto` in the recipe"
+
+
+def _no_cuda() -> str:
+    """Why torch has no CUDA here: a CPU-only build, or a CUDA build that finds no GPU."""
+    import torch
+
+    if torch.version.cuda is None:
+        return "this torch is a build without CUDA (a CPU-only wheel)"
+    return (f"this torch (built for CUDA {torch.version.cuda}) finds no usable GPU: none here, no NVIDIA driver, "
+            "or CUDA_VISIBLE_DEVICES hides it")
 
 
 def torch_out_dtype(code: str) -> torch.dtype:
