@@ -975,7 +975,7 @@ def test_a_missing_relative_folder_is_said_missing_not_asked_of_the_hub(
     monkeypatch.chdir(merged.parent)
     for call in (evaluate_model, compare_inputs):
         for gone in ("./gone", Path("gone")):
-            with pytest.raises(ModelFilesNotFoundError, match="^'gone' is not a model directory$"):
+            with pytest.raises(ModelFilesNotFoundError, match="^'gone' does not exist$"):
                 call(gone, device="cpu")
     assert compare_inputs(f"./{merged.name}", device="cpu", max_samples=8).merged.results
 

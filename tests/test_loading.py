@@ -109,8 +109,11 @@ def test_a_path_object_is_a_folder_never_a_repo_id(fixtures, tmp_path, monkeypat
     for call in (lambda: load_merged(Path("merged")), lambda: model_tasks(Path("merged")),
                  lambda: load_classifier(Path("merged")),
                  lambda: load_classifier(fixtures.base, head_from=Path("merged"))):
-        with pytest.raises(ModelFilesNotFoundError, match="^'merged' is not a model directory$"):
+        with pytest.raises(ModelFilesNotFoundError, match="^'merged' does not exist$"):
             call()
+    (tmp_path / "merged").write_text("x")
+    with pytest.raises(ModelFilesNotFoundError, match="^'merged' is a file, not a model directory$"):
+        load_merged(Path("merged"))
 
 
 def test_an_output_whose_inputs_name_no_task_loads_as_its_root(fixtures, tmp_path):

@@ -90,8 +90,9 @@ def _local_model_dir(path: Path) -> Path:
     from ..weights.index import INDEX_FILE as WEIGHT_INDEX
     from ..weights.index import SINGLE_FILE, no_weights_message
 
-    if not path.is_dir():
-        raise ModelFilesNotFoundError(f"'{path}' is not a model directory", model=str(path))
+    if not path.is_dir():  # a typo in a path: not 'not a model directory', as if a folder of other files
+        what = "is a file, not a model directory" if path.exists() else "does not exist"
+        raise ModelFilesNotFoundError(f"'{path}' {what}", model=str(path))
     if (path / "config.json").is_file() or any(path.glob("*.safetensors")):
         return path
     entries = list(path.iterdir())
