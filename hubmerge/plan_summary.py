@@ -73,7 +73,8 @@ def summary_rows(merge_plan: MergePlan) -> list[tuple[str, str]]:
         fate = f"re-initialized: {decision.reason}" if decision.reinitialized else "kept (fine-tuned)"
         if decision.rows is not None:
             fate += ", rows reordered to the dataset's labels"
-        rows.append((f"head: {head.task}", f"{fate}; {len(decision.labels)} classes from the {decision.label_source}"))
+        classes = f"; {len(decision.labels)} classes from the {decision.label_source}"
+        rows.append((f"head: {head.task}", fate + ("" if decision.reinitialized else classes)))  # the reason says them
     for index in _heads_without_task(merge_plan):
         fate = "root only (the default input)" if index == merge_plan.default_input else "dropped"
         rows.append((f"head: {merge_plan.inputs[index].label}", f"{fate}: no task named; a 'task:' keeps it in heads/"))

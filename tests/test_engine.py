@@ -818,6 +818,10 @@ def test_wrong_size_heads_are_reinitialised_deterministically_and_reported(tmp_p
     head = {h.task: h for h in merge_plan.heads}["first_three"]
     assert head.reinitialized and "10 outputs" in head.reason and head.labels == {0: "0", 1: "1", 2: "2"}
     assert merge_plan.to_dict()["head_decisions"]["first_three"]["reinitialized"] is True
+    from hubmerge.plan_summary import summary_rows
+
+    assert dict(summary_rows(merge_plan))["head: first_three"] == (  # the count once, in the reason
+        "re-initialized: the head has 10 outputs but the task has 3 classes (from the dataset)")
     assert {t.name: t.action for t in head.tensors} == {"classifier.weight": "init", "classifier.bias": "init"}
     engine.execute(merge_plan, tmp_path / "out")
     engine.merge(recipe, tmp_path / "again")

@@ -155,6 +155,18 @@ def test_a_head_of_the_wrong_size_is_reinitialised_and_says_why(tmp_path):
         decide_head("my-task", head_rows=0, config=None, dataset=None)
 
 
+def test_a_fine_tuned_head_lost_to_a_registry_task_name_says_to_rename_the_task():
+    """A 5-digit fine-tune named task 'mnist' (10 classes in the registry) had its head re-initialised, with no
+    word of why its own classes were not taken or how to keep them."""
+    own = labelled(["0", "1", "2", "3", "4"])
+    renamed = "name the task otherwise than 'mnist' to keep its head"
+    lost = decide_head("mnist", head_rows=5, config=own, dataset=None)
+    assert lost.reinitialized and "its own 5 classes (0, 1, 2, ...)" in lost.reason and renamed in lost.reason
+    assert "name the task" not in decide_head("mnist", head_rows=5, config=None, dataset=None).reason  # no own
+    by_dataset = decide_head("mine", head_rows=5, config=own, dataset=DatasetRef("tanganke/eurosat"))
+    assert by_dataset.reinitialized and "name the task" not in by_dataset.reason  # the dataset's id said 10
+
+
 def test_registry_labels_and_the_models_own():
     eurosat = decide_head("eurosat", head_rows=10, config=None, dataset=None)
     assert eurosat.label_source == "registry" and list(eurosat.labels.values()) == list(classnames.class_names("eurosat"))

@@ -234,6 +234,20 @@ def _unique(names: Sequence[str], task: str, what: str) -> None:
                                       "labels must name each class once")
 
 
+def _renaming_keeps(
+    task: str, source: LabelSource, own: list[str] | None, head_rows: int, dataset: DatasetRef | None
+) -> str:
+    """The way out where the registry's classes for a task's name replace a head trained on classes of its own
+    (its config names as many as it has outputs): a task named 'mnist' for a 5-digit fine-tune lost its head."""
+    if source != "registry" or own is None or len(own) != head_rows:
+        return ""
+    if dataset is not None and _registry_labels(dataset.path) is not None:
+        return ""  # the dataset's id said the classes, not the task's name
+    return (f"; the registry knows a task by this name: if this model was fine-tuned on its own {head_rows} "
+            f"classes ({', '.join(own[:3])}{', ...' if head_rows > 3 else ''}), name the task otherwise than "
+            f"'{task}' to keep its head")
+
+
 def decide_head(
     task: str,
     *,
@@ -276,7 +290,8 @@ def decide_head(
         return HeadDecision(
             task, dict(enumerate(labels)), source, reinitialized=True,
             reason=(f"the head has {head_rows} outputs" if head_rows else "the model has no head")
-            + f" but the task has {len(labels)} classes (from the {source})",
+            + f" but the task has {len(labels)} classes (from the {source})"
+            + _renaming_keeps(task, source, own, head_rows, dataset),
         )
     if own is None or len(own) != len(labels) or [_normalise(n) for n in own] == [_normalise(n) for n in labels]:
         return HeadDecision(task, dict(enumerate(labels)), source)
