@@ -241,8 +241,9 @@ class DatasetRef:
         """Whether ``other`` is this dataset's split, whichever columns either names."""
         return (self.path, self.name, self.split) == (other.path, other.name, other.split)
 
-    def missing_split(self, splits: Sequence[str]) -> str:
-        """Why this split cannot be read, and the recipe line that picks one of ``splits`` instead."""
+    def missing_split(self, splits: Sequence[str], *, task: str | None = None) -> str:
+        """Why this split cannot be read, and the recipe line (and ``evaluate --task`` value, for ``task``) that
+        picks one of ``splits`` instead."""
         if not splits:
             return f"has no split '{self.split}', nor any other"
         other = replace(self, split=next((s for s in ("test", "validation") if s in splits), splits[0]))
@@ -250,6 +251,10 @@ class DatasetRef:
             how = f" after a colon, e.g. `dataset: {other.spec}`"
         else:
             how = f": `{other.recipe_line}`"
+        plain = replace(other, label_column=None, image_column=None)
+        if plain.reads_back(plain.spec):  # --task takes the one line, its columns from their own options
+            columns = " with its --label-column / --image-column" if plain != other else ""
+            how += f" in a recipe, `--task {task or 'NAME'}={plain.spec}`{columns} for `hubmerge evaluate`"
         return f"has no split '{self.split}' (its splits: {', '.join(splits)}); name the one to evaluate on{how}"
 
 

@@ -565,7 +565,8 @@ def test_missing_split(fx: FixtureSet) -> None:
     with pytest.raises(DatasetError) as info:
         _evaluate(fx, "digits_low", f"{data}:validation")
     assert str(info.value).endswith(f"has no split 'validation' (its splits: train, test); name the one to "
-                                    f"evaluate on after a colon, e.g. `dataset: {data}:test`")
+                                    f"evaluate on after a colon, e.g. `dataset: {data}:test` in a recipe, "
+                                    f"`--task digits_low={data}:test` for `hubmerge evaluate`")
 
 
 def test_missing_split_of_a_folder_of_images(fx: FixtureSet, tmp_path: Path) -> None:
@@ -582,7 +583,8 @@ def test_missing_split_of_a_folder_of_images(fx: FixtureSet, tmp_path: Path) -> 
     with pytest.raises(DatasetError) as info:
         _evaluate(fx, "digits_low", tmp_path / "images")
     assert str(info.value).endswith(f"has no split 'test' (its splits: validation); name the one to evaluate on "
-                                    f"after a colon, e.g. `dataset: {tmp_path / 'images'}:validation`")
+                                    f"after a colon, e.g. `dataset: {tmp_path / 'images'}:validation` in a recipe, "
+                                    f"`--task digits_low={tmp_path / 'images'}:validation` for `hubmerge evaluate`")
     assert _evaluate(fx, "digits_low", f"{tmp_path / 'images'}:validation").num_samples == 4
 
 

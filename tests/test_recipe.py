@@ -427,10 +427,12 @@ def test_a_dataset_column_that_is_no_name_is_refused(column):
 
 def test_a_missing_split_hint_keeps_the_named_columns():
     ref = DatasetRef("org/d", split="train", label_column="coarse_label")
-    assert ref.missing_split(["test"]).endswith(
-        "name the one to evaluate on: `dataset: {path: org/d, split: test, label_column: coarse_label}`")
+    assert ref.missing_split(["test"], task="t").endswith(
+        "name the one to evaluate on: `dataset: {path: org/d, split: test, label_column: coarse_label}` in a recipe, "
+        "`--task t=org/d:test` with its --label-column / --image-column for `hubmerge evaluate`")
     plain = DatasetRef("org/d", split="train")
-    assert plain.missing_split(["test"]).endswith("after a colon, e.g. `dataset: org/d:test`")
+    assert plain.missing_split(["test"]).endswith(
+        "after a colon, e.g. `dataset: org/d:test` in a recipe, `--task NAME=org/d:test` for `hubmerge evaluate`")
 
 
 @pytest.mark.parametrize("ref", [DatasetRef("C:\\data\\x", split="train"), DatasetRef("d:/x", "cfg", "train"),
@@ -439,9 +441,13 @@ def test_a_missing_split_hint_on_a_windows_path_reads_back(ref):
     """The hint's one line for a drive's path parses back as that folder (it came back as path 'C'); a colon of a
     path's own, which no one line can say, gets the mapping."""
     said = ref.missing_split(["test"])
-    line = re.search(r"`(dataset: [^`]+)`$", said).group(1)
+    line = re.search(r"`(dataset: [^`]+)`", said).group(1)
     assert DatasetRef.parse(yaml.safe_load(line)["dataset"]) == replace(ref, split="test")
     assert ("after a colon" in said) == (ref.path != "/data/a:b")
+    task = re.search(r"`--task NAME=([^`]+)`", said)  # none for the path no one line can say
+    assert (task is not None) == (ref.path != "/data/a:b")
+    if task is not None:
+        assert DatasetRef.parse(task.group(1)) == replace(ref, split="test")
 
 
 def test_a_relative_local_path_is_written_so_that_it_reads_back_as_a_folder(tmp_path):

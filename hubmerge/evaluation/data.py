@@ -146,7 +146,7 @@ def check_hub_datasets(datasets_by_task: Mapping[str, DatasetRef], *, token: str
         if info is None:
             continue
         if info.splits and ref.split not in info.splits:
-            raise DatasetError(str(ref), ref.missing_split(list(info.splits)))
+            raise DatasetError(str(ref), ref.missing_split(list(info.splits), task=task))
         if names := label_class_names(info.features, ref.label_column):
             class_names[task] = names
     return class_names
@@ -247,11 +247,11 @@ def _load_split(ref: DatasetRef, *, task: str, token: str | None) -> datasets.Da
     except (ValueError, OSError, hf_datasets.exceptions.DatasetsError) as exc:  # bad split / config names
         info = None if saved else _hub_info(files, token)  # a folder of data files, as a Hub repo
         if info is not None and info.splits and ref.split not in info.splits:  # name the splits there are
-            raise DatasetError(where, ref.missing_split(list(info.splits))) from None
+            raise DatasetError(where, ref.missing_split(list(info.splits), task=task)) from None
         raise DatasetError(where, f"cannot be loaded: {exc}") from None
     if isinstance(data, hf_datasets.DatasetDict):
         if ref.split not in data:
-            raise DatasetError(where, ref.missing_split(list(data)))
+            raise DatasetError(where, ref.missing_split(list(data), task=task))
         data = data[ref.split]
     if not isinstance(data, hf_datasets.Dataset):
         raise DatasetError(
