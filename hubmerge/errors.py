@@ -442,8 +442,8 @@ class RepoNotFoundError(HubError, FileNotFoundError):
 
 
 class PushError(HubError):
-    def __init__(self, repo_id: str, problem: str) -> None:
-        super().__init__(f"push to '{repo_id}' failed: {problem.rstrip('.')}. The repository was left as it was.")
+    def __init__(self, repo_id: str, problem: str, *, outcome: str = "The repository was left as it was.") -> None:
+        super().__init__(f"push to '{repo_id}' failed: {problem.rstrip('.')}. {outcome}")
         self.repo_id = repo_id
 
 

@@ -26,7 +26,7 @@ from .atomic_file import write_atomically
 from .card import CARD_FILE, write_card, written_card
 from .errors import CancelledError, CardEditedError, OutputReplacedError
 from .hub.auth import require_token
-from .hub.push import PushResult, check_target, push_folder
+from .hub.push import PushResult, check_repo_id, check_target, push_folder
 from .methods import get_method
 from .output_stamp import OutputStamp
 from .published import published_files
@@ -260,6 +260,7 @@ def publish_output(
     """
     step = on_step or (lambda done, what: None)
     recipe = engine.read_output_recipe(output)
+    check_repo_id(repo_id)  # said as it is, not as a finding of "Checking the target repo"
     secret = require_token(token, token_file=token_file, action="push")
     step(0.0, "Checking the target repo")
     target = check_target(

@@ -225,6 +225,19 @@ def test_a_failed_push_of_an_output_leaves_its_card_as_it_was(api, hub_models, l
     assert not (out / "README.md").exists()
 
 
+def test_an_invalid_repo_id_is_refused_before_the_target_is_checked(hub_models, local_hub, tmp_path):
+    """A repo id no repository can have was refused as a finding of "Checking the target repo", which then said
+    the repository "was left as it was"; it is refused first, and says nothing was pushed."""
+    out = tmp_path / "out"
+    engine.merge(recipe_for(hub_models), out, token=local_hub.alice_token)
+    steps: list[str] = []
+    for bad in ("merged-convnext", "a/b/c", "org/bad name"):
+        with pytest.raises(PushError, match="is not a valid repo id") as info:
+            publish_output(out, bad, token=local_hub.alice_token, on_step=lambda done, what: steps.append(what))
+        assert str(info.value).endswith("Nothing was pushed.") and "left as it was" not in str(info.value)
+    assert steps == []
+
+
 def test_branch_and_pull_request(api, hub_models, local_hub):
     repo_id = fresh_repo()
     first = publish(recipe_for(hub_models), repo_id, token=local_hub.alice_token, evaluate=False)

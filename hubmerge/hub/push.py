@@ -86,10 +86,12 @@ def check_repo_id(repo_id: str) -> None:
     Raises:
         PushError: naming what is wrong with the id.
     """
+    # no repository such an id could name was looked at: "left as it was" would say there was one
     if problem := repo_id_problem(repo_id):
-        raise PushError(repo_id, problem)
+        raise PushError(repo_id, problem, outcome="Nothing was pushed.")
     if repo_id.count("/") != 1:
-        raise PushError(repo_id, f"'{repo_id}' is not a valid repo id: write it as namespace/name, e.g. you/merged-model")
+        raise PushError(repo_id, f"'{repo_id}' is not a valid repo id: write it as namespace/name, e.g. you/merged-model",
+                        outcome="Nothing was pushed.")
 
 
 def check_target(
