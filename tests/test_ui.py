@@ -961,12 +961,11 @@ def test_push_and_classify_are_off_until_the_page_has_a_merged_output(space, loc
     steps = [i for i, fn in enumerate(fns) if [c._id for c in fn.outputs][:2] == buttons and len(fn.outputs) == 3]
     after = [fns[deps[i]["trigger_after"]] for i in steps if deps[i]["trigger_after"] is not None]
     state = next(fn for fn in fns if fn.api_name == "push").inputs[0]._id  # the page's output
-    public = ["merge", "push", "push", "try_it"]  # after a merge; after a push, done or refused; after a refused try
+    public = ["merge", "push", "push"]  # after a merge; after a push, done or refused
     assert sorted(fn.api_name for fn in after if fn.api_name in public) == public
     # and as a merge starts, after the step that clears the page's output
     assert [state in [c._id for c in fn.outputs] for fn in after if fn.api_name not in public] == [True]
-    image = next(c["id"] for c in config["components"] if c.get("type") == "image")
-    assert [t for i in steps if deps[i]["trigger_after"] is None for t in deps[i]["targets"]] == [(image, "change")]
+    assert all(deps[i]["trigger_after"] is not None for i in steps)  # the image sets Classify alone
     output = tmp_path / "merged-1234"
     picture = {"path": str(tmp_path / "digit.png"), "meta": {"_type": "gradio.FileData"}}  # an image as sent
     for value, given, push, classify in ((None, None, False, False), ("", picture, False, False),
@@ -976,6 +975,37 @@ def test_push_and_classify_are_off_until_the_page_has_a_merged_output(space, loc
             updates = fns[step].fn(value, given)
             assert [u.interactive for u in updates[:2]] + [updates[2].active] == [push, classify, push], (value, step)
         assert fns[steps[0]].preprocess is False  # the image as sent: no decoding of a photo at each step
+
+
+@pytest.mark.filterwarnings("ignore:Gradio does not support OAuth features outside of a Space")
+@pytest.mark.parametrize("space", [False, True])
+def test_push_stays_off_during_its_push_whatever_else_the_page_does(space, local_hub, monkeypatch, tmp_path):
+    """Push is off from its click until its push ends, but an image given or taken away, or a refused Classify,
+    turned it on during the upload (their step set Push by the output alone). They leave Push as it stands, and
+    Classify follows the image; a refused Classify turns both off only where the output went."""
+    from hubmerge.ui import build_app
+
+    if space:
+        monkeypatch.setenv("SPACE_ID", "alice/hubmerge")
+        monkeypatch.setenv("HF_TOKEN", local_hub.alice_token)  # Gradio's sign-in button, outside a Space, asks whoami
+    app = build_app(work_dir=tmp_path / "work")
+    ids = _elem_ids(app.config)
+    image = next(c["id"] for c in app.config["components"] if c.get("type") == "image")
+    fns, deps = _events(app)
+    try_it = next(i for i, fn in enumerate(fns) if fn.api_name == "try_it")
+    after_try = [i for i, d in enumerate(deps) if d["trigger_after"] == try_it]
+    on_image = [i for i, d in enumerate(deps) if (image, "change") in d["targets"] and ids["classify"] in d["outputs"]]
+    assert len(after_try) == 1 and len(on_image) == 1
+    assert ids["push"] not in deps[on_image[0]]["outputs"]
+    output = tmp_path / "work" / "page" / "merged-1234"
+    output.mkdir(parents=True)
+    picture = {"path": str(tmp_path / "digit.png"), "meta": {"_type": "gradio.FileData"}}  # an image as sent
+    for given, on in ((picture, True), (None, False)):
+        assert fns[on_image[0]].fn(str(output), given).interactive is on
+        assert fns[on_image[0]].fn(None, given).interactive is False
+    assert fns[after_try[0]].fn(str(output)) == {"__type__": "update"}  # a push may be running: nothing changes
+    state, _, push, classify, _ = fns[after_try[0]].fn(str(tmp_path / "work" / "page" / "merged-gone"))
+    assert state is None and (push.interactive, classify.interactive) == (False, False)
 
 
 def _elem_ids(config: dict) -> dict[str, int]:

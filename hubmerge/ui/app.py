@@ -505,10 +505,20 @@ def _following(output: gr.State, image: gr.Image, push: gr.Button, classify: gr.
 
     def follow(value: str | None, picture: Any) -> tuple[Any, ...]:
         there = AppHandlers.has_output(value)
-        return (gr.Button(interactive=there), gr.Button(interactive=there and picture is not None),
-                gr.Timer(active=there))
+        return gr.Button(interactive=there), _classify_button(value, picture), gr.Timer(active=there)
 
     return {**_in_page(follow, [push, classify, checks], [output, image]), "preprocess": False}
+
+
+def _classifying(output: gr.State, image: gr.Image, classify: gr.Button) -> dict[str, Any]:
+    """Event arguments that set Classify alone as ``_following`` does: a step that set Push too turned it on
+    during its push."""
+    return {**_in_page(_classify_button, classify, [output, image]), "preprocess": False}
+
+
+def _classify_button(output: str | None, picture: Any) -> gr.Button:
+    """Classify, on with a merged output and an image given (as sent, not decoded)."""
+    return gr.Button(interactive=AppHandlers.has_output(output) and picture is not None)
 
 
 def _noticing_gone(handlers: AppHandlers, output: gr.State, notice: gr.Markdown, buttons: list[gr.Button],
@@ -703,7 +713,8 @@ def build_app(
         # first". The handlers still check (the API calls them directly), and a refusal turns them off if the output
         # went meanwhile; a gentle timer says so sooner (keep_outputs_s).
         follow_output = _following(output_state, image, push_button, try_button, output_checks)
-        output_checks.tick(**_noticing_gone(handlers, output_state, notice, [push_button, try_button], output_checks))
+        noticing_gone = _noticing_gone(handlers, output_state, notice, [push_button, try_button], output_checks)
+        output_checks.tick(**noticing_gone)
         # Merge is off while its merge runs or waits: pressed again, Gradio dropped the second merge without a word
         # (the first one's results then stood for a form changed since); Cancel first, then merge again. Cancel is
         # on only then: pressed with no merge, it could only say there was nothing to cancel.
@@ -727,10 +738,12 @@ def build_app(
         )
         pushing.then(**follow_output)
         pushing.failure(**follow_output)
-        try_button.click(handlers.try_it, [output_state, task, image], top5, api_name="try_it").failure(**follow_output)
+        # a refused try changes Push only where the output went: a push may be running
+        trying = try_button.click(handlers.try_it, [output_state, task, image], top5, api_name="try_it")
+        trying.failure(**noticing_gone)
         for picked in (task, image):  # the labels in sight are always of the image, task and model in sight
             picked.change(**_cleared(top5))
-        image.change(**follow_output)  # Classify could only answer "upload an image first"
+        image.change(**_classifying(output_state, image, try_button))  # else only "upload an image first"
         app.unload(handlers.end_session)
     app.queue(default_concurrency_limit=2, max_size=32)
     return app
