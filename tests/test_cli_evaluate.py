@@ -653,3 +653,13 @@ def test_evaluate_save_records_the_named_columns_for_the_card_and_the_next_evalu
         again = tmp_path / f"again-{model.replace('/', '_')[-8:]}.json"
         assert _evaluate(model, "--json", str(again), "--token", local_hub.alice_token, "--quiet") == 0
         assert json.loads(again.read_text())[task]["accuracy"] == pytest.approx(expected, abs=1e-12)
+
+    # offline, with the repo cached by a hubmerge that never read eval_scope.json: the recipe's dataset as it names
+    # it, as before the file named columns (it was a HubError: the file is not in the local cache)
+    from huggingface_hub import try_to_load_from_cache
+
+    Path(str(try_to_load_from_cache(pushed, EVAL_SCOPE_FILE))).unlink()
+    hf_online(monkeypatch, False)
+    offline_run = tmp_path / "offline.json"
+    assert _evaluate(pushed, "--json", str(offline_run), "--quiet") == 0
+    assert json.loads(offline_run.read_text())[task] == json.loads(as_label.read_text())[task]

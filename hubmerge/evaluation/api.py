@@ -177,8 +177,10 @@ def evaluate_classifier(
     return run_pass(data, [(task, model)], processor, settings)[task]
 
 
-def _output_file(ref: ModelRef, name: str, *, token: str | None) -> Path | None:
-    """One of a merged output's files (its folder's, or downloaded from its repo), or None when it has none."""
+def _output_file(ref: ModelRef, name: str, *, token: str | None, required: bool = True) -> Path | None:
+    """One of a merged output's files (its folder's, or downloaded from its repo), or None when it has none; one
+    not ``required`` is None also where the Hub is out of reach and the cache lacks it (offline, a repo cached by
+    a hubmerge that never read that file)."""
     if ref.path is not None:
         from ..vision.loading import resolve_model_dir
 
@@ -194,6 +196,8 @@ def _output_file(ref: ModelRef, name: str, *, token: str | None) -> Path | None:
         try:
             return Path(hf_hub_download(repo_id, name, revision=ref.revision, token=token))
         except LocalEntryNotFoundError:
+            if not required:
+                return None
             raise  # not a missing file: the Hub is out of reach, which hub_errors says
         except EntryNotFoundError:
             return None
@@ -214,14 +218,15 @@ def _read_recipe(ref: ModelRef, *, token: str | None) -> Recipe | None:
 def _measured_columns(ref: ModelRef, datasets: Mapping[str, DatasetRef], *, token: str | None
                       ) -> dict[str, DatasetRef]:
     """``datasets`` (an output's recipe's) read with the columns the output's saved results were measured with
-    (``eval_scope.json``: ``evaluate --save --label-column``), where they were measured on the same split.
+    (``eval_scope.json``: ``evaluate --save --label-column``), where they were measured on the same split; as the
+    recipe names them where that file is out of reach (offline, not cached), as before outputs recorded columns.
 
     Raises:
         RecipeError: its ``eval_scope.json`` is no JSON object.
     """
     from ..published import read_output_json, scope_datasets
 
-    path = _output_file(ref, EVAL_SCOPE_FILE, token=token) if datasets else None
+    path = _output_file(ref, EVAL_SCOPE_FILE, token=token, required=False) if datasets else None
     measured = scope_datasets(read_output_json(path) or {}, datasets) if path is not None else {}
     return {task: measured[task] if task in measured and measured[task].same_split(dataset) else dataset
             for task, dataset in datasets.items()}
