@@ -4,9 +4,12 @@ commit to a space repo on the local Hub, and the uploaded Space builds its app o
 from __future__ import annotations
 
 import os
+import re
+import selectors
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -185,28 +188,69 @@ def test_a_refused_deploy_removes_the_space_it_made_and_never_one_that_was_there
 
 
 def _app_answering(port: int, endpoint: str, env: dict[str, str]) -> tuple[subprocess.Popen[str], httpx.Response]:
-    """`hubmerge app --port PORT` and its page, once it answers; an OSError where the port was taken before the
-    app bound it (for ``on_free_port``)."""
+    """`hubmerge app --port PORT` and its page, once it says it runs there; an OSError where the port was taken
+    before the app bound it (for ``on_free_port``). A page asked for before that could be another process's, on
+    the port taken."""
     process = subprocess.Popen(
         [sys.executable, "-m", "hubmerge.cli", "app", "--port", str(port), "--endpoint", endpoint],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**env, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
+    assert process.stdout is not None
+    said = ""
     deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        try:
-            page = httpx.get(f"http://127.0.0.1:{port}/", timeout=5)
-            if page.status_code == 200:
-                return process, page
-        except httpx.TransportError:
+    with selectors.DefaultSelector() as selector:
+        selector.register(process.stdout, selectors.EVENT_READ)
+        while (left := deadline - time.monotonic()) > 0 and selector.select(timeout=left):
+            chunk = os.read(process.stdout.fileno(), 65536).decode(errors="replace")  # not the text buffer's
+            said += chunk
+            if re.search(rf"Running on local URL:\s+http://\S+:{port}\b", said):  # Gradio's, once bound
+                return process, httpx.get(f"http://127.0.0.1:{port}/", timeout=30)
+            if not chunk:  # it ended
+                break
+    if process.poll() is None:
+        process.kill()
+    process.wait(timeout=30)
+    process.stdout.close()
+    if "already in use" in said or "Cannot find empty port" in said:  # hubmerge's check, or Gradio's
+        raise OSError(said)
+    pytest.fail(f"hubmerge app did not say it runs on port {port} within 180 s: {said[-2000:]}")
+
+
+@pytest.mark.slow
+def test_the_app_is_not_taken_for_the_server_on_a_port_taken_before_it_bound(local_hub, tmp_path, monkeypatch):
+    """Where the chosen port was taken meanwhile by another process's server, its page answered first and was taken
+    for the app's (the app then failed to bind, unseen): the app is started on another port, and its page is read."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from . import _ui_helpers
+
+    class Other(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # http.server calls it so
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"another process's page")
+
+        def log_message(self, *args: object) -> None:
             pass
-        if process.poll() is not None:
-            said = process.communicate()[0]
-            if "already in use" in said or "Cannot find empty port" in said:  # hubmerge's check, or Gradio's
-                raise OSError(said)
-            pytest.fail(said)
-        time.sleep(1)
-    process.kill()
-    pytest.fail(f"hubmerge app did not answer within 180 s: {process.communicate()[0]}")
+
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "GRADIO_TEMP_DIR")}
+    env["TMPDIR"] = str(tmp_path)
+    with ThreadingHTTPServer(("127.0.0.1", 0), Other) as other:
+        threading.Thread(target=other.serve_forever, daemon=True).start()
+        busy, free_port = other.server_address[1], _ui_helpers.free_port
+        chosen = iter([busy])  # then free ones
+        monkeypatch.setattr(_ui_helpers, "free_port", lambda: next(chosen, None) or free_port())
+        try:
+            (process, page), port = on_free_port(lambda port: _app_answering(port, local_hub.endpoint, env))
+        finally:
+            other.shutdown()
+    try:
+        assert port != busy and "hubmerge" in page.text
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        if process.stdout:
+            process.stdout.close()
 
 
 @pytest.mark.slow
