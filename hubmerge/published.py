@@ -113,8 +113,8 @@ def scope_datasets(scope: Mapping[str, Any], named: Mapping[str, DatasetRef] | N
                    ) -> dict[str, DatasetRef]:
     """The dataset each task of ``eval_scope.json`` was measured on, with the columns its entry names (none for
     an entry it cannot read). An entry that spells the dataset ``named`` gives for its task (the recipe's, as
-    the recipe or an older output spelled it) is that one, with the recipe's columns where it names none: an
-    output from before the entries named their columns."""
+    the recipe or an older output spelled it) is that one, with the recipe's columns where it has no column keys:
+    an output from before the entries named their columns (a null key: measured with none named)."""
     found = {}
     for task, where in scope.items():
         recorded = where.get("dataset") if isinstance(where, dict) else None
@@ -124,7 +124,8 @@ def scope_datasets(scope: Mapping[str, Any], named: Mapping[str, DatasetRef] | N
                         for key in ("label_column", "image_column"))
         own = (named or {}).get(task)
         if own is not None and recorded in _spellings(own):
-            found[task] = replace(own, label_column=label, image_column=image) if label or image else own
+            recorded_columns = "label_column" in where or "image_column" in where
+            found[task] = replace(own, label_column=label, image_column=image) if recorded_columns else own
             continue
         try:
             found[task] = replace(DatasetRef.parse(recorded), label_column=label, image_column=image)

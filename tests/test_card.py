@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
+from dataclasses import replace
 
 import pytest
 import torch
@@ -348,6 +349,19 @@ def test_a_scope_entry_naming_no_columns_keeps_the_recipes():
     assert scope_datasets(scope, {"older": own, "named": own, "other": own}) == {
         "older": own, "named": DatasetRef("org/d", "cfg", "test", image_column="img"),
         "other": DatasetRef("org/e", label_column="y")}
+
+
+def test_a_recipes_split_measured_with_no_column_named_is_said_so():
+    """`evaluate --task NAME=DATASET --save` on the split the recipe names with a column: eval_scope.json named no
+    column, as an older output's, so the card named the recipe's column, which the evaluation never read."""
+    from hubmerge.evaluation import EvalReport, TaskResult
+
+    own = DatasetRef("org/d", split="test", label_column="coarse_label")
+    measured = TaskResult(0.5, 1.0, num_samples=10, dataset="org/d:test", split_size=10)
+    scope = EvalReport("out", {"t": measured, "u": replace(measured, image_column="img")}).scope()
+    assert scope["t"]["label_column"] is None and scope["u"]["image_column"] == "img"
+    assert scope_datasets(json.loads(json.dumps(scope)), {"t": own, "u": own}) == {
+        "t": DatasetRef("org/d"), "u": DatasetRef("org/d", image_column="img")}
 
 
 def test_missing_results_are_said_with_the_reason(tmp_path, family):

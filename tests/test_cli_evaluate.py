@@ -640,7 +640,7 @@ def test_evaluate_save_records_the_named_columns_for_the_card_and_the_next_evalu
 
     assert _evaluate(out, "-t", f"{task}={repo}", "--label-column", "true", "--save", "--quiet") == 0
     scope = json.loads((out / EVAL_SCOPE_FILE).read_text())[task]
-    assert scope["dataset"] == f"{repo}:test" and scope["label_column"] == "true" and "image_column" not in scope
+    assert scope["dataset"] == f"{repo}:test" and scope["label_column"] == "true" and scope["image_column"] is None
     assert json.loads((out / EVAL_RESULTS_FILE).read_text())[task]["accuracy"] == pytest.approx(expected, abs=1e-12)
     assert main(["card", str(out)]) == 0
     card = " ".join((out / "README.md").read_text().split())

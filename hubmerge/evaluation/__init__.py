@@ -16,10 +16,11 @@ Reports (JSON):
   ``average`` is the unweighted mean over tasks (a task may not be named ``average``). Next to it,
   ``eval_scope.json`` (:meth:`EvalReport.scope`) says what each task was measured on::
 
-      {"<task>": {"dataset": "tanganke/eurosat:test", "samples": 500, "split_size": 2700}, ...}
+      {"<task>": {"dataset": "tanganke/eurosat:test", "samples": 500, "split_size": 2700,
+                  "label_column": null, "image_column": null}, ...}
 
-  with ``"label_column"`` / ``"image_column"`` where the dataset named them (a later evaluation of the
-  output reads that dataset with them).
+  with the columns the dataset named (null: none; a later evaluation of the output reads that dataset
+  with them).
 
 - :meth:`CompareReport.to_dict` (``--compare-inputs``; ``eval_comparison.json`` in an output) puts
   the merged model next to its inputs, every entry in the same FusionBench shape::

@@ -133,15 +133,16 @@ class EvalReport:
         return ", ".join(task for task, r in self.results.items() if r.by_position)
 
     def scope(self) -> dict[str, dict[str, Any]]:
-        """What each task was measured on, ``{task: {dataset, samples, split_size[, non_finite][, labels]
-        [, label_column][, image_column]}}``: FusionBench's shape has no room for it, and a card must not pass
+        """What each task was measured on, ``{task: {dataset, samples, split_size[, non_finite][, labels],
+        label_column, image_column}}``: FusionBench's shape has no room for it, and a card must not pass
         a subset's accuracy off as the whole split's, nor hide outputs that were NaN, nor classes matched by
-        position alone; the columns named for a dataset are read again by a later evaluation."""
+        position alone; the columns named for a dataset are read again by a later evaluation. They are null
+        where none was named, unlike an output's from before they were recorded, whose recipe's columns hold."""
         return {
             task: {"dataset": r.dataset, "samples": r.num_samples, "split_size": r.split_size}
             | ({"non_finite": r.non_finite} if r.non_finite else {})
             | ({"labels": "position"} if r.by_position else {})
-            | {key: name for key, name in (("label_column", r.label_column), ("image_column", r.image_column)) if name}
+            | {"label_column": r.label_column, "image_column": r.image_column}
             for task, r in self.results.items()
         }
 
