@@ -327,6 +327,11 @@ def test_push_and_classify_follow_what_can_be_done_in_the_browser(browser_app, l
         expect(page.locator("#push")).to_be_disabled()
         page.wait_for_timeout(2_500)  # the page's looks at its output, which is there, leave Push off
         expect(page.locator("#push")).to_be_disabled()
+        page.get_by_role("tab", name="Try it").click()
+        page.locator("#image input[type=file]").set_input_files(str(digit))  # an image given during the upload
+        expect(page.locator("#classify")).to_be_enabled()
+        page.get_by_role("tab", name="Push").click()
+        expect(page.locator("#push")).to_be_disabled()  # it turned Push on
         uploading.set()
         expect(page.locator("#pushed")).to_contain_text("Pushed 1 files")
         expect(page.locator("#push")).to_be_enabled()
