@@ -14,9 +14,7 @@ import errno
 import gc
 import io
 import os
-import shlex
 import signal
-import subprocess
 import sys
 import threading
 from collections.abc import Callable
@@ -783,7 +781,13 @@ def _word(value: object) -> str:
     """``value`` (a path) as one word of a command the user is told to run: quoted where the shell would split
     it, so that a folder named with a space can be copied and pasted."""
     text = str(value)
-    return subprocess.list2cmdline([text]) if os.name == "nt" else shlex.quote(text)
+    if os.name == "nt":  # imported here: the CLI's start-up imports only what every command needs
+        import subprocess
+
+        return subprocess.list2cmdline([text])
+    import shlex
+
+    return shlex.quote(text)
 
 
 INTERRUPTED = 130  # the exit code of a command stopped by Ctrl+C (128 + SIGINT); SIGTERM's 143, SIGHUP's 129
