@@ -114,7 +114,7 @@ def _dataset_cell(ref: DatasetRef) -> str:
 
 def _dataset(value: Any, row: int, columns: Mapping[str, Any]) -> Any:
     """A dataset cell as the recipe takes it: the one line, or a mapping written ``{path: ..., label_column: ...}``
-    (YAML flow style, as :func:`form_values` shows a Windows path's), which the recipe then checks; with ``columns``
+    (YAML flow style, as :func:`form_values` shows a path with a colon of its own), which the recipe then checks; with ``columns``
     (recipe key -> cell) named, the mapping with them."""
     text = str(value).strip()
     dataset: Any = text
