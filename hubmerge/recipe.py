@@ -21,8 +21,8 @@ from .errors import PER_MODEL_WEIGHTS, ModelFilesNotFoundError, RecipeError, did
 from .methods import get_method, list_methods
 from .yaml_limits import MAX_SIZE, expanded_size
 
-__all__ = ["RECIPE_FILE", "DatasetRef", "ModelEntry", "ModelRef", "Recipe", "load_recipe", "read_yaml",
-           "shared_names", "task_name_problem"]
+__all__ = ["RECIPE_FILE", "DatasetRef", "ModelEntry", "ModelRef", "Recipe", "described_dataset", "load_recipe",
+           "read_yaml", "shared_names", "task_name_problem"]
 
 RECIPE_FILE = "hubmerge_recipe.yaml"  # the recipe a merged output keeps, every input pinned to its commit
 
@@ -233,9 +233,7 @@ class DatasetRef:
     def described(self) -> str:
         """``spec`` and the columns named for it, which the one line cannot say: how the card names the dataset,
         e.g. ``org/d:test, label column coarse_label``."""
-        named = [f"{what} column {name}" for what, name in (("label", self.label_column), ("image", self.image_column))
-                 if name is not None]
-        return ", ".join([self.spec, *named])
+        return described_dataset(self.spec, self.label_column, self.image_column)
 
     def same_split(self, other: DatasetRef) -> bool:
         """Whether ``other`` is this dataset's split, whichever columns either names."""
@@ -681,6 +679,14 @@ def read_yaml(text: str, *, source: str | None = None) -> Any:
         raise RecipeError(f"the YAML writes out to more than {MAX_SIZE:,} values and characters once its "
                           "aliases are expanded (aliases of aliases?); a recipe is a few thousand", source=source)
     return data
+
+
+def described_dataset(spec: str, label_column: str | None, image_column: str | None) -> str:
+    """A dataset's one line and the columns named for it (``DatasetRef.described``), also where only the line and
+    the columns were kept (an evaluation's results)."""
+    named = [f"{what} column {name}" for what, name in (("label", label_column), ("image", image_column))
+             if name is not None]
+    return ", ".join([spec, *named])
 
 
 def shared_names(folders: Iterable[Path]) -> dict[Path, str]:

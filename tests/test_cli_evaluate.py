@@ -568,7 +568,7 @@ def test_a_dataset_with_labels_under_another_name_is_evaluated_once_named(
     expected, got = json.loads(as_label.read_text())["digits_low"], json.loads(named.read_text())["digits_low"]
     assert got["accuracy"] == pytest.approx(expected["accuracy"], abs=1e-12)
     assert got["loss"] == pytest.approx(expected["loss"], rel=1e-6)
-    capsys.readouterr()
+    assert f"{coarse}:test, label column coarse_label" in capsys.readouterr().out  # the table, as the card says it
     assert _evaluate(convnext_average, "-t", f"digits_low={coarse}", "--label-column", "coarse") == 1
     assert ("has no column 'coarse' (named as its label_column). Its columns: image (Image), coarse_label (Value)."
             in _said(capsys))

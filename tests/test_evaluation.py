@@ -834,6 +834,17 @@ def test_render_single_report() -> None:
     assert "a:test" in text and "50.00" in text and "average" in text and "75.00" in text
 
 
+def test_the_table_names_the_columns_a_dataset_was_read_with() -> None:
+    """The table showed `d:test` for a dataset read with --label-column coarse_label (the card names it); the JSON
+    report, which names no dataset, keeps FusionBench's shape."""
+    report = _report("m", {"a": (0.5, 1.0), "b": (1.0, 0.0)})
+    named = {"a": replace(report.results["a"], label_column="coarse_label"),
+             "b": replace(report.results["b"], label_column="y", image_column="img")}
+    text = _render(replace(report, results=named))
+    assert "a:test, label column coarse_label " in text and "b:test, label column y, image column img " in text
+    assert replace(report, results=named).to_dict() == report.to_dict()
+
+
 # ---------------------------------------------------------------- merged outputs (engine + loading)
 
 

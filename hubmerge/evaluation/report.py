@@ -13,6 +13,7 @@ from ..atomic_file import write_atomically
 from ..errors import WeightsError
 from ..json_files import read_json_file
 from ..output_stamp import OutputStamp
+from ..recipe import described_dataset
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -73,6 +74,11 @@ class TaskResult:
 
     def to_dict(self) -> dict[str, float]:
         return {"accuracy": self.accuracy, "loss": self.loss}
+
+    @property
+    def described_dataset(self) -> str:
+        """``dataset`` and its named columns, as the card names them: the one line alone hides a column read."""
+        return described_dataset(self.dataset, self.label_column, self.image_column)
 
 
 def _average(results: Mapping[str, TaskResult]) -> dict[str, float]:
@@ -304,8 +310,8 @@ def accuracy_matrix(report: CompareReport) -> tuple[list[str], dict[str, list[fl
 def render_report(report: EvalReport | CompareReport, console: Console) -> None:
     """Draw a report as a rich table.
 
-    An :class:`EvalReport` gives one row per task (dataset, samples, accuracy %, loss) and the
-    average; a :class:`CompareReport` one row per model (merged, base + task heads, individual
+    An :class:`EvalReport` gives one row per task (dataset and its named columns, samples, accuracy %,
+    loss) and the average; a :class:`CompareReport` one row per model (merged, base + task heads, individual
     fine-tunes, each fine-tune's backbone) and one accuracy column per task plus the average, the
     best of each column in bold.
     """
@@ -321,7 +327,7 @@ def render_report(report: EvalReport | CompareReport, console: Console) -> None:
             table.add_column(column, justify=justify, overflow="fold", no_wrap=numeric)  # type: ignore[arg-type]
         for task, result in report.results.items():
             table.add_row(
-                task, result.dataset, str(result.num_samples), _pct(result.accuracy), f"{result.loss:.4f}"
+                task, result.described_dataset, str(result.num_samples), _pct(result.accuracy), f"{result.loss:.4f}"
             )
         if report.results:
             average = report.average
