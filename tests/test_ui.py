@@ -1034,6 +1034,41 @@ def test_push_is_off_from_its_click_until_its_push_ends():
     assert sorted(back) == [(False, False), (False, True)]  # Gradio's .then does not follow a failure
 
 
+def test_push_stays_off_while_any_push_of_the_page_waits_or_uploads(tmp_path):
+    """A merge ending during the upload of the page's older output turned Push on for the new one, and the older
+    push's end turned it on again while a second click's push waited in the queue: the new output pushed twice.
+    Push is on only once every push the page clicked has answered, done or refused; other pages' pushes count not."""
+    from hubmerge.ui import build_app
+
+    app = build_app(work_dir=tmp_path / "work")
+    ids = _elem_ids(app.config)
+    fns, deps = _events(app)
+    push = next(i for i, fn in enumerate(fns) if fn.api_name == "push")
+    merge = next(i for i, fn in enumerate(fns) if fn.api_name == "merge")
+    click = fns[deps[push]["trigger_after"]].fn
+    answered = [fns[i].fn for i, d in enumerate(deps) if d["trigger_after"] == push]
+    merged = next(fns[i].fn for i, d in enumerate(deps)
+                  if d["trigger_after"] == merge and ids["push"] in d["outputs"] and ids["classify"] in d["outputs"])
+    page, other = SimpleNamespace(session_hash="page"), SimpleNamespace(session_hash="other")
+    output = tmp_path / "work" / "page" / "merged-2"
+    output.mkdir(parents=True)
+
+    def push_on(step, request) -> bool:  # type: ignore[no-untyped-def]
+        return step(str(output), None, request=request)[0].interactive
+
+    assert push_on(merged, page) is True  # no push of the page
+    assert click(request=page)[1].interactive is False  # the older output's push
+    assert push_on(merged, page) is False and push_on(merged, other) is True  # the merge ends during it
+    click(request=page)  # (a second push clicked before the fix)
+    assert push_on(answered[0], page) is False  # the first push answered: the second still waits
+    assert push_on(answered[1], page) is True  # it answered, refused: nothing of the page pushes now
+    assert push_on(answered[0], page) is True  # a stray answer counts no lower
+    click(request=page)
+    handlers = fns[push].fn.__self__
+    handlers.end_session(page)  # the page closed: its count goes with it
+    assert not handlers._pushes
+
+
 def test_a_push_of_an_output_a_push_is_uploading_is_refused(tmp_path, monkeypatch):
     """The API reaches the push handler however the page's button stands: a second push of the output a push is
     uploading committed it again. Another output pushes meanwhile, and the output again once its push ended."""

@@ -296,7 +296,7 @@ def test_push_and_classify_follow_what_can_be_done_in_the_browser(browser_app, l
 
     def publish_output(output, repo_id, **kwargs):  # type: ignore[no-untyped-def]
         pushes.append(repo_id)
-        uploading.wait(60)  # until the test has seen the page during the upload
+        uploading.wait(300)  # until the test has seen the page during the upload (and a merge end)
         return SimpleNamespace(files=["model.safetensors"], commit_sha="0" * 40, url=f"{local_hub.endpoint}/{repo_id}")
 
     monkeypatch.setattr(publishing, "publish_output", publish_output)
@@ -332,6 +332,13 @@ def test_push_and_classify_follow_what_can_be_done_in_the_browser(browser_app, l
         expect(page.locator("#classify")).to_be_enabled()
         page.get_by_role("tab", name="Push").click()
         expect(page.locator("#push")).to_be_disabled()  # it turned Push on
+        page.get_by_role("tab", name="Merge").click()
+        page.locator("#merge").click()  # a merge ending during the upload turned Push on for its output
+        page.get_by_role("tab", name="Results").click()
+        expect(page.locator("#status")).not_to_contain_text("Merged in")  # the new merge's, not the last one's
+        expect(page.locator("#status")).to_contain_text("Merged in", timeout=240_000)
+        page.get_by_role("tab", name="Push").click()
+        expect(page.locator("#push")).to_be_disabled()
         uploading.set()
         expect(page.locator("#pushed")).to_contain_text("Pushed 1 files")
         expect(page.locator("#push")).to_be_enabled()

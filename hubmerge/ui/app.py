@@ -137,6 +137,8 @@ class AppHandlers:
     _models: "OrderedDict[tuple[str, str], tuple[Any, Any]]" = field(default_factory=OrderedDict, repr=False)
     # output a push is uploading -> whether its session forgot it since (then the push deletes it at its end)
     _uploads: dict[Path, bool] = field(default_factory=dict, repr=False)
+    # session -> its page's pushes clicked and not answered yet (waiting in the queue or uploading): Push stays off
+    _pushes: dict[str, int] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     # ---------------------------------------------------------------- form
@@ -319,7 +321,7 @@ class AppHandlers:
 
         secret = self.token_for(token, oauth_token)
         max_samples = self.max_samples if examples is None else (int(examples) or None)
-        session = getattr(request, "session_hash", None) or "default"
+        session = _session(request)
         cancel = self._cancels[session] = threading.Event()
         self._forget_stale_outputs()
         folder = self._session_dir(session)
@@ -363,10 +365,12 @@ class AppHandlers:
 
     def end_session(self, request: gr.Request = None) -> None:  # type: ignore[assignment]
         """The page was closed: stop its merge and delete its output, so a Space's disk holds live sessions only."""
-        session = getattr(request, "session_hash", None) or "default"
+        session = _session(request)
         event = self._cancels.get(session)
         if event is not None:
             event.set()  # the merge stops at its next tensor group and removes what it wrote
+        with self._lock:
+            self._pushes.pop(session, None)
         self._forget_outputs(self._session_dir(session))
 
     def _results(self, output: Path, report: Any, seconds: float) -> tuple[Any, ...]:
@@ -393,7 +397,7 @@ class AppHandlers:
 
         A merge still waiting in the queue never reaches here: the button's ``cancels`` takes it off the queue,
         so "nothing to cancel" would be wrong then."""
-        event = self._cancels.get(getattr(request, "session_hash", None) or "default")
+        event = self._cancels.get(_session(request))
         if event is None:
             return "No merge is running in this page; one waiting in the queue, if any, will not start."
         event.set()
@@ -412,7 +416,7 @@ class AppHandlers:
         with _user_errors("Push", secret):
             repo_id = (repo_id or "").strip()
             check_repo_id(repo_id)
-            if not output and (getattr(request, "session_hash", None) or "default") in self._cancels:
+            if not output and _session(request) in self._cancels:
                 raise RecipeError("this page's merge is still running: push once it has ended (the Results tab "
                                   "shows its progress), or cancel it")
             merged = self._merged(output, " to push")
@@ -424,6 +428,28 @@ class AppHandlers:
                 pushed = publish_output(merged, repo_id, token=secret, private=private, overwrite=overwrite,
                                         endpoint=self.endpoint, on_step=lambda done, what: progress(done, desc=what))
         return f"Pushed {len(pushed.files)} files in one commit ({pushed.commit_sha[:12]}): [{repo_id}]({pushed.url})"
+
+    def push_clicked(self, request: gr.Request = None) -> tuple[None, gr.Button]:  # type: ignore[assignment]
+        """The click's first, unqueued step: clear the last answer, turn Push off and count the page's push until it
+        answers (``push_answered``). Pushes share one queue slot, so one may wait behind another page's; a merge
+        ending meanwhile, or an older push answering, turned Push on and a second click pushed the model twice."""
+        session = _session(request)
+        with self._lock:
+            self._pushes[session] = self._pushes.get(session, 0) + 1
+        return None, gr.Button(interactive=False)
+
+    def push_answered(self, request: gr.Request = None) -> None:  # type: ignore[assignment]
+        """A push of the page answered, done or refused: it no longer keeps Push off."""
+        session = _session(request)
+        with self._lock:
+            left = self._pushes.pop(session, 0) - 1
+            if left > 0:
+                self._pushes[session] = left
+
+    def pushing(self, request: gr.Request = None) -> bool:  # type: ignore[assignment]
+        """Whether a push the page clicked has not answered yet."""
+        with self._lock:
+            return _session(request) in self._pushes
 
     def try_it(self, output: str | None, task: str | None, image: Any) -> dict[str, float]:
         """The top-5 labels of the merged model with ``task``'s head for one image."""
@@ -453,6 +479,11 @@ class AppHandlers:
             labels = model_labels(model)
             top = probs.topk(min(5, probs.numel()))
             return {labels.get(int(i), str(int(i))): float(p) for p, i in zip(top.values, top.indices)}
+
+
+def _session(request: gr.Request | None) -> str:
+    """The page's session (``default`` for a direct call, as the tests make)."""
+    return getattr(request, "session_hash", None) or "default"
 
 
 def evaluation_step(what: str, done: int, total: int, elapsed: float) -> str:
@@ -497,15 +528,20 @@ def _running(start: gr.Button, stop: gr.Button, running: bool) -> dict[str, Any]
     return _in_page(lambda: (gr.Button(interactive=not running), gr.Button(interactive=running)), [start, stop])
 
 
-def _following(output: gr.State, image: gr.Image, push: gr.Button, classify: gr.Button,
-               checks: gr.Timer) -> dict[str, Any]:
+def _following(handlers: AppHandlers, output: gr.State, image: gr.Image, push: gr.Button, classify: gr.Button,
+               checks: gr.Timer, *, push_answered: bool = False) -> dict[str, Any]:
     """Event arguments that set what needs the page's merged output by whether it has one, at once, in the page:
-    Push, Classify (with an image given too) and the look at whether it is still there. The output is read on the
-    server, where the session's state and output live (also on a Space); the image as sent, not decoded."""
+    Push (while no push of the page is waiting or uploading), Classify (with an image given too) and the look at
+    whether it is still there. The output is read on the server, where the session's state and output live (also
+    on a Space); the image as sent, not decoded. ``push_answered``: the step after a push, which ends its count."""
 
-    def follow(value: str | None, picture: Any) -> tuple[Any, ...]:
+    def follow(value: str | None, picture: Any,
+               request: gr.Request = None) -> tuple[Any, ...]:  # type: ignore[assignment]
+        if push_answered:
+            handlers.push_answered(request)
         there = AppHandlers.has_output(value)
-        return gr.Button(interactive=there), _classify_button(value, picture), gr.Timer(active=there)
+        return (gr.Button(interactive=there and not handlers.pushing(request)), _classify_button(value, picture),
+                gr.Timer(active=there))
 
     return {**_in_page(follow, [push, classify, checks], [output, image]), "preprocess": False}
 
@@ -712,7 +748,7 @@ def build_app(
         # pressed before a merge, during one or after a failed or cancelled one, they could only answer "merge
         # first". The handlers still check (the API calls them directly), and a refusal turns them off if the output
         # went meanwhile; a gentle timer says so sooner (keep_outputs_s).
-        follow_output = _following(output_state, image, push_button, try_button, output_checks)
+        follow_output = _following(handlers, output_state, image, push_button, try_button, output_checks)
         noticing_gone = _noticing_gone(handlers, output_state, notice, [push_button, try_button], output_checks)
         output_checks.tick(**noticing_gone)
         # Merge is off while its merge runs or waits: pressed again, Gradio dropped the second merge without a word
@@ -728,16 +764,16 @@ def build_app(
         merging.then(**follow_output)  # on after a merge with its output; a failed one leaves them off from its start
         merging.failure(**_running(merge_button, cancel_button, False))  # Gradio's .then does not follow a failure
         cancel_button.click(handlers.cancel, None, status, cancels=[merging], api_name="cancel", queue=False)
-        # Push is off from its click (the first step, which Gradio does not start again while it runs) until its
-        # push ends: clicked again during an upload, it started a second push of the same model
-        pushing = push_button.click(
-            **_in_page(lambda: (None, gr.Button(interactive=False)), [pushed, push_button])
-        ).then(
+        # Push is off from its click (the first step, which Gradio does not start again while it runs) until no push
+        # of the page waits or uploads: clicked again meanwhile, it pushed a model twice
+        pushing = push_button.click(**_in_page(handlers.push_clicked, [pushed, push_button])).then(
             handlers.push, [output_state, repo_id, private, overwrite, token_box], pushed,
             api_name="push", concurrency_limit=1, concurrency_id=PUSHES,
         )
-        pushing.then(**follow_output)
-        pushing.failure(**follow_output)
+        answered = _following(handlers, output_state, image, push_button, try_button, output_checks,
+                              push_answered=True)
+        pushing.then(**answered)
+        pushing.failure(**answered)
         # a refused try changes Push only where the output went: a push may be running
         trying = try_button.click(handlers.try_it, [output_state, task, image], top5, api_name="try_it")
         trying.failure(**noticing_gone)
