@@ -711,3 +711,14 @@ def test_cleared_faults_match_file_downloads_again(local_hub):
         assert faults.take_cut("/alice/m/resolve/main/model.safetensors") == 10
     finally:
         faults.clear()
+
+
+def test_a_request_whose_client_left_is_still_handled_and_waited_for(local_hub, hub_faults):
+    """A client killed while the server handles its request (a push's commit, sent whole) does not stop it: the
+    commit lands later. ``stats.wait_idle`` lets a test read the repo once it has, not before."""
+    hub_faults.path_pattern, hub_faults.delay, hub_faults.delay_times = r"/api/whoami-v2", 1.5, 1
+    with pytest.raises(httpx.TimeoutException):  # the client gives up, as a killed one would
+        httpx.get(f"{local_hub.endpoint}/api/whoami-v2", timeout=0.3,
+                  headers={"authorization": f"Bearer {local_hub.alice_token}"})
+    assert local_hub.stats.in_flight == 1 and not local_hub.stats.wait_idle(0.1)
+    assert local_hub.stats.wait_idle(30) and local_hub.stats.in_flight == 0

@@ -649,6 +649,10 @@ def create_app(
     @app.api_route("/{anything:path}", methods=["GET", "HEAD", "POST", "PUT", "DELETE"])
     async def handle(request: Request, anything: str) -> Response:  # routing is on the raw path
         body = await request.body()
-        return await run_in_threadpool(hub.dispatch, request, body)  # disk work off the event loop
+        hub.stats.handling(+1)
+        try:
+            return await run_in_threadpool(hub.dispatch, request, body)  # disk work off the event loop
+        finally:
+            hub.stats.handling(-1)
 
     return app

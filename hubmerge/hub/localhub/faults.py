@@ -18,7 +18,26 @@ class HubStats:
     bytes_sent: int = 0
     bytes_by_path: dict[str, int] = field(default_factory=dict)
     requests: dict[str, int] = field(default_factory=dict)
+    # requests being handled now: one whose client was killed still ends (a commit received whole lands)
+    in_flight: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _idle: threading.Condition = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._idle = threading.Condition(self.lock)
+
+    def handling(self, delta: int) -> None:
+        """One request more (+1) or fewer (-1) being handled."""
+        with self.lock:
+            self.in_flight += delta
+            if self.in_flight == 0:
+                self._idle.notify_all()
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until no request is being handled (what a killed client sent has landed, or failed); False when
+        ``timeout`` seconds passed first."""
+        with self.lock:
+            return self._idle.wait_for(lambda: self.in_flight == 0, timeout)
 
     def add_bytes(self, key: str, n: int) -> None:
         with self.lock:
